@@ -1,0 +1,103 @@
+/** Public shapes of the engine's API (see docs/engine-format.md for the on-disk side). */
+
+/** One contiguous run of a device's address space with the same allocation state. */
+export interface Extent {
+  offset: number;
+  length: number;
+  /** false: a hole, which reads as zeroes and holds no chunk. */
+  allocated: boolean;
+}
+
+export interface WriteOptions {
+  /** Force unit access: the write is durable when the promise resolves. */
+  fua?: boolean;
+}
+
+/**
+ * Byte-addressed access to a volume (read-write) or a snapshot (read-only). This is what the NBD
+ * server and the node plugin use; every method validates offset and length against `size`.
+ */
+export interface BlockDevice {
+  readonly name: string;
+  readonly kind: DeviceKind;
+  readonly readOnly: boolean;
+  /** Current size in bytes (a volume can grow while open). */
+  readonly size: number;
+  /** The pool's chunk size: the unit of allocation, sharing and trim. */
+  readonly chunkSize: number;
+  read(offset: number, length: number): Promise<Buffer>;
+  write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
+  /** Makes every write completed before the call durable (NBD_CMD_FLUSH semantics). */
+  flush(): Promise<void>;
+  /** Discard: whole chunks go back to the pool, partial chunks are zeroed. Reads return zeroes after. */
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  /** Zeroes a range; whole chunks become holes (space given back), partial chunks are written. */
+  writeZeroes(offset: number, length: number, options?: WriteOptions): Promise<void>;
+  /** Allocation map of a range, answered from metadata alone. */
+  extents(offset: number, length: number): Extent[];
+}
+
+export type DeviceKind = "volume" | "snapshot";
+
+export interface SpaceUsage {
+  /** Bytes of chunks this device maps. */
+  totalBytes: number;
+  /** Bytes of chunks only this device maps: what deleting it would give back. */
+  exclusiveBytes: number;
+  /** Bytes of chunks this device shares with at least one other volume or snapshot. */
+  sharedBytes: number;
+}
+
+export interface VolumeInfo {
+  kind: "volume";
+  id: number;
+  name: string;
+  sizeBytes: number;
+  createdAt: Date;
+  /** Snapshot or volume this volume was restored or cloned from, if any (by name at creation). */
+  source?: { kind: DeviceKind; name: string };
+  /** Present while (or since) a full background copy runs for this volume. */
+  copy?: CopyProgress;
+}
+
+export interface SnapshotInfo {
+  kind: "snapshot";
+  id: number;
+  name: string;
+  sizeBytes: number;
+  createdAt: Date;
+  /** The volume the snapshot was taken of (its name at snapshot time). */
+  sourceVolume: string;
+  sourceVolumeId: number;
+}
+
+export interface CopyProgress {
+  state: "running" | "done" | "cancelled" | "failed";
+  copiedChunks: number;
+  totalChunks: number;
+  error?: string;
+}
+
+export interface PoolStats {
+  chunkSize: number;
+  sizeBytes: number;
+  allocatedBytes: number;
+  freeBytes: number;
+  volumes: Array<{ name: string; sizeBytes: number } & SpaceUsage>;
+  snapshots: Array<{ name: string; sizeBytes: number; sourceVolume: string } & SpaceUsage>;
+  /** Bytes of pool metadata held in memory (chunk tables and reference counts). */
+  metadataBytes: number;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  chunksInUse: number;
+  chunksFree: number;
+  problems: string[];
+}
+
+/** A set of chunk indexes of a device (logical chunk numbers, ascending). */
+export interface ChunkList {
+  chunkSize: number;
+  chunks: number[];
+}
