@@ -1,0 +1,239 @@
+import { crc32 } from "node:zlib";
+import { SnapblockError } from "../errors/index.js";
+import { FANOUT, type TreeNode } from "./chunk-tree.js";
+import type { Device, Metadata } from "./metadata.js";
+import type { DeviceKind } from "./types.js";
+
+/**
+ * The checkpoint: the whole metadata state at one sequence number, written to `checkpoint.tmp`,
+ * synced, and renamed over `checkpoint` (then the directory is synced). Shared table nodes are
+ * written once and referenced by number, so the file is as small as the in-memory state.
+ *
+ * Header (64 bytes, little-endian): magic "SBCKPT01", version u32, pool uuid (16), sequence u64,
+ * next device id u32, device count u32, node count u32, payload length u32, payload crc32 u32,
+ * header crc32 u32 (over bytes 0..59). Payload: nodes in post-order (children before parents,
+ * numbered from 1), then devices. See docs/engine-format.md for each field.
+ */
+const MAGIC = "SBCKPT01";
+const VERSION = 1;
+export const CHECKPOINT_HEADER = 64;
+
+const TAG_LEAF_SPARSE = 1;
+const TAG_LEAF_DENSE = 2;
+const TAG_INNER = 3;
+
+const KIND_CODE: Record<DeviceKind, number> = { volume: 1, snapshot: 2 };
+
+class Writer {
+  buf = Buffer.alloc(1 << 16);
+  off = 0;
+  ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    let len = this.buf.length * 2;
+    while (len < this.off + n) len *= 2;
+    const next = Buffer.alloc(len);
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
+  u8(v: number): void {
+    this.ensure(1);
+    this.buf[this.off++] = v;
+  }
+  u16(v: number): void {
+    this.ensure(2);
+    this.off = this.buf.writeUInt16LE(v, this.off);
+  }
+  u32(v: number): void {
+    this.ensure(4);
+    this.off = this.buf.writeUInt32LE(v, this.off);
+  }
+  u64(v: number): void {
+    this.ensure(8);
+    this.off = this.buf.writeBigUInt64LE(BigInt(v), this.off);
+  }
+  str(s: string): void {
+    const len = Buffer.byteLength(s, "utf8");
+    this.u16(len);
+    this.ensure(len);
+    this.off += this.buf.write(s, this.off, "utf8");
+  }
+}
+
+/** Serializes the state synchronously (no other change can interleave). */
+export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
+  const w = new Writer();
+  w.off = CHECKPOINT_HEADER;
+  const ids = new Map<TreeNode, number>();
+  const emit = (node: TreeNode): number => {
+    const known = ids.get(node);
+    if (known !== undefined) return known;
+    if (node.isLeaf) {
+      let count = 0;
+      for (const v of node.slots) if (v !== 0) count++;
+      if (count * 6 < FANOUT * 4) {
+        w.u8(TAG_LEAF_SPARSE);
+        w.u16(count);
+        node.slots.forEach((v, i) => {
+          if (v !== 0) {
+            w.u16(i);
+            w.u32(v);
+          }
+        });
+      } else {
+        w.u8(TAG_LEAF_DENSE);
+        for (const v of node.slots) w.u32(v);
+      }
+    } else {
+      const childIds: [number, number][] = [];
+      node.children.forEach((c, i) => {
+        if (c) childIds.push([i, emit(c)]);
+      });
+      w.u8(TAG_INNER);
+      w.u16(childIds.length);
+      for (const [i, id] of childIds) {
+        w.u16(i);
+        w.u32(id);
+      }
+    }
+    const id = ids.size + 1;
+    ids.set(node, id);
+    return id;
+  };
+  const roots = new Map<number, number>();
+  for (const d of meta.devices.values()) roots.set(d.id, d.table.root ? emit(d.table.root) : 0);
+  const nodeCount = ids.size;
+  for (const d of meta.devices.values()) {
+    w.u32(d.id);
+    w.u8(KIND_CODE[d.kind]);
+    w.u8(d.copying ? 1 : 0);
+    w.u8(d.table.levels);
+    w.u32(roots.get(d.id) ?? 0);
+    w.u64(d.sizeBytes);
+    w.u64(d.createdAtMs);
+    w.u32(d.sourceId);
+    w.u8(d.sourceKind ? KIND_CODE[d.sourceKind] : 0);
+    w.u32(d.lineage);
+    w.str(d.name);
+    w.str(d.sourceName ?? "");
+  }
+  const buf = w.buf.subarray(0, w.off);
+  buf.write(MAGIC, 0, "latin1");
+  buf.writeUInt32LE(VERSION, 8);
+  uuid.copy(buf, 12);
+  buf.writeBigUInt64LE(BigInt(meta.seq), 28);
+  buf.writeUInt32LE(meta.nextId, 36);
+  buf.writeUInt32LE(meta.devices.size, 40);
+  buf.writeUInt32LE(nodeCount, 44);
+  buf.writeUInt32LE(buf.length - CHECKPOINT_HEADER, 48);
+  buf.writeUInt32LE(crc32(buf.subarray(CHECKPOINT_HEADER)), 52);
+  buf.writeUInt32LE(0, 56);
+  buf.writeUInt32LE(crc32(buf.subarray(0, 60)), 60);
+  return buf;
+}
+
+/** Loads a checkpoint into an empty Metadata, rebuilding reference counts from the references. */
+export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): void {
+  const fail = (why: string): never => {
+    throw new SnapblockError("CORRUPT", `checkpoint: ${why}`);
+  };
+  if (buf.length < CHECKPOINT_HEADER || buf.toString("latin1", 0, 8) !== MAGIC) fail("bad magic");
+  if (buf.readUInt32LE(60) !== crc32(buf.subarray(0, 60))) fail("header checksum mismatch");
+  if (buf.readUInt32LE(8) !== VERSION) fail(`version ${buf.readUInt32LE(8)} not supported`);
+  if (!buf.subarray(12, 28).equals(uuid)) fail("belongs to another pool (uuid mismatch)");
+  const payloadLen = buf.readUInt32LE(48);
+  if (buf.length !== CHECKPOINT_HEADER + payloadLen) fail("length mismatch");
+  if (buf.readUInt32LE(52) !== crc32(buf.subarray(CHECKPOINT_HEADER))) fail("payload checksum mismatch");
+  const seq = Number(buf.readBigUInt64LE(28));
+  const nextId = buf.readUInt32LE(36);
+  const deviceCount = buf.readUInt32LE(40);
+  const nodeCount = buf.readUInt32LE(44);
+
+  let off = CHECKPOINT_HEADER;
+  const need = (n: number): void => {
+    if (off + n > buf.length) fail("truncated payload");
+  };
+  const u8 = (): number => (need(1), buf[off++]!);
+  const u16 = (): number => (need(2), (off += 2), buf.readUInt16LE(off - 2));
+  const u32 = (): number => (need(4), (off += 4), buf.readUInt32LE(off - 4));
+  const u64 = (): number => (need(8), (off += 8), Number(buf.readBigUInt64LE(off - 8)));
+  const str = (): string => {
+    const len = u16();
+    need(len);
+    off += len;
+    return buf.toString("utf8", off - len, off);
+  };
+
+  const nodes: TreeNode[] = [];
+  const node = (id: number): TreeNode => {
+    const n = nodes[id - 1];
+    if (!n) return fail(`reference to node ${id} before its definition`);
+    return n;
+  };
+  for (let i = 0; i < nodeCount; i++) {
+    const tag = u8();
+    let n: TreeNode;
+    if (tag === TAG_LEAF_SPARSE || tag === TAG_LEAF_DENSE) {
+      const leaf = meta.tables.newLeaf();
+      if (tag === TAG_LEAF_DENSE) {
+        for (let s = 0; s < FANOUT; s++) leaf.slots[s] = u32();
+      } else {
+        const count = u16();
+        for (let k = 0; k < count; k++) {
+          const s = u16();
+          if (s >= FANOUT) fail("leaf slot out of range");
+          leaf.slots[s] = u32();
+        }
+      }
+      for (const v of leaf.slots) if (v !== 0) meta.space.addRef(v - 1);
+      n = leaf;
+    } else if (tag === TAG_INNER) {
+      const inner = meta.tables.newInner();
+      const count = u16();
+      for (let k = 0; k < count; k++) {
+        const s = u16();
+        if (s >= FANOUT) fail("inner slot out of range");
+        const child = node(u32());
+        child.rc++;
+        inner.children[s] = child;
+      }
+      n = inner;
+    } else {
+      return fail(`unknown node tag ${tag}`);
+    }
+    n.rc = 0;
+    nodes.push(n);
+  }
+  const kinds: (DeviceKind | undefined)[] = [undefined, "volume", "snapshot"];
+  for (let i = 0; i < deviceCount; i++) {
+    const id = u32();
+    const kind = kinds[u8()] ?? fail("bad device kind");
+    const copying = u8() === 1;
+    const levels = u8();
+    const rootId = u32();
+    const root = rootId ? node(rootId) : null;
+    if (root) root.rc++;
+    const d: Device = {
+      id,
+      kind,
+      copying,
+      table: { root, levels },
+      sizeBytes: u64(),
+      createdAtMs: u64(),
+      sourceId: u32(),
+      sourceKind: kinds[u8()],
+      lineage: u32(),
+      name: str(),
+      sourceName: undefined,
+    };
+    const sourceName = str();
+    d.sourceName = d.sourceKind ? sourceName : undefined;
+    meta.addDevice(d);
+  }
+  for (const n of nodes) {
+    // Nodes start with rc=1 from their constructor; it was reset to 0 and recounted above.
+    if (n.rc === 0) fail("a table node is referenced by nothing");
+  }
+  meta.seq = seq;
+  meta.nextId = Math.max(meta.nextId, nextId);
+  meta.space.rebuildFreeList();
+}

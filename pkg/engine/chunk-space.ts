@@ -1,0 +1,226 @@
+import { SnapblockError } from "../errors/index.js";
+
+/**
+ * The physical side of a pool: how many chunks there are, who references each (a reference count
+ * per chunk: the number of chunk-table leaves pointing at it), and which are free.
+ *
+ * A chunk whose count drops to zero is not reusable at once. It becomes free only when
+ *  1. the metadata record that released it is durable (committed), otherwise a crash would bring
+ *     back a table pointing at a chunk that meanwhile holds someone else's data; and
+ *  2. no data I/O that started before the release is still running (a read that looked up the
+ *     chunk before the release must not see a new owner's bytes).
+ * The first is tracked with record sequence numbers, the second with I/O epochs.
+ */
+export class ChunkSpace {
+  /** Reference count per physical chunk, grown as the high-water mark grows. */
+  private refs: Uint32Array;
+  /** Chunks below `highWater` were handed out at least once; above it all are free. */
+  private highWater = 0;
+  private freeStack: Uint32Array;
+  private freeCount = 0;
+  /** Released chunks waiting for their release to be durable and for older I/O to end. */
+  private pending: { chunk: number; seq: number; epoch: number }[] = [];
+  private pendingHead = 0;
+  /** Chunks handed to a writer whose mapping is not yet applied. */
+  private reservedCount = 0;
+  /** Chunks whose count fell to 1 by a record not yet durable: not writable in place until then. */
+  readonly unsharedAt = new Map<number, number>();
+
+  private epoch = 1;
+  private readonly activeIo = new Map<number, number>();
+
+  constructor(readonly capacity: number) {
+    this.refs = new Uint32Array(1024);
+    this.freeStack = new Uint32Array(256);
+  }
+
+  get inUse(): number {
+    return this.highWater - this.freeCount - (this.pending.length - this.pendingHead) - this.reservedCount;
+  }
+
+  get free(): number {
+    return this.capacity - this.inUse - this.reservedCount;
+  }
+
+  get pendingCount(): number {
+    return this.pending.length - this.pendingHead;
+  }
+
+  get highWaterMark(): number {
+    return this.highWater;
+  }
+
+  /** Bytes of memory the accounting itself holds. */
+  get memoryBytes(): number {
+    return this.refs.byteLength + this.freeStack.byteLength + (this.pending.length - this.pendingHead) * 24;
+  }
+
+  refCount(chunk: number): number {
+    return chunk < this.refs.length ? this.refs[chunk]! : 0;
+  }
+
+  /** Loading: marks a chunk referenced once more (tables are being rebuilt from disk). */
+  addRef(chunk: number): void {
+    if (chunk >= this.capacity) {
+      throw new SnapblockError(
+        "CORRUPT",
+        `metadata references chunk ${chunk} beyond the pool's ${this.capacity}`,
+      );
+    }
+    this.growRefs(chunk + 1);
+    if (chunk >= this.highWater) this.highWater = chunk + 1;
+    this.refs[chunk]!++;
+  }
+
+  /** A leaf copy (shadowing) adds one more reference to a chunk that is already in use. */
+  ref(chunk: number): void {
+    this.refs[chunk]!++;
+  }
+
+  /**
+   * After loading: every chunk below the high-water mark with no reference is free.
+   * Called once, before any allocation.
+   */
+  rebuildFreeList(): void {
+    this.freeCount = 0;
+    for (let c = this.highWater - 1; c >= 0; c--) if (this.refs[c] === 0) this.pushFree(c);
+  }
+
+  /**
+   * Drops one reference. Returns the new count. At zero the chunk joins the pending-free list,
+   * tagged with the releasing record's sequence number.
+   */
+  release(chunk: number, seq: number): number {
+    const n = --this.refs[chunk]!;
+    if (n === 0) {
+      this.unsharedAt.delete(chunk);
+      this.pending.push({ chunk, seq, epoch: ++this.epoch });
+    } else if (n === 1) {
+      this.unsharedAt.set(chunk, seq);
+    }
+    return n;
+  }
+
+  /** Moves pending chunks whose release is durable and not watched by older I/O to the free list. */
+  reclaim(committedSeq: number): void {
+    const oldest = this.oldestActiveEpoch();
+    while (this.pendingHead < this.pending.length) {
+      const p = this.pending[this.pendingHead]!;
+      if (p.seq > committedSeq || p.epoch > oldest) break;
+      this.pushFree(p.chunk);
+      this.pendingHead++;
+    }
+    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+    for (const [chunk, seq] of this.unsharedAt) if (seq <= committedSeq) this.unsharedAt.delete(chunk);
+  }
+
+  /** Whether some released chunk waits only for a commit to become free. */
+  hasPendingAfter(committedSeq: number): boolean {
+    for (let i = this.pendingHead; i < this.pending.length; i++)
+      if (this.pending[i]!.seq > committedSeq) return true;
+    return false;
+  }
+
+  /**
+   * Takes `n` free chunks for a writer, preferring low, contiguous chunk numbers so that
+   * sequential writes land sequentially. Throws NO_SPACE if there are not enough.
+   */
+  reserve(n: number): number[] {
+    if (n > this.freeCount + (this.capacity - this.highWater)) {
+      throw new SnapblockError(
+        "NO_SPACE",
+        `pool is full: ${n} chunk(s) needed, ${this.freeCount + this.capacity - this.highWater} free`,
+      );
+    }
+    const out: number[] = [];
+    while (out.length < n && this.freeCount > 0) out.push(this.freeStack[--this.freeCount]!);
+    while (out.length < n) {
+      const c = this.highWater++;
+      this.growRefs(this.highWater);
+      out.push(c);
+    }
+    this.reservedCount += n;
+    return out;
+  }
+
+  /** A reserved chunk now mapped by one leaf. */
+  commitReserved(chunk: number): void {
+    this.reservedCount--;
+    this.refs[chunk] = 1;
+  }
+
+  /** A reserved chunk the writer did not use (its write failed): free again at once. */
+  unreserve(chunk: number): void {
+    this.reservedCount--;
+    this.pushFree(chunk);
+  }
+
+  /** Replay: a MAP record names the chunk directly. */
+  claimForReplay(chunk: number): void {
+    if (chunk >= this.capacity) {
+      throw new SnapblockError("CORRUPT", `journal maps chunk ${chunk} beyond the pool's ${this.capacity}`);
+    }
+    this.growRefs(chunk + 1);
+    if (chunk >= this.highWater) this.highWater = chunk + 1;
+    if (this.refs[chunk] !== 0) {
+      throw new SnapblockError("CORRUPT", `journal maps chunk ${chunk}, which is still referenced`);
+    }
+    this.refs[chunk] = 1;
+  }
+
+  /** Replay only: pending frees are immediately free (everything replayed is durable). */
+  settleAfterReplay(): void {
+    this.pending = [];
+    this.pendingHead = 0;
+    this.unsharedAt.clear();
+    this.rebuildFreeList();
+  }
+
+  /** I/O epochs: every data I/O holds one from start to end. */
+  beginIo(): number {
+    const e = this.epoch;
+    this.activeIo.set(e, (this.activeIo.get(e) ?? 0) + 1);
+    return e;
+  }
+
+  endIo(token: number): void {
+    const n = (this.activeIo.get(token) ?? 1) - 1;
+    if (n === 0) this.activeIo.delete(token);
+    else this.activeIo.set(token, n);
+  }
+
+  private oldestActiveEpoch(): number {
+    let min = Infinity;
+    for (const e of this.activeIo.keys()) if (e < min) min = e;
+    return min;
+  }
+
+  /** For the consistency check: the free list and pending list as sets. */
+  freeSnapshot(): { free: number[]; pending: number[] } {
+    return {
+      free: Array.from(this.freeStack.subarray(0, this.freeCount)),
+      pending: this.pending.slice(this.pendingHead).map((p) => p.chunk),
+    };
+  }
+
+  private pushFree(chunk: number): void {
+    if (this.freeCount === this.freeStack.length) {
+      const next = new Uint32Array(this.freeStack.length * 2);
+      next.set(this.freeStack);
+      this.freeStack = next;
+    }
+    this.freeStack[this.freeCount++] = chunk;
+  }
+
+  private growRefs(n: number): void {
+    if (n <= this.refs.length) return;
+    let len = this.refs.length;
+    while (len < n) len *= 2;
+    const next = new Uint32Array(Math.min(len, Math.max(n, this.capacity)));
+    next.set(this.refs);
+    this.refs = next;
+  }
+}

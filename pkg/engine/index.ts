@@ -1,0 +1,26 @@
+/**
+ * snapblock's block engine: thin pools of reference-counted chunks, volumes and snapshots as
+ * chunk tables with shared structure, redirect-on-write, instant restores and clones, background
+ * full copies, and crash-safe metadata (checkpoint + journal). No gRPC, Kubernetes or Prometheus
+ * here: the NBD server and the CSI services use this API in-process.
+ */
+export { Pool, DEFAULT_CHUNK_SIZE } from "./pool.js";
+export type { PoolOptions, PoolCreateOptions, RestoreOptions } from "./pool.js";
+export type {
+  BlockDevice,
+  CheckReport,
+  ChunkList,
+  CopyProgress,
+  DeviceKind,
+  Extent,
+  PoolStats,
+  SnapshotInfo,
+  SpaceUsage,
+  VolumeInfo,
+  WriteOptions,
+} from "./types.js";
+export type { Storage, StorageFile } from "./storage.js";
+export { NodeStorage } from "./node-storage.js";
+export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";
+export { Prng } from "./prng.js";
+export { validateName, validateSize, MAX_DEVICE_BYTES } from "./names.js";

@@ -1,0 +1,66 @@
+/**
+ * Concurrency primitives of the data path.
+ *
+ * ChunkLocks serialize writers of the same logical chunk of the same device: a redirect-on-write
+ * reads the old chunk, writes a new one and remaps, and a second writer of that chunk must see the
+ * remap. Writers of different chunks never wait for each other.
+ *
+ * WriteGate lets a snapshot or clone wait until the writes in flight on its source have finished
+ * and hold new ones back meanwhile, so a snapshot contains each write entirely or not at all.
+ */
+export class ChunkLocks {
+  private readonly tails = new Map<number, Promise<void>>();
+
+  /** Locks all `keys` (sorted ascending, so two lockers of overlapping sets cannot deadlock). */
+  async lockAll(keys: readonly number[]): Promise<() => void> {
+    const releases: (() => void)[] = [];
+    for (const key of keys) releases.push(await this.lock(key));
+    return () => {
+      for (const release of releases) release();
+    };
+  }
+
+  private async lock(key: number): Promise<() => void> {
+    const prev = this.tails.get(key);
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = prev ? prev.then(() => mine) : mine;
+    this.tails.set(key, tail);
+    if (prev) await prev;
+    return () => {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    };
+  }
+}
+
+export class WriteGate {
+  private active = 0;
+  private closed: Promise<void> | undefined;
+  private idle: (() => void) | undefined;
+
+  async enter(): Promise<void> {
+    while (this.closed) await this.closed;
+    this.active++;
+  }
+
+  leave(): void {
+    this.active--;
+    if (this.active === 0 && this.idle) this.idle();
+  }
+
+  /** Waits for writes in flight to end, runs `fn` with new writes held back, then reopens. */
+  async exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
+    while (this.closed) await this.closed;
+    let reopen!: () => void;
+    this.closed = new Promise<void>((resolve) => (reopen = resolve));
+    try {
+      if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+      this.idle = undefined;
+      return await fn();
+    } finally {
+      this.closed = undefined;
+      reopen();
+    }
+  }
+}

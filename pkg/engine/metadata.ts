@@ -1,0 +1,131 @@
+import { SnapblockError } from "../errors/index.js";
+import type { ChunkSpace } from "./chunk-space.js";
+import { type ChunkTables, type Table } from "./chunk-tree.js";
+import { RecordType, type MetaRecord } from "./records.js";
+import type { DeviceKind } from "./types.js";
+
+/** One volume or snapshot as the metadata knows it. */
+export interface Device {
+  id: number;
+  kind: DeviceKind;
+  name: string;
+  sizeBytes: number;
+  createdAtMs: number;
+  table: Table;
+  /** Device this one was created from (0: none). */
+  sourceId: number;
+  sourceKind: DeviceKind | undefined;
+  sourceName: string | undefined;
+  /** Id of the volume at the root of this device's family: diffs need a common lineage. */
+  lineage: number;
+  /** A full background copy is unfinished (resumed when the pool opens). */
+  copying: boolean;
+}
+
+/**
+ * The metadata state machine: devices, their tables and the chunk accounting, changed only by
+ * applying records. The same `apply` runs live and during journal replay, which is what makes
+ * replay rebuild exactly the committed state.
+ */
+export class Metadata {
+  readonly devices = new Map<number, Device>();
+  readonly volumes = new Map<string, Device>();
+  readonly snapshots = new Map<string, Device>();
+  nextId = 1;
+  /** Sequence number of the last record applied. */
+  seq = 0;
+
+  constructor(
+    readonly space: ChunkSpace,
+    readonly tables: ChunkTables,
+    readonly chunkSize: number,
+  ) {}
+
+  chunksFor(sizeBytes: number): number {
+    return Math.ceil(sizeBytes / this.chunkSize);
+  }
+
+  device(id: number): Device {
+    const d = this.devices.get(id);
+    if (!d) throw new SnapblockError("CORRUPT", `metadata record names device ${id}, which does not exist`);
+    return d;
+  }
+
+  byName(kind: DeviceKind): Map<string, Device> {
+    return kind === "volume" ? this.volumes : this.snapshots;
+  }
+
+  addDevice(d: Device): void {
+    this.devices.set(d.id, d);
+    this.byName(d.kind).set(d.name, d);
+    if (d.id >= this.nextId) this.nextId = d.id + 1;
+  }
+
+  /**
+   * Applies one record. `replay` is true while rebuilding from the journal: a MAP then claims
+   * its chunk directly instead of consuming a reservation.
+   */
+  apply(r: MetaRecord, seq: number, replay: boolean): void {
+    if (seq !== this.seq + 1) {
+      throw new SnapblockError("CORRUPT", `metadata record ${seq} applied after ${this.seq}: sequence gap`);
+    }
+    this.seq = seq;
+    switch (r.type) {
+      case RecordType.Create: {
+        const kind: DeviceKind = r.kind === 1 ? "volume" : "snapshot";
+        if (this.devices.has(r.id)) throw new SnapblockError("CORRUPT", `device ${r.id} created twice`);
+        const source = r.sourceId ? this.device(r.sourceId) : undefined;
+        const table = source
+          ? this.tables.share(source.table)
+          : this.tables.newTable(this.chunksFor(r.sizeBytes));
+        this.tables.grow(table, this.chunksFor(r.sizeBytes));
+        this.addDevice({
+          id: r.id,
+          kind,
+          name: r.name,
+          sizeBytes: r.sizeBytes,
+          createdAtMs: r.createdAtMs,
+          table,
+          sourceId: r.sourceId,
+          sourceKind: source?.kind,
+          sourceName: source?.name,
+          lineage: source ? source.lineage : r.id,
+          copying: false,
+        });
+        return;
+      }
+      case RecordType.Delete: {
+        const d = this.device(r.id);
+        this.tables.drop(d.table, seq);
+        this.devices.delete(d.id);
+        this.byName(d.kind).delete(d.name);
+        return;
+      }
+      case RecordType.Map: {
+        const d = this.device(r.id);
+        if (r.chunk >= this.chunksFor(d.sizeBytes)) {
+          throw new SnapblockError(
+            "CORRUPT",
+            `record maps chunk ${r.chunk} beyond the end of device ${d.id}`,
+          );
+        }
+        if (replay) this.space.claimForReplay(r.phys);
+        else this.space.commitReserved(r.phys);
+        this.tables.set(d.table, r.chunk, r.phys, seq);
+        return;
+      }
+      case RecordType.Unmap:
+        this.tables.unmapRange(this.device(r.id).table, r.first, r.count, seq);
+        return;
+      case RecordType.Resize: {
+        const d = this.device(r.id);
+        d.sizeBytes = r.sizeBytes;
+        this.tables.grow(d.table, this.chunksFor(r.sizeBytes));
+        return;
+      }
+      case RecordType.CopyState:
+        this.device(r.id).copying = r.copying;
+        return;
+    }
+  }
+}

@@ -1,0 +1,769 @@
+import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.js";
+import { ChunkSpace } from "./chunk-space.js";
+import { ChunkTables } from "./chunk-tree.js";
+import { checkConsistency } from "./consistency-check.js";
+import { CopyJob } from "./copy-job.js";
+import { DataPath } from "./data-path.js";
+import { DeviceHandle } from "./device-handle.js";
+import { JOURNAL_HEADER_SIZE, encodeBatch, encodeJournalHeader, scanJournal } from "./journal.js";
+import { ChunkLocks, WriteGate } from "./locks.js";
+import { Metadata, type Device } from "./metadata.js";
+import { validateName, validateSize } from "./names.js";
+import { NodeStorage } from "./node-storage.js";
+import type { PoolCore } from "./pool-core.js";
+import { RecordType, type MetaRecord } from "./records.js";
+import {
+  SUPERBLOCK_SIZE,
+  decodeSuperblock,
+  encodeSuperblock,
+  newSuperblock,
+  type Superblock,
+} from "./superblock.js";
+import { readFully, type Storage, type StorageFile } from "./storage.js";
+import type {
+  BlockDevice,
+  CheckReport,
+  ChunkList,
+  CopyProgress,
+  PoolStats,
+  SnapshotInfo,
+  SpaceUsage,
+  VolumeInfo,
+} from "./types.js";
+
+export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+const FILES = {
+  superblock: "superblock",
+  data: "data",
+  checkpoint: "checkpoint",
+  journal: "journal",
+} as const;
+
+export interface PoolOptions {
+  /** Directory holding the pool (created if missing). Either `dir` or `storage` is required. */
+  dir?: string;
+  /** Storage to use instead of a directory (tests use a fault-injecting one). */
+  storage?: Storage;
+  /** Commit metadata in the background this often, in ms, when there is something to commit (0: never). */
+  autoCommitMs?: number;
+  /** Write a checkpoint and start a new journal when the journal grows past this many bytes. */
+  checkpointBytes?: number;
+  /** Copy jobs found unfinished at open are resumed (default true). */
+  resumeCopies?: boolean;
+}
+
+export interface PoolCreateOptions extends PoolOptions {
+  /** Capacity of the data area in bytes (rounded down to whole chunks). */
+  sizeBytes: number;
+  /** Chunk size: a power of two from 4 KiB to 1 MiB (default 64 KiB). */
+  chunkSize?: number;
+}
+
+export interface RestoreOptions {
+  /** Size of the new volume; at least the source's (default: the source's size). */
+  sizeBytes?: number;
+  /** Copy every chunk in the background so the new volume shares nothing with its source. */
+  fullCopy?: boolean;
+}
+
+/**
+ * A thin pool on one directory: volumes and snapshots as chunk tables over reference-counted
+ * chunks (see docs/engine-format.md for the on-disk format and the durability contract).
+ */
+export class Pool implements PoolCore {
+  readonly meta: Metadata;
+  readonly space: ChunkSpace;
+  readonly tables: ChunkTables;
+  readonly locks = new ChunkLocks();
+  readonly chunkSize: number;
+  committedSeq = 0;
+
+  private readonly io: DataPath;
+  private readonly gates = new Map<number, WriteGate>();
+  private readonly handles = new Map<number, number>();
+  private readonly jobs = new Map<number, CopyJob>();
+  private readonly finishedJobs = new Map<number, CopyProgress>();
+  private pending: MetaRecord[] = [];
+  private commitTail: Promise<void> = Promise.resolve();
+  private commitQueued: Promise<void> | undefined;
+  private journalSize = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private failure: SnapblockError | undefined;
+  private readonly checkpointBytes: number;
+
+  private constructor(
+    private readonly storage: Storage,
+    private readonly sb: Superblock,
+    readonly data: StorageFile,
+    private journal: StorageFile,
+    options: PoolOptions,
+  ) {
+    this.chunkSize = sb.chunkSize;
+    this.space = new ChunkSpace(sb.capacityChunks);
+    this.tables = new ChunkTables(this.space);
+    this.meta = new Metadata(this.space, this.tables, sb.chunkSize);
+    this.io = new DataPath(this);
+    this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
+    const every = options.autoCommitMs ?? 1000;
+    if (every > 0) {
+      this.timer = setInterval(() => this.backgroundCommit(), every);
+      this.timer.unref();
+    }
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  static async create(options: PoolCreateOptions): Promise<Pool> {
+    const storage = await storageOf(options);
+    const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    if (
+      !Number.isInteger(chunkSize) ||
+      chunkSize < 4096 ||
+      chunkSize > 1 << 20 ||
+      (chunkSize & (chunkSize - 1)) !== 0
+    ) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `chunk size ${chunkSize} must be a power of two from 4096 to 1048576`,
+      );
+    }
+    const capacityChunks = Math.floor(options.sizeBytes / chunkSize);
+    if (!Number.isSafeInteger(options.sizeBytes) || capacityChunks < 1 || capacityChunks > 0xfffffffe) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `pool size ${options.sizeBytes} must hold from 1 to 4294967294 chunks of ${chunkSize} bytes`,
+      );
+    }
+    if (await storage.exists(FILES.superblock)) {
+      throw new SnapblockError("ALREADY_EXISTS", `a pool already exists at ${storage.location}`);
+    }
+    const sb = newSuperblock(chunkSize, capacityChunks);
+    const data = await storage.open(FILES.data, { create: true });
+    await data.truncate(0);
+    await data.sync();
+    const empty = new Metadata(
+      new ChunkSpace(capacityChunks),
+      new ChunkTables(new ChunkSpace(capacityChunks)),
+      chunkSize,
+    );
+    await writeAtomically(storage, FILES.checkpoint, encodeCheckpoint(empty, sb.uuid));
+    await writeAtomically(storage, FILES.journal, encodeJournalHeader(sb.uuid, 0));
+    // The superblock goes last: its presence means the pool is complete.
+    await writeAtomically(storage, FILES.superblock, encodeSuperblock(sb));
+    await data.close();
+    return Pool.open(options);
+  }
+
+  /** Opens a pool, replaying the journal after the last checkpoint (crash recovery). */
+  static async open(options: PoolOptions): Promise<Pool> {
+    const storage = await storageOf(options);
+    if (!(await storage.exists(FILES.superblock))) {
+      throw new SnapblockError("NOT_FOUND", `no snapblock pool at ${storage.location} (no superblock)`);
+    }
+    const sbFile = await storage.open(FILES.superblock, { create: false });
+    const sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
+    await sbFile.close();
+    const data = await storage.open(FILES.data, { create: true });
+    const journal = await storage.open(FILES.journal, { create: false });
+    const pool = new Pool(storage, sb, data, journal, options);
+    try {
+      await pool.recover();
+    } catch (err) {
+      pool.stopTimer();
+      await data.close();
+      await pool.journal.close();
+      throw asSnapblockError(err, `opening pool at ${storage.location}`);
+    }
+    if (options.resumeCopies ?? true) {
+      for (const d of pool.meta.devices.values()) if (d.copying) pool.startCopy(d);
+    }
+    return pool;
+  }
+
+  private async recover(): Promise<void> {
+    const ckFile = await this.storage.open(FILES.checkpoint, { create: false });
+    const ckBuf = await readFully(ckFile, 0, await ckFile.size());
+    await ckFile.close();
+    decodeCheckpoint(ckBuf, this.sb.uuid, this.meta);
+    const scan = await scanJournal(this.journal, this.sb.uuid);
+    let replayed = 0;
+    for (const batch of scan.batches) {
+      batch.records.forEach((r, i) => {
+        const seq = batch.firstSeq + i;
+        if (seq <= this.meta.seq) return; // already in the checkpoint
+        this.meta.apply(r, seq, true);
+        replayed++;
+      });
+    }
+    this.space.settleAfterReplay();
+    this.committedSeq = this.meta.seq;
+    this.journalSize = scan.validEnd;
+    if (replayed > 0 || scan.tornBytes > 0 || scan.batches.length > 0) {
+      // Start clean: a fresh checkpoint, and a journal without the torn tail.
+      await this.checkpoint();
+    }
+  }
+
+  /** Commits everything, writes a checkpoint and closes the files. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    for (const job of this.jobs.values()) job.cancel("pool closing");
+    await Promise.all([...this.jobs.values()].map((j) => j.done));
+    this.stopTimer();
+    if (!this.failure) {
+      await this.commit();
+      await this.enqueueCommit(() => this.checkpoint());
+    }
+    this.closed = true;
+    await this.data.close();
+    await this.journal.close();
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  // ---------------------------------------------------------------- PoolCore
+
+  ensureUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.closed) throw new SnapblockError("CLOSED", `pool at ${this.storage.location} is closed`);
+  }
+
+  gate(device: Device): WriteGate {
+    let g = this.gates.get(device.id);
+    if (!g) {
+      g = new WriteGate();
+      this.gates.set(device.id, g);
+    }
+    return g;
+  }
+
+  alive(device: Device): boolean {
+    return this.meta.devices.get(device.id) === device;
+  }
+
+  record(r: MetaRecord): number {
+    const seq = this.meta.seq + 1;
+    try {
+      this.meta.apply(r, seq, false);
+    } catch (err) {
+      // Memory and journal would disagree from here on: stop taking writes.
+      this.fail(asSnapblockError(err, "applying a metadata record"));
+      throw this.failure;
+    }
+    this.pending.push(r);
+    return seq;
+  }
+
+  /**
+   * Makes every write completed before the call, and every record applied before it, durable:
+   * fdatasync of the data area, then the journal batch and its fdatasync. Concurrent callers
+   * share a commit that has not started yet.
+   */
+  commit(): Promise<void> {
+    this.ensureUsable();
+    this.commitQueued ??= this.enqueueCommit(async () => {
+      this.commitQueued = undefined;
+      await this.doCommit();
+    });
+    return this.commitQueued;
+  }
+
+  private enqueueCommit(step: () => Promise<void>): Promise<void> {
+    // A failed commit has already failed the pool and its own callers; the next step still runs
+    // (and will see the failure through ensureUsable).
+    const run = this.commitTail.then(step, step);
+    this.commitTail = run.catch((err: unknown) => {
+      this.fail(asSnapblockError(err, "committing metadata"));
+    });
+    return run;
+  }
+
+  private async doCommit(): Promise<void> {
+    this.ensureUsable();
+    const records = this.pending;
+    const lastSeq = this.meta.seq;
+    const firstSeq = lastSeq - records.length + 1;
+    this.pending = [];
+    try {
+      await this.data.sync();
+      if (records.length > 0) {
+        const batch = encodeBatch(firstSeq, records);
+        await this.journal.write([batch], this.journalSize);
+        this.journalSize += batch.length;
+        await this.journal.sync();
+      }
+    } catch (err) {
+      this.fail(asSnapblockError(err, "commit"));
+      throw this.failure;
+    }
+    this.committedSeq = Math.max(this.committedSeq, lastSeq);
+    this.space.reclaim(this.committedSeq);
+    if (this.journalSize > this.checkpointBytes) await this.checkpoint();
+  }
+
+  /**
+   * Writes the whole state as a new checkpoint and starts an empty journal. Runs inside the
+   * commit queue. Records applied but not yet journaled are in the checkpoint; the data they
+   * point at is synced before the checkpoint is written.
+   */
+  private async checkpoint(): Promise<void> {
+    const image = encodeCheckpoint(this.meta, this.sb.uuid);
+    const seq = this.meta.seq;
+    await this.data.sync();
+    await writeAtomically(this.storage, FILES.checkpoint, image);
+    await writeAtomically(this.storage, FILES.journal, encodeJournalHeader(this.sb.uuid, seq));
+    const old = this.journal;
+    this.journal = await this.storage.open(FILES.journal, { create: false });
+    this.journalSize = JOURNAL_HEADER_SIZE;
+    await old.close();
+    // Records up to `seq` are in the checkpoint now; later ones stay queued.
+    const kept = this.meta.seq - seq;
+    this.pending = kept > 0 ? this.pending.slice(this.pending.length - kept) : [];
+    this.committedSeq = Math.max(this.committedSeq, seq);
+    this.space.reclaim(this.committedSeq);
+  }
+
+  private backgroundCommit(): void {
+    if (this.closed || this.failure || this.pending.length === 0) return;
+    this.commit().catch((err: unknown) => this.fail(asSnapblockError(err, "background commit")));
+  }
+
+  private fail(err: SnapblockError): void {
+    if (this.failure) return;
+    this.failure = new SnapblockError(
+      "IO",
+      `pool at ${this.storage.location} failed and must be reopened: ${err.message}`,
+      { cause: err },
+    );
+    this.stopTimer();
+  }
+
+  // ---------------------------------------------------------------- volumes
+
+  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    this.ensureUsable();
+    validateName(name, "volume");
+    validateSize(sizeBytes, "volume size");
+    this.ensureFree("volume", name);
+    const id = this.meta.nextId;
+    this.record({
+      type: RecordType.Create,
+      id,
+      kind: 1,
+      sourceId: 0,
+      sizeBytes,
+      createdAtMs: Date.now(),
+      name,
+    });
+    await this.commit();
+    return this.getVolume(name);
+  }
+
+  getVolume(name: string): VolumeInfo {
+    return this.volumeInfo(this.find("volume", name));
+  }
+
+  listVolumes(): VolumeInfo[] {
+    return [...this.meta.volumes.values()].sort((a, b) => a.id - b.id).map((d) => this.volumeInfo(d));
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+    this.ensureUsable();
+    const d = this.find("volume", name);
+    validateSize(sizeBytes, "new volume size");
+    if (sizeBytes < d.sizeBytes) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `volume '${name}' is ${d.sizeBytes} bytes and cannot shrink to ${sizeBytes}: volumes only grow`,
+      );
+    }
+    if (sizeBytes > d.sizeBytes) {
+      this.record({ type: RecordType.Resize, id: d.id, sizeBytes });
+      await this.commit();
+    }
+    return this.volumeInfo(d);
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    this.ensureUsable();
+    const d = this.find("volume", name);
+    this.ensureNotOpen(d);
+    const job = this.jobs.get(d.id);
+    if (job) {
+      job.cancel("volume deleted");
+      await job.done;
+    }
+    await this.gate(d).exclusive(() => {
+      if (!this.alive(d)) return;
+      this.ensureNotOpen(d);
+      this.record({ type: RecordType.Delete, id: d.id });
+    });
+    this.gates.delete(d.id);
+    this.finishedJobs.delete(d.id);
+    await this.commit();
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /** Snapshots a volume: copies no data; waits only for writes in flight on the volume. */
+  async createSnapshot(volumeName: string, snapshotName: string): Promise<SnapshotInfo> {
+    this.ensureUsable();
+    validateName(snapshotName, "snapshot");
+    const vol = this.find("volume", volumeName);
+    this.ensureFree("snapshot", snapshotName);
+    await this.gate(vol).exclusive(() => {
+      if (!this.alive(vol)) throw new SnapblockError("NOT_FOUND", `volume '${volumeName}' was deleted`);
+      this.ensureFree("snapshot", snapshotName);
+      const id = this.meta.nextId;
+      this.record({
+        type: RecordType.Create,
+        id,
+        kind: 2,
+        sourceId: vol.id,
+        sizeBytes: vol.sizeBytes,
+        createdAtMs: Date.now(),
+        name: snapshotName,
+      });
+    });
+    await this.commit();
+    return this.getSnapshot(snapshotName);
+  }
+
+  getSnapshot(name: string): SnapshotInfo {
+    return this.snapshotInfo(this.find("snapshot", name));
+  }
+
+  listSnapshots(volumeName?: string): SnapshotInfo[] {
+    return [...this.meta.snapshots.values()]
+      .filter((d) => volumeName === undefined || d.sourceName === volumeName)
+      .sort((a, b) => a.id - b.id)
+      .map((d) => this.snapshotInfo(d));
+  }
+
+  /** Deletes a snapshot whatever depends on it: shared chunks stay while anyone maps them. */
+  async deleteSnapshot(name: string): Promise<void> {
+    this.ensureUsable();
+    const d = this.find("snapshot", name);
+    this.ensureNotOpen(d);
+    this.record({ type: RecordType.Delete, id: d.id });
+    this.gates.delete(d.id);
+    await this.commit();
+  }
+
+  // ---------------------------------------------------------------- restore and clone
+
+  /** A new volume with the snapshot's content, sharing its chunks; ready at once. */
+  async restoreSnapshot(
+    snapshotName: string,
+    volumeName: string,
+    options: RestoreOptions = {},
+  ): Promise<VolumeInfo> {
+    this.ensureUsable();
+    const snap = this.find("snapshot", snapshotName);
+    return this.derive(snap, volumeName, options);
+  }
+
+  /** A new volume with the volume's current content, sharing its chunks; ready at once. */
+  async cloneVolume(
+    sourceName: string,
+    volumeName: string,
+    options: RestoreOptions = {},
+  ): Promise<VolumeInfo> {
+    this.ensureUsable();
+    const src = this.find("volume", sourceName);
+    return this.derive(src, volumeName, options);
+  }
+
+  private async derive(src: Device, volumeName: string, options: RestoreOptions): Promise<VolumeInfo> {
+    validateName(volumeName, "volume");
+    const sizeBytes = options.sizeBytes ?? src.sizeBytes;
+    validateSize(sizeBytes, "volume size");
+    if (sizeBytes < src.sizeBytes) {
+      throw new SnapblockError(
+        "OUT_OF_RANGE",
+        `volume size ${sizeBytes} is smaller than its source '${src.name}' (${src.sizeBytes} bytes)`,
+      );
+    }
+    this.ensureFree("volume", volumeName);
+    let created: Device | undefined;
+    await this.gate(src).exclusive(() => {
+      if (!this.alive(src)) throw new SnapblockError("NOT_FOUND", `${src.kind} '${src.name}' was deleted`);
+      this.ensureFree("volume", volumeName);
+      const id = this.meta.nextId;
+      this.record({
+        type: RecordType.Create,
+        id,
+        kind: 1,
+        sourceId: src.id,
+        sizeBytes,
+        createdAtMs: Date.now(),
+        name: volumeName,
+      });
+      if (options.fullCopy) this.record({ type: RecordType.CopyState, id, copying: true });
+      created = this.meta.devices.get(id);
+    });
+    await this.commit();
+    if (created?.copying) this.startCopy(created);
+    return this.getVolume(volumeName);
+  }
+
+  private startCopy(d: Device): void {
+    const job = new CopyJob(this, this.io, d);
+    this.jobs.set(d.id, job);
+    this.finishedJobs.delete(d.id);
+    void job.done.then(() => {
+      this.jobs.delete(d.id);
+      if (this.alive(d)) this.finishedJobs.set(d.id, job.progress());
+    });
+  }
+
+  /** Progress of the full background copy of a volume, if one ran or runs. */
+  copyProgress(volumeName: string): CopyProgress | undefined {
+    const d = this.find("volume", volumeName);
+    return this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
+  }
+
+  /** Stops a background copy; the volume stays valid, still sharing the chunks not yet copied. */
+  async cancelCopy(volumeName: string): Promise<CopyProgress | undefined> {
+    const d = this.find("volume", volumeName);
+    const job = this.jobs.get(d.id);
+    if (!job) return this.finishedJobs.get(d.id);
+    job.cancel("cancelled by request");
+    await job.done;
+    return job.progress();
+  }
+
+  /** Resolves when the volume's background copy (if any) ends. */
+  async waitForCopy(volumeName: string): Promise<CopyProgress | undefined> {
+    const d = this.find("volume", volumeName);
+    const job = this.jobs.get(d.id);
+    if (job) await job.done;
+    return this.copyProgress(volumeName);
+  }
+
+  // ---------------------------------------------------------------- I/O handles
+
+  /** A read-write handle on a volume. Close it when done: an open volume cannot be deleted. */
+  openVolume(name: string): BlockDevice & { close(): void } {
+    this.ensureUsable();
+    return this.openHandle(this.find("volume", name));
+  }
+
+  /** A read-only handle on a snapshot. */
+  openSnapshot(name: string): BlockDevice & { close(): void } {
+    this.ensureUsable();
+    return this.openHandle(this.find("snapshot", name));
+  }
+
+  private openHandle(d: Device): DeviceHandle {
+    this.handles.set(d.id, (this.handles.get(d.id) ?? 0) + 1);
+    return new DeviceHandle(d, this.io, this, () => {
+      const n = (this.handles.get(d.id) ?? 1) - 1;
+      if (n === 0) this.handles.delete(d.id);
+      else this.handles.set(d.id, n);
+    });
+  }
+
+  // ---------------------------------------------------------------- differences
+
+  /** Logical chunks that hold data in a snapshot (or volume). */
+  allocatedChunks(kind: "volume" | "snapshot", name: string): ChunkList {
+    const d = this.find(kind, name);
+    const chunks: number[] = [];
+    this.tables.forEachMapped(d.table, (c) => chunks.push(c));
+    return { chunkSize: this.chunkSize, chunks };
+  }
+
+  /**
+   * Logical chunks whose content may differ between two snapshots of the same lineage: those
+   * whose mapping differs. Computed from the tables alone; shared subtrees are skipped.
+   */
+  changedChunks(fromSnapshot: string, toSnapshot: string): ChunkList {
+    const a = this.find("snapshot", fromSnapshot);
+    const b = this.find("snapshot", toSnapshot);
+    if (a.lineage !== b.lineage) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `snapshots '${fromSnapshot}' and '${toSnapshot}' do not descend from the same volume; compare allocated chunks instead`,
+      );
+    }
+    const chunks: number[] = [];
+    this.tables.diff(a.table, b.table, (c) => chunks.push(c));
+    return { chunkSize: this.chunkSize, chunks };
+  }
+
+  // ---------------------------------------------------------------- stats and check
+
+  stats(): PoolStats {
+    const usage = (d: Device): SpaceUsage => {
+      let total = 0;
+      let exclusive = 0;
+      this.tables.forEachMapped(d.table, (_c, _p, excl) => {
+        total++;
+        if (excl) exclusive++;
+      });
+      const cs = this.chunkSize;
+      return {
+        totalBytes: total * cs,
+        exclusiveBytes: exclusive * cs,
+        sharedBytes: (total - exclusive) * cs,
+      };
+    };
+    return {
+      chunkSize: this.chunkSize,
+      sizeBytes: this.space.capacity * this.chunkSize,
+      allocatedBytes: this.space.inUse * this.chunkSize,
+      freeBytes: this.space.free * this.chunkSize,
+      volumes: this.listVolumes().map((v) => ({
+        name: v.name,
+        sizeBytes: v.sizeBytes,
+        ...usage(this.find("volume", v.name)),
+      })),
+      snapshots: this.listSnapshots().map((s) => ({
+        name: s.name,
+        sizeBytes: s.sizeBytes,
+        sourceVolume: s.sourceVolume,
+        ...usage(this.find("snapshot", s.name)),
+      })),
+      metadataBytes: this.tables.memoryBytes + this.space.memoryBytes,
+    };
+  }
+
+  /**
+   * Full consistency check: recounts every reference from the tables and compares with the
+   * stored counts and the free lists; then (after a commit) reloads the durable metadata and
+   * compares it with memory, mapping by mapping.
+   */
+  async check(): Promise<CheckReport> {
+    this.ensureUsable();
+    await this.commit();
+    const report = checkConsistency(this.meta, this.space, this.tables, this.committedSeq);
+    if (this.pending.length === 0) {
+      const durable = await this.loadDurable();
+      for (const problem of compareMetadata(this.meta, durable)) report.problems.push(problem);
+    }
+    report.ok = report.problems.length === 0;
+    return report;
+  }
+
+  private async loadDurable(): Promise<Metadata> {
+    const space = new ChunkSpace(this.sb.capacityChunks);
+    const meta = new Metadata(space, new ChunkTables(space), this.chunkSize);
+    const ckFile = await this.storage.open(FILES.checkpoint, { create: false });
+    decodeCheckpoint(await readFully(ckFile, 0, await ckFile.size()), this.sb.uuid, meta);
+    await ckFile.close();
+    const scan = await scanJournal(this.journal, this.sb.uuid);
+    for (const batch of scan.batches) {
+      batch.records.forEach((r, i) => {
+        if (batch.firstSeq + i > meta.seq) meta.apply(r, batch.firstSeq + i, true);
+      });
+    }
+    space.settleAfterReplay();
+    return meta;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private find(kind: "volume" | "snapshot", name: string): Device {
+    if (typeof name !== "string" || name.length === 0) {
+      throw new SnapblockError("INVALID_ARGUMENT", `${kind} name is required`);
+    }
+    const d = this.meta.byName(kind).get(name);
+    if (!d) throw new SnapblockError("NOT_FOUND", `${kind} '${name}' does not exist`);
+    return d;
+  }
+
+  private ensureFree(kind: "volume" | "snapshot", name: string): void {
+    if (this.meta.byName(kind).has(name)) {
+      throw new SnapblockError("ALREADY_EXISTS", `${kind} '${name}' already exists`);
+    }
+  }
+
+  private ensureNotOpen(d: Device): void {
+    const n = this.handles.get(d.id) ?? 0;
+    if (n > 0) {
+      throw new SnapblockError(
+        "BUSY",
+        `${d.kind} '${d.name}' is in use (${n} open handle${n === 1 ? "" : "s"}, e.g. an NBD export); stop using it first`,
+      );
+    }
+  }
+
+  private volumeInfo(d: Device): VolumeInfo {
+    const info: VolumeInfo = {
+      kind: "volume",
+      id: d.id,
+      name: d.name,
+      sizeBytes: d.sizeBytes,
+      createdAt: new Date(d.createdAtMs),
+    };
+    if (d.sourceKind && d.sourceName) info.source = { kind: d.sourceKind, name: d.sourceName };
+    const copy = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
+    if (copy) info.copy = copy;
+    return info;
+  }
+
+  private snapshotInfo(d: Device): SnapshotInfo {
+    return {
+      kind: "snapshot",
+      id: d.id,
+      name: d.name,
+      sizeBytes: d.sizeBytes,
+      createdAt: new Date(d.createdAtMs),
+      sourceVolume: d.sourceName ?? "",
+      sourceVolumeId: d.sourceId,
+    };
+  }
+}
+
+async function storageOf(options: PoolOptions): Promise<Storage> {
+  if (options.storage) return options.storage;
+  if (!options.dir) throw new SnapblockError("INVALID_ARGUMENT", "a pool needs a directory");
+  return NodeStorage.create(options.dir);
+}
+
+/** tmp file, sync, rename over the target, sync the directory: the target is old or new, whole. */
+async function writeAtomically(storage: Storage, name: string, contents: Buffer): Promise<void> {
+  const tmp = `${name}.tmp`;
+  const f = await storage.open(tmp, { create: true });
+  try {
+    await f.truncate(0);
+    await f.write([contents], 0);
+    await f.sync();
+  } finally {
+    await f.close();
+  }
+  await storage.rename(tmp, name);
+  await storage.syncDir();
+}
+
+/** Differences between two metadata states, by device and logical mapping. */
+function compareMetadata(live: Metadata, durable: Metadata): string[] {
+  const problems: string[] = [];
+  for (const d of live.devices.values()) {
+    const o = durable.devices.get(d.id);
+    if (!o) {
+      problems.push(`${d.kind} '${d.name}' (id ${d.id}) is in memory but not in the durable metadata`);
+      continue;
+    }
+    if (o.name !== d.name || o.kind !== d.kind || o.sizeBytes !== d.sizeBytes) {
+      problems.push(`${d.kind} '${d.name}' differs between memory and the durable metadata`);
+    }
+    const a: number[] = [];
+    const b: number[] = [];
+    live.tables.forEachMapped(d.table, (c, p) => a.push(c, p));
+    durable.tables.forEachMapped(o.table, (c, p) => b.push(c, p));
+    if (a.length !== b.length || a.some((v, i) => v !== b[i])) {
+      problems.push(`${d.kind} '${d.name}': chunk table in memory differs from the durable one`);
+    }
+  }
+  for (const o of durable.devices.values()) {
+    if (!live.devices.has(o.id)) problems.push(`${o.kind} '${o.name}' is durable but missing from memory`);
+  }
+  return problems;
+}

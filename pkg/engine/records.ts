@@ -1,0 +1,130 @@
+import { SnapblockError } from "../errors/index.js";
+
+/**
+ * Metadata records: every change to a pool's tables is one record, applied to memory at once and
+ * appended to the journal at the next commit. Replaying the records after the last checkpoint, in
+ * order, rebuilds exactly the committed state. Encoding: little-endian (docs/engine-format.md).
+ */
+export const enum RecordType {
+  Create = 1,
+  Delete = 2,
+  Map = 3,
+  Unmap = 4,
+  Resize = 5,
+  CopyState = 6,
+}
+
+export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
+
+export type MetaRecord =
+  | {
+      type: RecordType.Create;
+      id: number;
+      kind: DeviceKindCode;
+      /** Device whose table the new one shares (0: a new, empty volume). */
+      sourceId: number;
+      sizeBytes: number;
+      createdAtMs: number;
+      name: string;
+    }
+  | { type: RecordType.Delete; id: number }
+  | { type: RecordType.Map; id: number; chunk: number; phys: number }
+  | { type: RecordType.Unmap; id: number; first: number; count: number }
+  | { type: RecordType.Resize; id: number; sizeBytes: number }
+  | { type: RecordType.CopyState; id: number; copying: boolean };
+
+export function encodedSize(r: MetaRecord): number {
+  switch (r.type) {
+    case RecordType.Create:
+      return 1 + 4 + 1 + 4 + 8 + 8 + 2 + Buffer.byteLength(r.name, "utf8");
+    case RecordType.Delete:
+      return 1 + 4;
+    case RecordType.Map:
+      return 1 + 12;
+    case RecordType.Unmap:
+      return 1 + 12;
+    case RecordType.Resize:
+      return 1 + 4 + 8;
+    case RecordType.CopyState:
+      return 1 + 4 + 1;
+  }
+}
+
+/** Writes `r` at `off`; returns the offset after it. */
+export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
+  buf[off++] = r.type;
+  off = buf.writeUInt32LE(r.id, off);
+  switch (r.type) {
+    case RecordType.Create: {
+      buf[off++] = r.kind;
+      off = buf.writeUInt32LE(r.sourceId, off);
+      off = buf.writeBigUInt64LE(BigInt(r.sizeBytes), off);
+      off = buf.writeBigUInt64LE(BigInt(r.createdAtMs), off);
+      const len = buf.write(r.name, off + 2, "utf8");
+      buf.writeUInt16LE(len, off);
+      return off + 2 + len;
+    }
+    case RecordType.Delete:
+      return off;
+    case RecordType.Map:
+      off = buf.writeUInt32LE(r.chunk, off);
+      return buf.writeUInt32LE(r.phys, off);
+    case RecordType.Unmap:
+      off = buf.writeUInt32LE(r.first, off);
+      return buf.writeUInt32LE(r.count, off);
+    case RecordType.Resize:
+      return buf.writeBigUInt64LE(BigInt(r.sizeBytes), off);
+    case RecordType.CopyState:
+      buf[off] = r.copying ? 1 : 0;
+      return off + 1;
+  }
+}
+
+/** Decodes the record at `off`; returns it and the offset after it. */
+export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; next: number } {
+  const need = (n: number): void => {
+    if (off + n > buf.length) throw new SnapblockError("CORRUPT", "journal record runs past its batch");
+  };
+  need(5);
+  const type = buf[off]! as RecordType;
+  const id = buf.readUInt32LE(off + 1);
+  off += 5;
+  switch (type) {
+    case RecordType.Create: {
+      need(1 + 4 + 8 + 8 + 2);
+      const kind = buf[off]!;
+      if (kind !== 1 && kind !== 2)
+        throw new SnapblockError("CORRUPT", `journal record has device kind ${kind}`);
+      const sourceId = buf.readUInt32LE(off + 1);
+      const sizeBytes = Number(buf.readBigUInt64LE(off + 5));
+      const createdAtMs = Number(buf.readBigUInt64LE(off + 13));
+      const len = buf.readUInt16LE(off + 21);
+      off += 23;
+      need(len);
+      const name = buf.toString("utf8", off, off + len);
+      return { record: { type, id, kind, sourceId, sizeBytes, createdAtMs, name }, next: off + len };
+    }
+    case RecordType.Delete:
+      return { record: { type, id }, next: off };
+    case RecordType.Map:
+      need(8);
+      return {
+        record: { type, id, chunk: buf.readUInt32LE(off), phys: buf.readUInt32LE(off + 4) },
+        next: off + 8,
+      };
+    case RecordType.Unmap:
+      need(8);
+      return {
+        record: { type, id, first: buf.readUInt32LE(off), count: buf.readUInt32LE(off + 4) },
+        next: off + 8,
+      };
+    case RecordType.Resize:
+      need(8);
+      return { record: { type, id, sizeBytes: Number(buf.readBigUInt64LE(off)) }, next: off + 8 };
+    case RecordType.CopyState:
+      need(1);
+      return { record: { type, id, copying: buf[off] === 1 }, next: off + 1 };
+    default:
+      throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * The engine's only door to persistent storage. Everything the engine keeps (superblock, data
+ * area, checkpoint, journal) goes through these two interfaces, so a fault-injecting
+ * implementation can simulate a power loss at any I/O instant (see fault-storage.ts).
+ *
+ * Semantics follow POSIX as ext4/xfs provide it: a write is durable only after `sync()` of its
+ * file; a create, rename or remove is durable only after `syncDir()`.
+ */
+export interface StorageFile {
+  /** Reads up to `length` bytes at `position` into `buffer` at `bufferOffset`; returns bytes read. */
+  read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number>;
+  /** Writes all of `buffers`, back to back, starting at `position`. */
+  write(buffers: readonly Buffer[], position: number): Promise<void>;
+  /** Makes every completed write to this file durable (fdatasync). */
+  sync(): Promise<void>;
+  size(): Promise<number>;
+  truncate(length: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Storage {
+  /** A human-readable location for messages (the pool directory). */
+  readonly location: string;
+  open(name: string, options: { create: boolean }): Promise<StorageFile>;
+  exists(name: string): Promise<boolean>;
+  rename(from: string, to: string): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** Makes creates, renames and removes in the directory durable (fsync of the directory). */
+  syncDir(): Promise<void>;
+}
+
+/** Reads exactly `length` bytes or fails: metadata files are never read short on purpose. */
+export async function readFully(file: StorageFile, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const n = await file.read(buf, done, length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done === length ? buf : buf.subarray(0, done);
+}
