@@ -1,0 +1,74 @@
+import type { Duplex } from "node:stream";
+
+/**
+ * Writes whole protocol messages to the socket. Each send() queues all frames of one message in
+ * a single synchronous step, so messages of concurrently completing requests never interleave on
+ * the wire (proto.md "Transmission": chunks of different replies may interleave, but each
+ * message is contiguous).
+ */
+export class ReplyWriter {
+  constructor(private readonly stream: Duplex) {}
+
+  /** False once the socket can no longer carry replies (closed by either side). */
+  get open(): boolean {
+    return !this.stream.destroyed && !this.stream.writableEnded;
+  }
+
+  /** Bytes queued in the socket that the client has not yet taken. */
+  get queuedBytes(): number {
+    return this.stream.writableLength;
+  }
+
+  /** Queues one message; returns false (and drops it) when the socket is gone. */
+  send(frames: readonly Buffer[]): boolean {
+    if (!this.open) return false;
+    this.stream.cork();
+    for (const frame of frames) {
+      if (frame.length > 0) this.stream.write(frame);
+    }
+    // uncork on the next tick would batch more, but latency matters more than syscalls here.
+    this.stream.uncork();
+    return true;
+  }
+
+  /** Resolves once at most `limit` bytes are queued, or the socket is gone. */
+  waitForDrain(limit: number): Promise<void> {
+    if (!this.open || this.stream.writableLength <= limit) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        if (this.open && this.stream.writableLength > limit) return;
+        this.stream.off("drain", done);
+        this.stream.off("close", done);
+        resolve();
+      };
+      this.stream.on("drain", done);
+      this.stream.on("close", done);
+    });
+  }
+
+  /**
+   * Sends what is queued, then closes the socket in both directions. A client that does not take
+   * its last replies within `graceMs` is cut off, so a close never hangs.
+   */
+  close(graceMs = 5_000): Promise<void> {
+    const stream = this.stream;
+    if (stream.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => stream.destroy(), graceMs);
+      stream.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      if (stream.writableEnded) {
+        stream.destroy();
+        return;
+      }
+      stream.end(() => stream.destroy());
+    });
+  }
+
+  /** Closes at once, dropping anything queued (a hard disconnect). */
+  destroy(): void {
+    this.stream.destroy();
+  }
+}

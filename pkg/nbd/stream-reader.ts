@@ -1,0 +1,163 @@
+import type { Duplex } from "node:stream";
+import { SnapblockError } from "../errors/index.js";
+
+export interface StreamReaderOptions {
+  /**
+   * Bytes buffered ahead of what the protocol code asked for before the stream is paused. This
+   * is what turns "the server is busy" into TCP/unix-socket backpressure on the client.
+   */
+  highWaterMark: number;
+}
+
+interface Waiter {
+  bytes: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * Pull-style reading of exact byte counts from a socket, with bounded buffering: the stream is
+ * paused whenever more than max(highWaterMark, bytes currently awaited) is buffered, so memory
+ * per connection never exceeds what the protocol code is prepared to accept.
+ */
+export class StreamReader {
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+  private waiter: Waiter | undefined;
+  /** Set when no more bytes will come; what is buffered can still be read (a client may half-close). */
+  private endedError: SnapblockError | undefined;
+  /** Set when reading is over for good; buffered bytes are gone. */
+  private closedError: SnapblockError | undefined;
+  private paused = false;
+  private readonly onData = (chunk: Buffer): void => this.push(chunk);
+  private readonly onEnd = (): void => this.end("the client closed the connection");
+  private readonly onClose = (): void => this.end("the connection closed");
+  private readonly onError = (err: Error): void => this.close(`connection error: ${err.message}`);
+
+  constructor(
+    private readonly stream: Duplex,
+    private readonly options: StreamReaderOptions,
+  ) {
+    stream.on("data", this.onData);
+    stream.on("end", this.onEnd);
+    stream.on("close", this.onClose);
+    stream.on("error", this.onError);
+  }
+
+  /** Bytes received and not yet consumed. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  /** Resolves with exactly `bytes` bytes; rejects with SnapblockError CLOSED when the stream ends first. */
+  async readExact(bytes: number): Promise<Buffer> {
+    while (this.buffered < bytes) {
+      await this.waitFor(bytes);
+    }
+    return this.take(bytes);
+  }
+
+  /** Consumes and drops `bytes` bytes without holding more than one socket chunk at a time. */
+  async discard(bytes: number): Promise<void> {
+    let remaining = bytes;
+    while (remaining > 0) {
+      if (this.buffered === 0) await this.waitFor(1);
+      const step = Math.min(remaining, this.buffered);
+      this.drop(step);
+      remaining -= step;
+    }
+  }
+
+  /** Stops reading: pending and future reads fail with CLOSED, buffered bytes are released. */
+  stop(reason = "reading stopped"): void {
+    this.close(reason);
+    this.stream.off("data", this.onData);
+    this.stream.off("end", this.onEnd);
+    this.stream.off("close", this.onClose);
+    // The error listener stays: an unhandled 'error' event would crash the process.
+  }
+
+  private waitFor(bytes: number): Promise<void> {
+    const over = this.closedError ?? this.endedError;
+    if (over !== undefined) return Promise.reject(over);
+    if (this.waiter !== undefined) {
+      return Promise.reject(new SnapblockError("INTERNAL", "StreamReader supports one reader at a time"));
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.waiter = { bytes, resolve, reject };
+      if (this.paused) {
+        this.paused = false;
+        this.stream.resume();
+      }
+    });
+  }
+
+  private push(chunk: Buffer): void {
+    if (this.closedError !== undefined || this.endedError !== undefined) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const waiter = this.waiter;
+    if (waiter !== undefined && this.buffered >= waiter.bytes) {
+      this.waiter = undefined;
+      waiter.resolve();
+    }
+    const wanted = this.waiter?.bytes ?? 0;
+    if (!this.paused && this.buffered >= Math.max(this.options.highWaterMark, wanted)) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  }
+
+  private take(bytes: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= bytes) {
+      this.drop(bytes);
+      return first.subarray(0, bytes);
+    }
+    const out = Buffer.allocUnsafe(bytes);
+    let filled = 0;
+    while (filled < bytes) {
+      const chunk = this.chunks[0];
+      if (chunk === undefined) throw new SnapblockError("INTERNAL", "StreamReader buffer underflow");
+      const step = Math.min(chunk.length, bytes - filled);
+      chunk.copy(out, filled, 0, step);
+      this.drop(step);
+      filled += step;
+    }
+    return out;
+  }
+
+  private drop(bytes: number): void {
+    let remaining = bytes;
+    while (remaining > 0) {
+      const chunk = this.chunks[0];
+      if (chunk === undefined) throw new SnapblockError("INTERNAL", "StreamReader buffer underflow");
+      if (chunk.length <= remaining) {
+        this.chunks.shift();
+        remaining -= chunk.length;
+      } else {
+        this.chunks[0] = chunk.subarray(remaining);
+        remaining = 0;
+      }
+    }
+    this.buffered -= bytes;
+  }
+
+  private end(reason: string): void {
+    if (this.endedError !== undefined) return;
+    this.endedError = new SnapblockError("CLOSED", reason);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(this.endedError);
+  }
+
+  private close(reason: string): void {
+    if (this.closedError !== undefined) return;
+    this.closedError = new SnapblockError("CLOSED", reason);
+    this.chunks.length = 0;
+    this.buffered = 0;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(this.closedError);
+  }
+}
