@@ -22,7 +22,7 @@ export class ChunkSpace {
   private pending: { chunk: number; seq: number; epoch: number }[] = [];
   private pendingHead = 0;
   /** Chunks handed to a writer whose mapping is not yet applied. */
-  private reservedCount = 0;
+  private readonly reserved = new Set<number>();
   /** Chunks whose count fell to 1 by a record not yet durable: not writable in place until then. */
   readonly unsharedAt = new Map<number, number>();
 
@@ -35,11 +35,11 @@ export class ChunkSpace {
   }
 
   get inUse(): number {
-    return this.highWater - this.freeCount - (this.pending.length - this.pendingHead) - this.reservedCount;
+    return this.highWater - this.freeCount - (this.pending.length - this.pendingHead) - this.reserved.size;
   }
 
   get free(): number {
-    return this.capacity - this.inUse - this.reservedCount;
+    return this.capacity - this.inUse - this.reserved.size;
   }
 
   get pendingCount(): number {
@@ -142,19 +142,19 @@ export class ChunkSpace {
       this.growRefs(this.highWater);
       out.push(c);
     }
-    this.reservedCount += n;
+    for (const c of out) this.reserved.add(c);
     return out;
   }
 
   /** A reserved chunk now mapped by one leaf. */
   commitReserved(chunk: number): void {
-    this.reservedCount--;
+    this.reserved.delete(chunk);
     this.refs[chunk] = 1;
   }
 
   /** A reserved chunk the writer did not use (its write failed): free again at once. */
   unreserve(chunk: number): void {
-    this.reservedCount--;
+    this.reserved.delete(chunk);
     this.pushFree(chunk);
   }
 
@@ -199,8 +199,9 @@ export class ChunkSpace {
   }
 
   /** For the consistency check: the free list and pending list as sets. */
-  freeSnapshot(): { free: number[]; pending: number[] } {
+  freeSnapshot(): { free: number[]; pending: number[]; reserved: number[] } {
     return {
+      reserved: [...this.reserved],
       free: Array.from(this.freeStack.subarray(0, this.freeCount)),
       pending: this.pending.slice(this.pendingHead).map((p) => p.chunk),
     };

@@ -65,9 +65,10 @@ export function checkConsistency(
       problem(`chunk ${chunk} has reference count ${space.refCount(chunk)} but ${n} leaf reference(s)`);
     }
   }
-  const { free, pending } = space.freeSnapshot();
+  const { free, pending, reserved } = space.freeSnapshot();
   const unmapped = new Set<number>();
-  for (const c of [...free, ...pending]) {
+  // Reserved chunks belong to a write in flight: neither free nor mapped yet.
+  for (const c of [...free, ...pending, ...reserved]) {
     if (chunkRefs.has(c)) problem(`chunk ${c} is both free and mapped (double ownership)`);
     if (unmapped.has(c)) problem(`chunk ${c} is on the free lists twice`);
     if (c >= space.highWaterMark) problem(`free chunk ${c} is above the high-water mark`);

@@ -7,9 +7,9 @@ import type { Storage, StorageFile } from "./storage.js";
  * removes were made durable by syncDir. When the armed crash point is reached, it computes the
  * image a machine would find after losing power at that instant and refuses all further I/O:
  *
- * - each unsynced write survives or not, independently, and a surviving write may be torn at
- *   512-byte sector boundaries (sectors survive independently, as on a disk without atomic
- *   multi-sector writes);
+ * - each unsynced write survives or not, independently, as the sector-aligned image it left in the
+ *   page cache, and a surviving write may be torn at 512-byte sector boundaries (sectors survive
+ *   independently, as on a disk without atomic multi-sector writes);
  * - an unsynced truncate survives or not;
  * - unsynced directory operations survive as a prefix, in order (a journaling file system commits
  *   its metadata operations in order).
@@ -243,7 +243,16 @@ export class FaultStorage implements Storage {
     if (position > inode.size) inode.current.fill(0, inode.size, position);
     data.copy(inode.current, position);
     inode.size = Math.max(inode.size, end);
-    inode.pending.push({ kind: "write", position, data });
+    // A disk persists whole sectors of what the page cache holds, so what may survive is the
+    // sector-aligned image after this write, not the write's own bytes: a sector then always
+    // holds one of the states it went through, never a mix of two writes' bytes.
+    const from = Math.floor(position / SECTOR) * SECTOR;
+    const to = Math.min(inode.size, Math.ceil(end / SECTOR) * SECTOR);
+    inode.pending.push({
+      kind: "write",
+      position: from,
+      data: Buffer.from(inode.current.subarray(from, to)),
+    });
   }
 
   /** @internal */
