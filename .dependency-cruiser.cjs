@@ -19,7 +19,14 @@ module.exports = {
       severity: "error",
       comment: "pkg/engine and pkg/nbd must not depend on gRPC, Kubernetes or Prometheus.",
       from: { path: "^pkg/(engine|nbd)/" },
-      to: { path: "node_modules/(@grpc|@kubernetes|prom-client|@grpc/proto-loader)" },
+      to: { path: "(^|node_modules/)(@grpc/|@kubernetes/|prom-client)" },
+    },
+    {
+      name: "no-unresolvable",
+      severity: "error",
+      comment: "Every import must resolve (a missing dependency in package.json, a typo).",
+      from: {},
+      to: { couldNotResolve: true },
     },
     {
       name: "enter-modules-through-index",

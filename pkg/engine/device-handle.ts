@@ -40,7 +40,7 @@ export class DeviceHandle implements BlockDevice {
       throw new SnapblockError("CLOSED", `handle on ${this.device.kind} '${this.device.name}' is closed`);
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number): Promise<Buffer> {
     this.usable();
     return this.io.read(this.device, offset, length);
   }

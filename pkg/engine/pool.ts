@@ -212,13 +212,19 @@ export class Pool implements PoolCore {
     for (const job of this.jobs.values()) job.cancel("pool closing");
     await Promise.all([...this.jobs.values()].map((j) => j.done));
     this.stopTimer();
-    if (!this.failure) {
-      await this.commit();
-      await this.enqueueCommit(() => this.checkpoint());
+    try {
+      if (!this.failure) {
+        await this.commit();
+        // A checkpoint makes the next open fast; the journal alone would do as well.
+        await this.enqueueCommit(() => this.checkpoint());
+      }
+    } catch (err) {
+      throw asSnapblockError(err, `closing pool at ${this.storage.location}`);
+    } finally {
+      this.closed = true;
+      await this.data.close();
+      await this.journal.close();
     }
-    this.closed = true;
-    await this.data.close();
-    await this.journal.close();
   }
 
   private stopTimer(): void {
@@ -252,8 +258,7 @@ export class Pool implements PoolCore {
       this.meta.apply(r, seq, false);
     } catch (err) {
       // Memory and journal would disagree from here on: stop taking writes.
-      this.fail(asSnapblockError(err, "applying a metadata record"));
-      throw this.failure;
+      throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
     return seq;
@@ -298,8 +303,7 @@ export class Pool implements PoolCore {
         await this.journal.sync();
       }
     } catch (err) {
-      this.fail(asSnapblockError(err, "commit"));
-      throw this.failure;
+      throw this.fail(asSnapblockError(err, "commit"));
     }
     this.committedSeq = Math.max(this.committedSeq, lastSeq);
     this.space.reclaim(this.committedSeq);
@@ -333,14 +337,16 @@ export class Pool implements PoolCore {
     this.commit().catch((err: unknown) => this.fail(asSnapblockError(err, "background commit")));
   }
 
-  private fail(err: SnapblockError): void {
-    if (this.failure) return;
+  /** Puts the pool in the failed state (every later call gets this error); returns the error. */
+  private fail(err: SnapblockError): SnapblockError {
+    if (this.failure) return this.failure;
     this.failure = new SnapblockError(
       "IO",
       `pool at ${this.storage.location} failed and must be reopened: ${err.message}`,
       { cause: err },
     );
     this.stopTimer();
+    return this.failure;
   }
 
   // ---------------------------------------------------------------- volumes

@@ -1,0 +1,273 @@
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { isSnapblockError, type ErrorCode } from "../errors/index.js";
+import { Pool } from "./index.js";
+
+let dir: string;
+let pool: Pool;
+const CS = 65536;
+
+async function rejects(p: Promise<unknown> | (() => unknown), code: ErrorCode): Promise<string> {
+  try {
+    await (typeof p === "function" ? p() : p);
+  } catch (err) {
+    if (!isSnapblockError(err)) throw err;
+    expect(err.code, err.message).toBe(code);
+    expect(err.message.length).toBeGreaterThan(10);
+    return err.message;
+  }
+  throw new Error(`expected ${code}, but the call succeeded`);
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "snapblock-pool-"));
+  pool = await Pool.create({ dir: join(dir, "pool"), sizeBytes: 64 * CS, autoCommitMs: 0 });
+});
+
+afterEach(async () => {
+  await pool.close().catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("bad input gets a typed error and changes nothing", () => {
+  it("rejects I/O outside the device or with bad numbers", async () => {
+    await pool.createVolume("v", 4 * CS);
+    const h = pool.openVolume("v");
+    await rejects(h.write(4 * CS - 10, Buffer.alloc(11)), "OUT_OF_RANGE");
+    await rejects(h.read(4 * CS, 1), "OUT_OF_RANGE");
+    await rejects(h.trim(0, 4 * CS + 1), "OUT_OF_RANGE");
+    await rejects(h.writeZeroes(5 * CS, 1), "OUT_OF_RANGE");
+    await rejects(h.read(-1, 10), "INVALID_ARGUMENT");
+    await rejects(h.read(1.5, 10), "INVALID_ARGUMENT");
+    await rejects(h.write(Number.MAX_SAFE_INTEGER, Buffer.alloc(1)), "OUT_OF_RANGE");
+    await rejects(() => h.extents(0, 4 * CS + 1), "OUT_OF_RANGE");
+    // Zero-length I/O is a valid no-op.
+    expect((await h.read(4 * CS, 0)).length).toBe(0);
+    await h.write(4 * CS, Buffer.alloc(0));
+    expect(pool.stats().allocatedBytes).toBe(0);
+    h.close();
+    expect((await pool.check()).ok).toBe(true);
+  });
+
+  it("rejects unknown, duplicate and invalid names", async () => {
+    await pool.createVolume("v", CS);
+    await pool.createSnapshot("v", "s");
+    await rejects(() => pool.getVolume("nope"), "NOT_FOUND");
+    await rejects(() => pool.getSnapshot("nope"), "NOT_FOUND");
+    await rejects(pool.deleteVolume("nope"), "NOT_FOUND");
+    await rejects(pool.deleteSnapshot("nope"), "NOT_FOUND");
+    await rejects(pool.createSnapshot("nope", "s2"), "NOT_FOUND");
+    await rejects(pool.restoreSnapshot("nope", "r"), "NOT_FOUND");
+    await rejects(pool.cloneVolume("nope", "c"), "NOT_FOUND");
+    await rejects(() => pool.openVolume("s"), "NOT_FOUND"); // a snapshot is not a volume
+    await rejects(pool.createVolume("v", CS), "ALREADY_EXISTS");
+    await rejects(pool.createSnapshot("v", "s"), "ALREADY_EXISTS");
+    await rejects(pool.restoreSnapshot("s", "v"), "ALREADY_EXISTS");
+    await rejects(pool.cloneVolume("v", "v"), "ALREADY_EXISTS");
+    for (const bad of ["", "a/b", "../etc", "-lead", ".hidden", "x".repeat(254), "sp ace", "é", "a\nb"]) {
+      await rejects(pool.createVolume(bad, CS), "INVALID_ARGUMENT");
+      await rejects(pool.createSnapshot("v", bad), "INVALID_ARGUMENT");
+    }
+    await pool.createVolume("x".repeat(253), CS); // the longest valid name
+    expect(pool.listVolumes().map((v) => v.name)).toEqual(["v", "x".repeat(253)]);
+    expect(pool.listSnapshots().map((s) => s.name)).toEqual(["s"]);
+  });
+
+  it("rejects bad sizes and shrinking", async () => {
+    for (const size of [0, -512, 1000, 1.5, Number.NaN])
+      await rejects(pool.createVolume("v", size), "INVALID_ARGUMENT");
+    await rejects(pool.createVolume("v", 2 ** 51), "OUT_OF_RANGE");
+    await pool.createVolume("v", 2 * CS);
+    await rejects(pool.resizeVolume("v", CS), "INVALID_ARGUMENT");
+    await pool.createSnapshot("v", "s");
+    await rejects(pool.restoreSnapshot("s", "r", { sizeBytes: CS }), "OUT_OF_RANGE");
+    expect((await pool.resizeVolume("v", 3 * CS)).sizeBytes).toBe(3 * CS);
+    expect(pool.getVolume("v").sizeBytes).toBe(3 * CS);
+  });
+
+  it("keeps snapshots read-only and in-use devices undeletable", async () => {
+    await pool.createVolume("v", CS);
+    await pool.createSnapshot("v", "s");
+    const s = pool.openSnapshot("s");
+    expect(s.readOnly).toBe(true);
+    await rejects(s.write(0, Buffer.alloc(1)), "READ_ONLY");
+    await rejects(s.trim(0, CS), "READ_ONLY");
+    await rejects(pool.deleteSnapshot("s"), "BUSY");
+    s.close();
+    await rejects(s.read(0, 1), "CLOSED");
+    const v = pool.openVolume("v");
+    await rejects(pool.deleteVolume("v"), "BUSY");
+    v.close();
+    await pool.deleteSnapshot("s");
+    await pool.deleteVolume("v");
+  });
+
+  it("refuses to create over a pool, to open nothing, and odd chunk sizes", async () => {
+    await rejects(Pool.create({ dir: join(dir, "pool"), sizeBytes: 64 * CS }), "ALREADY_EXISTS");
+    await rejects(Pool.open({ dir: join(dir, "none") }), "NOT_FOUND");
+    await rejects(
+      Pool.create({ dir: join(dir, "p2"), sizeBytes: 64 * CS, chunkSize: 3000 }),
+      "INVALID_ARGUMENT",
+    );
+    await rejects(Pool.create({ dir: join(dir, "p3"), sizeBytes: 100 }), "INVALID_ARGUMENT");
+    await mkdir(join(dir, "junk"));
+    await writeFile(join(dir, "junk", "superblock"), Buffer.alloc(4096, 7));
+    await rejects(Pool.open({ dir: join(dir, "junk") }), "CORRUPT");
+  });
+});
+
+describe("snapshots, restores and clones", () => {
+  it("keeps the rest of a shared chunk on a partial write and reads old bytes from the snapshot", async () => {
+    await pool.createVolume("v", 4 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(2 * CS, 0x11));
+    await pool.createSnapshot("v", "s");
+    await v.write(100, Buffer.from("new"));
+    const s = pool.openSnapshot("s");
+    expect((await s.read(98, 7)).toString("hex")).toBe("11111111111111");
+    expect((await v.read(98, 7)).toString("hex")).toBe("1111" + Buffer.from("new").toString("hex") + "1111");
+    const st = pool.stats();
+    expect(st.volumes[0]).toMatchObject({ totalBytes: 2 * CS, exclusiveBytes: CS, sharedBytes: CS });
+    expect(st.snapshots[0]).toMatchObject({ totalBytes: 2 * CS, exclusiveBytes: CS, sharedBytes: CS });
+    s.close();
+    v.close();
+  });
+
+  it("deletes in any order whatever depends on what", async () => {
+    await pool.createVolume("v", 4 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(4 * CS, 0x22));
+    v.close();
+    await pool.createSnapshot("v", "s1");
+    await pool.restoreSnapshot("s1", "r");
+    await pool.createSnapshot("r", "s2");
+    await pool.deleteVolume("v");
+    await pool.deleteSnapshot("s1");
+    const r = pool.openVolume("r");
+    expect((await r.read(0, 4 * CS)).equals(Buffer.alloc(4 * CS, 0x22))).toBe(true);
+    r.close();
+    await pool.deleteVolume("r");
+    const s2 = pool.openSnapshot("s2");
+    expect((await s2.read(CS, 10)).equals(Buffer.alloc(10, 0x22))).toBe(true);
+    s2.close();
+    expect(pool.stats().allocatedBytes).toBe(4 * CS);
+    await pool.deleteSnapshot("s2");
+    expect(pool.stats().allocatedBytes).toBe(0);
+    expect((await pool.check()).ok).toBe(true);
+  });
+
+  it("computes allocated and changed chunks from the tables", async () => {
+    await pool.createVolume("v", 16 * CS);
+    const v = pool.openVolume("v");
+    await v.write(1 * CS, Buffer.alloc(10, 1));
+    await v.write(5 * CS + 7, Buffer.alloc(10, 1));
+    await pool.createSnapshot("v", "a");
+    await v.write(5 * CS, Buffer.alloc(10, 2));
+    await v.write(9 * CS, Buffer.alloc(CS + 1, 2));
+    await v.trim(1 * CS, CS);
+    await pool.createSnapshot("v", "b");
+    v.close();
+    expect(pool.allocatedChunks("snapshot", "a").chunks).toEqual([1, 5]);
+    expect(pool.allocatedChunks("snapshot", "b").chunks).toEqual([5, 9, 10]);
+    expect(pool.changedChunks("a", "b").chunks).toEqual([1, 5, 9, 10]);
+    expect(pool.changedChunks("a", "a").chunks).toEqual([]);
+    await pool.createVolume("other", CS);
+    await pool.createSnapshot("other", "o");
+    await rejects(() => pool.changedChunks("a", "o"), "INVALID_ARGUMENT");
+  });
+
+  it("makes a full copy in the background that shares nothing with its source", async () => {
+    await pool.createVolume("v", 8 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(8 * CS, 0x33));
+    v.close();
+    await pool.createSnapshot("v", "s");
+    const info = await pool.restoreSnapshot("s", "full", { fullCopy: true });
+    expect(info.source).toEqual({ kind: "snapshot", name: "s" });
+    const done = await pool.waitForCopy("full");
+    expect(done).toMatchObject({ state: "done", copiedChunks: 8, totalChunks: 8 });
+    const full = pool.stats().volumes.find((x) => x.name === "full")!;
+    expect(full).toMatchObject({ totalBytes: 8 * CS, exclusiveBytes: 8 * CS, sharedBytes: 0 });
+    await pool.deleteSnapshot("s");
+    await pool.deleteVolume("v");
+    const h = pool.openVolume("full");
+    expect((await h.read(0, 8 * CS)).equals(Buffer.alloc(8 * CS, 0x33))).toBe(true);
+    h.close();
+    expect((await pool.check()).ok).toBe(true);
+  });
+
+  it("gives trimmed space back to the pool", async () => {
+    await pool.createVolume("v", 8 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(8 * CS, 1));
+    expect(pool.stats().allocatedBytes).toBe(8 * CS);
+    await v.trim(CS / 2, 6 * CS); // chunks 1..5 whole, halves of 0 and 6 zeroed
+    expect(pool.stats().allocatedBytes).toBe(3 * CS);
+    expect((await v.read(CS / 2 - 1, 2)).toString("hex")).toBe("0100");
+    expect(v.extents(0, 8 * CS)).toEqual([
+      { offset: 0, length: CS, allocated: true },
+      { offset: CS, length: 5 * CS, allocated: false },
+      { offset: 6 * CS, length: 2 * CS, allocated: true },
+    ]);
+    v.close();
+    expect((await pool.check()).ok).toBe(true);
+  });
+});
+
+describe("running out of space", () => {
+  it("fails the writer with NO_SPACE, damages nothing, and the pool reopens clean", async () => {
+    await pool.createVolume("big", 128 * CS); // thin: larger than the 64-chunk pool
+    const h = pool.openVolume("big");
+    await h.write(0, Buffer.alloc(60 * CS, 0x44));
+    await h.flush();
+    const msg = await rejects(h.write(60 * CS, Buffer.alloc(8 * CS, 0x55)), "NO_SPACE");
+    expect(msg).toMatch(/pool is full/);
+    // The failed write took nothing: what fits still fits, earlier data is intact.
+    expect(pool.stats().allocatedBytes).toBe(60 * CS);
+    expect((await h.read(0, 60 * CS)).equals(Buffer.alloc(60 * CS, 0x44))).toBe(true);
+    expect((await h.read(60 * CS, 8 * CS)).equals(Buffer.alloc(8 * CS))).toBe(true);
+    await h.write(60 * CS, Buffer.alloc(4 * CS, 0x66));
+    await rejects(h.write(64 * CS, Buffer.alloc(1, 1)), "NO_SPACE");
+    // A snapshot holds its chunks: overwriting needs new chunks the pool does not have.
+    await pool.createSnapshot("big", "s");
+    await rejects(h.write(0, Buffer.alloc(1, 9)), "NO_SPACE");
+    await pool.deleteSnapshot("s");
+    await h.write(0, Buffer.alloc(1, 9)); // in place again once the snapshot is gone
+    h.close();
+    expect((await pool.check()).ok).toBe(true);
+    await pool.close();
+    pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
+    expect((await pool.check()).ok).toBe(true);
+    const again = pool.openVolume("big");
+    expect((await again.read(0, 2)).toString("hex")).toBe("0944");
+    again.close();
+  });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    "turns a full disk under the pool into NO_SPACE for the writer",
+    async () => {
+      const mnt = join(dir, "small");
+      await mkdir(mnt);
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt]);
+      const small = await Pool.create({ dir: join(mnt, "pool"), sizeBytes: 64 * CS, autoCommitMs: 0 });
+      try {
+        await small.createVolume("v", 64 * CS);
+        const h = small.openVolume("v");
+        await h.write(0, Buffer.alloc(16 * CS, 0x77));
+        await h.flush();
+        await rejects(h.write(16 * CS, Buffer.alloc(32 * CS, 0x78)), "NO_SPACE");
+        expect((await h.read(0, 16 * CS)).equals(Buffer.alloc(16 * CS, 0x77))).toBe(true);
+        h.close();
+        expect((await small.check()).problems).toEqual([]);
+        // Closing writes a checkpoint, which the full disk refuses: a clear error, files closed.
+        await small.close().catch((err: unknown) => expect(isSnapblockError(err, "NO_SPACE")).toBe(true));
+      } finally {
+        await small.close();
+        execFileSync("umount", [mnt]);
+      }
+    },
+  );
+});
