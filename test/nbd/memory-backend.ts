@@ -19,6 +19,8 @@ export interface MemoryBackendOptions {
   maxChunks?: number;
   /** Each operation waits a random time up to this many ms (0: resolve on the next tick). */
   maxLatencyMs?: number;
+  /** ...and at least this many ms. */
+  minLatencyMs?: number;
 }
 
 export interface MemoryBackendCounters {
@@ -52,6 +54,7 @@ export class MemoryBackend implements NbdBackend {
   private readonly chunks = new Map<number, Buffer>();
   private readonly maxChunks: number;
   private maxLatencyMs: number;
+  private minLatencyMs: number;
   private concurrent = 0;
 
   constructor(options: MemoryBackendOptions) {
@@ -61,14 +64,16 @@ export class MemoryBackend implements NbdBackend {
     this.readOnly = options.readOnly ?? false;
     this.maxChunks = options.maxChunks ?? Number.POSITIVE_INFINITY;
     this.maxLatencyMs = options.maxLatencyMs ?? 0;
+    this.minLatencyMs = options.minLatencyMs ?? 0;
   }
 
   get allocatedChunks(): number {
     return this.chunks.size;
   }
 
-  setLatency(maxLatencyMs: number): void {
+  setLatency(maxLatencyMs: number, minLatencyMs = 0): void {
     this.maxLatencyMs = maxLatencyMs;
+    this.minLatencyMs = minLatencyMs;
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -213,7 +218,8 @@ export class MemoryBackend implements NbdBackend {
   private async enter(offset: number, length: number, modifies: boolean): Promise<void> {
     this.concurrent += 1;
     this.counters.maxConcurrent = Math.max(this.counters.maxConcurrent, this.concurrent);
-    const delay = this.maxLatencyMs > 0 ? Math.random() * this.maxLatencyMs : 0;
+    const delay =
+      this.maxLatencyMs > 0 ? this.minLatencyMs + Math.random() * (this.maxLatencyMs - this.minLatencyMs) : 0;
     await new Promise<void>((resolve) => (delay > 0 ? setTimeout(resolve, delay) : setImmediate(resolve)));
     try {
       this.check(offset, length, modifies);
