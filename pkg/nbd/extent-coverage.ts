@@ -37,7 +37,7 @@ export function coverRange(
   let position = offset;
   for (const extent of sorted) {
     if (position >= end) break;
-    const start = Math.max(extent.offset, offset);
+    const start = Math.min(Math.max(extent.offset, offset), end);
     const stop = Math.min(extent.offset + extent.length, end);
     if (stop <= position) continue;
     if (start > position) push(position, start, true);
