@@ -34,7 +34,11 @@ export class Listener {
     private readonly server: net.Server,
     readonly address: NbdBoundAddress,
     private readonly options: ListenerOptions,
-  ) {}
+  ) {
+    // Accept failures (EMFILE, ENFILE...) are emitted on the server; without a listener they
+    // would crash the process. Node keeps listening after them.
+    server.on("error", (err) => options.logger.error("nbd listener error", { ...options.logFields, err }));
+  }
 
   /**
    * Binds the address. A unix socket is chmod 0600 before any connection is served: connections
