@@ -52,7 +52,12 @@ interface RunResult {
 }
 
 /** `depth` concurrent loops issuing `op(i)` for `seconds`, plus a final flush for writes. */
-async function run(depth: number, seconds: number, op: (g: Prng) => Promise<unknown>, flush?: () => Promise<void>): Promise<RunResult> {
+async function run(
+  depth: number,
+  seconds: number,
+  op: (g: Prng) => Promise<unknown>,
+  flush?: () => Promise<void>,
+): Promise<RunResult> {
   const end = performance.now() + seconds * 1000;
   let ops = 0;
   const latenciesUs: number[] = [];
@@ -87,10 +92,15 @@ async function throughput(name: string, t: Target): Promise<Record<string, numbe
   const small = Prng.fill(Buffer.alloc(4096), 8);
   const blocks = SIZE / MiB;
   let seqPos = 0;
-  const seqWrite = await run(4, SECONDS, (): Promise<void> => {
-    const off = (seqPos++ % blocks) * MiB;
-    return t.write(off, big);
-  }, () => t.flush());
+  const seqWrite = await run(
+    4,
+    SECONDS,
+    (): Promise<void> => {
+      const off = (seqPos++ % blocks) * MiB;
+      return t.write(off, big);
+    },
+    () => t.flush(),
+  );
   out.seqwrite_MiBps = seqWrite.ops / seqWrite.seconds;
   dropCaches();
   seqPos = 0;
@@ -98,7 +108,12 @@ async function throughput(name: string, t: Target): Promise<Record<string, numbe
   out.seqread_MiBps = seqRead.ops / seqRead.seconds;
   const pages = SIZE / 4096;
   for (const qd of [1, 16]) {
-    const w = await run(qd, SECONDS, (g) => t.write(g.int(pages) * 4096, small), () => t.flush());
+    const w = await run(
+      qd,
+      SECONDS,
+      (g) => t.write(g.int(pages) * 4096, small),
+      () => t.flush(),
+    );
     out[`randwrite_qd${qd}_IOPS`] = w.ops / w.seconds;
     dropCaches();
     const r = await run(qd, SECONDS, (g) => t.read(g.int(pages) * 4096, 4096));
@@ -146,19 +161,29 @@ async function main(): Promise<void> {
       read: (o, l) => fh.read(Buffer.alloc(l), 0, l, o),
       flush: () => fh.datasync(),
     };
-    const pool = await Pool.create({ dir: join(root, "pool"), sizeBytes: (SIZE + 40 * GiB), chunkSize: CHUNK });
+    const pool = await Pool.create({ dir: join(root, "pool"), sizeBytes: SIZE + 40 * GiB, chunkSize: CHUNK });
     await pool.createVolume("bench", SIZE);
     const vol = pool.openVolume("bench");
     // Both fully written first, so the runs measure steady state (in-place writes).
-    await fill({ ...vol, write: (o: number, d: Buffer) => plain.write(o, d), flush: () => plain.flush() } as BlockDevice, SIZE);
+    await fill(
+      {
+        ...vol,
+        write: (o: number, d: Buffer) => plain.write(o, d),
+        flush: () => plain.flush(),
+      } as BlockDevice,
+      SIZE,
+    );
     const firstFill = await timed(() => fill(vol, SIZE));
-    say(`First write of ${SIZE / GiB} GiB into a new thin volume (allocation path): ${((SIZE / MiB) / (firstFill / 1000)).toFixed(0)} MiB/s`);
+    say(
+      `First write of ${SIZE / GiB} GiB into a new thin volume (allocation path): ${(SIZE / MiB / (firstFill / 1000)).toFixed(0)} MiB/s`,
+    );
     say("");
     const p = await throughput("plain file", plain);
     const e = await throughput("engine", vol);
     say("| workload | plain file (Node fs) | snapblock engine | ratio |");
     say("|---|---:|---:|---:|");
-    for (const k of Object.keys(p)) say(`| ${k} | ${p[k]!.toFixed(0)} | ${e[k]!.toFixed(0)} | ${(e[k]! / p[k]!).toFixed(2)}x |`);
+    for (const k of Object.keys(p))
+      say(`| ${k} | ${p[k]!.toFixed(0)} | ${e[k]!.toFixed(0)} | ${(e[k]! / p[k]!).toFixed(2)}x |`);
     say("");
     await fh.close();
     await rm(plainPath);
@@ -184,18 +209,28 @@ async function main(): Promise<void> {
     const steady = await probe("steady");
     await pool.createSnapshot("bench", "penalty");
     const after = await probe("after-snapshot!");
-    say("First write after a snapshot (4 KiB writes into 2,000 distinct chunks, QD1, mean / p50 / p99 in us):");
+    say(
+      "First write after a snapshot (4 KiB writes into 2,000 distinct chunks, QD1, mean / p50 / p99 in us):",
+    );
     say("");
     say("| case | mean | p50 | p99 |");
     say("|---|---:|---:|---:|");
-    say(`| steady state (chunk owned, in place) | ${mean(steady).toFixed(1)} | ${pct(steady, 50).toFixed(1)} | ${pct(steady, 99).toFixed(1)} |`);
-    say(`| just after a snapshot (redirect-on-write) | ${mean(after).toFixed(1)} | ${pct(after, 50).toFixed(1)} | ${pct(after, 99).toFixed(1)} |`);
-    say(`| penalty (mean ratio) | ${(mean(after) / mean(steady)).toFixed(2)}x | ${(pct(after, 50) / pct(steady, 50)).toFixed(2)}x | |`);
+    say(
+      `| steady state (chunk owned, in place) | ${mean(steady).toFixed(1)} | ${pct(steady, 50).toFixed(1)} | ${pct(steady, 99).toFixed(1)} |`,
+    );
+    say(
+      `| just after a snapshot (redirect-on-write) | ${mean(after).toFixed(1)} | ${pct(after, 50).toFixed(1)} | ${pct(after, 99).toFixed(1)} |`,
+    );
+    say(
+      `| penalty (mean ratio) | ${(mean(after) / mean(steady)).toFixed(2)}x | ${(pct(after, 50) / pct(steady, 50)).toFixed(2)}x | |`,
+    );
     say("");
     await pool.deleteSnapshot("penalty");
 
     // ---------------------------------------------------------------- snapshot create vs data written
-    say("Snapshot create time as the volume's written data grows (10 creates each, ms; each create includes its commit: data fdatasync + journal fdatasync):");
+    say(
+      "Snapshot create time as the volume's written data grows (10 creates each, ms; each create includes its commit: data fdatasync + journal fdatasync):",
+    );
     say("");
     say("| written | p50 | max | metadata in memory | per GiB written |");
     say("|---:|---:|---:|---:|---:|");
@@ -212,7 +247,9 @@ async function main(): Promise<void> {
       }
       const meta = pool.stats().metadataBytes;
       const perGiB = meta / ((written + SIZE) / GiB);
-      say(`| ${gib} GiB | ${pct(times, 50).toFixed(2)} | ${Math.max(...times).toFixed(2)} | ${(meta / MiB).toFixed(2)} MiB | ${(perGiB / 1024).toFixed(0)} KiB |`);
+      say(
+        `| ${gib} GiB | ${pct(times, 50).toFixed(2)} | ${Math.max(...times).toFixed(2)} | ${(meta / MiB).toFixed(2)} MiB | ${(perGiB / 1024).toFixed(0)} KiB |`,
+      );
     }
     say("");
 
@@ -221,13 +258,17 @@ async function main(): Promise<void> {
     const rewrite = Math.min(written, GiB) * 0.9;
     await fill(grow, rewrite, 0);
     const delMs = await timed(() => pool.deleteSnapshot("diverged"));
-    say(`Delete of a snapshot whose ${(rewrite / GiB).toFixed(1)} GiB of ${(written / GiB).toFixed(0)} GiB diverged (chunks freed, no data copied): ${delMs.toFixed(1)} ms`);
+    say(
+      `Delete of a snapshot whose ${(rewrite / GiB).toFixed(1)} GiB of ${(written / GiB).toFixed(0)} GiB diverged (chunks freed, no data copied): ${delMs.toFixed(1)} ms`,
+    );
     say("");
     grow.close();
     await pool.deleteVolume("grow");
 
     // ---------------------------------------------------------------- many snapshots
-    say(`${SNAPSHOTS} snapshots of one volume, with 64 random 4 KiB writes between snapshots (create ms, write us):`);
+    say(
+      `${SNAPSHOTS} snapshots of one volume, with 64 random 4 KiB writes between snapshots (create ms, write us):`,
+    );
     say("");
     say("| snapshots so far | create p50 | create max | write p50 | write p99 |");
     say("|---:|---:|---:|---:|---:|");
@@ -242,14 +283,18 @@ async function main(): Promise<void> {
         writes.push((performance.now() - t0) * 1000);
       }
       if ([1, 10, 100, 250, 500, 1000, SNAPSHOTS].includes(i) && creates.length > 0) {
-        say(`| ${i} | ${pct(creates, 50).toFixed(2)} | ${Math.max(...creates).toFixed(2)} | ${pct(writes, 50).toFixed(1)} | ${pct(writes, 99).toFixed(1)} |`);
+        say(
+          `| ${i} | ${pct(creates, 50).toFixed(2)} | ${Math.max(...creates).toFixed(2)} | ${pct(writes, 50).toFixed(1)} | ${pct(writes, 99).toFixed(1)} |`,
+        );
         creates = [];
         writes = [];
       }
     }
     say("");
     const memAll = pool.stats();
-    say(`After ${SNAPSHOTS} snapshots: metadata in memory ${(memAll.metadataBytes / MiB).toFixed(1)} MiB, pool allocated ${(memAll.allocatedBytes / GiB).toFixed(2)} GiB.`);
+    say(
+      `After ${SNAPSHOTS} snapshots: metadata in memory ${(memAll.metadataBytes / MiB).toFixed(1)} MiB, pool allocated ${(memAll.allocatedBytes / GiB).toFixed(2)} GiB.`,
+    );
     const delAll = await timed(async () => {
       for (let i = 1; i <= SNAPSHOTS; i++) await pool.deleteSnapshot(`many-${i}`);
     });

@@ -116,6 +116,14 @@ export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
     w.str(d.name);
     w.str(d.sourceName ?? "");
   }
+  // Partial chunks: chunk u32, backing u32 (0xffffffff: none), bitmap length u16, bitmap.
+  w.u32(meta.space.partials.size);
+  for (const [chunk, p] of meta.space.partials) {
+    w.u32(chunk);
+    w.u32(p.backing < 0 ? 0xffffffff : p.backing);
+    w.u16(p.valid.length);
+    for (const b of p.valid) w.u8(b);
+  }
   const buf = w.buf.subarray(0, w.off);
   buf.write(MAGIC, 0, "latin1");
   buf.writeUInt32LE(VERSION, 8);
@@ -229,6 +237,20 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     d.sourceName = d.sourceKind ? sourceName : undefined;
     meta.addDevice(d);
   }
+  const partialCount = u32();
+  for (let i = 0; i < partialCount; i++) {
+    const chunk = u32();
+    const raw = u32();
+    const len = u16();
+    need(len);
+    const valid = new Uint8Array(buf.subarray(off, off + len));
+    off += len;
+    if (meta.space.refCount(chunk) === 0) fail(`partial chunk ${chunk} is not mapped`);
+    const backing = raw === 0xffffffff ? -1 : raw;
+    if (backing >= 0) meta.space.addRef(backing);
+    meta.space.partials.set(chunk, { backing, valid });
+  }
+  if (off !== buf.length) fail("trailing bytes after the last section");
   for (const n of nodes) {
     // Nodes start with rc=1 from their constructor; it was reset to 0 and recounted above.
     if (n.rc === 0) fail("a table node is referenced by nothing");

@@ -1,5 +1,28 @@
 import { SnapblockError } from "../errors/index.js";
 
+export interface Partial {
+  /** Chunk the missing blocks read from, or -1 for zeroes. */
+  backing: number;
+  /** One bit per 4 KiB block of the chunk, set where the chunk holds its own data. */
+  valid: Uint8Array;
+}
+
+/** Granularity of partial chunks: the block size every file system and the page cache use. */
+export const BLOCK = 4096;
+
+export function bitSet(bits: Uint8Array, i: number): boolean {
+  return (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+}
+
+export function setBits(bits: Uint8Array, from: number, to: number): void {
+  for (let i = from; i < to; i++) bits[i >> 3] = bits[i >> 3]! | (1 << (i & 7));
+}
+
+export function allSet(bits: Uint8Array, count: number): boolean {
+  for (let i = 0; i < count; i++) if (!bitSet(bits, i)) return false;
+  return true;
+}
+
 /**
  * The physical side of a pool: how many chunks there are, who references each (a reference count
  * per chunk: the number of chunk-table leaves pointing at it), and which are free.
@@ -25,6 +48,13 @@ export class ChunkSpace {
   private readonly reserved = new Set<number>();
   /** Chunks whose count fell to 1 by a record not yet durable: not writable in place until then. */
   readonly unsharedAt = new Map<number, number>();
+
+  /**
+   * Partial chunks: a chunk written only in some 4 KiB blocks by a redirect-on-write. Its other
+   * blocks read from `backing` (the chunk it replaced, on which it holds a reference) or as zeroes
+   * (backing -1). Keyed by the partial chunk; the background filler completes them.
+   */
+  readonly partials = new Map<number, Partial>();
 
   private epoch = 1;
   private readonly activeIo = new Map<number, number>();
@@ -52,7 +82,12 @@ export class ChunkSpace {
 
   /** Bytes of memory the accounting itself holds. */
   get memoryBytes(): number {
-    return this.refs.byteLength + this.freeStack.byteLength + (this.pending.length - this.pendingHead) * 24;
+    return (
+      this.refs.byteLength +
+      this.freeStack.byteLength +
+      (this.pending.length - this.pendingHead) * 24 +
+      this.partials.size * 96
+    );
   }
 
   refCount(chunk: number): number {
@@ -95,6 +130,11 @@ export class ChunkSpace {
     if (n === 0) {
       this.unsharedAt.delete(chunk);
       this.pending.push({ chunk, seq, epoch: ++this.epoch });
+      const partial = this.partials.get(chunk);
+      if (partial) {
+        this.partials.delete(chunk);
+        if (partial.backing >= 0) this.release(partial.backing, seq);
+      }
     } else if (n === 1) {
       this.unsharedAt.set(chunk, seq);
     }
@@ -114,7 +154,26 @@ export class ChunkSpace {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }
-    for (const [chunk, seq] of this.unsharedAt) if (seq <= committedSeq) this.unsharedAt.delete(chunk);
+    if (committedSeq !== this.sweptAt) {
+      this.sweptAt = committedSeq;
+      for (const [chunk, seq] of this.unsharedAt) if (seq <= committedSeq) this.unsharedAt.delete(chunk);
+    }
+  }
+
+  private sweptAt = -1;
+
+  /** Makes `chunk` partial: blocks in `valid` are its own, the rest read from `backing`. */
+  setPartial(chunk: number, backing: number, valid: Uint8Array): void {
+    if (backing >= 0) this.ref(backing);
+    this.partials.set(chunk, { backing, valid });
+  }
+
+  /** The partial chunk has all its blocks now: drops its reference on the backing chunk. */
+  completePartial(chunk: number, seq: number): void {
+    const partial = this.partials.get(chunk);
+    if (!partial) return;
+    this.partials.delete(chunk);
+    if (partial.backing >= 0) this.release(partial.backing, seq);
   }
 
   /** Whether some released chunk waits only for a commit to become free. */
@@ -174,6 +233,7 @@ export class ChunkSpace {
   /** Replay only: pending frees are immediately free (everything replayed is durable). */
   settleAfterReplay(): void {
     this.pending = [];
+    this.sweptAt = -1;
     this.pendingHead = 0;
     this.unsharedAt.clear();
     this.rebuildFreeList();

@@ -44,6 +44,11 @@ export function checkConsistency(
     if (meta.byName(d.kind).get(d.name) !== d)
       problem(`${d.kind} '${d.name}' is missing from the name index`);
   }
+  // A partial chunk holds one reference on its backing chunk.
+  for (const [chunk, partial] of space.partials) {
+    if (!chunkRefs.has(chunk)) problem(`partial chunk ${chunk} is not mapped by any table`);
+    if (partial.backing >= 0) chunkRefs.set(partial.backing, (chunkRefs.get(partial.backing) ?? 0) + 1);
+  }
   for (const [node, n] of nodeRefs) {
     if (node.rc !== n) problem(`a table node has reference count ${node.rc} but ${n} referrer(s)`);
   }

@@ -1,10 +1,23 @@
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import type { Device } from "./metadata.js";
 import type { PoolCore } from "./pool-core.js";
-import { RecordType } from "./records.js";
+import { BLOCK, allSet, bitSet, setBits } from "./chunk-space.js";
+import { RecordType, type MetaRecord } from "./records.js";
 import type { Extent } from "./types.js";
 
-/** One chunk's share of a request. */
+/** How one chunk's share of a write is carried out. */
+type Mode =
+  /** The device owns the chunk: overwrite in place. */
+  | "inPlace"
+  /** The device owns a partial chunk: write its blocks in place, mark them valid. */
+  | "inPlacePartial"
+  /** Redirect, whole chunk written: a plain remap. */
+  | "full"
+  /** Redirect of a partial chunk: read its whole content, merge, write a complete chunk. */
+  | "merge"
+  /** Redirect of part of a chunk: write only the touched blocks to a new partial chunk. */
+  | "partialNew";
+
 interface Piece {
   chunk: number;
   /** Byte range inside the chunk. */
@@ -14,7 +27,7 @@ interface Piece {
   bufOffset: number;
   /** Physical chunk currently mapped (-1: hole). */
   phys: number;
-  inPlace: boolean;
+  mode: Mode;
   /** New chunk for a redirected write. */
   target: number;
 }
@@ -24,16 +37,27 @@ function lockKey(device: Device, chunk: number): number {
   return device.id * 2 ** 32 + chunk;
 }
 
+/** Physical chunk -> lock key (negative, apart from logical keys): serializes a partial chunk's fillers. */
+function physKey(phys: number): number {
+  return -1 - phys;
+}
+
 /**
  * The data path: byte-addressed reads and writes over chunk tables.
  *
  * Writes to a chunk the device owns exclusively (and durably) go in place. Writes to a shared
- * chunk or a hole go to a newly reserved chunk (redirect-on-write): the rest of the chunk is
- * first copied from the old one (or zero-filled), the new chunk is written whole, and only after
- * the write completes is the table remapped and a MAP record queued. A crash before the next
- * commit leaves the old mapping, the old content intact.
+ * chunk or a hole go to a newly reserved chunk (redirect-on-write). A redirect covering the whole
+ * chunk is a plain remap. A redirect covering part of it writes only the touched 4 KiB blocks and
+ * makes the new chunk *partial*: its other blocks still read from the chunk it replaced (or as
+ * zeroes for a hole), which it keeps referenced until the background filler completes it. So the
+ * first write after a snapshot costs one small write, not a read and a write of a whole chunk.
+ * The table is remapped and the record queued only after the data write completes; a crash
+ * before the next commit leaves the old mapping and the old content intact.
  */
 export class DataPath {
+  /** performance.now() of the last foreground I/O: the filler yields while this is recent. */
+  lastForegroundIo = 0;
+
   constructor(private readonly core: PoolCore) {}
 
   checkRange(device: Device, offset: number, length: number, what: string): void {
@@ -51,11 +75,45 @@ export class DataPath {
     }
   }
 
+  /**
+   * Reads bytes [from, to) of a chunk's content into `into` at `at`, resolving partial chunks
+   * block by block (own block, backing chunk, or zeroes). The caller holds an I/O epoch.
+   */
+  private readChunkRange(
+    phys: number,
+    from: number,
+    to: number,
+    into: Buffer,
+    at: number,
+    reads: Promise<number>[],
+  ): void {
+    const cs = this.core.chunkSize;
+    const partial = this.core.space.partials.get(phys);
+    if (!partial) {
+      reads.push(this.core.data.read(into, at, to - from, phys * cs + from));
+      return;
+    }
+    for (let pos = from; pos < to;) {
+      const b = Math.floor(pos / BLOCK);
+      const own = bitSet(partial.valid, b);
+      let runEnd = Math.min(to, (b + 1) * BLOCK);
+      while (runEnd < to && bitSet(partial.valid, Math.floor(runEnd / BLOCK)) === own) {
+        runEnd = Math.min(to, runEnd + BLOCK);
+      }
+      const source = own ? phys : partial.backing;
+      if (source >= 0)
+        reads.push(this.core.data.read(into, at + pos - from, runEnd - pos, source * cs + pos));
+      else into.fill(0, at + pos - from, at + runEnd - from);
+      pos = runEnd;
+    }
+  }
+
   async read(device: Device, offset: number, length: number): Promise<Buffer> {
     this.core.ensureUsable();
     this.checkRange(device, offset, length, "read");
     const out = Buffer.alloc(length);
     if (length === 0) return out;
+    this.lastForegroundIo = performance.now();
     const { space, tables, chunkSize: cs } = this.core;
     const io = space.beginIo();
     try {
@@ -74,6 +132,9 @@ export class DataPath {
         const phys = tables.physical(device.table, chunk);
         if (phys < 0) {
           flushRun();
+        } else if (space.partials.has(phys)) {
+          flushRun();
+          this.readChunkRange(phys, start, end, out, pos - offset, reads);
         } else {
           const filePos = phys * cs + start;
           if (runLen > 0 && runPos + runLen === filePos) {
@@ -105,6 +166,7 @@ export class DataPath {
     }
     this.checkRange(device, offset, data.length, "write");
     if (data.length === 0) return;
+    this.lastForegroundIo = performance.now();
     const gate = this.core.gate(device);
     await gate.enter();
     try {
@@ -124,92 +186,219 @@ export class DataPath {
     }
   }
 
-  private async writeLocked(device: Device, offset: number, data: Buffer): Promise<void> {
+  /**
+   * Decides each piece's mode. A partial chunk is written in place only if its physical lock is
+   * in `lockedPartials` (it may have become exclusive after the locks were taken): otherwise the
+   * piece is redirected, which is always safe.
+   */
+  private plan(
+    device: Device,
+    offset: number,
+    length: number,
+    lockedPartials?: ReadonlySet<number>,
+  ): Piece[] {
     const { space, tables, chunkSize: cs } = this.core;
+    const pieces: Piece[] = [];
+    for (let pos = offset; pos < offset + length;) {
+      const chunk = Math.floor(pos / cs);
+      const start = pos - chunk * cs;
+      const end = Math.min(cs, offset + length - chunk * cs);
+      const lk = tables.lookup(device.table, chunk, this.core.committedSeq);
+      let mode: Mode;
+      const partial = lk.chunk >= 0 && space.partials.has(lk.chunk);
+      if (lk.inPlace && !partial) mode = "inPlace";
+      else if (lk.inPlace && (!lockedPartials || lockedPartials.has(physKey(lk.chunk))))
+        mode = "inPlacePartial";
+      else if (start === 0 && end === cs) mode = "full";
+      else if (partial) mode = "merge";
+      else mode = "partialNew";
+      pieces.push({ chunk, start, end, bufOffset: pos - offset, phys: lk.chunk, mode, target: -1 });
+      pos += end - start;
+    }
+    return pieces;
+  }
+
+  private async writeLocked(device: Device, offset: number, data: Buffer): Promise<void> {
+    const { space } = this.core;
     if (!this.core.alive(device)) {
       throw new SnapblockError("NOT_FOUND", `volume '${device.name}' was deleted`);
     }
-    let pieces: Piece[];
-    let targets: number[];
-    // Plan, reserve and register the I/O in one synchronous stretch: a chunk looked up here
-    // cannot be reused by anyone until this I/O ends.
-    for (let attempt = 0; ; attempt++) {
-      pieces = [];
-      let redirects = 0;
-      for (let pos = offset; pos < offset + data.length;) {
-        const chunk = Math.floor(pos / cs);
-        const start = pos - chunk * cs;
-        const end = Math.min(cs, offset + data.length - chunk * cs);
-        const lk = tables.lookup(device.table, chunk, this.core.committedSeq);
-        if (!lk.inPlace) redirects++;
-        pieces.push({
-          chunk,
-          start,
-          end,
-          bufOffset: pos - offset,
-          phys: lk.chunk,
-          inPlace: lk.inPlace,
-          target: -1,
-        });
-        pos += end - start;
-      }
-      space.reclaim(this.core.committedSeq);
-      if (redirects <= space.free || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
-        targets = space.reserve(redirects); // throws NO_SPACE when the pool is really full
-        break;
-      }
-      await this.core.commit(); // released chunks become free once their release is durable
-    }
-    const io = space.beginIo();
-    let t = 0;
-    for (const p of pieces) if (!p.inPlace) p.target = targets[t++]!;
+    // Partial chunks written in place are also locked by physical chunk, against the filler.
+    const partialKeys = this.plan(device, offset, data.length)
+      .filter((p) => p.mode === "inPlacePartial")
+      .map((p) => physKey(p.phys))
+      .sort((a, b) => a - b);
+    const unlockPhys = partialKeys.length > 0 ? await this.core.locks.lockAll(partialKeys) : undefined;
     try {
-      await this.writePieces(pieces, data);
-    } catch (err) {
-      for (const c of targets) space.unreserve(c);
-      throw asSnapblockError(err, `write to volume '${device.name}'`);
+      let pieces: Piece[];
+      let targets: number[];
+      // Plan, reserve and register the I/O in one synchronous stretch: a chunk looked up here
+      // cannot be reused by anyone until this I/O ends.
+      for (let attempt = 0; ; attempt++) {
+        pieces = this.plan(device, offset, data.length, new Set(partialKeys));
+        const redirects = pieces.filter((p) => p.mode !== "inPlace" && p.mode !== "inPlacePartial").length;
+        space.reclaim(this.core.committedSeq);
+        if (redirects <= space.free || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
+          targets = space.reserve(redirects); // throws NO_SPACE when the pool is really full
+          break;
+        }
+        await this.core.commit(); // released chunks become free once their release is durable
+      }
+      const io = space.beginIo();
+      let t = 0;
+      for (const p of pieces)
+        if (p.mode !== "inPlace" && p.mode !== "inPlacePartial") p.target = targets[t++]!;
+      let records: MetaRecord[];
+      try {
+        records = await this.writePieces(device, pieces, data);
+      } catch (err) {
+        for (const c of targets) space.unreserve(c);
+        throw asSnapblockError(err, `write to volume '${device.name}'`);
+      } finally {
+        space.endIo(io);
+      }
+      for (const r of records) this.core.record(r);
     } finally {
-      space.endIo(io);
-    }
-    for (const p of pieces) {
-      if (!p.inPlace)
-        this.core.record({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+      unlockPhys?.();
     }
   }
 
-  private async writePieces(pieces: Piece[], data: Buffer): Promise<void> {
+  /** Performs the pieces' I/O; returns the records that publish the redirected ones. */
+  private async writePieces(device: Device, pieces: Piece[], data: Buffer): Promise<MetaRecord[]> {
     const cs = this.core.chunkSize;
-    // Partial writes to a redirected chunk carry the rest of the old chunk along.
-    const merged = await Promise.all(
-      pieces.map(async (p): Promise<Buffer> => {
-        const slice = data.subarray(p.bufOffset, p.bufOffset + (p.end - p.start));
-        if (p.inPlace || (p.start === 0 && p.end === cs)) return slice;
-        const whole = Buffer.alloc(cs);
-        if (p.phys >= 0) await this.core.data.read(whole, 0, cs, p.phys * cs);
-        slice.copy(whole, p.start);
-        return whole;
-      }),
-    );
-    // Coalesce physically contiguous pieces into one positional write each.
-    const writes: Promise<void>[] = [];
+    const blocksPerChunk = cs / BLOCK;
+    const records: MetaRecord[] = [];
+    const writes: { pos: number; buf: Buffer }[] = [];
+    const reads: Promise<number>[] = [];
+    const overlays: (() => void)[] = [];
+    for (const p of pieces) {
+      const slice = data.subarray(p.bufOffset, p.bufOffset + (p.end - p.start));
+      switch (p.mode) {
+        case "inPlace":
+          writes.push({ pos: p.phys * cs + p.start, buf: slice });
+          break;
+        case "full":
+          writes.push({ pos: p.target * cs, buf: slice });
+          records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+          break;
+        case "merge": {
+          const whole = Buffer.alloc(cs);
+          this.readChunkRange(p.phys, 0, cs, whole, 0, reads);
+          overlays.push(() => slice.copy(whole, p.start));
+          writes.push({ pos: p.target * cs, buf: whole });
+          records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+          break;
+        }
+        case "inPlacePartial":
+        case "partialNew": {
+          const b0 = Math.floor(p.start / BLOCK);
+          const b1 = Math.ceil(p.end / BLOCK);
+          const blocks = Buffer.alloc((b1 - b0) * BLOCK);
+          // Edge blocks the write covers only in part keep their current content around it.
+          const headPartial = p.start % BLOCK !== 0;
+          const tailPartial = p.end % BLOCK !== 0 && (b1 - 1 > b0 || !headPartial);
+          const fetch = (b: number): void => {
+            if (p.phys >= 0)
+              this.readChunkRange(p.phys, b * BLOCK, (b + 1) * BLOCK, blocks, (b - b0) * BLOCK, reads);
+          };
+          if (headPartial) fetch(b0);
+          if (tailPartial) fetch(b1 - 1);
+          overlays.push(() => slice.copy(blocks, p.start - b0 * BLOCK));
+          const chunkPos = (p.mode === "inPlacePartial" ? p.phys : p.target) * cs;
+          writes.push({ pos: chunkPos + b0 * BLOCK, buf: blocks });
+          if (p.mode === "partialNew") {
+            if (b0 === 0 && b1 === blocksPerChunk) {
+              records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+            } else {
+              const valid = new Uint8Array(Math.ceil(blocksPerChunk / 8));
+              setBits(valid, b0, b1);
+              records.push({
+                type: RecordType.MapPartial,
+                id: device.id,
+                chunk: p.chunk,
+                phys: p.target,
+                backing: p.phys,
+                valid,
+              });
+            }
+          } else {
+            const partial = this.core.space.partials.get(p.phys)!;
+            const valid = Uint8Array.from(partial.valid);
+            setBits(valid, b0, b1);
+            if (allSet(valid, blocksPerChunk)) records.push({ type: RecordType.PartialDone, id: p.phys });
+            else if (!valid.every((v, i) => v === partial.valid[i]))
+              records.push({ type: RecordType.PartialValid, id: p.phys, valid });
+          }
+          break;
+        }
+      }
+    }
+    await Promise.all(reads);
+    for (const overlay of overlays) overlay();
+    // Coalesce physically contiguous writes into one positional write each.
+    writes.sort((a, b) => a.pos - b.pos);
+    const issued: Promise<void>[] = [];
     let runPos = -1;
     let runEnd = -1;
     let runBufs: Buffer[] = [];
-    pieces.forEach((p, i) => {
-      const buf = merged[i]!;
-      const pos = p.inPlace ? p.phys * cs + p.start : p.target * cs + (buf.length === cs ? 0 : p.start);
-      if (runBufs.length > 0 && pos === runEnd) {
-        runBufs.push(buf);
+    for (const w of writes) {
+      if (runBufs.length > 0 && w.pos === runEnd) {
+        runBufs.push(w.buf);
       } else {
-        if (runBufs.length > 0) writes.push(this.core.data.write(runBufs, runPos));
-        runPos = pos;
-        runBufs = [buf];
-        runEnd = pos;
+        if (runBufs.length > 0) issued.push(this.core.data.write(runBufs, runPos));
+        runPos = w.pos;
+        runBufs = [w.buf];
+        runEnd = w.pos;
       }
-      runEnd += buf.length;
-    });
-    if (runBufs.length > 0) writes.push(this.core.data.write(runBufs, runPos));
-    await Promise.all(writes);
+      runEnd += w.buf.length;
+    }
+    if (runBufs.length > 0) issued.push(this.core.data.write(runBufs, runPos));
+    await Promise.all(issued);
+    return records;
+  }
+
+  /**
+   * Completes a partial chunk (the background filler): copies its missing blocks from the
+   * backing chunk (or writes zeroes) into it, then records it complete, which releases the
+   * backing chunk. The chunk's content does not change, so it may be shared meanwhile.
+   */
+  async fillPartial(phys: number): Promise<boolean> {
+    this.core.ensureUsable();
+    const unlock = await this.core.locks.lockAll([physKey(phys)]);
+    try {
+      const { space, chunkSize: cs } = this.core;
+      const partial = space.partials.get(phys);
+      if (!partial) return false;
+      const io = space.beginIo();
+      try {
+        const blocks = cs / BLOCK;
+        const writes: Promise<void>[] = [];
+        for (let b = 0; b < blocks;) {
+          if (bitSet(partial.valid, b)) {
+            b++;
+            continue;
+          }
+          let e = b + 1;
+          while (e < blocks && !bitSet(partial.valid, e)) e++;
+          const buf = Buffer.alloc((e - b) * BLOCK);
+          if (partial.backing >= 0)
+            await this.core.data.read(buf, 0, buf.length, partial.backing * cs + b * BLOCK);
+          writes.push(this.core.data.write([buf], phys * cs + b * BLOCK));
+          b = e;
+        }
+        await Promise.all(writes);
+      } finally {
+        space.endIo(io);
+      }
+      // The chunk may have been freed (its device deleted) while the copy ran.
+      if (space.partials.get(phys) !== partial) return false;
+      this.core.record({ type: RecordType.PartialDone, id: phys });
+      return true;
+    } catch (err) {
+      throw asSnapblockError(err, `completing partial chunk ${phys}`);
+    } finally {
+      unlock();
+    }
   }
 
   /**
@@ -232,7 +421,9 @@ export class DataPath {
         const io = space.beginIo();
         try {
           const whole = Buffer.alloc(cs);
-          await this.core.data.read(whole, 0, cs, lk.chunk * cs);
+          const reads: Promise<number>[] = [];
+          this.readChunkRange(lk.chunk, 0, cs, whole, 0, reads);
+          await Promise.all(reads);
           await this.core.data.write([whole], target! * cs);
         } catch (err) {
           space.unreserve(target!);

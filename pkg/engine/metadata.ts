@@ -126,6 +126,40 @@ export class Metadata {
       case RecordType.CopyState:
         this.device(r.id).copying = r.copying;
         return;
+      case RecordType.MapPartial: {
+        const d = this.device(r.id);
+        if (r.chunk >= this.chunksFor(d.sizeBytes)) {
+          throw new SnapblockError(
+            "CORRUPT",
+            `record maps chunk ${r.chunk} beyond the end of device ${d.id}`,
+          );
+        }
+        if (replay) this.space.claimForReplay(r.phys);
+        else this.space.commitReserved(r.phys);
+        if (r.backing >= 0 && this.space.refCount(r.backing) === 0) {
+          throw new SnapblockError(
+            "CORRUPT",
+            `partial chunk ${r.phys} is backed by unreferenced chunk ${r.backing}`,
+          );
+        }
+        // The partial takes its reference on the backing chunk before the leaf drops its own.
+        this.space.setPartial(r.phys, r.backing, r.valid);
+        this.tables.set(d.table, r.chunk, r.phys, seq);
+        return;
+      }
+      case RecordType.PartialValid: {
+        const partial = this.space.partials.get(r.id);
+        if (!partial)
+          throw new SnapblockError("CORRUPT", `record updates chunk ${r.id}, which is not partial`);
+        partial.valid = r.valid;
+        return;
+      }
+      case RecordType.PartialDone:
+        if (!this.space.partials.has(r.id)) {
+          throw new SnapblockError("CORRUPT", `record completes chunk ${r.id}, which is not partial`);
+        }
+        this.space.completePartial(r.id, seq);
+        return;
     }
   }
 }

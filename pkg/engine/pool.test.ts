@@ -129,6 +129,10 @@ describe("snapshots, restores and clones", () => {
     const s = pool.openSnapshot("s");
     expect((await s.read(98, 7)).toString("hex")).toBe("11111111111111");
     expect((await v.read(98, 7)).toString("hex")).toBe("1111" + Buffer.from("new").toString("hex") + "1111");
+    // The write went to a partial chunk backed by the old one; completing it detaches the two.
+    await pool.completePartials();
+    expect((await v.read(98, 7)).toString("hex")).toBe("1111" + Buffer.from("new").toString("hex") + "1111");
+    expect((await s.read(98, 7)).toString("hex")).toBe("11111111111111");
     const st = pool.stats();
     expect(st.volumes[0]).toMatchObject({ totalBytes: 2 * CS, exclusiveBytes: CS, sharedBytes: CS });
     expect(st.snapshots[0]).toMatchObject({ totalBytes: 2 * CS, exclusiveBytes: CS, sharedBytes: CS });

@@ -51,6 +51,8 @@ export interface PoolOptions {
   checkpointBytes?: number;
   /** Copy jobs found unfinished at open are resumed (default true). */
   resumeCopies?: boolean;
+  /** Complete partial chunks in the background (default true; tests turn it off to keep them). */
+  fillPartials?: boolean;
 }
 
 export interface PoolCreateOptions extends PoolOptions {
@@ -92,6 +94,9 @@ export class Pool implements PoolCore {
   private closed = false;
   private failure: SnapblockError | undefined;
   private readonly checkpointBytes: number;
+  private fillerRunning = false;
+  private fillPartialsStopped = false;
+  private readonly fillPartials: boolean;
 
   private constructor(
     private readonly storage: Storage,
@@ -106,6 +111,7 @@ export class Pool implements PoolCore {
     this.meta = new Metadata(this.space, this.tables, sb.chunkSize);
     this.io = new DataPath(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
+    this.fillPartials = options.fillPartials ?? true;
     const every = options.autoCommitMs ?? 1000;
     if (every > 0) {
       this.timer = setInterval(() => this.backgroundCommit(), every);
@@ -176,6 +182,7 @@ export class Pool implements PoolCore {
       await pool.journal.close();
       throw asSnapblockError(err, `opening pool at ${storage.location}`);
     }
+    pool.kickFiller();
     if (options.resumeCopies ?? true) {
       for (const d of pool.meta.devices.values()) if (d.copying) pool.startCopy(d);
     }
@@ -210,6 +217,8 @@ export class Pool implements PoolCore {
   async close(): Promise<void> {
     if (this.closed) return;
     for (const job of this.jobs.values()) job.cancel("pool closing");
+    this.fillPartialsStopped = true;
+    while (this.fillerRunning) await new Promise((resolve) => setTimeout(resolve, 1));
     await Promise.all([...this.jobs.values()].map((j) => j.done));
     this.stopTimer();
     try {
@@ -252,6 +261,48 @@ export class Pool implements PoolCore {
     return this.meta.devices.get(device.id) === device;
   }
 
+  /**
+   * The partial-chunk filler: completes partial chunks one at a time in the background, yielding
+   * to foreground I/O (it waits while reads or writes happened in the last few milliseconds,
+   * unless partial chunks pile up). Completing one frees the chunk it was backed by.
+   */
+  private kickFiller(): void {
+    if (this.fillerRunning || !this.fillPartials || this.space.partials.size === 0) return;
+    this.fillerRunning = true;
+    void this.runFiller().finally(() => {
+      this.fillerRunning = false;
+    });
+  }
+
+  /** Completes every partial chunk now (in the foreground) and commits. */
+  async completePartials(): Promise<void> {
+    this.ensureUsable();
+    for (const phys of [...this.space.partials.keys()]) await this.io.fillPartial(phys);
+    await this.commit();
+  }
+
+  private async runFiller(): Promise<void> {
+    const QUIET_MS = 5;
+    const PILE = 4096;
+    while (!this.fillPartialsStopped && !this.failure && this.space.partials.size > 0) {
+      const busy = performance.now() - this.io.lastForegroundIo < QUIET_MS;
+      if (busy && this.space.partials.size < PILE) {
+        await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
+        continue;
+      }
+      const next = this.space.partials.keys().next();
+      if (next.done) break;
+      try {
+        await this.io.fillPartial(next.value);
+      } catch (err) {
+        // A failed fill leaves the chunk partial, which is a valid state; the pool's own failure
+        // handling (a failed commit) reports real trouble to writers.
+        if (!this.failure) this.fail(asSnapblockError(err, "background completion of a partial chunk"));
+        return;
+      }
+    }
+  }
+
   record(r: MetaRecord): number {
     const seq = this.meta.seq + 1;
     try {
@@ -261,6 +312,7 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
+    if (r.type === RecordType.MapPartial) this.kickFiller();
     return seq;
   }
 

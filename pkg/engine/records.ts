@@ -12,6 +12,12 @@ export const enum RecordType {
   Unmap = 4,
   Resize = 5,
   CopyState = 6,
+  /** A redirect-on-write that wrote only some blocks of the new chunk. */
+  MapPartial = 7,
+  /** More blocks of a partial chunk hold their own data (the `id` field carries the chunk). */
+  PartialValid = 8,
+  /** A partial chunk is complete; its backing reference is dropped (`id` carries the chunk). */
+  PartialDone = 9,
 }
 
 export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
@@ -31,7 +37,20 @@ export type MetaRecord =
   | { type: RecordType.Map; id: number; chunk: number; phys: number }
   | { type: RecordType.Unmap; id: number; first: number; count: number }
   | { type: RecordType.Resize; id: number; sizeBytes: number }
-  | { type: RecordType.CopyState; id: number; copying: boolean };
+  | { type: RecordType.CopyState; id: number; copying: boolean }
+  | {
+      type: RecordType.MapPartial;
+      id: number;
+      chunk: number;
+      phys: number;
+      backing: number;
+      valid: Uint8Array;
+    }
+  | { type: RecordType.PartialValid; id: number; valid: Uint8Array }
+  | { type: RecordType.PartialDone; id: number };
+
+/** -1 (no backing: missing blocks read as zeroes) is stored as 0xffffffff. */
+const NO_BACKING = 0xffffffff;
 
 export function encodedSize(r: MetaRecord): number {
   switch (r.type) {
@@ -47,6 +66,12 @@ export function encodedSize(r: MetaRecord): number {
       return 1 + 4 + 8;
     case RecordType.CopyState:
       return 1 + 4 + 1;
+    case RecordType.MapPartial:
+      return 1 + 4 + 12 + 2 + r.valid.length;
+    case RecordType.PartialValid:
+      return 1 + 4 + 2 + r.valid.length;
+    case RecordType.PartialDone:
+      return 1 + 4;
   }
 }
 
@@ -77,6 +102,19 @@ export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
     case RecordType.CopyState:
       buf[off] = r.copying ? 1 : 0;
       return off + 1;
+    case RecordType.MapPartial:
+      off = buf.writeUInt32LE(r.chunk, off);
+      off = buf.writeUInt32LE(r.phys, off);
+      off = buf.writeUInt32LE(r.backing < 0 ? NO_BACKING : r.backing, off);
+      off = buf.writeUInt16LE(r.valid.length, off);
+      buf.set(r.valid, off);
+      return off + r.valid.length;
+    case RecordType.PartialValid:
+      off = buf.writeUInt16LE(r.valid.length, off);
+      buf.set(r.valid, off);
+      return off + r.valid.length;
+    case RecordType.PartialDone:
+      return off;
   }
 }
 
@@ -124,6 +162,27 @@ export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; ne
     case RecordType.CopyState:
       need(1);
       return { record: { type, id, copying: buf[off] === 1 }, next: off + 1 };
+    case RecordType.MapPartial: {
+      need(14);
+      const chunk = buf.readUInt32LE(off);
+      const phys = buf.readUInt32LE(off + 4);
+      const raw = buf.readUInt32LE(off + 8);
+      const len = buf.readUInt16LE(off + 12);
+      off += 14;
+      need(len);
+      const valid = new Uint8Array(buf.subarray(off, off + len));
+      const backing = raw === NO_BACKING ? -1 : raw;
+      return { record: { type, id, chunk, phys, backing, valid }, next: off + len };
+    }
+    case RecordType.PartialValid: {
+      need(2);
+      const len = buf.readUInt16LE(off);
+      off += 2;
+      need(len);
+      return { record: { type, id, valid: new Uint8Array(buf.subarray(off, off + len)) }, next: off + len };
+    }
+    case RecordType.PartialDone:
+      return { record: { type, id }, next: off };
     default:
       throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);
   }

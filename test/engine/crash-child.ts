@@ -9,7 +9,7 @@ import { modelFromPool, runOp } from "./reference-model.js";
 
 const [dir, seedArg, counterArg, create] = process.argv.slice(2);
 const seed = Number(seedArg);
-const chunkSize = 4096;
+const chunkSize = 16384;
 const pool =
   create === "create"
     ? await Pool.create({

@@ -15,7 +15,7 @@ const GENERATIONS = 4;
 
 async function crashRun(seed: number): Promise<number> {
   const g = new Prng(seed);
-  const chunkSize = g.pick([4096, 8192]);
+  const chunkSize = g.pick([8192, 16384]);
   const options = (storage: FaultStorage): PoolOptions => ({
     storage,
     autoCommitMs: 0,
