@@ -55,6 +55,11 @@ export class NbdServer {
         observer: this.observer,
         nextConnectionId: () => this.nextConnectionId++,
       });
+      if (this.shuttingDown !== undefined) {
+        // shutdown() began while the listener was opening and did not see this export.
+        await served.stop();
+        throw new SnapblockError("CLOSED", "the NBD server shut down while the export was starting");
+      }
       this.registry.commit(name, served);
       return served.info();
     } catch (err) {

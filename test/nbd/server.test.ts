@@ -241,6 +241,20 @@ describe("NbdServer", () => {
     expect(isSnapblockError(error, "CLOSED")).toBe(true);
   });
 
+  it("does not leave behind an export whose start raced with shutdown", async () => {
+    const dir = await tempDir();
+    const server = newServer();
+    const socketPath = path.join(dir, "racing");
+    const starting = server.startExport({
+      backend: new MemoryBackend({ name: "r", size: MiB }),
+      listen: { socketPath },
+    });
+    await server.shutdown();
+    await expect(starting).rejects.toMatchObject({ code: "CLOSED" });
+    expect(server.listExports()).toEqual([]);
+    await expect(fs.lstat(socketPath)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
   it("reports a failed final flush when stopping", async () => {
     const t = await serveMemory({ size: MiB });
     t.backend.failWith = new Error("disk gone");
