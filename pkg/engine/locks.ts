@@ -13,6 +13,21 @@ export class ChunkLocks {
 
   /** Locks all `keys` (sorted ascending, so two lockers of overlapping sets cannot deadlock). */
   async lockAll(keys: readonly number[]): Promise<() => void> {
+    // Fast path: nobody holds any of the keys, so take them all at once without waiting.
+    if (keys.every((k) => !this.tails.has(k))) {
+      const held = keys.map((key) => {
+        let release!: () => void;
+        const tail = new Promise<void>((resolve) => (release = resolve));
+        this.tails.set(key, tail);
+        return { key, tail, release };
+      });
+      return () => {
+        for (const h of held) {
+          h.release();
+          if (this.tails.get(h.key) === h.tail) this.tails.delete(h.key);
+        }
+      };
+    }
     const releases: (() => void)[] = [];
     for (const key of keys) releases.push(await this.lock(key));
     return () => {
