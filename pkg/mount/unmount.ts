@@ -1,0 +1,111 @@
+/**
+ * Unmounting (CSI NodeUnpublishVolume / NodeUnstageVolume), idempotent: a target that is not
+ * mounted, or does not exist, is success. Mounts stacked on the same path (a retried publish
+ * that raced, say) are all removed. "Target is busy" is BUSY, so the CO retries later rather
+ * than seeing an internal error; snapblock never falls back to a lazy unmount, which would hide
+ * the busy filesystem while its device is detached underneath it.
+ */
+import { promises as fs } from "node:fs";
+import { SnapblockError } from "../errors/index.js";
+import { findMount, type MountInfoOptions } from "./mountinfo.js";
+import { assertSafeAbsolutePath } from "./path-safety.js";
+import { CommandFailedError, runCommand, type CommandRunner } from "./run-command.js";
+
+export interface UnmountOptions extends MountInfoOptions {
+  /**
+   * Remove the target afterwards (CSI: the SP deletes the file or directory it created): an empty
+   * directory or a file. Never recursive, so data can never be removed through a path that turned
+   * out not to be a mount point after all.
+   */
+  removeTarget?: boolean;
+  runner?: CommandRunner;
+}
+
+/** Stacked mounts beyond this on one path mean something keeps mounting there: stop and report. */
+const MAX_STACKED = 16;
+
+export async function unmount(target: string, options: UnmountOptions = {}): Promise<void> {
+  assertSafeAbsolutePath(target, "unmount target");
+  const run = options.runner ?? runCommand;
+  for (let i = 0; ; i++) {
+    const mount = await findMount(target, options);
+    if (mount === undefined) break;
+    if (i >= MAX_STACKED) {
+      throw new SnapblockError("BUSY", `${target} is still a mount point after ${MAX_STACKED} unmounts`);
+    }
+    try {
+      await run({ command: "umount", args: ["--", target], timeoutMs: 120_000 });
+    } catch (err) {
+      if (err instanceof CommandFailedError && /busy/i.test(err.result.stderr)) {
+        throw new SnapblockError("BUSY", `${target} is busy (a process still uses it); try again later`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+  }
+  if (options.removeTarget === true) await removeMountTarget(target);
+}
+
+/** Removes an empty directory or a file; a missing path is fine. */
+async function removeMountTarget(target: string): Promise<void> {
+  try {
+    const stat = await fs.lstat(target);
+    if (stat.isDirectory()) await fs.rmdir(target);
+    else await fs.unlink(target);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    throw new SnapblockError(
+      code === "ENOTEMPTY" ? "BUSY" : "IO",
+      `could not remove ${target} after unmounting it: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * Creates the target of a mount if it is missing: a directory for filesystems, an empty file for
+ * raw block volumes (a device node can only be bind-mounted onto a non-directory). CSI says the
+ * CO creates staging paths and the parent of target paths; the SP creates what the mount needs.
+ * An existing target of the right kind is left as it is (it may already carry the mount).
+ */
+export async function prepareMountTarget(options: {
+  path: string;
+  kind: "directory" | "file";
+}): Promise<void> {
+  const target = assertSafeAbsolutePath(options.path, "mount target");
+  const existing = await lstatIfExists(target);
+  if (existing !== undefined) {
+    const isDir = existing.isDirectory();
+    if (isDir !== (options.kind === "directory")) {
+      throw new SnapblockError(
+        "ALREADY_EXISTS",
+        `${target} exists and is ${isDir ? "a directory" : "not a directory"}; a ${options.kind} is needed here`,
+      );
+    }
+    return;
+  }
+  try {
+    if (options.kind === "directory") {
+      await fs.mkdir(target, { recursive: true, mode: 0o750 });
+    } else {
+      // "wx": create, and fail rather than open whatever appeared meanwhile.
+      const handle = await fs.open(target, "wx", 0o640);
+      await handle.close();
+    }
+  } catch (err) {
+    throw new SnapblockError("IO", `could not create mount target ${target}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+async function lstatIfExists(p: string) {
+  try {
+    return await fs.lstat(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new SnapblockError("IO", `could not inspect ${p}: ${(err as Error).message}`, { cause: err });
+  }
+}
