@@ -1,7 +1,21 @@
 import { constants as fsc } from "node:fs";
-import { mkdir, open, rename, rm, stat, type FileHandle } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { SnapblockError } from "../errors/index.js";
 import type { Storage, StorageFile } from "./storage.js";
+
+/** Lock files this process holds: a second open of the same pool in one process is refused too. */
+const heldLocks = new Set<string>();
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
 
 /** Storage on a real directory through Node's fs (libuv thread pool, positional I/O). */
 export class NodeStorage implements Storage {
@@ -38,6 +52,38 @@ export class NodeStorage implements Storage {
 
   async remove(name: string): Promise<void> {
     await rm(join(this.location, name), { force: true });
+  }
+
+  /**
+   * A lock file holding the owner's pid, created with O_EXCL. A lock left by a process that no
+   * longer exists (killed, crashed) is taken over; one held by a live process is refused.
+   */
+  async lock(): Promise<() => Promise<void>> {
+    const path = resolve(this.location, "lock");
+    if (heldLocks.has(path)) {
+      throw new SnapblockError("BUSY", `pool at ${this.location} is already open in this process`);
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await writeFile(path, `${process.pid}\n`, { flag: "wx", mode: 0o600 });
+        heldLocks.add(path);
+        return async () => {
+          heldLocks.delete(path);
+          await rm(path, { force: true });
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      const owner = Number((await readFile(path, "utf8").catch(() => "")).trim());
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processExists(owner)) {
+        throw new SnapblockError(
+          "BUSY",
+          `pool at ${this.location} is in use by process ${owner}; stop it first (or remove ${path} if that process is not snapblock)`,
+        );
+      }
+      await rm(path, { force: true }); // stale: its owner is gone
+    }
+    throw new SnapblockError("BUSY", `could not take the lock ${path}`);
   }
 
   async syncDir(): Promise<void> {

@@ -105,6 +105,14 @@ describe("bad input gets a typed error and changes nothing", () => {
     await pool.deleteVolume("v");
   });
 
+  it("lets one process at a time open a pool, and takes over a dead owner's lock", async () => {
+    await rejects(Pool.open({ dir: join(dir, "pool") }), "BUSY");
+    await pool.close();
+    await writeFile(join(dir, "pool", "lock"), "999999999\n"); // a pid that does not exist
+    pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
+    expect((await pool.check()).ok).toBe(true);
+  });
+
   it("refuses to create over a pool, to open nothing, and odd chunk sizes", async () => {
     await rejects(Pool.create({ dir: join(dir, "pool"), sizeBytes: 64 * CS }), "ALREADY_EXISTS");
     await rejects(Pool.open({ dir: join(dir, "none") }), "NOT_FOUND");

@@ -104,6 +104,7 @@ export class Pool implements PoolCore {
     readonly data: StorageFile,
     private journal: StorageFile,
     options: PoolOptions,
+    private readonly unlock: () => Promise<void>,
   ) {
     this.chunkSize = sb.chunkSize;
     this.space = new ChunkSpace(sb.capacityChunks);
@@ -168,18 +169,25 @@ export class Pool implements PoolCore {
     if (!(await storage.exists(FILES.superblock))) {
       throw new SnapblockError("NOT_FOUND", `no snapblock pool at ${storage.location} (no superblock)`);
     }
-    const sbFile = await storage.open(FILES.superblock, { create: false });
-    const sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
-    await sbFile.close();
-    const data = await storage.open(FILES.data, { create: true });
-    const journal = await storage.open(FILES.journal, { create: false });
-    const pool = new Pool(storage, sb, data, journal, options);
+    const unlock = storage.lock ? await storage.lock() : async (): Promise<void> => undefined;
+    let pool: Pool;
     try {
-      await pool.recover();
+      const sbFile = await storage.open(FILES.superblock, { create: false });
+      const sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
+      await sbFile.close();
+      const data = await storage.open(FILES.data, { create: true });
+      const journal = await storage.open(FILES.journal, { create: false });
+      pool = new Pool(storage, sb, data, journal, options, unlock);
+      try {
+        await pool.recover();
+      } catch (err) {
+        pool.stopTimer();
+        await data.close();
+        await pool.journal.close();
+        throw err;
+      }
     } catch (err) {
-      pool.stopTimer();
-      await data.close();
-      await pool.journal.close();
+      await unlock();
       throw asSnapblockError(err, `opening pool at ${storage.location}`);
     }
     pool.kickFiller();
@@ -233,6 +241,7 @@ export class Pool implements PoolCore {
       this.closed = true;
       await this.data.close();
       await this.journal.close();
+      await this.unlock();
     }
   }
 

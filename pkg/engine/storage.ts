@@ -27,6 +27,11 @@ export interface Storage {
   remove(name: string): Promise<void>;
   /** Makes creates, renames and removes in the directory durable (fsync of the directory). */
   syncDir(): Promise<void>;
+  /**
+   * Takes the pool's exclusive lock (one process at a time may open a pool), returning its
+   * release. Storage that cannot be shared between processes need not implement it.
+   */
+  lock?(): Promise<() => Promise<void>>;
 }
 
 /** Reads exactly `length` bytes or fails: metadata files are never read short on purpose. */
