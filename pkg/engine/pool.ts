@@ -169,7 +169,7 @@ export class Pool implements PoolCore {
     if (!(await storage.exists(FILES.superblock))) {
       throw new SnapblockError("NOT_FOUND", `no snapblock pool at ${storage.location} (no superblock)`);
     }
-    const unlock = storage.lock ? await storage.lock() : async (): Promise<void> => undefined;
+    const unlock = storage.lock ? await storage.lock() : (): Promise<void> => Promise.resolve();
     let pool: Pool;
     try {
       const sbFile = await storage.open(FILES.superblock, { create: false });
