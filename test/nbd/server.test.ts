@@ -257,10 +257,13 @@ describe("NbdServer", () => {
 
   it("reports a failed final flush when stopping", async () => {
     const t = await serveMemory({ size: MiB });
-    t.backend.failWith = new Error("disk gone");
-    await expect(t.server.stopExport("vol")).rejects.toMatchObject({ code: "IO" });
-    t.backend.failWith = undefined;
-    await t.cleanup();
+    try {
+      t.backend.failWith = new Error("disk gone");
+      await expect(t.server.stopExport("vol")).rejects.toMatchObject({ code: "IO" });
+    } finally {
+      t.backend.failWith = undefined;
+      await t.cleanup();
+    }
   });
 
   it("keeps serving when an observer hook throws", async () => {
