@@ -6,7 +6,7 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "coverage/**", "charts/**", "deploy/**"] },
+  { ignores: ["dist/**", "node_modules/**", "coverage/**", "charts/**", "deploy/**", ".scratch/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
