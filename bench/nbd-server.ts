@@ -1,0 +1,39 @@
+/**
+ * Bench-only runner: one pool, one volume exported over NBD on a unix socket, for fio and the
+ * peers script to drive. Not the product's CLI (that is cmd/); it exists so the NBD benchmark can
+ * run the engine + NBD server alone. Args: <dir> <socket> <size-bytes> [chunk-size].
+ * Signals: SIGUSR1 takes a snapshot (prints "snapshot <name>"); SIGTERM stops cleanly.
+ * Prints "ready" when the export listens.
+ */
+import { Pool, Prng } from "../pkg/engine/index.js";
+import { NbdServer, silentLogger } from "../pkg/nbd/index.js";
+
+const [dir, socketPath, sizeArg, chunkArg] = process.argv.slice(2);
+const size = Number(sizeArg);
+const pool = await Pool.create({ dir: dir!, sizeBytes: size * 3, chunkSize: Number(chunkArg ?? 65536) });
+await pool.createVolume("bench", size);
+const vol = pool.openVolume("bench");
+// Written through, like the peers' images, so reads hit real data and writes go in place.
+const buf = Prng.fill(Buffer.alloc(4 << 20), 5);
+for (let off = 0; off < size; off += buf.length)
+  await vol.write(off, buf.subarray(0, Math.min(buf.length, size - off)));
+await vol.flush();
+const server = new NbdServer({ logger: silentLogger });
+await server.startExport({ backend: vol, listen: { socketPath: socketPath! }, name: "bench" });
+let snapshots = 0;
+process.on("SIGUSR1", () => {
+  const name = `bench-snap-${++snapshots}`;
+  pool.createSnapshot("bench", name).then(
+    () => process.stdout.write(`snapshot ${name}\n`),
+    (err: unknown) => process.stdout.write(`snapshot failed ${String(err)}\n`),
+  );
+});
+process.on("SIGTERM", () => {
+  void (async () => {
+    await server.shutdown();
+    vol.close();
+    await pool.close();
+    process.exit(0);
+  })();
+});
+process.stdout.write("ready\n");
