@@ -2,13 +2,14 @@
  * Online filesystem growth (CSI NodeExpandVolume), after the block device under a mounted
  * filesystem has grown. Both tools work on a mounted filesystem: resize2fs asks the kernel
  * (EXT4_IOC_RESIZE_FS) when it sees the device mounted; xfs_growfs can only work on a mounted
- * filesystem and takes the mount point, not the device.
+ * filesystem and takes the mount point, not the device. ext4 online resize also needs
+ * CAP_SYS_RESOURCE in the node plugin (xfs needs only CAP_SYS_ADMIN, which mounting needs anyway).
  */
 import { SnapblockError } from "../errors/index.js";
 import type { FilesystemType } from "./make-filesystem.js";
 import { blockDeviceNumber, findMount, type MountInfoOptions } from "./mountinfo.js";
 import { assertSafeAbsolutePath } from "./path-safety.js";
-import { runCommand, type CommandRunner } from "./run-command.js";
+import { CommandFailedError, runCommand, type CommandRunner } from "./run-command.js";
 
 export interface GrowFilesystemOptions extends MountInfoOptions {
   device: string;
@@ -36,7 +37,20 @@ export async function growFilesystem(options: GrowFilesystemOptions): Promise<vo
   }
   switch (options.fsType) {
     case "ext4":
-      await run({ command: "resize2fs", args: [device], timeoutMs: 600_000 });
+      try {
+        await run({ command: "resize2fs", args: [device], timeoutMs: 600_000 });
+      } catch (err) {
+        // EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE (fs/ext4/resize.c ext4_resize_begin), which
+        // an unprivileged or capability-trimmed node plugin container lacks.
+        if (err instanceof CommandFailedError && /Permission denied to resize/.test(err.result.stderr)) {
+          throw new SnapblockError(
+            "INTERNAL",
+            `resize2fs ${device}: the kernel refused the online resize; the node plugin needs CAP_SYS_RESOURCE`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
       return;
     case "xfs":
       await run({ command: "xfs_growfs", args: ["-d", mountPath], timeoutMs: 600_000 });

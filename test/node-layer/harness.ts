@@ -40,6 +40,16 @@ export async function skipReason(): Promise<string | undefined> {
   return missing.length > 0 ? `missing ${missing.join(", ")}` : undefined;
 }
 
+/**
+ * Whether this process has CAP_SYS_RESOURCE (bit 24 of CapEff), which ext4 online resize needs.
+ * Sandboxes and trimmed containers often drop it while keeping CAP_SYS_ADMIN.
+ */
+export async function hasCapSysResource(): Promise<boolean> {
+  const status = await fs.readFile("/proc/self/status", "utf8");
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return hex !== undefined && (BigInt(`0x${hex}`) & (1n << 24n)) !== 0n;
+}
+
 export async function makeTempDir(): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), "snapblock-node-"));
 }
