@@ -6,10 +6,6 @@ import type {
   FieldDescriptorProto__Output as _google_protobuf_FieldDescriptorProto__Output,
 } from "../../google/protobuf/FieldDescriptorProto.js";
 import type {
-  DescriptorProto as _google_protobuf_DescriptorProto,
-  DescriptorProto__Output as _google_protobuf_DescriptorProto__Output,
-} from "../../google/protobuf/DescriptorProto.js";
-import type {
   EnumDescriptorProto as _google_protobuf_EnumDescriptorProto,
   EnumDescriptorProto__Output as _google_protobuf_EnumDescriptorProto__Output,
 } from "../../google/protobuf/EnumDescriptorProto.js";
@@ -55,7 +51,7 @@ export interface _google_protobuf_DescriptorProto_ReservedRange__Output {
 export interface DescriptorProto {
   name?: string;
   field?: _google_protobuf_FieldDescriptorProto[];
-  nestedType?: _google_protobuf_DescriptorProto[];
+  nestedType?: DescriptorProto[];
   enumType?: _google_protobuf_EnumDescriptorProto[];
   extensionRange?: _google_protobuf_DescriptorProto_ExtensionRange[];
   extension?: _google_protobuf_FieldDescriptorProto[];
@@ -69,7 +65,7 @@ export interface DescriptorProto {
 export interface DescriptorProto__Output {
   name: string;
   field: _google_protobuf_FieldDescriptorProto__Output[];
-  nestedType: _google_protobuf_DescriptorProto__Output[];
+  nestedType: DescriptorProto__Output[];
   enumType: _google_protobuf_EnumDescriptorProto__Output[];
   extensionRange: _google_protobuf_DescriptorProto_ExtensionRange__Output[];
   extension: _google_protobuf_FieldDescriptorProto__Output[];

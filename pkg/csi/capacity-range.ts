@@ -1,0 +1,136 @@
+import { SnapblockError } from "../errors/index.js";
+import { MAX_DEVICE_BYTES } from "../engine/index.js";
+import { invalidArgument } from "./csi-status-error.js";
+
+/** The capacity range of a request, already checked for sign; 0 means "not specified". */
+export interface CapacityRequest {
+  requiredBytes: number;
+  limitBytes: number;
+}
+
+/** Size of a volume created without a capacity range and without a source (CSI spec: "MAY choose"). */
+export const DEFAULT_VOLUME_BYTES = 1024 ** 3;
+/** New volumes are rounded up to whole MiB when the range allows (filesystem and partition alignment). */
+const PREFERRED_ALIGNMENT = 1024 ** 2;
+/** The engine's unit: every size is a whole number of 512-byte sectors. */
+const SECTOR = 512;
+
+interface WireRange {
+  requiredBytes?: number | string | null;
+  limitBytes?: number | string | null;
+}
+
+/**
+ * Reads a CapacityRange message. CSI spec, CapacityRange: "The value of this field MUST NOT be
+ * negative" (INVALID_ARGUMENT), and "At least one of the these fields MUST be specified".
+ */
+export function readCapacityRange(
+  range: WireRange | null | undefined,
+  field: string,
+): CapacityRequest | undefined {
+  if (range === null || range === undefined) return undefined;
+  const requiredBytes = toSafeInteger(range.requiredBytes, `${field}.required_bytes`);
+  const limitBytes = toSafeInteger(range.limitBytes, `${field}.limit_bytes`);
+  if (requiredBytes === 0 && limitBytes === 0) {
+    throw invalidArgument(
+      `${field} is set but neither required_bytes nor limit_bytes is: specify at least one`,
+    );
+  }
+  return { requiredBytes, limitBytes };
+}
+
+function toSafeInteger(value: number | string | null | undefined, field: string): number {
+  const n = typeof value === "string" ? Number(value) : (value ?? 0);
+  if (!Number.isSafeInteger(n))
+    throw invalidArgument(`${field} ${String(value)} is not a whole number of bytes`);
+  if (n < 0) throw invalidArgument(`${field} must not be negative (it is ${n})`);
+  return n;
+}
+
+/**
+ * Chooses the size of a new volume. CSI spec, CreateVolume: the capacity range "MUST always be
+ * honored, even when creating volumes from a source"; a range the plugin cannot satisfy (for
+ * example smaller than the source snapshot, or beyond the largest volume) is OUT_OF_RANGE.
+ */
+export function chooseVolumeSize(range: CapacityRequest | undefined, sourceBytes?: number): number {
+  const floor = sourceBytes ?? 0;
+  if (!range) return sourceBytes ?? DEFAULT_VOLUME_BYTES;
+  const { requiredBytes, limitBytes } = range;
+  if (limitBytes > 0 && limitBytes < requiredBytes) {
+    throw outOfRange(`limit_bytes ${limitBytes} is smaller than required_bytes ${requiredBytes}`);
+  }
+  if (limitBytes > 0 && limitBytes < floor) {
+    throw outOfRange(
+      `limit_bytes ${limitBytes} is smaller than the source (${floor} bytes): a volume cannot be smaller than what it is created from`,
+    );
+  }
+  const wanted = Math.max(requiredBytes, floor);
+  let size: number;
+  if (wanted === 0) {
+    // Only a limit: the default size, or the largest whole number of sectors under the limit.
+    size = Math.min(DEFAULT_VOLUME_BYTES, roundDown(limitBytes, SECTOR));
+    if (size === 0) throw outOfRange(`limit_bytes ${limitBytes} is smaller than one ${SECTOR}-byte sector`);
+  } else {
+    size = roundUp(wanted, PREFERRED_ALIGNMENT);
+    if (limitBytes > 0 && size > limitBytes) size = roundUp(wanted, SECTOR);
+    if (limitBytes > 0 && size > limitBytes) {
+      throw outOfRange(
+        `no size between ${wanted} and ${limitBytes} bytes is a whole number of ${SECTOR}-byte sectors`,
+      );
+    }
+  }
+  if (size > MAX_DEVICE_BYTES) {
+    throw outOfRange(
+      `${size} bytes exceeds the largest volume snapblock supports (${MAX_DEVICE_BYTES} bytes)`,
+    );
+  }
+  return size;
+}
+
+/** Whether an existing volume of this size satisfies a repeated request (CreateVolume idempotency). */
+export function sizeSatisfies(sizeBytes: number, range: CapacityRequest | undefined): boolean {
+  if (!range) return true;
+  return sizeBytes >= range.requiredBytes && (range.limitBytes === 0 || sizeBytes <= range.limitBytes);
+}
+
+/**
+ * Target size of ControllerExpandVolume / NodeExpandVolume: at least required_bytes, never above
+ * limit_bytes (OUT_OF_RANGE otherwise, CSI spec "Unsupported capacity"). Volumes never shrink: a
+ * request at or below the current size is already satisfied.
+ */
+export function chooseExpandedSize(range: CapacityRequest, currentBytes: number): number {
+  const { requiredBytes, limitBytes } = range;
+  if (limitBytes > 0 && limitBytes < requiredBytes) {
+    throw outOfRange(`limit_bytes ${limitBytes} is smaller than required_bytes ${requiredBytes}`);
+  }
+  if (limitBytes > 0 && limitBytes < currentBytes) {
+    throw outOfRange(
+      `limit_bytes ${limitBytes} is below the volume's current size ${currentBytes}: volumes never shrink`,
+    );
+  }
+  if (requiredBytes <= currentBytes) return currentBytes;
+  const size = roundUp(requiredBytes, SECTOR);
+  if (limitBytes > 0 && size > limitBytes) {
+    throw outOfRange(
+      `no size between ${requiredBytes} and ${limitBytes} bytes is a whole number of ${SECTOR}-byte sectors`,
+    );
+  }
+  if (size > MAX_DEVICE_BYTES) {
+    throw outOfRange(
+      `${size} bytes exceeds the largest volume snapblock supports (${MAX_DEVICE_BYTES} bytes)`,
+    );
+  }
+  return size;
+}
+
+function outOfRange(message: string): SnapblockError {
+  return new SnapblockError("OUT_OF_RANGE", `capacity_range cannot be satisfied: ${message}`);
+}
+
+function roundUp(n: number, unit: number): number {
+  return Math.ceil(n / unit) * unit;
+}
+
+function roundDown(n: number, unit: number): number {
+  return Math.floor(n / unit) * unit;
+}

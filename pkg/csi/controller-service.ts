@@ -1,0 +1,92 @@
+import type { UntypedServiceImplementation } from "@grpc/grpc-js";
+import { ControllerSnapshots } from "./controller-snapshots.js";
+import { ControllerVolumes } from "./controller-volumes.js";
+import { CsiStatusError } from "./csi-status-error.js";
+import type { EngineApi } from "./engine-api.js";
+import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
+import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
+import type { CsiLogger } from "./logger.js";
+import { OperationLocks } from "./operation-locks.js";
+import { unary } from "./unary-call.js";
+
+export interface ControllerOptions {
+  engine: EngineApi;
+  logger: CsiLogger;
+}
+
+/** Controller capabilities (DESIGN.md section 4), plus what the implementation also serves. */
+export const CONTROLLER_CAPABILITIES = [
+  "CREATE_DELETE_VOLUME",
+  "CREATE_DELETE_SNAPSHOT",
+  "LIST_SNAPSHOTS",
+  "LIST_VOLUMES",
+  "CLONE_VOLUME",
+  "EXPAND_VOLUME",
+  "GET_CAPACITY",
+  "GET_VOLUME",
+  "VOLUME_CONDITION",
+  // We accept SINGLE_NODE_SINGLE_WRITER and SINGLE_NODE_MULTI_WRITER (CSI spec: advertise this
+  // capability when supporting them).
+  "SINGLE_NODE_MULTI_WRITER",
+] as const;
+
+/**
+ * The Controller service: its RPCs wired to ControllerVolumes and ControllerSnapshots through the
+ * one call wrapper. RPCs snapblock does not offer (publish/unpublish: volumes are node-local and
+ * need no attach step; modify: no mutable parameters) answer UNIMPLEMENTED, as the CSI spec asks
+ * of RPCs whose capability is not advertised.
+ */
+export function controllerHandlers(options: ControllerOptions): UntypedServiceImplementation {
+  const locks = new OperationLocks();
+  const volumes = new ControllerVolumes({ engine: options.engine, locks });
+  const snapshots = new ControllerSnapshots({ engine: options.engine, locks });
+  const log = { logger: options.logger };
+  const unimplemented = (method: string, why: string) =>
+    unary(method, log, () =>
+      Promise.reject(new CsiStatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
+    );
+  return {
+    CreateVolume: unary("CreateVolume", log, volumes.createVolume.bind(volumes)),
+    DeleteVolume: unary("DeleteVolume", log, volumes.deleteVolume.bind(volumes)),
+    ValidateVolumeCapabilities: unary(
+      "ValidateVolumeCapabilities",
+      log,
+      volumes.validateVolumeCapabilities.bind(volumes),
+    ),
+    ListVolumes: unary("ListVolumes", { ...log, quiet: true }, volumes.listVolumes.bind(volumes)),
+    GetCapacity: unary("GetCapacity", { ...log, quiet: true }, volumes.getCapacity.bind(volumes)),
+    ControllerExpandVolume: unary(
+      "ControllerExpandVolume",
+      log,
+      volumes.controllerExpandVolume.bind(volumes),
+    ),
+    ControllerGetVolume: unary(
+      "ControllerGetVolume",
+      { ...log, quiet: true },
+      volumes.controllerGetVolume.bind(volumes),
+    ),
+    CreateSnapshot: unary("CreateSnapshot", log, snapshots.createSnapshot.bind(snapshots)),
+    DeleteSnapshot: unary("DeleteSnapshot", log, snapshots.deleteSnapshot.bind(snapshots)),
+    ListSnapshots: unary("ListSnapshots", { ...log, quiet: true }, snapshots.listSnapshots.bind(snapshots)),
+    GetSnapshot: unary("GetSnapshot", { ...log, quiet: true }, snapshots.getSnapshot.bind(snapshots)),
+    ControllerGetCapabilities: unary(
+      "ControllerGetCapabilities",
+      { ...log, quiet: true },
+      (): Promise<ControllerGetCapabilitiesResponse> =>
+        Promise.resolve({
+          capabilities: CONTROLLER_CAPABILITIES.map((type): ControllerServiceCapability => ({
+            rpc: { type },
+          })),
+        }),
+    ),
+    ControllerPublishVolume: unimplemented(
+      "ControllerPublishVolume",
+      "volumes are node-local and need no attach step",
+    ),
+    ControllerUnpublishVolume: unimplemented(
+      "ControllerUnpublishVolume",
+      "volumes are node-local and need no attach step",
+    ),
+    ControllerModifyVolume: unimplemented("ControllerModifyVolume", "there are no mutable parameters"),
+  };
+}

@@ -1,0 +1,377 @@
+import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import {
+  chooseExpandedSize,
+  chooseVolumeSize,
+  readCapacityRange,
+  sizeSatisfies,
+  type CapacityRequest,
+} from "./capacity-range.js";
+import { CsiStatusError, invalidArgument, notFound } from "./csi-status-error.js";
+import type { EngineApi, EngineDeviceKind, EngineVolume } from "./engine-api.js";
+import { engineNameFor, validateCsiName } from "./engine-names.js";
+import type { ControllerExpandVolumeRequest__Output } from "./generated/csi/v1/ControllerExpandVolumeRequest.js";
+import type { ControllerExpandVolumeResponse } from "./generated/csi/v1/ControllerExpandVolumeResponse.js";
+import type { ControllerGetVolumeRequest__Output } from "./generated/csi/v1/ControllerGetVolumeRequest.js";
+import type { ControllerGetVolumeResponse } from "./generated/csi/v1/ControllerGetVolumeResponse.js";
+import type { CreateVolumeRequest__Output } from "./generated/csi/v1/CreateVolumeRequest.js";
+import type { CreateVolumeResponse } from "./generated/csi/v1/CreateVolumeResponse.js";
+import type { DeleteVolumeRequest__Output } from "./generated/csi/v1/DeleteVolumeRequest.js";
+import type { DeleteVolumeResponse } from "./generated/csi/v1/DeleteVolumeResponse.js";
+import type { GetCapacityRequest__Output } from "./generated/csi/v1/GetCapacityRequest.js";
+import type { GetCapacityResponse } from "./generated/csi/v1/GetCapacityResponse.js";
+import type { ListVolumesRequest__Output } from "./generated/csi/v1/ListVolumesRequest.js";
+import type { ListVolumesResponse } from "./generated/csi/v1/ListVolumesResponse.js";
+import type { ValidateVolumeCapabilitiesRequest__Output } from "./generated/csi/v1/ValidateVolumeCapabilitiesRequest.js";
+import type { ValidateVolumeCapabilitiesResponse } from "./generated/csi/v1/ValidateVolumeCapabilitiesResponse.js";
+import type { VolumeContentSource__Output } from "./generated/csi/v1/VolumeContentSource.js";
+import { snapshotLock, volumeLock, type LockClaim, type OperationLocks } from "./operation-locks.js";
+import { decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
+import { parseResourceId } from "./resource-id.js";
+import { parseVolumeParameters } from "./storage-class-parameters.js";
+import { nodeSatisfies, topologyNamesNode } from "./topology.js";
+import type { CallScope } from "./unary-call.js";
+import {
+  DEFAULT_FS_TYPE,
+  checkCapability,
+  requestedFsType,
+  requireCapabilities,
+  serializeCapabilities,
+  type Capability,
+} from "./volume-capabilities.js";
+import { META, volumeCondition, volumeContext, volumeFacts, volumeMessage } from "./volume-view.js";
+
+export interface ControllerDeps {
+  engine: EngineApi;
+  locks: OperationLocks;
+}
+
+/** A content source resolved to the engine object it names. */
+interface ResolvedSource {
+  kind: EngineDeviceKind;
+  engineName: string;
+  /** As the CO gave it: kept with the volume and returned in Volume.content_source. */
+  csiTag: string;
+}
+
+/**
+ * The volume RPCs of the Controller service. Each reads: validate -> lock -> delegate -> map.
+ */
+export class ControllerVolumes {
+  /**
+   * Calls that take pool space (create, expand) check the room and use it one at a time, so two
+   * of them cannot both pass the check for the last free bytes.
+   */
+  private provisioning: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly deps: ControllerDeps) {}
+
+  private get engine(): EngineApi {
+    return this.deps.engine;
+  }
+
+  async createVolume(req: CreateVolumeRequest__Output, scope: CallScope): Promise<CreateVolumeResponse> {
+    // validate
+    const name = validateCsiName(req.name, "volume");
+    const capabilities = requireCapabilities(req.volumeCapabilities, "volume_capabilities");
+    const params = parseVolumeParameters(req.parameters);
+    const range = readCapacityRange(req.capacityRange, "capacity_range");
+    const capsFs = requestedFsType(capabilities, "volume_capabilities");
+    if (capsFs && params.fsType && capsFs !== params.fsType) {
+      throw invalidArgument(
+        `parameters.fsType is ${params.fsType} but volume_capabilities ask for ${capsFs}: make them agree (or set only one)`,
+      );
+    }
+    const fsType = capsFs ?? params.fsType ?? DEFAULT_FS_TYPE;
+    const source = this.resolveSource(req.volumeContentSource);
+    if (!nodeSatisfies(req.accessibilityRequirements, this.engine.nodeId)) {
+      // CSI spec, CreateVolume errors: "Unable to provision in accessible_topology".
+      throw new CsiStatusError(
+        "RESOURCE_EXHAUSTED",
+        `accessibility_requirements do not include node ${this.engine.nodeId}, the only node this plugin provisions on`,
+      );
+    }
+    const engineName = engineNameFor(name);
+    scope.note({ name, volumeId: `${this.engine.nodeId}/${engineName}` });
+    const wanted: Record<string, string> = {
+      [META.name]: name,
+      [META.fsType]: fsType,
+      [META.fullCopy]: String(params.fullCopy),
+      [META.capabilities]: serializeCapabilities(capabilities),
+      [META.source]: source?.csiTag ?? "",
+    };
+    // lock: the new volume exclusively, its source shared (it must not go away meanwhile)
+    const claims: LockClaim[] = [volumeLock(engineName, "exclusive")];
+    if (source)
+      claims.push(
+        source.kind === "snapshot"
+          ? snapshotLock(source.engineName, "shared")
+          : volumeLock(source.engineName, "shared"),
+      );
+    return this.deps.locks.with(claims, "CreateVolume", async () => {
+      // delegate
+      const existing = await this.engine.getVolume(engineName);
+      if (existing) {
+        // CSI spec, CreateVolume: a repeated call with the same name returns the same volume, or
+        // ALREADY_EXISTS when it "is incompatible with the specified capacity_range,
+        // volume_capabilities, parameters, accessibility_requirements or volume_content_source".
+        this.ensureCompatible(existing, wanted, range);
+        return { volume: volumeMessage(this.engine.nodeId, existing) };
+      }
+      const sourceBytes = source ? await this.sourceSize(source) : undefined;
+      const sizeBytes = chooseVolumeSize(range, sourceBytes);
+      const created = await this.withRoom(sizeBytes, () =>
+        this.engine.createVolume({
+          name: engineName,
+          sizeBytes,
+          meta: wanted,
+          ...(source
+            ? { source: { kind: source.kind, name: source.engineName }, fullCopy: params.fullCopy }
+            : {}),
+        }),
+      );
+      // map
+      return { volume: volumeMessage(this.engine.nodeId, created) };
+    });
+  }
+
+  async deleteVolume(req: DeleteVolumeRequest__Output, scope: CallScope): Promise<DeleteVolumeResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    scope.note({ volumeId: req.volumeId });
+    const engineName = this.ownEngineName(req.volumeId);
+    // CSI spec, DeleteVolume: "If a volume corresponding to the specified volume_id does not
+    // exist or the artifacts associated with the volume do not exist anymore, the Plugin MUST
+    // reply 0 OK." An id that cannot be ours names no volume.
+    if (engineName === undefined) return {};
+    return this.deps.locks.with([volumeLock(engineName, "exclusive")], "DeleteVolume", async () => {
+      try {
+        await this.engine.deleteVolume(engineName);
+      } catch (err) {
+        if (isSnapblockError(err, "NOT_FOUND")) return {};
+        if (isSnapblockError(err, "BUSY")) {
+          // CSI spec, DeleteVolume errors: "Volume in use | 9 FAILED_PRECONDITION".
+          throw new SnapblockError(
+            "BUSY",
+            `volume ${req.volumeId} is in use (staged or published on the node); unpublish and unstage it first`,
+            { cause: err },
+          );
+        }
+        throw err;
+      }
+      return {};
+    });
+  }
+
+  async validateVolumeCapabilities(
+    req: ValidateVolumeCapabilitiesRequest__Output,
+    scope: CallScope,
+  ): Promise<ValidateVolumeCapabilitiesResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    if (req.volumeCapabilities.length === 0) throw invalidArgument("volume_capabilities is required");
+    scope.note({ volumeId: req.volumeId });
+    const checks = req.volumeCapabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
+    const params = parseVolumeParameters(req.parameters);
+    const engineName = this.ownEngineName(req.volumeId);
+    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    return this.deps.locks.with(
+      [volumeLock(engineName, "shared")],
+      "ValidateVolumeCapabilities",
+      async () => {
+        const volume = await this.engine.getVolume(engineName);
+        if (!volume) throw notFound("volume", req.volumeId);
+        const facts = volumeFacts(volume);
+        const problems: string[] = [];
+        checks.forEach((check, i) => {
+          if (!check.ok) problems.push(`volume_capabilities[${i}]: ${check.reason}`);
+          else if (
+            check.capability.accessType === "mount" &&
+            check.capability.fsType !== "" &&
+            check.capability.fsType !== facts.fsType
+          ) {
+            problems.push(
+              `volume_capabilities[${i}] asks for ${check.capability.fsType}, the volume is ${facts.fsType}`,
+            );
+          }
+        });
+        if (params.fsType && params.fsType !== facts.fsType)
+          problems.push(`parameters.fsType is ${params.fsType}, the volume is ${facts.fsType}`);
+        const context = volumeContext(volume);
+        for (const [k, v] of Object.entries(req.volumeContext)) {
+          if (context[k] !== v) problems.push(`volume_context["${k}"] does not match the volume's`);
+        }
+        if (Object.keys(req.mutableParameters).length > 0)
+          problems.push("mutable_parameters are not supported (no MODIFY_VOLUME)");
+        if (problems.length > 0) return { message: problems.join("; ") };
+        return {
+          confirmed: {
+            volumeContext: req.volumeContext,
+            volumeCapabilities: req.volumeCapabilities,
+            parameters: req.parameters,
+          },
+        };
+      },
+    );
+  }
+
+  async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
+    const maxEntries = validateMaxEntries(req.maxEntries);
+    const listing = await this.engine.listVolumes();
+    const after = decodePageToken("volumes", req.startingToken, listing.idWatermark);
+    const sorted = [...listing.items].sort((a, b) => a.id - b.id);
+    const { page, nextToken } = paginate("volumes", sorted, after, maxEntries);
+    return {
+      entries: page.map((v) => ({
+        volume: volumeMessage(this.engine.nodeId, v),
+        status: { volumeCondition: volumeCondition(v) },
+      })),
+      nextToken,
+    };
+  }
+
+  async getCapacity(req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
+    parseVolumeParameters(req.parameters);
+    // CSI spec, GetCapacity: the capacity usable for volumes "that satisfy ALL of the specified
+    // volume_capabilities" and in the given topology: none for what we cannot provision.
+    const supported = req.volumeCapabilities.every(
+      (c, i) => checkCapability(c, `volume_capabilities[${i}]`).ok,
+    );
+    if (!supported || !topologyNamesNode(req.accessibleTopology, this.engine.nodeId)) {
+      return { availableCapacity: 0, maximumVolumeSize: { value: 0 } };
+    }
+    const capacity = await this.engine.capacity();
+    return {
+      availableCapacity: capacity.availableBytes,
+      maximumVolumeSize: { value: Math.min(capacity.availableBytes, capacity.maxVolumeBytes) },
+    };
+  }
+
+  async controllerExpandVolume(
+    req: ControllerExpandVolumeRequest__Output,
+    scope: CallScope,
+  ): Promise<ControllerExpandVolumeResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const range = readCapacityRange(req.capacityRange, "capacity_range");
+    if (!range) throw invalidArgument("capacity_range is required");
+    let capability: Capability | undefined;
+    if (req.volumeCapability) {
+      const check = checkCapability(req.volumeCapability, "volume_capability");
+      if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
+      capability = check.capability;
+    }
+    scope.note({ volumeId: req.volumeId });
+    const engineName = this.ownEngineName(req.volumeId);
+    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    return this.deps.locks.with([volumeLock(engineName, "exclusive")], "ControllerExpandVolume", async () => {
+      const volume = await this.engine.getVolume(engineName);
+      if (!volume) throw notFound("volume", req.volumeId);
+      const target = chooseExpandedSize(range, volume.sizeBytes);
+      let current = volume;
+      if (target > volume.sizeBytes) {
+        current = await this.withRoom(target - volume.sizeBytes, () =>
+          this.engine.resizeVolume(engineName, target),
+        );
+      }
+      // A filesystem must be grown on the node (NodeExpandVolume); a raw block device is its size.
+      const mounted = capability
+        ? capability.accessType === "mount"
+        : volumeFacts(volume).capabilities.some((c) => c.accessType === "mount") ||
+          volumeFacts(volume).capabilities.length === 0;
+      return { capacityBytes: current.sizeBytes, nodeExpansionRequired: mounted };
+    });
+  }
+
+  async controllerGetVolume(
+    req: ControllerGetVolumeRequest__Output,
+    scope: CallScope,
+  ): Promise<ControllerGetVolumeResponse> {
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    scope.note({ volumeId: req.volumeId });
+    const engineName = this.ownEngineName(req.volumeId);
+    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    return this.deps.locks.with([volumeLock(engineName, "shared")], "ControllerGetVolume", async () => {
+      const volume = await this.engine.getVolume(engineName);
+      if (!volume) throw notFound("volume", req.volumeId);
+      return {
+        volume: volumeMessage(this.engine.nodeId, volume),
+        status: { volumeCondition: volumeCondition(volume) },
+      };
+    });
+  }
+
+  /** The engine name an id denotes on this node, or undefined when it cannot denote one. */
+  ownEngineName(id: string): string | undefined {
+    const parsed = parseResourceId(id);
+    return parsed && parsed.nodeId === this.engine.nodeId ? parsed.engineName : undefined;
+  }
+
+  private resolveSource(src: VolumeContentSource__Output | null): ResolvedSource | undefined {
+    if (!src || src.type === undefined) return undefined;
+    if (src.type === "snapshot") {
+      const id = src.snapshot?.snapshotId ?? "";
+      if (id === "") throw invalidArgument("volume_content_source.snapshot.snapshot_id is required");
+      const name = this.ownEngineName(id);
+      // CSI spec, CreateVolume errors: "Source does not exist | 5 NOT_FOUND".
+      if (name === undefined) throw notFound("snapshot", id, "volume_content_source");
+      return { kind: "snapshot", engineName: name, csiTag: `snapshot:${id}` };
+    }
+    const id = src.volume?.volumeId ?? "";
+    if (id === "") throw invalidArgument("volume_content_source.volume.volume_id is required");
+    const name = this.ownEngineName(id);
+    if (name === undefined) throw notFound("volume", id, "volume_content_source");
+    return { kind: "volume", engineName: name, csiTag: `volume:${id}` };
+  }
+
+  private async sourceSize(source: ResolvedSource): Promise<number> {
+    const found =
+      source.kind === "snapshot"
+        ? await this.engine.getSnapshot(source.engineName)
+        : await this.engine.getVolume(source.engineName);
+    if (!found)
+      throw notFound(source.kind, source.csiTag.slice(source.kind.length + 1), "volume_content_source");
+    return found.sizeBytes;
+  }
+
+  /**
+   * Thin provisioning guard: RESOURCE_EXHAUSTED (CSI spec, CreateVolume: out of capacity) when
+   * the pool cannot take extraBytes more; otherwise runs use() before any other such call.
+   */
+  private withRoom<T>(extraBytes: number, use: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      const capacity = await this.engine.capacity();
+      if (extraBytes > capacity.availableBytes) {
+        throw new SnapblockError(
+          "NO_SPACE",
+          `the pool on node ${this.engine.nodeId} can provision ${capacity.availableBytes} more bytes (pool ${capacity.totalBytes} bytes, ${capacity.provisionedBytes} provisioned), not ${extraBytes}`,
+        );
+      }
+      return use();
+    };
+    const result = this.provisioning.then(run, run);
+    this.provisioning = result.catch(() => undefined);
+    return result;
+  }
+
+  private ensureCompatible(
+    existing: EngineVolume,
+    wanted: Record<string, string>,
+    range: CapacityRequest | undefined,
+  ): void {
+    const differs: string[] = [];
+    const have = existing.meta;
+    if (have[META.name] !== undefined && have[META.name] !== wanted[META.name])
+      differs.push("name (hash collision of engine names)");
+    if (!sizeSatisfies(existing.sizeBytes, range))
+      differs.push(`capacity_range (the volume has ${existing.sizeBytes} bytes)`);
+    if ((have[META.source] ?? "") !== wanted[META.source]) differs.push("volume_content_source");
+    if ((have[META.fsType] ?? DEFAULT_FS_TYPE) !== wanted[META.fsType]) differs.push("filesystem type");
+    if ((have[META.fullCopy] ?? "false") !== wanted[META.fullCopy])
+      differs.push(`parameters["snapblock.dev/fullCopy"]`);
+    if (have[META.capabilities] !== undefined && have[META.capabilities] !== wanted[META.capabilities])
+      differs.push("volume_capabilities");
+    if (differs.length > 0) {
+      throw new SnapblockError(
+        "ALREADY_EXISTS",
+        `a volume named ${JSON.stringify(wanted[META.name])} already exists with a different ${differs.join(", ")}; use another name or the same request`,
+      );
+    }
+  }
+}

@@ -1,0 +1,134 @@
+import { promises as fs } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import {
+  Server,
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { loadCsiProto } from "./csi-proto.js";
+import type { CsiLogger } from "./logger.js";
+import { grpcUnixAddress } from "./unix-endpoint.js";
+
+export interface CsiServerOptions {
+  /** Absolute path of the unix socket to serve on. */
+  socketPath: string;
+  identity: UntypedServiceImplementation;
+  controller?: UntypedServiceImplementation;
+  node?: UntypedServiceImplementation;
+  logger: CsiLogger;
+}
+
+/** Owner and group only: the socket gives full control over every volume. */
+const SOCKET_MODE = 0o660;
+
+/**
+ * The CSI gRPC server: Identity, and Controller and/or Node, on one unix socket. Handlers are
+ * registered for the methods the loaded proto defines; the rest of a service answers
+ * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController, SnapshotMetadata)
+ * are unknown to the server.
+ */
+export class CsiServer {
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    private readonly server: Server,
+    readonly socketPath: string,
+    private readonly logger: CsiLogger,
+  ) {}
+
+  static async start(options: CsiServerOptions): Promise<CsiServer> {
+    const proto = loadCsiProto().csi.v1;
+    const server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+    server.addService(proto.Identity.service, only(proto.Identity.service, options.identity));
+    if (options.controller)
+      server.addService(proto.Controller.service, only(proto.Controller.service, options.controller));
+    if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
+    await prepareSocketPath(options.socketPath);
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(grpcUnixAddress(options.socketPath), ServerCredentials.createInsecure(), (err) => {
+        if (err) reject(asSnapblockError(err, `binding the CSI socket ${options.socketPath}`));
+        else resolve();
+      });
+    });
+    await fs.chmod(options.socketPath, SOCKET_MODE);
+    options.logger.info("csi server listening", {
+      socket: options.socketPath,
+      services: [
+        "Identity",
+        ...(options.controller ? ["Controller"] : []),
+        ...(options.node ? ["Node"] : []),
+      ],
+    });
+    return new CsiServer(server, options.socketPath, options.logger);
+  }
+
+  /**
+   * Stops accepting calls, lets the calls in flight finish (for at most graceMs, then cancels
+   * them) and removes the socket file.
+   */
+  shutdown(graceMs = 30_000): Promise<void> {
+    this.stopping ??= (async () => {
+      const graceful = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), graceMs);
+      });
+      const forced = await Promise.race([graceful.then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (forced) {
+        this.logger.warn("csi calls still running after the grace period; cancelling them", { graceMs });
+        this.server.forceShutdown();
+      }
+      await fs.rm(this.socketPath, { force: true });
+      this.logger.info("csi server stopped", { socket: this.socketPath });
+    })();
+    return this.stopping;
+  }
+}
+
+/** The implementation restricted to the methods the service defines (e.g. GetSnapshot from 1.11). */
+function only(service: ServiceDefinition, impl: UntypedServiceImplementation): UntypedServiceImplementation {
+  return Object.fromEntries(Object.keys(service).flatMap((name) => (impl[name] ? [[name, impl[name]]] : [])));
+}
+
+/**
+ * Creates the socket's directory and removes a stale socket left by a crash. A socket some other
+ * process still answers on is not touched: two plugins on one socket would be a mess.
+ */
+async function prepareSocketPath(socketPath: string): Promise<void> {
+  await fs.mkdir(path.dirname(socketPath), { recursive: true });
+  let stat;
+  try {
+    stat = await fs.lstat(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw asSnapblockError(err, `checking ${socketPath}`);
+  }
+  if (!stat.isSocket()) {
+    throw new SnapblockError(
+      "ALREADY_EXISTS",
+      `${socketPath} exists and is not a socket; remove it or choose another endpoint`,
+    );
+  }
+  if (await answers(socketPath)) {
+    throw new SnapblockError(
+      "BUSY",
+      `another process serves ${socketPath}; stop it or choose another endpoint`,
+    );
+  }
+  await fs.rm(socketPath, { force: true });
+}
+
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(socketPath);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}

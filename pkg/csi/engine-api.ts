@@ -1,0 +1,101 @@
+/**
+ * What the CSI Controller needs from a node's engine. One interface, two implementations
+ * (DESIGN.md section 1): LocalEngine over an in-process Pool (local mode, and the node plugin),
+ * and, for cluster mode, a gRPC client of the node's engine service. The controller never knows
+ * which one it talks to, so everything here is asynchronous and made of plain data.
+ *
+ * Errors are SnapblockErrors with the engine's codes (NOT_FOUND, ALREADY_EXISTS, NO_SPACE, BUSY,
+ * OUT_OF_RANGE, CLOSED while the pool is not open, ...).
+ */
+export type EngineDeviceKind = "volume" | "snapshot";
+
+/** Small string metadata kept with a volume or snapshot (CSI name, parameters, capabilities). */
+export type EngineMeta = Readonly<Record<string, string>>;
+
+export interface EngineCopyProgress {
+  state: "running" | "done" | "cancelled" | "failed";
+  copiedChunks: number;
+  totalChunks: number;
+  error?: string;
+}
+
+export interface EngineVolume {
+  /** The engine name (unique among volumes of the pool). */
+  name: string;
+  /** Pool-unique, increasing with creation order: the sort key of listings and page tokens. */
+  id: number;
+  sizeBytes: number;
+  createdAt: Date;
+  /** The snapshot or volume this volume was restored or cloned from (engine name). */
+  source?: { kind: EngineDeviceKind; name: string };
+  /** Progress of a full background copy, when one was asked for. */
+  copy?: EngineCopyProgress;
+  meta: EngineMeta;
+}
+
+export interface EngineSnapshot {
+  name: string;
+  id: number;
+  sizeBytes: number;
+  createdAt: Date;
+  /** Engine name of the volume the snapshot was taken of (at snapshot time). */
+  sourceVolume: string;
+  meta: EngineMeta;
+}
+
+export interface EngineListing<T> {
+  items: T[];
+  /** Every id below this has been handed out; a page token at or past it cannot be ours. */
+  idWatermark: number;
+}
+
+export interface EngineCapacity {
+  /** Capacity of the pool's data area. */
+  totalBytes: number;
+  /** Bytes of chunks not in use. */
+  freeBytes: number;
+  /** Sum of the sizes of all volumes (thin provisioning: may exceed what is written). */
+  provisionedBytes: number;
+  /** How much more volume size the pool accepts: totalBytes x overcommit - provisionedBytes. */
+  availableBytes: number;
+  /** Largest single volume the engine can make. */
+  maxVolumeBytes: number;
+}
+
+export interface EngineCreateVolumeOptions {
+  name: string;
+  sizeBytes: number;
+  meta: EngineMeta;
+  /** Restore from a snapshot or clone a volume; shares chunks, ready at once. */
+  source?: { kind: EngineDeviceKind; name: string };
+  /** With a source: copy every chunk in the background so nothing stays shared. */
+  fullCopy?: boolean;
+}
+
+export interface EngineCreateSnapshotOptions {
+  volume: string;
+  name: string;
+  meta: EngineMeta;
+}
+
+export interface EngineApi {
+  /** The node whose pool this engine serves. */
+  readonly nodeId: string;
+  /** True once the pool is open and calls can succeed (CSI Probe). */
+  isReady(): boolean;
+
+  createVolume(options: EngineCreateVolumeOptions): Promise<EngineVolume>;
+  /** undefined when there is no such volume. */
+  getVolume(name: string): Promise<EngineVolume | undefined>;
+  listVolumes(): Promise<EngineListing<EngineVolume>>;
+  /** Grows a volume (volumes never shrink). */
+  resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume>;
+  deleteVolume(name: string): Promise<void>;
+
+  createSnapshot(options: EngineCreateSnapshotOptions): Promise<EngineSnapshot>;
+  getSnapshot(name: string): Promise<EngineSnapshot | undefined>;
+  listSnapshots(): Promise<EngineListing<EngineSnapshot>>;
+  deleteSnapshot(name: string): Promise<void>;
+
+  capacity(): Promise<EngineCapacity>;
+}

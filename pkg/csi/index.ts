@@ -1,0 +1,72 @@
+/**
+ * pkg/csi: the Container Storage Interface services of snapblock (DESIGN.md section 4) on a unix
+ * socket with @grpc/grpc-js: Identity, Controller (over the EngineApi, in-process or remote) and
+ * Node (validation and locking here, the data path behind NodeVolumeManager). See docs/csi.md.
+ * This is the module's only entry point.
+ */
+export { CsiServer, type CsiServerOptions } from "./csi-server.js";
+export {
+  identityHandlers,
+  validatePluginName,
+  DEFAULT_PLUGIN_NAME,
+  type IdentityOptions,
+} from "./identity-service.js";
+export { controllerHandlers, CONTROLLER_CAPABILITIES, type ControllerOptions } from "./controller-service.js";
+export { NodeService, NODE_CAPABILITIES, type NodeOptions } from "./node-service.js";
+export {
+  unavailableNodeVolumeManager,
+  type NodeVolumeManager,
+  type NodeVolumeRef,
+  type NodeStageOptions,
+  type NodeUnstageOptions,
+  type NodePublishOptions,
+  type NodeUnpublishOptions,
+  type NodeStatsOptions,
+  type NodeVolumeStats,
+  type NodeVolumeUsage,
+  type NodeExpandOptions,
+} from "./node-volume-manager.js";
+export type {
+  EngineApi,
+  EngineCapacity,
+  EngineCopyProgress,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineDeviceKind,
+  EngineListing,
+  EngineMeta,
+  EngineSnapshot,
+  EngineVolume,
+} from "./engine-api.js";
+export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
+export { connectCsi, callCsi, type CsiClients } from "./csi-client.js";
+export { loadCsiProto, findCsiProto, CSI_LOADER_OPTIONS } from "./csi-proto.js";
+export { socketPathOf } from "./unix-endpoint.js";
+export { formatResourceId, parseResourceId, validateNodeId, type ResourceId } from "./resource-id.js";
+export { engineNameFor } from "./engine-names.js";
+export { TOPOLOGY_KEY } from "./topology.js";
+export { PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";
+export { CONTEXT_FS_TYPE } from "./volume-view.js";
+export { DEFAULT_VOLUME_BYTES } from "./capacity-range.js";
+export {
+  capabilityMessage,
+  SUPPORTED_FS_TYPES,
+  type Capability,
+  type FsType,
+  type AccessMode,
+} from "./volume-capabilities.js";
+export { toGrpcStatus, type MappedStatus } from "./grpc-status.js";
+export { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
+export {
+  createCsiLogger,
+  silentCsiLogger,
+  type CsiLogger,
+  type CsiLogFields,
+  type CsiLogLevel,
+} from "./logger.js";
+export type { ProtoGrpcType as CsiProto } from "./generated/csi.js";
+export type { Volume as CsiVolume, Volume__Output as CsiVolumeOutput } from "./generated/csi/v1/Volume.js";
+export type {
+  Snapshot as CsiSnapshot,
+  Snapshot__Output as CsiSnapshotOutput,
+} from "./generated/csi/v1/Snapshot.js";

@@ -1,0 +1,63 @@
+import { invalidArgument } from "./csi-status-error.js";
+import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
+
+/**
+ * StorageClass / VolumeSnapshotClass parameters snapblock understands. The CSI spec leaves
+ * parameters to the plugin ("The Plugin is responsible for parsing and validating these
+ * parameters"); unknown keys are refused with INVALID_ARGUMENT naming them, so a typo in a
+ * StorageClass is found at the first PVC instead of silently ignored.
+ *
+ * Keys under csi.storage.k8s.io/ are the CO's own (csi-provisioner and csi-snapshotter add
+ * pvc/pv/volumesnapshot names with --extra-create-metadata) and are accepted and ignored.
+ */
+export const PARAM_FS_TYPE = "fsType";
+export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
+const CO_PREFIX = "csi.storage.k8s.io/";
+
+export interface VolumeParameters {
+  fsType?: FsType;
+  fullCopy: boolean;
+}
+
+export function parseVolumeParameters(
+  params: Record<string, string>,
+  field = "parameters",
+): VolumeParameters {
+  rejectUnknown(params, [PARAM_FS_TYPE, PARAM_FULL_COPY], field);
+  const out: VolumeParameters = { fullCopy: false };
+  const fs = params[PARAM_FS_TYPE];
+  if (fs !== undefined && fs !== "") {
+    const lower = fs.toLowerCase();
+    if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(lower)) {
+      throw invalidArgument(
+        `${field}.${PARAM_FS_TYPE} ${JSON.stringify(fs)} is not supported: use ${SUPPORTED_FS_TYPES.join(" or ")}`,
+      );
+    }
+    out.fsType = lower as FsType;
+  }
+  const full = params[PARAM_FULL_COPY];
+  if (full !== undefined) {
+    if (full !== "true" && full !== "false") {
+      throw invalidArgument(
+        `${field}["${PARAM_FULL_COPY}"] must be "true" or "false", not ${JSON.stringify(full)}`,
+      );
+    }
+    out.fullCopy = full === "true";
+  }
+  return out;
+}
+
+/** VolumeSnapshotClass parameters: snapblock has none of its own. */
+export function parseSnapshotParameters(params: Record<string, string>, field = "parameters"): void {
+  rejectUnknown(params, [], field);
+}
+
+function rejectUnknown(params: Record<string, string>, known: readonly string[], field: string): void {
+  const unknown = Object.keys(params).filter((k) => !known.includes(k) && !k.startsWith(CO_PREFIX));
+  if (unknown.length > 0) {
+    const accepted = known.length > 0 ? `accepted: ${known.join(", ")}` : "snapblock accepts none here";
+    throw invalidArgument(
+      `unknown ${field} ${unknown.map((k) => JSON.stringify(k)).join(", ")} (${accepted}; keys under ${CO_PREFIX} are ignored)`,
+    );
+  }
+}

@@ -1,0 +1,111 @@
+import type { EngineSnapshot, EngineVolume } from "./engine-api.js";
+import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
+import type { Volume } from "./generated/csi/v1/Volume.js";
+import type { VolumeCondition } from "./generated/csi/v1/VolumeCondition.js";
+import { formatResourceId } from "./resource-id.js";
+import { nodeTopology } from "./topology.js";
+import { DEFAULT_FS_TYPE, parseCapabilities, type Capability, type FsType } from "./volume-capabilities.js";
+
+/**
+ * How the CSI layer keeps its view of a volume or snapshot in the engine's metadata
+ * (EngineApi meta), and how it turns engine objects into CSI messages.
+ */
+export const META = {
+  /** The CSI name given at creation (CreateVolumeRequest.name / CreateSnapshotRequest.name). */
+  name: "csi.name",
+  /** Filesystem made on first stage: ext4 or xfs. */
+  fsType: "csi.fsType",
+  /** "true" when the volume was asked for as a full, independent copy of its source. */
+  fullCopy: "csi.fullCopy",
+  /** The capabilities of CreateVolume, normalized (volume-capabilities.ts). */
+  capabilities: "csi.capabilities",
+  /** "snapshot:<id>" or "volume:<id>": the CSI content source, as the CO named it. */
+  source: "csi.source",
+  /** Snapshot: the CSI id of its source volume. */
+  sourceVolumeId: "csi.sourceVolumeId",
+} as const;
+
+/** volume_context key: the filesystem, so the node knows what to make without asking. */
+export const CONTEXT_FS_TYPE = "snapblock.dev/fsType";
+
+export interface VolumeFacts {
+  csiName: string;
+  fsType: FsType;
+  fullCopy: boolean;
+  capabilities: Capability[];
+  source: string;
+}
+
+export function volumeFacts(v: EngineVolume): VolumeFacts {
+  const fs = v.meta[META.fsType];
+  return {
+    csiName: v.meta[META.name] ?? v.name,
+    fsType: fs === "xfs" || fs === "ext4" ? fs : DEFAULT_FS_TYPE,
+    fullCopy: v.meta[META.fullCopy] === "true",
+    capabilities: parseCapabilities(v.meta[META.capabilities]),
+    source: v.meta[META.source] ?? "",
+  };
+}
+
+export function volumeId(nodeId: string, v: { name: string }): string {
+  return formatResourceId({ nodeId, engineName: v.name });
+}
+
+/** The immutable context of a volume (CSI spec: the same for a volume_id, always). */
+export function volumeContext(v: EngineVolume): Record<string, string> {
+  return { [CONTEXT_FS_TYPE]: volumeFacts(v).fsType };
+}
+
+export function volumeMessage(nodeId: string, v: EngineVolume): Volume {
+  const message: Volume = {
+    capacityBytes: v.sizeBytes,
+    volumeId: volumeId(nodeId, v),
+    volumeContext: volumeContext(v),
+    accessibleTopology: [nodeTopology(nodeId)],
+  };
+  const source = volumeFacts(v).source;
+  const colon = source.indexOf(":");
+  if (colon > 0) {
+    const kind = source.slice(0, colon);
+    const id = source.slice(colon + 1);
+    message.contentSource =
+      kind === "snapshot" ? { snapshot: { snapshotId: id } } : { volume: { volumeId: id } };
+  }
+  return message;
+}
+
+/**
+ * The volume's condition (VOLUME_CONDITION). Abnormal when a requested full copy failed: the
+ * volume is still correct but still shares chunks with its source. The message of a running or
+ * finished copy has a fixed form the operator CLI reads for its progress bar:
+ * "full copy <state>: <copied>/<total> chunks (<percent>%)".
+ */
+export function volumeCondition(v: EngineVolume): VolumeCondition {
+  const copy = v.copy;
+  if (!copy) return { abnormal: false, message: "volume is healthy" };
+  const percent = copy.totalChunks === 0 ? 100 : Math.floor((copy.copiedChunks / copy.totalChunks) * 100);
+  const progress = `full copy ${copy.state}: ${copy.copiedChunks}/${copy.totalChunks} chunks (${percent}%)`;
+  if (copy.state === "failed") {
+    return {
+      abnormal: true,
+      message: `${progress}; ${copy.error ?? "unknown error"}; the volume still shares data with its source`,
+    };
+  }
+  return { abnormal: false, message: progress };
+}
+
+export function snapshotId(nodeId: string, s: { name: string }): string {
+  return formatResourceId({ nodeId, engineName: s.name });
+}
+
+export function snapshotMessage(nodeId: string, s: EngineSnapshot): Snapshot {
+  const ms = s.createdAt.getTime();
+  return {
+    sizeBytes: s.sizeBytes,
+    snapshotId: snapshotId(nodeId, s),
+    sourceVolumeId: s.meta[META.sourceVolumeId] ?? volumeId(nodeId, { name: s.sourceVolume }),
+    creationTime: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 },
+    // Redirect-on-write: a snapshot shares the volume's chunks and is complete when it exists.
+    readyToUse: true,
+  };
+}
