@@ -58,6 +58,8 @@ export interface Nbdkit {
   socketPath: string;
   process: ChildProcess;
   stop(): Promise<void>;
+  /** SIGKILL: the server vanishes under its clients, as a crashed node plugin's server would. */
+  crash(): Promise<void>;
 }
 
 /**
@@ -94,6 +96,12 @@ export async function startNbdkit(
       const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
       await exited;
       clearTimeout(timer);
+    },
+    async crash() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await exited;
     },
   };
 }
