@@ -192,6 +192,29 @@ describe.skipIf(skip !== undefined)("restart survival", () => {
     expect(await fs.readdir(stateDir)).toEqual([]);
   });
 
+  it("attaches and detaches several volumes concurrently, each on its own device", async () => {
+    dir = await makeTempDir();
+    nbdkit = await startNbdkit(dir, ["memory", String(SIZE)]);
+    const attacher = new NbdfuseLoopAttacher({ stateDir: path.join(dir, "state") });
+    const keys = ["c-0", "c-1", "c-2", "c-3"];
+    const attachments = await Promise.all(
+      keys.map((key) =>
+        attacher.attach({
+          key,
+          socketPath: nbdkit!.socketPath,
+          exportName: key,
+          readOnly: false,
+          sizeBytes: SIZE,
+        }),
+      ),
+    );
+    expect(new Set(attachments.map((a) => a.devicePath)).size).toBe(keys.length);
+    expect(attachments.every((a) => a.health === "ok")).toBe(true);
+    expect((await leftoversUnder(dir)).loops).toHaveLength(keys.length);
+    await Promise.all(keys.map((key) => attacher.detach(key)));
+    expect(await leftoversUnder(dir)).toEqual({ mounts: [], loops: [], pids: [nbdkit.process.pid] });
+  });
+
   it("fails cleanly when the server is not there", async () => {
     dir = await makeTempDir();
     const stateDir = path.join(dir, "state");
