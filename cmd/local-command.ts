@@ -1,0 +1,175 @@
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import {
+  CsiServer,
+  DEFAULT_PLUGIN_NAME,
+  LocalEngine,
+  NodeService,
+  controllerHandlers,
+  createCsiLogger,
+  identityHandlers,
+  socketPathOf,
+  unavailableNodeVolumeManager,
+  validateNodeId,
+  validatePluginName,
+  type CsiLogLevel,
+} from "../pkg/csi/index.js";
+import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import type { CliContext } from "./cli-context.js";
+import { DEFAULT_DATA_DIR } from "./operator-connection.js";
+import { packageVersion } from "./package-version.js";
+
+export const LOCAL_USAGE = `snapblock local [options]
+
+Runs Identity, Controller and Node on one unix socket over one pool: no Kubernetes needed.
+
+  --data DIR            data directory: pool, CSI metadata, socket (default ./${DEFAULT_DATA_DIR})
+  --endpoint EP         CSI socket (default unix://DIR/csi.sock)
+  --node-id ID          node id, part of every volume id and the topology (default "local")
+  --pool-size SIZE      size of a new pool (default: 80% of the free disk space, at most 64G)
+  --chunk-size SIZE     chunk size of a new pool (default 64K)
+  --overcommit RATIO    volume sizes may add up to RATIO x pool size (default 1: no overcommit)
+  --plugin-name NAME    CSI driver name (default ${DEFAULT_PLUGIN_NAME})
+  --path-root DIR       only accept staging/target paths inside DIR (repeatable)
+  --max-volumes N       NodeGetInfo max_volumes_per_node (default 0: the CO decides)
+  --log-level LEVEL     debug, info, warn or error (default info)
+  --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
+`;
+
+const MIN_POOL = 64 * 2 ** 20;
+const MAX_DEFAULT_POOL = 64 * 2 ** 30;
+
+export async function localCommand(ctx: CliContext): Promise<number> {
+  const { values } = parseArgs({
+    args: ctx.args,
+    options: {
+      data: { type: "string" },
+      endpoint: { type: "string" },
+      "node-id": { type: "string", default: "local" },
+      "pool-size": { type: "string" },
+      "chunk-size": { type: "string" },
+      overcommit: { type: "string", default: "1" },
+      "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
+      "path-root": { type: "string", multiple: true },
+      "max-volumes": { type: "string", default: "0" },
+      "log-level": { type: "string", default: "info" },
+      "shutdown-grace": { type: "string", default: "30" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    ctx.stdout(LOCAL_USAGE);
+    return 0;
+  }
+  const dataDir = path.resolve(ctx.cwd, values.data ?? DEFAULT_DATA_DIR);
+  const socketPath = socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, ctx.cwd);
+  const nodeId = validateNodeId(values["node-id"]);
+  const pluginName = validatePluginName(values["plugin-name"]);
+  const overcommit = Number(values.overcommit);
+  const maxVolumes = Number(values["max-volumes"]);
+  const graceMs = Number(values["shutdown-grace"]) * 1000;
+  const level = values["log-level"];
+  if (!["debug", "info", "warn", "error"].includes(level))
+    throw new UsageError(`--log-level ${level}: use debug, info, warn or error`);
+  if (!(overcommit >= 1)) throw new UsageError(`--overcommit ${values.overcommit}: a number >= 1`);
+  if (!Number.isInteger(maxVolumes) || maxVolumes < 0)
+    throw new UsageError(`--max-volumes ${values["max-volumes"]}: a whole number >= 0`);
+  if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
+
+  const logger = createCsiLogger({
+    level: level as CsiLogLevel,
+    write: ctx.stderr,
+    base: { component: "snapblock-local", node: nodeId },
+  });
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const poolSize = values["pool-size"]
+    ? parseByteSize(values["pool-size"], "--pool-size")
+    : await defaultPoolSize(dataDir);
+  const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
+
+  const engine = new LocalEngine({
+    nodeId,
+    poolDir: path.join(dataDir, "pool"),
+    metadataFile: path.join(dataDir, "csi-metadata.json"),
+    createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
+    overcommitRatio: overcommit,
+  });
+  // The node data path (NBD export -> kernel block device -> filesystem) comes with pkg/attach
+  // and pkg/mount; until it is wired, the Node service validates and answers UNIMPLEMENTED.
+  const nodeVolumes = unavailableNodeVolumeManager(
+    "the node data path (pkg/attach + pkg/mount) is not wired into this build yet",
+  );
+  const server = await CsiServer.start({
+    socketPath,
+    logger,
+    identity: identityHandlers({
+      pluginName,
+      vendorVersion: packageVersion(),
+      controller: true,
+      ready: () => engine.isReady(),
+      logger,
+    }),
+    controller: controllerHandlers({ engine, logger }),
+    node: new NodeService({
+      engine,
+      volumes: nodeVolumes,
+      maxVolumesPerNode: maxVolumes,
+      pathRoots,
+      logger,
+    }).handlers(),
+  });
+
+  let stopping: Promise<number> | undefined;
+  const stop = (signal: string): Promise<number> => {
+    stopping ??= (async () => {
+      logger.info("shutting down", { signal });
+      let code = 0;
+      await server.shutdown(graceMs);
+      try {
+        await nodeVolumes.close();
+        await engine.close();
+      } catch (err) {
+        logger.error("closing the pool failed", { err });
+        code = 1;
+      }
+      logger.info("stopped", { exitCode: code });
+      return code;
+    })();
+    return stopping;
+  };
+  const stopped = new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn("second signal: exiting without waiting", { signal });
+        process.exit(1);
+      }
+      void stop(signal).then(resolve);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+
+  try {
+    const { created } = await engine.open();
+    logger.info(created ? "created pool" : "opened pool", {
+      data: dataDir,
+      socket: socketPath,
+      ...(created ? { poolSize: formatByteSize(poolSize) } : {}),
+    });
+  } catch (err) {
+    logger.error("cannot open the pool", { err, data: dataDir });
+    await server.shutdown(0);
+    return 1;
+  }
+  return stopped;
+}
+
+/** 80% of the free space of the data directory's filesystem, between 64 MiB and 64 GiB. */
+async function defaultPoolSize(dir: string): Promise<number> {
+  const stat = await fs.statfs(dir);
+  const free = stat.bavail * stat.bsize;
+  const size = Math.min(MAX_DEFAULT_POOL, Math.floor((free * 0.8) / 2 ** 20) * 2 ** 20);
+  return Math.max(MIN_POOL, size);
+}

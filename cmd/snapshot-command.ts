@@ -1,0 +1,143 @@
+import { parseArgs } from "node:util";
+import type { CsiSnapshotOutput } from "../pkg/csi/index.js";
+import { UsageError, formatByteSize } from "./byte-size.js";
+import type { CliContext } from "./cli-context.js";
+import { DEFAULT_ENDPOINT, withConnection } from "./operator-connection.js";
+import { printFields, printJson, printTable } from "./table-output.js";
+
+export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
+
+  create VOLUME_ID NAME          instant, point-in-time snapshot of a volume
+  list [--volume VOLUME_ID]      all snapshots (or those of one volume)
+  get SNAPSHOT_ID
+  delete SNAPSHOT_ID             whatever was restored or cloned from it stays intact
+
+  --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
+  --json        machine-readable output
+`;
+
+const COMMON = {
+  endpoint: { type: "string" },
+  json: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+interface SnapshotResponse {
+  snapshot: CsiSnapshotOutput;
+}
+interface ListSnapshotsResponse {
+  entries: SnapshotResponse[];
+  nextToken: string;
+}
+
+export async function snapshotCommand(verb: string | undefined, ctx: CliContext): Promise<number> {
+  switch (verb) {
+    case "create": {
+      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      if (values.help) return help(ctx);
+      if (positionals.length !== 2) throw new UsageError("snapshot create VOLUME_ID NAME");
+      return withConnection(ctx, values.endpoint, async (conn, out) => {
+        const res = await conn.controller<SnapshotResponse>("CreateSnapshot", {
+          sourceVolumeId: positionals[0],
+          name: positionals[1],
+        });
+        if (out.json) printJson(out, res.snapshot);
+        else printFields(out, snapshotFields(res.snapshot));
+        return 0;
+      });
+    }
+    case "list": {
+      const { values } = parseArgs({ args: ctx.args, options: { ...COMMON, volume: { type: "string" } } });
+      if (values.help) return help(ctx);
+      return withConnection(ctx, values.endpoint, async (conn, out) => {
+        const entries: SnapshotResponse[] = [];
+        let startingToken = "";
+        do {
+          const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+            maxEntries: 500,
+            startingToken,
+            sourceVolumeId: values.volume ?? "",
+          });
+          entries.push(...page.entries);
+          startingToken = page.nextToken;
+        } while (startingToken !== "");
+        if (out.json)
+          printJson(
+            out,
+            entries.map((e) => e.snapshot),
+          );
+        else
+          printTable(
+            out,
+            ["SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "CREATED", "READY"],
+            entries.map(({ snapshot: s }) => [
+              s.snapshotId,
+              s.sourceVolumeId,
+              formatByteSize(s.sizeBytes),
+              created(s),
+              String(s.readyToUse),
+            ]),
+          );
+        return 0;
+      });
+    }
+    case "get": {
+      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      if (values.help) return help(ctx);
+      if (positionals.length !== 1) throw new UsageError("snapshot get SNAPSHOT_ID");
+      return withConnection(ctx, values.endpoint, async (conn, out) => {
+        // ListSnapshots with a snapshot_id filter works with every CSI version (GetSnapshot is 1.11+).
+        const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+          snapshotId: positionals[0],
+        });
+        const found = page.entries[0]?.snapshot;
+        if (!found) {
+          ctx.stderr(`snapshot ${positionals[0]} does not exist\n`);
+          return 1;
+        }
+        if (out.json) printJson(out, found);
+        else printFields(out, snapshotFields(found));
+        return 0;
+      });
+    }
+    case "delete": {
+      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      if (values.help) return help(ctx);
+      if (positionals.length !== 1) throw new UsageError("snapshot delete SNAPSHOT_ID");
+      return withConnection(ctx, values.endpoint, async (conn, out) => {
+        await conn.controller("DeleteSnapshot", { snapshotId: positionals[0] });
+        if (out.json) printJson(out, { deleted: positionals[0] });
+        else out.write(`deleted snapshot ${positionals[0]}\n`);
+        return 0;
+      });
+    }
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      ctx.stdout(SNAPSHOT_USAGE);
+      return verb === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown snapshot verb ${JSON.stringify(verb)}\n\n${SNAPSHOT_USAGE}`);
+  }
+}
+
+function help(ctx: CliContext): number {
+  ctx.stdout(SNAPSHOT_USAGE);
+  return 0;
+}
+
+function created(s: CsiSnapshotOutput): string {
+  const seconds = s.creationTime?.seconds ?? 0;
+  return new Date(seconds * 1000 + Math.floor((s.creationTime?.nanos ?? 0) / 1e6)).toISOString();
+}
+
+function snapshotFields(s: CsiSnapshotOutput): Array<[string, string]> {
+  return [
+    ["snapshot id", s.snapshotId],
+    ["source volume", s.sourceVolumeId],
+    ["size", `${formatByteSize(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+    ["created", created(s)],
+    ["ready to use", String(s.readyToUse)],
+  ];
+}
