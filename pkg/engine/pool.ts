@@ -45,6 +45,8 @@ export interface PoolOptions {
   dir?: string;
   /** Storage to use instead of a directory (tests use a fault-injecting one). */
   storage?: Storage;
+  /** With `dir`: data I/O inline on the event loop thread (default) or on libuv's thread pool. */
+  inlineIo?: boolean;
   /** Commit metadata in the background this often, in ms, when there is something to commit (0: never). */
   autoCommitMs?: number;
   /** Write a checkpoint and start a new journal when the journal grows past this many bytes. */
@@ -791,7 +793,7 @@ export class Pool implements PoolCore {
 async function storageOf(options: PoolOptions): Promise<Storage> {
   if (options.storage) return options.storage;
   if (!options.dir) throw new SnapblockError("INVALID_ARGUMENT", "a pool needs a directory");
-  return NodeStorage.create(options.dir);
+  return NodeStorage.create(options.dir, { inlineIo: options.inlineIo ?? true });
 }
 
 /** tmp file, sync, rename over the target, sync the directory: the target is old or new, whole. */
