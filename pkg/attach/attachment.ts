@@ -4,6 +4,7 @@
  * sees only this interface, so NodeStage does not branch on transport (DESIGN.md section 5).
  */
 import { SnapblockError } from "../errors/index.js";
+import { assertSafeAbsolutePath } from "../mount/index.js";
 
 export type AttacherKind = "nbd-client" | "nbdfuse-loop";
 
@@ -93,12 +94,7 @@ export function assertAttachmentKey(key: string): string {
 /** NBD export names are UTF-8 strings of at most 4096 bytes (proto.md, NBD_OPT_EXPORT_NAME). */
 export function validateAttachOptions(options: AttachOptions): void {
   assertAttachmentKey(options.key);
-  if (typeof options.socketPath !== "string" || !options.socketPath.startsWith("/")) {
-    throw new SnapblockError(
-      "INVALID_ARGUMENT",
-      `socket path ${JSON.stringify(options.socketPath)} must be absolute`,
-    );
-  }
+  assertSafeAbsolutePath(options.socketPath, "NBD socket path");
   if (typeof options.exportName !== "string" || Buffer.byteLength(options.exportName) > 4096) {
     throw new SnapblockError("INVALID_ARGUMENT", "export name must be a string of at most 4096 bytes");
   }
