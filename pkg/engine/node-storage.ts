@@ -164,7 +164,7 @@ class InlineFile extends NodeFile {
     try {
       return Promise.resolve(readSync(this.fd, buffer, bufferOffset, length, position));
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(toError(err));
     }
   }
 
@@ -182,9 +182,13 @@ class InlineFile extends NodeFile {
       }
       return Promise.resolve();
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(toError(err));
     }
   }
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 /** Drops the first `n` bytes of a buffer list (a short positional write continues after them). */
