@@ -258,6 +258,18 @@ export class ChunkSpace {
     return min;
   }
 
+  /** Chunks in use by more than one referrer, and by exactly one. */
+  sharing(): { sharedChunks: number; exclusiveChunks: number } {
+    let shared = 0;
+    let exclusive = 0;
+    for (let c = 0; c < this.highWater; c++) {
+      const n = this.refs[c]!;
+      if (n > 1) shared++;
+      else if (n === 1) exclusive++;
+    }
+    return { sharedChunks: shared, exclusiveChunks: exclusive };
+  }
+
   /** For the consistency check: the free list and pending list as sets. */
   freeSnapshot(): { free: number[]; pending: number[]; reserved: number[] } {
     return {

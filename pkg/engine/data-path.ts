@@ -258,6 +258,18 @@ export class DataPath {
         space.endIo(io);
       }
       for (const r of records) this.core.record(r);
+      const redirected = this.core.observer.redirected;
+      if (redirected && targets.length > 0) {
+        let full = 0;
+        let partial = 0;
+        let merged = 0;
+        for (const p of pieces) {
+          if (p.mode === "full") full++;
+          else if (p.mode === "merge") merged++;
+          else if (p.mode === "partialNew") partial++;
+        }
+        redirected({ device: device.name, full, partial, merged });
+      }
     } finally {
       unlockPhys?.();
     }

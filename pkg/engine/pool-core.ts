@@ -4,6 +4,7 @@ import type { ChunkLocks, WriteGate } from "./locks.js";
 import type { Device, Metadata } from "./metadata.js";
 import type { MetaRecord } from "./records.js";
 import type { StorageFile } from "./storage.js";
+import type { EngineObserver } from "./types.js";
 
 /** What the data path and the background copier need from the pool that owns them. */
 export interface PoolCore {
@@ -13,6 +14,7 @@ export interface PoolCore {
   readonly data: StorageFile;
   readonly chunkSize: number;
   readonly locks: ChunkLocks;
+  readonly observer: EngineObserver;
   /** Highest record sequence number that is durable. */
   readonly committedSeq: number;
   /** Applies a record to memory and queues it for the next commit; returns its sequence number. */

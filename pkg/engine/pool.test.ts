@@ -229,6 +229,49 @@ describe("snapshots, restores and clones", () => {
   });
 });
 
+describe("observer and stats for metrics", () => {
+  it("reports I/O, redirects, commits, sharing and the last check", async () => {
+    const events: string[] = [];
+    await pool.close();
+    pool = await Pool.open({
+      dir: join(dir, "pool"),
+      autoCommitMs: 0,
+      fillPartials: false,
+      observer: {
+        ioCompleted: (e) => events.push(`${e.op}:${e.device}:${e.bytes}${e.error ? `:${e.error}` : ""}`),
+        redirected: (e) => events.push(`row:${e.device}:${e.full}/${e.partial}/${e.merged}`),
+        committed: (e) => events.push(`commit:${e.records}`),
+      },
+    });
+    await pool.createVolume("v", 4 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(CS, 1));
+    await pool.createSnapshot("v", "s");
+    await v.write(10, Buffer.alloc(10, 2));
+    await v.read(0, 100);
+    await v.write(4 * CS, Buffer.alloc(1)).catch(() => undefined);
+    await v.flush();
+    v.close();
+    expect(events).toEqual([
+      "commit:1",
+      "row:v:1/0/0",
+      "write:v:65536",
+      "commit:2",
+      "row:v:0/1/0",
+      "write:v:10",
+      "read:v:100",
+      "write:v:1:OUT_OF_RANGE",
+      "commit:1",
+      "flush:v:0",
+    ]);
+    const st = pool.stats();
+    expect(st).toMatchObject({ partialChunks: 1, sharedChunks: 1, exclusiveChunks: 1, copies: [] });
+    expect(st.lastCheck).toBeUndefined();
+    await pool.check();
+    expect(pool.stats().lastCheck).toMatchObject({ ok: true, problems: 0 });
+  });
+});
+
 describe("running out of space", () => {
   it("fails the writer with NO_SPACE, damages nothing, and the pool reopens clean", async () => {
     await pool.createVolume("big", 128 * CS); // thin: larger than the 64-chunk pool

@@ -26,6 +26,7 @@ import type {
   CheckReport,
   ChunkList,
   CopyProgress,
+  EngineObserver,
   PoolStats,
   SnapshotInfo,
   SpaceUsage,
@@ -55,6 +56,8 @@ export interface PoolOptions {
   resumeCopies?: boolean;
   /** Complete partial chunks in the background (default true; tests turn it off to keep them). */
   fillPartials?: boolean;
+  /** Metrics hooks. */
+  observer?: EngineObserver;
 }
 
 export interface PoolCreateOptions extends PoolOptions {
@@ -80,6 +83,8 @@ export class Pool implements PoolCore {
   readonly space: ChunkSpace;
   readonly tables: ChunkTables;
   readonly locks = new ChunkLocks();
+  readonly observer: EngineObserver;
+  private lastCheck: PoolStats["lastCheck"];
   readonly chunkSize: number;
   committedSeq = 0;
 
@@ -115,6 +120,7 @@ export class Pool implements PoolCore {
     this.io = new DataPath(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
+    this.observer = options.observer ?? {};
     const every = options.autoCommitMs ?? 1000;
     if (every > 0) {
       this.timer = setInterval(() => this.backgroundCommit(), every);
@@ -353,6 +359,7 @@ export class Pool implements PoolCore {
 
   private async doCommit(): Promise<void> {
     this.ensureUsable();
+    const started = performance.now();
     const records = this.pending;
     const lastSeq = this.meta.seq;
     const firstSeq = lastSeq - records.length + 1;
@@ -370,6 +377,7 @@ export class Pool implements PoolCore {
     }
     this.committedSeq = Math.max(this.committedSeq, lastSeq);
     this.space.reclaim(this.committedSeq);
+    this.observer.committed?.({ records: records.length, seconds: (performance.now() - started) / 1000 });
     if (this.journalSize > this.checkpointBytes) await this.checkpoint();
   }
 
@@ -700,6 +708,13 @@ export class Pool implements PoolCore {
         ...usage(this.find("snapshot", s.name)),
       })),
       metadataBytes: this.tables.memoryBytes + this.space.memoryBytes,
+      ...this.space.sharing(),
+      partialChunks: this.space.partials.size,
+      copies: [...this.meta.volumes.values()].flatMap((d) => {
+        const p = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
+        return p ? [{ volume: d.name, ...p }] : [];
+      }),
+      ...(this.lastCheck ? { lastCheck: this.lastCheck } : {}),
     };
   }
 
@@ -717,6 +732,7 @@ export class Pool implements PoolCore {
       for (const problem of compareMetadata(this.meta, durable)) report.problems.push(problem);
     }
     report.ok = report.problems.length === 0;
+    this.lastCheck = { at: new Date(), ok: report.ok, problems: report.problems.length };
     return report;
   }
 

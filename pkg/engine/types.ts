@@ -87,6 +87,15 @@ export interface PoolStats {
   snapshots: Array<{ name: string; sizeBytes: number; sourceVolume: string } & SpaceUsage>;
   /** Bytes of pool metadata held in memory (chunk tables and reference counts). */
   metadataBytes: number;
+  /** Chunks mapped by more than one leaf or partial chunk (shared) and by exactly one (exclusive). */
+  sharedChunks: number;
+  exclusiveChunks: number;
+  /** Partial chunks waiting for the background filler. */
+  partialChunks: number;
+  /** Background full copies running or finished since the pool opened. */
+  copies: Array<{ volume: string } & CopyProgress>;
+  /** The last consistency check, if one ran since the pool opened. */
+  lastCheck?: { at: Date; ok: boolean; problems: number };
 }
 
 export interface CheckReport {
@@ -100,4 +109,29 @@ export interface CheckReport {
 export interface ChunkList {
   chunkSize: number;
   chunks: number[];
+}
+
+export type DataOp = "read" | "write" | "trim" | "zero" | "flush";
+
+/**
+ * Hooks for metrics (pkg/metrics implements them; the engine imports no metrics library). Calls
+ * are synchronous and on the I/O path: implementations must be cheap and must not throw.
+ */
+export interface EngineObserver {
+  /** A data operation on an open volume or snapshot finished (`error` set if it failed). */
+  ioCompleted?(event: {
+    device: string;
+    kind: DeviceKind;
+    op: DataOp;
+    bytes: number;
+    seconds: number;
+    error?: string;
+  }): void;
+  /**
+   * Writes were redirected to new chunks (redirect-on-write): `full` whole chunks, `partial`
+   * partial chunks (only the written blocks), `merged` partial chunks rewritten whole.
+   */
+  redirected?(event: { device: string; full: number; partial: number; merged: number }): void;
+  /** A commit (flush of data and metadata) finished. */
+  committed?(event: { records: number; seconds: number }): void;
 }
