@@ -119,7 +119,7 @@ export type DataOp = "read" | "write" | "trim" | "zero" | "flush";
  */
 export interface EngineObserver {
   /** A data operation on an open volume or snapshot finished (`error` set if it failed). */
-  ioCompleted?(event: {
+  ioCompleted?: (event: {
     device: string;
     kind: DeviceKind;
     op: DataOp;
@@ -131,7 +131,7 @@ export interface EngineObserver {
    * Writes were redirected to new chunks (redirect-on-write): `full` whole chunks, `partial`
    * partial chunks (only the written blocks), `merged` partial chunks rewritten whole.
    */
-  redirected?(event: { device: string; full: number; partial: number; merged: number }): void;
+  redirected?: (event: { device: string; full: number; partial: number; merged: number }) => void;
   /** A commit (flush of data and metadata) finished. */
-  committed?(event: { records: number; seconds: number }): void;
+  committed?: (event: { records: number; seconds: number }) => void;
 }
