@@ -126,7 +126,7 @@ export interface EngineObserver {
     bytes: number;
     seconds: number;
     error?: string;
-  }): void;
+  }) => void;
   /**
    * Writes were redirected to new chunks (redirect-on-write): `full` whole chunks, `partial`
    * partial chunks (only the written blocks), `merged` partial chunks rewritten whole.
