@@ -214,6 +214,7 @@ describe.skipIf(missing.length > 0)("real NBD clients", () => {
         "--verify=crc32c",
         "--do_verify=1",
         "--verify_fatal=1",
+        "--verify_state_save=0", // no state file left in the working directory
         "--output-format=json",
       ],
       { timeoutMs: 90_000 },
