@@ -200,6 +200,11 @@ export class LocalEngine implements EngineApi {
     return this.ready().pool.openVolume(name);
   }
 
+  /** Opens a snapshot for reading (read-only NBD exports, verification). */
+  openSnapshotDevice(name: string): VolumeDevice {
+    return this.ready().pool.openSnapshot(name);
+  }
+
   private ready(): { pool: Pool; meta: MetadataStore } {
     if (this.closing) throw new SnapblockError("CLOSED", "the snapblock pool is shutting down");
     if (!this.pool || !this.meta) {

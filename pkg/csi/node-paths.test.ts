@@ -1,0 +1,29 @@
+import { describe, expect, it } from "vitest";
+import { validateNodePath } from "./node-paths.js";
+
+describe("node paths", () => {
+  it("accepts normalized absolute paths, inside the roots when configured", () => {
+    expect(validateNodePath("/var/lib/kubelet/pods/x/volumes/v", "target_path")).toBe(
+      "/var/lib/kubelet/pods/x/volumes/v",
+    );
+    expect(validateNodePath("/var/lib/kubelet/x", "p", ["/var/lib/kubelet"])).toBe("/var/lib/kubelet/x");
+  });
+
+  it("refuses paths that are relative, not normalized, escape, or leave the roots", () => {
+    const bad = [
+      "",
+      "relative/path",
+      "/",
+      "/a/../b",
+      "/a/./b",
+      "//a",
+      "/a//b",
+      "/a/",
+      "/a\u0000b",
+      `/${"x".repeat(5000)}`,
+    ];
+    for (const p of bad) expect(() => validateNodePath(p, "target_path"), JSON.stringify(p)).toThrow();
+    expect(() => validateNodePath("/var/lib/kubeletX/y", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
+    expect(() => validateNodePath("/var/lib/kubelet", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
+  });
+});
