@@ -1,10 +1,13 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { chooseAttacher } from "../pkg/attach/index.js";
+import { NbdServer, createJsonLogger } from "../pkg/nbd/index.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
   LocalEngine,
+  NbdNodeVolumes,
   NodeService,
   controllerHandlers,
   createCsiLogger,
@@ -13,7 +16,9 @@ import {
   unavailableNodeVolumeManager,
   validateNodeId,
   validatePluginName,
+  type CsiLogger,
   type CsiLogLevel,
+  type NodeVolumeManager,
 } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
@@ -33,6 +38,8 @@ Runs Identity, Controller and Node on one unix socket over one pool: no Kubernet
   --plugin-name NAME    CSI driver name (default ${DEFAULT_PLUGIN_NAME})
   --path-root DIR       only accept staging/target paths inside DIR (repeatable)
   --max-volumes N       NodeGetInfo max_volumes_per_node (default 0: the CO decides)
+  --attach KIND         node block path: auto, nbd-client, nbdfuse-loop, or none (no Node data
+                        path: stage/publish answer UNIMPLEMENTED) (default auto)
   --log-level LEVEL     debug, info, warn or error (default info)
   --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
 `;
@@ -54,6 +61,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       "path-root": { type: "string", multiple: true },
       "max-volumes": { type: "string", default: "0" },
       "log-level": { type: "string", default: "info" },
+      attach: { type: "string", default: "auto" },
       "shutdown-grace": { type: "string", default: "30" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -77,6 +85,10 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     throw new UsageError(`--max-volumes ${values["max-volumes"]}: a whole number >= 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
   const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
+  const attach = values.attach;
+  if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach)) {
+    throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
+  }
 
   const logger = createCsiLogger({
     level: level as CsiLogLevel,
@@ -96,11 +108,14 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
   });
-  // The node data path (NBD export -> kernel block device -> filesystem) comes with pkg/attach
-  // and pkg/mount; until it is wired, the Node service validates and answers UNIMPLEMENTED.
-  const nodeVolumes = unavailableNodeVolumeManager(
-    "the node data path (pkg/attach + pkg/mount) is not wired into this build yet",
-  );
+  const nbd = new NbdServer({
+    logger: createJsonLogger({
+      level: level === "debug" ? "info" : "warn",
+      write: ctx.stderr,
+      base: { component: "nbd", node: nodeId },
+    }),
+  });
+  const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
   const server = await CsiServer.start({
     socketPath,
     logger,
@@ -128,6 +143,8 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       let code = 0;
       await server.shutdown(graceMs);
       try {
+        // In-flight NBD requests finish and every export is flushed before the pool closes.
+        await nbd.shutdown();
         await nodeVolumes.close();
         await engine.close();
       } catch (err) {
@@ -153,6 +170,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
 
   try {
     const { created } = await engine.open();
+    if (nodeVolumes instanceof NbdNodeVolumes) await nodeVolumes.resume();
     logger.info(created ? "created pool" : "opened pool", {
       data: dataDir,
       socket: socketPath,
@@ -164,6 +182,42 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     return 1;
   }
   return stopped;
+}
+
+/**
+ * The Node data path: NBD export (pkg/nbd) -> kernel block device (pkg/attach, the kind chosen
+ * for this machine) -> filesystem and mounts (pkg/mount). When no block path is available here
+ * (or --attach none), the Node service still validates and answers UNIMPLEMENTED with the reason.
+ */
+async function nodeDataPath(o: {
+  attach: string;
+  dataDir: string;
+  engine: LocalEngine;
+  nbd: NbdServer;
+  logger: CsiLogger;
+}): Promise<NodeVolumeManager> {
+  if (o.attach === "none")
+    return unavailableNodeVolumeManager("snapblock local was started with --attach none");
+  try {
+    const chosen = await chooseAttacher({
+      stateDir: path.join(o.dataDir, "attach"),
+      prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
+    });
+    o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
+    return new NbdNodeVolumes({
+      volumes: o.engine,
+      nbd: o.nbd,
+      attacher: chosen.attacher,
+      socketDir: path.join(o.dataDir, "nbd"),
+      logger: o.logger,
+    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {
+      reason,
+    });
+    return unavailableNodeVolumeManager(reason);
+  }
 }
 
 /** 80% of the free space of the data directory's filesystem, between 64 MiB and 64 GiB. */

@@ -26,6 +26,7 @@ export {
   type NodeVolumeUsage,
   type NodeExpandOptions,
 } from "./node-volume-manager.js";
+export { NbdNodeVolumes, type NbdNodeVolumesOptions, type VolumeOpener } from "./nbd-node-volumes.js";
 export type {
   EngineApi,
   EngineCapacity,

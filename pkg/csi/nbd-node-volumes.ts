@@ -1,0 +1,282 @@
+import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import type { Attachment, BlockAttacher } from "../attach/index.js";
+import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import {
+  blockDeviceSize,
+  bindMount,
+  ensureFilesystem,
+  findMount,
+  growFilesystem,
+  isMountPoint,
+  mountFilesystem,
+  prepareMountTarget,
+  unmount,
+  volumeStats,
+} from "../mount/index.js";
+import type { NbdServer } from "../nbd/index.js";
+import { CsiStatusError } from "./csi-status-error.js";
+import type { CsiLogger } from "./logger.js";
+import type {
+  NodeExpandOptions,
+  NodePublishOptions,
+  NodeStageOptions,
+  NodeStatsOptions,
+  NodeUnpublishOptions,
+  NodeUnstageOptions,
+  NodeVolumeManager,
+  NodeVolumeStats,
+} from "./node-volume-manager.js";
+import type { VolumeDevice } from "./local-engine.js";
+
+/** What the node data path needs from the pool: read-write handles on volumes. */
+export interface VolumeOpener {
+  openVolumeDevice(engineName: string): VolumeDevice;
+}
+
+export interface NbdNodeVolumesOptions {
+  volumes: VolumeOpener;
+  /** The node's NBD server (pkg/nbd); exports listen on unix sockets in socketDir. */
+  nbd: NbdServer;
+  /** The node's block attacher (pkg/attach chooseAttacher). */
+  attacher: BlockAttacher;
+  /** Directory of the export sockets (created 0700). */
+  socketDir: string;
+  logger: CsiLogger;
+}
+
+/** Linux sun_path holds 108 bytes with the NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * The node data path (docs/node-attach.md, "How a volume reaches a pod"): the volume is exported
+ * by pkg/nbd on a unix socket, attached as a kernel block device by pkg/attach, given a
+ * filesystem on first use and mounted at the staging path by pkg/mount, then bind-mounted into
+ * the pod. Every step is idempotent, so a retried call picks up where a failed one stopped.
+ */
+export class NbdNodeVolumes implements NodeVolumeManager {
+  private readonly devices = new Map<string, VolumeDevice>();
+
+  constructor(private readonly options: NbdNodeVolumesOptions) {}
+
+  /**
+   * After a restart: serve again the exports of the attachments recorded on this node, so that
+   * their devices can reconnect (or be re-attached by a new NodeStageVolume). Attachments whose
+   * NBD connection died with the old process are reported as broken by NodeGetVolumeStats.
+   */
+  async resume(): Promise<void> {
+    for (const attachment of await this.options.attacher.list()) {
+      try {
+        await this.ensureExport(attachment.exportName);
+        this.options.logger.info("re-exported a staged volume after restart", {
+          volume: attachment.exportName,
+          health: attachment.health,
+          problems: attachment.problems,
+        });
+      } catch (err) {
+        this.options.logger.warn("cannot re-export a staged volume", { volume: attachment.exportName, err });
+      }
+    }
+  }
+
+  async stage(o: NodeStageOptions): Promise<void> {
+    const socketPath = await this.ensureExport(o.engineName);
+    const device = this.devices.get(o.engineName)!;
+    const attachment = await this.options.attacher.attach({
+      key: attachmentKey(o.engineName),
+      socketPath,
+      exportName: o.engineName,
+      readOnly: false,
+      sizeBytes: device.size,
+    });
+    if (o.capability.accessType === "block") return;
+    const devicePath = requireDevice(attachment, o.volumeId);
+    const made = await ensureFilesystem({ device: devicePath, fsType: o.fsType });
+    await prepareMountTarget({ path: o.stagingPath, kind: "directory" });
+    const readOnly = o.capability.mode === "SINGLE_NODE_READER_ONLY";
+    await mountFilesystem({
+      device: devicePath,
+      target: o.stagingPath,
+      fsType: o.fsType,
+      readOnly,
+      flags: o.capability.mountFlags,
+    });
+    // A volume expanded while it was not staged: grow its filesystem now (no-op when it fits).
+    if (made === "existing" && !readOnly)
+      await growFilesystem({ device: devicePath, mountPath: o.stagingPath, fsType: o.fsType });
+  }
+
+  async unstage(o: NodeUnstageOptions): Promise<void> {
+    await unmount(o.stagingPath);
+    await this.options.attacher.detach(attachmentKey(o.engineName));
+    await this.stopExport(o.engineName);
+  }
+
+  async publish(o: NodePublishOptions): Promise<void> {
+    if (o.capability.accessType === "block") {
+      const attachment = await this.options.attacher.find(attachmentKey(o.engineName));
+      if (!attachment) throw notStaged(o.volumeId);
+      const devicePath = requireDevice(attachment, o.volumeId);
+      await prepareMountTarget({ path: o.targetPath, kind: "file" });
+      await bindMount({ source: devicePath, target: o.targetPath, readOnly: o.readOnly });
+      return;
+    }
+    if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
+    await prepareMountTarget({ path: o.targetPath, kind: "directory" });
+    await bindMount({ source: o.stagingPath, target: o.targetPath, readOnly: o.readOnly });
+  }
+
+  async unpublish(o: NodeUnpublishOptions): Promise<void> {
+    await unmount(o.targetPath, { removeTarget: true });
+  }
+
+  async stats(o: NodeStatsOptions): Promise<NodeVolumeStats> {
+    let stat;
+    try {
+      stat = await fs.stat(o.volumePath);
+    } catch (err) {
+      throw new SnapblockError("NOT_FOUND", `volume_path ${o.volumePath} does not exist`, { cause: err });
+    }
+    const attachment = await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true });
+    const condition =
+      attachment === undefined
+        ? { abnormal: true, message: `volume ${o.volumeId} is not attached on this node (not staged)` }
+        : attachment.health === "ok"
+          ? { abnormal: false, message: "volume is attached and answers I/O" }
+          : {
+              abnormal: true,
+              message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+            };
+    if (stat.isBlockDevice()) {
+      const total = await blockDeviceSize(o.volumePath);
+      return { usage: [{ unit: "BYTES", total, used: 0, available: 0 }], condition };
+    }
+    const fsStats = await volumeStats(o.volumePath);
+    return {
+      usage: [
+        {
+          unit: "BYTES",
+          total: fsStats.totalBytes,
+          used: fsStats.usedBytes,
+          available: fsStats.availableBytes,
+        },
+        {
+          unit: "INODES",
+          total: fsStats.totalInodes,
+          used: fsStats.usedInodes,
+          available: fsStats.freeInodes,
+        },
+      ],
+      condition,
+    };
+  }
+
+  async expand(o: NodeExpandOptions): Promise<{ capacityBytes: number }> {
+    const key = attachmentKey(o.engineName);
+    const attachment = await this.options.attacher.find(key);
+    if (!attachment) throw notStaged(o.volumeId);
+    const devicePath = requireDevice(attachment, o.volumeId);
+    let size = await this.options.attacher.refreshSize(key);
+    if (size < o.sizeBytes) {
+      if (!this.options.attacher.onlineResize) {
+        throw new CsiStatusError(
+          "FAILED_PRECONDITION",
+          `this node attaches volumes through ${attachment.kind}, which cannot resize a device in use; unstage and stage volume ${o.volumeId} again and its filesystem grows then`,
+        );
+      }
+      size = await blockDeviceSize(devicePath);
+    }
+    const mounted = o.capability
+      ? o.capability.accessType === "mount"
+      : o.stagingPath !== undefined && (await isMountPoint(o.stagingPath));
+    if (mounted) {
+      const mountPath = o.stagingPath ?? o.volumePath;
+      const fsType = (await fsTypeAt(mountPath)) ?? "ext4";
+      await growFilesystem({ device: devicePath, mountPath, fsType });
+    }
+    return { capacityBytes: size };
+  }
+
+  /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */
+  close(): Promise<void> {
+    for (const [name, device] of this.devices) {
+      device.close();
+      this.devices.delete(name);
+    }
+    return Promise.resolve();
+  }
+
+  private async ensureExport(engineName: string): Promise<string> {
+    const existing = this.options.nbd.getExport(engineName);
+    if (existing && existing.address.kind === "unix") return existing.address.socketPath;
+    await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
+    const socketPath = socketPathFor(this.options.socketDir, engineName);
+    const device = this.options.volumes.openVolumeDevice(engineName);
+    try {
+      await this.options.nbd.startExport({
+        backend: device,
+        listen: { socketPath },
+        name: engineName,
+        description: `snapblock volume ${engineName}`,
+      });
+    } catch (err) {
+      device.close();
+      throw err;
+    }
+    this.devices.set(engineName, device);
+    return socketPath;
+  }
+
+  private async stopExport(engineName: string): Promise<void> {
+    try {
+      await this.options.nbd.stopExport(engineName);
+    } catch (err) {
+      if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+    }
+    this.devices.get(engineName)?.close();
+    this.devices.delete(engineName);
+  }
+}
+
+/** pkg/attach keys: [A-Za-z0-9._-]{1,128}; engine names of CSI volumes always fit. */
+function attachmentKey(engineName: string): string {
+  return engineName.length <= 128
+    ? engineName
+    : `h--${createHash("sha256").update(engineName).digest("hex").slice(0, 40)}`;
+}
+
+function socketPathFor(dir: string, engineName: string): string {
+  const readable = path.join(dir, `${engineName}.sock`);
+  if (Buffer.byteLength(readable) <= MAX_SOCKET_PATH) return readable;
+  const short = path.join(dir, `${createHash("sha256").update(engineName).digest("hex").slice(0, 16)}.sock`);
+  if (Buffer.byteLength(short) > MAX_SOCKET_PATH) {
+    throw new SnapblockError(
+      "INVALID_ARGUMENT",
+      `NBD socket directory ${dir} is too long for unix socket paths (${MAX_SOCKET_PATH} bytes)`,
+    );
+  }
+  return short;
+}
+
+function requireDevice(attachment: Attachment, volumeId: string): string {
+  if (attachment.devicePath === undefined || attachment.health !== "ok") {
+    throw new SnapblockError(
+      "IO",
+      `the block device of volume ${volumeId} is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+    );
+  }
+  return attachment.devicePath;
+}
+
+function notStaged(volumeId: string): CsiStatusError {
+  return new CsiStatusError(
+    "FAILED_PRECONDITION",
+    `volume ${volumeId} is not staged on this node; call NodeStageVolume first`,
+  );
+}
+
+async function fsTypeAt(mountPath: string): Promise<"ext4" | "xfs" | undefined> {
+  const mount = await findMount(mountPath);
+  return mount?.fsType === "ext4" || mount?.fsType === "xfs" ? mount.fsType : undefined;
+}

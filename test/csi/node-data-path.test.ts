@@ -1,0 +1,248 @@
+import { execFileSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  fsyncSync,
+  readFileSync,
+  writeSync,
+  readSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { callCsi } from "../../pkg/csi/index.js";
+import { MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
+import { removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+
+/**
+ * The whole story through the real binary and real mounts: create -> stage + publish (NBD export
+ * -> nbdfuse/loop or nbd-client -> mkfs -> mount -> bind) -> write -> snapshot -> write more ->
+ * restore -> stage + publish -> the files as at snapshot time -> clone -> delete everything in an
+ * arbitrary order -> nothing left mounted, attached or allocated. With ext4, xfs and raw block.
+ * Needs root and the node tools (see .ci/run); skipped otherwise.
+ */
+const haveTools = (() => {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync(
+      "sh",
+      ["-c", "command -v nbdfuse && command -v losetup && command -v mkfs.xfs && test -e /dev/fuse"],
+      { stdio: "ignore" },
+    );
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+let local: LocalProcess;
+let kubelet: string;
+beforeAll(async () => {
+  if (!haveTools) return;
+  const dataDir = mkdtempSync(path.join(tmpdir(), "sb-node-"));
+  kubelet = path.join(dataDir, "kubelet");
+  local = await startLocal({ dataDir, args: ["--path-root", kubelet, "--pool-size", "2G"] });
+});
+afterAll(async () => {
+  if (!haveTools) return;
+  await local.stop();
+  removeDataDir(local.dataDir);
+});
+
+const mountsUnder = (dir: string) =>
+  readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => l.includes(dir));
+const loopsOf = (dir: string) =>
+  execFileSync("losetup", ["-a"])
+    .toString()
+    .split("\n")
+    .filter((l) => l.includes(dir));
+
+function capability(kind: "ext4" | "xfs" | "block") {
+  return kind === "block"
+    ? { block: {}, accessMode: { mode: "SINGLE_NODE_WRITER" } }
+    : { mount: { fsType: kind }, accessMode: { mode: "SINGLE_NODE_WRITER" } };
+}
+
+async function stageAndPublish(volumeId: string, kind: "ext4" | "xfs" | "block", pod: string) {
+  const staging = path.join(kubelet, "staging", volumeId.replace("/", "_"));
+  const target = path.join(kubelet, "pods", pod, "volume");
+  mkdirSync(staging, { recursive: true });
+  mkdirSync(path.dirname(target), { recursive: true });
+  const cap = capability(kind);
+  await callCsi(
+    local.clients.node,
+    "NodeStageVolume",
+    { volumeId, stagingTargetPath: staging, volumeCapability: cap },
+    120_000,
+  );
+  await callCsi(
+    local.clients.node,
+    "NodeStageVolume",
+    { volumeId, stagingTargetPath: staging, volumeCapability: cap },
+    120_000,
+  );
+  await callCsi(local.clients.node, "NodePublishVolume", {
+    volumeId,
+    stagingTargetPath: staging,
+    targetPath: target,
+    volumeCapability: cap,
+  });
+  await callCsi(local.clients.node, "NodePublishVolume", {
+    volumeId,
+    stagingTargetPath: staging,
+    targetPath: target,
+    volumeCapability: cap,
+  });
+  return { staging, target };
+}
+
+async function unpublishAndUnstage(volumeId: string, p: { staging: string; target: string }) {
+  for (let i = 0; i < 2; i++)
+    await callCsi(local.clients.node, "NodeUnpublishVolume", { volumeId, targetPath: p.target });
+  for (let i = 0; i < 2; i++)
+    await callCsi(
+      local.clients.node,
+      "NodeUnstageVolume",
+      { volumeId, stagingTargetPath: p.staging },
+      60_000,
+    );
+  expect(existsSync(p.target)).toBe(false);
+}
+
+/** Writes through the published path and makes it durable (fsync), as an application would. */
+function writeData(kind: "ext4" | "xfs" | "block", target: string, text: string) {
+  if (kind === "block") {
+    const fd = openSync(target, "r+");
+    const buf = Buffer.alloc(4096);
+    buf.write(text);
+    writeSync(fd, buf, 0, 4096, 1 * MiB);
+    fsyncSync(fd);
+    closeSync(fd);
+  } else {
+    writeFileSync(path.join(target, "data.txt"), text);
+    const fd = openSync(path.join(target, "data.txt"), "r");
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+}
+
+function readData(kind: "ext4" | "xfs" | "block", target: string): string {
+  if (kind === "block") {
+    const fd = openSync(target, "r");
+    const buf = Buffer.alloc(4096);
+    readSync(fd, buf, 0, 4096, 1 * MiB);
+    closeSync(fd);
+    return buf.toString("utf8").replace(/\0+$/, "");
+  }
+  return readFileSync(path.join(target, "data.txt"), "utf8");
+}
+
+describe.skipIf(!haveTools)("node data path", () => {
+  it.each(["ext4", "xfs", "block"] as const)("the whole story with %s", async (kind) => {
+    const size = kind === "xfs" ? 320 * MiB : 64 * MiB;
+    const volume = (
+      await createVolume(local.clients.controller, {
+        name: `pvc-story-${kind}`,
+        volumeCapabilities: [capability(kind)],
+        capacityRange: { requiredBytes: size },
+      })
+    ).volume;
+    const first = await stageAndPublish(volume.volumeId, kind, `pod-${kind}-1`);
+    writeData(kind, first.target, "as at snapshot time");
+    const stats = await callCsi<{
+      usage: Array<{ unit: string; total: number }>;
+      volumeCondition: { abnormal: boolean };
+    }>(local.clients.node, "NodeGetVolumeStats", { volumeId: volume.volumeId, volumePath: first.target });
+    expect(stats.volumeCondition.abnormal).toBe(false);
+    expect(stats.usage[0]!.total).toBeGreaterThan(0);
+    if (kind !== "block") expect(stats.usage.map((u) => u.unit)).toEqual(["BYTES", "INODES"]);
+
+    const snapshot = (await createSnapshot(local.clients.controller, `snap-story-${kind}`, volume.volumeId))
+      .snapshot;
+    writeData(kind, first.target, "written after the snapshot");
+
+    const restored = (
+      await createVolume(local.clients.controller, {
+        name: `pvc-restored-${kind}`,
+        volumeCapabilities: [capability(kind)],
+        volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
+      })
+    ).volume;
+    const second = await stageAndPublish(restored.volumeId, kind, `pod-${kind}-2`);
+    expect(readData(kind, second.target)).toBe("as at snapshot time");
+    expect(readData(kind, first.target)).toBe("written after the snapshot");
+
+    // A staged volume cannot be deleted (FAILED_PRECONDITION: in use).
+    await expect(
+      callCsi(local.clients.controller, "DeleteVolume", { volumeId: restored.volumeId }),
+    ).rejects.toMatchObject({ code: 9 });
+
+    const clone = (
+      await createVolume(local.clients.controller, {
+        name: `pvc-clone-${kind}`,
+        volumeCapabilities: [capability(kind)],
+        volumeContentSource: { volume: { volumeId: restored.volumeId } },
+      })
+    ).volume;
+    await unpublishAndUnstage(volume.volumeId, first);
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: volume.volumeId });
+    await callCsi(local.clients.controller, "DeleteSnapshot", { snapshotId: snapshot.snapshotId });
+    await unpublishAndUnstage(restored.volumeId, second);
+    const third = await stageAndPublish(clone.volumeId, kind, `pod-${kind}-3`);
+    expect(readData(kind, third.target)).toBe("as at snapshot time");
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: restored.volumeId });
+    await unpublishAndUnstage(clone.volumeId, third);
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: clone.volumeId });
+
+    expect(mountsUnder(local.dataDir)).toEqual([]);
+    expect(loopsOf(local.dataDir)).toEqual([]);
+    const cap = await callCsi<{ availableCapacity: number }>(local.clients.controller, "GetCapacity", {});
+    const volumes = await callCsi<{ entries: Array<{ volume: { volumeId: string } }> }>(
+      local.clients.controller,
+      "ListVolumes",
+      {},
+    );
+    expect(volumes.entries.filter((e) => e.volume.volumeId.includes(kind))).toEqual([]);
+    expect(cap.availableCapacity).toBeGreaterThan(0);
+  });
+
+  it("after a restart while staged, says why I/O fails and keeps every acknowledged write", async () => {
+    const volume = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-restart",
+        volumeCapabilities: [capability("ext4")],
+        capacityRange: { requiredBytes: 64 * MiB },
+      })
+    ).volume;
+    const staged = await stageAndPublish(volume.volumeId, "ext4", "pod-restart");
+    writeData("ext4", staged.target, "acknowledged before the restart");
+    const dataDir = local.dataDir;
+    expect(await local.stop()).toBe(0);
+    local = await startLocal({ dataDir, args: ["--path-root", kubelet, "--pool-size", "2G"] });
+
+    const stats = await callCsi<{ volumeCondition: { abnormal: boolean; message: string } }>(
+      local.clients.node,
+      "NodeGetVolumeStats",
+      { volumeId: volume.volumeId, volumePath: staged.target },
+      60_000,
+    );
+    // Either the device still answers (I/O resumes) or the condition says what broke and what to do.
+    if (stats.volumeCondition.abnormal)
+      expect(stats.volumeCondition.message).toMatch(/broken: .+; unstage and stage it again/);
+    else expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
+    // Unstage and stage again: the data path comes back, with the data.
+    await unpublishAndUnstage(volume.volumeId, staged);
+    const again = await stageAndPublish(volume.volumeId, "ext4", "pod-restart-2");
+    expect(readData("ext4", again.target)).toBe("acknowledged before the restart");
+    await unpublishAndUnstage(volume.volumeId, again);
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: volume.volumeId });
+    expect(mountsUnder(dataDir)).toEqual([]);
+    expect(loopsOf(dataDir)).toEqual([]);
+  });
+});
