@@ -102,9 +102,19 @@ export class NbdNodeVolumes implements NodeVolumeManager {
       readOnly,
       flags: o.capability.mountFlags,
     });
-    // A volume expanded while it was not staged: grow its filesystem now (no-op when it fits).
-    if (made === "existing" && !readOnly)
-      await growFilesystem({ device: devicePath, mountPath: o.stagingPath, fsType: o.fsType });
+    // A volume expanded while it was not staged: grow its filesystem now (a no-op when it fits).
+    // Best effort: the volume is usable at its old filesystem size, and NodeExpandVolume reports
+    // the reason when growing is not possible here (e.g. no CAP_SYS_RESOURCE for resize2fs).
+    if (made === "existing" && !readOnly) {
+      try {
+        await growFilesystem({ device: devicePath, mountPath: o.stagingPath, fsType: o.fsType });
+      } catch (err) {
+        this.options.logger.warn("could not grow the filesystem while staging; it keeps its size", {
+          volumeId: o.volumeId,
+          err,
+        });
+      }
+    }
   }
 
   async unstage(o: NodeUnstageOptions): Promise<void> {
