@@ -192,6 +192,9 @@ export class ServedExport implements ExportCatalog<ServedExport> {
   private async doStop(): Promise<void> {
     const { logger, observer, limits } = this.context;
     this.state = "stopping";
+    // Drain at once: requests arriving from now on get ESHUTDOWN, however long the listener
+    // takes to close. Connections accepted meanwhile see "stopping" and are drained below too.
+    for (const connection of this.connections) connection.drain();
     await this.listener?.close();
     for (const connection of this.connections) connection.drain();
     const allClosed = Promise.all([...this.connections].map((connection) => connection.closed));
