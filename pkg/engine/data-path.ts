@@ -224,7 +224,7 @@ export class DataPath {
       throw new SnapblockError("NOT_FOUND", `volume '${device.name}' was deleted`);
     }
     // Partial chunks written in place are also locked by physical chunk, against the filler.
-    const partialKeys = this.plan(device, offset, data.length)
+    const partialKeys = (space.partials.size === 0 ? [] : this.plan(device, offset, data.length))
       .filter((p) => p.mode === "inPlacePartial")
       .map((p) => physKey(p.phys))
       .sort((a, b) => a - b);

@@ -22,7 +22,7 @@ export type {
   WriteOptions,
 } from "./types.js";
 export type { Storage, StorageFile } from "./storage.js";
-export { NodeStorage, type NodeStorageOptions } from "./node-storage.js";
+export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";
 export { Prng } from "./prng.js";
 export { validateName, validateSize, MAX_DEVICE_BYTES } from "./names.js";

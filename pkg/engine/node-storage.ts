@@ -17,29 +17,36 @@ function processExists(pid: number): boolean {
   }
 }
 
+/**
+ * Where positional reads and writes run (syncs always go to libuv's thread pool):
+ * - "threadpool": every read and write is a thread-pool request;
+ * - "inline": every read and write is a pread/pwrite on the calling thread;
+ * - "adaptive" (default): large requests (256 KiB and up) go to the thread pool, where several
+ *   run in parallel; small writes run inline; small reads run inline while they keep coming back
+ *   in page-cache time, and move to the thread pool (re-probing now and then) when they start
+ *   waiting for the disk.
+ *
+ * Why: the data path's small I/O mostly hits the page cache, where a 4 KiB pread or pwrite costs
+ * microseconds, while a thread-pool round trip costs a cross-thread handoff and wakeup each way; on
+ * a 2-vCPU node inline small I/O measured several times the IOPS (BENCHMARKS.md). But an inline
+ * read that misses the cache blocks the event loop for a disk access and misses cannot overlap,
+ * and one thread copying 1 MiB buffers is slower than four. The adaptive mode takes each side's
+ * strength; the other two modes are there to measure it and for unusual nodes.
+ */
+export type IoMode = "adaptive" | "inline" | "threadpool";
+
 export interface NodeStorageOptions {
-  /**
-   * Positional reads and writes run inline on the calling thread (pread/pwrite), default true;
-   * false sends them to libuv's thread pool. Syncs always go to the thread pool.
-   *
-   * Why inline by default: the data path's I/O mostly hits the page cache, where a 4 KiB pread or
-   * pwrite costs microseconds, while a thread-pool round trip costs a cross-thread handoff and
-   * wakeup each way. Measured through NBD on a 2-vCPU machine (BENCHMARKS.md), inline I/O gave
-   * several times the 4 KiB IOPS. The price: a read that misses the cache blocks the event loop for
-   * one disk access, so uncached random reads do not overlap; and a writer throttled by the kernel's
-   * dirty-page limit holds up the loop. Nodes with many cores and slow disks may prefer false.
-   */
-  inlineIo?: boolean;
+  io?: IoMode;
 }
 
 /** Storage on a real directory through Node's fs (positional I/O). */
 export class NodeStorage implements Storage {
   readonly location: string;
-  private readonly inlineIo: boolean;
+  private readonly io: IoMode;
 
   constructor(dir: string, options: NodeStorageOptions = {}) {
     this.location = dir;
-    this.inlineIo = options.inlineIo ?? true;
+    this.io = options.io ?? "adaptive";
   }
 
   static async create(dir: string, options: NodeStorageOptions = {}): Promise<NodeStorage> {
@@ -50,7 +57,8 @@ export class NodeStorage implements Storage {
   async open(name: string, options: { create: boolean }): Promise<StorageFile> {
     const flags = fsc.O_RDWR | (options.create ? fsc.O_CREAT : 0);
     const handle = await open(join(this.location, name), flags, 0o600);
-    return this.inlineIo ? new InlineFile(handle) : new NodeFile(handle);
+    if (this.io === "threadpool") return new NodeFile(handle);
+    return this.io === "inline" ? new InlineFile(handle) : new AdaptiveFile(handle);
   }
 
   async exists(name: string): Promise<boolean> {
@@ -155,6 +163,15 @@ class NodeFile implements StorageFile {
 class InlineFile extends NodeFile {
   private readonly fd: number;
 
+  /** The thread-pool versions, for subclasses that choose per request. */
+  protected pooledRead(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
+    return NodeFile.prototype.read.call(this, buffer, bufferOffset, length, position);
+  }
+
+  protected pooledWrite(buffers: readonly Buffer[], position: number): Promise<void> {
+    return NodeFile.prototype.write.call(this, buffers, position);
+  }
+
   constructor(handle: FileHandle) {
     super(handle);
     this.fd = handle.fd;
@@ -184,6 +201,39 @@ class InlineFile extends NodeFile {
     } catch (err) {
       return Promise.reject(toError(err));
     }
+  }
+}
+
+const LARGE = 256 * 1024;
+/** A 4 KiB pread served from the page cache takes a few microseconds; a disk read, far more. */
+const CACHE_HIT_US = 40;
+const REPROBE_AFTER = 2000;
+
+/** Small I/O inline, large I/O on the thread pool, reads inline only while they hit the cache. */
+class AdaptiveFile extends InlineFile {
+  private readLatencyUs = 0;
+  private readsOffloaded = -1;
+
+  override read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
+    if (length >= LARGE) return this.pooledRead(buffer, bufferOffset, length, position);
+    if (this.readsOffloaded >= 0) {
+      if (++this.readsOffloaded < REPROBE_AFTER) return this.pooledRead(buffer, bufferOffset, length, position);
+      this.readsOffloaded = -1;
+      this.readLatencyUs = 0;
+    }
+    const started = performance.now();
+    const result = super.read(buffer, bufferOffset, length, position);
+    const us = (performance.now() - started) * 1000;
+    // Exponentially weighted: one slow read is noise, a run of them means the disk.
+    this.readLatencyUs = this.readLatencyUs * 0.9 + us * 0.1;
+    if (this.readLatencyUs > CACHE_HIT_US) this.readsOffloaded = 0;
+    return result;
+  }
+
+  override write(buffers: readonly Buffer[], position: number): Promise<void> {
+    let total = 0;
+    for (const b of buffers) total += b.length;
+    return total >= LARGE ? this.pooledWrite(buffers, position) : super.write(buffers, position);
   }
 }
 

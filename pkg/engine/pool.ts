@@ -10,7 +10,7 @@ import { JOURNAL_HEADER_SIZE, encodeBatch, encodeJournalHeader, scanJournal } fr
 import { ChunkLocks, WriteGate } from "./locks.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
-import { NodeStorage } from "./node-storage.js";
+import { NodeStorage, type IoMode } from "./node-storage.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
 import {
@@ -46,8 +46,8 @@ export interface PoolOptions {
   dir?: string;
   /** Storage to use instead of a directory (tests use a fault-injecting one). */
   storage?: Storage;
-  /** With `dir`: data I/O inline on the event loop thread (default) or on libuv's thread pool. */
-  inlineIo?: boolean;
+  /** With `dir`: where data I/O runs (see NodeStorageOptions; default "adaptive"). */
+  io?: IoMode;
   /** Commit metadata in the background this often, in ms, when there is something to commit (0: never). */
   autoCommitMs?: number;
   /** Write a checkpoint and start a new journal when the journal grows past this many bytes. */
@@ -809,7 +809,7 @@ export class Pool implements PoolCore {
 async function storageOf(options: PoolOptions): Promise<Storage> {
   if (options.storage) return options.storage;
   if (!options.dir) throw new SnapblockError("INVALID_ARGUMENT", "a pool needs a directory");
-  return NodeStorage.create(options.dir, { inlineIo: options.inlineIo ?? true });
+  return NodeStorage.create(options.dir, { io: options.io ?? "adaptive" });
 }
 
 /** tmp file, sync, rename over the target, sync the directory: the target is old or new, whole. */
