@@ -7,11 +7,13 @@ import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/Contr
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
 import type { CsiLogger } from "./logger.js";
 import { OperationLocks } from "./operation-locks.js";
-import { unary } from "./unary-call.js";
+import { unary, type CsiCallObserver } from "./unary-call.js";
 
 export interface ControllerOptions {
   engine: EngineApi;
   logger: CsiLogger;
+  /** Metrics hooks, called for every RPC. */
+  observer?: CsiCallObserver;
 }
 
 /** Controller capabilities (DESIGN.md section 4), plus what the implementation also serves. */
@@ -40,7 +42,7 @@ export function controllerHandlers(options: ControllerOptions): UntypedServiceIm
   const locks = new OperationLocks();
   const volumes = new ControllerVolumes({ engine: options.engine, locks });
   const snapshots = new ControllerSnapshots({ engine: options.engine, locks });
-  const log = { logger: options.logger };
+  const log = { logger: options.logger, observer: options.observer };
   const unimplemented = (method: string, why: string) =>
     unary(method, log, () =>
       Promise.reject(new CsiStatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),

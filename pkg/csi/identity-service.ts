@@ -4,7 +4,7 @@ import type { GetPluginCapabilitiesResponse } from "./generated/csi/v1/GetPlugin
 import type { GetPluginInfoResponse } from "./generated/csi/v1/GetPluginInfoResponse.js";
 import type { ProbeResponse } from "./generated/csi/v1/ProbeResponse.js";
 import type { CsiLogger } from "./logger.js";
-import { unary } from "./unary-call.js";
+import { unary, type CsiCallObserver } from "./unary-call.js";
 
 export const DEFAULT_PLUGIN_NAME = "csi.snapblock.dev";
 
@@ -18,6 +18,8 @@ export interface IdentityOptions {
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
   logger: CsiLogger;
+  /** Metrics hooks, called for every RPC. */
+  observer?: CsiCallObserver;
 }
 
 /**
@@ -38,7 +40,7 @@ export function validatePluginName(name: string): string {
 
 export function identityHandlers(options: IdentityOptions): UntypedServiceImplementation {
   const name = validatePluginName(options.pluginName ?? DEFAULT_PLUGIN_NAME);
-  const log = { logger: options.logger, quiet: true };
+  const log = { logger: options.logger, observer: options.observer, quiet: true };
   return {
     GetPluginInfo: unary("GetPluginInfo", log, (): Promise<GetPluginInfoResponse> =>
       Promise.resolve({ name, vendorVersion: options.vendorVersion, manifest: {} }),

@@ -57,6 +57,7 @@ export {
   type AccessMode,
 } from "./volume-capabilities.js";
 export { toGrpcStatus, type MappedStatus } from "./grpc-status.js";
+export type { CsiCallObserver } from "./unary-call.js";
 export { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
 export {
   createCsiLogger,

@@ -3,6 +3,8 @@ import {
   MAX_DEVICE_BYTES,
   Pool,
   type BlockDevice,
+  type EngineObserver,
+  type PoolStats,
   type SnapshotInfo,
   type VolumeInfo,
 } from "../engine/index.js";
@@ -31,6 +33,8 @@ export interface LocalEngineOptions {
    * (default 1: no overcommit, so a pool can never run out of space by writes alone).
    */
   overcommitRatio?: number;
+  /** Metrics hooks of the pool (pkg/metrics implements them). */
+  observer?: EngineObserver;
 }
 
 /** A read-write handle on a volume's blocks, for the node plugin (NBD export). */
@@ -63,10 +67,14 @@ export class LocalEngine implements EngineApi {
     let created = false;
     let pool: Pool;
     try {
-      pool = await Pool.open({ dir: this.options.poolDir });
+      pool = await Pool.open({ dir: this.options.poolDir, observer: this.options.observer });
     } catch (err) {
       if (!isSnapblockError(err, "NOT_FOUND") || !this.options.createIfMissing) throw err;
-      pool = await Pool.create({ dir: this.options.poolDir, ...this.options.createIfMissing });
+      pool = await Pool.create({
+        dir: this.options.poolDir,
+        observer: this.options.observer,
+        ...this.options.createIfMissing,
+      });
       created = true;
     }
     try {
@@ -86,6 +94,11 @@ export class LocalEngine implements EngineApi {
 
   isReady(): boolean {
     return this.pool !== undefined && !this.closing;
+  }
+
+  /** The pool's statistics for metrics, read at scrape time; undefined until the pool is open. */
+  poolStats(): PoolStats | undefined {
+    return this.isReady() ? this.pool?.stats() : undefined;
   }
 
   /** Closes the pool (after the CSI server has finished its calls). */

@@ -23,7 +23,7 @@ import type { NodeVolumeManager, NodeVolumeRef } from "./node-volume-manager.js"
 import { OperationLocks, volumeLock } from "./operation-locks.js";
 import { parseResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
-import { unary, type CallScope } from "./unary-call.js";
+import { unary, type CallScope, type CsiCallObserver } from "./unary-call.js";
 import { requireCapability } from "./volume-capabilities.js";
 import { volumeFacts } from "./volume-view.js";
 
@@ -37,6 +37,8 @@ export interface NodeOptions {
   /** When set, every path the CO gives must lie inside one of these directories. */
   pathRoots?: string[];
   logger: CsiLogger;
+  /** Metrics hooks, called for every RPC. */
+  observer?: CsiCallObserver;
 }
 
 export const NODE_CAPABILITIES = [
@@ -61,7 +63,7 @@ export class NodeService {
   }
 
   handlers(): UntypedServiceImplementation {
-    const log = { logger: this.options.logger };
+    const log = { logger: this.options.logger, observer: this.options.observer };
     const quiet = { ...log, quiet: true };
     return {
       NodeStageVolume: unary("NodeStageVolume", log, this.stage.bind(this)),

@@ -9,10 +9,22 @@ export interface CallScope {
 
 export type UnaryHandler<Req, Res> = (request: Req, scope: CallScope) => Promise<Res>;
 
+/**
+ * Hooks for metrics (pkg/metrics implements them; pkg/csi imports no Prometheus library). Called
+ * synchronously once per call; a hook that throws is logged and otherwise ignored, so a metrics
+ * bug never fails an RPC.
+ */
+export interface CsiCallObserver {
+  callStarted?(event: { method: string }): void;
+  /** `code` is the gRPC status code name ("OK", "NOT_FOUND", ...). */
+  callFinished?(event: { method: string; code: string; seconds: number }): void;
+}
+
 export interface UnaryOptions {
   logger: CsiLogger;
   /** Log successes at debug level (polled calls: Probe, capabilities, info). */
   quiet?: boolean;
+  observer?: CsiCallObserver;
 }
 
 /**
@@ -31,6 +43,18 @@ export function unary<Req, Res>(
     const fields: CsiLogFields = {};
     const scope: CallScope = { note: (f) => Object.assign(fields, f) };
     const durationMs = (): number => Math.round((performance.now() - started) * 1000) / 1000;
+    const observe = (hook: () => void): void => {
+      try {
+        hook();
+      } catch (err) {
+        options.logger.error("csi observer hook failed", { method, err });
+      }
+    };
+    const finished = (code: string): void =>
+      observe(() =>
+        options.observer?.callFinished?.({ method, code, seconds: (performance.now() - started) / 1000 }),
+      );
+    observe(() => options.observer?.callStarted?.({ method }));
     // An async wrapper turns a synchronous throw of the handler into a rejection as well.
     const pending = (async () => handler(call.request, scope))();
     void pending.then(
@@ -38,6 +62,7 @@ export function unary<Req, Res>(
         const line = { method, ...fields, durationMs: durationMs(), code: "OK" };
         if (options.quiet) options.logger.debug("csi call", line);
         else options.logger.info("csi call", line);
+        finished("OK");
         callback(null, response);
       },
       (err: unknown) => {
@@ -51,6 +76,7 @@ export function unary<Req, Res>(
         };
         if (status.unexpected) options.logger.error("csi call failed unexpectedly", { ...line, err });
         else options.logger.info("csi call", line);
+        finished(status.codeName);
         callback({ code: status.code, details: status.message }, null);
       },
     );
