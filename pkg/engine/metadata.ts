@@ -61,6 +61,18 @@ export class Metadata {
     if (d.id >= this.nextId) this.nextId = d.id + 1;
   }
 
+  /** For MAP and MAP_PARTIAL: checks the logical chunk and takes the new physical chunk. */
+  private claimMapped(r: { id: number; chunk: number; phys: number }, replay: boolean): Device {
+    const d = this.device(r.id);
+    if (r.chunk >= this.chunksFor(d.sizeBytes)) {
+      throw new SnapblockError("CORRUPT", `record maps chunk ${r.chunk} beyond the end of device ${d.id}`);
+    }
+    // Replay names the chunk directly; live, the writer reserved it before writing the data.
+    if (replay) this.space.claimForReplay(r.phys);
+    else this.space.commitReserved(r.phys);
+    return d;
+  }
+
   /**
    * Applies one record. `replay` is true while rebuilding from the journal: a MAP then claims
    * its chunk directly instead of consuming a reservation.
@@ -102,15 +114,7 @@ export class Metadata {
         return;
       }
       case RecordType.Map: {
-        const d = this.device(r.id);
-        if (r.chunk >= this.chunksFor(d.sizeBytes)) {
-          throw new SnapblockError(
-            "CORRUPT",
-            `record maps chunk ${r.chunk} beyond the end of device ${d.id}`,
-          );
-        }
-        if (replay) this.space.claimForReplay(r.phys);
-        else this.space.commitReserved(r.phys);
+        const d = this.claimMapped(r, replay);
         this.tables.set(d.table, r.chunk, r.phys, seq);
         return;
       }
@@ -127,15 +131,7 @@ export class Metadata {
         this.device(r.id).copying = r.copying;
         return;
       case RecordType.MapPartial: {
-        const d = this.device(r.id);
-        if (r.chunk >= this.chunksFor(d.sizeBytes)) {
-          throw new SnapblockError(
-            "CORRUPT",
-            `record maps chunk ${r.chunk} beyond the end of device ${d.id}`,
-          );
-        }
-        if (replay) this.space.claimForReplay(r.phys);
-        else this.space.commitReserved(r.phys);
+        const d = this.claimMapped(r, replay);
         if (r.backing >= 0 && this.space.refCount(r.backing) === 0) {
           throw new SnapblockError(
             "CORRUPT",
