@@ -4,8 +4,18 @@
  * client that gives the controller an EngineApi for a node across the network, and placement of
  * volumes over many nodes. This is the module's only entry point.
  */
+export { EngineServer, type EngineServerOptions } from "./engine-server.js";
+export { RemoteEngine, type RemoteEngineOptions } from "./remote-engine.js";
+export {
+  isLoopbackHost,
+  parseHostPort,
+  type EngineTransportOptions,
+  type HostPort,
+  type TlsFiles,
+} from "./engine-tls.js";
 export { loadEngineProto, findEngineProto, type EngineProto } from "./engine-proto.js";
 export type {
   WireNodeInfo as EngineNodeInfo,
   WireSnapshotChunk as SnapshotChunk,
 } from "./engine-messages.js";
+export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";

@@ -1,0 +1,229 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EngineServer, RemoteEngine, loadEngineProto, type SnapshotChunk } from "../../pkg/cluster/index.js";
+import { LocalEngine, silentCsiLogger, toGrpcStatus } from "../../pkg/csi/index.js";
+import { isSnapblockError } from "../../pkg/errors/index.js";
+import { makeTestPki, type TestPki } from "./test-certs.js";
+
+const MiB = 2 ** 20;
+
+describe("engine service over mutual TLS", () => {
+  let dir: string;
+  let pki: TestPki;
+  let engine: LocalEngine;
+  let server: EngineServer;
+  let address: string;
+  const clients: RemoteEngine[] = [];
+
+  const remote = (tls: { caFile: string; certFile: string; keyFile: string }): RemoteEngine => {
+    const r = new RemoteEngine({ nodeId: "node-a", address, transport: { tls }, callTimeoutMs: 5000 });
+    clients.push(r);
+    return r;
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "snapblock-engine-svc-"));
+    pki = makeTestPki(dir);
+    engine = new LocalEngine({
+      nodeId: "node-a",
+      poolDir: path.join(dir, "pool"),
+      metadataFile: path.join(dir, "meta.json"),
+      createIfMissing: { sizeBytes: 64 * MiB },
+    });
+    await engine.open();
+    server = await EngineServer.start({
+      engine,
+      snapshots: engine,
+      address: "127.0.0.1:0",
+      transport: { tls: pki.node },
+      version: "test",
+      logger: silentCsiLogger,
+    });
+    address = `127.0.0.1:${server.port}`;
+  });
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await server.shutdown(1000);
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves every engine operation to a client with a certificate from the engine CA", async () => {
+    const r = remote(pki.controller);
+    expect(await r.nodeInfo()).toMatchObject({ nodeId: "node-a", ready: true, version: "test" });
+    const v = await r.createVolume({ name: "vol-1", sizeBytes: 4 * MiB, meta: { "csi.name": "pvc one" } });
+    expect(v).toMatchObject({ name: "vol-1", sizeBytes: 4 * MiB, meta: { "csi.name": "pvc one" } });
+    expect(v.createdAt).toBeInstanceOf(Date);
+    expect(await r.getVolume("vol-1")).toEqual(v);
+    expect(await r.getVolume("nope")).toBeUndefined();
+    expect((await r.resizeVolume("vol-1", 8 * MiB)).sizeBytes).toBe(8 * MiB);
+
+    const s = await r.createSnapshot({ volume: "vol-1", name: "snap-1", meta: { k: "v" } });
+    expect(s).toMatchObject({ name: "snap-1", sourceVolume: "vol-1", sizeBytes: 8 * MiB, meta: { k: "v" } });
+    expect(await r.getSnapshot("snap-1")).toEqual(s);
+    const restored = await r.createVolume({
+      name: "vol-2",
+      sizeBytes: 8 * MiB,
+      meta: {},
+      source: { kind: "snapshot", name: "snap-1" },
+      fullCopy: true,
+    });
+    expect(restored.source).toEqual({ kind: "snapshot", name: "snap-1" });
+    expect(restored.copy?.totalChunks).toBeGreaterThanOrEqual(0);
+    const clone = await r.createVolume({
+      name: "vol-3",
+      sizeBytes: 8 * MiB,
+      meta: {},
+      source: { kind: "volume", name: "vol-1" },
+    });
+    expect(clone.source).toEqual({ kind: "volume", name: "vol-1" });
+
+    const volumes = await r.listVolumes();
+    expect(volumes.items.map((x) => x.name).sort()).toEqual(["vol-1", "vol-2", "vol-3"]);
+    expect(volumes.idWatermark).toBeGreaterThan(Math.max(...volumes.items.map((x) => x.id)));
+    expect((await r.listSnapshots()).items.map((x) => x.name)).toEqual(["snap-1"]);
+    const cap = await r.capacity();
+    expect(cap).toEqual(await engine.capacity());
+
+    await r.deleteVolume("vol-3");
+    expect(await r.getVolume("vol-3")).toBeUndefined();
+  });
+
+  it("carries engine errors back as the same SnapblockError codes (and thus the same CSI statuses)", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "dup", sizeBytes: MiB, meta: {} });
+    const dup = await r.createVolume({ name: "dup", sizeBytes: MiB, meta: {} }).catch((e: unknown) => e);
+    expect(isSnapblockError(dup, "ALREADY_EXISTS")).toBe(true);
+    const missing = await r.deleteVolume("missing").catch((e: unknown) => e);
+    expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
+    const shrink = await r.resizeVolume("dup", 4096).catch((e: unknown) => e);
+    const local = await engine.resizeVolume("dup", 4096).catch((e: unknown) => e);
+    expect(isSnapblockError(shrink)).toBe(true);
+    expect(toGrpcStatus(shrink).code).toBe(toGrpcStatus(local).code);
+    expect((shrink as Error).message).toBe((local as Error).message);
+  });
+
+  it("streams a snapshot's allocated chunks, skipping holes", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "data", sizeBytes: 4 * MiB, meta: {} });
+    const dev = engine.openVolumeDevice("data");
+    const a = Buffer.alloc(dev.chunkSize, 0xab);
+    const b = Buffer.alloc(dev.chunkSize * 3, 0xcd);
+    await dev.write(0, a);
+    await dev.write(2 * MiB, b);
+    await dev.flush();
+    dev.close();
+    await r.createSnapshot({ volume: "data", name: "data-snap", meta: {} });
+    const chunks: SnapshotChunk[] = [];
+    for await (const c of r.readSnapshotChunks("data-snap", dev.chunkSize * 2)) chunks.push(c);
+    expect(chunks[0]).toMatchObject({ offset: 0, snapshotSizeBytes: 4 * MiB, chunkSize: dev.chunkSize });
+    expect(chunks.map((c) => [c.offset, c.data.length])).toEqual([
+      [0, dev.chunkSize],
+      [2 * MiB, 2 * dev.chunkSize],
+      [2 * MiB + 2 * dev.chunkSize, dev.chunkSize],
+    ]);
+    expect(Buffer.concat(chunks.slice(1).map((c) => c.data)).equals(b)).toBe(true);
+    const missing = await (async () => {
+      for await (const _ of r.readSnapshotChunks("no-such-snap")) void _;
+    })().catch((e: unknown) => e);
+    expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
+  });
+
+  it("refuses a client without a certificate", async () => {
+    const { Client: EngineClient } = loadEngineProto();
+    const bare = new EngineClient(address, credentials.createSsl(readFileSync(pki.node.caFile)));
+    const err = await unaryCall(bare, "GetNodeInfo");
+    bare.close();
+    expect(err?.code).toBe(14); // UNAVAILABLE: the handshake fails, no call reaches the engine
+  });
+
+  it("refuses a client whose certificate comes from another CA, naming the node", async () => {
+    const r = remote({
+      caFile: pki.node.caFile,
+      certFile: pki.stranger.certFile,
+      keyFile: pki.stranger.keyFile,
+    });
+    const err = await r.capacity().catch((e: unknown) => e);
+    expect(isSnapblockError(err, "CLOSED")).toBe(true);
+    expect((err as Error).message).toContain("node node-a");
+    expect(toGrpcStatus(err).codeName).toBe("UNAVAILABLE");
+    expect(r.isReady()).toBe(false);
+  });
+
+  it("refuses a plaintext client", async () => {
+    const { Client: EngineClient } = loadEngineProto();
+    const plain = new EngineClient(address, credentials.createInsecure());
+    const err = await unaryCall(plain, "GetNodeInfo");
+    plain.close();
+    expect(err?.code).toBe(14);
+  });
+
+  it("a client that does not trust the node's CA refuses the node", async () => {
+    const r = remote(pki.stranger);
+    const err = await r.capacity().catch((e: unknown) => e);
+    expect(isSnapblockError(err, "CLOSED")).toBe(true);
+  });
+});
+
+describe("engine service transport rules", () => {
+  it("serves plaintext on loopback when asked to, and never elsewhere", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "snapblock-engine-plain-"));
+    const engine = new LocalEngine({
+      nodeId: "node-p",
+      poolDir: path.join(dir, "pool"),
+      metadataFile: path.join(dir, "meta.json"),
+      createIfMissing: { sizeBytes: 64 * MiB },
+    });
+    await engine.open();
+    const base = { engine, version: "test", logger: silentCsiLogger };
+    try {
+      const server = await EngineServer.start({
+        ...base,
+        address: "127.0.0.1:0",
+        transport: { insecureLoopback: true },
+      });
+      const r = new RemoteEngine({
+        nodeId: "node-p",
+        address: `127.0.0.1:${server.port}`,
+        transport: { insecureLoopback: true },
+      });
+      expect((await r.nodeInfo()).nodeId).toBe("node-p");
+      r.close();
+      await server.shutdown(1000);
+
+      for (const address of ["0.0.0.0:0", "10.1.2.3:0", "[::]:0"]) {
+        await expect(
+          EngineServer.start({ ...base, address, transport: { insecureLoopback: true } }),
+        ).rejects.toThrow(/loopback only/);
+      }
+      await expect(EngineServer.start({ ...base, address: "127.0.0.1:0", transport: {} })).rejects.toThrow(
+        /needs TLS files/,
+      );
+      expect(
+        () =>
+          new RemoteEngine({ nodeId: "x", address: "10.0.0.1:7000", transport: { insecureLoopback: true } }),
+      ).toThrow(/loopback only/);
+    } finally {
+      await engine.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function unaryCall(client: Client, method: string): Promise<ServiceError | undefined> {
+  const fn = (client as unknown as Record<string, unknown>)[method] as (
+    req: object,
+    md: Metadata,
+    opts: { deadline: Date },
+    cb: (err: ServiceError | null) => void,
+  ) => unknown;
+  return new Promise((resolve) => {
+    fn.call(client, {}, new Metadata(), { deadline: new Date(Date.now() + 5000) }, (err) =>
+      resolve(err ?? undefined),
+    );
+  });
+}
