@@ -1,0 +1,353 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { DataOp, EngineObserver, PoolStats } from "../engine/index.js";
+import { IO_SECONDS_BUCKETS } from "./latency-buckets.js";
+import { OVERFLOW_LABEL, SeriesLimit } from "./series-limit.js";
+
+/** Every DataOp, to remove a deleted volume's series (prom-client removes exact label sets only). */
+const DATA_OPS: readonly DataOp[] = ["read", "write", "trim", "zero", "flush"];
+const COPY_STATES = ["running", "done", "cancelled", "failed"] as const;
+const REDIRECT_KINDS = ["full", "partial", "merged"] as const;
+
+/** Default number of volumes (and of snapshots) with series of their own. */
+export const DEFAULT_DEVICE_SERIES = 100;
+
+/**
+ * A scrape reads a dozen gauges that all come from one PoolStats; stats() walks the pool's tables,
+ * so one reading serves the whole scrape instead of one per gauge.
+ */
+const STATS_REUSE_MS = 250;
+
+export interface EngineMetricsOptions {
+  registry: Registry;
+  /** Value of the `pool` label. */
+  pool: string;
+  /** The pool's statistics, read at scrape time; undefined while the pool is not open. */
+  stats: () => PoolStats | undefined;
+  /**
+   * Volumes (and, separately, snapshots) that get series of their own; later ones share the
+   * `_other` series. 0 turns the per-volume and per-snapshot metrics off (pool totals remain).
+   * Default DEFAULT_DEVICE_SERIES.
+   */
+  maxDeviceSeries?: number;
+}
+
+type PoolLabel = "pool";
+type VolumeMetrics = ReturnType<typeof volumeMetrics>;
+
+/**
+ * The engine's metrics: counters and histograms fed by the pool's EngineObserver hooks, gauges
+ * read from pool.stats() when Prometheus scrapes (never pushed, so they cannot go stale).
+ */
+export class EngineMetrics {
+  readonly observer: EngineObserver;
+  private readonly pool: string;
+  private readonly volumes: SeriesLimit;
+  private readonly snapshots: SeriesLimit;
+  private readonly perDevice: VolumeMetrics | undefined;
+  private readonly gauges: ReturnType<typeof poolGauges>;
+  private readonly copyBytes: Counter<PoolLabel>;
+  private copiedSoFar = 0;
+  private cached: { at: number; stats: PoolStats | undefined } | undefined;
+  private applied: PoolStats | undefined | null = null;
+
+  constructor(private readonly options: EngineMetricsOptions) {
+    const registers = [options.registry];
+    const refresh = (): void => this.refresh();
+    this.pool = options.pool;
+    const max = options.maxDeviceSeries ?? DEFAULT_DEVICE_SERIES;
+    this.volumes = new SeriesLimit(max);
+    this.snapshots = new SeriesLimit(max);
+    this.gauges = poolGauges(registers, refresh);
+    this.perDevice = max > 0 ? volumeMetrics(registers, refresh) : undefined;
+    this.copyBytes = new Counter({
+      name: "snapblock_engine_copy_bytes_total",
+      help: "Bytes copied by background full copies (restores and clones with full copy) since the pool opened.",
+      labelNames: ["pool"],
+      registers,
+      collect: refresh,
+    });
+    const io = {
+      operations: new Counter({
+        name: "snapblock_engine_io_operations_total",
+        help: "Data operations on open volumes and snapshots, by operation.",
+        labelNames: ["pool", "op"],
+        registers,
+      }),
+      errors: new Counter({
+        name: "snapblock_engine_io_errors_total",
+        help: "Data operations that failed, by operation.",
+        labelNames: ["pool", "op"],
+        registers,
+      }),
+      bytes: new Counter({
+        name: "snapblock_engine_io_bytes_total",
+        help: "Bytes moved by successful data operations, by operation (trim and zero: bytes covered).",
+        labelNames: ["pool", "op"],
+        registers,
+      }),
+      seconds: new Histogram({
+        name: "snapblock_engine_io_duration_seconds",
+        help: "Latency of data operations, by operation.",
+        labelNames: ["pool", "op"],
+        buckets: IO_SECONDS_BUCKETS,
+        registers,
+      }),
+    };
+    const redirects = new Counter({
+      name: "snapblock_engine_row_redirects_total",
+      help: "Chunks written by redirect-on-write (first write to a shared chunk), by kind: full chunks, partial chunks, partial chunks merged whole.",
+      labelNames: ["pool", "kind"],
+      registers,
+    });
+    const commits = new Histogram({
+      name: "snapblock_engine_commit_duration_seconds",
+      help: "Duration of metadata commits (data and metadata made durable).",
+      labelNames: ["pool"],
+      buckets: IO_SECONDS_BUCKETS,
+      registers,
+    });
+    const commitRecords = new Counter({
+      name: "snapblock_engine_commit_records_total",
+      help: "Metadata records written by commits.",
+      labelNames: ["pool"],
+      registers,
+    });
+    // Series that exist from the start read 0 instead of being absent until the first event, so
+    // rate() and increase() work from the first scrape.
+    const pool = { pool: this.pool };
+    for (const kind of REDIRECT_KINDS) redirects.inc({ ...pool, kind }, 0);
+    commitRecords.inc(pool, 0);
+    this.copyBytes.inc(pool, 0);
+
+    this.observer = {
+      ioCompleted: (e) => {
+        const labels = { pool: this.pool, op: e.op };
+        io.operations.inc(labels);
+        io.seconds.observe(labels, e.seconds);
+        if (e.error !== undefined) {
+          io.errors.inc(labels);
+          return;
+        }
+        io.bytes.inc(labels, e.bytes);
+        // Per-volume series are for volumes; snapshot reads (exports of snapshots) count in the
+        // pool totals only, which keeps the volume label meaning one thing.
+        if (this.perDevice === undefined || e.kind !== "volume") return;
+        const volume = this.volumes.labelFor(e.device);
+        const v = { pool: this.pool, volume };
+        this.perDevice.operations.inc({ ...v, op: e.op });
+        this.perDevice.seconds.observe({ ...v, op: e.op }, e.seconds);
+        if (e.op === "read") this.perDevice.readBytes.inc(v, e.bytes);
+        if (e.op === "write") this.perDevice.writtenBytes.inc(v, e.bytes);
+      },
+      redirected: (e) => {
+        if (e.full > 0) redirects.inc({ pool: this.pool, kind: "full" }, e.full);
+        if (e.partial > 0) redirects.inc({ pool: this.pool, kind: "partial" }, e.partial);
+        if (e.merged > 0) redirects.inc({ pool: this.pool, kind: "merged" }, e.merged);
+      },
+      committed: (e) => {
+        commits.observe({ pool: this.pool }, e.seconds);
+        commitRecords.inc({ pool: this.pool }, e.records);
+      },
+    };
+  }
+
+  private current(): PoolStats | undefined {
+    const now = performance.now();
+    if (this.cached === undefined || now - this.cached.at > STATS_REUSE_MS) {
+      this.cached = { at: now, stats: this.options.stats() };
+    }
+    return this.cached.stats;
+  }
+
+  /** Sets every gauge from one PoolStats (once per reading, however many gauges ask). */
+  private refresh(): void {
+    const stats = this.current();
+    if (stats === this.applied) return;
+    this.applied = stats;
+    const g = this.gauges;
+    for (const gauge of Object.values(g)) gauge.reset();
+    this.perDevice?.resetGauges();
+    if (stats === undefined) return;
+    const pool = { pool: this.pool };
+    g.size.set(pool, stats.sizeBytes);
+    g.allocated.set(pool, stats.allocatedBytes);
+    g.free.set(pool, stats.freeBytes);
+    g.provisioned.set(
+      pool,
+      stats.volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
+    );
+    g.metadata.set(pool, stats.metadataBytes);
+    g.chunks.set({ ...pool, sharing: "shared" }, stats.sharedChunks);
+    g.chunks.set({ ...pool, sharing: "exclusive" }, stats.exclusiveChunks);
+    g.chunks.set({ ...pool, sharing: "partial" }, stats.partialChunks);
+    g.volumes.set(pool, stats.volumes.length);
+    g.snapshots.set(pool, stats.snapshots.length);
+    g.snapshotExclusive.set(
+      pool,
+      stats.snapshots.reduce((sum, s) => sum + s.exclusiveBytes, 0),
+    );
+    for (const state of COPY_STATES) {
+      g.copies.set({ ...pool, state }, stats.copies.filter((c) => c.state === state).length);
+    }
+    g.copyRemaining.set(
+      pool,
+      stats.copies
+        .filter((c) => c.state === "running")
+        .reduce((sum, c) => sum + (c.totalChunks - c.copiedChunks) * stats.chunkSize, 0),
+    );
+    const copied = stats.copies.reduce((sum, c) => sum + c.copiedChunks * stats.chunkSize, 0);
+    // The copies list covers the pool's lifetime in this process, so it only grows; a counter
+    // must never go down, hence the guard (a reopened pool starts its list again).
+    if (copied > this.copiedSoFar) this.copyBytes.inc(pool, copied - this.copiedSoFar);
+    this.copiedSoFar = copied;
+    if (stats.lastCheck !== undefined) {
+      g.checkOk.set(pool, stats.lastCheck.ok ? 1 : 0);
+      g.checkProblems.set(pool, stats.lastCheck.problems);
+      g.checkTime.set(pool, stats.lastCheck.at.getTime() / 1000);
+    }
+    if (this.perDevice !== undefined) this.applyDevices(stats, this.perDevice);
+  }
+
+  private applyDevices(stats: PoolStats, d: VolumeMetrics): void {
+    const gone = this.volumes.retain(new Set(stats.volumes.map((v) => v.name)));
+    for (const volume of gone) d.forget({ pool: this.pool, volume });
+    this.snapshots.retain(new Set(stats.snapshots.map((s) => s.name)));
+    for (const v of stats.volumes) {
+      const labels = { pool: this.pool, volume: this.volumes.labelFor(v.name) };
+      // inc, not set: every volume past the limit adds into the one `_other` series.
+      d.size.inc(labels, v.sizeBytes);
+      d.allocated.inc(labels, v.totalBytes);
+      d.exclusive.inc(labels, v.exclusiveBytes);
+    }
+    for (const s of stats.snapshots) {
+      const snapshot = this.snapshots.labelFor(s.name);
+      const labels = {
+        pool: this.pool,
+        snapshot,
+        volume: snapshot === OVERFLOW_LABEL ? OVERFLOW_LABEL : s.sourceVolume,
+      };
+      d.snapshotSize.inc(labels, s.sizeBytes);
+      d.snapshotExclusive.inc(labels, s.exclusiveBytes);
+    }
+  }
+}
+
+function poolGauges(registers: Registry[], collect: () => void) {
+  const gauge = <L extends string>(name: string, help: string, labelNames: L[]) =>
+    new Gauge<L>({ name, help, labelNames, registers, collect });
+  return {
+    size: gauge("snapblock_engine_pool_size_bytes", "Capacity of the pool's data area.", ["pool"]),
+    allocated: gauge("snapblock_engine_pool_allocated_bytes", "Bytes of chunks in use.", ["pool"]),
+    free: gauge("snapblock_engine_pool_free_bytes", "Bytes of free chunks.", ["pool"]),
+    provisioned: gauge(
+      "snapblock_engine_pool_provisioned_bytes",
+      "Sum of the sizes of all volumes (thin provisioning: may exceed the pool size when overcommitted).",
+      ["pool"],
+    ),
+    metadata: gauge(
+      "snapblock_engine_metadata_bytes",
+      "Pool metadata held in memory (chunk tables and reference counts).",
+      ["pool"],
+    ),
+    chunks: gauge(
+      "snapblock_engine_chunks",
+      "Chunks in use by sharing: shared (mapped by more than one volume or snapshot), exclusive, partial (waiting for the background filler).",
+      ["pool", "sharing"],
+    ),
+    volumes: gauge("snapblock_engine_volumes", "Volumes in the pool.", ["pool"]),
+    snapshots: gauge("snapblock_engine_snapshots", "Snapshots in the pool.", ["pool"]),
+    snapshotExclusive: gauge(
+      "snapblock_engine_snapshot_exclusive_bytes",
+      "Bytes held exclusively by snapshots: what deleting every snapshot would give back.",
+      ["pool"],
+    ),
+    copies: gauge(
+      "snapblock_engine_copies",
+      "Background full copies since the pool opened, by state (running: in progress).",
+      ["pool", "state"],
+    ),
+    copyRemaining: gauge(
+      "snapblock_engine_copy_remaining_bytes",
+      "Bytes the running background copies still have to copy.",
+      ["pool"],
+    ),
+    checkOk: gauge(
+      "snapblock_engine_check_ok",
+      "1 if the last consistency check found no problem, 0 if it did (absent until a check ran).",
+      ["pool"],
+    ),
+    checkProblems: gauge(
+      "snapblock_engine_check_problems",
+      "Problems found by the last consistency check (absent until a check ran).",
+      ["pool"],
+    ),
+    checkTime: gauge(
+      "snapblock_engine_check_timestamp_seconds",
+      "Unix time of the last consistency check (absent until a check ran).",
+      ["pool"],
+    ),
+  };
+}
+
+function volumeMetrics(registers: Registry[], collect: () => void) {
+  const volumeGauge = (name: string, help: string) =>
+    new Gauge({ name, help, labelNames: ["pool", "volume"], registers, collect });
+  const snapshotGauge = (name: string, help: string) =>
+    new Gauge({ name, help, labelNames: ["pool", "snapshot", "volume"], registers, collect });
+  const m = {
+    readBytes: new Counter({
+      name: "snapblock_volume_read_bytes_total",
+      help: "Bytes read from the volume.",
+      labelNames: ["pool", "volume"],
+      registers,
+    }),
+    writtenBytes: new Counter({
+      name: "snapblock_volume_written_bytes_total",
+      help: "Bytes written to the volume.",
+      labelNames: ["pool", "volume"],
+      registers,
+    }),
+    operations: new Counter({
+      name: "snapblock_volume_operations_total",
+      help: "Data operations on the volume, by operation (failed ones included).",
+      labelNames: ["pool", "volume", "op"],
+      registers,
+    }),
+    seconds: new Histogram({
+      name: "snapblock_volume_io_duration_seconds",
+      help: "Latency of data operations on the volume, by operation.",
+      labelNames: ["pool", "volume", "op"],
+      buckets: IO_SECONDS_BUCKETS,
+      registers,
+    }),
+    size: volumeGauge("snapblock_volume_size_bytes", "Provisioned size of the volume."),
+    allocated: volumeGauge("snapblock_volume_allocated_bytes", "Bytes of chunks the volume maps."),
+    exclusive: volumeGauge(
+      "snapblock_volume_exclusive_bytes",
+      "Bytes of chunks only this volume maps (the rest is shared with snapshots or clones).",
+    ),
+    snapshotSize: snapshotGauge(
+      "snapblock_snapshot_size_bytes",
+      "Size of the snapshot (its volume's size when taken).",
+    ),
+    snapshotExclusive: snapshotGauge(
+      "snapblock_snapshot_exclusive_bytes",
+      "Bytes of chunks only this snapshot maps: what deleting it would give back.",
+    ),
+  };
+  return {
+    ...m,
+    resetGauges: () => {
+      for (const g of [m.size, m.allocated, m.exclusive, m.snapshotSize, m.snapshotExclusive]) g.reset();
+    },
+    /** Drops a deleted volume's counter series, so deleted volumes do not pile up. */
+    forget: (labels: { pool: string; volume: string }) => {
+      m.readBytes.remove(labels);
+      m.writtenBytes.remove(labels);
+      for (const op of DATA_OPS) {
+        m.operations.remove({ ...labels, op });
+        m.seconds.remove({ ...labels, op });
+      }
+    },
+  };
+}
