@@ -34,6 +34,8 @@ import type {
 } from "./types.js";
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+/** Partial chunks beyond this many are completed whatever backs them (bounds their memory). */
+const PARTIAL_PILE = 16384;
 const FILES = {
   superblock: "superblock",
   data: "data",
@@ -300,24 +302,48 @@ export class Pool implements PoolCore {
 
   private async runFiller(): Promise<void> {
     const QUIET_MS = 5;
-    const PILE = 4096;
     while (!this.fillPartialsStopped && !this.failure && this.space.partials.size > 0) {
-      const busy = performance.now() - this.io.lastForegroundIo < QUIET_MS;
-      if (busy && this.space.partials.size < PILE) {
-        await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
-        continue;
-      }
-      const next = this.space.partials.keys().next();
-      if (next.done) break;
-      try {
-        await this.io.fillPartial(next.value);
-      } catch (err) {
-        // A failed fill leaves the chunk partial, which is a valid state; the pool's own failure
-        // handling (a failed commit) reports real trouble to writers.
-        if (!this.failure) this.fail(asSnapblockError(err, "background completion of a partial chunk"));
-        return;
+      // One scan per pass picks the candidates; each is re-checked when its turn comes.
+      const pass = this.partialsWorthFilling();
+      if (pass.length === 0) return; // kicked again when a delete frees backing chunks
+      for (const chunk of pass) {
+        if (this.fillPartialsStopped || this.failure) return;
+        while (
+          performance.now() - this.io.lastForegroundIo < QUIET_MS &&
+          this.space.partials.size < PARTIAL_PILE
+        ) {
+          await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
+        }
+        const partial = this.space.partials.get(chunk);
+        if (!partial || !this.worthFilling(partial.backing)) continue;
+        try {
+          await this.io.fillPartial(chunk);
+        } catch (err) {
+          // A failed fill leaves the chunk partial, which is a valid state; the pool's own failure
+          // handling (a failed commit) reports real trouble to writers.
+          if (!this.failure) this.fail(asSnapblockError(err, "background completion of a partial chunk"));
+          return;
+        }
       }
     }
+  }
+
+  /**
+   * Filling costs the copy that the redirect saved, so it is done only where it pays: when the
+   * backing chunk is held by the partial chunk alone (the snapshot that shared it is gone),
+   * completing the partial chunk frees it. While a snapshot still holds the backing chunk, filling
+   * would free nothing, and the partial chunk stays partial (its reads take two preads). When
+   * partial chunks pile up past PARTIAL_PILE (bounded memory), any of them is filled.
+   */
+  private worthFilling(backing: number): boolean {
+    return this.space.partials.size >= PARTIAL_PILE || (backing >= 0 && this.space.refCount(backing) === 1);
+  }
+
+  private partialsWorthFilling(): number[] {
+    const out: number[] = [];
+    for (const [chunk, partial] of this.space.partials)
+      if (this.worthFilling(partial.backing)) out.push(chunk);
+    return out;
   }
 
   record(r: MetaRecord): number {
@@ -329,7 +355,7 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
-    if (r.type === RecordType.MapPartial) this.kickFiller();
+    if (r.type === RecordType.MapPartial && this.space.partials.size >= PARTIAL_PILE) this.kickFiller();
     return seq;
   }
 
@@ -483,6 +509,7 @@ export class Pool implements PoolCore {
     this.gates.delete(d.id);
     this.finishedJobs.delete(d.id);
     await this.commit();
+    this.kickFiller(); // partial chunks backed by its chunks may now be worth completing
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -530,6 +557,7 @@ export class Pool implements PoolCore {
     this.record({ type: RecordType.Delete, id: d.id });
     this.gates.delete(d.id);
     await this.commit();
+    this.kickFiller(); // partial chunks backed by its chunks may now be worth completing
   }
 
   // ---------------------------------------------------------------- restore and clone
