@@ -2,7 +2,8 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { chooseAttacher } from "../pkg/attach/index.js";
-import { NbdServer, createJsonLogger } from "../pkg/nbd/index.js";
+import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
+import type { PoolStats } from "../pkg/engine/index.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
@@ -21,6 +22,19 @@ import {
   type NodeVolumeManager,
 } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import {
+  CsiMetrics,
+  DEFAULT_DEVICE_SERIES,
+  DEFAULT_METRICS_ADDRESS,
+  EngineMetrics,
+  NbdMetrics,
+  createMetricsRegistry,
+  parseMetricsAddress,
+  startMetricsServer,
+  type MetricsServer,
+  type Registry,
+} from "../pkg/metrics/index.js";
+import { isSnapblockError } from "../pkg/errors/index.js";
 import type { CliContext } from "./cli-context.js";
 import { DEFAULT_DATA_DIR } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
@@ -42,6 +56,10 @@ Runs Identity, Controller and Node on one unix socket over one pool: no Kubernet
                         path: stage/publish answer UNIMPLEMENTED) (default auto)
   --log-level LEVEL     debug, info, warn or error (default info)
   --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
+  --metrics-address A   serve Prometheus /metrics on HOST:PORT, or none (default ${DEFAULT_METRICS_ADDRESS})
+  --metrics-volume-series N
+                        volumes (and snapshots) with metric series of their own; more share the
+                        "_other" series; 0 turns per-volume series off (default ${DEFAULT_DEVICE_SERIES})
 `;
 
 const MIN_POOL = 64 * 2 ** 20;
@@ -63,6 +81,8 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       "log-level": { type: "string", default: "info" },
       attach: { type: "string", default: "auto" },
       "shutdown-grace": { type: "string", default: "30" },
+      "metrics-address": { type: "string", default: DEFAULT_METRICS_ADDRESS },
+      "metrics-volume-series": { type: "string", default: String(DEFAULT_DEVICE_SERIES) },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -84,6 +104,10 @@ export async function localCommand(ctx: CliContext): Promise<number> {
   if (!Number.isInteger(maxVolumes) || maxVolumes < 0)
     throw new UsageError(`--max-volumes ${values["max-volumes"]}: a whole number >= 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const deviceSeries = Number(values["metrics-volume-series"]);
+  if (!Number.isInteger(deviceSeries) || deviceSeries < 0)
+    throw new UsageError(`--metrics-volume-series ${values["metrics-volume-series"]}: a whole number >= 0`);
+  const metricsAddress = metricsAddressOption(values["metrics-address"]);
   const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
   const attach = values.attach;
   if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach)) {
@@ -101,12 +125,24 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     : await defaultPoolSize(dataDir);
   const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
 
+  // Metrics first: the engine, NBD and CSI pieces take their observers at construction, and the
+  // scrape-time readers below only run once the pieces exist.
+  const registry = createMetricsRegistry();
+  const engineMetrics = new EngineMetrics({
+    registry,
+    pool: "local",
+    stats: (): PoolStats | undefined => engine.poolStats(),
+    maxDeviceSeries: deviceSeries,
+  });
+  const nbdMetrics = new NbdMetrics({ registry, stats: (): NbdStats => nbd.stats() });
+  const csiMetrics = new CsiMetrics({ registry });
   const engine = new LocalEngine({
     nodeId,
     poolDir: path.join(dataDir, "pool"),
     metadataFile: path.join(dataDir, "csi-metadata.json"),
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
+    observer: engineMetrics.observer,
   });
   const nbd = new NbdServer({
     logger: createJsonLogger({
@@ -114,6 +150,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       write: ctx.stderr,
       base: { component: "nbd", node: nodeId },
     }),
+    observer: nbdMetrics.observer,
   });
   const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
   const server = await CsiServer.start({
@@ -125,16 +162,20 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       controller: true,
       ready: () => engine.isReady(),
       logger,
+      observer: csiMetrics.observer,
     }),
-    controller: controllerHandlers({ engine, logger }),
+    controller: controllerHandlers({ engine, logger, observer: csiMetrics.observer }),
     node: new NodeService({
       engine,
       volumes: nodeVolumes,
       maxVolumesPerNode: maxVolumes,
       pathRoots,
       logger,
+      observer: csiMetrics.observer,
     }).handlers(),
   });
+  // After the CSI server: serveMetrics never fails, so nothing is left listening if CSI cannot start.
+  const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   let stopping: Promise<number> | undefined;
   const stop = (signal: string): Promise<number> => {
@@ -147,6 +188,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
         await nbd.shutdown();
         await nodeVolumes.close();
         await engine.close();
+        await metrics?.close();
       } catch (err) {
         logger.error("closing the pool failed", { err });
         code = 1;
@@ -179,6 +221,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
   } catch (err) {
     logger.error("cannot open the pool", { err, data: dataDir });
     await server.shutdown(0);
+    await metrics?.close();
     return 1;
   }
   return stopped;
@@ -226,4 +269,41 @@ async function defaultPoolSize(dir: string): Promise<number> {
   const free = stat.bavail * stat.bsize;
   const size = Math.min(MAX_DEFAULT_POOL, Math.floor((free * 0.8) / 2 ** 20) * 2 ** 20);
   return Math.max(MIN_POOL, size);
+}
+
+function metricsAddressOption(text: string): ReturnType<typeof parseMetricsAddress> {
+  try {
+    return parseMetricsAddress(text);
+  } catch (err) {
+    // A bad flag is a usage error (usage text, exit code 2), not a failure of the engine.
+    if (isSnapblockError(err, "INVALID_ARGUMENT")) throw new UsageError(`--metrics-address: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * Local mode keeps serving CSI when its metrics port is taken (a second instance on one machine,
+ * a test run): metrics are secondary to the volumes, and the error line says what to change.
+ */
+async function serveMetrics(o: {
+  host: string;
+  port: number;
+  registry: Registry;
+  logger: CsiLogger;
+}): Promise<MetricsServer | undefined> {
+  try {
+    const metrics = await startMetricsServer({
+      host: o.host,
+      port: o.port,
+      registry: o.registry,
+      onError: (err) => o.logger.error("collecting metrics failed", { err }),
+    });
+    o.logger.info("metrics listening", { address: `${metrics.address.host}:${metrics.address.port}` });
+    return metrics;
+  } catch (err) {
+    o.logger.error("cannot serve metrics: running without /metrics (choose another --metrics-address)", {
+      err,
+    });
+    return undefined;
+  }
 }
