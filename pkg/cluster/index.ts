@@ -19,3 +19,12 @@ export type {
   WireSnapshotChunk as SnapshotChunk,
 } from "./engine-messages.js";
 export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
+export { ClusterEngine, type ClusterEngineOptions, type NodeEngine } from "./cluster-engine.js";
+export {
+  FileNodeDiscovery,
+  StaticNodeDiscovery,
+  parseNodeList,
+  type NodeDiscovery,
+  type NodeEndpoint,
+} from "./node-discovery.js";
+export { rankByRendezvous, rendezvousScore, type WeightedNode } from "./rendezvous-hashing.js";

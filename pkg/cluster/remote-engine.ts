@@ -1,11 +1,13 @@
 import type { Client, ServiceError } from "@grpc/grpc-js";
 import { Metadata } from "@grpc/grpc-js";
+import { CsiStatusError } from "../csi/index.js";
 import type {
   EngineApi,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
   EngineListing,
+  EnginePlacementRequest,
   EngineSnapshot,
   EngineVolume,
 } from "../csi/index.js";
@@ -131,6 +133,27 @@ export class RemoteEngine implements EngineApi {
 
   capacity(): Promise<EngineCapacity> {
     return this.call<WireCapacity>("GetCapacity", {});
+  }
+
+  engineFor(nodeId: string): EngineApi | undefined {
+    return nodeId === this.nodeId ? this : undefined;
+  }
+
+  nodeEngines(): EngineApi[] {
+    return [this];
+  }
+
+  /** Alone, a node engine places on itself; ClusterEngine chooses among many. */
+  placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
+    if (request.requisite && !request.requisite.includes(this.nodeId)) {
+      return Promise.reject(
+        new CsiStatusError(
+          "RESOURCE_EXHAUSTED",
+          `accessibility_requirements do not include node ${this.nodeId}`,
+        ),
+      );
+    }
+    return Promise.resolve(this);
   }
 
   nodeInfo(): Promise<WireNodeInfo> {

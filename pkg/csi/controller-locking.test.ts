@@ -21,6 +21,9 @@ class SlowEngine implements EngineApi {
     this.gate = new Promise((r) => (this.release = r));
   }
   isReady = () => true;
+  engineFor = (nodeId: string) => (nodeId === this.nodeId ? this : undefined);
+  nodeEngines = () => [this];
+  placeVolume = () => Promise.resolve(this);
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
     await this.gate;
     const v: EngineVolume = {

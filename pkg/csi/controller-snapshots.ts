@@ -1,6 +1,6 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import { invalidArgument, notFound } from "./csi-status-error.js";
-import type { EngineApi, EngineSnapshot } from "./engine-api.js";
+import type { EngineSnapshot } from "./engine-api.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSnapshotRequest.js";
 import type { CreateSnapshotResponse } from "./generated/csi/v1/CreateSnapshotResponse.js";
@@ -9,13 +9,12 @@ import type { DeleteSnapshotResponse } from "./generated/csi/v1/DeleteSnapshotRe
 import type { ListSnapshotsRequest__Output } from "./generated/csi/v1/ListSnapshotsRequest.js";
 import type { ListSnapshotsResponse } from "./generated/csi/v1/ListSnapshotsResponse.js";
 import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
-import type { ControllerDeps } from "./controller-volumes.js";
+import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
-import { decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
-import { parseResourceId } from "./resource-id.js";
+import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
 import type { CallScope } from "./unary-call.js";
-import { META, snapshotMessage, volumeId } from "./volume-view.js";
+import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
 
 /**
  * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have
@@ -33,10 +32,6 @@ export interface GetSnapshotResponse {
 export class ControllerSnapshots {
   constructor(private readonly deps: ControllerDeps) {}
 
-  private get engine(): EngineApi {
-    return this.deps.engine;
-  }
-
   async createSnapshot(
     req: CreateSnapshotRequest__Output,
     scope: CallScope,
@@ -46,31 +41,34 @@ export class ControllerSnapshots {
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
     parseSnapshotParameters(req.parameters);
     const engineName = engineNameFor(name);
-    const source = this.ownEngineName(req.sourceVolumeId);
-    scope.note({ name, snapshotId: `${this.engine.nodeId}/${engineName}`, volumeId: req.sourceVolumeId });
-    if (source === undefined) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
+    // A snapshot lives in the pool of its volume: the node of the volume is the snapshot's.
+    const found = locate(this.deps.engine, req.sourceVolumeId);
+    scope.note({ name, volumeId: req.sourceVolumeId });
+    if (found === undefined) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
+    const { engine, nodeId, engineName: source } = found;
+    scope.note({ snapshotId: snapshotId(nodeId, { name: engineName }) });
     // lock: the snapshot name exclusively; the volume shared, so that many snapshots of one
     // volume proceed together while a delete or expand of that volume waits its turn (ABORTED).
     const claims = [snapshotLock(engineName, "exclusive"), volumeLock(source, "shared")];
     return this.deps.locks.with(claims, "CreateSnapshot", async () => {
       // delegate
-      const existing = await this.engine.getSnapshot(engineName);
+      const existing = await engine.getSnapshot(engineName);
       if (existing) {
         // CSI spec, CreateSnapshot: same name and same source returns the existing snapshot;
         // "Snapshot already exists but is incompatible | 6 ALREADY_EXISTS" otherwise.
         const existingSource =
-          existing.meta[META.sourceVolumeId] ?? volumeId(this.engine.nodeId, { name: existing.sourceVolume });
+          existing.meta[META.sourceVolumeId] ?? volumeId(nodeId, { name: existing.sourceVolume });
         if (existingSource !== req.sourceVolumeId) {
           throw new SnapblockError(
             "ALREADY_EXISTS",
             `a snapshot named ${JSON.stringify(name)} already exists of volume ${existingSource}, not of ${req.sourceVolumeId}; use another name`,
           );
         }
-        return { snapshot: snapshotMessage(this.engine.nodeId, existing) };
+        return { snapshot: snapshotMessage(nodeId, existing) };
       }
       let created: EngineSnapshot;
       try {
-        created = await this.engine.createSnapshot({
+        created = await engine.createSnapshot({
           volume: source,
           name: engineName,
           meta: { [META.name]: name, [META.sourceVolumeId]: req.sourceVolumeId },
@@ -81,7 +79,7 @@ export class ControllerSnapshots {
         throw err;
       }
       // map
-      return { snapshot: snapshotMessage(this.engine.nodeId, created) };
+      return { snapshot: snapshotMessage(nodeId, created) };
     });
   }
 
@@ -91,12 +89,13 @@ export class ControllerSnapshots {
   ): Promise<DeleteSnapshotResponse> {
     if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
     scope.note({ snapshotId: req.snapshotId });
-    const engineName = this.ownEngineName(req.snapshotId);
+    const found = locate(this.deps.engine, req.snapshotId);
     // CSI spec, DeleteSnapshot: a snapshot that does not exist is deleted: 0 OK.
-    if (engineName === undefined) return {};
+    if (found === undefined) return {};
+    const { engine, engineName } = found;
     return this.deps.locks.with([snapshotLock(engineName, "exclusive")], "DeleteSnapshot", async () => {
       try {
-        await this.engine.deleteSnapshot(engineName);
+        await engine.deleteSnapshot(engineName);
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND")) return {};
         if (isSnapblockError(err, "BUSY")) {
@@ -115,40 +114,42 @@ export class ControllerSnapshots {
 
   async listSnapshots(req: ListSnapshotsRequest__Output): Promise<ListSnapshotsResponse> {
     const maxEntries = validateMaxEntries(req.maxEntries);
-    const listing = await this.engine.listSnapshots();
-    const after = decodePageToken("snapshots", req.startingToken, listing.idWatermark);
-    let items = [...listing.items].sort((a, b) => a.id - b.id);
+    const listings = await Promise.all(
+      this.deps.engine
+        .nodeEngines()
+        .map(async (e) => ({ nodeId: e.nodeId, listing: await e.listSnapshots() })),
+    );
+    const marks = new Map(listings.map((l) => [l.nodeId, l.listing.idWatermark]));
+    const after = decodePageToken("snapshots", req.startingToken, marks);
+    let items = listings
+      .flatMap((l) => l.listing.items.map((item) => ({ nodeId: l.nodeId, id: item.id, item })))
+      .sort(compareCursors);
     // CSI spec, ListSnapshots: the filters narrow the listing; an unknown snapshot_id or
     // source_volume_id yields an empty list, not an error.
     if (req.snapshotId !== "") {
-      const name = this.ownEngineName(req.snapshotId);
-      items = items.filter((s) => s.name === name);
+      items = items.filter((s) => snapshotId(s.nodeId, s.item) === req.snapshotId);
     }
     if (req.sourceVolumeId !== "") {
       items = items.filter(
-        (s) =>
-          (s.meta[META.sourceVolumeId] ?? volumeId(this.engine.nodeId, { name: s.sourceVolume })) ===
+        ({ nodeId, item }) =>
+          (item.meta[META.sourceVolumeId] ?? volumeId(nodeId, { name: item.sourceVolume })) ===
           req.sourceVolumeId,
       );
     }
     const { page, nextToken } = paginate("snapshots", items, after, maxEntries);
-    return { entries: page.map((s) => ({ snapshot: snapshotMessage(this.engine.nodeId, s) })), nextToken };
+    return { entries: page.map((s) => ({ snapshot: snapshotMessage(s.nodeId, s.item) })), nextToken };
   }
 
   async getSnapshot(req: GetSnapshotRequest, scope: CallScope): Promise<GetSnapshotResponse> {
     if (!req.snapshotId) throw invalidArgument("snapshot_id is required");
     scope.note({ snapshotId: req.snapshotId });
-    const engineName = this.ownEngineName(req.snapshotId);
-    if (engineName === undefined) throw notFound("snapshot", req.snapshotId);
+    const found = locate(this.deps.engine, req.snapshotId);
+    if (found === undefined) throw notFound("snapshot", req.snapshotId);
+    const { engine, engineName, nodeId } = found;
     return this.deps.locks.with([snapshotLock(engineName, "shared")], "GetSnapshot", async () => {
-      const snapshot = await this.engine.getSnapshot(engineName);
+      const snapshot = await engine.getSnapshot(engineName);
       if (!snapshot) throw notFound("snapshot", req.snapshotId);
-      return { snapshot: snapshotMessage(this.engine.nodeId, snapshot) };
+      return { snapshot: snapshotMessage(nodeId, snapshot) };
     });
-  }
-
-  private ownEngineName(id: string): string | undefined {
-    const parsed = parseResourceId(id);
-    return parsed && parsed.nodeId === this.engine.nodeId ? parsed.engineName : undefined;
   }
 }

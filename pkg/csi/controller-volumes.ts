@@ -6,7 +6,7 @@ import {
   sizeSatisfies,
   type CapacityRequest,
 } from "./capacity-range.js";
-import { CsiStatusError, invalidArgument, notFound } from "./csi-status-error.js";
+import { invalidArgument, notFound } from "./csi-status-error.js";
 import type { EngineApi, EngineDeviceKind, EngineVolume } from "./engine-api.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { ControllerExpandVolumeRequest__Output } from "./generated/csi/v1/ControllerExpandVolumeRequest.js";
@@ -25,10 +25,10 @@ import type { ValidateVolumeCapabilitiesRequest__Output } from "./generated/csi/
 import type { ValidateVolumeCapabilitiesResponse } from "./generated/csi/v1/ValidateVolumeCapabilitiesResponse.js";
 import type { VolumeContentSource__Output } from "./generated/csi/v1/VolumeContentSource.js";
 import { snapshotLock, volumeLock, type LockClaim, type OperationLocks } from "./operation-locks.js";
-import { decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
+import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseResourceId } from "./resource-id.js";
 import { parseVolumeParameters } from "./storage-class-parameters.js";
-import { nodeSatisfies, topologyNamesNode } from "./topology.js";
+import { requirementNodes, topologyNode } from "./topology.js";
 import type { CallScope } from "./unary-call.js";
 import {
   DEFAULT_FS_TYPE,
@@ -38,15 +38,35 @@ import {
   serializeCapabilities,
   type Capability,
 } from "./volume-capabilities.js";
-import { META, volumeCondition, volumeContext, volumeFacts, volumeMessage } from "./volume-view.js";
+import { META, volumeCondition, volumeContext, volumeFacts, volumeId, volumeMessage } from "./volume-view.js";
 
 export interface ControllerDeps {
+  /** One node's engine (local mode) or the engine over every node (cluster mode). */
   engine: EngineApi;
   locks: OperationLocks;
 }
 
+/** An id resolved to the node engine holding it and the engine name there. */
+export interface Located {
+  engine: EngineApi;
+  nodeId: string;
+  engineName: string;
+}
+
+/**
+ * The node engine and engine name an id denotes, or undefined when it cannot denote anything
+ * here (malformed, or a node this controller does not serve).
+ */
+export function locate(engine: EngineApi, id: string): Located | undefined {
+  const parsed = parseResourceId(id);
+  const holder = parsed ? engine.engineFor(parsed.nodeId) : undefined;
+  return parsed && holder
+    ? { engine: holder, nodeId: parsed.nodeId, engineName: parsed.engineName }
+    : undefined;
+}
+
 /** A content source resolved to the engine object it names. */
-interface ResolvedSource {
+interface ResolvedSource extends Located {
   kind: EngineDeviceKind;
   engineName: string;
   /** As the CO gave it: kept with the volume and returned in Volume.content_source. */
@@ -65,10 +85,6 @@ export class ControllerVolumes {
 
   constructor(private readonly deps: ControllerDeps) {}
 
-  private get engine(): EngineApi {
-    return this.deps.engine;
-  }
-
   async createVolume(req: CreateVolumeRequest__Output, scope: CallScope): Promise<CreateVolumeResponse> {
     // validate
     const name = validateCsiName(req.name, "volume");
@@ -83,15 +99,11 @@ export class ControllerVolumes {
     }
     const fsType = capsFs ?? params.fsType ?? DEFAULT_FS_TYPE;
     const source = this.resolveSource(req.volumeContentSource);
-    if (!nodeSatisfies(req.accessibilityRequirements, this.engine.nodeId)) {
-      // CSI spec, CreateVolume errors: "Unable to provision in accessible_topology".
-      throw new CsiStatusError(
-        "RESOURCE_EXHAUSTED",
-        `accessibility_requirements do not include node ${this.engine.nodeId}, the only node this plugin provisions on`,
-      );
-    }
+    const nodes = requirementNodes(req.accessibilityRequirements);
+    // Size errors (OUT_OF_RANGE) before any engine call; a restore's size comes from its source.
+    const placementBytes = source ? 0 : chooseVolumeSize(range);
     const engineName = engineNameFor(name);
-    scope.note({ name, volumeId: `${this.engine.nodeId}/${engineName}` });
+    scope.note({ name });
     const wanted: Record<string, string> = {
       [META.name]: name,
       [META.fsType]: fsType,
@@ -108,19 +120,27 @@ export class ControllerVolumes {
           : volumeLock(source.engineName, "shared"),
       );
     return this.deps.locks.with(claims, "CreateVolume", async () => {
-      // delegate
-      const existing = await this.engine.getVolume(engineName);
+      // delegate: placement answers the node of an earlier attempt, so a retry finds its volume
+      const target = await this.deps.engine.placeVolume({
+        name: engineName,
+        sizeBytes: placementBytes,
+        ...(nodes.requisite ? { requisite: nodes.requisite } : {}),
+        preferred: nodes.preferred,
+        ...(source ? { sourceNodeId: source.nodeId } : {}),
+      });
+      scope.note({ volumeId: volumeId(target.nodeId, { name: engineName }) });
+      const existing = await target.getVolume(engineName);
       if (existing) {
         // CSI spec, CreateVolume: a repeated call with the same name returns the same volume, or
         // ALREADY_EXISTS when it "is incompatible with the specified capacity_range,
         // volume_capabilities, parameters, accessibility_requirements or volume_content_source".
         this.ensureCompatible(existing, wanted, range);
-        return { volume: volumeMessage(this.engine.nodeId, existing) };
+        return { volume: volumeMessage(target.nodeId, existing) };
       }
       const sourceBytes = source ? await this.sourceSize(source) : undefined;
       const sizeBytes = chooseVolumeSize(range, sourceBytes);
-      const created = await this.withRoom(sizeBytes, () =>
-        this.engine.createVolume({
+      const created = await this.withRoom(target, sizeBytes, () =>
+        target.createVolume({
           name: engineName,
           sizeBytes,
           meta: wanted,
@@ -130,21 +150,22 @@ export class ControllerVolumes {
         }),
       );
       // map
-      return { volume: volumeMessage(this.engine.nodeId, created) };
+      return { volume: volumeMessage(target.nodeId, created) };
     });
   }
 
   async deleteVolume(req: DeleteVolumeRequest__Output, scope: CallScope): Promise<DeleteVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     scope.note({ volumeId: req.volumeId });
-    const engineName = this.ownEngineName(req.volumeId);
+    const found = locate(this.deps.engine, req.volumeId);
     // CSI spec, DeleteVolume: "If a volume corresponding to the specified volume_id does not
     // exist or the artifacts associated with the volume do not exist anymore, the Plugin MUST
     // reply 0 OK." An id that cannot be ours names no volume.
-    if (engineName === undefined) return {};
+    if (found === undefined) return {};
+    const { engine, engineName } = found;
     return this.deps.locks.with([volumeLock(engineName, "exclusive")], "DeleteVolume", async () => {
       try {
-        await this.engine.deleteVolume(engineName);
+        await engine.deleteVolume(engineName);
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND")) return {};
         if (isSnapblockError(err, "BUSY")) {
@@ -170,13 +191,14 @@ export class ControllerVolumes {
     scope.note({ volumeId: req.volumeId });
     const checks = req.volumeCapabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
     const params = parseVolumeParameters(req.parameters);
-    const engineName = this.ownEngineName(req.volumeId);
-    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    const found = locate(this.deps.engine, req.volumeId);
+    if (found === undefined) throw notFound("volume", req.volumeId);
+    const { engine, engineName } = found;
     return this.deps.locks.with(
       [volumeLock(engineName, "shared")],
       "ValidateVolumeCapabilities",
       async () => {
-        const volume = await this.engine.getVolume(engineName);
+        const volume = await engine.getVolume(engineName);
         if (!volume) throw notFound("volume", req.volumeId);
         const facts = volumeFacts(volume);
         const problems: string[] = [];
@@ -214,14 +236,19 @@ export class ControllerVolumes {
 
   async listVolumes(req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
     const maxEntries = validateMaxEntries(req.maxEntries);
-    const listing = await this.engine.listVolumes();
-    const after = decodePageToken("volumes", req.startingToken, listing.idWatermark);
-    const sorted = [...listing.items].sort((a, b) => a.id - b.id);
+    const listings = await Promise.all(
+      this.deps.engine.nodeEngines().map(async (e) => ({ nodeId: e.nodeId, listing: await e.listVolumes() })),
+    );
+    const marks = new Map(listings.map((l) => [l.nodeId, l.listing.idWatermark]));
+    const after = decodePageToken("volumes", req.startingToken, marks);
+    const sorted = listings
+      .flatMap((l) => l.listing.items.map((item) => ({ nodeId: l.nodeId, id: item.id, item })))
+      .sort(compareCursors);
     const { page, nextToken } = paginate("volumes", sorted, after, maxEntries);
     return {
-      entries: page.map((v) => ({
-        volume: volumeMessage(this.engine.nodeId, v),
-        status: { volumeCondition: volumeCondition(v) },
+      entries: page.map(({ nodeId, item }) => ({
+        volume: volumeMessage(nodeId, item),
+        status: { volumeCondition: volumeCondition(item) },
       })),
       nextToken,
     };
@@ -234,13 +261,24 @@ export class ControllerVolumes {
     const supported = req.volumeCapabilities.every(
       (c, i) => checkCapability(c, `volume_capabilities[${i}]`).ok,
     );
-    if (!supported || !topologyNamesNode(req.accessibleTopology, this.engine.nodeId)) {
+    // A segment naming a node answers for that node (CSIStorageCapacity per node); no segment
+    // answers for every node together; a segment of other keys only names nothing we serve.
+    const node = topologyNode(req.accessibleTopology);
+    const engines =
+      node === undefined
+        ? this.deps.engine.nodeEngines()
+        : node === null
+          ? []
+          : [this.deps.engine.engineFor(node)].filter((e): e is EngineApi => e !== undefined);
+    if (!supported || engines.length === 0) {
       return { availableCapacity: 0, maximumVolumeSize: { value: 0 } };
     }
-    const capacity = await this.engine.capacity();
+    const capacities = await Promise.all(engines.map((e) => e.capacity()));
     return {
-      availableCapacity: capacity.availableBytes,
-      maximumVolumeSize: { value: Math.min(capacity.availableBytes, capacity.maxVolumeBytes) },
+      availableCapacity: capacities.reduce((sum, c) => sum + c.availableBytes, 0),
+      maximumVolumeSize: {
+        value: Math.max(...capacities.map((c) => Math.min(c.availableBytes, c.maxVolumeBytes))),
+      },
     };
   }
 
@@ -258,16 +296,17 @@ export class ControllerVolumes {
       capability = check.capability;
     }
     scope.note({ volumeId: req.volumeId });
-    const engineName = this.ownEngineName(req.volumeId);
-    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    const found = locate(this.deps.engine, req.volumeId);
+    if (found === undefined) throw notFound("volume", req.volumeId);
+    const { engine, engineName } = found;
     return this.deps.locks.with([volumeLock(engineName, "exclusive")], "ControllerExpandVolume", async () => {
-      const volume = await this.engine.getVolume(engineName);
+      const volume = await engine.getVolume(engineName);
       if (!volume) throw notFound("volume", req.volumeId);
       const target = chooseExpandedSize(range, volume.sizeBytes);
       let current = volume;
       if (target > volume.sizeBytes) {
-        current = await this.withRoom(target - volume.sizeBytes, () =>
-          this.engine.resizeVolume(engineName, target),
+        current = await this.withRoom(engine, target - volume.sizeBytes, () =>
+          engine.resizeVolume(engineName, target),
         );
       }
       // A filesystem must be grown on the node (NodeExpandVolume); a raw block device is its size.
@@ -285,22 +324,17 @@ export class ControllerVolumes {
   ): Promise<ControllerGetVolumeResponse> {
     if (req.volumeId === "") throw invalidArgument("volume_id is required");
     scope.note({ volumeId: req.volumeId });
-    const engineName = this.ownEngineName(req.volumeId);
-    if (engineName === undefined) throw notFound("volume", req.volumeId);
+    const found = locate(this.deps.engine, req.volumeId);
+    if (found === undefined) throw notFound("volume", req.volumeId);
+    const { engine, engineName, nodeId } = found;
     return this.deps.locks.with([volumeLock(engineName, "shared")], "ControllerGetVolume", async () => {
-      const volume = await this.engine.getVolume(engineName);
+      const volume = await engine.getVolume(engineName);
       if (!volume) throw notFound("volume", req.volumeId);
       return {
-        volume: volumeMessage(this.engine.nodeId, volume),
+        volume: volumeMessage(nodeId, volume),
         status: { volumeCondition: volumeCondition(volume) },
       };
     });
-  }
-
-  /** The engine name an id denotes on this node, or undefined when it cannot denote one. */
-  ownEngineName(id: string): string | undefined {
-    const parsed = parseResourceId(id);
-    return parsed && parsed.nodeId === this.engine.nodeId ? parsed.engineName : undefined;
   }
 
   private resolveSource(src: VolumeContentSource__Output | null): ResolvedSource | undefined {
@@ -308,23 +342,23 @@ export class ControllerVolumes {
     if (src.type === "snapshot") {
       const id = src.snapshot?.snapshotId ?? "";
       if (id === "") throw invalidArgument("volume_content_source.snapshot.snapshot_id is required");
-      const name = this.ownEngineName(id);
+      const found = locate(this.deps.engine, id);
       // CSI spec, CreateVolume errors: "Source does not exist | 5 NOT_FOUND".
-      if (name === undefined) throw notFound("snapshot", id, "volume_content_source");
-      return { kind: "snapshot", engineName: name, csiTag: `snapshot:${id}` };
+      if (found === undefined) throw notFound("snapshot", id, "volume_content_source");
+      return { ...found, kind: "snapshot", csiTag: `snapshot:${id}` };
     }
     const id = src.volume?.volumeId ?? "";
     if (id === "") throw invalidArgument("volume_content_source.volume.volume_id is required");
-    const name = this.ownEngineName(id);
-    if (name === undefined) throw notFound("volume", id, "volume_content_source");
-    return { kind: "volume", engineName: name, csiTag: `volume:${id}` };
+    const found = locate(this.deps.engine, id);
+    if (found === undefined) throw notFound("volume", id, "volume_content_source");
+    return { ...found, kind: "volume", csiTag: `volume:${id}` };
   }
 
   private async sourceSize(source: ResolvedSource): Promise<number> {
     const found =
       source.kind === "snapshot"
-        ? await this.engine.getSnapshot(source.engineName)
-        : await this.engine.getVolume(source.engineName);
+        ? await source.engine.getSnapshot(source.engineName)
+        : await source.engine.getVolume(source.engineName);
     if (!found)
       throw notFound(source.kind, source.csiTag.slice(source.kind.length + 1), "volume_content_source");
     return found.sizeBytes;
@@ -334,13 +368,13 @@ export class ControllerVolumes {
    * Thin provisioning guard: RESOURCE_EXHAUSTED (CSI spec, CreateVolume: out of capacity) when
    * the pool cannot take extraBytes more; otherwise runs use() before any other such call.
    */
-  private withRoom<T>(extraBytes: number, use: () => Promise<T>): Promise<T> {
+  private withRoom<T>(engine: EngineApi, extraBytes: number, use: () => Promise<T>): Promise<T> {
     const run = async (): Promise<T> => {
-      const capacity = await this.engine.capacity();
+      const capacity = await engine.capacity();
       if (extraBytes > capacity.availableBytes) {
         throw new SnapblockError(
           "NO_SPACE",
-          `the pool on node ${this.engine.nodeId} can provision ${capacity.availableBytes} more bytes (pool ${capacity.totalBytes} bytes, ${capacity.provisionedBytes} provisioned), not ${extraBytes}`,
+          `the pool on node ${engine.nodeId} can provision ${capacity.availableBytes} more bytes (pool ${capacity.totalBytes} bytes, ${capacity.provisionedBytes} provisioned), not ${extraBytes}`,
         );
       }
       return use();

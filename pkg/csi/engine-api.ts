@@ -78,8 +78,25 @@ export interface EngineCreateSnapshotOptions {
   meta: EngineMeta;
 }
 
+/**
+ * Where a new volume may go, for EngineApi.placeVolume. Node ids come from the request's
+ * accessibility_requirements (topology key topology.snapblock.dev/node).
+ */
+export interface EnginePlacementRequest {
+  /** Engine name of the new volume (an earlier attempt may already have made it somewhere). */
+  name: string;
+  /** Size of the new volume (0 when it is taken from the source). */
+  sizeBytes: number;
+  /** The volume must be on one of these nodes; undefined: no restriction. */
+  requisite?: string[];
+  /** Try these first, in order (WaitForFirstConsumer puts the pod's node first). */
+  preferred: string[];
+  /** Restore or clone: the node holding the source, where the new volume must go. */
+  sourceNodeId?: string;
+}
+
 export interface EngineApi {
-  /** The node whose pool this engine serves. */
+  /** The node whose pool this engine serves ("cluster" for the engine over every node). */
   readonly nodeId: string;
   /** True once the pool is open and calls can succeed (CSI Probe). */
   isReady(): boolean;
@@ -98,4 +115,22 @@ export interface EngineApi {
   deleteSnapshot(name: string): Promise<void>;
 
   capacity(): Promise<EngineCapacity>;
+
+  /*
+   * Routing, so that the controller reads the same over one pool (local mode) and over many
+   * (cluster mode): it resolves the node part of an id to an engine, lists node by node, and
+   * asks where a new volume goes. A single-node engine answers with itself.
+   */
+
+  /** The engine holding node nodeId's pool, or undefined when this engine knows no such node. */
+  engineFor(nodeId: string): EngineApi | undefined;
+  /** Every node engine behind this one, in node id order (a single-node engine: itself). */
+  nodeEngines(): EngineApi[];
+  /**
+   * The node engine a new volume goes to: the one already holding a volume of that name (a
+   * retried CreateVolume), else one allowed by the request with room for it. Errors:
+   * RESOURCE_EXHAUSTED when no allowed node can take it, CLOSED (UNAVAILABLE) when the allowed
+   * nodes cannot be reached.
+   */
+  placeVolume(request: EnginePlacementRequest): Promise<EngineApi>;
 }

@@ -36,6 +36,7 @@ export type {
   EngineDeviceKind,
   EngineListing,
   EngineMeta,
+  EnginePlacementRequest,
   EngineSnapshot,
   EngineVolume,
 } from "./engine-api.js";

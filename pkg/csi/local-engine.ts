@@ -14,9 +14,11 @@ import type {
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
   EngineListing,
+  EnginePlacementRequest,
   EngineSnapshot,
   EngineVolume,
 } from "./engine-api.js";
+import { CsiStatusError } from "./csi-status-error.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -206,6 +208,28 @@ export class LocalEngine implements EngineApi {
       availableBytes: Math.max(0, limit - provisionedBytes),
       maxVolumeBytes: MAX_DEVICE_BYTES,
     });
+  }
+
+  engineFor(nodeId: string): EngineApi | undefined {
+    return nodeId === this.nodeId ? this : undefined;
+  }
+
+  nodeEngines(): EngineApi[] {
+    return [this];
+  }
+
+  /** One pool: the volume goes here, if the request allows this node. */
+  placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
+    if (request.requisite && !request.requisite.includes(this.nodeId)) {
+      // CSI spec, CreateVolume errors: "Unable to provision in accessible_topology".
+      return Promise.reject(
+        new CsiStatusError(
+          "RESOURCE_EXHAUSTED",
+          `accessibility_requirements do not include node ${this.nodeId}, the only node this plugin provisions on`,
+        ),
+      );
+    }
+    return Promise.resolve(this);
   }
 
   /** Opens a volume for I/O (node plugin). Close it when done: an open volume cannot be deleted. */

@@ -1,8 +1,8 @@
 import { CsiStatusError, invalidArgument } from "./csi-status-error.js";
 
 /**
- * Paging of ListVolumes and ListSnapshots. Entries are listed in creation order (the engine's
- * increasing id); a token names the last id returned, so deletions between pages never make a
+ * Paging of ListVolumes and ListSnapshots. Entries are listed node by node, each in creation
+ * order (the engine's increasing id); a token names the last node and id returned, so deletions between pages never make a
  * listing skip or repeat an entry that stays.
  *
  * CSI spec, ListVolumes/ListSnapshots errors: "Invalid starting_token | 10 ABORTED". A token we
@@ -12,22 +12,46 @@ import { CsiStatusError, invalidArgument } from "./csi-status-error.js";
 export type ListingKind = "volumes" | "snapshots";
 const PREFIX: Record<ListingKind, string> = { volumes: "v", snapshots: "s" };
 
-export function encodePageToken(kind: ListingKind, lastId: number): string {
-  return `${PREFIX[kind]}${lastId}`;
+/**
+ * Where a page ends: the node, then the engine id on that node. Listings go node by node in
+ * node id order (one node in local mode), each node in creation order.
+ */
+export interface PageCursor {
+  nodeId: string;
+  id: number;
 }
 
-/** The id after which the page starts (0: from the beginning). */
-export function decodePageToken(kind: ListingKind, token: string, idWatermark: number): number {
-  if (token === "") return 0;
-  const match = /^([vs])(\d{1,15})$/.exec(token);
+export function encodePageToken(kind: ListingKind, last: PageCursor): string {
+  return `${PREFIX[kind]}${last.id}@${last.nodeId}`;
+}
+
+/**
+ * The cursor after which the page starts (undefined: from the beginning). watermarks: per node
+ * listed, the engine's idWatermark; a token for a node no longer listed is invalid as well.
+ */
+export function decodePageToken(
+  kind: ListingKind,
+  token: string,
+  watermarks: ReadonlyMap<string, number>,
+): PageCursor | undefined {
+  if (token === "") return undefined;
+  const match = /^([vs])(\d{1,15})@([A-Za-z0-9._-]{1,63})$/.exec(token);
   const id = match ? Number(match[2]) : NaN;
-  if (!match || match[1] !== PREFIX[kind] || !Number.isSafeInteger(id) || id >= idWatermark) {
+  const nodeId = match?.[3] ?? "";
+  const watermark = watermarks.get(nodeId);
+  if (
+    !match ||
+    match[1] !== PREFIX[kind] ||
+    !Number.isSafeInteger(id) ||
+    watermark === undefined ||
+    id >= watermark
+  ) {
     throw new CsiStatusError(
       "ABORTED",
       `starting_token ${JSON.stringify(token.slice(0, 64))} is not a next_token this plugin returned for List${kind === "volumes" ? "Volumes" : "Snapshots"}; restart the listing without starting_token`,
     );
   }
-  return id;
+  return { nodeId, id };
 }
 
 export function validateMaxEntries(maxEntries: number): number {
@@ -38,15 +62,21 @@ export function validateMaxEntries(maxEntries: number): number {
   return maxEntries;
 }
 
-/** One page of items sorted by id. */
-export function paginate<T extends { id: number }>(
+/** Listing order: node id, then engine id (creation order on the node). */
+export function compareCursors(a: PageCursor, b: PageCursor): number {
+  if (a.nodeId !== b.nodeId) return a.nodeId < b.nodeId ? -1 : 1;
+  return a.id - b.id;
+}
+
+/** One page of items sorted with compareCursors. */
+export function paginate<T extends PageCursor>(
   kind: ListingKind,
   sorted: readonly T[],
-  afterId: number,
+  after: PageCursor | undefined,
   maxEntries: number,
 ): { page: T[]; nextToken: string } {
-  const rest = sorted.filter((item) => item.id > afterId);
+  const rest = after ? sorted.filter((item) => compareCursors(item, after) > 0) : [...sorted];
   if (maxEntries === 0 || rest.length <= maxEntries) return { page: rest, nextToken: "" };
   const page = rest.slice(0, maxEntries);
-  return { page, nextToken: encodePageToken(kind, page[page.length - 1]!.id) };
+  return { page, nextToken: encodePageToken(kind, page[page.length - 1]!) };
 }

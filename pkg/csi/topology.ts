@@ -13,20 +13,24 @@ export function nodeTopology(nodeId: string): Topology {
 }
 
 /**
- * Whether a volume on this node satisfies accessibility_requirements. CSI spec,
- * TopologyRequirement: the volume MUST be accessible from at least one requisite topology; the
- * preferred list only orders choices among the requisite ones, so it does not restrict us.
+ * accessibility_requirements as node ids. A requisite topology that does not name a node (no
+ * topology.snapblock.dev/node segment) admits every node, so the whole list restricts nothing.
  */
-export function nodeSatisfies(req: TopologyRequirement__Output | null | undefined, nodeId: string): boolean {
-  if (!req || req.requisite.length === 0) return true;
-  return req.requisite.some((t) => t.segments[TOPOLOGY_KEY] === nodeId);
+export function requirementNodes(req: TopologyRequirement__Output | null | undefined): {
+  requisite?: string[];
+  preferred: string[];
+} {
+  const nodeOf = (t: { segments: Record<string, string> }) => t.segments[TOPOLOGY_KEY];
+  const preferred = (req?.preferred ?? []).flatMap((t) => nodeOf(t) ?? []);
+  const requisite = req?.requisite ?? [];
+  if (requisite.length === 0 || requisite.some((t) => nodeOf(t) === undefined)) return { preferred };
+  return { requisite: requisite.map((t) => nodeOf(t) ?? ""), preferred };
 }
 
-/** Whether a GetCapacity accessible_topology names this node (or nothing). */
-export function topologyNamesNode(
+/** The node a GetCapacity accessible_topology names: undefined for none, null for another key only. */
+export function topologyNode(
   t: { segments: Record<string, string> } | null | undefined,
-  nodeId: string,
-): boolean {
-  if (!t || Object.keys(t.segments).length === 0) return true;
-  return t.segments[TOPOLOGY_KEY] === nodeId;
+): string | undefined | null {
+  if (!t || Object.keys(t.segments).length === 0) return undefined;
+  return t.segments[TOPOLOGY_KEY] ?? null;
 }

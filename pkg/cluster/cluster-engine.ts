@@ -1,0 +1,252 @@
+import {
+  CsiStatusError,
+  type CsiLogger,
+  type EngineApi,
+  type EngineCapacity,
+  type EngineCreateSnapshotOptions,
+  type EngineCreateVolumeOptions,
+  type EngineListing,
+  type EnginePlacementRequest,
+  type EngineSnapshot,
+  type EngineVolume,
+} from "../csi/index.js";
+import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { MissingNodeEngine } from "./missing-node-engine.js";
+import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
+import { rankByRendezvous } from "./rendezvous-hashing.js";
+
+/** A node's engine as the cluster holds it: RemoteEngine in production. */
+export type NodeEngine = EngineApi & { close(): void };
+
+export interface ClusterEngineOptions {
+  discovery: NodeDiscovery;
+  /** Makes the engine of a discovered node (a RemoteEngine with the controller's TLS files). */
+  connect: (endpoint: NodeEndpoint) => NodeEngine;
+  logger: CsiLogger;
+}
+
+interface Member {
+  endpoint: NodeEndpoint;
+  engine: NodeEngine;
+}
+
+interface Probe {
+  nodeId: string;
+  engine: NodeEngine;
+  capacity?: EngineCapacity;
+  holds?: boolean;
+  error?: unknown;
+}
+
+/**
+ * The EngineApi of the controller in cluster mode: the engines of every discovered node behind
+ * one interface. Ids carry their node, so the controller resolves them with engineFor() and each
+ * call goes straight to that node; placeVolume() chooses the node of a new volume (the rule is in
+ * docs/cluster.md). The data methods by name below exist for completeness of the interface (and
+ * operator tooling): they search the nodes, which the CSI controller never needs to do.
+ */
+export class ClusterEngine implements EngineApi {
+  readonly nodeId = "cluster";
+  private members = new Map<string, Member>();
+  private discovered = false;
+
+  constructor(private readonly options: ClusterEngineOptions) {}
+
+  /** Asks discovery again: connects new nodes, drops gone ones, reconnects moved ones. */
+  async refresh(): Promise<void> {
+    const endpoints = await this.options.discovery.nodes();
+    const next = new Map<string, Member>();
+    for (const endpoint of endpoints) {
+      const current = this.members.get(endpoint.nodeId);
+      if (current && current.endpoint.address === endpoint.address) {
+        next.set(endpoint.nodeId, current);
+        continue;
+      }
+      if (current) current.engine.close();
+      next.set(endpoint.nodeId, { endpoint, engine: this.options.connect(endpoint) });
+      this.options.logger.info("node engine added", { node: endpoint.nodeId, address: endpoint.address });
+    }
+    for (const [id, member] of this.members) {
+      if (!next.has(id)) {
+        member.engine.close();
+        this.options.logger.info("node engine removed", { node: id });
+      }
+    }
+    this.members = next;
+    this.discovered = true;
+  }
+
+  close(): void {
+    for (const m of this.members.values()) m.engine.close();
+    this.members.clear();
+  }
+
+  /** The controller is ready once it knows its nodes; a node down fails only its own calls. */
+  isReady(): boolean {
+    return this.discovered;
+  }
+
+  engineFor(nodeId: string): EngineApi {
+    return this.members.get(nodeId)?.engine ?? new MissingNodeEngine(nodeId);
+  }
+
+  nodeEngines(): EngineApi[] {
+    return [...this.members.values()]
+      .sort((a, b) => (a.endpoint.nodeId < b.endpoint.nodeId ? -1 : 1))
+      .map((m) => m.engine);
+  }
+
+  async placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
+    const { requisite, sourceNodeId } = request;
+    if (sourceNodeId !== undefined) {
+      // The data is on the source's node and cross-node restore does not exist yet.
+      if (requisite && !requisite.includes(sourceNodeId)) {
+        throw new CsiStatusError(
+          "RESOURCE_EXHAUSTED",
+          `the source is on node ${sourceNodeId} and snapblock restores and clones on the source's node, but accessibility_requirements allow only ${requisite.join(", ")}`,
+        );
+      }
+      return this.engineFor(sourceNodeId);
+    }
+    const candidates = requisite ? requisite.filter((id) => this.members.has(id)) : [...this.members.keys()];
+    if (candidates.length === 0) {
+      throw new CsiStatusError(
+        "RESOURCE_EXHAUSTED",
+        requisite
+          ? `accessibility_requirements allow only node(s) ${requisite.join(", ")}, which this controller does not know`
+          : "this controller knows no nodes (node discovery is empty)",
+      );
+    }
+    const probes = await Promise.all(candidates.map((id) => this.probe(id, request.name)));
+    const holder = probes.find((p) => p.holds);
+    if (holder) return holder.engine;
+    const reachable = probes.filter((p) => p.capacity !== undefined);
+    const roomy = reachable.filter(
+      (p) =>
+        p.capacity!.availableBytes >= request.sizeBytes && p.capacity!.maxVolumeBytes >= request.sizeBytes,
+    );
+    if (roomy.length === 0) {
+      const down = probes.filter((p) => p.error !== undefined);
+      if (down.length > 0) {
+        // Some allowed node could not answer: it may have room when it is back, so the CO retries.
+        throw new SnapblockError(
+          "CLOSED",
+          `no reachable node can take ${request.sizeBytes} bytes; unavailable: ${down.map((p) => `${p.nodeId} (${message(p.error)})`).join("; ")}`,
+        );
+      }
+      throw new CsiStatusError(
+        "RESOURCE_EXHAUSTED",
+        `no node has room for ${request.sizeBytes} bytes: ${reachable.map((p) => `${p.nodeId} can provision ${p.capacity!.availableBytes}`).join(", ")}`,
+      );
+    }
+    const preferred = request.preferred.map((id) => roomy.find((p) => p.nodeId === id)).find((p) => p);
+    if (preferred) return preferred.engine;
+    const ranked = rankByRendezvous(
+      request.name,
+      roomy.map((p) => ({
+        nodeId: p.nodeId,
+        weight: Math.max(1, p.capacity!.availableBytes),
+        engine: p.engine,
+      })),
+    );
+    return ranked[0]!.engine;
+  }
+
+  private async probe(nodeId: string, name: string): Promise<Probe> {
+    const engine = this.members.get(nodeId)!.engine;
+    try {
+      const [capacity, existing] = await Promise.all([engine.capacity(), engine.getVolume(name)]);
+      return { nodeId, engine, capacity, holds: existing !== undefined };
+    } catch (error) {
+      if (!isSnapblockError(error, "CLOSED")) throw error;
+      this.options.logger.warn("node engine unavailable during placement", { node: nodeId, err: error });
+      return { nodeId, engine, error };
+    }
+  }
+
+  // The data methods by name: the node holding the name, searched in node order.
+
+  async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    const sourceNode = o.source ? (await this.holder(o.source.kind, o.source.name)).nodeId : undefined;
+    const target = await this.placeVolume({
+      name: o.name,
+      sizeBytes: o.sizeBytes,
+      preferred: [],
+      ...(sourceNode ? { sourceNodeId: sourceNode } : {}),
+    });
+    return target.createVolume(o);
+  }
+
+  async getVolume(name: string): Promise<EngineVolume | undefined> {
+    return (await this.find("volume", name))?.getVolume(name);
+  }
+
+  listVolumes(): Promise<EngineListing<EngineVolume>> {
+    return this.concat((e) => e.listVolumes());
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
+    return (await this.holder("volume", name)).resizeVolume(name, sizeBytes);
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    await (await this.holder("volume", name)).deleteVolume(name);
+  }
+
+  async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
+    return (await this.holder("volume", o.volume)).createSnapshot(o);
+  }
+
+  async getSnapshot(name: string): Promise<EngineSnapshot | undefined> {
+    return (await this.find("snapshot", name))?.getSnapshot(name);
+  }
+
+  listSnapshots(): Promise<EngineListing<EngineSnapshot>> {
+    return this.concat((e) => e.listSnapshots());
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    await (await this.holder("snapshot", name)).deleteSnapshot(name);
+  }
+
+  async capacity(): Promise<EngineCapacity> {
+    const all = await Promise.all(this.nodeEngines().map((e) => e.capacity()));
+    return {
+      totalBytes: sum(all.map((c) => c.totalBytes)),
+      freeBytes: sum(all.map((c) => c.freeBytes)),
+      provisionedBytes: sum(all.map((c) => c.provisionedBytes)),
+      availableBytes: sum(all.map((c) => c.availableBytes)),
+      maxVolumeBytes: Math.max(0, ...all.map((c) => Math.min(c.maxVolumeBytes, c.availableBytes))),
+    };
+  }
+
+  private async find(kind: "volume" | "snapshot", name: string): Promise<EngineApi | undefined> {
+    for (const e of this.nodeEngines()) {
+      const found = kind === "volume" ? await e.getVolume(name) : await e.getSnapshot(name);
+      if (found) return e;
+    }
+    return undefined;
+  }
+
+  private async holder(kind: "volume" | "snapshot", name: string): Promise<EngineApi> {
+    const e = await this.find(kind, name);
+    if (!e) throw new SnapblockError("NOT_FOUND", `no node holds a ${kind} named '${name}'`);
+    return e;
+  }
+
+  private async concat<T extends { id: number }>(
+    list: (e: EngineApi) => Promise<EngineListing<T>>,
+  ): Promise<EngineListing<T>> {
+    const all = await Promise.all(this.nodeEngines().map(list));
+    // Ids are per node: callers that page must list node by node (nodeEngines()).
+    return { items: all.flatMap((l) => l.items), idWatermark: Math.max(0, ...all.map((l) => l.idWatermark)) };
+  }
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
