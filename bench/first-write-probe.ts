@@ -23,9 +23,24 @@ for (let o = 0; o < SIZE; o += buf.length) await h.write(o, buf);
 await h.flush();
 const page = Buffer.alloc(4096, 7);
 const chunks = SIZE / 65536;
+/** ORDER=random: 2,000 random distinct chunks (as the engine bench does); default: every chunk in order. */
+const order: number[] = [];
+if (process.env.ORDER === "random") {
+  const g = new Prng(11);
+  const seen = new Set<number>();
+  while (order.length < 2000) {
+    const c = g.int(chunks);
+    if (!seen.has(c)) {
+      seen.add(c);
+      order.push(c);
+    }
+  }
+} else {
+  for (let c = 0; c < chunks; c++) order.push(c);
+}
 async function pass(label: string): Promise<void> {
   const lat: number[] = [];
-  for (let c = 0; c < chunks; c++) {
+  for (const c of order) {
     const t = performance.now();
     await h.write(c * 65536 + 8192, page);
     lat.push((performance.now() - t) * 1000);
