@@ -10,6 +10,7 @@ export { EngineMetrics, DEFAULT_DEVICE_SERIES, type EngineMetricsOptions } from 
 export { NbdMetrics, type NbdMetricsOptions } from "./nbd-metrics.js";
 export { CsiMetrics, type CsiMetricsOptions } from "./csi-metrics.js";
 export { OVERFLOW_LABEL } from "./series-limit.js";
+export { dashboardQueries, metricNamesOf, type DashboardQuery } from "./dashboard-queries.js";
 export { DEFAULT_METRICS_ADDRESS, parseMetricsAddress, type MetricsAddress } from "./metrics-address.js";
 export {
   metricsHandler,
