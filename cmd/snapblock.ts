@@ -2,6 +2,8 @@
 /**
  * The snapblock binary (DESIGN.md section 1): wiring only. Subcommands:
  *   local                 Identity + Controller + Node over one pool on one socket
+ *   node                  cluster mode: engine service + Identity + Node over this node's pool
+ *   controller            cluster mode: Identity + Controller over the nodes' engine services
  *   volume <verb> ...     operator CLI: volumes over CSI
  *   snapshot <verb> ...   operator CLI: snapshots over CSI
  * This file and its subcommand files are the only place that reads argv and the environment.
@@ -9,7 +11,9 @@
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
+import { CONTROLLER_USAGE, controllerCommand } from "./controller-command.js";
 import { LOCAL_USAGE, localCommand } from "./local-command.js";
+import { NODE_USAGE, nodeCommand } from "./node-command.js";
 import { OperatorError } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot-command.js";
@@ -18,7 +22,7 @@ import { VOLUME_USAGE, volumeCommand } from "./volume-command.js";
 const USAGE = `snapblock ${packageVersion()}: Kubernetes CSI driver for node-local block volumes with instant snapshots
 
 usage:
-${[LOCAL_USAGE, VOLUME_USAGE, SNAPSHOT_USAGE].map((u) => `  ${u.split("\n")[0]}`).join("\n")}
+${[LOCAL_USAGE, NODE_USAGE, CONTROLLER_USAGE, VOLUME_USAGE, SNAPSHOT_USAGE].map((u) => `  ${u.split("\n")[0]}`).join("\n")}
 
 Run "snapblock <command> --help" for the options of a command.
 `;
@@ -36,6 +40,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case "local":
       return localCommand(ctx(rest));
+    case "node":
+      return nodeCommand(ctx(rest));
+    case "controller":
+      return controllerCommand(ctx(rest));
     case "volume":
     case "volumes":
       return volumeCommand(rest[0], ctx(rest.slice(1)));

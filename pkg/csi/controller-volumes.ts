@@ -273,7 +273,20 @@ export class ControllerVolumes {
     if (!supported || engines.length === 0) {
       return { availableCapacity: 0, maximumVolumeSize: { value: 0 } };
     }
-    const capacities = await Promise.all(engines.map((e) => e.capacity()));
+    // A node that cannot answer (down, unknown, pool still opening) has no capacity to offer
+    // right now: 0 keeps the scheduler away from it (CSIStorageCapacity) instead of failing the
+    // whole poll; calls about its volumes still answer UNAVAILABLE.
+    const capacities = (
+      await Promise.all(
+        engines.map((e) =>
+          e.capacity().catch((err: unknown) => {
+            if (isSnapblockError(err, "CLOSED")) return undefined;
+            throw err;
+          }),
+        ),
+      )
+    ).filter((c) => c !== undefined);
+    if (capacities.length === 0) return { availableCapacity: 0, maximumVolumeSize: { value: 0 } };
     return {
       availableCapacity: capacities.reduce((sum, c) => sum + c.availableBytes, 0),
       maximumVolumeSize: {

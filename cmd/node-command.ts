@@ -1,0 +1,288 @@
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { chooseAttacher } from "../pkg/attach/index.js";
+import { EngineServer, type EngineTransportOptions } from "../pkg/cluster/index.js";
+import {
+  CsiServer,
+  DEFAULT_PLUGIN_NAME,
+  LocalEngine,
+  NbdNodeVolumes,
+  NodeService,
+  createCsiLogger,
+  identityHandlers,
+  socketPathOf,
+  unavailableNodeVolumeManager,
+  validateNodeId,
+  validatePluginName,
+  type CsiLogger,
+  type CsiLogLevel,
+  type NodeVolumeManager,
+} from "../pkg/csi/index.js";
+import { NbdServer, createJsonLogger } from "../pkg/nbd/index.js";
+import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import type { CliContext } from "./cli-context.js";
+import { packageVersion } from "./package-version.js";
+
+export const NODE_USAGE = `snapblock node --node-id ID [options]
+
+The node plugin of cluster mode: owns this node's pool, serves the engine service to the
+controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
+
+  --node-id ID          this node's id: part of every volume id and the topology (required)
+  --data DIR            data directory: pool, CSI metadata, NBD sockets (default /var/lib/snapblock)
+  --endpoint EP         CSI socket (default unix://DIR/csi.sock)
+  --engine-listen ADDR  host:port of the engine service (default 0.0.0.0:7443)
+  --tls-ca FILE         CA of the engine service (PEM)        } required unless
+  --tls-cert FILE       this node's certificate (PEM)         } --insecure-loopback
+  --tls-key FILE        this node's private key (PEM)         }
+  --insecure-loopback   plaintext engine service; only with a loopback --engine-listen
+  --pool-size SIZE      size of a new pool (default: 80% of the free disk space, at most 64G)
+  --chunk-size SIZE     chunk size of a new pool (default 64K)
+  --overcommit RATIO    volume sizes may add up to RATIO x pool size (default 1)
+  --plugin-name NAME    CSI driver name (default ${DEFAULT_PLUGIN_NAME})
+  --path-root DIR       only accept staging/target paths inside DIR (repeatable)
+  --max-volumes N       NodeGetInfo max_volumes_per_node (default 0: the CO decides)
+  --attach KIND         auto, nbd-client, nbdfuse-loop, or none (default auto)
+  --log-level LEVEL     debug, info, warn or error (default info)
+  --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
+`;
+
+const MIN_POOL = 64 * 2 ** 20;
+const MAX_DEFAULT_POOL = 64 * 2 ** 30;
+
+export async function nodeCommand(ctx: CliContext): Promise<number> {
+  const { values } = parseArgs({
+    args: ctx.args,
+    options: {
+      "node-id": { type: "string" },
+      data: { type: "string", default: "/var/lib/snapblock" },
+      endpoint: { type: "string" },
+      "engine-listen": { type: "string", default: "0.0.0.0:7443" },
+      "tls-ca": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "insecure-loopback": { type: "boolean", default: false },
+      "pool-size": { type: "string" },
+      "chunk-size": { type: "string" },
+      overcommit: { type: "string", default: "1" },
+      "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
+      "path-root": { type: "string", multiple: true },
+      "max-volumes": { type: "string", default: "0" },
+      attach: { type: "string", default: "auto" },
+      "log-level": { type: "string", default: "info" },
+      "shutdown-grace": { type: "string", default: "30" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    ctx.stdout(NODE_USAGE);
+    return 0;
+  }
+  if (!values["node-id"]) throw new UsageError("--node-id is required (the Kubernetes node name)");
+  const nodeId = validateNodeId(values["node-id"]);
+  const dataDir = path.resolve(ctx.cwd, values.data);
+  const socketPath = socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, ctx.cwd);
+  const pluginName = validatePluginName(values["plugin-name"]);
+  const transport = transportFlags(values, ctx.cwd);
+  const overcommit = Number(values.overcommit);
+  const maxVolumes = Number(values["max-volumes"]);
+  const graceMs = Number(values["shutdown-grace"]) * 1000;
+  const level = logLevel(values["log-level"]);
+  if (!(overcommit >= 1)) throw new UsageError(`--overcommit ${values.overcommit}: a number >= 1`);
+  if (!Number.isInteger(maxVolumes) || maxVolumes < 0)
+    throw new UsageError(`--max-volumes ${values["max-volumes"]}: a whole number >= 0`);
+  if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const attach = values.attach;
+  if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach)) {
+    throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
+  }
+  const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
+
+  const logger = createCsiLogger({
+    level,
+    write: ctx.stderr,
+    base: { component: "snapblock-node", node: nodeId },
+  });
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const poolSize = values["pool-size"]
+    ? parseByteSize(values["pool-size"], "--pool-size")
+    : await defaultPoolSize(dataDir);
+  const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
+  const engine = new LocalEngine({
+    nodeId,
+    poolDir: path.join(dataDir, "pool"),
+    metadataFile: path.join(dataDir, "csi-metadata.json"),
+    createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
+    overcommitRatio: overcommit,
+  });
+  const nbd = new NbdServer({
+    logger: createJsonLogger({
+      level: level === "debug" ? "info" : "warn",
+      write: ctx.stderr,
+      base: { component: "nbd", node: nodeId },
+    }),
+  });
+  const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
+
+  // The pool opens before anything listens: the engine service must never answer CLOSED to the
+  // controller for long, and the CSI socket's Probe says ready only once the pool is open.
+  try {
+    const { created } = await engine.open();
+    if (nodeVolumes instanceof NbdNodeVolumes) await nodeVolumes.resume();
+    logger.info(created ? "created pool" : "opened pool", {
+      data: dataDir,
+      ...(created ? { poolSize: formatByteSize(poolSize) } : {}),
+    });
+  } catch (err) {
+    logger.error("cannot open the pool", { err, data: dataDir });
+    return 1;
+  }
+  let engineServer: EngineServer;
+  let csi: CsiServer;
+  try {
+    engineServer = await EngineServer.start({
+      engine,
+      snapshots: engine,
+      address: values["engine-listen"],
+      transport,
+      version: packageVersion(),
+      logger,
+    });
+    csi = await CsiServer.start({
+      socketPath,
+      logger,
+      identity: identityHandlers({
+        pluginName,
+        vendorVersion: packageVersion(),
+        controller: false,
+        ready: () => engine.isReady(),
+        logger,
+      }),
+      node: new NodeService({
+        engine,
+        volumes: nodeVolumes,
+        maxVolumesPerNode: maxVolumes,
+        pathRoots,
+        logger,
+      }).handlers(),
+    });
+  } catch (err) {
+    logger.error("cannot start serving", { err });
+    await engine.close();
+    return 1;
+  }
+
+  return untilSignal(logger, async () => {
+    await Promise.all([csi.shutdown(graceMs), engineServer.shutdown(graceMs)]);
+    // In-flight NBD requests finish and every export is flushed before the pool closes.
+    await nbd.shutdown();
+    await nodeVolumes.close();
+    await engine.close();
+  });
+}
+
+/** Engine-service transport flags, shared by `node` and `controller`. */
+export function transportFlags(
+  values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string; "insecure-loopback"?: boolean },
+  cwd: string,
+): EngineTransportOptions {
+  const files = [values["tls-ca"], values["tls-cert"], values["tls-key"]];
+  if (values["insecure-loopback"]) {
+    if (files.some((f) => f !== undefined))
+      throw new UsageError("--insecure-loopback and --tls-* exclude each other");
+    return { insecureLoopback: true };
+  }
+  const [ca, cert, key] = files;
+  if (!ca || !cert || !key) {
+    throw new UsageError(
+      "the engine service needs --tls-ca, --tls-cert and --tls-key (mutual TLS); plaintext only with --insecure-loopback on a loopback address",
+    );
+  }
+  return {
+    tls: {
+      caFile: path.resolve(cwd, ca),
+      certFile: path.resolve(cwd, cert),
+      keyFile: path.resolve(cwd, key),
+    },
+  };
+}
+
+export function logLevel(level: string): CsiLogLevel {
+  if (!["debug", "info", "warn", "error"].includes(level))
+    throw new UsageError(`--log-level ${level}: use debug, info, warn or error`);
+  return level as CsiLogLevel;
+}
+
+/**
+ * Waits for SIGINT/SIGTERM, then runs stop once; a second signal exits at once. Resolves with
+ * the exit code.
+ */
+export function untilSignal(logger: CsiLogger, stop: () => Promise<void>): Promise<number> {
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn("second signal: exiting without waiting", { signal });
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info("shutting down", { signal });
+      void stop().then(
+        () => {
+          logger.info("stopped", { exitCode: 0 });
+          resolve(0);
+        },
+        (err: unknown) => {
+          logger.error("shutdown failed", { err });
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+}
+
+/**
+ * The Node data path (as in local mode): NBD export -> kernel block device -> filesystem; when
+ * there is no block path here (or --attach none), stage/publish answer UNIMPLEMENTED with why.
+ */
+async function nodeDataPath(o: {
+  attach: string;
+  dataDir: string;
+  engine: LocalEngine;
+  nbd: NbdServer;
+  logger: CsiLogger;
+}): Promise<NodeVolumeManager> {
+  if (o.attach === "none")
+    return unavailableNodeVolumeManager("snapblock node was started with --attach none");
+  try {
+    const chosen = await chooseAttacher({
+      stateDir: path.join(o.dataDir, "attach"),
+      prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
+    });
+    o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
+    return new NbdNodeVolumes({
+      volumes: o.engine,
+      nbd: o.nbd,
+      attacher: chosen.attacher,
+      socketDir: path.join(o.dataDir, "nbd"),
+      logger: o.logger,
+    });
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {
+      reason,
+    });
+    return unavailableNodeVolumeManager(reason);
+  }
+}
+
+/** 80% of the free space of the data directory's filesystem, between 64 MiB and 64 GiB. */
+async function defaultPoolSize(dir: string): Promise<number> {
+  const stat = await fs.statfs(dir);
+  const free = stat.bavail * stat.bsize;
+  const size = Math.min(MAX_DEFAULT_POOL, Math.floor((free * 0.8) / 2 ** 20) * 2 ** 20);
+  return Math.max(MIN_POOL, size);
+}

@@ -1,0 +1,98 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { callCsi, connectCsi, type CsiClients } from "../../pkg/csi/index.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** One snapblock process (`node` or `controller`) started from the sources. */
+export interface SnapblockProcess {
+  pid: number;
+  socketPath: string;
+  clients: CsiClients;
+  log: string[];
+  /** SIGKILL by pid (a crash), then wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM, then wait for the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** A free TCP port on loopback (the node's engine port must be known before it starts). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts `node --import tsx cmd/snapblock.ts <args>` and waits until the CSI socket's Probe says
+ * ready, as the CO (or the kubelet's registrar) would.
+ */
+export async function startSnapblock(args: string[], socketPath: string): Promise<SnapblockProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", "cmd/snapblock.ts", ...args], {
+    cwd: ROOT,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const log: string[] = [];
+  let buffered = "";
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    buffered += chunk;
+    const lines = buffered.split("\n");
+    buffered = lines.pop() ?? "";
+    log.push(...lines);
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const clients = connectCsi(socketPath);
+  try {
+    await waitReady(clients, child, exited);
+  } catch (err) {
+    clients.close();
+    child.kill("SIGKILL");
+    throw new Error(`snapblock ${args[0]} did not become ready: ${String(err)}\n${log.join("\n")}`);
+  }
+  return {
+    pid: child.pid!,
+    socketPath,
+    clients,
+    log,
+    kill: async () => {
+      clients.close();
+      process.kill(child.pid!, "SIGKILL");
+      await exited;
+    },
+    stop: async () => {
+      clients.close();
+      process.kill(child.pid!, "SIGTERM");
+      return exited;
+    },
+  };
+}
+
+async function waitReady(
+  clients: CsiClients,
+  child: ChildProcess,
+  exited: Promise<number | null>,
+): Promise<void> {
+  let done = false;
+  void exited.then(() => (done = true));
+  const deadline = Date.now() + 30_000;
+  let last: unknown = "Probe never answered";
+  while (Date.now() < deadline) {
+    if (done) throw new Error(`exited with code ${child.exitCode}`);
+    try {
+      const res = await callCsi<{ ready: { value: boolean } | null }>(clients.identity, "Probe", {}, 1000);
+      if (res.ready?.value) return;
+      last = "Probe answered ready=false";
+    } catch (err) {
+      last = err; // not listening yet: keep polling
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for Probe ready (last: ${String(last)})`);
+}

@@ -1,0 +1,239 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Metadata, credentials, type ServiceError } from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadEngineProto } from "../../pkg/cluster/index.js";
+import { TOPOLOGY_KEY, callCsi, type CsiVolumeOutput, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
+import { failureCode } from "../csi/local-process.js";
+import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import { makeTestPki, type TestPki } from "./test-certs.js";
+
+type UnaryFn = (
+  req: object,
+  md: Metadata,
+  opts: { deadline: Date },
+  cb: (e: ServiceError | null) => void,
+) => unknown;
+
+const NODES = ["node-a", "node-b", "node-c"] as const;
+const GRPC_UNAVAILABLE = 14;
+const GRPC_RESOURCE_EXHAUSTED = 8;
+const MiB = 2 ** 20;
+const CAPS = [{ mount: { fsType: "ext4", mountFlags: [] }, accessMode: { mode: "SINGLE_NODE_WRITER" } }];
+const at = (node: string) => ({ segments: { [TOPOLOGY_KEY]: node } });
+
+/**
+ * Cluster mode on this machine: three node plugins (own pool, own engine port on loopback,
+ * mutual TLS with a throwaway CA) and one controller with a static node list, driven over the
+ * controller's CSI socket like the sidecars would.
+ */
+describe("cluster mode: one controller, three node plugins", () => {
+  let dir: string;
+  let pki: TestPki;
+  const ports = new Map<string, number>();
+  const nodes = new Map<string, SnapblockProcess>();
+  let controller: SnapblockProcess;
+
+  const startNode = (node: string) =>
+    startSnapblock(
+      [
+        "node",
+        ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M", "--attach", "none"],
+        ...["--engine-listen", `127.0.0.1:${ports.get(node)}`, "--log-level", "debug"],
+        ...["--tls-ca", pki.node.caFile, "--tls-cert", pki.node.certFile, "--tls-key", pki.node.keyFile],
+      ],
+      path.join(dir, node, "csi.sock"),
+    );
+
+  const createVolume = (name: string, extra: object = {}) =>
+    callCsi<{ volume: CsiVolumeOutput }>(controller.clients.controller, "CreateVolume", {
+      name,
+      volumeCapabilities: CAPS,
+      capacityRange: { requiredBytes: 8 * MiB },
+      ...extra,
+    });
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "snapblock-cluster-"));
+    pki = makeTestPki(dir);
+    for (const n of NODES) ports.set(n, await freePort());
+    const started = await Promise.all(NODES.map((n) => startNode(n)));
+    started.forEach((p, i) => nodes.set(NODES[i]!, p));
+    controller = await startSnapblock(
+      [
+        "controller",
+        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
+        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
+        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
+        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
+      ],
+      path.join(dir, "controller.sock"),
+    );
+  });
+
+  afterAll(async () => {
+    await Promise.all(
+      [controller, ...nodes.values()].filter((p) => p).map((p) => p.stop().catch(() => null)),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("places by topology: requisite and preferred name the node", async () => {
+    for (const node of NODES) {
+      const { volume } = await createVolume(`pinned-${node}`, {
+        accessibilityRequirements: { requisite: [at(node)], preferred: [at(node)] },
+      });
+      expect(volume.volumeId).toBe(`${node}/pinned-${node}`);
+      expect(volume.accessibleTopology).toEqual([at(node)]);
+    }
+    const { volume } = await createVolume("preferred-b", {
+      accessibilityRequirements: { requisite: [at("node-a"), at("node-b")], preferred: [at("node-b")] },
+    });
+    expect(volume.volumeId).toBe("node-b/preferred-b");
+  });
+
+  it("places by hashing without topology: deterministic, spread over the nodes, idempotent", async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const { volume } = await createVolume(`hashed-${i}`);
+      const again = await createVolume(`hashed-${i}`);
+      expect(again.volume.volumeId).toBe(volume.volumeId);
+      seen.add(volume.volumeId.split("/")[0]!);
+    }
+    expect(seen.size).toBeGreaterThanOrEqual(2);
+    // ListVolumes pages across the nodes and returns each volume once.
+    const ids: string[] = [];
+    let token = "";
+    do {
+      const page = await callCsi<{ entries: Array<{ volume: CsiVolumeOutput }>; nextToken: string }>(
+        controller.clients.controller,
+        "ListVolumes",
+        { maxEntries: 5, startingToken: token },
+      );
+      ids.push(...page.entries.map((e) => e.volume.volumeId));
+      token = page.nextToken;
+    } while (token !== "");
+    expect(new Set(ids).size).toBe(ids.length);
+    for (let i = 0; i < 12; i++) expect(ids.some((id) => id.endsWith(`/hashed-${i}`))).toBe(true);
+  });
+
+  it("snapshots a volume on each node and restores on the source's node", async () => {
+    for (const node of NODES) {
+      const { snapshot } = await callCsi<{ snapshot: CsiSnapshotOutput }>(
+        controller.clients.controller,
+        "CreateSnapshot",
+        { name: `snap-${node}`, sourceVolumeId: `${node}/pinned-${node}` },
+      );
+      expect(snapshot.snapshotId).toBe(`${node}/snap-${node}`);
+      expect(snapshot.readyToUse).toBe(true);
+      const { volume } = await createVolume(`restored-${node}`, {
+        volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
+      });
+      expect(volume.volumeId).toBe(`${node}/restored-${node}`);
+      expect(volume.contentSource?.snapshot?.snapshotId).toBe(snapshot.snapshotId);
+    }
+    const pinnedElsewhere = await failureCode(
+      createVolume("restored-elsewhere", {
+        volumeContentSource: { snapshot: { snapshotId: "node-a/snap-node-a" } },
+        accessibilityRequirements: { requisite: [at("node-b")] },
+      }),
+    );
+    expect(pinnedElsewhere.code).toBe(GRPC_RESOURCE_EXHAUSTED);
+    expect(pinnedElsewhere.details).toMatch(/source is on node node-a/);
+  });
+
+  it("reports capacity per topology segment", async () => {
+    const perNode = await Promise.all(
+      NODES.map((n) =>
+        callCsi<{ availableCapacity: number }>(controller.clients.controller, "GetCapacity", {
+          volumeCapabilities: CAPS,
+          accessibleTopology: at(n),
+        }),
+      ),
+    );
+    for (const c of perNode) {
+      expect(c.availableCapacity).toBeGreaterThan(0);
+      expect(c.availableCapacity).toBeLessThanOrEqual(256 * MiB);
+    }
+    const all = await callCsi<{ availableCapacity: number }>(controller.clients.controller, "GetCapacity", {
+      volumeCapabilities: CAPS,
+    });
+    expect(all.availableCapacity).toBe(perNode.reduce((s, c) => s + c.availableCapacity, 0));
+    const none = await callCsi<{ availableCapacity: number }>(controller.clients.controller, "GetCapacity", {
+      accessibleTopology: at("node-zz"),
+    });
+    expect(none.availableCapacity).toBe(0);
+    const full = await failureCode(
+      createVolume("too-big", {
+        capacityRange: { requiredBytes: 1024 * MiB },
+        accessibilityRequirements: { requisite: [at("node-c")] },
+      }),
+    );
+    expect(full.code).toBe(GRPC_RESOURCE_EXHAUSTED);
+    expect(full.details).toMatch(/node-c can provision/);
+  });
+
+  it("refuses an engine-service client without a certificate", async () => {
+    const { Client: EngineClient } = loadEngineProto();
+    const bare = new EngineClient(
+      `127.0.0.1:${ports.get("node-a")}`,
+      credentials.createSsl(readFileSync(pki.node.caFile)),
+    );
+    const err = await new Promise<ServiceError | null>((resolve) => {
+      const fn = (bare as unknown as Record<string, UnaryFn>)["ListVolumes"]!;
+      fn.call(bare, {}, new Metadata(), { deadline: new Date(Date.now() + 5000) }, (e: ServiceError | null) =>
+        resolve(e),
+      );
+    });
+    bare.close();
+    expect(err?.code).toBe(GRPC_UNAVAILABLE);
+  });
+
+  it("a killed node answers UNAVAILABLE with its name, and works again once restarted", async () => {
+    await nodes.get("node-c")!.kill();
+    const get = await failureCode(
+      callCsi(controller.clients.controller, "ControllerGetVolume", { volumeId: "node-c/pinned-node-c" }),
+    );
+    expect(get.code).toBe(GRPC_UNAVAILABLE);
+    expect(get.details).toContain("node-c");
+    const create = await failureCode(
+      createVolume("while-c-is-down", { accessibilityRequirements: { requisite: [at("node-c")] } }),
+    );
+    expect(create.code).toBe(GRPC_UNAVAILABLE);
+    expect(create.details).toContain("node-c");
+    const cap = await callCsi<{ availableCapacity: number }>(controller.clients.controller, "GetCapacity", {
+      accessibleTopology: at("node-c"),
+    });
+    expect(cap.availableCapacity).toBe(0);
+    // Other nodes keep working.
+    expect(
+      (await createVolume("while-c-is-down-b", { accessibilityRequirements: { requisite: [at("node-b")] } }))
+        .volume.volumeId,
+    ).toBe("node-b/while-c-is-down-b");
+
+    nodes.set("node-c", await startNode("node-c"));
+    // The controller reconnects on its own (short reconnect backoff); the pool kept its volumes.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        const res = await callCsi<{ volume: CsiVolumeOutput }>(
+          controller.clients.controller,
+          "ControllerGetVolume",
+          {
+            volumeId: "node-c/pinned-node-c",
+          },
+        );
+        expect(res.volume.volumeId).toBe("node-c/pinned-node-c");
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const { volume } = await createVolume("while-c-is-down", {
+      accessibilityRequirements: { requisite: [at("node-c")] },
+    });
+    expect(volume.volumeId).toBe("node-c/while-c-is-down");
+  });
+});
