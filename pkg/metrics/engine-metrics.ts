@@ -69,7 +69,7 @@ export class EngineMetrics {
     const io = {
       operations: new Counter({
         name: "snapblock_engine_io_operations_total",
-        help: "Data operations on open volumes and snapshots, by operation.",
+        help: "Data operations on open volumes and snapshots, by operation (failed ones included).",
         labelNames: ["pool", "op"],
         registers,
       }),
