@@ -28,3 +28,21 @@ export {
   type NodeEndpoint,
 } from "./node-discovery.js";
 export { rankByRendezvous, rendezvousScore, type WeightedNode } from "./rendezvous-hashing.js";
+export type { KubeApi, KubeEvent, KubeLease, KubeNode, KubeObjectRef } from "./kube-api.js";
+export { connectKube } from "./kube-connect.js";
+export { KubernetesNodeDiscovery, type KubernetesNodeDiscoveryOptions } from "./kube-node-discovery.js";
+export {
+  ANNOTATION,
+  NodeAnnouncer,
+  readAnnouncement,
+  type NodeAnnouncement,
+  type NodeAnnouncerOptions,
+} from "./node-announcement.js";
+export { LeaseElection, type LeaseElectionOptions } from "./lease-election.js";
+export {
+  KubeEventRecorder,
+  pvcOf,
+  volumeSnapshotOf,
+  type EventRecorder,
+  type KubeEventRecorderOptions,
+} from "./kube-events.js";

@@ -1,0 +1,170 @@
+import {
+  ApiException,
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  PatchStrategy,
+  V1MicroTime,
+  setHeaderOptions,
+  type V1Lease,
+} from "@kubernetes/client-node";
+import { SnapblockError } from "../errors/index.js";
+import type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+
+/**
+ * KubeApi over @kubernetes/client-node: in-cluster service account when running in a pod,
+ * otherwise the kubeconfig (KUBECONFIG or ~/.kube/config), as kubectl does. The conversion to
+ * and from plain data happens here so that nothing else sees client-node types.
+ */
+export class KubeClient implements KubeApi {
+  private readonly core: CoreV1Api;
+  private readonly coordination: CoordinationV1Api;
+
+  constructor(config?: KubeConfig) {
+    const kc = config ?? defaultConfig();
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.coordination = kc.makeApiClient(CoordinationV1Api);
+  }
+
+  async listNodes(): Promise<KubeNode[]> {
+    const list = await call("listing Nodes", () => this.core.listNode());
+    return list.items.map((n) => ({
+      name: n.metadata?.name ?? "",
+      annotations: { ...(n.metadata?.annotations ?? {}) },
+      labels: { ...(n.metadata?.labels ?? {}) },
+    }));
+  }
+
+  async patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {
+    await call(`annotating Node ${name}`, () =>
+      this.core.patchNode(
+        { name, body: { metadata: { annotations } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      ),
+    );
+  }
+
+  async getLease(namespace: string, name: string): Promise<KubeLease | undefined> {
+    try {
+      return fromLease(await this.coordination.readNamespacedLease({ namespace, name }));
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return undefined;
+      throw mapError(err, `reading Lease ${namespace}/${name}`, "read");
+    }
+  }
+
+  async createLease(lease: KubeLease): Promise<KubeLease> {
+    return fromLease(
+      await call(
+        `creating Lease ${lease.namespace}/${lease.name}`,
+        () => this.coordination.createNamespacedLease({ namespace: lease.namespace, body: toLease(lease) }),
+        "create",
+      ),
+    );
+  }
+
+  async replaceLease(lease: KubeLease): Promise<KubeLease> {
+    return fromLease(
+      await call(
+        `updating Lease ${lease.namespace}/${lease.name}`,
+        () =>
+          this.coordination.replaceNamespacedLease({
+            namespace: lease.namespace,
+            name: lease.name,
+            body: toLease(lease),
+          }),
+        "update",
+      ),
+    );
+  }
+
+  async createEvent(e: KubeEvent): Promise<void> {
+    await call(`recording Event ${e.reason}`, () =>
+      this.core.createNamespacedEvent({
+        namespace: e.involved.namespace,
+        body: {
+          metadata: { generateName: `${e.involved.name}.`, namespace: e.involved.namespace },
+          involvedObject: { ...e.involved },
+          type: e.type,
+          reason: e.reason,
+          message: e.message,
+          source: { component: e.source },
+          reportingComponent: e.source,
+          reportingInstance: e.source,
+          firstTimestamp: e.time,
+          lastTimestamp: e.time,
+          count: 1,
+        },
+      }),
+    );
+  }
+}
+
+function defaultConfig(): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  return kc;
+}
+
+type Verb = "read" | "create" | "update";
+
+async function call<T>(what: string, fn: () => Promise<T>, verb: Verb = "read"): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw mapError(err, what, verb);
+  }
+}
+
+/** API errors as the one error type: the callers decide on codes, not on HTTP statuses. */
+function mapError(err: unknown, what: string, verb: Verb): SnapblockError {
+  if (err instanceof ApiException) {
+    const status = err.code;
+    if (status === 404) return new SnapblockError("NOT_FOUND", `${what}: not found`, { cause: err });
+    if (status === 409) {
+      return new SnapblockError(
+        verb === "create" ? "ALREADY_EXISTS" : "BUSY",
+        `${what}: conflict (changed by someone else)`,
+        { cause: err },
+      );
+    }
+    if (status === 401 || status === 403) {
+      return new SnapblockError("INVALID_ARGUMENT", `${what}: forbidden (check the RBAC of snapblock)`, {
+        cause: err,
+      });
+    }
+    return new SnapblockError(status >= 500 ? "CLOSED" : "INTERNAL", `${what}: API status ${status}`, {
+      cause: err,
+    });
+  }
+  return new SnapblockError("CLOSED", `${what}: the Kubernetes API cannot be reached`, { cause: err });
+}
+
+function fromLease(l: V1Lease): KubeLease {
+  const out: KubeLease = { name: l.metadata?.name ?? "", namespace: l.metadata?.namespace ?? "" };
+  const s = l.spec ?? {};
+  if (l.metadata?.resourceVersion) out.resourceVersion = l.metadata.resourceVersion;
+  if (s.holderIdentity) out.holderIdentity = s.holderIdentity;
+  if (s.leaseDurationSeconds !== undefined) out.leaseDurationSeconds = s.leaseDurationSeconds;
+  if (s.acquireTime) out.acquireTime = new Date(s.acquireTime);
+  if (s.renewTime) out.renewTime = new Date(s.renewTime);
+  if (s.leaseTransitions !== undefined) out.leaseTransitions = s.leaseTransitions;
+  return out;
+}
+
+function toLease(l: KubeLease): V1Lease {
+  return {
+    metadata: {
+      name: l.name,
+      namespace: l.namespace,
+      ...(l.resourceVersion ? { resourceVersion: l.resourceVersion } : {}),
+    },
+    spec: {
+      holderIdentity: l.holderIdentity ?? "",
+      ...(l.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: l.leaseDurationSeconds } : {}),
+      ...(l.acquireTime ? { acquireTime: new V1MicroTime(l.acquireTime.getTime()) } : {}),
+      ...(l.renewTime ? { renewTime: new V1MicroTime(l.renewTime.getTime()) } : {}),
+      ...(l.leaseTransitions !== undefined ? { leaseTransitions: l.leaseTransitions } : {}),
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import type { CsiLogger } from "../csi/index.js";
+import type { KubeApi, KubeObjectRef } from "./kube-api.js";
+
+/**
+ * Kubernetes Events on the PVC or VolumeSnapshot a long or failed operation is about (background
+ * copy started/finished, placement failed and why), so `kubectl describe pvc` tells the user.
+ */
+export interface EventRecorder {
+  record(event: {
+    involved: KubeObjectRef;
+    type: "Normal" | "Warning";
+    reason: string;
+    message: string;
+  }): void;
+}
+
+/** Event messages are capped by the API server at 1 KiB in practice; longer ones are cut. */
+const MAX_MESSAGE = 1024;
+
+export interface KubeEventRecorderOptions {
+  api: KubeApi;
+  /** The reporting component, e.g. "snapblock-controller". */
+  source: string;
+  logger: CsiLogger;
+  now?: () => Date;
+}
+
+/**
+ * Records Events without ever failing or delaying the operation they describe: an Event that
+ * cannot be written is logged and dropped (the operation's own log line and status remain).
+ */
+export class KubeEventRecorder implements EventRecorder {
+  private pending = new Set<Promise<void>>();
+
+  constructor(private readonly o: KubeEventRecorderOptions) {}
+
+  record(e: { involved: KubeObjectRef; type: "Normal" | "Warning"; reason: string; message: string }): void {
+    const message = e.message.length > MAX_MESSAGE ? `${e.message.slice(0, MAX_MESSAGE - 3)}...` : e.message;
+    const write = this.o.api
+      .createEvent({ ...e, message, source: this.o.source, time: this.o.now?.() ?? new Date() })
+      .catch((err: unknown) => {
+        this.o.logger.warn("writing a Kubernetes Event failed", {
+          reason: e.reason,
+          object: `${e.involved.kind}/${e.involved.namespace}/${e.involved.name}`,
+          err,
+        });
+      })
+      .finally(() => this.pending.delete(write));
+    this.pending.add(write);
+  }
+
+  /** Waits for the Events in flight (shutdown, tests). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.pending]);
+  }
+}
+
+/** The object a CreateVolume is for, from the external-provisioner's --extra-create-metadata parameters. */
+export function pvcOf(parameters: Record<string, string>): KubeObjectRef | undefined {
+  const name = parameters["csi.storage.k8s.io/pvc/name"];
+  const namespace = parameters["csi.storage.k8s.io/pvc/namespace"];
+  return name && namespace ? { kind: "PersistentVolumeClaim", apiVersion: "v1", namespace, name } : undefined;
+}
+
+/** The VolumeSnapshot a CreateSnapshot is for (external-snapshotter --extra-create-metadata). */
+export function volumeSnapshotOf(parameters: Record<string, string>): KubeObjectRef | undefined {
+  const name = parameters["csi.storage.k8s.io/volumesnapshot/name"];
+  const namespace = parameters["csi.storage.k8s.io/volumesnapshot/namespace"];
+  return name && namespace
+    ? { kind: "VolumeSnapshot", apiVersion: "snapshot.storage.k8s.io/v1", namespace, name }
+    : undefined;
+}
