@@ -93,9 +93,11 @@ export class EngineMetrics {
         registers,
       }),
     };
+    // The engine's `redirected` hook does not tell a chunk shared with a snapshot from a hole, so
+    // this counts both; the rate still rises sharply after a snapshot, which is what ROW panels show.
     const redirects = new Counter({
       name: "snapblock_engine_row_redirects_total",
-      help: "Chunks written by redirect-on-write (first write to a shared chunk), by kind: full chunks, partial chunks, partial chunks merged whole.",
+      help: "Writes redirected to newly allocated chunks instead of in place, in chunks, by kind: full chunks, partial chunks, partial chunks merged whole. Counts first writes after a snapshot (redirect-on-write) and first writes to unallocated chunks alike.",
       labelNames: ["pool", "kind"],
       registers,
     });

@@ -1,0 +1,68 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { Pool } from "../engine/index.js";
+import { EngineMetrics } from "./engine-metrics.js";
+import { createMetricsRegistry } from "./metrics-registry.js";
+import { sampleValue } from "./test-samples.js";
+
+const CHUNK = 64 * 1024;
+let dir: string | undefined;
+afterEach(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+/** The engine's real observer and stats() against EngineMetrics: the hooks' contract, not a fake. */
+describe("EngineMetrics on a real pool", () => {
+  it("moves I/O, redirect-on-write, space and check series as the pool works", async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "sb-metrics-pool-"));
+    const registry = createMetricsRegistry({ defaultMetrics: false });
+    // The metrics exist before the pool (the pool takes their observer), as in cmd/.
+    const opened: { pool?: Pool } = {};
+    const metrics = new EngineMetrics({ registry, pool: "t", stats: () => opened.pool?.stats() });
+    const pool = await Pool.create({
+      dir,
+      sizeBytes: 64 * CHUNK * 16,
+      observer: metrics.observer,
+      fillPartials: false,
+    });
+    opened.pool = pool;
+    try {
+      await pool.createVolume("vol", 16 * CHUNK);
+      const device = pool.openVolume("vol");
+      await device.write(0, Buffer.alloc(4 * CHUNK, 1));
+      await device.flush();
+      await pool.createSnapshot("vol", "snap");
+      await device.write(0, Buffer.alloc(2 * CHUNK, 2));
+      await device.read(0, CHUNK);
+      device.close();
+      await pool.check();
+
+      const t = { pool: "t" };
+      const v = { ...t, volume: "vol" };
+      expect(await sampleValue(registry, "snapblock_volume_written_bytes_total", v)).toBe(6 * CHUNK);
+      expect(await sampleValue(registry, "snapblock_volume_read_bytes_total", v)).toBe(CHUNK);
+      expect(
+        await sampleValue(registry, "snapblock_engine_row_redirects_total", { ...t, kind: "full" }),
+      ).toBe(6); // 4 first writes to holes, 2 redirected from chunks shared with the snapshot
+      expect(await sampleValue(registry, "snapblock_volume_exclusive_bytes", v)).toBe(2 * CHUNK);
+      expect(
+        await sampleValue(registry, "snapblock_snapshot_exclusive_bytes", {
+          ...t,
+          snapshot: "snap",
+          volume: "vol",
+        }),
+      ).toBe(2 * CHUNK);
+      expect(await sampleValue(registry, "snapblock_engine_chunks", { ...t, sharing: "shared" })).toBe(2);
+      expect(await sampleValue(registry, "snapblock_engine_pool_allocated_bytes", t)).toBe(6 * CHUNK);
+      expect(await sampleValue(registry, "snapblock_engine_check_ok", t)).toBe(1);
+      expect(
+        await sampleValue(registry, "snapblock_engine_commit_duration_seconds_count", t),
+      ).toBeGreaterThan(0);
+    } finally {
+      await pool.close();
+    }
+  });
+});
