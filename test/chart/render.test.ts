@@ -1,0 +1,547 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import {
+  container,
+  find,
+  flag,
+  hasFlag,
+  helm,
+  CHART_DIR,
+  KUBE_VERSION,
+  mountOf,
+  one,
+  podSpec,
+  render,
+  type K8sObject,
+  type PodSpec,
+  type PolicyRule,
+} from "./helm-render.js";
+
+/** The API group/version of every kind the chart may render. */
+const API_VERSIONS: Record<string, string> = {
+  ServiceAccount: "v1",
+  Secret: "v1",
+  ConfigMap: "v1",
+  Service: "v1",
+  StorageClass: "storage.k8s.io/v1",
+  CSIDriver: "storage.k8s.io/v1",
+  ClusterRole: "rbac.authorization.k8s.io/v1",
+  ClusterRoleBinding: "rbac.authorization.k8s.io/v1",
+  Role: "rbac.authorization.k8s.io/v1",
+  RoleBinding: "rbac.authorization.k8s.io/v1",
+  Deployment: "apps/v1",
+  DaemonSet: "apps/v1",
+  VolumeSnapshotClass: "snapshot.storage.k8s.io/v1",
+  ServiceMonitor: "monitoring.coreos.com/v1",
+  Certificate: "cert-manager.io/v1",
+  Issuer: "cert-manager.io/v1",
+};
+
+const DRIVER = "csi.snapblock.dev";
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), "snapblock-chart-"));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function renderWith(values: unknown): Promise<K8sObject[]> {
+  const file = path.join(tmp, `values-${Math.random().toString(36).slice(2)}.yaml`);
+  await writeFile(file, stringify(values));
+  return render({ valuesFiles: [file] });
+}
+
+function kinds(objects: K8sObject[]): string[] {
+  return [...new Set(objects.map((o) => o.kind))].sort();
+}
+
+function controllerPod(objects: K8sObject[]): PodSpec {
+  return podSpec(one(objects, "Deployment", "snapblock-controller"));
+}
+
+function nodePod(objects: K8sObject[]): PodSpec {
+  return podSpec(one(objects, "DaemonSet", "snapblock-node"));
+}
+
+/** Every image of every pod, init containers included. */
+function images(objects: K8sObject[]): string[] {
+  return objects
+    .filter((o) => o.kind === "Deployment" || o.kind === "DaemonSet")
+    .flatMap((o) => podSpec(o).containers.map((c) => c.image));
+}
+
+describe("default render", () => {
+  let objects: K8sObject[];
+  beforeAll(async () => {
+    objects = await render();
+  });
+
+  it("renders valid YAML objects, each with the apiVersion of its kind and the standard labels", () => {
+    expect(objects.length).toBeGreaterThan(10);
+    for (const o of objects) {
+      expect(API_VERSIONS[o.kind], `unexpected kind ${o.kind}`).toBeDefined();
+      expect(o.apiVersion, `${o.kind}/${o.metadata.name}`).toBe(API_VERSIONS[o.kind]);
+      expect(o.metadata.name).toMatch(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/);
+      expect(o.metadata.labels?.["app.kubernetes.io/name"]).toBe("snapblock");
+      expect(o.metadata.labels?.["app.kubernetes.io/instance"]).toBe("snapblock");
+      expect(o.metadata.labels?.["app.kubernetes.io/managed-by"]).toBe("Helm");
+      expect(o.metadata.labels?.["app.kubernetes.io/version"]).toBeDefined();
+    }
+    expect(kinds(objects)).toEqual(
+      [
+        "CSIDriver",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "StorageClass",
+        "VolumeSnapshotClass",
+      ].sort(),
+    );
+  });
+
+  it("declares the CSIDriver the node plugin and the sidecars expect", () => {
+    const driver = one(objects, "CSIDriver", DRIVER);
+    expect(driver.spec).toEqual({
+      attachRequired: false,
+      podInfoOnMount: true,
+      volumeLifecycleModes: ["Persistent"],
+      fsGroupPolicy: "File",
+      storageCapacity: true,
+      requiresRepublish: false,
+    });
+  });
+
+  it("runs the controller with the CSI sidecars on one socket emptyDir", () => {
+    const pod = controllerPod(objects);
+    expect(pod.containers.map((c) => c.name).sort()).toEqual(
+      [
+        "csi-provisioner",
+        "csi-resizer",
+        "csi-snapshotter",
+        "liveness-probe",
+        "node-list",
+        "snapblock",
+      ].sort(),
+    );
+    const snapblock = container(pod, "snapblock");
+    expect(snapblock.args?.[0]).toBe("controller");
+    expect(flag(snapblock, "endpoint")).toBe("unix:///csi/csi.sock");
+    expect(flag(snapblock, "plugin-name")).toBe(DRIVER);
+    expect(mountOf(pod, snapblock, "/csi").emptyDir).toBeDefined();
+    for (const name of ["csi-provisioner", "csi-snapshotter", "csi-resizer"]) {
+      const c = container(pod, name);
+      expect(flag(c, "csi-address"), name).toBe("$(ADDRESS)");
+      expect(c.env?.find((e) => e.name === "ADDRESS")?.value, name).toBe("/csi/csi.sock");
+      expect(mountOf(pod, c, "/csi").name, name).toBe("socket-dir");
+      expect(hasFlag(c, "leader-election"), name).toBe(true);
+    }
+    expect(flag(container(pod, "liveness-probe"), "csi-address")).toBe("/csi/csi.sock");
+    expect(mountOf(pod, container(pod, "liveness-probe"), "/csi").name).toBe("socket-dir");
+  });
+
+  it("gives csi-provisioner topology, capacity tracking and extra create metadata", () => {
+    const provisioner = container(controllerPod(objects), "csi-provisioner");
+    expect(flag(provisioner, "feature-gates")).toBe("Topology=true");
+    expect(hasFlag(provisioner, "strict-topology")).toBe(true);
+    expect(hasFlag(provisioner, "enable-capacity")).toBe(true);
+    // The Deployment owns the CSIStorageCapacity objects: pod -> ReplicaSet -> Deployment.
+    expect(flag(provisioner, "capacity-ownerref-level")).toBe("2");
+    expect(provisioner.env?.map((e) => e.name)).toEqual(expect.arrayContaining(["NAMESPACE", "POD_NAME"]));
+    expect(hasFlag(provisioner, "extra-create-metadata")).toBe(true);
+    expect(hasFlag(container(controllerPod(objects), "csi-snapshotter"), "extra-create-metadata")).toBe(true);
+  });
+
+  it("keeps socket paths consistent between the node plugin, the registrar and the kubelet", () => {
+    const pod = nodePod(objects);
+    const snapblock = container(pod, "snapblock");
+    const registrar = container(pod, "node-driver-registrar");
+    const probe = container(pod, "liveness-probe");
+    expect(snapblock.args?.[0]).toBe("node");
+    expect(flag(snapblock, "endpoint")).toBe("unix:///csi/csi.sock");
+    expect(flag(registrar, "csi-address")).toBe("/csi/csi.sock");
+    expect(flag(probe, "csi-address")).toBe("/csi/csi.sock");
+    // All three see the same host directory at /csi, and the kubelet is told its host path.
+    const pluginDir = `/var/lib/kubelet/plugins/${DRIVER}`;
+    for (const c of [snapblock, registrar, probe]) {
+      expect(mountOf(pod, c, "/csi").hostPath?.path, c.name).toBe(pluginDir);
+    }
+    expect(flag(registrar, "kubelet-registration-path")).toBe(`${pluginDir}/csi.sock`);
+    expect(mountOf(pod, registrar, "/registration").hostPath?.path).toBe("/var/lib/kubelet/plugins_registry");
+    // Staged and published mounts must propagate back to the host's kubelet directory.
+    const kubelet = snapblock.volumeMounts?.find((m) => m.mountPath === "/var/lib/kubelet");
+    expect(kubelet?.mountPropagation).toBe("Bidirectional");
+    expect(mountOf(pod, snapblock, "/var/lib/kubelet").hostPath?.path).toBe("/var/lib/kubelet");
+    expect(flag(snapblock, "path-root")).toBe("/var/lib/kubelet");
+  });
+
+  it("runs the node plugin privileged with /dev, /sys and the pool's host path", () => {
+    const pod = nodePod(objects);
+    const snapblock = container(pod, "snapblock");
+    expect(snapblock.securityContext?.privileged).toBe(true);
+    expect(mountOf(pod, snapblock, "/dev").hostPath?.path).toBe("/dev");
+    expect(mountOf(pod, snapblock, "/sys").hostPath?.path).toBe("/sys");
+    expect(flag(snapblock, "data")).toBe("/var/lib/snapblock");
+    expect(mountOf(pod, snapblock, "/var/lib/snapblock").hostPath?.path).toBe("/var/lib/snapblock");
+    expect(flag(snapblock, "node-id")).toBe("$(KUBE_NODE_NAME)");
+    expect(flag(snapblock, "chunk-size")).toBe("64K");
+    expect(flag(snapblock, "log-level")).toBe("info");
+    expect(pod.priorityClassName).toBe("system-node-critical");
+    // Only the node plugin is privileged; the controller runs as a non-root user.
+    const controller = controllerPod(objects);
+    expect(controller.securityContext?.runAsNonRoot).toBe(true);
+    for (const c of [...controller.containers, container(pod, "node-driver-registrar")]) {
+      expect(c.securityContext?.privileged, c.name).toBeUndefined();
+      expect(c.securityContext?.allowPrivilegeEscalation, c.name).toBe(false);
+    }
+  });
+
+  it("pins every image (a tag that is not latest, or a digest)", () => {
+    const all = images(objects);
+    expect(all.length).toBe(9);
+    for (const image of all) {
+      expect(image, image).toMatch(/^[a-z0-9.-]+(\/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$/);
+      expect(image).not.toMatch(/:latest$/);
+    }
+    expect(all).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/csi-provisioner:v5\./),
+        expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/csi-snapshotter:v8\./),
+        expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/csi-resizer:v1\./),
+        expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/csi-node-driver-registrar:v2\./),
+        expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/livenessprobe:v2\./),
+      ]),
+    );
+  });
+
+  it("grants RBAC without wildcards, bound only to the controller, and nothing to the node plugin", () => {
+    const roles = [...find(objects, "ClusterRole"), ...find(objects, "Role")];
+    expect(roles.length).toBeGreaterThan(0);
+    for (const role of roles) {
+      for (const rule of role.rules as PolicyRule[]) {
+        for (const field of [rule.apiGroups, rule.resources, rule.verbs]) {
+          expect(field.join(","), role.metadata.name).not.toContain("*");
+        }
+        // No sidecar needs Secrets (no secret parameters) or VolumeAttachments (no attach).
+        expect(rule.resources).not.toContain("secrets");
+        expect(rule.resources).not.toContain("volumeattachments");
+      }
+    }
+    const bindings = [...find(objects, "ClusterRoleBinding"), ...find(objects, "RoleBinding")];
+    const subjects = bindings.flatMap(
+      (b) => b.subjects as { kind: string; name: string; namespace: string }[],
+    );
+    expect(new Set(subjects.map((s) => `${s.kind}/${s.namespace}/${s.name}`))).toEqual(
+      new Set(["ServiceAccount/snapblock/snapblock-controller"]),
+    );
+    const nodeSa = one(objects, "ServiceAccount", "snapblock-node");
+    expect(nodeSa.automountServiceAccountToken).toBe(false);
+    expect(nodePod(objects).serviceAccountName).toBe("snapblock-node");
+    expect(controllerPod(objects).serviceAccountName).toBe("snapblock-controller");
+  });
+
+  it("grants each sidecar the rules its work needs", () => {
+    const rules = (name: string, kind = "ClusterRole") => one(objects, kind, name).rules as PolicyRule[];
+    const allows = (rs: PolicyRule[], group: string, resource: string, verb: string) =>
+      rs.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+    const provisioner = rules("snapblock-provisioner");
+    expect(allows(provisioner, "", "persistentvolumes", "create")).toBe(true);
+    expect(allows(provisioner, "", "persistentvolumes", "delete")).toBe(true);
+    expect(allows(provisioner, "storage.k8s.io", "csinodes", "watch")).toBe(true);
+    expect(allows(provisioner, "snapshot.storage.k8s.io", "volumesnapshotcontents", "get")).toBe(true);
+    expect(allows(provisioner, "", "persistentvolumeclaims", "delete")).toBe(false);
+    const snapshotter = rules("snapblock-snapshotter");
+    expect(allows(snapshotter, "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "patch")).toBe(
+      true,
+    );
+    expect(allows(snapshotter, "", "persistentvolumes", "get")).toBe(false);
+    const resizer = rules("snapblock-resizer");
+    expect(allows(resizer, "", "persistentvolumeclaims/status", "patch")).toBe(true);
+    expect(allows(resizer, "", "persistentvolumes", "delete")).toBe(false);
+    const local = rules("snapblock-controller", "Role");
+    expect(allows(local, "coordination.k8s.io", "leases", "update")).toBe(true);
+    expect(allows(local, "storage.k8s.io", "csistoragecapacities", "create")).toBe(true);
+    expect(allows(local, "", "pods", "list")).toBe(true);
+    expect(one(objects, "Role", "snapblock-controller").metadata.namespace).toBe("snapblock");
+  });
+
+  it("creates the StorageClass and VolumeSnapshotClass for the driver", () => {
+    const sc = one(objects, "StorageClass", "snapblock");
+    expect(sc.provisioner).toBe(DRIVER);
+    expect(sc.volumeBindingMode).toBe("WaitForFirstConsumer");
+    expect(sc.allowVolumeExpansion).toBe(true);
+    expect(sc.reclaimPolicy).toBe("Delete");
+    expect(sc.parameters).toEqual({ "csi.storage.k8s.io/fstype": "ext4" });
+    const vsc = one(objects, "VolumeSnapshotClass", "snapblock");
+    expect(vsc.driver).toBe(DRIVER);
+    expect(vsc.deletionPolicy).toBe("Delete");
+  });
+
+  it("generates the engine service's mutual-TLS certificates and mounts them on both sides", () => {
+    const controllerSecret = one(objects, "Secret", "snapblock-controller-tls");
+    const nodeSecret = one(objects, "Secret", "snapblock-node-tls");
+    for (const s of [controllerSecret, nodeSecret]) {
+      expect(s.type).toBe("kubernetes.io/tls");
+      const data = s.data as Record<string, string>;
+      expect(Object.keys(data).sort()).toEqual(["ca.crt", "tls.crt", "tls.key"]);
+      expect(Buffer.from(data["tls.crt"] ?? "", "base64").toString()).toContain("BEGIN CERTIFICATE");
+    }
+    // One CA signs both.
+    expect((controllerSecret.data as Record<string, string>)["ca.crt"]).toBe(
+      (nodeSecret.data as Record<string, string>)["ca.crt"],
+    );
+    const controller = controllerPod(objects);
+    const node = nodePod(objects);
+    expect(
+      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/tls").secret?.secretName,
+    ).toBe("snapblock-controller-tls");
+    expect(mountOf(node, container(node, "snapblock"), "/etc/snapblock/tls").secret?.secretName).toBe(
+      "snapblock-node-tls",
+    );
+    for (const c of [container(controller, "snapblock"), container(node, "snapblock")]) {
+      expect(flag(c, "tls-ca")).toBe("/etc/snapblock/tls/ca.crt");
+      expect(flag(c, "tls-cert")).toBe("/etc/snapblock/tls/tls.crt");
+      expect(flag(c, "tls-key")).toBe("/etc/snapblock/tls/tls.key");
+      expect(hasFlag(c, "insecure-loopback")).toBe(false);
+    }
+    expect(flag(container(controller, "snapblock"), "tls-server-name")).toBe("snapblock-node.snapblock.svc");
+  });
+
+  it("points the controller's node list at the node plugins' engine port", () => {
+    const controller = controllerPod(objects);
+    const snapblock = container(controller, "snapblock");
+    const nodeList = container(controller, "node-list");
+    const file = flag(snapblock, "nodes-file") ?? "";
+    expect(nodeList.env?.find((e) => e.name === "NODES_FILE")?.value).toBe(file);
+    expect(path.dirname(file)).toBe("/run/snapblock/nodes");
+    expect(mountOf(controller, nodeList, "/run/snapblock/nodes").name).toBe(
+      mountOf(controller, snapblock, "/run/snapblock/nodes").name,
+    );
+    const engine = flag(container(nodePod(objects), "snapblock"), "engine-listen");
+    expect(engine).toBe(`0.0.0.0:${nodeList.env?.find((e) => e.name === "ENGINE_PORT")?.value}`);
+    const selector = nodeList.env?.find((e) => e.name === "NODE_SELECTOR")?.value ?? "";
+    const nodeLabels = (
+      one(objects, "DaemonSet").spec as { selector: { matchLabels: Record<string, string> } }
+    ).selector.matchLabels;
+    expect(selector.split(",").sort()).toEqual(
+      Object.entries(nodeLabels)
+        .map(([k, v]) => `${k}=${v}`)
+        .sort(),
+    );
+  });
+
+  it("exposes metrics on both components and ships the Grafana dashboard", () => {
+    const service = one(objects, "Service", "snapblock-metrics");
+    const spec = service.spec as {
+      selector: Record<string, string>;
+      ports: { name: string; port: number }[];
+    };
+    expect(spec.ports[0]?.name).toBe("metrics");
+    expect(spec.selector).toEqual({
+      "app.kubernetes.io/name": "snapblock",
+      "app.kubernetes.io/instance": "snapblock",
+    });
+    for (const pod of [controllerPod(objects), nodePod(objects)]) {
+      const c = container(pod, "snapblock");
+      expect(flag(c, "metrics-address")).toBe("0.0.0.0:9808");
+      expect(c.ports?.find((p) => p.name === "metrics")?.containerPort).toBe(9808);
+    }
+    const dashboard = one(objects, "ConfigMap", "snapblock-dashboard");
+    expect(dashboard.metadata.labels?.grafana_dashboard).toBe("1");
+    const json = (dashboard.data as Record<string, string>)["snapblock.json"] ?? "";
+    expect((JSON.parse(json) as { uid: string }).uid).toBe("snapblock");
+  });
+
+  it("gives every container resources and the liveness probes a port they can reach", () => {
+    for (const pod of [controllerPod(objects), nodePod(objects)]) {
+      const probe = container(pod, "liveness-probe");
+      const port = Number(flag(probe, "http-endpoint")?.replace(/^:/, ""));
+      const snapblock = container(pod, "snapblock");
+      expect(snapblock.ports?.find((p) => p.name === "healthz")?.containerPort).toBe(port);
+      expect((snapblock.livenessProbe?.httpGet as { port: string }).port).toBe("healthz");
+      for (const c of pod.containers) expect((c as { resources?: unknown }).resources, c.name).toBeDefined();
+    }
+  });
+});
+
+describe("non-default values", () => {
+  it("switches the optional objects off", async () => {
+    const objects = await renderWith({
+      storageClasses: [],
+      volumeSnapshotClasses: [],
+      metrics: { enabled: false, dashboard: { enabled: false } },
+      controller: { storageCapacity: false },
+    });
+    for (const kind of ["StorageClass", "VolumeSnapshotClass", "Service", "ServiceMonitor"]) {
+      expect(find(objects, kind), kind).toEqual([]);
+    }
+    expect(find(objects, "ConfigMap", "snapblock-dashboard")).toEqual([]);
+    const snapblock = container(controllerPod(objects), "snapblock");
+    expect(hasFlag(snapblock, "metrics-address")).toBe(false);
+    const provisioner = container(controllerPod(objects), "csi-provisioner");
+    expect(hasFlag(provisioner, "enable-capacity")).toBe(false);
+    expect((one(objects, "CSIDriver").spec as { storageCapacity: boolean }).storageCapacity).toBe(false);
+    const role = one(objects, "Role").rules as PolicyRule[];
+    expect(role.flatMap((r) => r.resources)).not.toContain("csistoragecapacities");
+  });
+
+  it("switches the ServiceMonitor on and renders several classes", async () => {
+    const objects = await renderWith({
+      metrics: { serviceMonitor: { enabled: true, labels: { release: "prom" } } },
+      storageClasses: [
+        { name: "snapblock-ext4", default: true },
+        { name: "snapblock-xfs", fsType: "xfs", reclaimPolicy: "Retain", allowVolumeExpansion: false },
+      ],
+      volumeSnapshotClasses: [
+        { name: "snapblock", default: true },
+        { name: "snapblock-retain", deletionPolicy: "Retain" },
+      ],
+    });
+    const monitor = one(objects, "ServiceMonitor");
+    expect(monitor.metadata.labels?.release).toBe("prom");
+    const service = one(objects, "Service", "snapblock-metrics");
+    const matchLabels = (monitor.spec as { selector: { matchLabels: Record<string, string> } }).selector
+      .matchLabels;
+    for (const [k, v] of Object.entries(matchLabels)) expect(service.metadata.labels?.[k]).toBe(v);
+    const ext4 = one(objects, "StorageClass", "snapblock-ext4");
+    expect(
+      (ext4.metadata.annotations as Record<string, string>)["storageclass.kubernetes.io/is-default-class"],
+    ).toBe("true");
+    const xfs = one(objects, "StorageClass", "snapblock-xfs");
+    expect(xfs.parameters).toEqual({ "csi.storage.k8s.io/fstype": "xfs" });
+    expect(xfs.reclaimPolicy).toBe("Retain");
+    expect(xfs.allowVolumeExpansion).toBe(false);
+    expect(xfs.metadata.annotations).toBeUndefined();
+    expect(one(objects, "VolumeSnapshotClass", "snapblock-retain").deletionPolicy).toBe("Retain");
+  });
+
+  it("uses existing Secrets without creating any", async () => {
+    const objects = await renderWith({
+      tls: {
+        mode: "existingSecret",
+        existingSecret: { controller: "my-controller-tls", node: "my-node-tls" },
+      },
+    });
+    expect(find(objects, "Secret")).toEqual([]);
+    expect(find(objects, "Certificate")).toEqual([]);
+    const controller = controllerPod(objects);
+    const node = nodePod(objects);
+    expect(
+      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/tls").secret?.secretName,
+    ).toBe("my-controller-tls");
+    expect(mountOf(node, container(node, "snapblock"), "/etc/snapblock/tls").secret?.secretName).toBe(
+      "my-node-tls",
+    );
+  });
+
+  it("asks cert-manager for the certificates, with its own CA or a given issuer", async () => {
+    const own = await renderWith({ tls: { mode: "certManager" } });
+    expect(find(own, "Secret")).toEqual([]);
+    expect(
+      find(own, "Issuer")
+        .map((o) => o.metadata.name)
+        .sort(),
+    ).toEqual(["snapblock-engine-ca", "snapblock-selfsigned"]);
+    const certs = find(own, "Certificate");
+    const bySecret = new Map(certs.map((c) => [(c.spec as { secretName: string }).secretName, c]));
+    expect([...bySecret.keys()].sort()).toEqual([
+      "snapblock-controller-tls",
+      "snapblock-engine-ca",
+      "snapblock-node-tls",
+    ]);
+    const nodeCert = bySecret.get("snapblock-node-tls")?.spec as {
+      dnsNames: string[];
+      issuerRef: { name: string };
+    };
+    expect(nodeCert.dnsNames).toEqual(["snapblock-node.snapblock.svc"]);
+    expect(nodeCert.issuerRef.name).toBe("snapblock-engine-ca");
+
+    const given = await renderWith({
+      tls: { mode: "certManager", certManager: { issuerRef: { name: "corp-ca", kind: "ClusterIssuer" } } },
+    });
+    expect(find(given, "Issuer")).toEqual([]);
+    expect(
+      find(given, "Certificate").map((c) => (c.spec as { issuerRef: { name: string } }).issuerRef.name),
+    ).toEqual(["corp-ca", "corp-ca"]);
+  });
+
+  it("follows a moved kubelet directory, pool path, chunk size, scheduling and images", async () => {
+    const objects = await renderWith({
+      logLevel: "debug",
+      driverName: "csi.example.org",
+      image: { repository: "registry.example.org/snapblock", digest: `sha256:${"a".repeat(64)}` },
+      sidecars: { provisioner: { image: { tag: "v5.9.9" } } },
+      node: {
+        kubeletDir: "/var/snap/microk8s/common/var/lib/kubelet",
+        dataDir: "/mnt/fast/snapblock",
+        chunkSize: "128K",
+        poolSize: "100G",
+        nodeSelector: { "snapblock.dev/disk": "true" },
+        tolerations: [],
+        priorityClassName: "",
+      },
+      controller: { priorityClassName: "system-cluster-critical", nodeSelector: { role: "infra" } },
+    });
+    const pod = nodePod(objects);
+    const snapblock = container(pod, "snapblock");
+    const dir = "/var/snap/microk8s/common/var/lib/kubelet";
+    expect(mountOf(pod, snapblock, "/csi").hostPath?.path).toBe(`${dir}/plugins/csi.example.org`);
+    expect(flag(container(pod, "node-driver-registrar"), "kubelet-registration-path")).toBe(
+      `${dir}/plugins/csi.example.org/csi.sock`,
+    );
+    expect(mountOf(pod, snapblock, dir).hostPath?.path).toBe(dir);
+    expect(mountOf(pod, container(pod, "node-driver-registrar"), "/registration").hostPath?.path).toBe(
+      `${dir}/plugins_registry`,
+    );
+    expect(flag(snapblock, "path-root")).toBe(dir);
+    expect(flag(snapblock, "data")).toBe("/mnt/fast/snapblock");
+    expect(mountOf(pod, snapblock, "/mnt/fast/snapblock").hostPath?.path).toBe("/mnt/fast/snapblock");
+    expect(flag(snapblock, "chunk-size")).toBe("128K");
+    expect(flag(snapblock, "pool-size")).toBe("100G");
+    expect(flag(snapblock, "log-level")).toBe("debug");
+    expect(flag(snapblock, "plugin-name")).toBe("csi.example.org");
+    expect(pod.nodeSelector).toEqual({ "snapblock.dev/disk": "true" });
+    expect(pod.tolerations).toBeUndefined();
+    expect(pod.priorityClassName).toBeUndefined();
+    expect(snapblock.image).toBe(`registry.example.org/snapblock@sha256:${"a".repeat(64)}`);
+    const controller = controllerPod(objects);
+    expect(controller.priorityClassName).toBe("system-cluster-critical");
+    expect(controller.nodeSelector).toEqual({ role: "infra" });
+    expect(container(controller, "csi-provisioner").image).toBe(
+      "registry.k8s.io/sig-storage/csi-provisioner:v5.9.9",
+    );
+    expect(one(objects, "CSIDriver", "csi.example.org")).toBeDefined();
+    expect(one(objects, "StorageClass").provisioner).toBe("csi.example.org");
+    expect(one(objects, "VolumeSnapshotClass").driver).toBe("csi.example.org");
+  });
+
+  it("refuses an unpinned image and an unknown TLS mode", async () => {
+    const fails = async (set: string[]) => {
+      const args = [
+        "template",
+        "x",
+        CHART_DIR,
+        "--kube-version",
+        KUBE_VERSION,
+        ...set.flatMap((s) => ["--set", s]),
+      ];
+      await expect(helm(args)).rejects.toThrow();
+    };
+    await fails(["sidecars.resizer.image.tag=latest"]);
+    await fails(["image.tag=latest"]);
+    await fails(["sidecars.livenessProbe.image.tag="]);
+    await fails(["tls.mode=plaintext"]);
+    await fails(["tls.mode=existingSecret"]);
+  });
+});
