@@ -1,10 +1,14 @@
+import { hostname } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
   ClusterEngine,
   FileNodeDiscovery,
+  KubernetesNodeDiscovery,
+  LeaseElection,
   RemoteEngine,
   StaticNodeDiscovery,
+  connectKube,
   parseNodeList,
   type NodeDiscovery,
 } from "../pkg/cluster/index.js";
@@ -22,7 +26,7 @@ import type { CliContext } from "./cli-context.js";
 import { logLevel, transportFlags, untilSignal } from "./node-command.js";
 import { packageVersion } from "./package-version.js";
 
-export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE) [options]
+export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
 
 The controller of cluster mode: Identity + Controller on the CSI socket (for the sidecars), every
 volume operation sent to the engine service of the node that holds (or will hold) the volume.
@@ -30,7 +34,13 @@ volume operation sent to the engine service of the node that holds (or will hold
   --endpoint EP           CSI socket (default unix:///csi/csi.sock)
   --nodes LIST            static node list: node-a=host:port,node-b=host:port
   --nodes-file FILE       the same, one per line (re-read every --refresh seconds)
+  --kube-discovery        the nodes from the snapblock.dev/ annotations node plugins publish on
+                          their Node objects (snapblock node --announce)
   --refresh SEC           how often node discovery is asked again (default 30)
+  --leader-elect          with several replicas: serve only while holding the Lease
+  --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)
+  --leader-elect-name NAME      name of the Lease (default snapblock-controller)
+  --identity ID           this replica in the Lease (default: $POD_NAME or the host name)
   --tls-ca FILE           CA of the engine service (PEM)        } required unless
   --tls-cert FILE         the controller's certificate (PEM)    } --insecure-loopback
   --tls-key FILE          the controller's private key (PEM)    }
@@ -49,6 +59,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       endpoint: { type: "string", default: "unix:///csi/csi.sock" },
       nodes: { type: "string" },
       "nodes-file": { type: "string" },
+      "kube-discovery": { type: "boolean", default: false },
+      "leader-elect": { type: "boolean", default: false },
+      "leader-elect-namespace": { type: "string" },
+      "leader-elect-name": { type: "string", default: "snapblock-controller" },
+      identity: { type: "string" },
       refresh: { type: "string", default: "30" },
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
@@ -77,21 +92,53 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (!(refreshMs > 0)) throw new UsageError(`--refresh ${values.refresh}: seconds > 0`);
   if (!(callTimeoutMs > 0)) throw new UsageError(`--call-timeout ${values["call-timeout"]}: seconds > 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const sources = [values.nodes !== undefined, values["nodes-file"] !== undefined, values["kube-discovery"]];
+  if (sources.filter(Boolean).length !== 1) {
+    throw new UsageError("give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery");
+  }
+  const logger = createCsiLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
+  const kube = values["kube-discovery"] || values["leader-elect"] ? await connectKube() : undefined;
   let discovery: NodeDiscovery;
-  if (values.nodes !== undefined && values["nodes-file"] === undefined) {
-    discovery = new StaticNodeDiscovery(parseNodeList(values.nodes, "--nodes"));
-  } else if (values["nodes-file"] !== undefined && values.nodes === undefined) {
+  if (values.nodes !== undefined) discovery = new StaticNodeDiscovery(parseNodeList(values.nodes, "--nodes"));
+  else if (values["nodes-file"] !== undefined)
     discovery = new FileNodeDiscovery(path.resolve(ctx.cwd, values["nodes-file"]));
-  } else {
-    throw new UsageError("give the nodes with exactly one of --nodes or --nodes-file");
+  else discovery = new KubernetesNodeDiscovery({ api: kube! });
+
+  // With several replicas only the Lease holder serves; losing the Lease exits the process (the
+  // client-go convention) so that Kubernetes restarts it as a clean follower.
+  let election: LeaseElection | undefined;
+  let shuttingDown = false;
+  if (values["leader-elect"]) {
+    const identity = values.identity ?? ctx.env.POD_NAME ?? hostname();
+    let lost: () => void = () => undefined;
+    const lostLease = new Promise<void>((resolve) => (lost = resolve));
+    election = new LeaseElection({
+      api: kube!,
+      namespace: values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system",
+      name: values["leader-elect-name"],
+      identity,
+      logger,
+      onStoppedLeading: () => lost(),
+    });
+    void lostLease.then(() => {
+      if (shuttingDown) return;
+      logger.error("lost the leader Lease: exiting so that a clean follower restarts", { identity });
+      process.exit(1);
+    });
+    while (!(await election.tryAcquireOrRenew())) {
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    await election.start();
   }
 
-  const logger = createCsiLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
   const cluster = new ClusterEngine({
     discovery,
     connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
     logger,
   });
+  // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
+  // loopback fails here, loudly, instead of leaving a controller that knows no nodes.
+  await cluster.refresh();
   const server = await CsiServer.start({
     socketPath,
     logger,
@@ -105,7 +152,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     controller: controllerHandlers({ engine: cluster, logger }),
   });
 
-  // Discovery failures keep the last known nodes: a flaky API server must not drop every node.
+  // Later discovery failures keep the last known nodes: a flaky API server must not drop them all.
   const refresh = async (): Promise<void> => {
     try {
       await cluster.refresh();
@@ -113,7 +160,6 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       logger.error("node discovery failed; keeping the nodes known so far", { err });
     }
   };
-  await refresh();
   logger.info("controller ready", {
     socket: socketPath,
     nodes: cluster.nodeEngines().map((e) => e.nodeId),
@@ -123,8 +169,10 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   timer.unref();
 
   return untilSignal(logger, async () => {
+    shuttingDown = true;
     clearInterval(timer);
     await server.shutdown(graceMs);
     cluster.close();
+    await election?.stop();
   });
 }

@@ -2,7 +2,13 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { chooseAttacher } from "../pkg/attach/index.js";
-import { EngineServer, type EngineTransportOptions } from "../pkg/cluster/index.js";
+import {
+  EngineServer,
+  NodeAnnouncer,
+  connectKube,
+  parseHostPort,
+  type EngineTransportOptions,
+} from "../pkg/cluster/index.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
@@ -37,6 +43,9 @@ controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
   --tls-cert FILE       this node's certificate (PEM)         } --insecure-loopback
   --tls-key FILE        this node's private key (PEM)         }
   --insecure-loopback   plaintext engine service; only with a loopback --engine-listen
+  --announce ADDR       publish ADDR (host:port the controller dials, e.g. $(POD_IP):7443) and the
+                        pool's capacity on this node's Node object (snapblock.dev/ annotations)
+  --announce-every SEC  how often to refresh the announcement (default 60)
   --pool-size SIZE      size of a new pool (default: 80% of the free disk space, at most 64G)
   --chunk-size SIZE     chunk size of a new pool (default 64K)
   --overcommit RATIO    volume sizes may add up to RATIO x pool size (default 1)
@@ -63,6 +72,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "insecure-loopback": { type: "boolean", default: false },
+      announce: { type: "string" },
+      "announce-every": { type: "string", default: "60" },
       "pool-size": { type: "string" },
       "chunk-size": { type: "string" },
       overcommit: { type: "string", default: "1" },
@@ -98,6 +109,9 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
   }
   const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
+  if (values.announce !== undefined) parseHostPort(values.announce);
+  const announceMs = Number(values["announce-every"]) * 1000;
+  if (!(announceMs > 0)) throw new UsageError(`--announce-every ${values["announce-every"]}: seconds > 0`);
 
   const logger = createCsiLogger({
     level,
@@ -173,7 +187,22 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     return 1;
   }
 
+  // Announced only once serving: the controller must not dial an endpoint that is not there yet.
+  let announcer: NodeAnnouncer | undefined;
+  if (values.announce !== undefined) {
+    announcer = new NodeAnnouncer({
+      api: await connectKube(),
+      nodeId,
+      endpoint: values.announce,
+      capacity: () => engine.capacity(),
+      intervalMs: announceMs,
+      logger,
+    });
+    await announcer.start();
+  }
+
   return untilSignal(logger, async () => {
+    announcer?.stop();
     await Promise.all([csi.shutdown(graceMs), engineServer.shutdown(graceMs)]);
     // In-flight NBD requests finish and every export is flushed before the pool closes.
     await nbd.shutdown();

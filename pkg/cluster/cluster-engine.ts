@@ -56,15 +56,28 @@ export class ClusterEngine implements EngineApi {
   async refresh(): Promise<void> {
     const endpoints = await this.options.discovery.nodes();
     const next = new Map<string, Member>();
-    for (const endpoint of endpoints) {
-      const current = this.members.get(endpoint.nodeId);
-      if (current && current.endpoint.address === endpoint.address) {
-        next.set(endpoint.nodeId, current);
-        continue;
+    const made: Member[] = [];
+    try {
+      for (const endpoint of endpoints) {
+        const current = this.members.get(endpoint.nodeId);
+        if (current && current.endpoint.address === endpoint.address) next.set(endpoint.nodeId, current);
+        else {
+          const member = { endpoint, engine: this.options.connect(endpoint) };
+          made.push(member);
+          next.set(endpoint.nodeId, member);
+        }
       }
-      if (current) current.engine.close();
-      next.set(endpoint.nodeId, { endpoint, engine: this.options.connect(endpoint) });
-      this.options.logger.info("node engine added", { node: endpoint.nodeId, address: endpoint.address });
+    } catch (err) {
+      // All or nothing: a bad entry leaves the known nodes as they were and leaks no channel.
+      for (const m of made) m.engine.close();
+      throw err;
+    }
+    for (const member of made) {
+      this.members.get(member.endpoint.nodeId)?.engine.close();
+      this.options.logger.info("node engine added", {
+        node: member.endpoint.nodeId,
+        address: member.endpoint.address,
+      });
     }
     for (const [id, member] of this.members) {
       if (!next.has(id)) {
