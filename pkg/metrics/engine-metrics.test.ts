@@ -74,11 +74,24 @@ describe("EngineMetrics", () => {
       }),
     ).toBe(64 * KiB);
     current = poolStats(["v1", "v2"]);
-    // Past the reuse window of one reading, the next scrape sees the new state.
-    await new Promise((r) => setTimeout(r, 300));
+    // A later scrape (a later turn of the event loop) sees the new state.
+    await new Promise((r) => setImmediate(r));
     expect(await sampleValue(registry, "snapblock_engine_volumes", { pool: "p" })).toBe(2);
     expect(await sampleValue(registry, "snapblock_engine_snapshots", { pool: "p" })).toBe(0);
     expect(await samples(registry, "snapblock_snapshot_size_bytes")).toEqual([]);
+  });
+
+  it("reads stats() once per scrape, however many gauges it feeds", async () => {
+    let calls = 0;
+    const { registry } = setup(() => {
+      calls++;
+      return poolStats(["v1"], [["s1", "v1"]]);
+    });
+    await registry.metrics();
+    expect(calls).toBe(1);
+    await new Promise((r) => setImmediate(r));
+    await registry.metrics();
+    expect(calls).toBe(2);
   });
 
   it("exposes no pool gauges while the pool is closed", async () => {
@@ -157,7 +170,7 @@ describe("EngineMetrics", () => {
       [OVERFLOW_LABEL, 128 * KiB],
     ]);
     current = poolStats(["b", "c"]);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setImmediate(r));
     await registry.metrics();
     expect(await written()).toEqual({ b: 100, [OVERFLOW_LABEL]: 100 });
     observer.ioCompleted?.({ device: "c", kind: "volume", op: "write", bytes: 1, seconds: 0.001 });

@@ -11,12 +11,6 @@ const REDIRECT_KINDS = ["full", "partial", "merged"] as const;
 /** Default number of volumes (and of snapshots) with series of their own. */
 export const DEFAULT_DEVICE_SERIES = 100;
 
-/**
- * A scrape reads a dozen gauges that all come from one PoolStats; stats() walks the pool's tables,
- * so one reading serves the whole scrape instead of one per gauge.
- */
-const STATS_REUSE_MS = 250;
-
 export interface EngineMetricsOptions {
   registry: Registry;
   /** Value of the `pool` label. */
@@ -47,7 +41,7 @@ export class EngineMetrics {
   private readonly gauges: ReturnType<typeof poolGauges>;
   private readonly copyBytes: Counter<PoolLabel>;
   private copiedSoFar = 0;
-  private cached: { at: number; stats: PoolStats | undefined } | undefined;
+  private cached: { stats: PoolStats | undefined } | undefined;
   private applied: PoolStats | undefined | null = null;
 
   constructor(private readonly options: EngineMetricsOptions) {
@@ -153,10 +147,18 @@ export class EngineMetrics {
     };
   }
 
+  /**
+   * One stats() reading per scrape: a scrape reads a dozen gauges that all come from one
+   * PoolStats, and stats() walks the pool's tables. prom-client runs the collect callbacks of one
+   * scrape in one turn of the event loop, so the reading is dropped at the next turn and the next
+   * scrape sees the pool as it is then.
+   */
   private current(): PoolStats | undefined {
-    const now = performance.now();
-    if (this.cached === undefined || now - this.cached.at > STATS_REUSE_MS) {
-      this.cached = { at: now, stats: this.options.stats() };
+    if (this.cached === undefined) {
+      this.cached = { stats: this.options.stats() };
+      setImmediate(() => {
+        this.cached = undefined;
+      });
     }
     return this.cached.stats;
   }
