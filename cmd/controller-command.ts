@@ -23,7 +23,8 @@ import {
 } from "../pkg/csi/index.js";
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
-import { logLevel, transportFlags, untilSignal } from "./node-command.js";
+import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
+import { logLevel, metricsAddressOption, serveMetrics, transportFlags, untilSignal } from "./node-command.js";
 import { packageVersion } from "./package-version.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
@@ -48,6 +49,7 @@ volume operation sent to the engine service of the node that holds (or will hold
   --insecure-loopback     plaintext to nodes on loopback addresses only (tests, one machine)
   --call-timeout SEC      deadline of one engine call (default 60)
   --plugin-name NAME      CSI driver name (default ${DEFAULT_PLUGIN_NAME})
+  --metrics-address A     serve Prometheus /metrics on HOST:PORT, or none (default ${DEFAULT_METRICS_ADDRESS})
   --log-level LEVEL       debug, info, warn or error (default info)
   --shutdown-grace SEC    how long calls in flight may finish on SIGINT/SIGTERM (default 30)
 `;
@@ -74,6 +76,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
       "log-level": { type: "string", default: "info" },
       "shutdown-grace": { type: "string", default: "30" },
+      "metrics-address": { type: "string", default: DEFAULT_METRICS_ADDRESS },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -92,6 +95,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (!(refreshMs > 0)) throw new UsageError(`--refresh ${values.refresh}: seconds > 0`);
   if (!(callTimeoutMs > 0)) throw new UsageError(`--call-timeout ${values["call-timeout"]}: seconds > 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const metricsAddress = metricsAddressOption(values["metrics-address"]);
   const sources = [values.nodes !== undefined, values["nodes-file"] !== undefined, values["kube-discovery"]];
   if (sources.filter(Boolean).length !== 1) {
     throw new UsageError("give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery");
@@ -139,6 +143,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
   // loopback fails here, loudly, instead of leaving a controller that knows no nodes.
   await cluster.refresh();
+  const registry = createMetricsRegistry();
+  const csiMetrics = new CsiMetrics({ registry });
   const server = await CsiServer.start({
     socketPath,
     logger,
@@ -148,9 +154,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       controller: true,
       ready: () => cluster.isReady(),
       logger,
+      observer: csiMetrics.observer,
     }),
-    controller: controllerHandlers({ engine: cluster, logger }),
+    controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
   });
+  const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   // Later discovery failures keep the last known nodes: a flaky API server must not drop them all.
   const refresh = async (): Promise<void> => {
@@ -172,6 +180,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     shuttingDown = true;
     clearInterval(timer);
     await server.shutdown(graceMs);
+    await metrics?.close();
     cluster.close();
     await election?.stop();
   });

@@ -25,7 +25,21 @@ import {
   type CsiLogLevel,
   type NodeVolumeManager,
 } from "../pkg/csi/index.js";
-import { NbdServer, createJsonLogger } from "../pkg/nbd/index.js";
+import type { PoolStats } from "../pkg/engine/index.js";
+import { isSnapblockError } from "../pkg/errors/index.js";
+import {
+  CsiMetrics,
+  DEFAULT_DEVICE_SERIES,
+  DEFAULT_METRICS_ADDRESS,
+  EngineMetrics,
+  NbdMetrics,
+  createMetricsRegistry,
+  parseMetricsAddress,
+  startMetricsServer,
+  type MetricsServer,
+  type Registry,
+} from "../pkg/metrics/index.js";
+import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { packageVersion } from "./package-version.js";
@@ -53,6 +67,9 @@ controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
   --path-root DIR       only accept staging/target paths inside DIR (repeatable)
   --max-volumes N       NodeGetInfo max_volumes_per_node (default 0: the CO decides)
   --attach KIND         auto, nbd-client, nbdfuse-loop, or none (default auto)
+  --metrics-address A   serve Prometheus /metrics on HOST:PORT, or none (default ${DEFAULT_METRICS_ADDRESS})
+  --metrics-volume-series N
+                        volumes (and snapshots) with metric series of their own (default ${DEFAULT_DEVICE_SERIES})
   --log-level LEVEL     debug, info, warn or error (default info)
   --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
 `;
@@ -83,6 +100,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
       attach: { type: "string", default: "auto" },
       "log-level": { type: "string", default: "info" },
       "shutdown-grace": { type: "string", default: "30" },
+      "metrics-address": { type: "string", default: DEFAULT_METRICS_ADDRESS },
+      "metrics-volume-series": { type: "string", default: String(DEFAULT_DEVICE_SERIES) },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -110,6 +129,10 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   }
   const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
   if (values.announce !== undefined) parseHostPort(values.announce);
+  const metricsAddress = metricsAddressOption(values["metrics-address"]);
+  const deviceSeries = Number(values["metrics-volume-series"]);
+  if (!Number.isInteger(deviceSeries) || deviceSeries < 0)
+    throw new UsageError(`--metrics-volume-series ${values["metrics-volume-series"]}: a whole number >= 0`);
   const announceMs = Number(values["announce-every"]) * 1000;
   if (!(announceMs > 0)) throw new UsageError(`--announce-every ${values["announce-every"]}: seconds > 0`);
 
@@ -123,7 +146,18 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     ? parseByteSize(values["pool-size"], "--pool-size")
     : await defaultPoolSize(dataDir);
   const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
+  // Metrics first: the engine, NBD and CSI pieces take their observers at construction.
+  const registry = createMetricsRegistry();
+  const engineMetrics = new EngineMetrics({
+    registry,
+    pool: nodeId,
+    stats: (): PoolStats | undefined => engine.poolStats(),
+    maxDeviceSeries: deviceSeries,
+  });
+  const nbdMetrics = new NbdMetrics({ registry, stats: (): NbdStats => nbd.stats() });
+  const csiMetrics = new CsiMetrics({ registry });
   const engine = new LocalEngine({
+    observer: engineMetrics.observer,
     nodeId,
     poolDir: path.join(dataDir, "pool"),
     metadataFile: path.join(dataDir, "csi-metadata.json"),
@@ -136,6 +170,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
       write: ctx.stderr,
       base: { component: "nbd", node: nodeId },
     }),
+    observer: nbdMetrics.observer,
   });
   const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
 
@@ -172,6 +207,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
         controller: false,
         ready: () => engine.isReady(),
         logger,
+        observer: csiMetrics.observer,
       }),
       node: new NodeService({
         engine,
@@ -179,6 +215,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
         maxVolumesPerNode: maxVolumes,
         pathRoots,
         logger,
+        observer: csiMetrics.observer,
       }).handlers(),
     });
   } catch (err) {
@@ -186,6 +223,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     await engine.close();
     return 1;
   }
+
+  const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   // Announced only once serving: the controller must not dial an endpoint that is not there yet.
   let announcer: NodeAnnouncer | undefined;
@@ -204,6 +243,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   return untilSignal(logger, async () => {
     announcer?.stop();
     await Promise.all([csi.shutdown(graceMs), engineServer.shutdown(graceMs)]);
+    await metrics?.close();
     // In-flight NBD requests finish and every export is flushed before the pool closes.
     await nbd.shutdown();
     await nodeVolumes.close();
@@ -235,6 +275,40 @@ export function transportFlags(
       keyFile: path.resolve(cwd, key),
     },
   };
+}
+
+export function metricsAddressOption(text: string): ReturnType<typeof parseMetricsAddress> {
+  try {
+    return parseMetricsAddress(text);
+  } catch (err) {
+    // A bad flag is a usage error (usage text, exit code 2), not a failure of the engine.
+    if (isSnapblockError(err, "INVALID_ARGUMENT")) throw new UsageError(`--metrics-address: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Metrics are secondary to the volumes: a taken port is logged and the plugin keeps serving. */
+export async function serveMetrics(o: {
+  host: string;
+  port: number;
+  registry: Registry;
+  logger: CsiLogger;
+}): Promise<MetricsServer | undefined> {
+  try {
+    const metrics = await startMetricsServer({
+      host: o.host,
+      port: o.port,
+      registry: o.registry,
+      onError: (err) => o.logger.error("collecting metrics failed", { err }),
+    });
+    o.logger.info("metrics listening", { address: `${metrics.address.host}:${metrics.address.port}` });
+    return metrics;
+  } catch (err) {
+    o.logger.error("cannot serve metrics: running without /metrics (choose another --metrics-address)", {
+      err,
+    });
+    return undefined;
+  }
 }
 
 export function logLevel(level: string): CsiLogLevel {

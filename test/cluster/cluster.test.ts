@@ -32,6 +32,7 @@ describe("cluster mode: one controller, three node plugins", () => {
   let dir: string;
   let pki: TestPki;
   const ports = new Map<string, number>();
+  const metricsPorts = new Map<string, number>();
   const nodes = new Map<string, SnapblockProcess>();
   let controller: SnapblockProcess;
 
@@ -41,6 +42,7 @@ describe("cluster mode: one controller, three node plugins", () => {
         "node",
         ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M", "--attach", "none"],
         ...["--engine-listen", `127.0.0.1:${ports.get(node)}`, "--log-level", "debug"],
+        ...["--metrics-address", `127.0.0.1:${metricsPorts.get(node)}`],
         ...["--tls-ca", pki.node.caFile, "--tls-cert", pki.node.certFile, "--tls-key", pki.node.keyFile],
       ],
       path.join(dir, node, "csi.sock"),
@@ -57,7 +59,10 @@ describe("cluster mode: one controller, three node plugins", () => {
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "snapblock-cluster-"));
     pki = makeTestPki(dir);
-    for (const n of NODES) ports.set(n, await freePort());
+    for (const n of [...NODES, "controller"]) {
+      ports.set(n, await freePort());
+      metricsPorts.set(n, await freePort());
+    }
     const started = await Promise.all(NODES.map((n) => startNode(n)));
     started.forEach((p, i) => nodes.set(NODES[i]!, p));
     controller = await startSnapblock(
@@ -67,6 +72,7 @@ describe("cluster mode: one controller, three node plugins", () => {
         ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
         ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
         ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
+        ...["--metrics-address", `127.0.0.1:${metricsPorts.get("controller")}`],
       ],
       path.join(dir, "controller.sock"),
     );
@@ -172,6 +178,15 @@ describe("cluster mode: one controller, three node plugins", () => {
     );
     expect(full.code).toBe(GRPC_RESOURCE_EXHAUSTED);
     expect(full.details).toMatch(/node-c can provision/);
+  });
+
+  it("serves /metrics on the controller (CSI calls) and on each node (engine and CSI)", async () => {
+    const scrape = async (who: string) =>
+      (await fetch(`http://127.0.0.1:${metricsPorts.get(who)}/metrics`)).text();
+    expect(await scrape("controller")).toMatch(/snapblock_csi_calls_total\{[^}]*method="CreateVolume"/);
+    const node = await scrape("node-a");
+    expect(node).toMatch(/snapblock_engine_/);
+    expect(node).toMatch(/snapblock_csi_calls_total/);
   });
 
   it("refuses an engine-service client without a certificate", async () => {
