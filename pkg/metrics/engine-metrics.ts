@@ -42,6 +42,7 @@ export class EngineMetrics {
   private readonly copyBytes: Counter<PoolLabel>;
   private copiedSoFar = 0;
   private cached: { stats: PoolStats | undefined } | undefined;
+  /** The reading the gauges were last set from (null: none yet; undefined: the pool was closed). */
   private applied: PoolStats | undefined | null = null;
 
   constructor(private readonly options: EngineMetricsOptions) {
