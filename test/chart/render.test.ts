@@ -126,14 +126,7 @@ describe("default render", () => {
   it("runs the controller with the CSI sidecars on one socket emptyDir", () => {
     const pod = controllerPod(objects);
     expect(pod.containers.map((c) => c.name).sort()).toEqual(
-      [
-        "csi-provisioner",
-        "csi-resizer",
-        "csi-snapshotter",
-        "liveness-probe",
-        "node-list",
-        "snapblock",
-      ].sort(),
+      ["csi-provisioner", "csi-resizer", "csi-snapshotter", "liveness-probe", "snapblock"].sort(),
     );
     const snapblock = container(pod, "snapblock");
     expect(snapblock.args?.[0]).toBe("controller");
@@ -209,7 +202,7 @@ describe("default render", () => {
 
   it("pins every image (a tag that is not latest, or a digest)", () => {
     const all = images(objects);
-    expect(all.length).toBe(9);
+    expect(all.length).toBe(8);
     for (const image of all) {
       expect(image, image).toMatch(/^[a-z0-9.-]+(\/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$/);
       expect(image).not.toMatch(/:latest$/);
@@ -225,7 +218,7 @@ describe("default render", () => {
     );
   });
 
-  it("grants RBAC without wildcards, bound only to the controller, and nothing to the node plugin", () => {
+  it("grants RBAC without wildcards, to the release's two ServiceAccounts only", () => {
     const roles = [...find(objects, "ClusterRole"), ...find(objects, "Role")];
     expect(roles.length).toBeGreaterThan(0);
     for (const role of roles) {
@@ -238,15 +231,27 @@ describe("default render", () => {
         expect(rule.resources).not.toContain("volumeattachments");
       }
     }
+    // Each binding names one ServiceAccount of the release; the node plugin's only role is its own.
     const bindings = [...find(objects, "ClusterRoleBinding"), ...find(objects, "RoleBinding")];
-    const subjects = bindings.flatMap(
-      (b) => b.subjects as { kind: string; name: string; namespace: string }[],
-    );
-    expect(new Set(subjects.map((s) => `${s.kind}/${s.namespace}/${s.name}`))).toEqual(
-      new Set(["ServiceAccount/snapblock/snapblock-controller"]),
-    );
-    const nodeSa = one(objects, "ServiceAccount", "snapblock-node");
-    expect(nodeSa.automountServiceAccountToken).toBe(false);
+    const bound = (sa: string) =>
+      bindings
+        .filter((b) => (b.subjects as { name: string }[]).some((s) => s.name === sa))
+        .map((b) => `${b.kind}/${(b.roleRef as { name: string }).name}`)
+        .sort();
+    for (const b of bindings) {
+      for (const s of b.subjects as { kind: string; name: string; namespace: string }[]) {
+        expect(`${s.kind}/${s.namespace}`).toBe("ServiceAccount/snapblock");
+        expect(["snapblock-controller", "snapblock-node"]).toContain(s.name);
+      }
+    }
+    expect(bound("snapblock-node")).toEqual(["ClusterRoleBinding/snapblock-node"]);
+    expect(bound("snapblock-controller")).toEqual([
+      "ClusterRoleBinding/snapblock-controller",
+      "ClusterRoleBinding/snapblock-provisioner",
+      "ClusterRoleBinding/snapblock-resizer",
+      "ClusterRoleBinding/snapblock-snapshotter",
+      "RoleBinding/snapblock-controller",
+    ]);
     expect(nodePod(objects).serviceAccountName).toBe("snapblock-node");
     expect(controllerPod(objects).serviceAccountName).toBe("snapblock-controller");
   });
@@ -272,7 +277,14 @@ describe("default render", () => {
     const local = rules("snapblock-controller", "Role");
     expect(allows(local, "coordination.k8s.io", "leases", "update")).toBe(true);
     expect(allows(local, "storage.k8s.io", "csistoragecapacities", "create")).toBe(true);
-    expect(allows(local, "", "pods", "list")).toBe(true);
+    expect(allows(local, "coordination.k8s.io", "leases", "create")).toBe(true);
+    expect(allows(local, "", "pods", "get")).toBe(true);
+    expect(allows(local, "", "pods", "list")).toBe(false);
+    // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
+    expect(rules("snapblock-controller")).toEqual([
+      { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
+    ]);
+    expect(rules("snapblock-node")).toEqual([{ apiGroups: [""], resources: ["nodes"], verbs: ["patch"] }]);
     expect(one(objects, "Role", "snapblock-controller").metadata.namespace).toBe("snapblock");
   });
 
@@ -318,27 +330,20 @@ describe("default render", () => {
     expect(flag(container(controller, "snapblock"), "tls-server-name")).toBe("snapblock-node.snapblock.svc");
   });
 
-  it("points the controller's node list at the node plugins' engine port", () => {
-    const controller = controllerPod(objects);
-    const snapblock = container(controller, "snapblock");
-    const nodeList = container(controller, "node-list");
-    const file = flag(snapblock, "nodes-file") ?? "";
-    expect(nodeList.env?.find((e) => e.name === "NODES_FILE")?.value).toBe(file);
-    expect(path.dirname(file)).toBe("/run/snapblock/nodes");
-    expect(mountOf(controller, nodeList, "/run/snapblock/nodes").name).toBe(
-      mountOf(controller, snapblock, "/run/snapblock/nodes").name,
-    );
-    const engine = flag(container(nodePod(objects), "snapblock"), "engine-listen");
-    expect(engine).toBe(`0.0.0.0:${nodeList.env?.find((e) => e.name === "ENGINE_PORT")?.value}`);
-    const selector = nodeList.env?.find((e) => e.name === "NODE_SELECTOR")?.value ?? "";
-    const nodeLabels = (
-      one(objects, "DaemonSet").spec as { selector: { matchLabels: Record<string, string> } }
-    ).selector.matchLabels;
-    expect(selector.split(",").sort()).toEqual(
-      Object.entries(nodeLabels)
-        .map(([k, v]) => `${k}=${v}`)
-        .sort(),
-    );
+  it("lets the controller find the engines the node plugins announce, and elect one leader", () => {
+    const controller = container(controllerPod(objects), "snapblock");
+    expect(hasFlag(controller, "kube-discovery")).toBe(true);
+    expect(hasFlag(controller, "nodes")).toBe(false);
+    expect(hasFlag(controller, "nodes-file")).toBe(false);
+    expect(hasFlag(controller, "leader-elect")).toBe(true);
+    expect(flag(controller, "leader-elect-namespace")).toBe("$(POD_NAMESPACE)");
+    expect(flag(controller, "identity")).toBe("$(POD_NAME)");
+    expect(controller.env?.map((e) => e.name)).toEqual(expect.arrayContaining(["POD_NAMESPACE", "POD_NAME"]));
+    const node = container(nodePod(objects), "snapblock");
+    const port = flag(node, "engine-listen")?.split(":").pop();
+    expect(flag(node, "announce")).toBe(`$(POD_IP):${port}`);
+    expect(node.env?.map((e) => e.name)).toContain("POD_IP");
+    expect(node.ports?.find((p) => p.name === "engine")?.containerPort).toBe(Number(port));
   });
 
   it("exposes metrics on both components and ships the Grafana dashboard", () => {
