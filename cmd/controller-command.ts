@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import {
   ClusterEngine,
   FileNodeDiscovery,
+  KubeEventRecorder,
   KubernetesNodeDiscovery,
   LeaseElection,
   RemoteEngine,
@@ -38,6 +39,8 @@ volume operation sent to the engine service of the node that holds (or will hold
   --kube-discovery        the nodes from the snapblock.dev/ annotations node plugins publish on
                           their Node objects (snapblock node --announce)
   --refresh SEC           how often node discovery is asked again (default 30)
+  --kube-events           report failed placements as Events on the PVC (needs the provisioner's
+                          --extra-create-metadata)
   --leader-elect          with several replicas: serve only while holding the Lease
   --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)
   --leader-elect-name NAME      name of the Lease (default snapblock-controller)
@@ -62,6 +65,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       nodes: { type: "string" },
       "nodes-file": { type: "string" },
       "kube-discovery": { type: "boolean", default: false },
+      "kube-events": { type: "boolean", default: false },
       "leader-elect": { type: "boolean", default: false },
       "leader-elect-namespace": { type: "string" },
       "leader-elect-name": { type: "string", default: "snapblock-controller" },
@@ -101,7 +105,14 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     throw new UsageError("give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery");
   }
   const logger = createCsiLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
-  const kube = values["kube-discovery"] || values["leader-elect"] ? await connectKube() : undefined;
+  const kube =
+    values["kube-discovery"] || values["leader-elect"] || values["kube-events"]
+      ? await connectKube()
+      : undefined;
+  const events =
+    values["kube-events"] && kube
+      ? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger })
+      : undefined;
   let discovery: NodeDiscovery;
   if (values.nodes !== undefined) discovery = new StaticNodeDiscovery(parseNodeList(values.nodes, "--nodes"));
   else if (values["nodes-file"] !== undefined)
@@ -139,6 +150,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     discovery,
     connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
     logger,
+    ...(events ? { events } : {}),
   });
   // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
   // loopback fails here, loudly, instead of leaving a controller that knows no nodes.
@@ -182,6 +194,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     await server.shutdown(graceMs);
     await metrics?.close();
     cluster.close();
+    await events?.flush();
     await election?.stop();
   });
 }

@@ -176,6 +176,27 @@ describe("ClusterEngine placement", () => {
     expect(toGrpcStatus(unknown).codeName).toBe("RESOURCE_EXHAUSTED");
   });
 
+  it("reports a failed placement as a Warning Event on the PVC when the provisioner names it", async () => {
+    const nodes = new Map([["a", new FakeNode("a", GiB)]]);
+    const recorded: Array<{ reason: string; message: string; involved: { name: string } }> = [];
+    const engine = new ClusterEngine({
+      discovery: new StaticNodeDiscovery([{ nodeId: "a", address: "a:1" }]),
+      connect: (ep) => nodes.get(ep.nodeId)!,
+      logger: silentCsiLogger,
+      events: { record: (e) => void recorded.push(e) },
+    });
+    await engine.refresh();
+    const parameters = { "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "app" };
+    await expect(
+      engine.placeVolume({ name: "big", sizeBytes: 2 * GiB, preferred: [], parameters }),
+    ).rejects.toThrow();
+    expect(recorded.map((e) => [e.reason, e.involved.name])).toEqual([["PlacementFailed", "data"]]);
+    expect(recorded[0]!.message).toMatch(/no node has room/);
+    await engine.placeVolume({ name: "small", sizeBytes: 1, preferred: [], parameters });
+    await expect(engine.placeVolume({ name: "big", sizeBytes: 2 * GiB, preferred: [] })).rejects.toThrow();
+    expect(recorded).toHaveLength(1);
+  });
+
   it("puts restores and clones on the source's node; pinning another node is a clear error", async () => {
     const { engine } = await cluster({ a: 10 * GiB, b: 10 * GiB });
     expect(

@@ -11,6 +11,7 @@ import {
   type EngineVolume,
 } from "../csi/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { pvcOf, type EventRecorder } from "./kube-events.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
@@ -23,6 +24,8 @@ export interface ClusterEngineOptions {
   /** Makes the engine of a discovered node (a RemoteEngine with the controller's TLS files). */
   connect: (endpoint: NodeEndpoint) => NodeEngine;
   logger: CsiLogger;
+  /** Where placement failures are reported for people (Kubernetes Events on the PVC). */
+  events?: EventRecorder;
 }
 
 interface Member {
@@ -110,6 +113,24 @@ export class ClusterEngine implements EngineApi {
   }
 
   async placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
+    try {
+      return await this.place(request);
+    } catch (err) {
+      // The CO retries and logs the status; an Event tells the PVC's owner why it stays Pending.
+      const pvc = pvcOf(request.parameters ?? {});
+      if (pvc && this.options.events && err instanceof SnapblockError) {
+        this.options.events.record({
+          involved: pvc,
+          type: "Warning",
+          reason: "PlacementFailed",
+          message: err.message,
+        });
+      }
+      throw err;
+    }
+  }
+
+  private async place(request: EnginePlacementRequest): Promise<EngineApi> {
     const { requisite, sourceNodeId } = request;
     if (sourceNodeId !== undefined) {
       // The data is on the source's node and cross-node restore does not exist yet.

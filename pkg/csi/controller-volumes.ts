@@ -127,6 +127,7 @@ export class ControllerVolumes {
         ...(nodes.requisite ? { requisite: nodes.requisite } : {}),
         preferred: nodes.preferred,
         ...(source ? { sourceNodeId: source.nodeId } : {}),
+        parameters: req.parameters,
       });
       scope.note({ volumeId: volumeId(target.nodeId, { name: engineName }) });
       const existing = await target.getVolume(engineName);

@@ -93,6 +93,11 @@ export interface EnginePlacementRequest {
   preferred: string[];
   /** Restore or clone: the node holding the source, where the new volume must go. */
   sourceNodeId?: string;
+  /**
+   * CreateVolume's parameters, for reporting only (the provisioner's --extra-create-metadata
+   * puts the PVC's name there, so a failed placement can become an Event on the PVC).
+   */
+  parameters?: Readonly<Record<string, string>>;
 }
 
 export interface EngineApi {

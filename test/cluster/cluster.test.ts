@@ -48,6 +48,19 @@ describe("cluster mode: one controller, three node plugins", () => {
       path.join(dir, node, "csi.sock"),
     );
 
+  const startController = () =>
+    startSnapblock(
+      [
+        "controller",
+        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
+        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
+        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
+        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
+        ...["--metrics-address", `127.0.0.1:${metricsPorts.get("controller")}`],
+      ],
+      path.join(dir, "controller.sock"),
+    );
+
   const createVolume = (name: string, extra: object = {}) =>
     callCsi<{ volume: CsiVolumeOutput }>(controller.clients.controller, "CreateVolume", {
       name,
@@ -65,17 +78,7 @@ describe("cluster mode: one controller, three node plugins", () => {
     }
     const started = await Promise.all(NODES.map((n) => startNode(n)));
     started.forEach((p, i) => nodes.set(NODES[i]!, p));
-    controller = await startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
-        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
-        ...["--metrics-address", `127.0.0.1:${metricsPorts.get("controller")}`],
-      ],
-      path.join(dir, "controller.sock"),
-    );
+    controller = await startController();
   });
 
   afterAll(async () => {
@@ -203,6 +206,23 @@ describe("cluster mode: one controller, three node plugins", () => {
     });
     bare.close();
     expect(err?.code).toBe(GRPC_UNAVAILABLE);
+  });
+
+  it("a controller killed mid-way and restarted finds what it made: the retry returns the same volume", async () => {
+    const { volume } = await createVolume("survives-controller");
+    await controller.kill();
+    controller = await startController();
+    const again = await createVolume("survives-controller");
+    expect(again.volume.volumeId).toBe(volume.volumeId);
+    const { snapshot } = await callCsi<{ snapshot: CsiSnapshotOutput }>(
+      controller.clients.controller,
+      "CreateSnapshot",
+      {
+        name: "after-restart",
+        sourceVolumeId: volume.volumeId,
+      },
+    );
+    expect(snapshot.snapshotId.split("/")[0]).toBe(volume.volumeId.split("/")[0]);
   });
 
   it("a killed node answers UNAVAILABLE with its name, and works again once restarted", async () => {
