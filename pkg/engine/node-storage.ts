@@ -164,7 +164,12 @@ class InlineFile extends NodeFile {
   private readonly fd: number;
 
   /** The thread-pool versions, for subclasses that choose per request. */
-  protected pooledRead(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
+  protected pooledRead(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+  ): Promise<number> {
     return NodeFile.prototype.read.call(this, buffer, bufferOffset, length, position);
   }
 
@@ -217,7 +222,8 @@ class AdaptiveFile extends InlineFile {
   override read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
     if (length >= LARGE) return this.pooledRead(buffer, bufferOffset, length, position);
     if (this.readsOffloaded >= 0) {
-      if (++this.readsOffloaded < REPROBE_AFTER) return this.pooledRead(buffer, bufferOffset, length, position);
+      if (++this.readsOffloaded < REPROBE_AFTER)
+        return this.pooledRead(buffer, bufferOffset, length, position);
       this.readsOffloaded = -1;
       this.readLatencyUs = 0;
     }
