@@ -27,6 +27,7 @@ import {
   type WireSnapshotChunk,
   type WireVolume,
 } from "./engine-messages.js";
+import { checkAddressee } from "./call-addressee.js";
 import { loadEngineProto } from "./engine-proto.js";
 import { toEngineStatus } from "./engine-status.js";
 import { serverCredentials, type EngineTransportOptions } from "./engine-tls.js";
@@ -97,7 +98,7 @@ export class EngineServer {
 function handlers(o: EngineServerOptions): UntypedServiceImplementation {
   const { engine } = o;
   const call = <Req, Res>(method: string, quiet: boolean, fn: (req: Req) => Promise<Res>) =>
-    unary<Req, Res>({ method, quiet, logger: o.logger }, fn);
+    unary<Req, Res>({ method, quiet, logger: o.logger, nodeId: engine.nodeId }, fn);
   return {
     CreateVolume: call("CreateVolume", false, async (r: WireCreateVolumeRequest): Promise<WireVolume> => {
       const kind = r.source ? fromWireKind(r.source.kind) : undefined;
@@ -155,6 +156,8 @@ interface CallLog {
   method: string;
   quiet: boolean;
   logger: CsiLogger;
+  /** The node this service serves (calls addressed to another are refused). */
+  nodeId: string;
 }
 
 function finish(
@@ -187,7 +190,10 @@ function unary<Req, Res>(log: CallLog, fn: (req: Req) => Promise<Res>): handleUn
   return (call, callback) => {
     const started = performance.now();
     const fields = nameOf(call.request);
-    void (async () => fn(call.request))().then(
+    void (async () => {
+      checkAddressee(call.metadata, log.nodeId);
+      return fn(call.request);
+    })().then(
       (res) => {
         finish(log, fields, started);
         callback(null, res);
@@ -203,11 +209,17 @@ function unary<Req, Res>(log: CallLog, fn: (req: Req) => Promise<Res>): handleUn
 function stream(
   o: EngineServerOptions,
 ): handleServerStreamingCall<WireReadSnapshotChunksRequest, WireSnapshotChunk> {
-  const log: CallLog = { method: "ReadSnapshotChunks", quiet: false, logger: o.logger };
+  const log: CallLog = {
+    method: "ReadSnapshotChunks",
+    quiet: false,
+    logger: o.logger,
+    nodeId: o.engine.nodeId,
+  };
   return (call: ServerWritableStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>) => {
     const started = performance.now();
     const fields = nameOf(call.request);
     const run = async (): Promise<void> => {
+      checkAddressee(call.metadata, log.nodeId);
       if (!o.snapshots)
         throw new CsiStatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
       let bytes = 0;

@@ -28,6 +28,7 @@ import {
   type WireVolume,
 } from "./engine-messages.js";
 import { loadEngineProto } from "./engine-proto.js";
+import { addressedTo } from "./call-addressee.js";
 import { fromEngineStatus } from "./engine-status.js";
 import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
 
@@ -167,7 +168,7 @@ export class RemoteEngine implements EngineApi {
       md: Metadata,
     ) => AsyncIterable<WireSnapshotChunk>;
     try {
-      for await (const chunk of method.call(this.client, { name, maxMessageBytes }, new Metadata()))
+      for await (const chunk of method.call(this.client, { name, maxMessageBytes }, addressedTo(this.nodeId)))
         yield chunk;
     } catch (err) {
       throw fromEngineStatus(err as ServiceError, this);
@@ -183,7 +184,7 @@ export class RemoteEngine implements EngineApi {
     const fn = this.method(method) as UnaryMethod;
     const deadline = new Date(Date.now() + this.timeoutMs);
     return new Promise<Res>((resolve, reject) => {
-      fn.call(this.client, req, new Metadata(), { deadline }, (err, res) => {
+      fn.call(this.client, req, addressedTo(this.nodeId), { deadline }, (err, res) => {
         if (err) {
           const mapped = fromEngineStatus(err, this);
           // Only a transport failure says the node is gone; an engine error proves it answers.

@@ -133,6 +133,22 @@ describe("engine service over mutual TLS", () => {
     expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
   });
 
+  it("refuses calls meant for another node (a node list that maps a node to the wrong address)", async () => {
+    const wrong = new RemoteEngine({
+      nodeId: "node-b",
+      address,
+      transport: { tls: pki.controller },
+      callTimeoutMs: 5000,
+    });
+    clients.push(wrong);
+    const err = await wrong
+      .createVolume({ name: "misrouted", sizeBytes: MiB, meta: {} })
+      .catch((e: unknown) => e);
+    expect(toGrpcStatus(err).codeName).toBe("FAILED_PRECONDITION");
+    expect((err as Error).message).toMatch(/serves node node-a, not node-b/);
+    expect(await engine.getVolume("misrouted")).toBeUndefined();
+  });
+
   it("refuses a client without a certificate", async () => {
     const { Client: EngineClient } = loadEngineProto();
     const bare = new EngineClient(address, credentials.createSsl(readFileSync(pki.node.caFile)));
