@@ -12,13 +12,6 @@ const run = promisify(execFile);
 const TSX = path.join(REPO_ROOT, "node_modules", ".bin", "tsx");
 const BINARY = path.join(REPO_ROOT, "cmd", "snapblock.ts");
 
-/**
- * Flags the chart passes ahead of the binary: metrics on the cluster-mode commands is being added
- * alongside the chart. While a flag here is missing from the usage text it is left out of the
- * check below; once the binary lists it, it is checked like any other.
- */
-const PENDING = new Set(["metrics-address"]);
-
 /** What the kubelet would substitute for $(VAR) in args. */
 const ENV: Record<string, string> = {
   KUBE_NODE_NAME: "node-a",
@@ -36,31 +29,44 @@ function flagName(arg: string): string {
   return arg.replace(/^--/, "").split("=")[0] ?? "";
 }
 
+/** The default values and one set that turns every optional flag the other way. */
+const VALUE_SETS: Record<string, string[]> = {
+  default: [],
+  "non-default": [
+    "metrics.enabled=false",
+    "controller.kubeEvents=false",
+    "node.poolSize=10G",
+    "node.attach=nbdfuse-loop",
+    "node.maxVolumesPerNode=20",
+  ],
+};
+
 describe("the chart's command lines against the snapblock binary", () => {
-  let objects: K8sObject[];
+  const rendered = new Map<string, K8sObject[]>();
   beforeAll(async () => {
-    objects = await render();
+    for (const [name, set] of Object.entries(VALUE_SETS)) rendered.set(name, await render({ set }));
   });
 
-  for (const [kind, command] of [
-    ["Deployment", "controller"],
-    ["DaemonSet", "node"],
-  ] as const) {
-    it(`snapblock ${command} accepts every flag the ${kind} passes`, async () => {
-      const args = (container(podSpec(one(objects, kind)), "snapblock").args ?? []).map((a) =>
-        a.replace(/\$\((\w+)\)/g, (_, v: string) => ENV[v] ?? `$(${v})`),
-      );
-      expect(args[0]).toBe(command);
-      const usage = await snapblock([command, "--help"]);
-      const accepted = args.filter((a, i) => {
-        if (i === 0) return true;
-        const name = flagName(a);
-        const known = usage.includes(`--${name} `) || usage.includes(`--${name}\n`);
-        if (!known) expect(PENDING.has(name), `--${name} is not a flag of snapblock ${command}`).toBe(true);
-        return known;
+  for (const values of Object.keys(VALUE_SETS)) {
+    for (const [kind, command] of [
+      ["Deployment", "controller"],
+      ["DaemonSet", "node"],
+    ] as const) {
+      it(`snapblock ${command} accepts every flag the ${kind} passes (${values} values)`, async () => {
+        const objects = rendered.get(values) ?? [];
+        const args = (container(podSpec(one(objects, kind)), "snapblock").args ?? []).map((a) =>
+          a.replace(/\$\((\w+)\)/g, (_, v: string) => ENV[v] ?? `$(${v})`),
+        );
+        expect(args[0]).toBe(command);
+        const usage = await snapblock([command, "--help"]);
+        for (const a of args.slice(1)) {
+          const name = flagName(a);
+          const known = usage.includes(`--${name} `) || usage.includes(`--${name}\n`);
+          expect(known, `--${name} is not in the usage of snapblock ${command}`).toBe(true);
+        }
+        // parseArgs is strict: an unknown flag or a value on a boolean fails before --help answers.
+        expect(await snapblock([...args, "--help"])).toContain(`snapblock ${command}`);
       });
-      // parseArgs is strict: an unknown flag or a value on a boolean fails before --help answers.
-      expect(await snapblock([...accepted, "--help"])).toContain(`snapblock ${command}`);
-    });
+    }
   }
 });

@@ -283,6 +283,7 @@ describe("default render", () => {
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
     expect(rules("snapblock-controller")).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
+      { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
     expect(rules("snapblock-node")).toEqual([{ apiGroups: [""], resources: ["nodes"], verbs: ["patch"] }]);
     expect(one(objects, "Role", "snapblock-controller").metadata.namespace).toBe("snapblock");
@@ -338,6 +339,7 @@ describe("default render", () => {
     expect(hasFlag(controller, "leader-elect")).toBe(true);
     expect(flag(controller, "leader-elect-namespace")).toBe("$(POD_NAMESPACE)");
     expect(flag(controller, "identity")).toBe("$(POD_NAME)");
+    expect(hasFlag(controller, "kube-events")).toBe(true);
     expect(controller.env?.map((e) => e.name)).toEqual(expect.arrayContaining(["POD_NAMESPACE", "POD_NAME"]));
     const node = container(nodePod(objects), "snapblock");
     const port = flag(node, "engine-listen")?.split(":").pop();
@@ -386,14 +388,20 @@ describe("non-default values", () => {
       storageClasses: [],
       volumeSnapshotClasses: [],
       metrics: { enabled: false, dashboard: { enabled: false } },
-      controller: { storageCapacity: false },
+      controller: { storageCapacity: false, kubeEvents: false },
     });
     for (const kind of ["StorageClass", "VolumeSnapshotClass", "Service", "ServiceMonitor"]) {
       expect(find(objects, kind), kind).toEqual([]);
     }
     expect(find(objects, "ConfigMap", "snapblock-dashboard")).toEqual([]);
     const snapblock = container(controllerPod(objects), "snapblock");
-    expect(hasFlag(snapblock, "metrics-address")).toBe(false);
+    expect(flag(snapblock, "metrics-address")).toBe("none");
+    expect(flag(container(nodePod(objects), "snapblock"), "metrics-address")).toBe("none");
+    expect(hasFlag(snapblock, "kube-events")).toBe(false);
+    expect(one(objects, "ClusterRole", "snapblock-controller").rules).toEqual([
+      { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
+    ]);
+    expect(hasFlag(container(nodePod(objects), "snapblock"), "metrics-volume-series")).toBe(false);
     const provisioner = container(controllerPod(objects), "csi-provisioner");
     expect(hasFlag(provisioner, "enable-capacity")).toBe(false);
     expect((one(objects, "CSIDriver").spec as { storageCapacity: boolean }).storageCapacity).toBe(false);
