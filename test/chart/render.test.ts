@@ -539,7 +539,7 @@ describe("non-default values", () => {
     expect(one(objects, "VolumeSnapshotClass").driver).toBe("csi.example.org");
   });
 
-  it("refuses an unpinned image and an unknown TLS mode", async () => {
+  it("refuses an unpinned image, an unknown TLS mode and values the schema rejects", async () => {
     const fails = async (set: string[]) => {
       const args = [
         "template",
@@ -556,5 +556,11 @@ describe("non-default values", () => {
     await fails(["sidecars.livenessProbe.image.tag="]);
     await fails(["tls.mode=plaintext"]);
     await fails(["tls.mode=existingSecret"]);
+    // values.schema.json: typos and values the binary would reject fail at install time.
+    await fails(["logLevel=verbose"]);
+    await fails(["node.attach=magic"]);
+    await fails(["node.chunkSize=lots"]);
+    await fails(["storageClasses[0].name=x", "storageClasses[0].fsType=btrfs"]);
+    await fails(["contoller.replicas=2"]);
   });
 });
