@@ -237,7 +237,14 @@ export class NbdfuseLoopAttacher implements BlockAttacher {
       }
     }
     for (const loop of loops) await detachLoopDevice(loop.name, this.run);
-    const remaining = await this.loopsOver(p.file);
+    // A device held open for an instant (blkid, udev, the kernel re-reading a partition table)
+    // only gets autoclear from LOOP_CLR_FD and goes away when the holder closes it: wait for
+    // that briefly rather than failing a detach over a transient opener.
+    let remaining = await this.loopsOver(p.file);
+    for (let i = 0; i < 50 && remaining.length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      remaining = await this.loopsOver(p.file);
+    }
     if (remaining.length > 0) {
       // LOOP_CLR_FD on a device some process still has open only sets autoclear.
       throw new SnapblockError(
