@@ -260,15 +260,17 @@ export class DataPath {
       for (const r of records) this.core.record(r);
       const redirected = this.core.observer.redirected;
       if (redirected && targets.length > 0) {
-        let full = 0;
-        let partial = 0;
-        let merged = 0;
+        const shared = { full: 0, partial: 0, merged: 0 };
+        const fresh = { full: 0, partial: 0 };
         for (const p of pieces) {
-          if (p.mode === "full") full++;
-          else if (p.mode === "merge") merged++;
-          else if (p.mode === "partialNew") partial++;
+          if (p.mode === "merge") shared.merged++;
+          else if (p.mode === "full" || p.mode === "partialNew") {
+            const kind = p.mode === "full" ? "full" : "partial";
+            if (p.phys >= 0) shared[kind]++;
+            else fresh[kind]++;
+          }
         }
-        redirected({ device: device.name, full, partial, merged });
+        redirected({ device: device.name, shared, fresh });
       }
     } finally {
       unlockPhys?.();

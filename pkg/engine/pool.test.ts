@@ -239,7 +239,10 @@ describe("observer and stats for metrics", () => {
       fillPartials: false,
       observer: {
         ioCompleted: (e) => events.push(`${e.op}:${e.device}:${e.bytes}${e.error ? `:${e.error}` : ""}`),
-        redirected: (e) => events.push(`row:${e.device}:${e.full}/${e.partial}/${e.merged}`),
+        redirected: (e) =>
+          events.push(
+            `row:${e.device}:${e.shared.full}/${e.shared.partial}/${e.shared.merged}:${e.fresh.full}/${e.fresh.partial}`,
+          ),
         committed: (e) => events.push(`commit:${e.records}`),
       },
     });
@@ -254,10 +257,10 @@ describe("observer and stats for metrics", () => {
     v.close();
     expect(events).toEqual([
       "commit:1",
-      "row:v:1/0/0",
+      "row:v:0/0/0:1/0",
       "write:v:65536",
       "commit:2",
-      "row:v:0/1/0",
+      "row:v:0/1/0:0/0",
       "write:v:10",
       "read:v:100",
       "write:v:1:OUT_OF_RANGE",

@@ -128,10 +128,15 @@ export interface EngineObserver {
     error?: string;
   }) => void;
   /**
-   * Writes were redirected to new chunks (redirect-on-write): `full` whole chunks, `partial`
-   * partial chunks (only the written blocks), `merged` partial chunks rewritten whole.
+   * A write took new chunks. `shared`: redirect-on-write of chunks that were mapped and shared
+   * (`full` whole chunks, `partial` only the written blocks, `merged` a partial chunk rewritten
+   * whole). `fresh`: first writes into unallocated chunks (thin provisioning), whole or partial.
    */
-  redirected?: (event: { device: string; full: number; partial: number; merged: number }) => void;
+  redirected?: (event: {
+    device: string;
+    shared: { full: number; partial: number; merged: number };
+    fresh: { full: number; partial: number };
+  }) => void;
   /** A commit (flush of data and metadata) finished. */
   committed?: (event: { records: number; seconds: number }) => void;
 }

@@ -46,7 +46,10 @@ describe("EngineMetrics on a real pool", () => {
       expect(await sampleValue(registry, "snapblock_volume_read_bytes_total", v)).toBe(CHUNK);
       expect(
         await sampleValue(registry, "snapblock_engine_row_redirects_total", { ...t, kind: "full" }),
-      ).toBe(6); // 4 first writes to holes, 2 redirected from chunks shared with the snapshot
+      ).toBe(2); // redirected from chunks shared with the snapshot
+      expect(
+        await sampleValue(registry, "snapblock_engine_chunk_allocations_total", { ...t, kind: "full" }),
+      ).toBe(4); // first writes to holes
       expect(await sampleValue(registry, "snapblock_volume_exclusive_bytes", v)).toBe(2 * CHUNK);
       expect(
         await sampleValue(registry, "snapblock_snapshot_exclusive_bytes", {

@@ -112,7 +112,11 @@ describe("EngineMetrics", () => {
       seconds: 0.1,
       error: "NO_SPACE",
     });
-    observer.redirected?.({ device: "v1", full: 2, partial: 1, merged: 0 });
+    observer.redirected?.({
+      device: "v1",
+      shared: { full: 2, partial: 1, merged: 0 },
+      fresh: { full: 3, partial: 0 },
+    });
     observer.committed?.({ records: 5, seconds: 0.01 });
     const pool = { pool: "p" };
     expect(
@@ -141,6 +145,9 @@ describe("EngineMetrics", () => {
     expect(
       await sampleValue(registry, "snapblock_engine_row_redirects_total", { ...pool, kind: "merged" }),
     ).toBe(0);
+    expect(
+      await sampleValue(registry, "snapblock_engine_chunk_allocations_total", { ...pool, kind: "full" }),
+    ).toBe(3);
     expect(await sampleValue(registry, "snapblock_engine_commit_records_total", pool)).toBe(5);
     // Snapshot I/O counts in the pool totals only.
     expect(

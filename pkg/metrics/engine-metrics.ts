@@ -88,11 +88,15 @@ export class EngineMetrics {
         registers,
       }),
     };
-    // The engine's `redirected` hook does not tell a chunk shared with a snapshot from a hole, so
-    // this counts both; the rate still rises sharply after a snapshot, which is what ROW panels show.
     const redirects = new Counter({
       name: "snapblock_engine_row_redirects_total",
-      help: "Writes redirected to newly allocated chunks instead of in place, in chunks, by kind: full chunks, partial chunks, partial chunks merged whole. Counts first writes after a snapshot (redirect-on-write) and first writes to unallocated chunks alike.",
+      help: "Redirect-on-write: writes to chunks shared with a snapshot or clone that went to newly allocated chunks, in chunks, by kind: full chunks, partial chunks (only the written blocks), partial chunks merged whole.",
+      labelNames: ["pool", "kind"],
+      registers,
+    });
+    const allocations = new Counter({
+      name: "snapblock_engine_chunk_allocations_total",
+      help: "First writes into unallocated chunks (thin provisioning), in chunks, by kind: full chunks, partial chunks.",
       labelNames: ["pool", "kind"],
       registers,
     });
@@ -137,9 +141,11 @@ export class EngineMetrics {
         if (e.op === "write") this.perDevice.writtenBytes.inc(v, e.bytes);
       },
       redirected: (e) => {
-        if (e.full > 0) redirects.inc({ pool: this.pool, kind: "full" }, e.full);
-        if (e.partial > 0) redirects.inc({ pool: this.pool, kind: "partial" }, e.partial);
-        if (e.merged > 0) redirects.inc({ pool: this.pool, kind: "merged" }, e.merged);
+        if (e.shared.full > 0) redirects.inc({ pool: this.pool, kind: "full" }, e.shared.full);
+        if (e.shared.partial > 0) redirects.inc({ pool: this.pool, kind: "partial" }, e.shared.partial);
+        if (e.shared.merged > 0) redirects.inc({ pool: this.pool, kind: "merged" }, e.shared.merged);
+        if (e.fresh.full > 0) allocations.inc({ pool: this.pool, kind: "full" }, e.fresh.full);
+        if (e.fresh.partial > 0) allocations.inc({ pool: this.pool, kind: "partial" }, e.fresh.partial);
       },
       committed: (e) => {
         commits.observe({ pool: this.pool }, e.seconds);
