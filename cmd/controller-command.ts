@@ -25,7 +25,8 @@ import {
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
-import { logLevel, metricsAddressOption, serveMetrics, transportFlags, untilSignal } from "./node-command.js";
+import { logLevel, transportFlags, untilSignal } from "./node-command.js";
+import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]

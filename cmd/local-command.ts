@@ -1,7 +1,6 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { chooseAttacher } from "../pkg/attach/index.js";
 import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
 import type { PoolStats } from "../pkg/engine/index.js";
 import {
@@ -14,12 +13,9 @@ import {
   createCsiLogger,
   identityHandlers,
   socketPathOf,
-  unavailableNodeVolumeManager,
   validateNodeId,
   validatePluginName,
-  type CsiLogger,
   type CsiLogLevel,
-  type NodeVolumeManager,
 } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import {
@@ -29,15 +25,11 @@ import {
   EngineMetrics,
   NbdMetrics,
   createMetricsRegistry,
-  parseMetricsAddress,
-  startMetricsServer,
-  type MetricsServer,
-  type Registry,
 } from "../pkg/metrics/index.js";
-import { isSnapblockError } from "../pkg/errors/index.js";
 import type { CliContext } from "./cli-context.js";
 import { DEFAULT_DATA_DIR } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
+import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
 
 export const LOCAL_USAGE = `snapblock local [options]
 
@@ -61,9 +53,6 @@ Runs Identity, Controller and Node on one unix socket over one pool: no Kubernet
                         volumes (and snapshots) with metric series of their own; more share the
                         "_other" series; 0 turns per-volume series off (default ${DEFAULT_DEVICE_SERIES})
 `;
-
-const MIN_POOL = 64 * 2 ** 20;
-const MAX_DEFAULT_POOL = 64 * 2 ** 30;
 
 export async function localCommand(ctx: CliContext): Promise<number> {
   const { values } = parseArgs({
@@ -152,7 +141,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     }),
     observer: nbdMetrics.observer,
   });
-  const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
+  const nodeVolumes = await nodeDataPath({ mode: "local", attach, dataDir, engine, nbd, logger });
   const server = await CsiServer.start({
     socketPath,
     logger,
@@ -232,78 +221,3 @@ export async function localCommand(ctx: CliContext): Promise<number> {
  * for this machine) -> filesystem and mounts (pkg/mount). When no block path is available here
  * (or --attach none), the Node service still validates and answers UNIMPLEMENTED with the reason.
  */
-async function nodeDataPath(o: {
-  attach: string;
-  dataDir: string;
-  engine: LocalEngine;
-  nbd: NbdServer;
-  logger: CsiLogger;
-}): Promise<NodeVolumeManager> {
-  if (o.attach === "none")
-    return unavailableNodeVolumeManager("snapblock local was started with --attach none");
-  try {
-    const chosen = await chooseAttacher({
-      stateDir: path.join(o.dataDir, "attach"),
-      prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
-    });
-    o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
-    return new NbdNodeVolumes({
-      volumes: o.engine,
-      nbd: o.nbd,
-      attacher: chosen.attacher,
-      socketDir: path.join(o.dataDir, "nbd"),
-      logger: o.logger,
-    });
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {
-      reason,
-    });
-    return unavailableNodeVolumeManager(reason);
-  }
-}
-
-/** 80% of the free space of the data directory's filesystem, between 64 MiB and 64 GiB. */
-async function defaultPoolSize(dir: string): Promise<number> {
-  const stat = await fs.statfs(dir);
-  const free = stat.bavail * stat.bsize;
-  const size = Math.min(MAX_DEFAULT_POOL, Math.floor((free * 0.8) / 2 ** 20) * 2 ** 20);
-  return Math.max(MIN_POOL, size);
-}
-
-function metricsAddressOption(text: string): ReturnType<typeof parseMetricsAddress> {
-  try {
-    return parseMetricsAddress(text);
-  } catch (err) {
-    // A bad flag is a usage error (usage text, exit code 2), not a failure of the engine.
-    if (isSnapblockError(err, "INVALID_ARGUMENT")) throw new UsageError(`--metrics-address: ${err.message}`);
-    throw err;
-  }
-}
-
-/**
- * Local mode keeps serving CSI when its metrics port is taken (a second instance on one machine,
- * a test run): metrics are secondary to the volumes, and the error line says what to change.
- */
-async function serveMetrics(o: {
-  host: string;
-  port: number;
-  registry: Registry;
-  logger: CsiLogger;
-}): Promise<MetricsServer | undefined> {
-  try {
-    const metrics = await startMetricsServer({
-      host: o.host,
-      port: o.port,
-      registry: o.registry,
-      onError: (err) => o.logger.error("collecting metrics failed", { err }),
-    });
-    o.logger.info("metrics listening", { address: `${metrics.address.host}:${metrics.address.port}` });
-    return metrics;
-  } catch (err) {
-    o.logger.error("cannot serve metrics: running without /metrics (choose another --metrics-address)", {
-      err,
-    });
-    return undefined;
-  }
-}

@@ -1,7 +1,6 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { chooseAttacher } from "../pkg/attach/index.js";
 import {
   EngineServer,
   NodeAnnouncer,
@@ -18,15 +17,12 @@ import {
   createCsiLogger,
   identityHandlers,
   socketPathOf,
-  unavailableNodeVolumeManager,
   validateNodeId,
   validatePluginName,
   type CsiLogger,
   type CsiLogLevel,
-  type NodeVolumeManager,
 } from "../pkg/csi/index.js";
 import type { PoolStats } from "../pkg/engine/index.js";
-import { isSnapblockError } from "../pkg/errors/index.js";
 import {
   CsiMetrics,
   DEFAULT_DEVICE_SERIES,
@@ -34,15 +30,12 @@ import {
   EngineMetrics,
   NbdMetrics,
   createMetricsRegistry,
-  parseMetricsAddress,
-  startMetricsServer,
-  type MetricsServer,
-  type Registry,
 } from "../pkg/metrics/index.js";
 import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { packageVersion } from "./package-version.js";
+import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
 
 export const NODE_USAGE = `snapblock node --node-id ID [options]
 
@@ -73,9 +66,6 @@ controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
   --log-level LEVEL     debug, info, warn or error (default info)
   --shutdown-grace SEC  how long calls in flight may finish on SIGINT/SIGTERM (default 30)
 `;
-
-const MIN_POOL = 64 * 2 ** 20;
-const MAX_DEFAULT_POOL = 64 * 2 ** 30;
 
 export async function nodeCommand(ctx: CliContext): Promise<number> {
   const { values } = parseArgs({
@@ -172,7 +162,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     }),
     observer: nbdMetrics.observer,
   });
-  const nodeVolumes = await nodeDataPath({ attach, dataDir, engine, nbd, logger });
+  const nodeVolumes = await nodeDataPath({ mode: "node", attach, dataDir, engine, nbd, logger });
 
   // The pool opens before anything listens: the engine service must never answer CLOSED to the
   // controller for long, and the CSI socket's Probe says ready only once the pool is open.
@@ -277,40 +267,6 @@ export function transportFlags(
   };
 }
 
-export function metricsAddressOption(text: string): ReturnType<typeof parseMetricsAddress> {
-  try {
-    return parseMetricsAddress(text);
-  } catch (err) {
-    // A bad flag is a usage error (usage text, exit code 2), not a failure of the engine.
-    if (isSnapblockError(err, "INVALID_ARGUMENT")) throw new UsageError(`--metrics-address: ${err.message}`);
-    throw err;
-  }
-}
-
-/** Metrics are secondary to the volumes: a taken port is logged and the plugin keeps serving. */
-export async function serveMetrics(o: {
-  host: string;
-  port: number;
-  registry: Registry;
-  logger: CsiLogger;
-}): Promise<MetricsServer | undefined> {
-  try {
-    const metrics = await startMetricsServer({
-      host: o.host,
-      port: o.port,
-      registry: o.registry,
-      onError: (err) => o.logger.error("collecting metrics failed", { err }),
-    });
-    o.logger.info("metrics listening", { address: `${metrics.address.host}:${metrics.address.port}` });
-    return metrics;
-  } catch (err) {
-    o.logger.error("cannot serve metrics: running without /metrics (choose another --metrics-address)", {
-      err,
-    });
-    return undefined;
-  }
-}
-
 export function logLevel(level: string): CsiLogLevel {
   if (!["debug", "info", "warn", "error"].includes(level))
     throw new UsageError(`--log-level ${level}: use debug, info, warn or error`);
@@ -351,41 +307,3 @@ export function untilSignal(logger: CsiLogger, stop: () => Promise<void>): Promi
  * The Node data path (as in local mode): NBD export -> kernel block device -> filesystem; when
  * there is no block path here (or --attach none), stage/publish answer UNIMPLEMENTED with why.
  */
-async function nodeDataPath(o: {
-  attach: string;
-  dataDir: string;
-  engine: LocalEngine;
-  nbd: NbdServer;
-  logger: CsiLogger;
-}): Promise<NodeVolumeManager> {
-  if (o.attach === "none")
-    return unavailableNodeVolumeManager("snapblock node was started with --attach none");
-  try {
-    const chosen = await chooseAttacher({
-      stateDir: path.join(o.dataDir, "attach"),
-      prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
-    });
-    o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
-    return new NbdNodeVolumes({
-      volumes: o.engine,
-      nbd: o.nbd,
-      attacher: chosen.attacher,
-      socketDir: path.join(o.dataDir, "nbd"),
-      logger: o.logger,
-    });
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {
-      reason,
-    });
-    return unavailableNodeVolumeManager(reason);
-  }
-}
-
-/** 80% of the free space of the data directory's filesystem, between 64 MiB and 64 GiB. */
-async function defaultPoolSize(dir: string): Promise<number> {
-  const stat = await fs.statfs(dir);
-  const free = stat.bavail * stat.bsize;
-  const size = Math.min(MAX_DEFAULT_POOL, Math.floor((free * 0.8) / 2 ** 20) * 2 ** 20);
-  return Math.max(MIN_POOL, size);
-}
