@@ -40,7 +40,7 @@ volume operation sent to the engine service of the node that holds (or will hold
   --kube-discovery        the nodes from the snapblock.dev/ annotations node plugins publish on
                           their Node objects (snapblock node --announce)
   --refresh SEC           how often node discovery is asked again (default 30)
-  --kube-events           report failed placements as Events on the PVC (needs the provisioner's
+  --kube-events           report failed placements and background copies as Events on the PVC (needs the provisioner's
                           --extra-create-metadata)
   --leader-elect          with several replicas: serve only while holding the Lease
   --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)

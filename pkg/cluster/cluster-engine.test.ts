@@ -176,6 +176,50 @@ describe("ClusterEngine placement", () => {
     expect(toGrpcStatus(unknown).codeName).toBe("RESOURCE_EXHAUSTED");
   });
 
+  it("reports a full background copy's start and end as Events on the PVC", async () => {
+    const node = new FakeNode("a", 10 * GiB);
+    const states: Array<"running" | "done"> = ["running", "running", "done"];
+    const plain = node.getVolume;
+    node.getVolume = async (n: string) => {
+      const v = await plain(n);
+      const state = states.shift() ?? "done";
+      return v && { ...v, copy: { state, copiedChunks: state === "done" ? 8 : 3, totalChunks: 8 } };
+    };
+    const recorded: Array<{ reason: string; type: string; involved: { name: string } }> = [];
+    const engine = new ClusterEngine({
+      discovery: new StaticNodeDiscovery([{ nodeId: "a", address: "a:1" }]),
+      connect: () => node,
+      logger: silentCsiLogger,
+      events: { record: (e) => void recorded.push(e) },
+      copyPollMs: 5,
+    });
+    await engine.refresh();
+    const parameters = { "csi.storage.k8s.io/pvc/name": "copy", "csi.storage.k8s.io/pvc/namespace": "app" };
+    const target = await engine.placeVolume({ name: "c", sizeBytes: GiB, preferred: [], parameters });
+    expect(target.nodeId).toBe("a");
+    await target.createVolume({
+      name: "c",
+      sizeBytes: GiB,
+      meta: {},
+      source: { kind: "snapshot", name: "s" },
+      fullCopy: true,
+    });
+    // A restore without full copy and a plain volume report nothing.
+    await target.createVolume({
+      name: "d",
+      sizeBytes: GiB,
+      meta: {},
+      source: { kind: "snapshot", name: "s" },
+    });
+    await target.createVolume({ name: "e", sizeBytes: GiB, meta: {} });
+    for (let i = 0; i < 200 && recorded.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(recorded.map((e) => [e.reason, e.type, e.involved.name])).toEqual([
+      ["BackgroundCopyStarted", "Normal", "copy"],
+      ["BackgroundCopyFinished", "Normal", "copy"],
+    ]);
+    engine.close();
+  });
+
   it("reports a failed placement as a Warning Event on the PVC when the provisioner names it", async () => {
     const nodes = new Map([["a", new FakeNode("a", GiB)]]);
     const recorded: Array<{ reason: string; message: string; involved: { name: string } }> = [];

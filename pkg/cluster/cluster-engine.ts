@@ -11,6 +11,7 @@ import {
   type EngineVolume,
 } from "../csi/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { CopyEvents } from "./copy-events.js";
 import { pvcOf, type EventRecorder } from "./kube-events.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
@@ -24,8 +25,10 @@ export interface ClusterEngineOptions {
   /** Makes the engine of a discovered node (a RemoteEngine with the controller's TLS files). */
   connect: (endpoint: NodeEndpoint) => NodeEngine;
   logger: CsiLogger;
-  /** Where placement failures are reported for people (Kubernetes Events on the PVC). */
+  /** Where placement failures and background copies are reported for people (Events on the PVC). */
   events?: EventRecorder;
+  /** How often a full background copy's progress is checked for its end Event (default 5 s). */
+  copyPollMs?: number;
 }
 
 interface Member {
@@ -53,7 +56,16 @@ export class ClusterEngine implements EngineApi {
   private members = new Map<string, Member>();
   private discovered = false;
 
-  constructor(private readonly options: ClusterEngineOptions) {}
+  private readonly copyEvents: CopyEvents | undefined;
+
+  constructor(private readonly options: ClusterEngineOptions) {
+    this.copyEvents = options.events
+      ? new CopyEvents({
+          events: options.events,
+          ...(options.copyPollMs ? { pollMs: options.copyPollMs } : {}),
+        })
+      : undefined;
+  }
 
   /** Asks discovery again: connects new nodes, drops gone ones, reconnects moved ones. */
   async refresh(): Promise<void> {
@@ -93,6 +105,7 @@ export class ClusterEngine implements EngineApi {
   }
 
   close(): void {
+    this.copyEvents?.close();
     for (const m of this.members.values()) m.engine.close();
     this.members.clear();
   }
@@ -114,7 +127,9 @@ export class ClusterEngine implements EngineApi {
 
   async placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
     try {
-      return await this.place(request);
+      const target = await this.place(request);
+      // A full-copy restore or clone created through it gets start and end Events on its PVC.
+      return this.copyEvents ? this.copyEvents.wrap(target, pvcOf(request.parameters ?? {})) : target;
     } catch (err) {
       // The CO retries and logs the status; an Event tells the PVC's owner why it stays Pending.
       const pvc = pvcOf(request.parameters ?? {});
