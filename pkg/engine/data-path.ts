@@ -32,6 +32,13 @@ interface Piece {
   target: number;
 }
 
+/** Whether a piece goes to a newly reserved chunk (any mode but the two in-place ones). */
+function redirects(p: Piece): boolean {
+  return p.mode !== "inPlace" && p.mode !== "inPlacePartial";
+}
+
+const NO_LOCKED_PARTIALS: ReadonlySet<number> = new Set();
+
 /** Logical chunk number -> lock key, unique per device. */
 function lockKey(device: Device, chunk: number): number {
   return device.id * 2 ** 32 + chunk;
@@ -234,20 +241,24 @@ export class DataPath {
       let targets: number[];
       // Plan, reserve and register the I/O in one synchronous stretch: a chunk looked up here
       // cannot be reused by anyone until this I/O ends.
+      const locked = partialKeys.length > 0 ? new Set(partialKeys) : NO_LOCKED_PARTIALS;
       for (let attempt = 0; ; attempt++) {
-        pieces = this.plan(device, offset, data.length, new Set(partialKeys));
-        const redirects = pieces.filter((p) => p.mode !== "inPlace" && p.mode !== "inPlacePartial").length;
+        pieces = this.plan(device, offset, data.length, locked);
+        const needed = pieces.filter(redirects).length;
+        if (needed === 0) {
+          targets = []; // all in place: no chunk to reserve (the common steady-state write)
+          break;
+        }
         space.reclaim(this.core.committedSeq);
-        if (redirects <= space.free || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
-          targets = space.reserve(redirects); // throws NO_SPACE when the pool is really full
+        if (needed <= space.free || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
+          targets = space.reserve(needed); // throws NO_SPACE when the pool is really full
           break;
         }
         await this.core.commit(); // released chunks become free once their release is durable
       }
       const io = space.beginIo();
       let t = 0;
-      for (const p of pieces)
-        if (p.mode !== "inPlace" && p.mode !== "inPlacePartial") p.target = targets[t++]!;
+      for (const p of pieces) if (redirects(p)) p.target = targets[t++]!;
       let records: MetaRecord[];
       try {
         records = await this.writePieces(device, pieces, data);
