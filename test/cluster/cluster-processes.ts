@@ -1,8 +1,9 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { callCsi, connectCsi, type CsiClients } from "../../pkg/csi/index.js";
+import { connectCsi, type CsiClients } from "../../pkg/csi/index.js";
+import { waitReady } from "../csi/local-process.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -72,27 +73,4 @@ export async function startSnapblock(args: string[], socketPath: string): Promis
       return exited;
     },
   };
-}
-
-async function waitReady(
-  clients: CsiClients,
-  child: ChildProcess,
-  exited: Promise<number | null>,
-): Promise<void> {
-  let done = false;
-  void exited.then(() => (done = true));
-  const deadline = Date.now() + 30_000;
-  let last: unknown = "Probe never answered";
-  while (Date.now() < deadline) {
-    if (done) throw new Error(`exited with code ${child.exitCode}`);
-    try {
-      const res = await callCsi<{ ready: { value: boolean } | null }>(clients.identity, "Probe", {}, 1000);
-      if (res.ready?.value) return;
-      last = "Probe answered ready=false";
-    } catch (err) {
-      last = err; // not listening yet: keep polling
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for Probe ready (last: ${String(last)})`);
 }

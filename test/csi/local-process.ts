@@ -86,7 +86,8 @@ export async function startLocal(options: StartOptions = {}): Promise<LocalProce
   };
 }
 
-async function waitReady(
+/** Polls Identity.Probe until the process says ready (or exits, or 30 s pass). */
+export async function waitReady(
   clients: CsiClients,
   child: ChildProcess,
   exited: Promise<number | null>,
