@@ -7,6 +7,13 @@ import type { Output } from "./table-output.js";
 export const DEFAULT_DATA_DIR = "snapblock-data";
 export const DEFAULT_ENDPOINT = `unix://${DEFAULT_DATA_DIR}/csi.sock`;
 
+/** The options every operator verb takes (util.parseArgs form). */
+export const OPERATOR_OPTIONS = {
+  endpoint: { type: "string" },
+  json: { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
 /** The operator CLI's connection: CSI over the local plugin's socket, as the sidecars speak it. */
 export class OperatorConnection {
   readonly socketPath: string;

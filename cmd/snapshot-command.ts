@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import type { CsiSnapshotOutput } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
-import { DEFAULT_ENDPOINT, withConnection } from "./operator-connection.js";
+import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
 
 export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
@@ -16,12 +16,6 @@ export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
   --json        machine-readable output
 `;
 
-const COMMON = {
-  endpoint: { type: "string" },
-  json: { type: "boolean", default: false },
-  help: { type: "boolean", short: "h", default: false },
-} as const;
-
 interface SnapshotResponse {
   snapshot: CsiSnapshotOutput;
 }
@@ -33,7 +27,11 @@ interface ListSnapshotsResponse {
 export async function snapshotCommand(verb: string | undefined, ctx: CliContext): Promise<number> {
   switch (verb) {
     case "create": {
-      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      const { values, positionals } = parseArgs({
+        args: ctx.args,
+        allowPositionals: true,
+        options: OPERATOR_OPTIONS,
+      });
       if (values.help) return help(ctx);
       if (positionals.length !== 2) throw new UsageError("snapshot create VOLUME_ID NAME");
       return withConnection(ctx, values.endpoint, async (conn, out) => {
@@ -47,7 +45,10 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
       });
     }
     case "list": {
-      const { values } = parseArgs({ args: ctx.args, options: { ...COMMON, volume: { type: "string" } } });
+      const { values } = parseArgs({
+        args: ctx.args,
+        options: { ...OPERATOR_OPTIONS, volume: { type: "string" } },
+      });
       if (values.help) return help(ctx);
       return withConnection(ctx, values.endpoint, async (conn, out) => {
         const entries: SnapshotResponse[] = [];
@@ -82,7 +83,11 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
       });
     }
     case "get": {
-      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      const { values, positionals } = parseArgs({
+        args: ctx.args,
+        allowPositionals: true,
+        options: OPERATOR_OPTIONS,
+      });
       if (values.help) return help(ctx);
       if (positionals.length !== 1) throw new UsageError("snapshot get SNAPSHOT_ID");
       return withConnection(ctx, values.endpoint, async (conn, out) => {
@@ -101,7 +106,11 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
       });
     }
     case "delete": {
-      const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+      const { values, positionals } = parseArgs({
+        args: ctx.args,
+        allowPositionals: true,
+        options: OPERATOR_OPTIONS,
+      });
       if (values.help) return help(ctx);
       if (positionals.length !== 1) throw new UsageError("snapshot delete SNAPSHOT_ID");
       return withConnection(ctx, values.endpoint, async (conn, out) => {

@@ -8,7 +8,7 @@ import {
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { followCopy } from "./copy-progress.js";
-import { DEFAULT_ENDPOINT, withConnection } from "./operator-connection.js";
+import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
 
 export const VOLUME_USAGE = `snapblock volume <verb> [options]
@@ -26,12 +26,6 @@ export const VOLUME_USAGE = `snapblock volume <verb> [options]
   --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
   --json        machine-readable output
 `;
-
-const COMMON = {
-  endpoint: { type: "string" },
-  json: { type: "boolean", default: false },
-  help: { type: "boolean", short: "h", default: false },
-} as const;
 
 interface VolumeResponse {
   volume: CsiVolumeOutput;
@@ -76,7 +70,7 @@ async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined):
     args: ctx.args,
     allowPositionals: true,
     options: {
-      ...COMMON,
+      ...OPERATOR_OPTIONS,
       size: { type: "string" },
       fs: { type: "string" },
       block: { type: "boolean", default: false },
@@ -128,7 +122,7 @@ async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined):
 }
 
 async function list(ctx: CliContext): Promise<number> {
-  const { values } = parseArgs({ args: ctx.args, options: COMMON });
+  const { values } = parseArgs({ args: ctx.args, options: OPERATOR_OPTIONS });
   if (values.help) return usage(ctx);
   return withConnection(ctx, values.endpoint, async (conn, out) => {
     const entries: GetVolumeResponse[] = [];
@@ -164,7 +158,7 @@ async function get(ctx: CliContext): Promise<number> {
   const { values, positionals } = parseArgs({
     args: ctx.args,
     allowPositionals: true,
-    options: { ...COMMON, wait: { type: "boolean", default: false } },
+    options: { ...OPERATOR_OPTIONS, wait: { type: "boolean", default: false } },
   });
   if (values.help) return usage(ctx);
   if (positionals.length !== 1) throw new UsageError("volume get VOLUME_ID");
@@ -189,7 +183,7 @@ async function expand(ctx: CliContext): Promise<number> {
   const { values, positionals } = parseArgs({
     args: ctx.args,
     allowPositionals: true,
-    options: { ...COMMON, size: { type: "string" } },
+    options: { ...OPERATOR_OPTIONS, size: { type: "string" } },
   });
   if (values.help) return usage(ctx);
   if (positionals.length !== 1 || !values.size) throw new UsageError("volume expand VOLUME_ID --size SIZE");
@@ -213,7 +207,11 @@ async function expand(ctx: CliContext): Promise<number> {
 }
 
 async function remove(ctx: CliContext): Promise<number> {
-  const { values, positionals } = parseArgs({ args: ctx.args, allowPositionals: true, options: COMMON });
+  const { values, positionals } = parseArgs({
+    args: ctx.args,
+    allowPositionals: true,
+    options: OPERATOR_OPTIONS,
+  });
   if (values.help) return usage(ctx);
   if (positionals.length !== 1) throw new UsageError("volume delete VOLUME_ID");
   return withConnection(ctx, values.endpoint, async (conn, out) => {
