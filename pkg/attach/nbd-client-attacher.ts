@@ -35,6 +35,7 @@ import {
 } from "./nbd-devices.js";
 import { sleep } from "./process-table.js";
 import { AttachmentStateStore, type AttachmentRecord } from "./state-store.js";
+import { listAttachments } from "./list-attachments.js";
 
 export interface NbdClientAttacherOptions extends MountInfoOptions {
   stateDir: string;
@@ -116,14 +117,8 @@ export class NbdClientAttacher implements BlockAttacher {
     });
   }
 
-  async list(): Promise<Attachment[]> {
-    const attachments: Attachment[] = [];
-    for (const record of await this.store.list()) {
-      if (record.kind !== this.kind) continue;
-      const found = await this.find(record.key);
-      if (found !== undefined) attachments.push(found);
-    }
-    return attachments;
+  list(): Promise<Attachment[]> {
+    return listAttachments(this.store, this.kind, (key) => this.find(key));
   }
 
   async refreshSize(key: string): Promise<number> {

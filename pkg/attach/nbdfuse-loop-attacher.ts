@@ -55,6 +55,7 @@ import {
   type ProcessInfo,
 } from "./process-table.js";
 import { AttachmentStateStore, type AttachmentRecord } from "./state-store.js";
+import { listAttachments } from "./list-attachments.js";
 import { cleanupFailedAttach, recordMatches, toAttachment, assertSocket } from "./attach-steps.js";
 
 export interface NbdfuseLoopAttacherOptions extends MountInfoOptions {
@@ -135,14 +136,8 @@ export class NbdfuseLoopAttacher implements BlockAttacher {
     });
   }
 
-  async list(): Promise<Attachment[]> {
-    const attachments: Attachment[] = [];
-    for (const record of await this.store.list()) {
-      if (record.kind !== this.kind) continue;
-      const found = await this.find(record.key);
-      if (found !== undefined) attachments.push(found);
-    }
-    return attachments;
+  list(): Promise<Attachment[]> {
+    return listAttachments(this.store, this.kind, (key) => this.find(key));
   }
 
   /**
