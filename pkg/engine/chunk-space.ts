@@ -72,10 +72,6 @@ export class ChunkSpace {
     return this.capacity - this.inUse - this.reserved.size;
   }
 
-  get pendingCount(): number {
-    return this.pending.length - this.pendingHead;
-  }
-
   get highWaterMark(): number {
     return this.highWater;
   }

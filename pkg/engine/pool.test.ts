@@ -211,6 +211,25 @@ describe("snapshots, restores and clones", () => {
     expect((await pool.check()).ok).toBe(true);
   });
 
+  it("cancels a background copy, leaving a valid volume that still shares the rest", async () => {
+    await pool.createVolume("v", 24 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(24 * CS, 0x5a));
+    v.close();
+    await pool.createSnapshot("v", "s");
+    await pool.restoreSnapshot("s", "copy", { fullCopy: true });
+    const stopped = await pool.cancelCopy("copy");
+    expect(stopped?.state).toBe("cancelled");
+    expect(stopped!.copiedChunks).toBeLessThan(24);
+    expect(pool.getVolume("copy").copy).toMatchObject({ state: "cancelled", totalChunks: 24 });
+    const copy = pool.stats().volumes.find((x) => x.name === "copy")!;
+    expect(copy.sharedBytes).toBeGreaterThan(0);
+    const h = pool.openVolume("copy");
+    expect((await h.read(0, 24 * CS)).equals(Buffer.alloc(24 * CS, 0x5a))).toBe(true);
+    h.close();
+    expect((await pool.check()).ok).toBe(true);
+  });
+
   it("gives trimmed space back to the pool", async () => {
     await pool.createVolume("v", 8 * CS);
     const v = pool.openVolume("v");
