@@ -6,7 +6,13 @@ import { checkConsistency } from "./consistency-check.js";
 import { CopyJob } from "./copy-job.js";
 import { DataPath } from "./data-path.js";
 import { DeviceHandle } from "./device-handle.js";
-import { JOURNAL_HEADER_SIZE, encodeBatch, encodeJournalHeader, scanJournal } from "./journal.js";
+import {
+  JOURNAL_HEADER_SIZE,
+  encodeBatch,
+  encodeJournalHeader,
+  scanJournal,
+  type JournalScan,
+} from "./journal.js";
 import { ChunkLocks, WriteGate } from "./locks.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
@@ -208,27 +214,35 @@ export class Pool implements PoolCore {
   }
 
   private async recover(): Promise<void> {
-    const ckFile = await this.storage.open(FILES.checkpoint, { create: false });
-    const ckBuf = await readFully(ckFile, 0, await ckFile.size());
-    await ckFile.close();
-    decodeCheckpoint(ckBuf, this.sb.uuid, this.meta);
-    const scan = await scanJournal(this.journal, this.sb.uuid);
-    let replayed = 0;
-    for (const batch of scan.batches) {
-      batch.records.forEach((r, i) => {
-        const seq = batch.firstSeq + i;
-        if (seq <= this.meta.seq) return; // already in the checkpoint
-        this.meta.apply(r, seq, true);
-        replayed++;
-      });
-    }
-    this.space.settleAfterReplay();
+    const scan = await this.loadInto(this.meta);
     this.committedSeq = this.meta.seq;
     this.journalSize = scan.validEnd;
-    if (replayed > 0 || scan.tornBytes > 0 || scan.batches.length > 0) {
+    if (scan.batches.length > 0 || scan.tornBytes > 0) {
       // Start clean: a fresh checkpoint, and a journal without the torn tail.
       await this.checkpoint();
     }
+  }
+
+  /**
+   * Loads the durable metadata into `meta`: the checkpoint, then every journal record after it
+   * (recovery at open; check() loads a second copy to compare with memory).
+   */
+  private async loadInto(meta: Metadata): Promise<JournalScan> {
+    const ckFile = await this.storage.open(FILES.checkpoint, { create: false });
+    try {
+      decodeCheckpoint(await readFully(ckFile, 0, await ckFile.size()), this.sb.uuid, meta);
+    } finally {
+      await ckFile.close();
+    }
+    const scan = await scanJournal(this.journal, this.sb.uuid);
+    for (const batch of scan.batches) {
+      batch.records.forEach((r, i) => {
+        const seq = batch.firstSeq + i;
+        if (seq > meta.seq) meta.apply(r, seq, true); // records up to meta.seq are in the checkpoint
+      });
+    }
+    meta.space.settleAfterReplay();
+    return scan;
   }
 
   /** Commits everything, writes a checkpoint and closes the files. */
@@ -767,16 +781,7 @@ export class Pool implements PoolCore {
   private async loadDurable(): Promise<Metadata> {
     const space = new ChunkSpace(this.sb.capacityChunks);
     const meta = new Metadata(space, new ChunkTables(space), this.chunkSize);
-    const ckFile = await this.storage.open(FILES.checkpoint, { create: false });
-    decodeCheckpoint(await readFully(ckFile, 0, await ckFile.size()), this.sb.uuid, meta);
-    await ckFile.close();
-    const scan = await scanJournal(this.journal, this.sb.uuid);
-    for (const batch of scan.batches) {
-      batch.records.forEach((r, i) => {
-        if (batch.firstSeq + i > meta.seq) meta.apply(r, batch.firstSeq + i, true);
-      });
-    }
-    space.settleAfterReplay();
+    await this.loadInto(meta);
     return meta;
   }
 
