@@ -40,8 +40,15 @@ import type {
 } from "./types.js";
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
-/** Partial chunks beyond this many are completed whatever backs them (bounds their memory). */
-const PARTIAL_PILE = 16384;
+/**
+ * Partial chunks beyond this many are completed whatever backs them. It bounds their memory, and
+ * it bounds how many a later snapshot can capture: a shared partial chunk is rewritten whole (read
+ * and write of a full chunk) on its next write, and the filler cannot tell a shared partial chunk
+ * from an exclusive one (sharing is per table node). 16,384 let a 1 GiB rewrite after a second
+ * snapshot cost 9.6x at QD16 through NBD; 4,096 measured 3.3x (and 2.5x at QD1, where the
+ * filler then competes with the writes; BENCHMARKS.md).
+ */
+const PARTIAL_PILE = 4096;
 const FILES = {
   superblock: "superblock",
   data: "data",
