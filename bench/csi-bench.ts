@@ -18,9 +18,9 @@ import {
   connectCsi,
   controllerHandlers,
   identityHandlers,
-  silentCsiLogger,
   unavailableNodeVolumeManager,
 } from "../pkg/csi/index.js";
+import { silentLogger } from "../pkg/log/index.js";
 
 const GiB = 2 ** 30;
 const sizes = (process.env.BENCH_GIB ?? "1,8").split(",").map(Number);
@@ -45,7 +45,7 @@ const engine = new LocalEngine({
   createIfMissing: { sizeBytes: (Math.max(...sizes) + 4) * 2 * GiB },
 });
 await engine.open();
-const logger = silentCsiLogger;
+const logger = silentLogger;
 const server = await CsiServer.start({
   socketPath: join(root, "csi.sock"),
   logger,

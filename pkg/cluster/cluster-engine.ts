@@ -1,6 +1,5 @@
 import {
   CsiStatusError,
-  type CsiLogger,
   type EngineApi,
   type EngineCapacity,
   type EngineCreateSnapshotOptions,
@@ -16,6 +15,7 @@ import { pvcOf, type EventRecorder } from "./kube-events.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
+import type { Logger } from "../log/index.js";
 
 /** A node's engine as the cluster holds it: RemoteEngine in production. */
 export type NodeEngine = EngineApi & { close(): void };
@@ -24,7 +24,7 @@ export interface ClusterEngineOptions {
   discovery: NodeDiscovery;
   /** Makes the engine of a discovered node (a RemoteEngine with the controller's TLS files). */
   connect: (endpoint: NodeEndpoint) => NodeEngine;
-  logger: CsiLogger;
+  logger: Logger;
   /** Where placement failures and background copies are reported for people (Events on the PVC). */
   events?: EventRecorder;
   /** How often a full background copy's progress is checked for its end Event (default 5 s). */

@@ -6,7 +6,7 @@ import {
   type handleUnaryCall,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { CsiStatusError, type CsiLogFields, type CsiLogger, type EngineApi } from "../csi/index.js";
+import { CsiStatusError, type EngineApi } from "../csi/index.js";
 import { asSnapblockError } from "../errors/index.js";
 import {
   fromWireKind,
@@ -32,6 +32,7 @@ import { loadEngineProto } from "./engine-proto.js";
 import { toEngineStatus } from "./engine-status.js";
 import { serverCredentials, type EngineTransportOptions } from "./engine-tls.js";
 import { readAllocatedChunks, type SnapshotOpener } from "./snapshot-chunks.js";
+import type { LogFields, Logger } from "../log/index.js";
 
 export interface EngineServerOptions {
   /** The engine to serve: in a node plugin, the node's LocalEngine. */
@@ -43,7 +44,7 @@ export interface EngineServerOptions {
   transport: EngineTransportOptions;
   /** Reported by GetNodeInfo. */
   version: string;
-  logger: CsiLogger;
+  logger: Logger;
 }
 
 /**
@@ -57,7 +58,7 @@ export class EngineServer {
   private constructor(
     private readonly server: Server,
     readonly port: number,
-    private readonly logger: CsiLogger,
+    private readonly logger: Logger,
   ) {}
 
   static async start(options: EngineServerOptions): Promise<EngineServer> {
@@ -155,14 +156,14 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
 interface CallLog {
   method: string;
   quiet: boolean;
-  logger: CsiLogger;
+  logger: Logger;
   /** The node this service serves (calls addressed to another are refused). */
   nodeId: string;
 }
 
 function finish(
   log: CallLog,
-  fields: CsiLogFields,
+  fields: LogFields,
   started: number,
   err?: unknown,
 ): ReturnType<typeof toEngineStatus> | undefined {
@@ -248,7 +249,7 @@ function stream(
   };
 }
 
-function nameOf(request: unknown): CsiLogFields {
+function nameOf(request: unknown): LogFields {
   const name = (request as { name?: unknown } | null)?.name;
   return typeof name === "string" && name !== "" ? { name } : {};
 }

@@ -1,5 +1,5 @@
-import type { CsiLogger } from "../csi/index.js";
 import type { KubeApi, KubeObjectRef } from "./kube-api.js";
+import type { Logger } from "../log/index.js";
 
 /**
  * Kubernetes Events on the PVC or VolumeSnapshot a long or failed operation is about (background
@@ -21,7 +21,7 @@ export interface KubeEventRecorderOptions {
   api: KubeApi;
   /** The reporting component, e.g. "snapblock-controller". */
   source: string;
-  logger: CsiLogger;
+  logger: Logger;
   now?: () => Date;
 }
 

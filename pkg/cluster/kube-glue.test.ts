@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { silentCsiLogger } from "../csi/index.js";
 import { SnapblockError } from "../errors/index.js";
 import type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
 import { KubeEventRecorder, pvcOf, volumeSnapshotOf } from "./kube-events.js";
 import { KubernetesNodeDiscovery } from "./kube-node-discovery.js";
 import { LeaseElection } from "./lease-election.js";
 import { ANNOTATION, NodeAnnouncer, readAnnouncement } from "./node-announcement.js";
+import { silentLogger } from "../log/index.js";
 
 /** An API server of our own: Nodes, Leases with resourceVersion checks, Events. */
 class FakeKube implements KubeApi {
@@ -72,7 +72,7 @@ describe("node announcement and Kubernetes node discovery", () => {
         nodeId: n,
         endpoint: addr,
         capacity: capacity(40),
-        logger: silentCsiLogger,
+        logger: silentLogger,
         now: () => now,
       }).announce();
     }
@@ -95,7 +95,7 @@ describe("node announcement and Kubernetes node discovery", () => {
       nodeId: "node-a",
       endpoint: "10.0.0.9:7443",
       capacity: capacity(30),
-      logger: silentCsiLogger,
+      logger: silentLogger,
       now: () => now,
     }).announce();
     expect(await discovery.nodes()).toEqual([{ nodeId: "node-a", address: "10.0.0.9:7443" }]);
@@ -123,7 +123,7 @@ describe("node announcement and Kubernetes node discovery", () => {
       endpoint: "h:1",
       capacity: capacity(1),
       intervalMs: 60_000,
-      logger: silentCsiLogger,
+      logger: silentLogger,
     });
     await expect(announcer.start()).resolves.toBeUndefined();
     announcer.stop();
@@ -138,7 +138,7 @@ describe("Lease leader election", () => {
       name: "snapblock-controller",
       identity,
       leaseDurationMs: 15_000,
-      logger: silentCsiLogger,
+      logger: silentLogger,
       now: () => new Date(clock.t),
       onStartedLeading: () => events.push(`${identity} leads`),
       onStoppedLeading: () => events.push(`${identity} stops`),
@@ -205,7 +205,7 @@ describe("Lease leader election", () => {
 describe("Kubernetes Events", () => {
   it("records on the PVC or VolumeSnapshot, cuts long messages, and never throws", async () => {
     const api = new FakeKube();
-    const recorder = new KubeEventRecorder({ api, source: "snapblock-controller", logger: silentCsiLogger });
+    const recorder = new KubeEventRecorder({ api, source: "snapblock-controller", logger: silentLogger });
     const pvc = pvcOf({ "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "app" })!;
     recorder.record({ involved: pvc, type: "Warning", reason: "PlacementFailed", message: "x".repeat(5000) });
     await recorder.flush();

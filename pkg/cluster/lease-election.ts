@@ -1,6 +1,6 @@
-import type { CsiLogger } from "../csi/index.js";
 import { isSnapblockError } from "../errors/index.js";
 import type { KubeApi, KubeLease } from "./kube-api.js";
+import type { Logger } from "../log/index.js";
 
 export interface LeaseElectionOptions {
   api: KubeApi;
@@ -13,7 +13,7 @@ export interface LeaseElectionOptions {
   leaseDurationMs?: number;
   /** How often to try to acquire or renew (default 2 s). */
   retryPeriodMs?: number;
-  logger: CsiLogger;
+  logger: Logger;
   now?: () => Date;
   onStartedLeading?: () => void;
   onStoppedLeading?: () => void;

@@ -1,6 +1,7 @@
-import type { CsiLogger, EngineCapacity } from "../csi/index.js";
+import type { EngineCapacity } from "../csi/index.js";
 import type { KubeApi, KubeNode } from "./kube-api.js";
 import type { NodeEndpoint } from "./node-discovery.js";
+import type { Logger } from "../log/index.js";
 
 /**
  * What a node plugin publishes on its own Node object, under snapblock.dev/ annotations
@@ -48,7 +49,7 @@ export interface NodeAnnouncerOptions {
   capacity: () => Promise<EngineCapacity>;
   /** How often to refresh (default 60 s). */
   intervalMs?: number;
-  logger: CsiLogger;
+  logger: Logger;
   now?: () => Date;
 }
 

@@ -5,13 +5,13 @@ import { CsiStatusError } from "./csi-status-error.js";
 import type { EngineApi } from "./engine-api.js";
 import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
-import type { CsiLogger } from "./logger.js";
 import { OperationLocks } from "./operation-locks.js";
 import { unary, type CsiCallObserver } from "./unary-call.js";
+import type { Logger } from "../log/index.js";
 
 export interface ControllerOptions {
   engine: EngineApi;
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
   observer?: CsiCallObserver;
 }

@@ -9,8 +9,8 @@ import {
 } from "@grpc/grpc-js";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import { loadCsiProto } from "./csi-proto.js";
-import type { CsiLogger } from "./logger.js";
 import { grpcUnixAddress } from "./unix-endpoint.js";
+import type { Logger } from "../log/index.js";
 
 export interface CsiServerOptions {
   /** Absolute path of the unix socket to serve on. */
@@ -18,7 +18,7 @@ export interface CsiServerOptions {
   identity: UntypedServiceImplementation;
   controller?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
-  logger: CsiLogger;
+  logger: Logger;
 }
 
 /** Owner and group only: the socket gives full control over every volume. */
@@ -36,7 +36,7 @@ export class CsiServer {
   private constructor(
     private readonly server: Server,
     readonly socketPath: string,
-    private readonly logger: CsiLogger,
+    private readonly logger: Logger,
   ) {}
 
   static async start(options: CsiServerOptions): Promise<CsiServer> {

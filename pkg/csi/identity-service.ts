@@ -3,8 +3,8 @@ import { invalidArgument } from "./csi-status-error.js";
 import type { GetPluginCapabilitiesResponse } from "./generated/csi/v1/GetPluginCapabilitiesResponse.js";
 import type { GetPluginInfoResponse } from "./generated/csi/v1/GetPluginInfoResponse.js";
 import type { ProbeResponse } from "./generated/csi/v1/ProbeResponse.js";
-import type { CsiLogger } from "./logger.js";
 import { unary, type CsiCallObserver } from "./unary-call.js";
+import type { Logger } from "../log/index.js";
 
 export const DEFAULT_PLUGIN_NAME = "csi.snapblock.dev";
 
@@ -17,7 +17,7 @@ export interface IdentityOptions {
   controller: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
   observer?: CsiCallObserver;
 }

@@ -60,13 +60,6 @@ export {
 export { toGrpcStatus, type MappedStatus } from "./grpc-status.js";
 export type { CsiCallObserver } from "./unary-call.js";
 export { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
-export {
-  createCsiLogger,
-  silentCsiLogger,
-  type CsiLogger,
-  type CsiLogFields,
-  type CsiLogLevel,
-} from "./logger.js";
 export type { ProtoGrpcType as CsiProto } from "./generated/csi.js";
 export type { Volume as CsiVolume, Volume__Output as CsiVolumeOutput } from "./generated/csi/v1/Volume.js";
 export type {

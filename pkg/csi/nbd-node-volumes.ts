@@ -17,7 +17,6 @@ import {
 } from "../mount/index.js";
 import type { NbdServer } from "../nbd/index.js";
 import { CsiStatusError } from "./csi-status-error.js";
-import type { CsiLogger } from "./logger.js";
 import type {
   NodeExpandOptions,
   NodePublishOptions,
@@ -29,6 +28,7 @@ import type {
   NodeVolumeStats,
 } from "./node-volume-manager.js";
 import type { VolumeDevice } from "./local-engine.js";
+import type { Logger } from "../log/index.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -43,7 +43,7 @@ export interface NbdNodeVolumesOptions {
   attacher: BlockAttacher;
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
-  logger: CsiLogger;
+  logger: Logger;
 }
 
 /** Linux sun_path holds 108 bytes with the NUL. */

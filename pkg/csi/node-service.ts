@@ -17,7 +17,6 @@ import type { NodeUnpublishVolumeRequest__Output } from "./generated/csi/v1/Node
 import type { NodeUnpublishVolumeResponse } from "./generated/csi/v1/NodeUnpublishVolumeResponse.js";
 import type { NodeUnstageVolumeRequest__Output } from "./generated/csi/v1/NodeUnstageVolumeRequest.js";
 import type { NodeUnstageVolumeResponse } from "./generated/csi/v1/NodeUnstageVolumeResponse.js";
-import type { CsiLogger } from "./logger.js";
 import { validateNodePath } from "./node-paths.js";
 import type { NodeVolumeManager, NodeVolumeRef } from "./node-volume-manager.js";
 import { OperationLocks, volumeLock } from "./operation-locks.js";
@@ -26,6 +25,7 @@ import { nodeTopology } from "./topology.js";
 import { unary, type CallScope, type CsiCallObserver } from "./unary-call.js";
 import { requireCapability } from "./volume-capabilities.js";
 import { volumeFacts } from "./volume-view.js";
+import type { Logger } from "../log/index.js";
 
 export interface NodeOptions {
   /** The node's pool (the node plugin always holds its engine in-process). */
@@ -36,7 +36,7 @@ export interface NodeOptions {
   maxVolumesPerNode?: number;
   /** When set, every path the CO gives must lie inside one of these directories. */
   pathRoots?: string[];
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
   observer?: CsiCallObserver;
 }

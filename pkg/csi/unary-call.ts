@@ -1,10 +1,10 @@
 import type { handleUnaryCall } from "@grpc/grpc-js";
 import { toGrpcStatus } from "./grpc-status.js";
-import type { CsiLogFields, CsiLogger } from "./logger.js";
+import type { LogFields, Logger } from "../log/index.js";
 
 /** What a handler can add to its call's log line (ids it resolved). */
 export interface CallScope {
-  note(fields: CsiLogFields): void;
+  note(fields: LogFields): void;
 }
 
 export type UnaryHandler<Req, Res> = (request: Req, scope: CallScope) => Promise<Res>;
@@ -21,7 +21,7 @@ export interface CsiCallObserver {
 }
 
 export interface UnaryOptions {
-  logger: CsiLogger;
+  logger: Logger;
   /** Log successes at debug level (polled calls: Probe, capabilities, info). */
   quiet?: boolean;
   observer?: CsiCallObserver;
@@ -40,7 +40,7 @@ export function unary<Req, Res>(
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const started = performance.now();
-    const fields: CsiLogFields = {};
+    const fields: LogFields = {};
     const scope: CallScope = { note: (f) => Object.assign(fields, f) };
     const durationMs = (): number => Math.round((performance.now() - started) * 1000) / 1000;
     const observe = (hook: () => void): void => {

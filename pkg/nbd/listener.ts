@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import net from "node:net";
 import { asSnapblockError, SnapblockError } from "../errors/index.js";
-import type { NbdLogger } from "./logger.js";
+import type { Logger } from "../log/index.js";
 
 /**
  * Where an export listens: a unix socket (the default way, DESIGN.md section 3) or, only when
@@ -16,7 +16,7 @@ export type NbdBoundAddress =
 export interface ListenerOptions {
   address: NbdListenAddress;
   onConnection: (socket: net.Socket, peer: string) => void;
-  logger: NbdLogger;
+  logger: Logger;
   logFields: Record<string, unknown>;
 }
 

@@ -10,13 +10,13 @@ import {
   connectCsi,
   controllerHandlers,
   identityHandlers,
-  silentCsiLogger,
   unavailableNodeVolumeManager,
   type CsiClients,
   type VolumeDevice,
 } from "../../pkg/csi/index.js";
 import { BLOCK, MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { removeDataDir } from "./local-process.js";
+import { silentLogger } from "../../pkg/log/index.js";
 
 /**
  * 50 parallel CreateSnapshot calls on one volume while a writer keeps writing to it. The CSI
@@ -43,7 +43,7 @@ beforeAll(async () => {
     createIfMissing: { sizeBytes: 256 * MiB },
   });
   await engine.open();
-  const logger = silentCsiLogger;
+  const logger = silentLogger;
   server = await CsiServer.start({
     socketPath: path.join(dir, "csi.sock"),
     logger,
