@@ -1,5 +1,5 @@
 import { Metadata } from "@grpc/grpc-js";
-import { CsiStatusError } from "../csi/index.js";
+import { StatusError } from "../errors/index.js";
 
 /**
  * Every engine call names the node it is meant for. Volume ids carry their node, so a node list
@@ -18,7 +18,7 @@ export function addressedTo(nodeId: string): Metadata {
 export function checkAddressee(md: Metadata, servedNodeId: string): void {
   const wanted = md.get(ADDRESSEE_KEY)[0];
   if (typeof wanted === "string" && wanted !== servedNodeId) {
-    throw new CsiStatusError(
+    throw new StatusError(
       "FAILED_PRECONDITION",
       `the engine service at this address serves node ${servedNodeId}, not ${wanted}: fix the controller's node list`,
     );

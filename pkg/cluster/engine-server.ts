@@ -1,13 +1,7 @@
-import { once } from "node:events";
-import {
-  Server,
-  type ServerWritableStream,
-  type handleServerStreamingCall,
-  type handleUnaryCall,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
-import { CsiStatusError, type EngineApi } from "../csi/index.js";
-import { asSnapblockError } from "../errors/index.js";
+import { Server, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import type { EngineApi } from "../csi/index.js";
+import { StatusError, asSnapblockError } from "../errors/index.js";
+import { serverStream, unary, type UnaryOptions } from "../rpc/index.js";
 import {
   fromWireKind,
   toWireSnapshot,
@@ -98,12 +92,24 @@ export class EngineServer {
 
 function handlers(o: EngineServerOptions): UntypedServiceImplementation {
   const { engine } = o;
+  const options = (quiet: boolean): UnaryOptions => ({
+    logger: o.logger,
+    service: "engine",
+    quiet,
+    statusOf: toEngineStatus,
+  });
+  // Every call: the addressee check first (a call meant for another node is refused), then the
+  // handler; the name it acts on goes into the log line.
   const call = <Req, Res>(method: string, quiet: boolean, fn: (req: Req) => Promise<Res>) =>
-    unary<Req, Res>({ method, quiet, logger: o.logger, nodeId: engine.nodeId }, fn);
+    unary<Req, Res>(method, options(quiet), (req, scope, c) => {
+      checkAddressee(c.metadata, engine.nodeId);
+      scope.note(nameOf(req));
+      return fn(req);
+    });
   return {
     CreateVolume: call("CreateVolume", false, async (r: WireCreateVolumeRequest): Promise<WireVolume> => {
       const kind = r.source ? fromWireKind(r.source.kind) : undefined;
-      if (r.source && !kind) throw new CsiStatusError("FAILED_PRECONDITION", "source.kind is not set");
+      if (r.source && !kind) throw new StatusError("FAILED_PRECONDITION", "source.kind is not set");
       const v = await engine.createVolume({
         name: r.name,
         sizeBytes: r.sizeBytes,
@@ -149,103 +155,17 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
     ),
-    ReadSnapshotChunks: stream(o),
-  };
-}
-
-interface CallLog {
-  method: string;
-  quiet: boolean;
-  logger: Logger;
-  /** The node this service serves (calls addressed to another are refused). */
-  nodeId: string;
-}
-
-function finish(
-  log: CallLog,
-  fields: LogFields,
-  started: number,
-  err?: unknown,
-): ReturnType<typeof toEngineStatus> | undefined {
-  const durationMs = Math.round((performance.now() - started) * 1000) / 1000;
-  if (err === undefined) {
-    const line = { method: log.method, ...fields, durationMs, code: "OK" };
-    if (log.quiet) log.logger.debug("engine call", line);
-    else log.logger.info("engine call", line);
-    return undefined;
-  }
-  const status = toEngineStatus(err);
-  const line = {
-    method: log.method,
-    ...fields,
-    durationMs,
-    code: status.mapped.codeName,
-    message: status.mapped.message,
-  };
-  if (status.mapped.unexpected) log.logger.error("engine call failed unexpectedly", { ...line, err });
-  else log.logger.info("engine call", line);
-  return status;
-}
-
-function unary<Req, Res>(log: CallLog, fn: (req: Req) => Promise<Res>): handleUnaryCall<Req, Res> {
-  return (call, callback) => {
-    const started = performance.now();
-    const fields = nameOf(call.request);
-    void (async () => {
-      checkAddressee(call.metadata, log.nodeId);
-      return fn(call.request);
-    })().then(
-      (res) => {
-        finish(log, fields, started);
-        callback(null, res);
+    ReadSnapshotChunks: serverStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>(
+      "ReadSnapshotChunks",
+      options(false),
+      (r, scope, c) => {
+        checkAddressee(c.metadata, engine.nodeId);
+        scope.note(nameOf(r));
+        if (!o.snapshots)
+          throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
+        return readAllocatedChunks(o.snapshots, r.name, r.maxMessageBytes);
       },
-      (err: unknown) => {
-        const status = finish(log, fields, started, err);
-        callback(status?.error ?? null, null);
-      },
-    );
-  };
-}
-
-function stream(
-  o: EngineServerOptions,
-): handleServerStreamingCall<WireReadSnapshotChunksRequest, WireSnapshotChunk> {
-  const log: CallLog = {
-    method: "ReadSnapshotChunks",
-    quiet: false,
-    logger: o.logger,
-    nodeId: o.engine.nodeId,
-  };
-  return (call: ServerWritableStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>) => {
-    const started = performance.now();
-    const fields = nameOf(call.request);
-    const run = async (): Promise<void> => {
-      checkAddressee(call.metadata, log.nodeId);
-      if (!o.snapshots)
-        throw new CsiStatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
-      let bytes = 0;
-      for await (const chunk of readAllocatedChunks(
-        o.snapshots,
-        call.request.name,
-        call.request.maxMessageBytes,
-      )) {
-        if (call.cancelled) return;
-        bytes += chunk.data.length;
-        // Respect backpressure: a slow receiver must not make us buffer the whole snapshot.
-        if (!call.write(chunk)) await Promise.race([once(call, "drain"), once(call, "cancelled")]);
-      }
-      fields.bytes = bytes;
-    };
-    void run().then(
-      () => {
-        finish(log, fields, started);
-        call.end();
-      },
-      (err: unknown) => {
-        const status = finish(log, fields, started, err);
-        call.emit("error", status?.error);
-      },
-    );
+    ),
   };
 }
 

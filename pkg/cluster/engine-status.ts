@@ -1,10 +1,17 @@
 import { Metadata, status as GrpcCode, type ServiceError } from "@grpc/grpc-js";
-import { SnapblockError, type ErrorCode } from "../errors/index.js";
-import { CsiStatusError, toGrpcStatus, type CsiOnlyStatus, type MappedStatus } from "../csi/index.js";
+import {
+  ERROR_CODES,
+  STATUS_ONLY,
+  SnapblockError,
+  StatusError,
+  type ErrorCode,
+  type StatusOnly,
+} from "../errors/index.js";
+import { toGrpcStatus, type MappedStatus } from "../rpc/index.js";
 
 /**
  * Errors across the engine service, both ways, in this one place. The server maps a thrown error
- * with pkg/csi's toGrpcStatus (the project's one error-to-status table) and also sends the
+ * with pkg/rpc's toGrpcStatus (the project's one error-to-status table) and also sends the
  * SnapblockError code in trailing metadata, because the table is not one-to-one (BUSY and
  * READ_ONLY are both FAILED_PRECONDITION, and the controller must tell BUSY apart). The client
  * rebuilds the same SnapblockError, so the controller sees what it would see in-process; a
@@ -12,43 +19,26 @@ import { CsiStatusError, toGrpcStatus, type CsiOnlyStatus, type MappedStatus } f
  * the node, so the CO retries and the operator knows which node to look at.
  */
 const CODE_KEY = "snapblock-error-code";
-const CSI_STATUS_KEY = "snapblock-csi-status";
+// The key keeps its first name: nodes and controllers of different versions meet during upgrades.
+const STATUS_KEY = "snapblock-csi-status";
 
-const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  "INVALID_ARGUMENT",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "OUT_OF_RANGE",
-  "NO_SPACE",
-  "BUSY",
-  "READ_ONLY",
-  "CORRUPT",
-  "CLOSED",
-  "CANCELLED",
-  "IO",
-  "INTERNAL",
-]);
-const CSI_STATUSES: ReadonlySet<string> = new Set<CsiOnlyStatus>([
-  "ABORTED",
-  "UNIMPLEMENTED",
-  "FAILED_PRECONDITION",
-  "RESOURCE_EXHAUSTED",
-]);
+const ENGINE_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES);
+const STATUSES: ReadonlySet<string> = new Set<string>(STATUS_ONLY);
 
-export interface EngineStatus {
-  mapped: MappedStatus;
-  error: Partial<ServiceError>;
-}
-
-/** Server side: a thrown error as the status to send. */
-export function toEngineStatus(err: unknown): EngineStatus {
-  const mapped = toGrpcStatus(err);
+/**
+ * Server side: the status sent for a thrown error (pkg/rpc's UnaryOptions.statusOf): the mapped
+ * status, plus the engine's code in trailing metadata.
+ */
+export function toEngineStatus(
+  err: unknown,
+  mapped: MappedStatus = toGrpcStatus(err),
+): Partial<ServiceError> {
   const metadata = new Metadata();
   if (err instanceof SnapblockError) {
     metadata.set(CODE_KEY, err.code);
-    if (err instanceof CsiStatusError) metadata.set(CSI_STATUS_KEY, err.csiStatus);
+    if (err instanceof StatusError) metadata.set(STATUS_KEY, err.status);
   }
-  return { mapped, error: { code: mapped.code, details: mapped.message, metadata } };
+  return { code: mapped.code, details: mapped.message, metadata };
 }
 
 export interface PeerRef {
@@ -59,12 +49,12 @@ export interface PeerRef {
 /** Client side: a failed call as the SnapblockError the engine raised (or a transport failure). */
 export function fromEngineStatus(err: ServiceError, peer: PeerRef): SnapblockError {
   const code = first(err.metadata, CODE_KEY);
-  const csiStatus = first(err.metadata, CSI_STATUS_KEY);
+  const onlyStatus = first(err.metadata, STATUS_KEY);
   const details = err.details || err.message;
-  if (csiStatus !== undefined && CSI_STATUSES.has(csiStatus)) {
-    return new CsiStatusError(csiStatus as CsiOnlyStatus, details, { cause: err });
+  if (onlyStatus !== undefined && STATUSES.has(onlyStatus)) {
+    return new StatusError(onlyStatus as StatusOnly, details, { cause: err });
   }
-  if (code !== undefined && ERROR_CODES.has(code)) {
+  if (code !== undefined && ENGINE_CODES.has(code)) {
     return new SnapblockError(code as ErrorCode, details, { cause: err });
   }
   const where = `node ${peer.nodeId} (engine service at ${peer.address})`;
@@ -79,7 +69,7 @@ export function fromEngineStatus(err: ServiceError, peer: PeerRef): SnapblockErr
     );
   }
   if (err.code === GrpcCode.UNIMPLEMENTED) {
-    return new CsiStatusError(
+    return new StatusError(
       "UNIMPLEMENTED",
       `${where} does not implement this call (is it an older snapblock?): ${details}`,
       { cause: err },

@@ -1,6 +1,4 @@
-import type { Client, ServiceError } from "@grpc/grpc-js";
-import { Metadata } from "@grpc/grpc-js";
-import { CsiStatusError } from "../csi/index.js";
+import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
 import type {
   EngineApi,
   EngineCapacity,
@@ -31,6 +29,7 @@ import { loadEngineProto } from "./engine-proto.js";
 import { addressedTo } from "./call-addressee.js";
 import { fromEngineStatus } from "./engine-status.js";
 import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
+import { StatusError } from "../errors/index.js";
 
 export interface RemoteEngineOptions {
   /** The node whose engine service this is (part of every id, and of every error message). */
@@ -148,7 +147,7 @@ export class RemoteEngine implements EngineApi {
   placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
     if (request.requisite && !request.requisite.includes(this.nodeId)) {
       return Promise.reject(
-        new CsiStatusError(
+        new StatusError(
           "RESOURCE_EXHAUSTED",
           `accessibility_requirements do not include node ${this.nodeId}`,
         ),

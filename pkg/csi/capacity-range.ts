@@ -1,6 +1,6 @@
 import { SnapblockError } from "../errors/index.js";
 import { MAX_DEVICE_BYTES } from "../engine/index.js";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 
 /** The capacity range of a request, already checked for sign; 0 means "not specified". */
 export interface CapacityRequest {

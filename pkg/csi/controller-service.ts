@@ -1,19 +1,19 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
-import { CsiStatusError } from "./csi-status-error.js";
 import type { EngineApi } from "./engine-api.js";
 import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
 import { OperationLocks } from "./operation-locks.js";
-import { unary, type CsiCallObserver } from "./unary-call.js";
 import type { Logger } from "../log/index.js";
+import { StatusError } from "../errors/index.js";
+import { unary, type CallObserver } from "../rpc/index.js";
 
 export interface ControllerOptions {
   engine: EngineApi;
   logger: Logger;
   /** Metrics hooks, called for every RPC. */
-  observer?: CsiCallObserver;
+  observer?: CallObserver;
 }
 
 /** Controller capabilities (DESIGN.md section 4), plus what the implementation also serves. */
@@ -45,7 +45,7 @@ export function controllerHandlers(options: ControllerOptions): UntypedServiceIm
   const log = { logger: options.logger, observer: options.observer };
   const unimplemented = (method: string, why: string) =>
     unary(method, log, () =>
-      Promise.reject(new CsiStatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
+      Promise.reject(new StatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
     );
   return {
     CreateVolume: unary("CreateVolume", log, volumes.createVolume.bind(volumes)),

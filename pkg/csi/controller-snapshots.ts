@@ -1,5 +1,5 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
-import { invalidArgument, notFound } from "./csi-status-error.js";
+import { invalidArgument, notFound } from "./request-errors.js";
 import type { EngineSnapshot } from "./engine-api.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSnapshotRequest.js";
@@ -13,8 +13,8 @@ import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
-import type { CallScope } from "./unary-call.js";
 import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
+import type { CallScope } from "../rpc/index.js";
 
 /**
  * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have

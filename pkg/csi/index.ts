@@ -57,9 +57,6 @@ export {
   type FsType,
   type AccessMode,
 } from "./volume-capabilities.js";
-export { toGrpcStatus, type MappedStatus } from "./grpc-status.js";
-export type { CsiCallObserver } from "./unary-call.js";
-export { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
 export type { ProtoGrpcType as CsiProto } from "./generated/csi.js";
 export type { Volume as CsiVolume, Volume__Output as CsiVolumeOutput } from "./generated/csi/v1/Volume.js";
 export type {

@@ -1,4 +1,4 @@
-import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
   MAX_DEVICE_BYTES,
   Pool,
@@ -18,7 +18,6 @@ import type {
   EngineSnapshot,
   EngineVolume,
 } from "./engine-api.js";
-import { CsiStatusError } from "./csi-status-error.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -223,7 +222,7 @@ export class LocalEngine implements EngineApi {
     if (request.requisite && !request.requisite.includes(this.nodeId)) {
       // CSI spec, CreateVolume errors: "Unable to provision in accessible_topology".
       return Promise.reject(
-        new CsiStatusError(
+        new StatusError(
           "RESOURCE_EXHAUSTED",
           `accessibility_requirements do not include node ${this.nodeId}, the only node this plugin provisions on`,
         ),

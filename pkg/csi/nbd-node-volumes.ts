@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import type { Attachment, BlockAttacher } from "../attach/index.js";
-import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
   blockDeviceSize,
   bindMount,
@@ -16,7 +16,6 @@ import {
   volumeStats,
 } from "../mount/index.js";
 import type { NbdServer } from "../nbd/index.js";
-import { CsiStatusError } from "./csi-status-error.js";
 import type {
   NodeExpandOptions,
   NodePublishOptions,
@@ -190,7 +189,7 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     let size = await this.options.attacher.refreshSize(key);
     if (size < o.sizeBytes) {
       if (!this.options.attacher.onlineResize) {
-        throw new CsiStatusError(
+        throw new StatusError(
           "FAILED_PRECONDITION",
           `this node attaches volumes through ${attachment.kind}, which cannot resize a device in use; unstage and stage volume ${o.volumeId} again and its filesystem grows then`,
         );
@@ -279,8 +278,8 @@ function requireDevice(attachment: Attachment, volumeId: string): string {
   return attachment.devicePath;
 }
 
-function notStaged(volumeId: string): CsiStatusError {
-  return new CsiStatusError(
+function notStaged(volumeId: string): StatusError {
+  return new StatusError(
     "FAILED_PRECONDITION",
     `volume ${volumeId} is not staged on this node; call NodeStageVolume first`,
   );

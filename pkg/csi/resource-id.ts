@@ -1,4 +1,4 @@
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 import { isEngineName } from "./engine-names.js";
 
 /**

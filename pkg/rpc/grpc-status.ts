@@ -1,6 +1,5 @@
 import { status as GrpcCode } from "@grpc/grpc-js";
-import { isSnapblockError, type ErrorCode } from "../errors/index.js";
-import { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
+import { StatusError, isSnapblockError, type ErrorCode, type StatusOnly } from "../errors/index.js";
 
 /** What a failed call returns: a gRPC status code and a message a person can act on. */
 export interface MappedStatus {
@@ -14,10 +13,11 @@ export interface MappedStatus {
 
 /**
  * SnapblockError code -> gRPC status. This table and toGrpcStatus() are the ONE place where
- * errors become gRPC statuses (DESIGN.md section 5). The codes follow the CSI spec's error
- * tables: NO_SPACE is RESOURCE_EXHAUSTED ("out of capacity", CreateVolume/CreateSnapshot errors),
- * BUSY is FAILED_PRECONDITION ("volume in use", DeleteVolume/DeleteSnapshot errors), CLOSED is
- * UNAVAILABLE (the pool is opening or closing: the CO retries).
+ * errors become gRPC statuses (every service: CSI and the engine service). The codes follow the
+ * CSI spec's error tables: NO_SPACE is RESOURCE_EXHAUSTED ("out of capacity",
+ * CreateVolume/CreateSnapshot errors), BUSY is FAILED_PRECONDITION ("volume in use",
+ * DeleteVolume/DeleteSnapshot errors), CLOSED is UNAVAILABLE (the pool is opening or closing: the
+ * caller retries).
  */
 const BY_CODE: Record<ErrorCode, GrpcCode> = {
   INVALID_ARGUMENT: GrpcCode.INVALID_ARGUMENT,
@@ -34,21 +34,17 @@ const BY_CODE: Record<ErrorCode, GrpcCode> = {
   INTERNAL: GrpcCode.INTERNAL,
 };
 
-const CSI_ONLY: Record<CsiOnlyStatus, GrpcCode> = {
+const BY_STATUS: Record<StatusOnly, GrpcCode> = {
   ABORTED: GrpcCode.ABORTED,
   UNIMPLEMENTED: GrpcCode.UNIMPLEMENTED,
   FAILED_PRECONDITION: GrpcCode.FAILED_PRECONDITION,
   RESOURCE_EXHAUSTED: GrpcCode.RESOURCE_EXHAUSTED,
+  PERMISSION_DENIED: GrpcCode.PERMISSION_DENIED,
 };
 
 export function toGrpcStatus(err: unknown): MappedStatus {
-  if (err instanceof CsiStatusError) {
-    return {
-      code: CSI_ONLY[err.csiStatus],
-      codeName: err.csiStatus,
-      message: err.message,
-      unexpected: false,
-    };
+  if (err instanceof StatusError) {
+    return { code: BY_STATUS[err.status], codeName: err.status, message: err.message, unexpected: false };
   }
   if (isSnapblockError(err)) {
     const code = BY_CODE[err.code];
@@ -59,7 +55,7 @@ export function toGrpcStatus(err: unknown): MappedStatus {
   return {
     code: GrpcCode.INTERNAL,
     codeName: "INTERNAL",
-    message: "internal error in the snapblock CSI plugin; see the plugin log",
+    message: "internal error in snapblock; see the log of the process that answered",
     unexpected: true,
   };
 }

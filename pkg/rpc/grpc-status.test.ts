@@ -1,7 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { SnapblockError, type ErrorCode } from "../errors/index.js";
-import { CsiStatusError } from "./csi-status-error.js";
+import { SnapblockError, type ErrorCode, StatusError } from "../errors/index.js";
 import { toGrpcStatus } from "./grpc-status.js";
 
 describe("the one error-to-status mapping", () => {
@@ -29,12 +28,12 @@ describe("the one error-to-status mapping", () => {
   });
 
   it("maps the CSI-only outcomes, and hides unknown errors behind INTERNAL", () => {
-    expect(toGrpcStatus(new CsiStatusError("ABORTED", "busy")).code).toBe(status.ABORTED);
-    expect(toGrpcStatus(new CsiStatusError("UNIMPLEMENTED", "no")).code).toBe(status.UNIMPLEMENTED);
-    expect(toGrpcStatus(new CsiStatusError("FAILED_PRECONDITION", "stage first")).code).toBe(
+    expect(toGrpcStatus(new StatusError("ABORTED", "busy")).code).toBe(status.ABORTED);
+    expect(toGrpcStatus(new StatusError("UNIMPLEMENTED", "no")).code).toBe(status.UNIMPLEMENTED);
+    expect(toGrpcStatus(new StatusError("FAILED_PRECONDITION", "stage first")).code).toBe(
       status.FAILED_PRECONDITION,
     );
-    expect(toGrpcStatus(new CsiStatusError("RESOURCE_EXHAUSTED", "topology")).code).toBe(
+    expect(toGrpcStatus(new StatusError("RESOURCE_EXHAUSTED", "topology")).code).toBe(
       status.RESOURCE_EXHAUSTED,
     );
     const unknown = toGrpcStatus(new TypeError("cannot read properties of undefined (secret=abc)"));
