@@ -12,7 +12,6 @@ import { join } from "node:path";
 import { Prng } from "../pkg/engine/index.js";
 import {
   CsiServer,
-  LocalEngine,
   NodeService,
   callCsi,
   connectCsi,
@@ -21,6 +20,7 @@ import {
   unavailableNodeVolumeManager,
 } from "../pkg/csi/index.js";
 import { silentLogger } from "../pkg/log/index.js";
+import { LocalEngine } from "../pkg/engine-api/index.js";
 
 const GiB = 2 ** 30;
 const sizes = (process.env.BENCH_GIB ?? "1,8").split(",").map(Number);

@@ -4,12 +4,7 @@ import { parseArgs } from "node:util";
 import {
   ClusterEngine,
   FileNodeDiscovery,
-  KubeEventRecorder,
-  KubernetesNodeDiscovery,
-  LeaseElection,
-  RemoteEngine,
   StaticNodeDiscovery,
-  connectKube,
   parseNodeList,
   type NodeDiscovery,
 } from "../pkg/cluster/index.js";
@@ -28,6 +23,8 @@ import { logLevel, transportFlags, untilSignal } from "./node-command.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
+import { KubeEventRecorder, KubernetesNodeDiscovery, LeaseElection, connectKube } from "../pkg/k8s/index.js";
+import { RemoteEngine } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
 

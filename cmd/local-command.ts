@@ -6,13 +6,10 @@ import type { PoolStats } from "../pkg/engine/index.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
-  LocalEngine,
-  NbdNodeVolumes,
   NodeService,
   controllerHandlers,
   identityHandlers,
   socketPathOf,
-  validateNodeId,
   validatePluginName,
 } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
@@ -29,6 +26,8 @@ import { DEFAULT_DATA_DIR } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
 import { createLogger, type LogLevel } from "../pkg/log/index.js";
+import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
+import { NbdNodeVolumes } from "../pkg/node/index.js";
 
 export const LOCAL_USAGE = `snapblock local [options]
 

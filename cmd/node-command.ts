@@ -2,21 +2,11 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
-  EngineServer,
-  NodeAnnouncer,
-  connectKube,
-  parseHostPort,
-  type EngineTransportOptions,
-} from "../pkg/cluster/index.js";
-import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
-  LocalEngine,
-  NbdNodeVolumes,
   NodeService,
   identityHandlers,
   socketPathOf,
-  validateNodeId,
   validatePluginName,
 } from "../pkg/csi/index.js";
 import type { PoolStats } from "../pkg/engine/index.js";
@@ -34,6 +24,10 @@ import type { CliContext } from "./cli-context.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
 import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
+import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
+import { NbdNodeVolumes } from "../pkg/node/index.js";
+import { EngineServer, parseHostPort, type EngineTransportOptions } from "../pkg/engine-service/index.js";
+import { NodeAnnouncer, connectKube } from "../pkg/k8s/index.js";
 
 export const NODE_USAGE = `snapblock node --node-id ID [options]
 

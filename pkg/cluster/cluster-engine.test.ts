@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { type EngineCapacity, type EngineSnapshot, type EngineVolume } from "../csi/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import { ClusterEngine, type NodeEngine } from "./cluster-engine.js";
 import { StaticNodeDiscovery, parseNodeList } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
 import { silentLogger } from "../log/index.js";
 import { toGrpcStatus } from "../rpc/index.js";
+import type { EngineCapacity, EngineSnapshot, EngineVolume } from "../engine-api/index.js";
 
 const GiB = 2 ** 30;
 

@@ -1,20 +1,20 @@
-import {
-  type EngineApi,
-  type EngineCapacity,
-  type EngineCreateSnapshotOptions,
-  type EngineCreateVolumeOptions,
-  type EngineListing,
-  type EnginePlacementRequest,
-  type EngineSnapshot,
-  type EngineVolume,
-} from "../csi/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import { CopyEvents } from "./copy-events.js";
-import { pvcOf, type EventRecorder } from "./kube-events.js";
+import { pvcOf, type EventRecorder } from "./event-recorder.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
 import type { Logger } from "../log/index.js";
+import type {
+  EngineApi,
+  EngineCapacity,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineListing,
+  EnginePlacementRequest,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 /** A node's engine as the cluster holds it: RemoteEngine in production. */
 export type NodeEngine = EngineApi & { close(): void };

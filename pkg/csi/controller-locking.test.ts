@@ -2,10 +2,15 @@ import { describe, expect, it } from "vitest";
 import { SnapblockError, StatusError } from "../errors/index.js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
-import type { EngineApi, EngineCreateVolumeOptions, EngineSnapshot, EngineVolume } from "./engine-api.js";
 import type { CreateVolumeRequest__Output } from "./generated/csi/v1/CreateVolumeRequest.js";
 import { OperationLocks } from "./operation-locks.js";
 import type { CallScope } from "../rpc/index.js";
+import type {
+  EngineApi,
+  EngineCreateVolumeOptions,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 /** An engine whose createVolume and createSnapshot wait until released: calls stay in flight. */
 class SlowEngine implements EngineApi {

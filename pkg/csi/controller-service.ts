@@ -1,13 +1,13 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
-import type { EngineApi } from "./engine-api.js";
 import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
 import { OperationLocks } from "./operation-locks.js";
 import type { Logger } from "../log/index.js";
 import { StatusError } from "../errors/index.js";
 import { unary, type CallObserver } from "../rpc/index.js";
+import type { EngineApi } from "../engine-api/index.js";
 
 export interface ControllerOptions {
   engine: EngineApi;

@@ -1,6 +1,5 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import { invalidArgument, notFound } from "./request-errors.js";
-import type { EngineSnapshot } from "./engine-api.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSnapshotRequest.js";
 import type { CreateSnapshotResponse } from "./generated/csi/v1/CreateSnapshotResponse.js";
@@ -15,6 +14,7 @@ import { compareCursors, decodePageToken, paginate, validateMaxEntries } from ".
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
 import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
+import type { EngineSnapshot } from "../engine-api/index.js";
 
 /**
  * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have

@@ -7,7 +7,6 @@ import {
   type CapacityRequest,
 } from "./capacity-range.js";
 import { invalidArgument, notFound } from "./request-errors.js";
-import type { EngineApi, EngineDeviceKind, EngineVolume } from "./engine-api.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { ControllerExpandVolumeRequest__Output } from "./generated/csi/v1/ControllerExpandVolumeRequest.js";
 import type { ControllerExpandVolumeResponse } from "./generated/csi/v1/ControllerExpandVolumeResponse.js";
@@ -39,6 +38,7 @@ import {
 } from "./volume-capabilities.js";
 import { META, volumeCondition, volumeContext, volumeFacts, volumeId, volumeMessage } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
+import type { EngineApi, EngineDeviceKind, EngineVolume } from "../engine-api/index.js";
 
 export interface ControllerDeps {
   /** One node's engine (local mode) or the engine over every node (cluster mode). */

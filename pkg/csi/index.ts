@@ -26,25 +26,10 @@ export {
   type NodeVolumeUsage,
   type NodeExpandOptions,
 } from "./node-volume-manager.js";
-export { NbdNodeVolumes, type NbdNodeVolumesOptions, type VolumeOpener } from "./nbd-node-volumes.js";
-export type {
-  EngineApi,
-  EngineCapacity,
-  EngineCopyProgress,
-  EngineCreateSnapshotOptions,
-  EngineCreateVolumeOptions,
-  EngineDeviceKind,
-  EngineListing,
-  EngineMeta,
-  EnginePlacementRequest,
-  EngineSnapshot,
-  EngineVolume,
-} from "./engine-api.js";
-export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
 export { connectCsi, callCsi, type CsiClients } from "./csi-client.js";
-export { loadCsiProto, findCsiProto, CSI_LOADER_OPTIONS } from "./csi-proto.js";
+export { loadCsiProto } from "./csi-proto.js";
 export { socketPathOf } from "./unix-endpoint.js";
-export { formatResourceId, parseResourceId, validateNodeId, type ResourceId } from "./resource-id.js";
+export { formatResourceId, parseResourceId, type ResourceId } from "./resource-id.js";
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
 export { PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";

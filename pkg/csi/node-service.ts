@@ -2,7 +2,6 @@ import type { UntypedServiceImplementation } from "@grpc/grpc-js";
 import { SnapblockError, StatusError } from "../errors/index.js";
 import { readCapacityRange } from "./capacity-range.js";
 import { invalidArgument, notFound } from "./request-errors.js";
-import type { EngineApi, EngineVolume } from "./engine-api.js";
 import type { NodeExpandVolumeRequest__Output } from "./generated/csi/v1/NodeExpandVolumeRequest.js";
 import type { NodeExpandVolumeResponse } from "./generated/csi/v1/NodeExpandVolumeResponse.js";
 import type { NodeGetCapabilitiesResponse } from "./generated/csi/v1/NodeGetCapabilitiesResponse.js";
@@ -26,6 +25,7 @@ import { requireCapability } from "./volume-capabilities.js";
 import { volumeFacts } from "./volume-view.js";
 import type { Logger } from "../log/index.js";
 import { unary, type CallScope, type CallObserver } from "../rpc/index.js";
+import type { EngineApi, EngineVolume } from "../engine-api/index.js";
 
 export interface NodeOptions {
   /** The node's pool (the node plugin always holds its engine in-process). */

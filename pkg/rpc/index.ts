@@ -12,3 +12,4 @@ export {
   type UnaryOptions,
 } from "./unary-call.js";
 export { serverStream, type StreamHandler } from "./server-stream.js";
+export { PROTO_LOADER_OPTIONS, findProtoFile, loadProtoFile } from "./proto-files.js";

@@ -10,10 +10,10 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineServer, RemoteEngine, type TlsFiles } from "../../pkg/cluster/index.js";
-import { LocalEngine } from "../../pkg/csi/index.js";
 import { REPO_ROOT, container, flag, one, podSpec, render, type K8sObject } from "./helm-render.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { LocalEngine } from "../../pkg/engine-api/index.js";
+import { EngineServer, RemoteEngine, type TlsFiles } from "../../pkg/engine-service/index.js";
 
 const run = promisify(execFile);
 const MiB = 2 ** 20;

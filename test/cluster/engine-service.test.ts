@@ -3,12 +3,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineServer, RemoteEngine, loadEngineProto, type SnapshotChunk } from "../../pkg/cluster/index.js";
-import { LocalEngine } from "../../pkg/csi/index.js";
 import { isSnapblockError } from "../../pkg/errors/index.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { toGrpcStatus } from "../../pkg/rpc/index.js";
+import { LocalEngine } from "../../pkg/engine-api/index.js";
+import {
+  EngineServer,
+  RemoteEngine,
+  loadEngineProto,
+  type SnapshotChunk,
+} from "../../pkg/engine-service/index.js";
 
 const MiB = 2 ** 20;
 

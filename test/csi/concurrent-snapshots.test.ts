@@ -4,7 +4,6 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   CsiServer,
-  LocalEngine,
   NodeService,
   callCsi,
   connectCsi,
@@ -12,11 +11,11 @@ import {
   identityHandlers,
   unavailableNodeVolumeManager,
   type CsiClients,
-  type VolumeDevice,
 } from "../../pkg/csi/index.js";
 import { BLOCK, MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { removeDataDir } from "./local-process.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { LocalEngine, type VolumeDevice } from "../../pkg/engine-api/index.js";
 
 /**
  * 50 parallel CreateSnapshot calls on one volume while a writer keeps writing to it. The CSI

@@ -1,6 +1,6 @@
 import type { KubeApi } from "./kube-api.js";
-import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { readAnnouncement, type NodeAnnouncement } from "./node-announcement.js";
+import type { NodeDiscovery, NodeEndpoint } from "../cluster/index.js";
 
 export interface KubernetesNodeDiscoveryOptions {
   api: KubeApi;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import type { EngineVolume } from "../csi/index.js";
 import { fromWireSnapshot, fromWireVolume, toWireSnapshot, toWireVolume } from "./engine-messages.js";
 import { loadEngineProto } from "./engine-proto.js";
+import type { EngineVolume } from "../engine-api/index.js";
 
 describe("engine proto", () => {
   it("defines every EngineApi operation and the chunk stream", () => {

@@ -4,7 +4,7 @@ import type {
   EngineDeviceKind,
   EngineSnapshot,
   EngineVolume,
-} from "../csi/index.js";
+} from "../engine-api/index.js";
 
 /**
  * The messages of proto/engine.proto as grpc-js hands them over with the loader options of

@@ -1,14 +1,4 @@
 import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
-import type {
-  EngineApi,
-  EngineCapacity,
-  EngineCreateSnapshotOptions,
-  EngineCreateVolumeOptions,
-  EngineListing,
-  EnginePlacementRequest,
-  EngineSnapshot,
-  EngineVolume,
-} from "../csi/index.js";
 import {
   fromWireSnapshot,
   fromWireVolume,
@@ -30,6 +20,16 @@ import { addressedTo } from "./call-addressee.js";
 import { fromEngineStatus } from "./engine-status.js";
 import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
 import { StatusError } from "../errors/index.js";
+import type {
+  EngineApi,
+  EngineCapacity,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineListing,
+  EnginePlacementRequest,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 export interface RemoteEngineOptions {
   /** The node whose engine service this is (part of every id, and of every error message). */

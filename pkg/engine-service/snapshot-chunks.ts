@@ -1,6 +1,6 @@
-import type { VolumeDevice } from "../csi/index.js";
 import { SnapblockError } from "../errors/index.js";
 import type { WireSnapshotChunk } from "./engine-messages.js";
+import type { VolumeDevice } from "../engine-api/index.js";
 
 /** What the chunk stream needs from the node's pool: LocalEngine has it. */
 export interface SnapshotOpener {

@@ -1,11 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { SnapblockError } from "../errors/index.js";
 import type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
-import { KubeEventRecorder, pvcOf, volumeSnapshotOf } from "./kube-events.js";
+import { KubeEventRecorder } from "./kube-events.js";
 import { KubernetesNodeDiscovery } from "./kube-node-discovery.js";
 import { LeaseElection } from "./lease-election.js";
 import { ANNOTATION, NodeAnnouncer, readAnnouncement } from "./node-announcement.js";
 import { silentLogger } from "../log/index.js";
+import { pvcOf, volumeSnapshotOf } from "../cluster/index.js";
 
 /** An API server of our own: Nodes, Leases with resourceVersion checks, Events. */
 class FakeKube implements KubeApi {

@@ -1,7 +1,7 @@
-import type { EngineCapacity } from "../csi/index.js";
 import type { KubeApi, KubeNode } from "./kube-api.js";
-import type { NodeEndpoint } from "./node-discovery.js";
 import type { Logger } from "../log/index.js";
+import type { EngineCapacity } from "../engine-api/index.js";
+import type { NodeEndpoint } from "../cluster/index.js";
 
 /**
  * What a node plugin publishes on its own Node object, under snapblock.dev/ annotations

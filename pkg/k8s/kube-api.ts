@@ -1,3 +1,5 @@
+import type { ObjectRef } from "../cluster/index.js";
+
 /**
  * The small part of the Kubernetes API that snapblock uses, as plain data. The production
  * implementation (kube-client.ts) wraps @kubernetes/client-node; the logic on top (discovery,
@@ -24,16 +26,8 @@ export interface KubeLease {
   leaseTransitions?: number;
 }
 
-export interface KubeObjectRef {
-  kind: string;
-  namespace: string;
-  name: string;
-  uid?: string;
-  apiVersion?: string;
-}
-
 export interface KubeEvent {
-  involved: KubeObjectRef;
+  involved: ObjectRef;
   type: "Normal" | "Warning";
   /** UpperCamelCase, e.g. PlacementFailed, CopyStarted. */
   reason: string;

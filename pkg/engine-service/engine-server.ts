@@ -1,5 +1,4 @@
 import { Server, type UntypedServiceImplementation } from "@grpc/grpc-js";
-import type { EngineApi } from "../csi/index.js";
 import { StatusError, asSnapblockError } from "../errors/index.js";
 import { serverStream, unary, type UnaryOptions } from "../rpc/index.js";
 import {
@@ -27,6 +26,7 @@ import { toEngineStatus } from "./engine-status.js";
 import { serverCredentials, type EngineTransportOptions } from "./engine-tls.js";
 import { readAllocatedChunks, type SnapshotOpener } from "./snapshot-chunks.js";
 import type { LogFields, Logger } from "../log/index.js";
+import type { EngineApi } from "../engine-api/index.js";
 
 export interface EngineServerOptions {
   /** The engine to serve: in a node plugin, the node's LocalEngine. */

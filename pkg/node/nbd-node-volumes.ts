@@ -25,9 +25,9 @@ import type {
   NodeUnstageOptions,
   NodeVolumeManager,
   NodeVolumeStats,
-} from "./node-volume-manager.js";
-import type { VolumeDevice } from "./local-engine.js";
+} from "../csi/index.js";
 import type { Logger } from "../log/index.js";
+import type { VolumeDevice } from "../engine-api/index.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
