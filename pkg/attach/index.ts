@@ -23,4 +23,3 @@ export {
 } from "./nbdfuse-loop-attacher.js";
 export { deviceUsersCheck, type DeviceUsersCheck } from "./device-users.js";
 export { listLoopDevices, parseLosetupJson, type LoopDevice } from "./losetup.js";
-export { nbdUnixUri } from "./nbd-uri.js";

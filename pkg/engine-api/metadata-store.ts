@@ -1,6 +1,6 @@
 import { promises as fs } from "node:fs";
-import path from "node:path";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { removeAtomicWriteLeftovers, writeFileAtomically } from "../files/index.js";
 import type { EngineDeviceKind, EngineMeta } from "./engine-api.js";
 
 /**
@@ -28,6 +28,7 @@ export class MetadataStore {
 
   static async open(file: string): Promise<MetadataStore> {
     const store = new MetadataStore(file);
+    await removeAtomicWriteLeftovers(file);
     let text: string | undefined;
     try {
       text = await fs.readFile(file, "utf8");
@@ -82,7 +83,7 @@ export class MetadataStore {
     const run = async (): Promise<void> => {
       const next = structuredClone(this.state);
       mutate(next);
-      await writeAtomically(this.file, `${JSON.stringify(next, null, 2)}\n`);
+      await writeFileAtomically(this.file, `${JSON.stringify(next, null, 2)}\n`, { what: "CSI metadata" });
       this.state = next;
     };
     const result = this.tail.then(run, run);
@@ -127,27 +128,4 @@ function isTable(value: unknown): value is Record<string, Record<string, string>
       typeof entry === "object" &&
       Object.values(entry as object).every((v) => typeof v === "string"),
   );
-}
-
-async function writeAtomically(file: string, contents: string): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = `${file}.tmp`;
-  try {
-    const handle = await fs.open(tmp, "w", 0o600);
-    try {
-      await handle.writeFile(contents, "utf8");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fs.rename(tmp, file);
-    const dirHandle = await fs.open(dir, "r");
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
-    }
-  } catch (err) {
-    throw asSnapblockError(err, `writing CSI metadata ${file}`);
-  }
 }

@@ -49,6 +49,10 @@ describe("exportUri", () => {
       "nbd+unix:///vol%201?socket=/run/snapblock/vol%201.sock",
     );
     expect(exportUri({ kind: "tcp", host: "::1", port: 10809 }, "v")).toBe("nbd://[::1]:10809/v");
+    // "?" in an export name must not end the path; "/" stays literal (libnbd reads it so).
+    expect(exportUri({ kind: "unix", socketPath: "/run/a b.sock" }, "vol/1?x")).toBe(
+      "nbd+unix:///vol/1%3Fx?socket=/run/a%20b.sock",
+    );
   });
 });
 
