@@ -1,5 +1,5 @@
 /**
- * Architecture rules checked in CI (DESIGN.md section 5):
+ * Architecture rules checked in CI (docs/design.md section 5):
  * - no import cycles anywhere;
  * - the engine and the NBD server import no gRPC, Kubernetes or Prometheus library;
  * - a module is entered only through its index.ts (pkg/<module>/index.ts);

@@ -16,7 +16,7 @@ export interface ControllerOptions {
   observer?: CallObserver;
 }
 
-/** Controller capabilities (DESIGN.md section 4), plus what the implementation also serves. */
+/** Controller capabilities (docs/design.md section 4), plus what the implementation also serves. */
 export const CONTROLLER_CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
   "CREATE_DELETE_SNAPSHOT",

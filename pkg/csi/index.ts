@@ -1,5 +1,5 @@
 /**
- * pkg/csi: the Container Storage Interface services of snapblock (DESIGN.md section 4) on a unix
+ * pkg/csi: the Container Storage Interface services of snapblock (docs/design.md section 4) on a unix
  * socket with @grpc/grpc-js: Identity, Controller (over the EngineApi, in-process or remote) and
  * Node (validation and locking here, the data path behind NodeVolumeManager). See docs/csi.md.
  * This is the module's only entry point.

@@ -1,6 +1,6 @@
 /**
  * What the CSI Controller needs from a node's engine. One interface, two implementations
- * (DESIGN.md section 1): LocalEngine over an in-process Pool (local mode, and the node plugin),
+ * (docs/design.md section 1): LocalEngine over an in-process Pool (local mode, and the node plugin),
  * and, for cluster mode, a gRPC client of the node's engine service. The controller never knows
  * which one it talks to, so everything here is asynchronous and made of plain data.
  *

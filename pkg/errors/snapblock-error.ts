@@ -1,5 +1,5 @@
 /**
- * The one typed error of snapblock (DESIGN.md section 5): raised where the problem is known,
+ * The one typed error of snapblock (docs/design.md section 5): raised where the problem is known,
  * carrying a code, a message a person can act on, and the underlying cause. It is mapped to a
  * transport status (gRPC status, NBD errno) in exactly one place per transport.
  */

@@ -17,7 +17,7 @@ export interface MapBackendErrorContext {
 }
 
 /**
- * The one place where backend failures become NBD errno values (DESIGN.md section 5:
+ * The one place where backend failures become NBD errno values (docs/design.md section 5:
  * "mapped to a transport status in exactly one place"). proto.md "Error values" restricts the
  * wire to a few values; anything we do not understand is EIO and is logged, because the client
  * only ever sees the number.

@@ -4,7 +4,7 @@ import { prepareSocketPath, removeOwnSocket, restrictSocket } from "../files/ind
 import type { Logger } from "../log/index.js";
 
 /**
- * Where an export listens: a unix socket (the default way, DESIGN.md section 3) or, only when
+ * Where an export listens: a unix socket (the default way, docs/design.md section 3) or, only when
  * configured explicitly, a TCP host and port.
  */
 export type NbdListenAddress = { socketPath: string } | { host: string; port: number };

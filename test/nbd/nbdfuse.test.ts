@@ -1,5 +1,5 @@
 /**
- * The kernel block path on machines without the nbd module (DESIGN.md section 1): nbdfuse turns
+ * The kernel block path on machines without the nbd module (docs/design.md section 1): nbdfuse turns
  * the export into a file, a loop device turns the file into a block device, and ext4 runs on it.
  * Needs root and /dev/fuse; skipped with a message otherwise.
  */
