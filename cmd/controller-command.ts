@@ -61,6 +61,9 @@ volume operation sent to the engine service of the node that holds (or will hold
   --node-service-account NS/NAME
                           the node plugins' service account (default: $POD_NAMESPACE/snapblock-node)
   --node-certificate-days N  longest node certificate issued (default ${NODE_CERT_DAYS})
+  --node-lost-after SEC   a node unreachable this long is gone: snapshots it held are copied again
+                          from the survivors (default 600)
+  --replica-check-every SEC  how often snapshot replicas are checked and repaired (default 30)
   --ca-configmap NAME     publish the engine CA certificate (key ca.crt) in this ConfigMap of the
                           controller's namespace, for the node plugins to mount
   --insecure-loopback     plaintext to nodes on loopback addresses only (tests, one machine)
@@ -93,6 +96,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "node-service-account": { type: "string" },
       "node-certificate-days": { type: "string", default: String(NODE_CERT_DAYS) },
       "ca-configmap": { type: "string" },
+      "node-lost-after": { type: "string", default: "600" },
+      "replica-check-every": { type: "string", default: "30" },
       "insecure-loopback": { type: "boolean", default: false },
       "call-timeout": { type: "string", default: "60" },
       "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
@@ -118,6 +123,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     );
   }
   const namespace = values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system";
+  const lostAfterMs = Number(values["node-lost-after"]) * 1000;
+  const replicaCheckMs = Number(values["replica-check-every"]) * 1000;
+  if (!(lostAfterMs > 0)) throw new UsageError(`--node-lost-after ${values["node-lost-after"]}: seconds > 0`);
+  if (!(replicaCheckMs > 0))
+    throw new UsageError(`--replica-check-every ${values["replica-check-every"]}: seconds > 0`);
   const level = logLevel(values["log-level"]);
   const refreshMs = Number(values.refresh) * 1000;
   const callTimeoutMs = Number(values["call-timeout"]) * 1000;
@@ -203,6 +213,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     discovery,
     connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
     logger,
+    lostAfterMs,
     ...(events ? { events } : {}),
   });
   // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
@@ -240,11 +251,30 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   });
   const timer = setInterval(() => void refresh(), refreshMs);
   timer.unref();
+  // The replica repair loop (only the leader gets here).
+  let checking = false;
+  const replicaCheck = setInterval(() => {
+    if (checking) return;
+    checking = true;
+    cluster.replicator
+      .reconcile()
+      .then((report) => {
+        const changed =
+          report.deleted.length + report.added.length + report.dropped.length + report.redirected.length;
+        if (changed > 0) logger.info("snapshot replicas reconciled", report);
+      })
+      .catch((err: unknown) => logger.error("snapshot replica check failed", { err }))
+      .finally(() => {
+        checking = false;
+      });
+  }, replicaCheckMs);
+  replicaCheck.unref();
 
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
     clearInterval(signing);
+    clearInterval(replicaCheck);
     await server.shutdown(graceMs);
     await metrics?.close();
     cluster.close();

@@ -26,7 +26,7 @@ import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } fro
 import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
 import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
 import { NbdNodeVolumes } from "../pkg/node/index.js";
-import { EngineServer, parseHostPort } from "../pkg/engine-service/index.js";
+import { EngineServer, HolderContent, parseHostPort } from "../pkg/engine-service/index.js";
 import { NodeAnnouncer, connectKube, type NodeCertificate } from "../pkg/k8s/index.js";
 import { nodeTls } from "./engine-tls-setup.js";
 
@@ -45,6 +45,8 @@ controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
   --tls-bootstrap       instead of --tls-cert/--tls-key: make a key here and get this node's
                         certificate from the controller's signer (a Kubernetes CSR), renewed
   --insecure-loopback   plaintext engine service; only with a loopback --engine-listen
+  --pull-rate-limit SIZE  bytes per second a background copy from other nodes may take
+                        (restores from another node's snapshot, replicas; default 0: no limit)
   --announce ADDR       publish ADDR (host:port the controller dials, e.g. $(POD_IP):7443) and the
                         pool's capacity on this node's Node object (snapblock.dev/ annotations)
   --announce-every SEC  how often to refresh the announcement (default 60)
@@ -74,6 +76,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       "tls-bootstrap": { type: "boolean", default: false },
+      "pull-rate-limit": { type: "string", default: "0" },
       "insecure-loopback": { type: "boolean", default: false },
       announce: { type: "string" },
       "announce-every": { type: "string", default: "60" },
@@ -101,6 +104,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   const socketPath = socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, ctx.cwd);
   const pluginName = validatePluginName(values["plugin-name"]);
   const overcommit = Number(values.overcommit);
+  const pullRate =
+    values["pull-rate-limit"] === "0" ? 0 : parseByteSize(values["pull-rate-limit"], "--pull-rate-limit");
   const maxVolumes = Number(values["max-volumes"]);
   const graceMs = Number(values["shutdown-grace"]) * 1000;
   const level = logLevel(values["log-level"]);
@@ -142,6 +147,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   });
   const nbdMetrics = new NbdMetrics({ registry, stats: (): NbdStats => nbd.stats() });
   const csiMetrics = new CsiMetrics({ registry });
+  // Snapshots on other nodes are read with this node's own certificate (holders check it).
+  const remote = new HolderContent({ transport, logger });
   const engine = new LocalEngine({
     observer: engineMetrics.observer,
     nodeId,
@@ -149,6 +156,9 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     metadataFile: path.join(dataDir, "csi-metadata.json"),
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
+    remote,
+    pullBytesPerSecond: pullRate,
+    logger,
   });
   const nbd = new NbdServer({
     logger: createLogger({
@@ -184,6 +194,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     engineServer = await EngineServer.start({
       engine,
       snapshots: engine,
+      replication: engine,
+      pullGrants: { allows: (name, node) => engine.allowsPull(name, node) },
       address: values["engine-listen"],
       transport,
       version: packageVersion(),
@@ -244,6 +256,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     await nbd.shutdown();
     await nodeVolumes.close();
     await engine.close();
+    remote.close();
   });
 }
 

@@ -12,6 +12,7 @@ import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
+import { REPLICA_META } from "../engine-api/index.js";
 import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineSnapshot } from "../engine-api/index.js";
@@ -39,7 +40,7 @@ export class ControllerSnapshots {
     // validate
     const name = validateCsiName(req.name, "snapshot");
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
-    parseSnapshotParameters(req.parameters);
+    const params = parseSnapshotParameters(req.parameters);
     const engineName = engineNameFor(name);
     // A snapshot lives in the pool of its volume: the node of the volume is the snapshot's.
     const found = locate(this.deps.engine, req.sourceVolumeId);
@@ -71,7 +72,19 @@ export class ControllerSnapshots {
         created = await engine.createSnapshot({
           volume: source,
           name: engineName,
-          meta: { [META.name]: name, [META.sourceVolumeId]: req.sourceVolumeId },
+          meta: {
+            [META.name]: name,
+            [META.sourceVolumeId]: req.sourceVolumeId,
+            ...params.co,
+            // Replicas on other nodes, and what an incremental replica of the next snapshot
+            // compares with (cluster mode; docs/cluster.md).
+            ...(params.replicas > 0
+              ? {
+                  [REPLICA_META.replicas]: String(params.replicas),
+                  [REPLICA_META.volume]: req.sourceVolumeId,
+                }
+              : {}),
+          },
         });
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND"))

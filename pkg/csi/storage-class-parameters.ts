@@ -47,9 +47,36 @@ export function parseVolumeParameters(
   return out;
 }
 
-/** VolumeSnapshotClass parameters: snapblock has none of its own. */
-export function parseSnapshotParameters(params: Record<string, string>, field = "parameters"): void {
-  rejectUnknown(params, [], field);
+export const PARAM_REPLICAS = "snapblock.dev/replicas";
+/** Most replicas a snapshot may ask for (besides its own node's copy). */
+export const MAX_REPLICAS = 4;
+
+export interface SnapshotParameters {
+  /** Copies on other nodes (cluster mode; local mode has one node and keeps 0). */
+  replicas: number;
+  /** The CO's own keys (VolumeSnapshot name and namespace), kept for Events about the snapshot. */
+  co: Record<string, string>;
+}
+
+/** VolumeSnapshotClass parameters. */
+export function parseSnapshotParameters(
+  params: Record<string, string>,
+  field = "parameters",
+): SnapshotParameters {
+  rejectUnknown(params, [PARAM_REPLICAS], field);
+  const out: SnapshotParameters = { replicas: 0, co: {} };
+  const raw = params[PARAM_REPLICAS];
+  if (raw !== undefined) {
+    const n = Number(raw);
+    if (raw.trim() === "" || !Number.isInteger(n) || n < 0 || n > MAX_REPLICAS) {
+      throw invalidArgument(
+        `${field}["${PARAM_REPLICAS}"] must be a whole number from 0 to ${MAX_REPLICAS}, not ${JSON.stringify(raw)}`,
+      );
+    }
+    out.replicas = n;
+  }
+  for (const [k, v] of Object.entries(params)) if (k.startsWith(`${CO_PREFIX}volumesnapshot/`)) out.co[k] = v;
+  return out;
 }
 
 function rejectUnknown(params: Record<string, string>, known: readonly string[], field: string): void {

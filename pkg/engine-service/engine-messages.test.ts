@@ -4,7 +4,7 @@ import { loadEngineProto } from "./engine-proto.js";
 import type { EngineVolume } from "../engine-api/index.js";
 
 describe("engine proto", () => {
-  it("defines every EngineApi operation and the chunk stream", () => {
+  it("defines every EngineApi and EngineReplication operation and the chunk streams", () => {
     const { service } = loadEngineProto();
     expect(Object.keys(service).sort()).toEqual(
       [
@@ -20,9 +20,18 @@ describe("engine proto", () => {
         "ListVolumes",
         "ReadSnapshotChunks",
         "ResizeVolume",
+        "ReplicateSnapshot",
+        "SetHolders",
+        "GrantPull",
+        "AddTombstones",
+        "ListTombstones",
+        "ListChunks",
+        "ReadChunks",
       ].sort(),
     );
-    expect(service.ReadSnapshotChunks?.responseStream).toBe(true);
+    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
+      expect(service[stream]?.responseStream, stream).toBe(true);
+    }
   });
 
   it("round-trips volumes (with source and copy progress) and snapshots through the wire form", () => {

@@ -8,10 +8,19 @@ import {
 import { StatusError, asSnapblockError } from "../errors/index.js";
 import { serverStream, unary, type CallScope, type UnaryOptions } from "../rpc/index.js";
 import {
+  fromWireHolder,
   fromWireKind,
   toWireSnapshot,
   toWireVolume,
   type WireCapacity,
+  type WireChunkData,
+  type WireChunkRuns,
+  type WireGrantPullRequest,
+  type WireListChunksRequest,
+  type WireOrigins,
+  type WireReadChunksRequest,
+  type WireReplicateSnapshotRequest,
+  type WireSetHoldersRequest,
   type WireCreateSnapshotRequest,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
@@ -33,9 +42,14 @@ import { authorize, type Access, type PullGrants } from "./engine-access.js";
 import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
 import { parseHostPort, readTls, serverTls, type EngineTransportOptions } from "./engine-tls.js";
 import { listenTls, type TlsListener } from "./tls-listener.js";
-import { readAllocatedChunks, type SnapshotOpener } from "./snapshot-chunks.js";
+import {
+  listChunkRuns,
+  readAllocatedChunks,
+  readChunkContents,
+  type SnapshotOpener,
+} from "./snapshot-chunks.js";
 import type { LogFields, Logger } from "../log/index.js";
-import type { EngineApi } from "../engine-api/index.js";
+import type { EngineApi, EngineReplication } from "../engine-api/index.js";
 
 export interface EngineServerOptions {
   /** The engine to serve: in a node plugin, the node's LocalEngine. */
@@ -50,6 +64,8 @@ export interface EngineServerOptions {
   logger: Logger;
   /** Which nodes may read which snapshots (ReadSnapshotChunks); without it, none may. */
   pullGrants?: PullGrants;
+  /** Snapshots beyond this node (replicas, cross-node restores); without it those calls are UNIMPLEMENTED. */
+  replication?: EngineReplication;
 }
 
 /**
@@ -138,6 +154,13 @@ const ACCESS: Record<string, Access> = {
   GetCapacity: "controller",
   GetNodeInfo: "any",
   ReadSnapshotChunks: "pull",
+  ReplicateSnapshot: "controller",
+  SetHolders: "controller",
+  GrantPull: "controller",
+  AddTombstones: "controller",
+  ListTombstones: "controller",
+  ListChunks: "pull",
+  ReadChunks: "pull",
 };
 
 /** The caller named by the connection's client certificate (undefined over plaintext). */
@@ -149,6 +172,15 @@ function callerOf(
 
 function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplementation {
   const { engine } = o;
+  const replication = (): EngineReplication => {
+    if (!o.replication)
+      throw new StatusError("UNIMPLEMENTED", "this engine service does not copy snapshots between nodes");
+    return o.replication;
+  };
+  const snapshots = (): SnapshotOpener => {
+    if (!o.snapshots) throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
+    return o.snapshots;
+  };
   // Every call: who is calling (logged), may they (PERMISSION_DENIED otherwise), is it meant for
   // this node (FAILED_PRECONDITION otherwise); then the handler.
   const admit = async (
@@ -189,7 +221,18 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
         name: r.name,
         sizeBytes: r.sizeBytes,
         meta: r.meta,
-        ...(r.source && kind ? { source: { kind, name: r.source.name }, fullCopy: r.fullCopy } : {}),
+        ...(r.source && kind
+          ? {
+              source: {
+                kind,
+                name: r.source.name,
+                ...(r.source.nodeId
+                  ? { nodeId: r.source.nodeId, holders: r.source.holders.map(fromWireHolder) }
+                  : {}),
+              },
+              fullCopy: r.fullCopy,
+            }
+          : {}),
       });
       return toWireVolume(v);
     }),
@@ -229,6 +272,52 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
+    ),
+    ReplicateSnapshot: call(
+      "ReplicateSnapshot",
+      false,
+      async (r: WireReplicateSnapshotRequest): Promise<WireSnapshot> =>
+        toWireSnapshot(
+          await replication().replicateSnapshot({
+            origin: r.origin,
+            sizeBytes: r.sizeBytes,
+            holders: r.holders.map(fromWireHolder),
+            ...(r.baseOrigin ? { baseOrigin: r.baseOrigin } : {}),
+            meta: r.meta,
+          }),
+        ),
+    ),
+    SetHolders: call("SetHolders", false, async (r: WireSetHoldersRequest) => {
+      await replication().setHolders(r.origin, r.holders.map(fromWireHolder));
+      return {};
+    }),
+    GrantPull: call("GrantPull", false, async (r: WireGrantPullRequest) => {
+      await replication().grantPull(r.name, r.nodeId);
+      return {};
+    }),
+    AddTombstones: call("AddTombstones", false, async (r: WireOrigins) => {
+      await replication().addTombstones(r.origins);
+      return {};
+    }),
+    ListTombstones: call("ListTombstones", true, async (): Promise<WireOrigins> => ({
+      origins: await replication().listTombstones(),
+    })),
+    ListChunks: serverStream<WireListChunksRequest, WireChunkRuns>(
+      "ListChunks",
+      options(false),
+      async function* (r, scope, c) {
+        await admit("ListChunks", r, scope, c);
+        yield* listChunkRuns(snapshots(), r);
+      },
+    ),
+    ReadChunks: serverStream<WireReadChunksRequest, WireChunkData>(
+      "ReadChunks",
+      options(true),
+      async function* (r, scope, c) {
+        await admit("ReadChunks", r, scope, c);
+        scope.note({ chunks: r.chunks.length });
+        yield* readChunkContents(snapshots(), r);
+      },
     ),
     ReadSnapshotChunks: serverStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>(
       "ReadSnapshotChunks",

@@ -40,3 +40,4 @@ export type {
   WireSnapshotChunk as SnapshotChunk,
 } from "./engine-messages.js";
 export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
+export { HolderContent, nameOn, type HolderContentOptions } from "./holder-content.js";

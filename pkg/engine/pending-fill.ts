@@ -157,7 +157,7 @@ export class PendingFiller {
     source: string,
     chunks: number[],
     foreground: boolean,
-    onChunk?: (bytes: number) => void,
+    onChunk?: (bytes: number) => void | Promise<void>,
   ): Promise<void> {
     const waits: Promise<void>[] = [];
     const mine: number[] = [];
@@ -199,14 +199,16 @@ export class PendingFiller {
     source: string,
     fetcher: ChunkFetcher,
     chunks: number[],
-    onChunk?: (bytes: number) => void,
+    onChunk?: (bytes: number) => void | Promise<void>,
   ): Promise<void> {
     const wanted = new Set(chunks);
     try {
       for await (const { chunk, data } of fetcher.fetch(chunks)) {
         if (!wanted.delete(chunk)) continue; // not asked for, or twice: ignore
         await this.fillOne(source, chunk, data);
-        onChunk?.(data?.length ?? 0);
+        this.core.observer.chunkFilled?.({ source, bytes: data?.length ?? 0 });
+        // The background pull's rate limit waits here, which holds the stream back too.
+        await onChunk?.(data?.length ?? 0);
       }
     } catch (err) {
       throw asSnapblockError(err, `fetching ${chunks.length} chunk(s) from ${source}`);
@@ -284,6 +286,7 @@ class Pull {
   private stopped = false;
   private wakeUp: (() => void) | undefined;
   private readonly samples: { at: number; bytes: number }[] = [];
+  private readonly startedAt = performance.now();
 
   constructor(
     private readonly source: string,
@@ -346,12 +349,22 @@ class Pull {
         continue;
       }
       try {
-        await this.filler.fill(this.source, chunks, false, (bytes) => {
+        const limit = route.options.bytesPerSecond ?? 0;
+        await this.filler.fill(this.source, chunks, false, async (bytes) => {
           this.filled++;
           this.bytes += bytes;
           windowBytes += bytes;
           this.samples.push({ at: performance.now(), bytes });
           if (this.samples.length > 4096) this.samples.splice(0, 2048);
+          if (limit > 0) {
+            const elapsed = (performance.now() - windowStart) / 1000;
+            const ahead = windowBytes / limit - elapsed;
+            if (ahead > 0) await this.sleep(ahead * 1000);
+            if (elapsed > 5) {
+              windowStart = performance.now();
+              windowBytes = 0;
+            }
+          }
         });
         cursor = chunks[chunks.length - 1]! + 1;
         this.state = "running";
@@ -361,16 +374,6 @@ class Pull {
         if (sinceCommit >= this.filler.commitEvery()) {
           sinceCommit = 0;
           await core.commit();
-        }
-        const limit = route.options.bytesPerSecond ?? 0;
-        if (limit > 0) {
-          const elapsed = (performance.now() - windowStart) / 1000;
-          const ahead = windowBytes / limit - elapsed;
-          if (ahead > 0) await this.sleep(ahead * 1000);
-          if (elapsed > 5) {
-            windowStart = performance.now();
-            windowBytes = 0;
-          }
         }
       } catch (err) {
         if (this.stopped) break;
@@ -388,5 +391,13 @@ class Pull {
       });
     }
     this.state = this.stopped && this.filler.hasPending(this.source) ? "stopped" : "done";
+    if (this.state === "done") {
+      core.observer.pullFinished?.({
+        source: this.source,
+        chunks: this.filled,
+        bytes: this.bytes,
+        seconds: (performance.now() - this.startedAt) / 1000,
+      });
+    }
   }
 }

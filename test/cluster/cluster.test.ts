@@ -143,14 +143,13 @@ describe("cluster mode: one controller, three node plugins", () => {
       expect(volume.volumeId).toBe(`${node}/restored-${node}`);
       expect(volume.contentSource?.snapshot?.snapshotId).toBe(snapshot.snapshotId);
     }
-    const pinnedElsewhere = await failureCode(
-      createVolume("restored-elsewhere", {
-        volumeContentSource: { snapshot: { snapshotId: "node-a/snap-node-a" } },
-        accessibilityRequirements: { requisite: [at("node-b")] },
-      }),
-    );
-    expect(pinnedElsewhere.code).toBe(GRPC_RESOURCE_EXHAUSTED);
-    expect(pinnedElsewhere.details).toMatch(/source is on node node-a/);
+    // Pinned to another node: made there, filled from the snapshot's node (cross-node restore).
+    const { volume: elsewhere } = await createVolume("restored-elsewhere", {
+      volumeContentSource: { snapshot: { snapshotId: "node-a/snap-node-a" } },
+      accessibilityRequirements: { requisite: [at("node-b")] },
+    });
+    expect(elsewhere.volumeId).toBe("node-b/restored-elsewhere");
+    expect(elsewhere.contentSource?.snapshot?.snapshotId).toBe("node-a/snap-node-a");
   });
 
   it("reports capacity per topology segment", async () => {
