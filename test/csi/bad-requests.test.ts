@@ -460,6 +460,43 @@ const cases: Case[] = [
     request: () => ({}),
     code: status.INVALID_ARGUMENT,
   },
+  {
+    what: "GetSnapshot without id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({}),
+    code: status.INVALID_ARGUMENT,
+    says: "snapshot_id is required",
+  },
+  {
+    what: "GetSnapshot unknown snapshot",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "local/no-such-snap" }),
+    code: status.NOT_FOUND,
+    says: "local/no-such-snap",
+  },
+  {
+    what: "GetSnapshot malformed id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "../../etc/passwd" }),
+    code: status.NOT_FOUND,
+  },
+  {
+    what: "GetSnapshot id of another node",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "node-b/snap-base" }),
+    code: status.NOT_FOUND,
+  },
+  {
+    what: "GetSnapshot of a volume's id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: volumeId }),
+    code: status.NOT_FOUND,
+  },
   // Node
   {
     what: "NodeStageVolume without id",
