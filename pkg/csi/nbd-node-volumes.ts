@@ -8,6 +8,7 @@ import {
   bindMount,
   ensureFilesystem,
   findMount,
+  findMountsOfDevice,
   growFilesystem,
   isMountPoint,
   mountFilesystem,
@@ -148,16 +149,17 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     } catch (err) {
       throw new SnapblockError("NOT_FOUND", `volume_path ${o.volumePath} does not exist`, { cause: err });
     }
-    const attachment = await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true });
+    const attachment = await requireVolumeAt(
+      await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true }),
+      o,
+    );
     const condition =
-      attachment === undefined
-        ? { abnormal: true, message: `volume ${o.volumeId} is not attached on this node (not staged)` }
-        : attachment.health === "ok"
-          ? { abnormal: false, message: "volume is attached and answers I/O" }
-          : {
-              abnormal: true,
-              message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
-            };
+      attachment.health === "ok"
+        ? { abnormal: false, message: "volume is attached and answers I/O" }
+        : {
+            abnormal: true,
+            message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+          };
     if (stat.isBlockDevice()) {
       const total = await blockDeviceSize(o.volumePath);
       return { usage: [{ unit: "BYTES", total, used: 0, available: 0 }], condition };
@@ -277,6 +279,34 @@ function requireDevice(attachment: Attachment, volumeId: string): string {
     );
   }
   return attachment.devicePath;
+}
+
+/**
+ * CSI spec, NodeGetVolumeStats errors: "Volume does not exist | 5 NOT_FOUND | Indicates that a
+ * volume corresponding to the specified volume_id does not exist on specified volume_path". The
+ * path must be a mount of the volume's device: its filesystem (staging path, or a bind of it at a
+ * target) or a bind of the device node (raw block target). Answers the attachment.
+ */
+async function requireVolumeAt(attachment: Attachment | undefined, o: NodeStatsOptions): Promise<Attachment> {
+  const notHere = (why: string) =>
+    new SnapblockError("NOT_FOUND", `volume ${o.volumeId} is not at volume_path ${o.volumePath}: ${why}`);
+  if (attachment === undefined) throw notHere("it is not staged on this node");
+  let mounts;
+  try {
+    mounts =
+      attachment.devicePath === undefined ? undefined : await findMountsOfDevice(attachment.devicePath);
+  } catch (err) {
+    if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+  }
+  if (mounts === undefined) {
+    // A broken attachment whose device is gone: the mount left behind is all there is to check,
+    // and the volume condition then says what broke.
+    if (await isMountPoint(o.volumePath)) return attachment;
+    throw notHere("nothing is mounted there");
+  }
+  const at = [...mounts.filesystemMounts, ...mounts.nodeBindMounts].map((m) => m.mountPoint);
+  if (at.includes(o.volumePath) || at.includes(await fs.realpath(o.volumePath))) return attachment;
+  throw notHere(`its device ${attachment.devicePath} is not mounted there`);
 }
 
 function notStaged(volumeId: string): CsiStatusError {
