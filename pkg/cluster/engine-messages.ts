@@ -76,6 +76,7 @@ export interface WireCreateSnapshotRequest {
   volume: string;
   name: string;
   meta: Record<string, string>;
+  skipFilesystemFreeze: boolean;
 }
 
 export interface WireGetSnapshotResponse {

@@ -28,7 +28,7 @@ export class ControllerSnapshots {
     // validate
     const name = validateCsiName(req.name, "snapshot");
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
-    parseSnapshotParameters(req.parameters);
+    const { freezeFilesystem } = parseSnapshotParameters(req.parameters);
     const engineName = engineNameFor(name);
     // A snapshot lives in the pool of its volume: the node of the volume is the snapshot's.
     const found = locate(this.deps.engine, req.sourceVolumeId);
@@ -61,6 +61,7 @@ export class ControllerSnapshots {
           volume: source,
           name: engineName,
           meta: { [META.name]: name, [META.sourceVolumeId]: req.sourceVolumeId },
+          freezeFilesystem,
         });
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND"))

@@ -17,6 +17,7 @@ import type {
   EnginePlacementRequest,
   EngineSnapshot,
   EngineVolume,
+  VolumeQuiescer,
 } from "./engine-api.js";
 import { CsiStatusError } from "./csi-status-error.js";
 import { MetadataStore } from "./metadata-store.js";
@@ -52,6 +53,7 @@ export class LocalEngine implements EngineApi {
   private meta: MetadataStore | undefined;
   private closing = false;
   private readonly overcommit: number;
+  private quiescer: VolumeQuiescer | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
     this.nodeId = options.nodeId;
@@ -62,6 +64,14 @@ export class LocalEngine implements EngineApi {
         `overcommit ratio ${this.overcommit} must be a number >= 1`,
       );
     }
+  }
+
+  /**
+   * The node side's quiescer (the node data path): snapshots of volumes it has staged with a
+   * filesystem are taken with that filesystem frozen. Without one, snapshots are crash-consistent.
+   */
+  useQuiescer(quiescer: VolumeQuiescer): void {
+    this.quiescer = quiescer;
   }
 
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
@@ -167,9 +177,14 @@ export class LocalEngine implements EngineApi {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
     await meta.set("snapshot", o.name, o.meta);
+    const take = () => pool.createSnapshot(o.volume, o.name);
     try {
-      await pool.createSnapshot(o.volume, o.name);
+      if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
+      else await take();
     } catch (err) {
+      // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
+      // until it was taken (thawed early), which a retry would otherwise find and return.
+      if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
       await meta.delete("snapshot", o.name);
       throw err;
     }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import type { Attachment, BlockAttacher } from "../attach/index.js";
+import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   blockDeviceSize,
@@ -15,6 +15,7 @@ import {
   prepareMountTarget,
   unmount,
   volumeStats,
+  withFrozenFilesystem,
 } from "../mount/index.js";
 import type { NbdServer } from "../nbd/index.js";
 import { CsiStatusError } from "./csi-status-error.js";
@@ -30,6 +31,8 @@ import type {
   NodeVolumeStats,
 } from "./node-volume-manager.js";
 import type { VolumeDevice } from "./local-engine.js";
+import type { VolumeQuiescer } from "./engine-api.js";
+import { PARAM_FREEZE } from "./storage-class-parameters.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -45,6 +48,8 @@ export interface NbdNodeVolumesOptions {
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
   logger: CsiLogger;
+  /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
+  freeze?: { freezeTimeoutMs?: number; holdMs?: number };
 }
 
 /** Linux sun_path holds 108 bytes with the NUL. */
@@ -56,8 +61,10 @@ const MAX_SOCKET_PATH = 107;
  * filesystem on first use and mounted at the staging path by pkg/mount, then bind-mounted into
  * the pod. Every step is idempotent, so a retried call picks up where a failed one stopped.
  */
-export class NbdNodeVolumes implements NodeVolumeManager {
+export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   private readonly devices = new Map<string, VolumeDevice>();
+  /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
+  private readonly serial = new KeyedMutex();
 
   constructor(private readonly options: NbdNodeVolumesOptions) {}
 
@@ -81,7 +88,11 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     }
   }
 
-  async stage(o: NodeStageOptions): Promise<void> {
+  stage(o: NodeStageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.stageNow(o));
+  }
+
+  private async stageNow(o: NodeStageOptions): Promise<void> {
     const socketPath = await this.ensureExport(o.engineName);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
@@ -118,7 +129,11 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     }
   }
 
-  async unstage(o: NodeUnstageOptions): Promise<void> {
+  unstage(o: NodeUnstageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.unstageNow(o));
+  }
+
+  private async unstageNow(o: NodeUnstageOptions): Promise<void> {
     await unmount(o.stagingPath);
     await this.options.attacher.detach(attachmentKey(o.engineName));
     await this.stopExport(o.engineName);
@@ -208,6 +223,67 @@ export class NbdNodeVolumes implements NodeVolumeManager {
       await growFilesystem({ device: devicePath, mountPath, fsType });
     }
     return { capacityBytes: size };
+  }
+
+  /**
+   * VolumeQuiescer, called by LocalEngine around a snapshot: a volume staged here with a writable
+   * filesystem is frozen (FIFREEZE) while fn runs and thawed after, always; raw block, read-only
+   * and unstaged volumes run fn as they are. Serialized with stage and unstage of the volume: a
+   * filesystem unmounted while frozen could not be thawed through its mount any more.
+   */
+  quiesce<T>(engineName: string, fn: () => Promise<T>): Promise<T> {
+    return this.serial.run(engineName, async () => {
+      const mountPoint = await this.writableMountOf(engineName);
+      if (mountPoint === undefined) return fn();
+      let fnFailed = false;
+      const tracked = () =>
+        fn().catch((err: unknown) => {
+          fnFailed = true;
+          throw err;
+        });
+      try {
+        const frozen = await withFrozenFilesystem(
+          {
+            mountPoint,
+            ...this.options.freeze,
+            onBackgroundEvent: (message, fields) =>
+              this.options.logger.warn(message, { volume: engineName, ...fields }),
+          },
+          tracked,
+        );
+        this.options.logger.info("froze the filesystem for a snapshot", {
+          volume: engineName,
+          mountPoint,
+          freezeMs: Math.round(frozen.freezeMs),
+          frozenMs: Math.round(frozen.frozenMs),
+        });
+        return frozen.value;
+      } catch (err) {
+        if (fnFailed || !isSnapblockError(err)) throw err;
+        throw new SnapblockError(
+          err.code,
+          `the snapshot of volume ${engineName} needs its filesystem (staged at ${mountPoint}) frozen: ${err.message}; no snapshot was kept. Retry, or snapshot without freezing (VolumeSnapshotClass parameter ${PARAM_FREEZE}: "false")`,
+          { cause: err },
+        );
+      }
+    });
+  }
+
+  /** The writable mount of the volume's filesystem here, or undefined (raw block, not staged...). */
+  private async writableMountOf(engineName: string): Promise<string | undefined> {
+    const attachment = await this.options.attacher.find(attachmentKey(engineName));
+    if (attachment?.devicePath === undefined) return undefined;
+    if (attachment.health !== "ok") {
+      // Nothing reaches the pool through a broken device: the pool's blocks are as still as a
+      // freeze would make them, and a freeze could only hang on the dead device.
+      this.options.logger.warn("snapshot without freezing: the volume's block device is broken", {
+        volume: engineName,
+        problems: attachment.problems,
+      });
+      return undefined;
+    }
+    const mounts = await findMountsOfDevice(attachment.devicePath);
+    return mounts.filesystemMounts.find((m) => m.mountOptions.includes("rw"))?.mountPoint;
   }
 
   /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */

@@ -12,6 +12,8 @@ import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
  */
 export const PARAM_FS_TYPE = "fsType";
 export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
+/** VolumeSnapshotClass: "false" snapshots a staged filesystem without freezing it. */
+export const PARAM_FREEZE = "snapblock.dev/freeze";
 const CO_PREFIX = "csi.storage.k8s.io/";
 
 export interface VolumeParameters {
@@ -35,21 +37,31 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  const full = params[PARAM_FULL_COPY];
-  if (full !== undefined) {
-    if (full !== "true" && full !== "false") {
-      throw invalidArgument(
-        `${field}["${PARAM_FULL_COPY}"] must be "true" or "false", not ${JSON.stringify(full)}`,
-      );
-    }
-    out.fullCopy = full === "true";
-  }
+  out.fullCopy = parseBoolean(params, PARAM_FULL_COPY, field) ?? false;
   return out;
 }
 
-/** VolumeSnapshotClass parameters: snapblock has none of its own. */
-export function parseSnapshotParameters(params: Record<string, string>, field = "parameters"): void {
-  rejectUnknown(params, [], field);
+export interface SnapshotParameters {
+  /** Freeze a staged filesystem around the snapshot (default true). */
+  freezeFilesystem: boolean;
+}
+
+/** VolumeSnapshotClass parameters. */
+export function parseSnapshotParameters(
+  params: Record<string, string>,
+  field = "parameters",
+): SnapshotParameters {
+  rejectUnknown(params, [PARAM_FREEZE], field);
+  return { freezeFilesystem: parseBoolean(params, PARAM_FREEZE, field) ?? true };
+}
+
+function parseBoolean(params: Record<string, string>, key: string, field: string): boolean | undefined {
+  const value = params[key];
+  if (value === undefined) return undefined;
+  if (value !== "true" && value !== "false") {
+    throw invalidArgument(`${field}["${key}"] must be "true" or "false", not ${JSON.stringify(value)}`);
+  }
+  return value === "true";
 }
 
 function rejectUnknown(params: Record<string, string>, known: readonly string[], field: string): void {
