@@ -12,15 +12,15 @@ import { join } from "node:path";
 import { Prng } from "../pkg/engine/index.js";
 import {
   CsiServer,
-  LocalEngine,
   NodeService,
   callCsi,
   connectCsi,
   controllerHandlers,
   identityHandlers,
-  silentCsiLogger,
   unavailableNodeVolumeManager,
 } from "../pkg/csi/index.js";
+import { silentLogger } from "../pkg/log/index.js";
+import { LocalEngine } from "../pkg/engine-api/index.js";
 
 const GiB = 2 ** 30;
 const sizes = (process.env.BENCH_GIB ?? "1,8").split(",").map(Number);
@@ -45,7 +45,7 @@ const engine = new LocalEngine({
   createIfMissing: { sizeBytes: (Math.max(...sizes) + 4) * 2 * GiB },
 });
 await engine.open();
-const logger = silentCsiLogger;
+const logger = silentLogger;
 const server = await CsiServer.start({
   socketPath: join(root, "csi.sock"),
   logger,

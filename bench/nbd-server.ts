@@ -6,7 +6,8 @@
  * Prints "ready" when the export listens.
  */
 import { Pool, Prng } from "../pkg/engine/index.js";
-import { NbdServer, silentLogger } from "../pkg/nbd/index.js";
+import { NbdServer } from "../pkg/nbd/index.js";
+import { silentLogger } from "../pkg/log/index.js";
 
 const [dir, socketPath, sizeArg, chunkArg] = process.argv.slice(2);
 const size = Number(sizeArg);

@@ -4,12 +4,7 @@ import { parseArgs } from "node:util";
 import {
   ClusterEngine,
   FileNodeDiscovery,
-  KubeEventRecorder,
-  KubernetesNodeDiscovery,
-  LeaseElection,
-  RemoteEngine,
   StaticNodeDiscovery,
-  connectKube,
   parseNodeList,
   type NodeDiscovery,
 } from "../pkg/cluster/index.js";
@@ -17,7 +12,6 @@ import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
   controllerHandlers,
-  createCsiLogger,
   identityHandlers,
   socketPathOf,
   validatePluginName,
@@ -28,6 +22,9 @@ import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../p
 import { logLevel, transportFlags, untilSignal } from "./node-command.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
+import { createLogger } from "../pkg/log/index.js";
+import { KubeEventRecorder, KubernetesNodeDiscovery, LeaseElection, connectKube } from "../pkg/k8s/index.js";
+import { RemoteEngine } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
 
@@ -105,7 +102,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (sources.filter(Boolean).length !== 1) {
     throw new UsageError("give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery");
   }
-  const logger = createCsiLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
+  const logger = createLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
   const kube =
     values["kube-discovery"] || values["leader-elect"] || values["kube-events"]
       ? await connectKube()

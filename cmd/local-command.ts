@@ -1,21 +1,16 @@
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
+import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
 import type { PoolStats } from "../pkg/engine/index.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
-  LocalEngine,
-  NbdNodeVolumes,
   NodeService,
   controllerHandlers,
-  createCsiLogger,
   identityHandlers,
   socketPathOf,
-  validateNodeId,
   validatePluginName,
-  type CsiLogLevel,
 } from "../pkg/csi/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import {
@@ -30,6 +25,9 @@ import type { CliContext } from "./cli-context.js";
 import { DEFAULT_DATA_DIR } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
+import { createLogger, type LogLevel } from "../pkg/log/index.js";
+import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
+import { NbdNodeVolumes } from "../pkg/node/index.js";
 
 export const LOCAL_USAGE = `snapblock local [options]
 
@@ -103,8 +101,8 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
   }
 
-  const logger = createCsiLogger({
-    level: level as CsiLogLevel,
+  const logger = createLogger({
+    level: level as LogLevel,
     write: ctx.stderr,
     base: { component: "snapblock-local", node: nodeId },
   });
@@ -134,7 +132,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     observer: engineMetrics.observer,
   });
   const nbd = new NbdServer({
-    logger: createJsonLogger({
+    logger: createLogger({
       level: level === "debug" ? "info" : "warn",
       write: ctx.stderr,
       base: { component: "nbd", node: nodeId },

@@ -2,25 +2,12 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import {
-  EngineServer,
-  NodeAnnouncer,
-  connectKube,
-  parseHostPort,
-  type EngineTransportOptions,
-} from "../pkg/cluster/index.js";
-import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
-  LocalEngine,
-  NbdNodeVolumes,
   NodeService,
-  createCsiLogger,
   identityHandlers,
   socketPathOf,
-  validateNodeId,
   validatePluginName,
-  type CsiLogger,
-  type CsiLogLevel,
 } from "../pkg/csi/index.js";
 import type { PoolStats } from "../pkg/engine/index.js";
 import {
@@ -31,11 +18,16 @@ import {
   NbdMetrics,
   createMetricsRegistry,
 } from "../pkg/metrics/index.js";
-import { NbdServer, createJsonLogger, type NbdStats } from "../pkg/nbd/index.js";
+import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
 import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
+import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
+import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
+import { NbdNodeVolumes } from "../pkg/node/index.js";
+import { EngineServer, parseHostPort, type EngineTransportOptions } from "../pkg/engine-service/index.js";
+import { NodeAnnouncer, connectKube } from "../pkg/k8s/index.js";
 
 export const NODE_USAGE = `snapblock node --node-id ID [options]
 
@@ -126,7 +118,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   const announceMs = Number(values["announce-every"]) * 1000;
   if (!(announceMs > 0)) throw new UsageError(`--announce-every ${values["announce-every"]}: seconds > 0`);
 
-  const logger = createCsiLogger({
+  const logger = createLogger({
     level,
     write: ctx.stderr,
     base: { component: "snapblock-node", node: nodeId },
@@ -155,7 +147,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     overcommitRatio: overcommit,
   });
   const nbd = new NbdServer({
-    logger: createJsonLogger({
+    logger: createLogger({
       level: level === "debug" ? "info" : "warn",
       write: ctx.stderr,
       base: { component: "nbd", node: nodeId },
@@ -267,17 +259,17 @@ export function transportFlags(
   };
 }
 
-export function logLevel(level: string): CsiLogLevel {
+export function logLevel(level: string): LogLevel {
   if (!["debug", "info", "warn", "error"].includes(level))
     throw new UsageError(`--log-level ${level}: use debug, info, warn or error`);
-  return level as CsiLogLevel;
+  return level as LogLevel;
 }
 
 /**
  * Waits for SIGINT/SIGTERM, then runs stop once; a second signal exits at once. Resolves with
  * the exit code.
  */
-export function untilSignal(logger: CsiLogger, stop: () => Promise<void>): Promise<number> {
+export function untilSignal(logger: Logger, stop: () => Promise<void>): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {

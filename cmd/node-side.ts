@@ -6,17 +6,14 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import type { Registry } from "prom-client";
 import { chooseAttacher } from "../pkg/attach/index.js";
-import {
-  NbdNodeVolumes,
-  unavailableNodeVolumeManager,
-  type CsiLogger,
-  type LocalEngine,
-  type NodeVolumeManager,
-} from "../pkg/csi/index.js";
+import { unavailableNodeVolumeManager, type NodeVolumeManager } from "../pkg/csi/index.js";
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from "../pkg/metrics/index.js";
 import type { NbdServer } from "../pkg/nbd/index.js";
 import { UsageError } from "./byte-size.js";
+import type { Logger } from "../pkg/log/index.js";
+import type { LocalEngine } from "../pkg/engine-api/index.js";
+import { NbdNodeVolumes } from "../pkg/node/index.js";
 
 const MIN_POOL = 64 * 2 ** 20;
 const MAX_DEFAULT_POOL = 64 * 2 ** 30;
@@ -39,7 +36,7 @@ export async function serveMetrics(o: {
   host: string;
   port: number;
   registry: Registry;
-  logger: CsiLogger;
+  logger: Logger;
 }): Promise<MetricsServer | undefined> {
   try {
     const metrics = await startMetricsServer({
@@ -65,7 +62,7 @@ export async function nodeDataPath(o: {
   dataDir: string;
   engine: LocalEngine;
   nbd: NbdServer;
-  logger: CsiLogger;
+  logger: Logger;
 }): Promise<NodeVolumeManager> {
   if (o.attach === "none")
     return unavailableNodeVolumeManager(`snapblock ${o.mode} was started with --attach none`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The snapblock binary (DESIGN.md section 1): wiring only. Subcommands:
+ * The snapblock binary (docs/design.md section 1): wiring only. Subcommands:
  *   local                 Identity + Controller + Node over one pool on one socket
  *   node                  cluster mode: engine service + Identity + Node over this node's pool
  *   controller            cluster mode: Identity + Controller over the nodes' engine services

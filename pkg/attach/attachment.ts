@@ -1,7 +1,7 @@
 /**
  * The contract between the CSI Node service and whatever turns an NBD export into a kernel block
  * device. Two implementations (nbd-client-attacher.ts, nbdfuse-loop-attacher.ts); the CSI code
- * sees only this interface, so NodeStage does not branch on transport (DESIGN.md section 5).
+ * sees only this interface, so NodeStage does not branch on transport (docs/design.md section 5).
  */
 import { SnapblockError } from "../errors/index.js";
 import { assertSafeAbsolutePath } from "../mount/index.js";

@@ -45,7 +45,7 @@ import {
   refreshLoopCapacity,
   type LoopDevice,
 } from "./losetup.js";
-import { nbdUnixUri } from "./nbd-uri.js";
+import { exportUri } from "../nbd/index.js";
 import { startNbdfuse } from "./nbdfuse-process.js";
 import {
   findProcessesWithArgument,
@@ -186,7 +186,7 @@ export class NbdfuseLoopAttacher implements BlockAttacher {
         ...this.options,
         command: this.options.nbdfuseCommand ?? "nbdfuse",
         file: p.file,
-        uri: nbdUnixUri(request.socketPath, request.exportName),
+        uri: exportUri({ kind: "unix", socketPath: request.socketPath }, request.exportName),
         readOnly: request.readOnly,
         pidFile: p.pidFile,
         logPath: p.logPath,

@@ -7,10 +7,10 @@
  * A record is written before anything is created ("attaching") and updated as each piece comes
  * up, so that a crash at any step leaves enough to find and remove what was made.
  */
-import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import { SnapblockError } from "../errors/index.js";
+import { syncDirectory, writeFileAtomically } from "../files/index.js";
 import { assertAttachmentKey, type AttacherKind } from "./attachment.js";
 
 export interface AttachmentRecord {
@@ -78,25 +78,10 @@ export class AttachmentStateStore {
   }
 
   async write(record: AttachmentRecord): Promise<void> {
-    const file = this.recordPath(record.key);
-    const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-    try {
-      await this.ensureDir();
-      const handle = await fs.open(tmp, "wx", 0o600);
-      try {
-        await handle.writeFile(`${JSON.stringify(record, null, 2)}\n`);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await fs.rename(tmp, file);
-      await this.syncDir();
-    } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw new SnapblockError("IO", `could not write attachment state ${file}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
+    await this.ensureDir();
+    await writeFileAtomically(this.recordPath(record.key), `${JSON.stringify(record, null, 2)}\n`, {
+      what: "attachment state",
+    });
   }
 
   async remove(key: string): Promise<void> {
@@ -109,7 +94,7 @@ export class AttachmentStateStore {
         cause: err,
       });
     }
-    await this.syncDir();
+    await syncDirectory(this.stateDir);
   }
 
   /** Every record in the directory (temporary files of interrupted writes are ignored). */
@@ -130,22 +115,6 @@ export class AttachmentStateStore {
       if (record !== undefined) records.push(record);
     }
     return records;
-  }
-
-  /** fsync of the directory makes a rename or unlink in it durable. */
-  private async syncDir(): Promise<void> {
-    try {
-      const dir = await fs.open(this.stateDir, "r");
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
-    } catch (err) {
-      throw new SnapblockError("IO", `could not sync ${this.stateDir}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
   }
 }
 

@@ -1,15 +1,11 @@
 import { describe, expect, it } from "vitest";
-import {
-  silentCsiLogger,
-  toGrpcStatus,
-  type EngineCapacity,
-  type EngineSnapshot,
-  type EngineVolume,
-} from "../csi/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import { ClusterEngine, type NodeEngine } from "./cluster-engine.js";
 import { StaticNodeDiscovery, parseNodeList } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
+import { silentLogger } from "../log/index.js";
+import { toGrpcStatus } from "../rpc/index.js";
+import type { EngineCapacity, EngineSnapshot, EngineVolume } from "../engine-api/index.js";
 
 const GiB = 2 ** 30;
 
@@ -89,7 +85,7 @@ async function cluster(
       [...nodes.keys()].map((nodeId) => ({ nodeId, address: `${nodeId}:7443` })),
     ),
     connect: (ep) => nodes.get(ep.nodeId)!,
-    logger: silentCsiLogger,
+    logger: silentLogger,
   });
   expect(engine.isReady()).toBe(false);
   await engine.refresh();
@@ -189,7 +185,7 @@ describe("ClusterEngine placement", () => {
     const engine = new ClusterEngine({
       discovery: new StaticNodeDiscovery([{ nodeId: "a", address: "a:1" }]),
       connect: () => node,
-      logger: silentCsiLogger,
+      logger: silentLogger,
       events: { record: (e) => void recorded.push(e) },
       copyPollMs: 5,
     });
@@ -226,7 +222,7 @@ describe("ClusterEngine placement", () => {
     const engine = new ClusterEngine({
       discovery: new StaticNodeDiscovery([{ nodeId: "a", address: "a:1" }]),
       connect: (ep) => nodes.get(ep.nodeId)!,
-      logger: silentCsiLogger,
+      logger: silentLogger,
       events: { record: (e) => void recorded.push(e) },
     });
     await engine.refresh();
@@ -294,7 +290,7 @@ describe("ClusterEngine placement", () => {
         made.push(n);
         return n;
       },
-      logger: silentCsiLogger,
+      logger: silentLogger,
     });
     await engine.refresh();
     list.push({ nodeId: "b", address: "h:2" });

@@ -1,21 +1,20 @@
-import {
-  CsiStatusError,
-  type CsiLogger,
-  type EngineApi,
-  type EngineCapacity,
-  type EngineCreateSnapshotOptions,
-  type EngineCreateVolumeOptions,
-  type EngineListing,
-  type EnginePlacementRequest,
-  type EngineSnapshot,
-  type EngineVolume,
-} from "../csi/index.js";
-import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import { CopyEvents } from "./copy-events.js";
-import { pvcOf, type EventRecorder } from "./kube-events.js";
+import { pvcOf, type EventRecorder } from "./event-recorder.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
+import type { Logger } from "../log/index.js";
+import type {
+  EngineApi,
+  EngineCapacity,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineListing,
+  EnginePlacementRequest,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 /** A node's engine as the cluster holds it: RemoteEngine in production. */
 export type NodeEngine = EngineApi & { close(): void };
@@ -24,7 +23,7 @@ export interface ClusterEngineOptions {
   discovery: NodeDiscovery;
   /** Makes the engine of a discovered node (a RemoteEngine with the controller's TLS files). */
   connect: (endpoint: NodeEndpoint) => NodeEngine;
-  logger: CsiLogger;
+  logger: Logger;
   /** Where placement failures and background copies are reported for people (Events on the PVC). */
   events?: EventRecorder;
   /** How often a full background copy's progress is checked for its end Event (default 5 s). */
@@ -150,7 +149,7 @@ export class ClusterEngine implements EngineApi {
     if (sourceNodeId !== undefined) {
       // The data is on the source's node and cross-node restore does not exist yet.
       if (requisite && !requisite.includes(sourceNodeId)) {
-        throw new CsiStatusError(
+        throw new StatusError(
           "RESOURCE_EXHAUSTED",
           `the source is on node ${sourceNodeId} and snapblock restores and clones on the source's node, but accessibility_requirements allow only ${requisite.join(", ")}`,
         );
@@ -159,7 +158,7 @@ export class ClusterEngine implements EngineApi {
     }
     const candidates = requisite ? requisite.filter((id) => this.members.has(id)) : [...this.members.keys()];
     if (candidates.length === 0) {
-      throw new CsiStatusError(
+      throw new StatusError(
         "RESOURCE_EXHAUSTED",
         requisite
           ? `accessibility_requirements allow only node(s) ${requisite.join(", ")}, which this controller does not know`
@@ -183,7 +182,7 @@ export class ClusterEngine implements EngineApi {
           `no reachable node can take ${request.sizeBytes} bytes; unavailable: ${down.map((p) => `${p.nodeId} (${message(p.error)})`).join("; ")}`,
         );
       }
-      throw new CsiStatusError(
+      throw new StatusError(
         "RESOURCE_EXHAUSTED",
         `no node has room for ${request.sizeBytes} bytes: ${reachable.map((p) => `${p.nodeId} can provision ${p.capacity!.availableBytes}`).join(", ")}`,
       );

@@ -1,6 +1,5 @@
-import type { EngineApi, EngineCreateVolumeOptions, EngineVolume } from "../csi/index.js";
-import type { KubeObjectRef } from "./kube-api.js";
-import type { EventRecorder } from "./kube-events.js";
+import type { EventRecorder, ObjectRef } from "./event-recorder.js";
+import type { EngineApi, EngineCreateVolumeOptions, EngineVolume } from "../engine-api/index.js";
 
 export interface CopyEventsOptions {
   events: EventRecorder;
@@ -22,7 +21,7 @@ export class CopyEvents {
   constructor(private readonly o: CopyEventsOptions) {}
 
   /** `target` with its createVolume reporting a full copy's start and end on `pvc`. */
-  wrap(target: EngineApi, pvc: KubeObjectRef | undefined): EngineApi {
+  wrap(target: EngineApi, pvc: ObjectRef | undefined): EngineApi {
     if (!pvc) return target;
     return new Proxy(target, {
       get: (t, prop): unknown => {
@@ -46,7 +45,7 @@ export class CopyEvents {
     this.timers.clear();
   }
 
-  private started(engine: EngineApi, name: string, pvc: KubeObjectRef): void {
+  private started(engine: EngineApi, name: string, pvc: ObjectRef): void {
     this.o.events.record({
       involved: pvc,
       type: "Normal",
@@ -56,7 +55,7 @@ export class CopyEvents {
     this.poll(engine, name, pvc);
   }
 
-  private poll(engine: EngineApi, name: string, pvc: KubeObjectRef): void {
+  private poll(engine: EngineApi, name: string, pvc: ObjectRef): void {
     if (this.closed) return;
     const timer = setTimeout(() => {
       this.timers.delete(timer);
@@ -70,12 +69,7 @@ export class CopyEvents {
     this.timers.add(timer);
   }
 
-  private report(
-    engine: EngineApi,
-    name: string,
-    pvc: KubeObjectRef,
-    volume: EngineVolume | undefined,
-  ): void {
+  private report(engine: EngineApi, name: string, pvc: ObjectRef, volume: EngineVolume | undefined): void {
     const copy = volume?.copy;
     // A deleted volume, or one whose copy state is gone (a node restart after it ended): nothing to say.
     if (!copy) return;

@@ -1,24 +1,10 @@
 /**
- * pkg/cluster: snapblock in cluster mode (DESIGN.md section 1, docs/cluster.md). The engine
- * service (proto/engine.proto) that every node plugin serves over mutual TLS, the RemoteEngine
- * client that gives the controller an EngineApi for a node across the network, and placement of
- * volumes over many nodes. This is the module's only entry point.
+ * pkg/cluster: snapblock over many nodes (docs/cluster.md): the ClusterEngine that routes the
+ * controller's EngineApi calls to the node holding each volume and places new volumes (topology,
+ * else weighted rendezvous hashing), node discovery, and the Events its long operations raise
+ * (through the EventRecorder interface; pkg/k8s implements it). This is the module's only entry
+ * point.
  */
-export { EngineServer, type EngineServerOptions } from "./engine-server.js";
-export { RemoteEngine, type RemoteEngineOptions } from "./remote-engine.js";
-export {
-  isLoopbackHost,
-  parseHostPort,
-  type EngineTransportOptions,
-  type HostPort,
-  type TlsFiles,
-} from "./engine-tls.js";
-export { loadEngineProto, findEngineProto, type EngineProto } from "./engine-proto.js";
-export type {
-  WireNodeInfo as EngineNodeInfo,
-  WireSnapshotChunk as SnapshotChunk,
-} from "./engine-messages.js";
-export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
 export { ClusterEngine, type ClusterEngineOptions, type NodeEngine } from "./cluster-engine.js";
 export {
   FileNodeDiscovery,
@@ -28,21 +14,4 @@ export {
   type NodeEndpoint,
 } from "./node-discovery.js";
 export { rankByRendezvous, rendezvousScore, type WeightedNode } from "./rendezvous-hashing.js";
-export type { KubeApi, KubeEvent, KubeLease, KubeNode, KubeObjectRef } from "./kube-api.js";
-export { connectKube } from "./kube-connect.js";
-export { KubernetesNodeDiscovery, type KubernetesNodeDiscoveryOptions } from "./kube-node-discovery.js";
-export {
-  ANNOTATION,
-  NodeAnnouncer,
-  readAnnouncement,
-  type NodeAnnouncement,
-  type NodeAnnouncerOptions,
-} from "./node-announcement.js";
-export { LeaseElection, type LeaseElectionOptions } from "./lease-election.js";
-export {
-  KubeEventRecorder,
-  pvcOf,
-  volumeSnapshotOf,
-  type EventRecorder,
-  type KubeEventRecorderOptions,
-} from "./kube-events.js";
+export { pvcOf, volumeSnapshotOf, type EventRecorder, type ObjectRef } from "./event-recorder.js";

@@ -1,5 +1,11 @@
-import type { EngineApi, EngineCapacity, EngineListing, EngineSnapshot, EngineVolume } from "../csi/index.js";
 import { SnapblockError } from "../errors/index.js";
+import type {
+  EngineApi,
+  EngineCapacity,
+  EngineListing,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 /**
  * The engine of a node that an id names but discovery does not list (removed from --nodes, Node

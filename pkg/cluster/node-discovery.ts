@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
-import { validateNodeId } from "../csi/index.js";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
-import { parseHostPort } from "./engine-tls.js";
+import { validateNodeId } from "../engine-api/index.js";
+import { parseHostPort } from "../engine-service/index.js";
 
 /** A node plugin's engine service, as discovery knows it. */
 export interface NodeEndpoint {

@@ -1,6 +1,6 @@
 import { SnapblockError } from "../errors/index.js";
-import { MAX_DEVICE_BYTES } from "../engine/index.js";
-import { invalidArgument } from "./csi-status-error.js";
+import { MAX_VOLUME_BYTES } from "../engine-api/index.js";
+import { invalidArgument } from "./request-errors.js";
 
 /** The capacity range of a request, already checked for sign; 0 means "not specified". */
 export interface CapacityRequest {
@@ -79,9 +79,9 @@ export function chooseVolumeSize(range: CapacityRequest | undefined, sourceBytes
       );
     }
   }
-  if (size > MAX_DEVICE_BYTES) {
+  if (size > MAX_VOLUME_BYTES) {
     throw outOfRange(
-      `${size} bytes exceeds the largest volume snapblock supports (${MAX_DEVICE_BYTES} bytes)`,
+      `${size} bytes exceeds the largest volume snapblock supports (${MAX_VOLUME_BYTES} bytes)`,
     );
   }
   return size;
@@ -115,9 +115,9 @@ export function chooseExpandedSize(range: CapacityRequest, currentBytes: number)
       `no size between ${requiredBytes} and ${limitBytes} bytes is a whole number of ${SECTOR}-byte sectors`,
     );
   }
-  if (size > MAX_DEVICE_BYTES) {
+  if (size > MAX_VOLUME_BYTES) {
     throw outOfRange(
-      `${size} bytes exceeds the largest volume snapblock supports (${MAX_DEVICE_BYTES} bytes)`,
+      `${size} bytes exceeds the largest volume snapblock supports (${MAX_VOLUME_BYTES} bytes)`,
     );
   }
   return size;

@@ -1,12 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { SnapblockError } from "../errors/index.js";
+import { SnapblockError, StatusError } from "../errors/index.js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
-import { CsiStatusError } from "./csi-status-error.js";
-import type { EngineApi, EngineCreateVolumeOptions, EngineSnapshot, EngineVolume } from "./engine-api.js";
 import type { CreateVolumeRequest__Output } from "./generated/csi/v1/CreateVolumeRequest.js";
 import { OperationLocks } from "./operation-locks.js";
-import type { CallScope } from "./unary-call.js";
+import type { CallScope } from "../rpc/index.js";
+import type {
+  EngineApi,
+  EngineCreateVolumeOptions,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 /** An engine whose createVolume and createSnapshot wait until released: calls stay in flight. */
 class SlowEngine implements EngineApi {
@@ -89,7 +93,7 @@ describe("controller locking", () => {
     const locks = new OperationLocks();
     const volumes = new ControllerVolumes({ engine, locks });
     const first = volumes.createVolume(request("pvc-a"), scope);
-    await expect(volumes.createVolume(request("pvc-a"), scope)).rejects.toBeInstanceOf(CsiStatusError);
+    await expect(volumes.createVolume(request("pvc-a"), scope)).rejects.toBeInstanceOf(StatusError);
     await expect(volumes.deleteVolume({ volumeId: "n1/pvc-a", secrets: {} }, scope)).rejects.toThrow(
       /in progress/,
     );
@@ -114,7 +118,7 @@ describe("controller locking", () => {
     await expect(volumes.deleteVolume({ volumeId: "n1/pvc-a", secrets: {} }, scope)).rejects.toThrow(
       /CreateSnapshot/,
     );
-    await expect(snap("s1")).rejects.toBeInstanceOf(CsiStatusError);
+    await expect(snap("s1")).rejects.toBeInstanceOf(StatusError);
     engine.release();
     expect((await Promise.all(pending)).map((r) => r.snapshot?.snapshotId)).toEqual([
       "n1/s1",

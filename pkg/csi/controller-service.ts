@@ -1,19 +1,19 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
-import { CsiStatusError } from "./csi-status-error.js";
-import type { EngineApi } from "./engine-api.js";
 import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
-import type { CsiLogger } from "./logger.js";
 import { OperationLocks } from "./operation-locks.js";
-import { unary, type CsiCallObserver } from "./unary-call.js";
+import type { Logger } from "../log/index.js";
+import { StatusError } from "../errors/index.js";
+import { unary, type CallObserver } from "../rpc/index.js";
+import type { EngineApi } from "../engine-api/index.js";
 
 export interface ControllerOptions {
   engine: EngineApi;
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
-  observer?: CsiCallObserver;
+  observer?: CallObserver;
 }
 
 /** Controller capabilities: every RPC group the Controller service serves (docs/csi.md). */
@@ -46,7 +46,7 @@ export function controllerHandlers(options: ControllerOptions): UntypedServiceIm
   const log = { logger: options.logger, observer: options.observer };
   const unimplemented = (method: string, why: string) =>
     unary(method, log, () =>
-      Promise.reject(new CsiStatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
+      Promise.reject(new StatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
     );
   return {
     CreateVolume: unary("CreateVolume", log, volumes.createVolume.bind(volumes)),

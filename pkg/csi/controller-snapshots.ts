@@ -1,6 +1,5 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
-import { invalidArgument, notFound } from "./csi-status-error.js";
-import type { EngineSnapshot } from "./engine-api.js";
+import { invalidArgument, notFound } from "./request-errors.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSnapshotRequest.js";
 import type { CreateSnapshotResponse } from "./generated/csi/v1/CreateSnapshotResponse.js";
@@ -14,8 +13,9 @@ import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
-import type { CallScope } from "./unary-call.js";
 import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
+import type { CallScope } from "../rpc/index.js";
+import type { EngineSnapshot } from "../engine-api/index.js";
 
 /** The snapshot RPCs of the Controller service: validate -> lock -> delegate -> map. */
 export class ControllerSnapshots {

@@ -6,8 +6,7 @@ import {
   sizeSatisfies,
   type CapacityRequest,
 } from "./capacity-range.js";
-import { invalidArgument, notFound } from "./csi-status-error.js";
-import type { EngineApi, EngineDeviceKind, EngineVolume } from "./engine-api.js";
+import { invalidArgument, notFound } from "./request-errors.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { ControllerExpandVolumeRequest__Output } from "./generated/csi/v1/ControllerExpandVolumeRequest.js";
 import type { ControllerExpandVolumeResponse } from "./generated/csi/v1/ControllerExpandVolumeResponse.js";
@@ -29,7 +28,6 @@ import { compareCursors, decodePageToken, paginate, validateMaxEntries } from ".
 import { parseResourceId } from "./resource-id.js";
 import { parseVolumeParameters } from "./storage-class-parameters.js";
 import { requirementNodes, topologyNode } from "./topology.js";
-import type { CallScope } from "./unary-call.js";
 import {
   DEFAULT_FS_TYPE,
   checkCapability,
@@ -39,6 +37,8 @@ import {
   type Capability,
 } from "./volume-capabilities.js";
 import { META, volumeCondition, volumeContext, volumeFacts, volumeId, volumeMessage } from "./volume-view.js";
+import type { CallScope } from "../rpc/index.js";
+import type { EngineApi, EngineDeviceKind, EngineVolume } from "../engine-api/index.js";
 
 export interface ControllerDeps {
   /** One node's engine (local mode) or the engine over every node (cluster mode). */

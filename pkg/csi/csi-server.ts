@@ -1,16 +1,14 @@
-import { promises as fs } from "node:fs";
-import net from "node:net";
-import path from "node:path";
 import {
   Server,
   ServerCredentials,
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { asSnapblockError } from "../errors/index.js";
+import { prepareSocketPath, removeOwnSocket, restrictSocket } from "../files/index.js";
 import { loadCsiProto } from "./csi-proto.js";
-import type { CsiLogger } from "./logger.js";
 import { grpcUnixAddress } from "./unix-endpoint.js";
+import type { Logger } from "../log/index.js";
 
 export interface CsiServerOptions {
   /** Absolute path of the unix socket to serve on. */
@@ -18,7 +16,7 @@ export interface CsiServerOptions {
   identity: UntypedServiceImplementation;
   controller?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
-  logger: CsiLogger;
+  logger: Logger;
 }
 
 /** Owner and group only: the socket gives full control over every volume. */
@@ -36,7 +34,8 @@ export class CsiServer {
   private constructor(
     private readonly server: Server,
     readonly socketPath: string,
-    private readonly logger: CsiLogger,
+    private readonly socketInode: number,
+    private readonly logger: Logger,
   ) {}
 
   static async start(options: CsiServerOptions): Promise<CsiServer> {
@@ -46,14 +45,20 @@ export class CsiServer {
     if (options.controller)
       server.addService(proto.Controller.service, only(proto.Controller.service, options.controller));
     if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
-    await prepareSocketPath(options.socketPath);
+    await prepareSocketPath(options.socketPath, "CSI");
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(grpcUnixAddress(options.socketPath), ServerCredentials.createInsecure(), (err) => {
         if (err) reject(asSnapblockError(err, `binding the CSI socket ${options.socketPath}`));
         else resolve();
       });
     });
-    await fs.chmod(options.socketPath, SOCKET_MODE);
+    let inode: number;
+    try {
+      inode = await restrictSocket(options.socketPath, SOCKET_MODE);
+    } catch (err) {
+      server.forceShutdown();
+      throw asSnapblockError(err, `securing the CSI socket ${options.socketPath}`);
+    }
     options.logger.info("csi server listening", {
       socket: options.socketPath,
       services: [
@@ -62,7 +67,7 @@ export class CsiServer {
         ...(options.node ? ["Node"] : []),
       ],
     });
-    return new CsiServer(server, options.socketPath, options.logger);
+    return new CsiServer(server, options.socketPath, inode, options.logger);
   }
 
   /**
@@ -82,7 +87,7 @@ export class CsiServer {
         this.logger.warn("csi calls still running after the grace period; cancelling them", { graceMs });
         this.server.forceShutdown();
       }
-      await fs.rm(this.socketPath, { force: true });
+      await removeOwnSocket(this.socketPath, this.socketInode);
       this.logger.info("csi server stopped", { socket: this.socketPath });
     })();
     return this.stopping;
@@ -92,43 +97,4 @@ export class CsiServer {
 /** The implementation restricted to the methods the loaded service defines. */
 function only(service: ServiceDefinition, impl: UntypedServiceImplementation): UntypedServiceImplementation {
   return Object.fromEntries(Object.keys(service).flatMap((name) => (impl[name] ? [[name, impl[name]]] : [])));
-}
-
-/**
- * Creates the socket's directory and removes a stale socket left by a crash. A socket some other
- * process still answers on is not touched: two plugins on one socket would be a mess.
- */
-async function prepareSocketPath(socketPath: string): Promise<void> {
-  await fs.mkdir(path.dirname(socketPath), { recursive: true });
-  let stat;
-  try {
-    stat = await fs.lstat(socketPath);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw asSnapblockError(err, `checking ${socketPath}`);
-  }
-  if (!stat.isSocket()) {
-    throw new SnapblockError(
-      "ALREADY_EXISTS",
-      `${socketPath} exists and is not a socket; remove it or choose another endpoint`,
-    );
-  }
-  if (await answers(socketPath)) {
-    throw new SnapblockError(
-      "BUSY",
-      `another process serves ${socketPath}; stop it or choose another endpoint`,
-    );
-  }
-  await fs.rm(socketPath, { force: true });
-}
-
-function answers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(socketPath);
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }

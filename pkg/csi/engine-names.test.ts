@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { isSnapblockError } from "../errors/index.js";
 import { HASH_PREFIX, engineNameFor, isEngineName, validateCsiName } from "./engine-names.js";
-import { formatResourceId, parseResourceId, validateNodeId } from "./resource-id.js";
+import { formatResourceId, parseResourceId } from "./resource-id.js";
+import { validateNodeId } from "../engine-api/index.js";
 
 describe("engine names", () => {
   it("keeps the names the sidecars send", () => {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 
 /**
  * CSI names (CreateVolumeRequest.name, CreateSnapshotRequest.name) are any Unicode string except

@@ -1,10 +1,10 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 import type { GetPluginCapabilitiesResponse } from "./generated/csi/v1/GetPluginCapabilitiesResponse.js";
 import type { GetPluginInfoResponse } from "./generated/csi/v1/GetPluginInfoResponse.js";
 import type { ProbeResponse } from "./generated/csi/v1/ProbeResponse.js";
-import type { CsiLogger } from "./logger.js";
-import { unary, type CsiCallObserver } from "./unary-call.js";
+import type { Logger } from "../log/index.js";
+import { unary, type CallObserver } from "../rpc/index.js";
 
 export const DEFAULT_PLUGIN_NAME = "csi.snapblock.dev";
 
@@ -17,9 +17,9 @@ export interface IdentityOptions {
   controller: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
-  observer?: CsiCallObserver;
+  observer?: CallObserver;
 }
 
 /**

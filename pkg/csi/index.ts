@@ -1,5 +1,5 @@
 /**
- * pkg/csi: the Container Storage Interface services of snapblock (DESIGN.md section 4) on a unix
+ * pkg/csi: the Container Storage Interface services of snapblock (docs/design.md section 4) on a unix
  * socket with @grpc/grpc-js: Identity, Controller (over the EngineApi, in-process or remote) and
  * Node (validation and locking here, the data path behind NodeVolumeManager). See docs/csi.md.
  * This is the module's only entry point.
@@ -26,26 +26,10 @@ export {
   type NodeVolumeUsage,
   type NodeExpandOptions,
 } from "./node-volume-manager.js";
-export { NbdNodeVolumes, type NbdNodeVolumesOptions, type VolumeOpener } from "./nbd-node-volumes.js";
-export type {
-  EngineApi,
-  EngineCapacity,
-  EngineCopyProgress,
-  EngineCreateSnapshotOptions,
-  EngineCreateVolumeOptions,
-  EngineDeviceKind,
-  EngineListing,
-  EngineMeta,
-  EnginePlacementRequest,
-  EngineSnapshot,
-  EngineVolume,
-  VolumeQuiescer,
-} from "./engine-api.js";
-export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
 export { connectCsi, callCsi, type CsiClients } from "./csi-client.js";
-export { loadCsiProto, findCsiProto, CSI_LOADER_OPTIONS } from "./csi-proto.js";
+export { loadCsiProto } from "./csi-proto.js";
 export { socketPathOf } from "./unix-endpoint.js";
-export { formatResourceId, parseResourceId, validateNodeId, type ResourceId } from "./resource-id.js";
+export { formatResourceId, parseResourceId, type ResourceId } from "./resource-id.js";
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
 export { PARAM_FREEZE, PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";
@@ -58,16 +42,6 @@ export {
   type FsType,
   type AccessMode,
 } from "./volume-capabilities.js";
-export { toGrpcStatus, type MappedStatus } from "./grpc-status.js";
-export type { CsiCallObserver } from "./unary-call.js";
-export { CsiStatusError, type CsiOnlyStatus } from "./csi-status-error.js";
-export {
-  createCsiLogger,
-  silentCsiLogger,
-  type CsiLogger,
-  type CsiLogFields,
-  type CsiLogLevel,
-} from "./logger.js";
 export type { ProtoGrpcType as CsiProto } from "./generated/csi.js";
 export type { Volume as CsiVolume, Volume__Output as CsiVolumeOutput } from "./generated/csi/v1/Volume.js";
 export type {

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 
 /**
  * Paths given by the CO (staging_target_path, target_path, volume_path). CSI spec: they "MUST be

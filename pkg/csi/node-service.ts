@@ -1,8 +1,7 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
-import { SnapblockError } from "../errors/index.js";
+import { SnapblockError, StatusError } from "../errors/index.js";
 import { readCapacityRange } from "./capacity-range.js";
-import { CsiStatusError, invalidArgument, notFound } from "./csi-status-error.js";
-import type { EngineApi, EngineVolume } from "./engine-api.js";
+import { invalidArgument, notFound } from "./request-errors.js";
 import type { NodeExpandVolumeRequest__Output } from "./generated/csi/v1/NodeExpandVolumeRequest.js";
 import type { NodeExpandVolumeResponse } from "./generated/csi/v1/NodeExpandVolumeResponse.js";
 import type { NodeGetCapabilitiesResponse } from "./generated/csi/v1/NodeGetCapabilitiesResponse.js";
@@ -17,15 +16,16 @@ import type { NodeUnpublishVolumeRequest__Output } from "./generated/csi/v1/Node
 import type { NodeUnpublishVolumeResponse } from "./generated/csi/v1/NodeUnpublishVolumeResponse.js";
 import type { NodeUnstageVolumeRequest__Output } from "./generated/csi/v1/NodeUnstageVolumeRequest.js";
 import type { NodeUnstageVolumeResponse } from "./generated/csi/v1/NodeUnstageVolumeResponse.js";
-import type { CsiLogger } from "./logger.js";
 import { nodePathProblem, validateNodePath } from "./node-paths.js";
 import type { NodeVolumeManager, NodeVolumeRef } from "./node-volume-manager.js";
 import { OperationLocks, volumeLock } from "./operation-locks.js";
 import { parseResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
-import { unary, type CallScope, type CsiCallObserver } from "./unary-call.js";
 import { requireCapability } from "./volume-capabilities.js";
 import { volumeFacts } from "./volume-view.js";
+import type { Logger } from "../log/index.js";
+import { unary, type CallScope, type CallObserver } from "../rpc/index.js";
+import type { EngineApi, EngineVolume } from "../engine-api/index.js";
 
 export interface NodeOptions {
   /** The node's pool (the node plugin always holds its engine in-process). */
@@ -36,9 +36,9 @@ export interface NodeOptions {
   maxVolumesPerNode?: number;
   /** When set, every path the CO gives must lie inside one of these directories. */
   pathRoots?: string[];
-  logger: CsiLogger;
+  logger: Logger;
   /** Metrics hooks, called for every RPC. */
-  observer?: CsiCallObserver;
+  observer?: CallObserver;
 }
 
 export const NODE_CAPABILITIES = [
@@ -121,7 +121,7 @@ export class NodeService {
     const capability = requireCapability(req.volumeCapability, "volume_capability");
     if (req.stagingTargetPath === "") {
       // CSI spec, NodePublishVolume errors: "Staging target path not set | 9 FAILED_PRECONDITION".
-      throw new CsiStatusError(
+      throw new StatusError(
         "FAILED_PRECONDITION",
         "staging_target_path is required: this plugin has STAGE_UNSTAGE_VOLUME; stage the volume first",
       );

@@ -1,5 +1,5 @@
-import { CsiStatusError } from "./csi-status-error.js";
 import type { Capability, FsType } from "./volume-capabilities.js";
+import { StatusError } from "../errors/index.js";
 
 /**
  * The data half of the Node service: what happens to a volume on the node once a request has been
@@ -78,7 +78,7 @@ export interface NodeVolumeManager {
  */
 export function unavailableNodeVolumeManager(reason: string): NodeVolumeManager {
   const fail = (what: string): Promise<never> =>
-    Promise.reject(new CsiStatusError("UNIMPLEMENTED", `${what} is not available on this node: ${reason}`));
+    Promise.reject(new StatusError("UNIMPLEMENTED", `${what} is not available on this node: ${reason}`));
   return {
     stage: () => fail("NodeStageVolume"),
     unstage: () => fail("NodeUnstageVolume"),

@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { CsiStatusError } from "./csi-status-error.js";
 import { OperationLocks, snapshotLock, volumeLock } from "./operation-locks.js";
+import { StatusError } from "../errors/index.js";
 
 describe("operation locks (CSI spec, Concurrency: ABORTED for a conflicting call)", () => {
   it("lets shared claims overlap and refuses an exclusive one meanwhile", () => {
     const locks = new OperationLocks();
     const a = locks.acquire([volumeLock("v", "shared")], "CreateSnapshot");
     const b = locks.acquire([volumeLock("v", "shared")], "CreateSnapshot");
-    expect(() => locks.acquire([volumeLock("v", "exclusive")], "DeleteVolume")).toThrow(CsiStatusError);
+    expect(() => locks.acquire([volumeLock("v", "exclusive")], "DeleteVolume")).toThrow(StatusError);
     a();
     expect(() => locks.acquire([volumeLock("v", "exclusive")], "DeleteVolume")).toThrow(/CreateSnapshot/);
     b();

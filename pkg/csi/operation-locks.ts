@@ -1,4 +1,4 @@
-import { CsiStatusError } from "./csi-status-error.js";
+import { StatusError } from "../errors/index.js";
 
 /**
  * Per-volume and per-snapshot locks of the CSI services. CSI spec, "Concurrency": the CO is
@@ -36,7 +36,7 @@ export class OperationLocks {
         holder.exclusive ??
         (claim.mode === "exclusive" && holder.shared.size > 0 ? [...holder.shared.keys()][0] : undefined);
       if (blocker !== undefined) {
-        throw new CsiStatusError(
+        throw new StatusError(
           "ABORTED",
           `an operation is already in progress for ${claim.key.replace(":", " ")} (${blocker}); retry when it has finished`,
         );

@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { CsiStatusError } from "./csi-status-error.js";
 import {
   compareCursors,
   decodePageToken,
@@ -7,6 +6,7 @@ import {
   paginate,
   validateMaxEntries,
 } from "./page-token.js";
+import { StatusError } from "../errors/index.js";
 
 const items = [1, 2, 4, 7, 9].map((id) => ({ nodeId: "a", id }));
 const marks = new Map([
@@ -43,7 +43,7 @@ describe("page tokens (CSI spec, ListVolumes/ListSnapshots)", () => {
 
   it("answers ABORTED for tokens it could not have issued", () => {
     for (const token of ["x", "v", "v-1", "s3@a", "v10@a", "v1e3@a", " v1@a", "v1", "v1@c", "v3@b"]) {
-      expect(() => decodePageToken("volumes", token, marks), token).toThrow(CsiStatusError);
+      expect(() => decodePageToken("volumes", token, marks), token).toThrow(StatusError);
     }
     expect(decodePageToken("snapshots", encodePageToken("snapshots", { nodeId: "a", id: 3 }), marks)).toEqual(
       {

@@ -1,4 +1,5 @@
-import { CsiStatusError, invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
+import { StatusError } from "../errors/index.js";
 
 /**
  * Paging of ListVolumes and ListSnapshots. Entries are listed node by node, each in creation
@@ -46,7 +47,7 @@ export function decodePageToken(
     watermark === undefined ||
     id >= watermark
   ) {
-    throw new CsiStatusError(
+    throw new StatusError(
       "ABORTED",
       `starting_token ${JSON.stringify(token.slice(0, 64))} is not a next_token this plugin returned for List${kind === "volumes" ? "Volumes" : "Snapshots"}; restart the listing without starting_token`,
     );

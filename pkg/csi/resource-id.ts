@@ -1,4 +1,4 @@
-import { invalidArgument } from "./csi-status-error.js";
+import { isNodeId } from "../engine-api/index.js";
 import { isEngineName } from "./engine-names.js";
 
 /**
@@ -13,21 +13,9 @@ import { isEngineName } from "./engine-names.js";
  * at most 63 characters and engine names of at most 64 (engine-names.ts) an id fits the CSI
  * spec's general 128-byte string limit.
  */
-export const NODE_ID_MAX = 63;
-const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-
 export interface ResourceId {
   nodeId: string;
   engineName: string;
-}
-
-export function validateNodeId(nodeId: string): string {
-  if (!NODE_ID.test(nodeId)) {
-    throw invalidArgument(
-      `node id ${JSON.stringify(nodeId)} is invalid: use 1-${NODE_ID_MAX} letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
-  }
-  return nodeId;
 }
 
 export function formatResourceId(id: ResourceId): string {
@@ -43,6 +31,6 @@ export function parseResourceId(id: string): ResourceId | undefined {
   if (slash <= 0) return undefined;
   const nodeId = id.slice(0, slash);
   const engineName = id.slice(slash + 1);
-  if (!NODE_ID.test(nodeId) || !isEngineName(engineName)) return undefined;
+  if (!isNodeId(nodeId) || !isEngineName(engineName)) return undefined;
   return { nodeId, engineName };
 }

@@ -1,4 +1,4 @@
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
 
 /**

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 
 /**
  * CSI endpoints are unix sockets (kubelet and the sidecars use unix:///path/csi.sock).

@@ -1,7 +1,7 @@
 import type { VolumeCapability, VolumeCapability__Output } from "./generated/csi/v1/VolumeCapability.js";
-import { invalidArgument } from "./csi-status-error.js";
+import { invalidArgument } from "./request-errors.js";
 
-/** Filesystems the node can make and mount (DESIGN.md section 4). */
+/** Filesystems the node can make and mount (docs/design.md section 4). */
 export const SUPPORTED_FS_TYPES = ["ext4", "xfs"] as const;
 export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
 export const DEFAULT_FS_TYPE: FsType = "ext4";

@@ -1,10 +1,10 @@
-import type { EngineSnapshot, EngineVolume } from "./engine-api.js";
 import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
 import type { Volume } from "./generated/csi/v1/Volume.js";
 import type { VolumeCondition } from "./generated/csi/v1/VolumeCondition.js";
 import { formatResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
 import { DEFAULT_FS_TYPE, parseCapabilities, type Capability, type FsType } from "./volume-capabilities.js";
+import type { EngineSnapshot, EngineVolume } from "../engine-api/index.js";
 
 /**
  * How the CSI layer keeps its view of a volume or snapshot in the engine's metadata

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { CsiCallObserver } from "../csi/index.js";
 import { CALL_SECONDS_BUCKETS } from "./latency-buckets.js";
+import type { CallObserver } from "../rpc/index.js";
 
 export interface CsiMetricsOptions {
   registry: Registry;
@@ -11,7 +11,7 @@ export interface CsiMetricsOptions {
  * status code name: both bounded sets (the CSI proto's methods, gRPC's 17 codes).
  */
 export class CsiMetrics {
-  readonly observer: CsiCallObserver;
+  readonly observer: CallObserver;
 
   constructor(options: CsiMetricsOptions) {
     const registers = [options.registry];

@@ -1,5 +1,5 @@
 /**
- * pkg/mount: filesystems and mounts on the node (DESIGN.md section 1, "mkfs (first use) -> mount
+ * pkg/mount: filesystems and mounts on the node (docs/design.md section 1, "mkfs (first use) -> mount
  * -> bind into the pod"), and the one helper through which the node layer runs programs.
  * See docs/node-attach.md. This is the module's only entry point.
  */

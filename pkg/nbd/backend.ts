@@ -1,6 +1,6 @@
 /**
  * What the NBD server needs from a block device. The engine's `BlockDevice` (pkg/engine/types.ts)
- * satisfies this structurally; pkg/nbd never imports the engine (DESIGN.md section 5).
+ * satisfies this structurally; pkg/nbd never imports the engine (docs/design.md section 5).
  */
 
 /** One contiguous run of the address space with the same allocation state. */

@@ -16,8 +16,8 @@ import {
   NBD_REPLY_TYPE_OFFSET_DATA,
   NBD_REPLY_TYPE_OFFSET_HOLE,
 } from "./constants.js";
-import { silentLogger } from "./logger.js";
 import type { NbdRequest } from "./request-parser.js";
+import { silentLogger } from "../log/index.js";
 
 const CHUNK = 4096;
 

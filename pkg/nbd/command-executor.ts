@@ -20,7 +20,6 @@ import {
 } from "./constants.js";
 import { mapBackendError } from "./error-mapping.js";
 import { coverRange } from "./extent-coverage.js";
-import type { NbdLogger } from "./logger.js";
 import type { NbdRequest } from "./request-parser.js";
 import {
   encodeBlockStatus,
@@ -30,6 +29,7 @@ import {
   encodeSimpleReply,
   encodeStructuredNone,
 } from "./transmission-reply.js";
+import type { Logger } from "../log/index.js";
 
 export interface ExecutionContext {
   backend: NbdBackend;
@@ -37,7 +37,7 @@ export interface ExecutionContext {
   structuredReplies: boolean;
   /** Context id of base:allocation, when the client selected it. */
   baseAllocationContextId: number | undefined;
-  logger: NbdLogger;
+  logger: Logger;
 }
 
 export interface ExecutionResult {

@@ -2,11 +2,11 @@ import type { Duplex } from "node:stream";
 import { isSnapblockError } from "../errors/index.js";
 import { negotiate, type ExportCatalog, type NegotiableExport } from "./handshake.js";
 import type { NbdLimits } from "./limits.js";
-import type { NbdLogger } from "./logger.js";
 import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import { ReplyWriter } from "./reply-writer.js";
 import { StreamReader } from "./stream-reader.js";
 import { Transmission, type TransmissionExport } from "./transmission.js";
+import type { Logger } from "../log/index.js";
 
 export type NbdConnectionPhase = "handshake" | "transmission" | "closing" | "closed";
 
@@ -33,7 +33,7 @@ export interface ConnectionOptions<E extends ServableExport> {
   exportName: string;
   catalog: ExportCatalog<E>;
   limits: NbdLimits;
-  logger: NbdLogger;
+  logger: Logger;
   observer: Required<NbdObserver>;
 }
 

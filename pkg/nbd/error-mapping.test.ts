@@ -2,9 +2,9 @@ import { describe, expect, it } from "vitest";
 import { SnapblockError, type ErrorCode } from "../errors/index.js";
 import { NBD_EINVAL, NBD_EIO, NBD_ENOSPC, NBD_EPERM } from "./constants.js";
 import { mapBackendError } from "./error-mapping.js";
-import type { NbdLogger } from "./logger.js";
+import type { Logger } from "../log/index.js";
 
-function capture(): { logger: NbdLogger; errors: Array<Record<string, unknown> | undefined> } {
+function capture(): { logger: Logger; errors: Array<Record<string, unknown> | undefined> } {
   const errors: Array<Record<string, unknown> | undefined> = [];
   const noop = (): void => undefined;
   return { logger: { debug: noop, info: noop, warn: noop, error: (_m, f) => errors.push(f) }, errors };

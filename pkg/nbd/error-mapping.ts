@@ -1,6 +1,6 @@
 import { isSnapblockError } from "../errors/index.js";
 import { NBD_EINVAL, NBD_EIO, NBD_ENOSPC, NBD_EPERM } from "./constants.js";
-import type { NbdLogger } from "./logger.js";
+import type { Logger } from "../log/index.js";
 
 /** An errno for the wire plus a message a person can act on (sent in structured error chunks). */
 export interface NbdErrorReply {
@@ -9,7 +9,7 @@ export interface NbdErrorReply {
 }
 
 export interface MapBackendErrorContext {
-  logger: NbdLogger;
+  logger: Logger;
   exportName: string;
   command: string;
   offset: number;
@@ -17,7 +17,7 @@ export interface MapBackendErrorContext {
 }
 
 /**
- * The one place where backend failures become NBD errno values (DESIGN.md section 5:
+ * The one place where backend failures become NBD errno values (docs/design.md section 5:
  * "mapped to a transport status in exactly one place"). proto.md "Error values" restricts the
  * wire to a few values; anything we do not understand is EIO and is logged, because the client
  * only ever sees the number.

@@ -16,7 +16,6 @@ import { NBD_OPTS_MAGIC, NBD_REQUEST_MAGIC } from "./constants.js";
 import { coverRange } from "./extent-coverage.js";
 import { negotiate, type ExportCatalog, type NegotiableExport } from "./handshake.js";
 import { DEFAULT_NBD_LIMITS } from "./limits.js";
-import { silentLogger } from "./logger.js";
 import { combineObservers } from "./observer.js";
 import {
   decodeString,
@@ -29,6 +28,7 @@ import { parseRequestHeader } from "./request-parser.js";
 import { validateRequest } from "./request-validator.js";
 import { StreamReader } from "./stream-reader.js";
 import { Transmission } from "./transmission.js";
+import { silentLogger } from "../log/index.js";
 
 const ITERATIONS = Number(process.env.NBD_FUZZ_ITERATIONS ?? 0) || undefined;
 const SEED = Number(process.env.NBD_FUZZ_SEED ?? 0) || Date.now() % 2 ** 31;

@@ -22,7 +22,6 @@ import {
   OPTION_HEADER_LENGTH,
 } from "./constants.js";
 import type { NbdLimits } from "./limits.js";
-import type { NbdLogger } from "./logger.js";
 import { BASE_ALLOCATION_CONTEXT_ID, matchMetaContexts } from "./meta-context.js";
 import type { NbdProtocolErrorKind } from "./observer.js";
 import {
@@ -44,6 +43,7 @@ import {
 } from "./option-parser.js";
 import type { ReplyWriter } from "./reply-writer.js";
 import type { StreamReader } from "./stream-reader.js";
+import type { Logger } from "../log/index.js";
 
 /** What the handshake needs to know about an export. */
 export interface NegotiableExport {
@@ -83,7 +83,7 @@ export interface HandshakeOptions<E extends NegotiableExport> {
   writer: ReplyWriter;
   catalog: ExportCatalog<E>;
   limits: Pick<NbdLimits, "maxOptionBytes" | "maxOptionsPerConnection">;
-  logger: NbdLogger;
+  logger: Logger;
   /** Fields added to every log line (export, connection id). */
   logFields: Record<string, unknown>;
 }

@@ -10,14 +10,6 @@ export type { NbdBoundAddress, NbdListenAddress } from "./listener.js";
 export type { NbdBackend, NbdBackendExtent, NbdWriteOptions } from "./backend.js";
 export type { BlockSizeConstraints } from "./block-size.js";
 export { DEFAULT_NBD_LIMITS, type NbdLimits } from "./limits.js";
-export {
-  createJsonLogger,
-  silentLogger,
-  type JsonLoggerOptions,
-  type NbdLogFields,
-  type NbdLogger,
-  type NbdLogLevel,
-} from "./logger.js";
 export type {
   NbdConnectionClosedEvent,
   NbdConnectionEvent,

@@ -1,10 +1,10 @@
-import { promises as fs } from "node:fs";
 import net from "node:net";
-import { asSnapblockError, SnapblockError } from "../errors/index.js";
-import type { NbdLogger } from "./logger.js";
+import { asSnapblockError } from "../errors/index.js";
+import { prepareSocketPath, removeOwnSocket, restrictSocket } from "../files/index.js";
+import type { Logger } from "../log/index.js";
 
 /**
- * Where an export listens: a unix socket (the default way, DESIGN.md section 3) or, only when
+ * Where an export listens: a unix socket (the default way, docs/design.md section 3) or, only when
  * configured explicitly, a TCP host and port.
  */
 export type NbdListenAddress = { socketPath: string } | { host: string; port: number };
@@ -16,12 +16,10 @@ export type NbdBoundAddress =
 export interface ListenerOptions {
   address: NbdListenAddress;
   onConnection: (socket: net.Socket, peer: string) => void;
-  logger: NbdLogger;
+  logger: Logger;
   logFields: Record<string, unknown>;
 }
 
-/** Linux sun_path holds 108 bytes including the terminating NUL. */
-const MAX_UNIX_PATH_BYTES = 107;
 /** Owner-only: the socket gives full access to the volume's data. */
 const SOCKET_MODE = 0o600;
 
@@ -56,12 +54,11 @@ export class Listener {
       else listener.accept(socket);
     });
     if ("socketPath" in address) {
-      await prepareSocketPath(address.socketPath);
+      await prepareSocketPath(address.socketPath, "NBD");
       await listen(server, { path: address.socketPath });
       listener = new Listener(server, { kind: "unix", socketPath: address.socketPath }, options);
       try {
-        await fs.chmod(address.socketPath, SOCKET_MODE);
-        listener.socketInode = (await fs.stat(address.socketPath)).ino;
+        listener.socketInode = await restrictSocket(address.socketPath, SOCKET_MODE);
       } catch (err) {
         await listener.close();
         throw asSnapblockError(err, `securing NBD socket ${address.socketPath}`);
@@ -85,7 +82,12 @@ export class Listener {
       if (err !== undefined)
         this.options.logger.debug("nbd listener close", { ...this.options.logFields, err });
     });
-    if (this.address.kind === "unix") await this.removeSocketFile(this.address.socketPath);
+    if (this.address.kind === "unix") {
+      const path = this.address.socketPath;
+      await removeOwnSocket(path, this.socketInode).catch((err: unknown) => {
+        this.options.logger.warn("nbd socket file not removed", { ...this.options.logFields, path, err });
+      });
+    }
   }
 
   private accept(socket: net.Socket): void {
@@ -102,18 +104,6 @@ export class Listener {
     }
     this.options.onConnection(socket, peer);
   }
-
-  /** Unlinks the socket only if it is still ours (another server may have replaced it). */
-  private async removeSocketFile(path: string): Promise<void> {
-    try {
-      const stat = await fs.lstat(path);
-      if (stat.isSocket() && stat.ino === this.socketInode) await fs.unlink(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        this.options.logger.warn("nbd socket file not removed", { ...this.options.logFields, path, err });
-      }
-    }
-  }
 }
 
 function listen(server: net.Server, options: net.ListenOptions): Promise<void> {
@@ -123,43 +113,6 @@ function listen(server: net.Server, options: net.ListenOptions): Promise<void> {
     server.listen(options, () => {
       server.off("error", onError);
       resolve();
-    });
-  });
-}
-
-async function prepareSocketPath(path: string): Promise<void> {
-  if (Buffer.byteLength(path) > MAX_UNIX_PATH_BYTES) {
-    throw new SnapblockError(
-      "INVALID_ARGUMENT",
-      `NBD socket path ${path} is longer than ${MAX_UNIX_PATH_BYTES} bytes; use a shorter directory`,
-    );
-  }
-  let stat;
-  try {
-    stat = await fs.lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw asSnapblockError(err, `checking NBD socket path ${path}`);
-  }
-  if (!stat.isSocket()) {
-    throw new SnapblockError("ALREADY_EXISTS", `${path} exists and is not a socket; refusing to replace it`);
-  }
-  if (await socketAnswers(path)) {
-    throw new SnapblockError("BUSY", `${path} is a socket another server is listening on`);
-  }
-  await fs.unlink(path);
-}
-
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const probe = net.connect({ path });
-    probe.once("connect", () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once("error", () => {
-      probe.destroy();
-      resolve(false);
     });
   });
 }

@@ -18,9 +18,9 @@ import {
 import type { ExportCatalog } from "./handshake.js";
 import type { NbdLimits } from "./limits.js";
 import { Listener, type NbdBoundAddress, type NbdListenAddress } from "./listener.js";
-import type { NbdLogger } from "./logger.js";
 import { exportUri } from "./nbd-uri.js";
 import type { NbdObserver } from "./observer.js";
+import type { Logger } from "../log/index.js";
 
 export interface NbdExportOptions {
   backend: NbdBackend;
@@ -62,7 +62,7 @@ export interface NbdExportInfo {
 
 export interface ServedExportContext {
   limits: NbdLimits;
-  logger: NbdLogger;
+  logger: Logger;
   observer: Required<NbdObserver>;
   nextConnectionId: () => number;
 }

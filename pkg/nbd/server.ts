@@ -2,14 +2,14 @@ import { SnapblockError } from "../errors/index.js";
 import type { NbdConnectionInfo } from "./connection.js";
 import { ExportRegistry } from "./export-registry.js";
 import { resolveLimits, type NbdLimits } from "./limits.js";
-import { createJsonLogger, type NbdLogger } from "./logger.js";
 import { combineObservers, type NbdObserver } from "./observer.js";
 import { ServedExport, type NbdExportInfo, type NbdExportOptions } from "./served-export.js";
 import { StatsCollector, type NbdStats } from "./stats.js";
+import { createLogger, type Logger } from "../log/index.js";
 
 export interface NbdServerOptions {
   /** Structured logger; default: JSON lines on stderr, warnings and errors only. */
-  logger?: NbdLogger;
+  logger?: Logger;
   /** Hooks for metrics; see NbdObserver. */
   observer?: NbdObserver;
   /** Overrides of DEFAULT_NBD_LIMITS. */
@@ -21,7 +21,7 @@ export interface NbdServerOptions {
  * read-only) served on its own unix socket (or TCP address, when configured).
  */
 export class NbdServer {
-  private readonly logger: NbdLogger;
+  private readonly logger: Logger;
   private readonly limits: NbdLimits;
   private readonly stats_ = new StatsCollector();
   private readonly observer: Required<NbdObserver>;
@@ -30,7 +30,7 @@ export class NbdServer {
   private shuttingDown: Promise<void> | undefined;
 
   constructor(options: NbdServerOptions = {}) {
-    this.logger = options.logger ?? createJsonLogger({ level: "warn" });
+    this.logger = options.logger ?? createLogger({ level: "warn", base: { component: "nbd" } });
     this.limits = resolveLimits(options.limits);
     const observers: NbdObserver[] = [this.stats_];
     if (options.observer !== undefined) observers.push(options.observer);

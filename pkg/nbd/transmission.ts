@@ -14,12 +14,12 @@ import {
   REQUEST_HEADER_LENGTH,
 } from "./constants.js";
 import type { NbdLimits } from "./limits.js";
-import type { NbdLogger } from "./logger.js";
 import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import type { ReplyWriter } from "./reply-writer.js";
 import { parseRequestHeader, type NbdRequest } from "./request-parser.js";
 import { validateRequest, type RequestContext } from "./request-validator.js";
 import type { StreamReader } from "./stream-reader.js";
+import type { Logger } from "../log/index.js";
 
 /** What the transmission phase needs to know about the export it serves. */
 export interface TransmissionExport {
@@ -36,7 +36,7 @@ export interface TransmissionOptions {
   structuredReplies: boolean;
   baseAllocationContextId: number | undefined;
   limits: Pick<NbdLimits, "maxInFlightRequests" | "maxInFlightBytes" | "maxQueuedReplyBytes">;
-  logger: NbdLogger;
+  logger: Logger;
   logFields: Record<string, unknown>;
   observer: Required<NbdObserver>;
 }

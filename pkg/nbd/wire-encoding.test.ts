@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { exportUri } from "./nbd-uri.js";
 import { resolveLimits } from "./limits.js";
-import { createJsonLogger } from "./logger.js";
 import { matchMetaContexts } from "./meta-context.js";
 import { encodeExportNameReply, encodeGreeting, encodeOptionReply, encodeString } from "./option-reply.js";
 import { encodeBlockStatus, encodeSimpleReply, encodeStructuredError } from "./transmission-reply.js";
@@ -50,6 +49,10 @@ describe("exportUri", () => {
       "nbd+unix:///vol%201?socket=/run/snapblock/vol%201.sock",
     );
     expect(exportUri({ kind: "tcp", host: "::1", port: 10809 }, "v")).toBe("nbd://[::1]:10809/v");
+    // "?" in an export name must not end the path; "/" stays literal (libnbd reads it so).
+    expect(exportUri({ kind: "unix", socketPath: "/run/a b.sock" }, "vol/1?x")).toBe(
+      "nbd+unix:///vol/1%3Fx?socket=/run/a%20b.sock",
+    );
   });
 });
 
@@ -58,23 +61,5 @@ describe("resolveLimits", () => {
     expect(resolveLimits({ maxInFlightRequests: 4 }).maxInFlightRequests).toBe(4);
     expect(() => resolveLimits({ maxInFlightRequests: 0 })).toThrow(/positive integer/);
     expect(() => resolveLimits({ maxPayloadBytes: 1000 })).toThrow(/multiple of 512/);
-  });
-});
-
-describe("createJsonLogger", () => {
-  it("writes one JSON object per line at or above its level, with errors serialised", () => {
-    const lines: string[] = [];
-    const logger = createJsonLogger({ level: "info", write: (line) => lines.push(line) });
-    logger.debug("hidden");
-    logger.error("failed", { err: Object.assign(new Error("boom"), { code: "EIO" }), big: 5n });
-    expect(lines).toHaveLength(1);
-    expect(lines[0]?.endsWith("\n")).toBe(true);
-    expect(JSON.parse(lines[0]!)).toMatchObject({
-      level: "error",
-      msg: "failed",
-      component: "nbd",
-      err: { name: "Error", message: "boom", code: "EIO" },
-      big: "5",
-    });
   });
 });

@@ -10,9 +10,10 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineServer, RemoteEngine, type TlsFiles } from "../../pkg/cluster/index.js";
-import { LocalEngine, silentCsiLogger } from "../../pkg/csi/index.js";
 import { REPO_ROOT, container, flag, one, podSpec, render, type K8sObject } from "./helm-render.js";
+import { silentLogger } from "../../pkg/log/index.js";
+import { LocalEngine } from "../../pkg/engine-api/index.js";
+import { EngineServer, RemoteEngine, type TlsFiles } from "../../pkg/engine-service/index.js";
 
 const run = promisify(execFile);
 const MiB = 2 ** 20;
@@ -59,7 +60,7 @@ async function handshake(node: TlsFiles, controller: TlsFiles, serverName: strin
     address: "127.0.0.1:0",
     transport: { tls: node },
     version: "test",
-    logger: silentCsiLogger,
+    logger: silentLogger,
   });
   const client = new RemoteEngine({
     nodeId: "node-a",

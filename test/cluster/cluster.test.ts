@@ -3,11 +3,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Metadata, credentials, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadEngineProto } from "../../pkg/cluster/index.js";
 import { TOPOLOGY_KEY, callCsi, type CsiVolumeOutput, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
 import { failureCode } from "../csi/local-process.js";
 import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
+import { loadEngineProto } from "../../pkg/engine-service/index.js";
 
 type UnaryFn = (
   req: object,

@@ -3,10 +3,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EngineServer, RemoteEngine, loadEngineProto, type SnapshotChunk } from "../../pkg/cluster/index.js";
-import { LocalEngine, silentCsiLogger, toGrpcStatus, type VolumeQuiescer } from "../../pkg/csi/index.js";
 import { SnapblockError, isSnapblockError } from "../../pkg/errors/index.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
+import { silentLogger } from "../../pkg/log/index.js";
+import { toGrpcStatus } from "../../pkg/rpc/index.js";
+import { LocalEngine, type VolumeQuiescer } from "../../pkg/engine-api/index.js";
+import {
+  EngineServer,
+  RemoteEngine,
+  loadEngineProto,
+  type SnapshotChunk,
+} from "../../pkg/engine-service/index.js";
 
 const MiB = 2 ** 20;
 
@@ -40,7 +47,7 @@ describe("engine service over mutual TLS", () => {
       address: "127.0.0.1:0",
       transport: { tls: pki.node },
       version: "test",
-      logger: silentCsiLogger,
+      logger: silentLogger,
     });
     address = `127.0.0.1:${server.port}`;
   });
@@ -231,7 +238,7 @@ describe("engine service transport rules", () => {
       createIfMissing: { sizeBytes: 64 * MiB },
     });
     await engine.open();
-    const base = { engine, version: "test", logger: silentCsiLogger };
+    const base = { engine, version: "test", logger: silentLogger };
     try {
       const server = await EngineServer.start({
         ...base,

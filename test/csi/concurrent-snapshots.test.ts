@@ -4,19 +4,18 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   CsiServer,
-  LocalEngine,
   NodeService,
   callCsi,
   connectCsi,
   controllerHandlers,
   identityHandlers,
-  silentCsiLogger,
   unavailableNodeVolumeManager,
   type CsiClients,
-  type VolumeDevice,
 } from "../../pkg/csi/index.js";
 import { BLOCK, MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { removeDataDir } from "./local-process.js";
+import { silentLogger } from "../../pkg/log/index.js";
+import { LocalEngine, type VolumeDevice } from "../../pkg/engine-api/index.js";
 
 /**
  * 50 parallel CreateSnapshot calls on one volume while a writer keeps writing to it. The CSI
@@ -43,7 +42,7 @@ beforeAll(async () => {
     createIfMissing: { sizeBytes: 256 * MiB },
   });
   await engine.open();
-  const logger = silentCsiLogger;
+  const logger = silentLogger;
   server = await CsiServer.start({
     socketPath: path.join(dir, "csi.sock"),
     logger,

@@ -1,6 +1,6 @@
 /**
  * Real, unmodified NBD clients (libnbd's nbdinfo and nbdcopy, qemu-img, qemu-io, fio's nbd
- * engine) against the server on a temp unix socket (DESIGN.md section 3: "Real clients must
+ * engine) against the server on a temp unix socket (docs/design.md section 3: "Real clients must
  * work unmodified").
  */
 import { promises as fs } from "node:fs";

@@ -7,8 +7,9 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Pool, type BlockDevice } from "../../pkg/engine/index.js";
-import { NbdServer, silentLogger, type NbdBackend } from "../../pkg/nbd/index.js";
+import { NbdServer, type NbdBackend } from "../../pkg/nbd/index.js";
 import { killStartedProcesses, makeTempDir, missingCommands, patternBuffer, run, runOk } from "./harness.js";
+import { silentLogger } from "../../pkg/log/index.js";
 
 /** Compile-time check: if the engine's BlockDevice stops being an NbdBackend, typecheck fails. */
 export const blockDeviceIsNbdBackend = (device: BlockDevice): NbdBackend => device;

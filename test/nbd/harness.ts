@@ -9,14 +9,13 @@ import os from "node:os";
 import path from "node:path";
 import {
   NbdServer,
-  silentLogger,
   type NbdExportInfo,
   type NbdExportOptions,
   type NbdLimits,
-  type NbdLogger,
   type NbdObserver,
 } from "../../pkg/nbd/index.js";
 import { MemoryBackend, type MemoryBackendOptions } from "./memory-backend.js";
+import { silentLogger, type Logger } from "../../pkg/log/index.js";
 
 export async function makeTempDir(prefix = "snapblock-nbd-"): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
@@ -36,7 +35,7 @@ export interface TestExport {
 export interface ServeOptions extends Partial<MemoryBackendOptions> {
   limits?: Partial<NbdLimits>;
   observer?: NbdObserver;
-  logger?: NbdLogger;
+  logger?: Logger;
   exportOptions?: Partial<NbdExportOptions>;
 }
 

@@ -9,7 +9,7 @@ import { existsSync, promises as fs } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Pool, type BlockDevice } from "../../pkg/engine/index.js";
-import { NbdServer, silentLogger } from "../../pkg/nbd/index.js";
+import { NbdServer } from "../../pkg/nbd/index.js";
 import {
   killStartedProcesses,
   makeTempDir,
@@ -21,6 +21,7 @@ import {
   startProcess,
   stopProcess,
 } from "./harness.js";
+import { silentLogger } from "../../pkg/log/index.js";
 
 const MiB = 1024 * 1024;
 const tools = ["nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "mount", "umount", "sync"];

@@ -1,5 +1,5 @@
 /**
- * The kernel block path on machines without the nbd module (DESIGN.md section 1): nbdfuse turns
+ * The kernel block path on machines without the nbd module (docs/design.md section 1): nbdfuse turns
  * the export into a file, a loop device turns the file into a block device, and ext4 runs on it.
  * Needs root and /dev/fuse; skipped with a message otherwise.
  */
@@ -7,7 +7,7 @@ import { promises as fs, existsSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Pool } from "../../pkg/engine/index.js";
-import { NbdServer, silentLogger, type NbdBackend } from "../../pkg/nbd/index.js";
+import { NbdServer, type NbdBackend } from "../../pkg/nbd/index.js";
 import {
   killStartedProcesses,
   makeTempDir,
@@ -20,6 +20,7 @@ import {
   stopProcess,
 } from "./harness.js";
 import { MemoryBackend } from "./memory-backend.js";
+import { silentLogger } from "../../pkg/log/index.js";
 
 const MiB = 1024 * 1024;
 const tools = [

@@ -7,10 +7,11 @@ import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { isSnapblockError } from "../../pkg/errors/index.js";
-import { NbdServer, silentLogger, type NbdObserver } from "../../pkg/nbd/index.js";
+import { NbdServer, type NbdObserver } from "../../pkg/nbd/index.js";
 import { makeTempDir, run, serveMemory, sleep } from "./harness.js";
 import { MemoryBackend } from "./memory-backend.js";
 import { CMD, ERRNO, RawNbdClient } from "./raw-client.js";
+import { silentLogger } from "../../pkg/log/index.js";
 
 const MiB = 1024 * 1024;
 const dirs: string[] = [];

@@ -1,0 +1,158 @@
+/**
+ * What the CSI Controller needs from a node's engine. One interface, two implementations
+ * (docs/design.md section 1): LocalEngine over an in-process Pool (local mode, and the node plugin),
+ * and, for cluster mode, a gRPC client of the node's engine service. The controller never knows
+ * which one it talks to, so everything here is asynchronous and made of plain data.
+ *
+ * Errors are SnapblockErrors with the engine's codes (NOT_FOUND, ALREADY_EXISTS, NO_SPACE, BUSY,
+ * OUT_OF_RANGE, CLOSED while the pool is not open, ...).
+ */
+export type EngineDeviceKind = "volume" | "snapshot";
+
+/** Small string metadata kept with a volume or snapshot (CSI name, parameters, capabilities). */
+export type EngineMeta = Readonly<Record<string, string>>;
+
+export interface EngineCopyProgress {
+  state: "running" | "done" | "cancelled" | "failed";
+  copiedChunks: number;
+  totalChunks: number;
+  error?: string;
+}
+
+export interface EngineVolume {
+  /** The engine name (unique among volumes of the pool). */
+  name: string;
+  /** Pool-unique, increasing with creation order: the sort key of listings and page tokens. */
+  id: number;
+  sizeBytes: number;
+  createdAt: Date;
+  /** The snapshot or volume this volume was restored or cloned from (engine name). */
+  source?: { kind: EngineDeviceKind; name: string };
+  /** Progress of a full background copy, when one was asked for. */
+  copy?: EngineCopyProgress;
+  meta: EngineMeta;
+}
+
+export interface EngineSnapshot {
+  name: string;
+  id: number;
+  sizeBytes: number;
+  createdAt: Date;
+  /** Engine name of the volume the snapshot was taken of (at snapshot time). */
+  sourceVolume: string;
+  meta: EngineMeta;
+}
+
+export interface EngineListing<T> {
+  items: T[];
+  /** Every id below this has been handed out; a page token at or past it cannot be ours. */
+  idWatermark: number;
+}
+
+export interface EngineCapacity {
+  /** Capacity of the pool's data area. */
+  totalBytes: number;
+  /** Bytes of chunks not in use. */
+  freeBytes: number;
+  /** Sum of the sizes of all volumes (thin provisioning: may exceed what is written). */
+  provisionedBytes: number;
+  /** How much more volume size the pool accepts: totalBytes x overcommit - provisionedBytes. */
+  availableBytes: number;
+  /** Largest single volume the engine can make. */
+  maxVolumeBytes: number;
+}
+
+export interface EngineCreateVolumeOptions {
+  name: string;
+  sizeBytes: number;
+  meta: EngineMeta;
+  /** Restore from a snapshot or clone a volume; shares chunks, ready at once. */
+  source?: { kind: EngineDeviceKind; name: string };
+  /** With a source: copy every chunk in the background so nothing stays shared. */
+  fullCopy?: boolean;
+}
+
+export interface EngineCreateSnapshotOptions {
+  volume: string;
+  name: string;
+  meta: EngineMeta;
+  /**
+   * Freeze the volume's filesystem around the snapshot when it is staged with one on the node
+   * holding the pool (default true), so that the snapshot needs no journal recovery. Raw block
+   * and unstaged volumes are snapshotted as they are either way.
+   */
+  freezeFilesystem?: boolean;
+}
+
+/**
+ * The node side's hook around a snapshot (LocalEngine.useQuiescer): the engine knows pools, the
+ * node knows what is staged and mounted. quiesce runs fn with the volume's data made consistent
+ * on its blocks (a staged filesystem frozen) and undoes that afterwards, always; it fails rather
+ * than run fn when it cannot quiesce, and fails after fn when the quiesce could not last until fn
+ * ended (then fn's result may be inconsistent, and the caller discards it).
+ */
+export interface VolumeQuiescer {
+  quiesce<T>(volume: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * Where a new volume may go, for EngineApi.placeVolume. Node ids come from the request's
+ * accessibility_requirements (topology key topology.snapblock.dev/node).
+ */
+export interface EnginePlacementRequest {
+  /** Engine name of the new volume (an earlier attempt may already have made it somewhere). */
+  name: string;
+  /** Size of the new volume (0 when it is taken from the source). */
+  sizeBytes: number;
+  /** The volume must be on one of these nodes; undefined: no restriction. */
+  requisite?: string[];
+  /** Try these first, in order (WaitForFirstConsumer puts the pod's node first). */
+  preferred: string[];
+  /** Restore or clone: the node holding the source, where the new volume must go. */
+  sourceNodeId?: string;
+  /**
+   * CreateVolume's parameters, for reporting only (the provisioner's --extra-create-metadata
+   * puts the PVC's name there, so a failed placement can become an Event on the PVC).
+   */
+  parameters?: Readonly<Record<string, string>>;
+}
+
+export interface EngineApi {
+  /** The node whose pool this engine serves ("cluster" for the engine over every node). */
+  readonly nodeId: string;
+  /** True once the pool is open and calls can succeed (CSI Probe). */
+  isReady(): boolean;
+
+  createVolume(options: EngineCreateVolumeOptions): Promise<EngineVolume>;
+  /** undefined when there is no such volume. */
+  getVolume(name: string): Promise<EngineVolume | undefined>;
+  listVolumes(): Promise<EngineListing<EngineVolume>>;
+  /** Grows a volume (volumes never shrink). */
+  resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume>;
+  deleteVolume(name: string): Promise<void>;
+
+  createSnapshot(options: EngineCreateSnapshotOptions): Promise<EngineSnapshot>;
+  getSnapshot(name: string): Promise<EngineSnapshot | undefined>;
+  listSnapshots(): Promise<EngineListing<EngineSnapshot>>;
+  deleteSnapshot(name: string): Promise<void>;
+
+  capacity(): Promise<EngineCapacity>;
+
+  /*
+   * Routing, so that the controller reads the same over one pool (local mode) and over many
+   * (cluster mode): it resolves the node part of an id to an engine, lists node by node, and
+   * asks where a new volume goes. A single-node engine answers with itself.
+   */
+
+  /** The engine holding node nodeId's pool, or undefined when this engine knows no such node. */
+  engineFor(nodeId: string): EngineApi | undefined;
+  /** Every node engine behind this one, in node id order (a single-node engine: itself). */
+  nodeEngines(): EngineApi[];
+  /**
+   * The node engine a new volume goes to: the one already holding a volume of that name (a
+   * retried CreateVolume), else one allowed by the request with room for it. Errors:
+   * RESOURCE_EXHAUSTED when no allowed node can take it, CLOSED (UNAVAILABLE) when the allowed
+   * nodes cannot be reached.
+   */
+  placeVolume(request: EnginePlacementRequest): Promise<EngineApi>;
+}

@@ -1,0 +1,25 @@
+/**
+ * pkg/engine-api: what the CSI controller (and the engine service) need from a node's engine, as
+ * one interface with two implementations (local mode and cluster mode read the same):
+ * LocalEngine over an in-process pool here, and the engine service's gRPC client in
+ * pkg/engine-service. Also node ids, which name where a pool lives. This is the module's only
+ * entry point.
+ */
+export type {
+  EngineApi,
+  EngineCapacity,
+  EngineCopyProgress,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineDeviceKind,
+  EngineListing,
+  EngineMeta,
+  EnginePlacementRequest,
+  EngineSnapshot,
+  EngineVolume,
+  VolumeQuiescer,
+} from "./engine-api.js";
+export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
+export { MetadataStore } from "./metadata-store.js";
+export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
+export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES } from "../engine/index.js";

@@ -1,0 +1,131 @@
+import { promises as fs } from "node:fs";
+import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { removeAtomicWriteLeftovers, writeFileAtomically } from "../files/index.js";
+import type { EngineDeviceKind, EngineMeta } from "./engine-api.js";
+
+/**
+ * The small persistent side store of the CSI layer: per volume and snapshot, string metadata the
+ * engine does not keep (the CSI name, fsType, the requested capabilities, the CSI source id).
+ * One JSON file, rewritten atomically on every change (temporary file, fsync, rename, fsync of
+ * the directory): after a crash it holds the old or the new content, whole.
+ *
+ * Writes are serialized; a failed write leaves the in-memory state as it was before the change,
+ * so memory and file never disagree.
+ */
+const FORMAT_VERSION = 1;
+
+interface FileShape {
+  version: number;
+  volumes: Record<string, Record<string, string>>;
+  snapshots: Record<string, Record<string, string>>;
+}
+
+export class MetadataStore {
+  private state: FileShape = { version: FORMAT_VERSION, volumes: {}, snapshots: {} };
+  private tail: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly file: string) {}
+
+  static async open(file: string): Promise<MetadataStore> {
+    const store = new MetadataStore(file);
+    await removeAtomicWriteLeftovers(file);
+    let text: string | undefined;
+    try {
+      text = await fs.readFile(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+        throw asSnapblockError(err, `reading CSI metadata ${file}`);
+      }
+    }
+    if (text !== undefined) store.state = parse(text, file);
+    return store;
+  }
+
+  get(kind: EngineDeviceKind, name: string): EngineMeta {
+    return { ...(this.table(kind)[name] ?? {}) };
+  }
+
+  has(kind: EngineDeviceKind, name: string): boolean {
+    return Object.hasOwn(this.table(kind), name);
+  }
+
+  names(kind: EngineDeviceKind): string[] {
+    return Object.keys(this.table(kind));
+  }
+
+  set(kind: EngineDeviceKind, name: string, meta: EngineMeta): Promise<void> {
+    return this.change((s) => {
+      table(s, kind)[name] = { ...meta };
+    });
+  }
+
+  delete(kind: EngineDeviceKind, name: string): Promise<void> {
+    if (!this.has(kind, name)) return this.tail;
+    return this.change((s) => {
+      delete table(s, kind)[name];
+    });
+  }
+
+  /** Drops entries whose volume or snapshot no longer exists (a crash between the two writes). */
+  prune(kind: EngineDeviceKind, keep: (name: string) => boolean): Promise<void> {
+    const stale = this.names(kind).filter((n) => !keep(n));
+    if (stale.length === 0) return this.tail;
+    return this.change((s) => {
+      for (const n of stale) delete table(s, kind)[n];
+    });
+  }
+
+  private table(kind: EngineDeviceKind): Record<string, Record<string, string>> {
+    return table(this.state, kind);
+  }
+
+  private change(mutate: (state: FileShape) => void): Promise<void> {
+    const run = async (): Promise<void> => {
+      const next = structuredClone(this.state);
+      mutate(next);
+      await writeFileAtomically(this.file, `${JSON.stringify(next, null, 2)}\n`, { what: "CSI metadata" });
+      this.state = next;
+    };
+    const result = this.tail.then(run, run);
+    // The queue continues after a failure; the failed caller gets the error.
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+function table(state: FileShape, kind: EngineDeviceKind): Record<string, Record<string, string>> {
+  return kind === "volume" ? state.volumes : state.snapshots;
+}
+
+function parse(text: string, file: string): FileShape {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new SnapblockError("CORRUPT", `CSI metadata ${file} is not valid JSON`, { cause: err });
+  }
+  const shape = raw as Partial<FileShape> | null;
+  if (
+    shape === null ||
+    typeof shape !== "object" ||
+    shape.version !== FORMAT_VERSION ||
+    !isTable(shape.volumes) ||
+    !isTable(shape.snapshots)
+  ) {
+    throw new SnapblockError(
+      "CORRUPT",
+      `CSI metadata ${file} has an unknown layout (expected version ${FORMAT_VERSION})`,
+    );
+  }
+  return { version: FORMAT_VERSION, volumes: shape.volumes, snapshots: shape.snapshots };
+}
+
+function isTable(value: unknown): value is Record<string, Record<string, string>> {
+  if (value === null || typeof value !== "object") return false;
+  return Object.values(value).every(
+    (entry) =>
+      entry !== null &&
+      typeof entry === "object" &&
+      Object.values(entry as object).every((v) => typeof v === "string"),
+  );
+}

@@ -1,0 +1,204 @@
+import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
+import {
+  fromWireSnapshot,
+  fromWireVolume,
+  toWireKind,
+  type WireCapacity,
+  type WireCreateSnapshotRequest,
+  type WireCreateVolumeRequest,
+  type WireGetSnapshotResponse,
+  type WireGetVolumeResponse,
+  type WireListSnapshotsResponse,
+  type WireListVolumesResponse,
+  type WireNodeInfo,
+  type WireSnapshot,
+  type WireSnapshotChunk,
+  type WireVolume,
+} from "./engine-messages.js";
+import { loadEngineProto } from "./engine-proto.js";
+import { addressedTo } from "./call-addressee.js";
+import { fromEngineStatus } from "./engine-status.js";
+import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
+import { StatusError } from "../errors/index.js";
+import type {
+  EngineApi,
+  EngineCapacity,
+  EngineCreateSnapshotOptions,
+  EngineCreateVolumeOptions,
+  EngineListing,
+  EnginePlacementRequest,
+  EngineSnapshot,
+  EngineVolume,
+} from "../engine-api/index.js";
+
+export interface RemoteEngineOptions {
+  /** The node whose engine service this is (part of every id, and of every error message). */
+  nodeId: string;
+  /** "host:port" of the node's engine service. */
+  address: string;
+  transport: EngineTransportOptions;
+  /**
+   * Deadline of one call (default 60 s). Restores and clones return at once (a full copy runs in
+   * the background), so no engine call legitimately takes long.
+   */
+  callTimeoutMs?: number;
+}
+
+type Callback<Res> = (err: ServiceError | null, res?: Res) => void;
+type UnaryMethod = (req: unknown, md: Metadata, opts: { deadline: Date }, cb: Callback<unknown>) => unknown;
+
+/**
+ * The gRPC client implementation of EngineApi (cluster mode): the controller holds one per node
+ * and cannot tell it from a LocalEngine. Failures come back as the same SnapblockErrors the engine
+ * raised (engine-status.ts); a node that cannot be reached is CLOSED (UNAVAILABLE) with its name.
+ */
+export class RemoteEngine implements EngineApi {
+  readonly nodeId: string;
+  readonly address: string;
+  private readonly client: Client;
+  private readonly timeoutMs: number;
+  /** The outcome of the last call: Probe-style readiness without a round trip. */
+  private reachable = true;
+
+  constructor(options: RemoteEngineOptions) {
+    this.nodeId = options.nodeId;
+    this.address = options.address;
+    this.timeoutMs = options.callTimeoutMs ?? 60_000;
+    const { creds, options: channelOptions } = channelCredentials(options.transport, options.address);
+    const { Client: EngineClient } = loadEngineProto();
+    this.client = new EngineClient(options.address, creds, {
+      ...channelOptions,
+      "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      // A restarted node plugin must be found again quickly, not after minutes of backoff.
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 2000,
+    });
+  }
+
+  isReady(): boolean {
+    return this.reachable;
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    const req: WireCreateVolumeRequest = {
+      name: o.name,
+      sizeBytes: o.sizeBytes,
+      meta: { ...o.meta },
+      source: o.source ? { kind: toWireKind(o.source.kind), name: o.source.name } : null,
+      fullCopy: o.fullCopy ?? false,
+    };
+    return fromWireVolume(await this.call<WireVolume>("CreateVolume", req));
+  }
+
+  async getVolume(name: string): Promise<EngineVolume | undefined> {
+    const res = await this.call<WireGetVolumeResponse>("GetVolume", { name });
+    return res.found && res.volume ? fromWireVolume(res.volume) : undefined;
+  }
+
+  async listVolumes(): Promise<EngineListing<EngineVolume>> {
+    const res = await this.call<WireListVolumesResponse>("ListVolumes", {});
+    return { items: res.volumes.map(fromWireVolume), idWatermark: res.idWatermark };
+  }
+
+  async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
+    return fromWireVolume(await this.call<WireVolume>("ResizeVolume", { name, sizeBytes }));
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    await this.call("DeleteVolume", { name });
+  }
+
+  async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
+    const req: WireCreateSnapshotRequest = {
+      volume: o.volume,
+      name: o.name,
+      meta: { ...o.meta },
+      skipFilesystemFreeze: o.freezeFilesystem === false,
+    };
+    return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
+  }
+
+  async getSnapshot(name: string): Promise<EngineSnapshot | undefined> {
+    const res = await this.call<WireGetSnapshotResponse>("GetSnapshot", { name });
+    return res.found && res.snapshot ? fromWireSnapshot(res.snapshot) : undefined;
+  }
+
+  async listSnapshots(): Promise<EngineListing<EngineSnapshot>> {
+    const res = await this.call<WireListSnapshotsResponse>("ListSnapshots", {});
+    return { items: res.snapshots.map(fromWireSnapshot), idWatermark: res.idWatermark };
+  }
+
+  async deleteSnapshot(name: string): Promise<void> {
+    await this.call("DeleteSnapshot", { name });
+  }
+
+  capacity(): Promise<EngineCapacity> {
+    return this.call<WireCapacity>("GetCapacity", {});
+  }
+
+  engineFor(nodeId: string): EngineApi | undefined {
+    return nodeId === this.nodeId ? this : undefined;
+  }
+
+  nodeEngines(): EngineApi[] {
+    return [this];
+  }
+
+  /** Alone, a node engine places on itself; ClusterEngine chooses among many. */
+  placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
+    if (request.requisite && !request.requisite.includes(this.nodeId)) {
+      return Promise.reject(
+        new StatusError(
+          "RESOURCE_EXHAUSTED",
+          `accessibility_requirements do not include node ${this.nodeId}`,
+        ),
+      );
+    }
+    return Promise.resolve(this);
+  }
+
+  nodeInfo(): Promise<WireNodeInfo> {
+    return this.call<WireNodeInfo>("GetNodeInfo", {});
+  }
+
+  /** The allocated ranges of a snapshot on this node (for cross-node copies). */
+  async *readSnapshotChunks(name: string, maxMessageBytes = 0): AsyncGenerator<WireSnapshotChunk> {
+    const method = this.method("ReadSnapshotChunks") as (
+      req: unknown,
+      md: Metadata,
+    ) => AsyncIterable<WireSnapshotChunk>;
+    try {
+      for await (const chunk of method.call(this.client, { name, maxMessageBytes }, addressedTo(this.nodeId)))
+        yield chunk;
+    } catch (err) {
+      throw fromEngineStatus(err as ServiceError, this);
+    }
+  }
+
+  /** grpc-js makes the service's methods properties of the client object at runtime. */
+  private method(name: string): unknown {
+    return (this.client as unknown as Record<string, unknown>)[name];
+  }
+
+  private call<Res>(method: string, req: object): Promise<Res> {
+    const fn = this.method(method) as UnaryMethod;
+    const deadline = new Date(Date.now() + this.timeoutMs);
+    return new Promise<Res>((resolve, reject) => {
+      fn.call(this.client, req, addressedTo(this.nodeId), { deadline }, (err, res) => {
+        if (err) {
+          const mapped = fromEngineStatus(err, this);
+          // Only a transport failure says the node is gone; an engine error proves it answers.
+          this.reachable = mapped.code !== "CLOSED" || err.metadata.get("snapblock-error-code").length > 0;
+          reject(mapped);
+        } else {
+          this.reachable = true;
+          resolve(res as Res);
+        }
+      });
+    });
+  }
+}

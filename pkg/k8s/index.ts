@@ -1,0 +1,18 @@
+/**
+ * pkg/k8s: what snapblock does with the Kubernetes API, behind the small plain-data KubeApi
+ * interface (KubeClient implements it with @kubernetes/client-node, loaded only when used): the
+ * node's announcement on its Node object, node discovery from those announcements, Lease leader
+ * election, and Events. See docs/cluster.md. This is the module's only entry point.
+ */
+export type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+export { connectKube } from "./kube-connect.js";
+export { KubernetesNodeDiscovery, type KubernetesNodeDiscoveryOptions } from "./kube-node-discovery.js";
+export {
+  ANNOTATION,
+  NodeAnnouncer,
+  readAnnouncement,
+  type NodeAnnouncement,
+  type NodeAnnouncerOptions,
+} from "./node-announcement.js";
+export { LeaseElection, type LeaseElectionOptions } from "./lease-election.js";
+export { KubeEventRecorder, type KubeEventRecorderOptions } from "./kube-events.js";

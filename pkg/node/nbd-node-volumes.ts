@@ -1,0 +1,396 @@
+import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
+import path from "node:path";
+import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
+import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
+import {
+  blockDeviceSize,
+  bindMount,
+  ensureFilesystem,
+  findMount,
+  findMountsOfDevice,
+  growFilesystem,
+  isMountPoint,
+  mountFilesystem,
+  prepareMountTarget,
+  unmount,
+  volumeStats,
+  withFrozenFilesystem,
+} from "../mount/index.js";
+import type { NbdServer } from "../nbd/index.js";
+import {
+  PARAM_FREEZE,
+  type NodeExpandOptions,
+  type NodePublishOptions,
+  type NodeStageOptions,
+  type NodeStatsOptions,
+  type NodeUnpublishOptions,
+  type NodeUnstageOptions,
+  type NodeVolumeManager,
+  type NodeVolumeStats,
+} from "../csi/index.js";
+import type { Logger } from "../log/index.js";
+import type { VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
+
+/** What the node data path needs from the pool: read-write handles on volumes. */
+export interface VolumeOpener {
+  openVolumeDevice(engineName: string): VolumeDevice;
+}
+
+export interface NbdNodeVolumesOptions {
+  volumes: VolumeOpener;
+  /** The node's NBD server (pkg/nbd); exports listen on unix sockets in socketDir. */
+  nbd: NbdServer;
+  /** The node's block attacher (pkg/attach chooseAttacher). */
+  attacher: BlockAttacher;
+  /** Directory of the export sockets (created 0700). */
+  socketDir: string;
+  logger: Logger;
+  /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
+  freeze?: { freezeTimeoutMs?: number; holdMs?: number };
+}
+
+/** Linux sun_path holds 108 bytes with the NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * The node data path (docs/node-attach.md, "How a volume reaches a pod"): the volume is exported
+ * by pkg/nbd on a unix socket, attached as a kernel block device by pkg/attach, given a
+ * filesystem on first use and mounted at the staging path by pkg/mount, then bind-mounted into
+ * the pod. Every step is idempotent, so a retried call picks up where a failed one stopped.
+ */
+export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
+  private readonly devices = new Map<string, VolumeDevice>();
+  /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
+  private readonly serial = new KeyedMutex();
+
+  constructor(private readonly options: NbdNodeVolumesOptions) {}
+
+  /**
+   * After a restart: serve again the exports of the attachments recorded on this node, so that
+   * their devices can reconnect (or be re-attached by a new NodeStageVolume). Attachments whose
+   * NBD connection died with the old process are reported as broken by NodeGetVolumeStats.
+   */
+  async resume(): Promise<void> {
+    for (const attachment of await this.options.attacher.list()) {
+      try {
+        await this.ensureExport(attachment.exportName);
+        this.options.logger.info("re-exported a staged volume after restart", {
+          volume: attachment.exportName,
+          health: attachment.health,
+          problems: attachment.problems,
+        });
+      } catch (err) {
+        this.options.logger.warn("cannot re-export a staged volume", { volume: attachment.exportName, err });
+      }
+    }
+  }
+
+  stage(o: NodeStageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.stageNow(o));
+  }
+
+  private async stageNow(o: NodeStageOptions): Promise<void> {
+    const socketPath = await this.ensureExport(o.engineName);
+    const device = this.devices.get(o.engineName)!;
+    const attachment = await this.options.attacher.attach({
+      key: attachmentKey(o.engineName),
+      socketPath,
+      exportName: o.engineName,
+      readOnly: false,
+      sizeBytes: device.size,
+    });
+    if (o.capability.accessType === "block") return;
+    const devicePath = requireDevice(attachment, o.volumeId);
+    const made = await ensureFilesystem({ device: devicePath, fsType: o.fsType });
+    await prepareMountTarget({ path: o.stagingPath, kind: "directory" });
+    const readOnly = o.capability.mode === "SINGLE_NODE_READER_ONLY";
+    await mountFilesystem({
+      device: devicePath,
+      target: o.stagingPath,
+      fsType: o.fsType,
+      readOnly,
+      flags: o.capability.mountFlags,
+    });
+    // A volume expanded while it was not staged: grow its filesystem now (a no-op when it fits).
+    // Best effort: the volume is usable at its old filesystem size, and NodeExpandVolume reports
+    // the reason when growing is not possible here (e.g. no CAP_SYS_RESOURCE for resize2fs).
+    if (made === "existing" && !readOnly) {
+      try {
+        await growFilesystem({ device: devicePath, mountPath: o.stagingPath, fsType: o.fsType });
+      } catch (err) {
+        this.options.logger.warn("could not grow the filesystem while staging; it keeps its size", {
+          volumeId: o.volumeId,
+          err,
+        });
+      }
+    }
+  }
+
+  unstage(o: NodeUnstageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.unstageNow(o));
+  }
+
+  private async unstageNow(o: NodeUnstageOptions): Promise<void> {
+    await unmount(o.stagingPath);
+    await this.options.attacher.detach(attachmentKey(o.engineName));
+    await this.stopExport(o.engineName);
+  }
+
+  async publish(o: NodePublishOptions): Promise<void> {
+    if (o.capability.accessType === "block") {
+      const attachment = await this.options.attacher.find(attachmentKey(o.engineName));
+      if (!attachment) throw notStaged(o.volumeId);
+      const devicePath = requireDevice(attachment, o.volumeId);
+      await prepareMountTarget({ path: o.targetPath, kind: "file" });
+      await bindMount({ source: devicePath, target: o.targetPath, readOnly: o.readOnly });
+      return;
+    }
+    if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
+    await prepareMountTarget({ path: o.targetPath, kind: "directory" });
+    await bindMount({ source: o.stagingPath, target: o.targetPath, readOnly: o.readOnly });
+  }
+
+  async unpublish(o: NodeUnpublishOptions): Promise<void> {
+    await unmount(o.targetPath, { removeTarget: true });
+  }
+
+  async stats(o: NodeStatsOptions): Promise<NodeVolumeStats> {
+    let stat;
+    try {
+      stat = await fs.stat(o.volumePath);
+    } catch (err) {
+      throw new SnapblockError("NOT_FOUND", `volume_path ${o.volumePath} does not exist`, { cause: err });
+    }
+    const attachment = await requireVolumeAt(
+      await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true }),
+      o,
+    );
+    const condition =
+      attachment.health === "ok"
+        ? { abnormal: false, message: "volume is attached and answers I/O" }
+        : {
+            abnormal: true,
+            message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+          };
+    if (stat.isBlockDevice()) {
+      const total = await blockDeviceSize(o.volumePath);
+      return { usage: [{ unit: "BYTES", total, used: 0, available: 0 }], condition };
+    }
+    const fsStats = await volumeStats(o.volumePath);
+    return {
+      usage: [
+        {
+          unit: "BYTES",
+          total: fsStats.totalBytes,
+          used: fsStats.usedBytes,
+          available: fsStats.availableBytes,
+        },
+        {
+          unit: "INODES",
+          total: fsStats.totalInodes,
+          used: fsStats.usedInodes,
+          available: fsStats.freeInodes,
+        },
+      ],
+      condition,
+    };
+  }
+
+  async expand(o: NodeExpandOptions): Promise<{ capacityBytes: number }> {
+    const key = attachmentKey(o.engineName);
+    const attachment = await this.options.attacher.find(key);
+    if (!attachment) throw notStaged(o.volumeId);
+    const devicePath = requireDevice(attachment, o.volumeId);
+    let size = await this.options.attacher.refreshSize(key);
+    if (size < o.sizeBytes) {
+      if (!this.options.attacher.onlineResize) {
+        throw new StatusError(
+          "FAILED_PRECONDITION",
+          `this node attaches volumes through ${attachment.kind}, which cannot resize a device in use; unstage and stage volume ${o.volumeId} again and its filesystem grows then`,
+        );
+      }
+      size = await blockDeviceSize(devicePath);
+    }
+    const mounted = o.capability
+      ? o.capability.accessType === "mount"
+      : o.stagingPath !== undefined && (await isMountPoint(o.stagingPath));
+    if (mounted) {
+      const mountPath = o.stagingPath ?? o.volumePath;
+      const fsType = (await fsTypeAt(mountPath)) ?? "ext4";
+      await growFilesystem({ device: devicePath, mountPath, fsType });
+    }
+    return { capacityBytes: size };
+  }
+
+  /**
+   * VolumeQuiescer, called by LocalEngine around a snapshot: a volume staged here with a writable
+   * filesystem is frozen (FIFREEZE) while fn runs and thawed after, always; raw block, read-only
+   * and unstaged volumes run fn as they are. Serialized with stage and unstage of the volume: a
+   * filesystem unmounted while frozen could not be thawed through its mount any more.
+   */
+  quiesce<T>(engineName: string, fn: () => Promise<T>): Promise<T> {
+    return this.serial.run(engineName, async () => {
+      const mountPoint = await this.writableMountOf(engineName);
+      if (mountPoint === undefined) return fn();
+      let fnFailed = false;
+      const tracked = () =>
+        fn().catch((err: unknown) => {
+          fnFailed = true;
+          throw err;
+        });
+      try {
+        const frozen = await withFrozenFilesystem(
+          {
+            mountPoint,
+            ...this.options.freeze,
+            onBackgroundEvent: (message, fields) =>
+              this.options.logger.warn(message, { volume: engineName, ...fields }),
+          },
+          tracked,
+        );
+        this.options.logger.info("froze the filesystem for a snapshot", {
+          volume: engineName,
+          mountPoint,
+          freezeMs: Math.round(frozen.freezeMs),
+          frozenMs: Math.round(frozen.frozenMs),
+        });
+        return frozen.value;
+      } catch (err) {
+        if (fnFailed || !isSnapblockError(err)) throw err;
+        throw new SnapblockError(
+          err.code,
+          `the snapshot of volume ${engineName} needs its filesystem (staged at ${mountPoint}) frozen: ${err.message}; no snapshot was kept. Retry, or snapshot without freezing (VolumeSnapshotClass parameter ${PARAM_FREEZE}: "false")`,
+          { cause: err },
+        );
+      }
+    });
+  }
+
+  /** The writable mount of the volume's filesystem here, or undefined (raw block, not staged...). */
+  private async writableMountOf(engineName: string): Promise<string | undefined> {
+    const attachment = await this.options.attacher.find(attachmentKey(engineName));
+    if (attachment?.devicePath === undefined) return undefined;
+    if (attachment.health !== "ok") {
+      // Nothing reaches the pool through a broken device: the pool's blocks are as still as a
+      // freeze would make them, and a freeze could only hang on the dead device.
+      this.options.logger.warn("snapshot without freezing: the volume's block device is broken", {
+        volume: engineName,
+        problems: attachment.problems,
+      });
+      return undefined;
+    }
+    const mounts = await findMountsOfDevice(attachment.devicePath);
+    return mounts.filesystemMounts.find((m) => m.mountOptions.includes("rw"))?.mountPoint;
+  }
+
+  /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */
+  close(): Promise<void> {
+    for (const [name, device] of this.devices) {
+      device.close();
+      this.devices.delete(name);
+    }
+    return Promise.resolve();
+  }
+
+  private async ensureExport(engineName: string): Promise<string> {
+    const existing = this.options.nbd.getExport(engineName);
+    if (existing && existing.address.kind === "unix") return existing.address.socketPath;
+    await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
+    const socketPath = socketPathFor(this.options.socketDir, engineName);
+    const device = this.options.volumes.openVolumeDevice(engineName);
+    try {
+      await this.options.nbd.startExport({
+        backend: device,
+        listen: { socketPath },
+        name: engineName,
+        description: `snapblock volume ${engineName}`,
+      });
+    } catch (err) {
+      device.close();
+      throw err;
+    }
+    this.devices.set(engineName, device);
+    return socketPath;
+  }
+
+  private async stopExport(engineName: string): Promise<void> {
+    try {
+      await this.options.nbd.stopExport(engineName);
+    } catch (err) {
+      if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+    }
+    this.devices.get(engineName)?.close();
+    this.devices.delete(engineName);
+  }
+}
+
+/** pkg/attach keys: [A-Za-z0-9._-]{1,128}; engine names of CSI volumes always fit. */
+function attachmentKey(engineName: string): string {
+  return engineName.length <= 128
+    ? engineName
+    : `h--${createHash("sha256").update(engineName).digest("hex").slice(0, 40)}`;
+}
+
+function socketPathFor(dir: string, engineName: string): string {
+  const readable = path.join(dir, `${engineName}.sock`);
+  if (Buffer.byteLength(readable) <= MAX_SOCKET_PATH) return readable;
+  const short = path.join(dir, `${createHash("sha256").update(engineName).digest("hex").slice(0, 16)}.sock`);
+  if (Buffer.byteLength(short) > MAX_SOCKET_PATH) {
+    throw new SnapblockError(
+      "INVALID_ARGUMENT",
+      `NBD socket directory ${dir} is too long for unix socket paths (${MAX_SOCKET_PATH} bytes)`,
+    );
+  }
+  return short;
+}
+
+function requireDevice(attachment: Attachment, volumeId: string): string {
+  if (attachment.devicePath === undefined || attachment.health !== "ok") {
+    throw new SnapblockError(
+      "IO",
+      `the block device of volume ${volumeId} is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+    );
+  }
+  return attachment.devicePath;
+}
+
+/**
+ * CSI spec, NodeGetVolumeStats errors: "Volume does not exist | 5 NOT_FOUND | Indicates that a
+ * volume corresponding to the specified volume_id does not exist on specified volume_path". The
+ * path must be a mount of the volume's device: its filesystem (staging path, or a bind of it at a
+ * target) or a bind of the device node (raw block target). Answers the attachment.
+ */
+async function requireVolumeAt(attachment: Attachment | undefined, o: NodeStatsOptions): Promise<Attachment> {
+  const notHere = (why: string) =>
+    new SnapblockError("NOT_FOUND", `volume ${o.volumeId} is not at volume_path ${o.volumePath}: ${why}`);
+  if (attachment === undefined) throw notHere("it is not staged on this node");
+  let mounts;
+  try {
+    mounts =
+      attachment.devicePath === undefined ? undefined : await findMountsOfDevice(attachment.devicePath);
+  } catch (err) {
+    if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+  }
+  if (mounts === undefined) {
+    // A broken attachment whose device is gone: the mount left behind is all there is to check,
+    // and the volume condition then says what broke.
+    if (await isMountPoint(o.volumePath)) return attachment;
+    throw notHere("nothing is mounted there");
+  }
+  const at = [...mounts.filesystemMounts, ...mounts.nodeBindMounts].map((m) => m.mountPoint);
+  if (at.includes(o.volumePath) || at.includes(await fs.realpath(o.volumePath))) return attachment;
+  throw notHere(`its device ${attachment.devicePath} is not mounted there`);
+}
+
+function notStaged(volumeId: string): StatusError {
+  return new StatusError(
+    "FAILED_PRECONDITION",
+    `volume ${volumeId} is not staged on this node; call NodeStageVolume first`,
+  );
+}
+
+async function fsTypeAt(mountPath: string): Promise<"ext4" | "xfs" | undefined> {
+  const mount = await findMount(mountPath);
+  return mount?.fsType === "ext4" || mount?.fsType === "xfs" ? mount.fsType : undefined;
+}
