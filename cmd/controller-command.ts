@@ -19,11 +19,18 @@ import {
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
-import { logLevel, transportFlags, untilSignal } from "./node-command.js";
+import { logLevel, untilSignal } from "./node-command.js";
+import { NODE_CERT_DAYS, controllerTls } from "./engine-tls-setup.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
-import { KubeEventRecorder, KubernetesNodeDiscovery, LeaseElection, connectKube } from "../pkg/k8s/index.js";
+import {
+  CsrSigner,
+  KubeEventRecorder,
+  KubernetesNodeDiscovery,
+  LeaseElection,
+  connectKube,
+} from "../pkg/k8s/index.js";
 import { RemoteEngine } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
@@ -46,7 +53,16 @@ volume operation sent to the engine service of the node that holds (or will hold
   --tls-ca FILE           CA of the engine service (PEM)        } required unless
   --tls-cert FILE         the controller's certificate (PEM)    } --insecure-loopback
   --tls-key FILE          the controller's private key (PEM)    }
-  --tls-server-name NAME  name the node certificates carry, when not the address's host
+  --tls-ca-key FILE       instead of --tls-cert/--tls-key: the engine CA's key; the controller
+                          issues its own client certificate from it
+  --sign-node-certificates
+                          with --tls-ca-key: approve and sign the node plugins' certificate
+                          requests (Kubernetes CSRs, signer snapblock.dev/engine) for their own node
+  --node-service-account NS/NAME
+                          the node plugins' service account (default: $POD_NAMESPACE/snapblock-node)
+  --node-certificate-days N  longest node certificate issued (default ${NODE_CERT_DAYS})
+  --ca-configmap NAME     publish the engine CA certificate (key ca.crt) in this ConfigMap of the
+                          controller's namespace, for the node plugins to mount
   --insecure-loopback     plaintext to nodes on loopback addresses only (tests, one machine)
   --call-timeout SEC      deadline of one engine call (default 60)
   --plugin-name NAME      CSI driver name (default ${DEFAULT_PLUGIN_NAME})
@@ -72,7 +88,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
-      "tls-server-name": { type: "string" },
+      "tls-ca-key": { type: "string" },
+      "sign-node-certificates": { type: "boolean", default: false },
+      "node-service-account": { type: "string" },
+      "node-certificate-days": { type: "string", default: String(NODE_CERT_DAYS) },
+      "ca-configmap": { type: "string" },
       "insecure-loopback": { type: "boolean", default: false },
       "call-timeout": { type: "string", default: "60" },
       "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
@@ -88,8 +108,16 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   }
   const socketPath = socketPathOf(values.endpoint, ctx.cwd);
   const pluginName = validatePluginName(values["plugin-name"]);
-  const transport = transportFlags(values, ctx.cwd);
-  if (values["tls-server-name"]) transport.serverName = values["tls-server-name"];
+  const { transport, ca } = await controllerTls(values, ctx.cwd);
+  const nodeCertDays = Number(values["node-certificate-days"]);
+  if (!(nodeCertDays > 0))
+    throw new UsageError(`--node-certificate-days ${values["node-certificate-days"]}: days > 0`);
+  if ((values["sign-node-certificates"] || values["ca-configmap"]) && !ca) {
+    throw new UsageError(
+      "--sign-node-certificates and --ca-configmap need the CA: --tls-ca with --tls-ca-key",
+    );
+  }
+  const namespace = values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system";
   const level = logLevel(values["log-level"]);
   const refreshMs = Number(values.refresh) * 1000;
   const callTimeoutMs = Number(values["call-timeout"]) * 1000;
@@ -104,7 +132,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   }
   const logger = createLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
   const kube =
-    values["kube-discovery"] || values["leader-elect"] || values["kube-events"]
+    values["kube-discovery"] ||
+    values["leader-elect"] ||
+    values["kube-events"] ||
+    values["sign-node-certificates"] ||
+    values["ca-configmap"]
       ? await connectKube()
       : undefined;
   const events =
@@ -127,7 +159,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     const lostLease = new Promise<void>((resolve) => (lost = resolve));
     election = new LeaseElection({
       api: kube!,
-      namespace: values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system",
+      namespace,
       name: values["leader-elect-name"],
       identity,
       logger,
@@ -142,6 +174,29 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       await new Promise((r) => setTimeout(r, 2000));
     }
     await election.start();
+  }
+
+  // The node plugins mount the CA certificate from this ConfigMap; their certificates come from
+  // the signer below (only the leader runs it: the Lease is held by now).
+  if (values["ca-configmap"] && ca && kube) {
+    await kube.putConfigMap(namespace, values["ca-configmap"], { "ca.crt": ca.certPem });
+  }
+  let signing: NodeJS.Timeout | undefined;
+  if (values["sign-node-certificates"] && ca && kube) {
+    const signer = new CsrSigner({
+      api: kube,
+      ca,
+      nodeServiceAccount: serviceAccountName(values["node-service-account"] ?? `${namespace}/snapblock-node`),
+      maxDays: nodeCertDays,
+      logger,
+    });
+    const pass = (): void =>
+      void signer
+        .reconcile()
+        .catch((err: unknown) => logger.error("node certificate signer pass failed", { err }));
+    pass();
+    signing = setInterval(pass, 2000);
+    signing.unref();
   }
 
   const cluster = new ClusterEngine({
@@ -189,10 +244,18 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
+    clearInterval(signing);
     await server.shutdown(graceMs);
     await metrics?.close();
     cluster.close();
     await events?.flush();
     await election?.stop();
   });
+}
+
+/** "NS/NAME" as the user name the API server gives that service account's tokens. */
+function serviceAccountName(text: string): string {
+  const m = /^([a-z0-9][a-z0-9.-]*)\/([a-z0-9][a-z0-9.-]*)$/.exec(text);
+  if (!m) throw new UsageError(`--node-service-account ${text}: use NAMESPACE/NAME`);
+  return `system:serviceaccount:${m[1]}:${m[2]}`;
 }

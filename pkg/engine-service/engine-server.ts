@@ -1,6 +1,12 @@
-import { Server, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import {
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { StatusError, asSnapblockError } from "../errors/index.js";
-import { serverStream, unary, type UnaryOptions } from "../rpc/index.js";
+import { serverStream, unary, type CallScope, type UnaryOptions } from "../rpc/index.js";
 import {
   fromWireKind,
   toWireSnapshot,
@@ -23,7 +29,10 @@ import {
 import { checkAddressee } from "./call-addressee.js";
 import { loadEngineProto } from "./engine-proto.js";
 import { toEngineStatus } from "./engine-status.js";
-import { serverCredentials, type EngineTransportOptions } from "./engine-tls.js";
+import { authorize, type Access, type PullGrants } from "./engine-access.js";
+import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
+import { parseHostPort, readTls, serverTls, type EngineTransportOptions } from "./engine-tls.js";
+import { listenTls, type TlsListener } from "./tls-listener.js";
 import { readAllocatedChunks, type SnapshotOpener } from "./snapshot-chunks.js";
 import type { LogFields, Logger } from "../log/index.js";
 import type { EngineApi } from "../engine-api/index.js";
@@ -39,43 +48,67 @@ export interface EngineServerOptions {
   /** Reported by GetNodeInfo. */
   version: string;
   logger: Logger;
+  /** Which nodes may read which snapshots (ReadSnapshotChunks); without it, none may. */
+  pullGrants?: PullGrants;
 }
 
 /**
  * The engine service of a node plugin: every EngineApi operation of the engine it wraps, over
- * gRPC, behind mutual TLS. Each call is one JSON log line (method, name, duration, code) and
- * every failure goes through toEngineStatus, the service's one error mapping.
+ * gRPC, behind mutual TLS 1.3 (tls-listener.ts). Every call is authorized by the caller's
+ * identity first (engine-access.ts), and is one JSON log line (method, caller, name, duration,
+ * code); every failure goes through toEngineStatus, the service's one error mapping.
  */
 export class EngineServer {
   private stopping: Promise<void> | undefined;
 
   private constructor(
     private readonly server: Server,
+    private readonly tls: TlsListener | undefined,
     readonly port: number,
     private readonly logger: Logger,
   ) {}
 
   static async start(options: EngineServerOptions): Promise<EngineServer> {
-    const creds = serverCredentials(options.transport, options.address);
+    const pem = serverTls(options.transport, options.address);
     const server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
-    server.addService(loadEngineProto().service, handlers(options));
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(options.address, creds, (err, bound) => {
-        if (err) reject(asSnapblockError(err, `binding the engine service to ${options.address}`));
-        else resolve(bound);
+    server.addService(loadEngineProto().service, handlers(options, pem !== undefined));
+    let tlsListener: TlsListener | undefined;
+    let port: number;
+    if (pem) {
+      // TLS ends in our own listener; the gRPC server sees only verified connections.
+      const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+      tlsListener = await listenTls({
+        at: parseHostPort(options.address),
+        pem,
+        onConnection: (socket) => injector.injectConnection(socket),
+        logger: options.logger,
       });
-    });
+      port = tlsListener.port;
+    } else {
+      port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(options.address, ServerCredentials.createInsecure(), (err, bound) => {
+          if (err) reject(asSnapblockError(err, `binding the engine service to ${options.address}`));
+          else resolve(bound);
+        });
+      });
+    }
     options.logger.info("engine service listening", {
       address: options.address,
       port,
-      tls: options.transport.tls !== undefined,
+      tls: pem !== undefined,
     });
-    return new EngineServer(server, port, options.logger);
+    return new EngineServer(server, tlsListener, port, options.logger);
+  }
+
+  /** Reads the TLS source again and serves new connections with it (after a renewal). */
+  reloadTls(transport: EngineTransportOptions): void {
+    if (this.tls && transport.tls) this.tls.reload(readTls(transport.tls));
   }
 
   /** Stops accepting calls; calls in flight get graceMs to finish, then are cancelled. */
   shutdown(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      const listenerClosed = this.tls?.close();
       let timer: NodeJS.Timeout | undefined;
       const graceful = new Promise<boolean>((resolve) => this.server.tryShutdown(() => resolve(true)));
       const timedOut = new Promise<boolean>((resolve) => {
@@ -84,14 +117,57 @@ export class EngineServer {
       const clean = await Promise.race([graceful, timedOut]);
       clearTimeout(timer);
       if (!clean) this.server.forceShutdown();
+      await listenerClosed;
       this.logger.info("engine service stopped", { port: this.port });
     })();
     return this.stopping;
   }
 }
 
-function handlers(o: EngineServerOptions): UntypedServiceImplementation {
+/** Who may call each method (engine-access.ts). */
+const ACCESS: Record<string, Access> = {
+  CreateVolume: "controller",
+  GetVolume: "controller",
+  ListVolumes: "controller",
+  ResizeVolume: "controller",
+  DeleteVolume: "controller",
+  CreateSnapshot: "controller",
+  GetSnapshot: "controller",
+  ListSnapshots: "controller",
+  DeleteSnapshot: "controller",
+  GetCapacity: "controller",
+  GetNodeInfo: "any",
+  ReadSnapshotChunks: "pull",
+};
+
+/** The caller named by the connection's client certificate (undefined over plaintext). */
+function callerOf(
+  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+): EngineIdentity | undefined {
+  return identityOfCertificate(call.getAuthContext().sslPeerCertificate);
+}
+
+function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplementation {
   const { engine } = o;
+  // Every call: who is calling (logged), may they (PERMISSION_DENIED otherwise), is it meant for
+  // this node (FAILED_PRECONDITION otherwise); then the handler.
+  const admit = async (
+    method: string,
+    req: unknown,
+    scope: CallScope,
+    c: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  ): Promise<void> => {
+    const identity = tls ? callerOf(c) : undefined;
+    scope.note({ caller: tls ? describeIdentity(identity) : "plaintext", ...nameOf(req) });
+    const name = (req as { name?: unknown } | null)?.name;
+    await authorize(
+      ACCESS[method] ?? "controller",
+      { tls, identity },
+      { method, ...(typeof name === "string" ? { snapshot: name } : {}) },
+      o.pullGrants,
+    );
+    checkAddressee(c.metadata, engine.nodeId);
+  };
   const options = (quiet: boolean): UnaryOptions => ({
     logger: o.logger,
     service: "engine",
@@ -101,9 +177,8 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
   // Every call: the addressee check first (a call meant for another node is refused), then the
   // handler; the name it acts on goes into the log line.
   const call = <Req, Res>(method: string, quiet: boolean, fn: (req: Req) => Promise<Res>) =>
-    unary<Req, Res>(method, options(quiet), (req, scope, c) => {
-      checkAddressee(c.metadata, engine.nodeId);
-      scope.note(nameOf(req));
+    unary<Req, Res>(method, options(quiet), async (req, scope, c) => {
+      await admit(method, req, scope, c);
       return fn(req);
     });
   return {
@@ -165,12 +240,11 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
     ReadSnapshotChunks: serverStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>(
       "ReadSnapshotChunks",
       options(false),
-      (r, scope, c) => {
-        checkAddressee(c.metadata, engine.nodeId);
-        scope.note(nameOf(r));
+      async function* (r, scope, c) {
+        await admit("ReadSnapshotChunks", r, scope, c);
         if (!o.snapshots)
           throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
-        return readAllocatedChunks(o.snapshots, r.name, r.maxMessageBytes);
+        yield* readAllocatedChunks(o.snapshots, r.name, r.maxMessageBytes);
       },
     ),
   };

@@ -7,12 +7,33 @@
 export { EngineServer, type EngineServerOptions } from "./engine-server.js";
 export { RemoteEngine, type RemoteEngineOptions } from "./remote-engine.js";
 export {
+  checkOwnCertificate,
   isLoopbackHost,
   parseHostPort,
+  readTls,
   type EngineTransportOptions,
   type HostPort,
   type TlsFiles,
+  type TlsMaterial,
+  type TlsPem,
+  type TlsSource,
 } from "./engine-tls.js";
+export {
+  describeIdentity,
+  identityOfCertificate,
+  identityUri,
+  type EngineIdentity,
+} from "./engine-identity.js";
+export type { PullGrants } from "./engine-access.js";
+export {
+  certificateFacts,
+  createCa,
+  createKeyAndRequest,
+  issueOwnCertificate,
+  readRequest,
+  signRequest,
+  type PemPair,
+} from "./certificates.js";
 export { loadEngineProto, type EngineProto } from "./engine-proto.js";
 export type {
   WireNodeInfo as EngineNodeInfo,

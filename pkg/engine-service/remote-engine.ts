@@ -64,10 +64,11 @@ export class RemoteEngine implements EngineApi {
     this.nodeId = options.nodeId;
     this.address = options.address;
     this.timeoutMs = options.callTimeoutMs ?? 60_000;
-    const { creds, options: channelOptions } = channelCredentials(options.transport, options.address);
+    // The server's certificate must name this node: an announcement pointing node A's id at
+    // node B's address is refused in the handshake.
+    const creds = channelCredentials(options.transport, options.address, options.nodeId);
     const { Client: EngineClient } = loadEngineProto();
     this.client = new EngineClient(options.address, creds, {
-      ...channelOptions,
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,

@@ -16,3 +16,6 @@ export {
 } from "./node-announcement.js";
 export { LeaseElection, type LeaseElectionOptions } from "./lease-election.js";
 export { KubeEventRecorder, type KubeEventRecorderOptions } from "./kube-events.js";
+export type { KubeCsr } from "./kube-api.js";
+export { CsrSigner, ENGINE_SIGNER, NODE_NAME_EXTRA, type CsrSignerOptions } from "./csr-signer.js";
+export { NodeCertificate, type NodeCertificateOptions } from "./node-certificate.js";

@@ -43,7 +43,8 @@ describe("cluster mode: one controller, three node plugins", () => {
         ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M", "--attach", "none"],
         ...["--engine-listen", `127.0.0.1:${ports.get(node)}`, "--log-level", "debug"],
         ...["--metrics-address", `127.0.0.1:${metricsPorts.get(node)}`],
-        ...["--tls-ca", pki.node.caFile, "--tls-cert", pki.node.certFile, "--tls-key", pki.node.keyFile],
+        ...["--tls-ca", pki.node(node).caFile, "--tls-cert", pki.node(node).certFile],
+        ...["--tls-key", pki.node(node).keyFile],
       ],
       path.join(dir, node, "csi.sock"),
     );
@@ -196,7 +197,7 @@ describe("cluster mode: one controller, three node plugins", () => {
     const { Client: EngineClient } = loadEngineProto();
     const bare = new EngineClient(
       `127.0.0.1:${ports.get("node-a")}`,
-      credentials.createSsl(readFileSync(pki.node.caFile)),
+      credentials.createSsl(readFileSync(pki.controller.caFile)),
     );
     const err = await new Promise<ServiceError | null>((resolve) => {
       const fn = (bare as unknown as Record<string, UnaryFn>)["ListVolumes"]!;
