@@ -15,6 +15,7 @@ export type {
   DeviceKind,
   EngineObserver,
   Extent,
+  PendingInfo,
   PoolStats,
   SnapshotInfo,
   SpaceUsage,
@@ -22,6 +23,7 @@ export type {
   WriteOptions,
 } from "./types.js";
 export type { Storage, StorageFile } from "./storage.js";
+export type { ChunkFetcher, FetchedChunk, PullOptions, PullProgress, PullState } from "./pending-fill.js";
 export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";
 export { Prng } from "./prng.js";
