@@ -5,9 +5,10 @@ import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSna
 import type { CreateSnapshotResponse } from "./generated/csi/v1/CreateSnapshotResponse.js";
 import type { DeleteSnapshotRequest__Output } from "./generated/csi/v1/DeleteSnapshotRequest.js";
 import type { DeleteSnapshotResponse } from "./generated/csi/v1/DeleteSnapshotResponse.js";
+import type { GetSnapshotRequest__Output } from "./generated/csi/v1/GetSnapshotRequest.js";
+import type { GetSnapshotResponse } from "./generated/csi/v1/GetSnapshotResponse.js";
 import type { ListSnapshotsRequest__Output } from "./generated/csi/v1/ListSnapshotsRequest.js";
 import type { ListSnapshotsResponse } from "./generated/csi/v1/ListSnapshotsResponse.js";
-import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
 import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
@@ -16,18 +17,6 @@ import { REPLICA_META } from "../engine-api/index.js";
 import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineSnapshot } from "../engine-api/index.js";
-
-/**
- * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have
- * it yet; the handler is registered as soon as the loaded proto defines the method.
- */
-export interface GetSnapshotRequest {
-  snapshotId: string;
-  secrets?: Record<string, string>;
-}
-export interface GetSnapshotResponse {
-  snapshot: Snapshot;
-}
 
 /** The snapshot RPCs of the Controller service: validate -> lock -> delegate -> map. */
 export class ControllerSnapshots {
@@ -85,6 +74,7 @@ export class ControllerSnapshots {
                 }
               : {}),
           },
+          freezeFilesystem: params.freezeFilesystem,
         });
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND"))
@@ -153,8 +143,13 @@ export class ControllerSnapshots {
     return { entries: page.map((s) => ({ snapshot: snapshotMessage(s.nodeId, s.item) })), nextToken };
   }
 
-  async getSnapshot(req: GetSnapshotRequest, scope: CallScope): Promise<GetSnapshotResponse> {
-    if (!req.snapshotId) throw invalidArgument("snapshot_id is required");
+  /**
+   * GetSnapshot (CSI v1.11+, alpha): the current information of one snapshot. CSI spec,
+   * GetSnapshot errors: "Snapshot does not exist | 5 NOT_FOUND"; a missing snapshot_id is the
+   * CO's error (INVALID_ARGUMENT), checked first.
+   */
+  async getSnapshot(req: GetSnapshotRequest__Output, scope: CallScope): Promise<GetSnapshotResponse> {
+    if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
     scope.note({ snapshotId: req.snapshotId });
     const found = locate(this.deps.engine, req.snapshotId);
     if (found === undefined) throw notFound("snapshot", req.snapshotId);

@@ -12,6 +12,8 @@ import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
  */
 export const PARAM_FS_TYPE = "fsType";
 export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
+/** VolumeSnapshotClass: "false" snapshots a staged filesystem without freezing it. */
+export const PARAM_FREEZE = "snapblock.dev/freeze";
 const CO_PREFIX = "csi.storage.k8s.io/";
 
 export interface VolumeParameters {
@@ -35,15 +37,7 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  const full = params[PARAM_FULL_COPY];
-  if (full !== undefined) {
-    if (full !== "true" && full !== "false") {
-      throw invalidArgument(
-        `${field}["${PARAM_FULL_COPY}"] must be "true" or "false", not ${JSON.stringify(full)}`,
-      );
-    }
-    out.fullCopy = full === "true";
-  }
+  out.fullCopy = parseBoolean(params, PARAM_FULL_COPY, field) ?? false;
   return out;
 }
 
@@ -52,6 +46,8 @@ export const PARAM_REPLICAS = "snapblock.dev/replicas";
 export const MAX_REPLICAS = 4;
 
 export interface SnapshotParameters {
+  /** Freeze a staged filesystem around the snapshot (default true). */
+  freezeFilesystem: boolean;
   /** Copies on other nodes (cluster mode; local mode has one node and keeps 0). */
   replicas: number;
   /** The CO's own keys (VolumeSnapshot name and namespace), kept for Events about the snapshot. */
@@ -63,8 +59,12 @@ export function parseSnapshotParameters(
   params: Record<string, string>,
   field = "parameters",
 ): SnapshotParameters {
-  rejectUnknown(params, [PARAM_REPLICAS], field);
-  const out: SnapshotParameters = { replicas: 0, co: {} };
+  rejectUnknown(params, [PARAM_FREEZE, PARAM_REPLICAS], field);
+  const out: SnapshotParameters = {
+    freezeFilesystem: parseBoolean(params, PARAM_FREEZE, field) ?? true,
+    replicas: 0,
+    co: {},
+  };
   const raw = params[PARAM_REPLICAS];
   if (raw !== undefined) {
     const n = Number(raw);
@@ -77,6 +77,15 @@ export function parseSnapshotParameters(
   }
   for (const [k, v] of Object.entries(params)) if (k.startsWith(`${CO_PREFIX}volumesnapshot/`)) out.co[k] = v;
   return out;
+}
+
+function parseBoolean(params: Record<string, string>, key: string, field: string): boolean | undefined {
+  const value = params[key];
+  if (value === undefined) return undefined;
+  if (value !== "true" && value !== "false") {
+    throw invalidArgument(`${field}["${key}"] must be "true" or "false", not ${JSON.stringify(value)}`);
+  }
+  return value === "true";
 }
 
 function rejectUnknown(params: Record<string, string>, known: readonly string[], field: string): void {

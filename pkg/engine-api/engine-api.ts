@@ -111,6 +111,23 @@ export interface EngineCreateSnapshotOptions {
   volume: string;
   name: string;
   meta: EngineMeta;
+  /**
+   * Freeze the volume's filesystem around the snapshot when it is staged with one on the node
+   * holding the pool (default true), so that the snapshot needs no journal recovery. Raw block
+   * and unstaged volumes are snapshotted as they are either way.
+   */
+  freezeFilesystem?: boolean;
+}
+
+/**
+ * The node side's hook around a snapshot (LocalEngine.useQuiescer): the engine knows pools, the
+ * node knows what is staged and mounted. quiesce runs fn with the volume's data made consistent
+ * on its blocks (a staged filesystem frozen) and undoes that afterwards, always; it fails rather
+ * than run fn when it cannot quiesce, and fails after fn when the quiesce could not last until fn
+ * ended (then fn's result may be inconsistent, and the caller discards it).
+ */
+export interface VolumeQuiescer {
+  quiesce<T>(volume: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /**

@@ -21,6 +21,7 @@ export type {
   EnginePlacementRequest,
   EngineSnapshot,
   EngineVolume,
+  VolumeQuiescer,
 } from "./engine-api.js";
 export {
   LocalEngine,

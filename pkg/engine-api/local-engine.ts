@@ -24,6 +24,7 @@ import type {
   EngineReplication,
   EngineSnapshot,
   EngineVolume,
+  VolumeQuiescer,
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
@@ -89,6 +90,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private meta: MetadataStore | undefined;
   private closing = false;
   private readonly overcommit: number;
+  private quiescer: VolumeQuiescer | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
     this.nodeId = options.nodeId;
@@ -99,6 +101,14 @@ export class LocalEngine implements EngineApi, EngineReplication {
         `overcommit ratio ${this.overcommit} must be a number >= 1`,
       );
     }
+  }
+
+  /**
+   * The node side's quiescer (the node data path): snapshots of volumes it has staged with a
+   * filesystem are taken with that filesystem frozen. Without one, snapshots are crash-consistent.
+   */
+  useQuiescer(quiescer: VolumeQuiescer): void {
+    this.quiescer = quiescer;
   }
 
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
@@ -226,9 +236,14 @@ export class LocalEngine implements EngineApi, EngineReplication {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
     await meta.set("snapshot", o.name, o.meta);
+    const take = () => pool.createSnapshot(o.volume, o.name);
     try {
-      await pool.createSnapshot(o.volume, o.name);
+      if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
+      else await take();
     } catch (err) {
+      // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
+      // until it was taken (thawed early), which a retry would otherwise find and return.
+      if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
       await meta.delete("snapshot", o.name);
       throw err;
     }
@@ -336,6 +351,12 @@ export class LocalEngine implements EngineApi, EngineReplication {
       throw err;
     }
     this.startPull(o.origin, o.holders);
+    this.options.logger?.info("replica started", {
+      origin: o.origin,
+      chunks: content.runs.reduce((n, [, count]) => n + count, 0),
+      incremental: Boolean(usable && content.incremental),
+      ...(usable && content.incremental ? { base: o.baseOrigin } : {}),
+    });
     return this.snapshot(pool.getSnapshot(name));
   }
 

@@ -64,4 +64,13 @@ describe("engine proto", () => {
     const snapBytes = service.CreateSnapshot!.responseSerialize(toWireSnapshot(snap));
     expect(fromWireSnapshot(service.CreateSnapshot!.responseDeserialize(snapBytes) as never)).toEqual(snap);
   });
+
+  it("carries the freeze flag of CreateSnapshot; a request without it asks for the freeze", () => {
+    const { service } = loadEngineProto();
+    const def = service.CreateSnapshot!;
+    const skip = { volume: "v", name: "s", meta: {}, skipFilesystemFreeze: true };
+    expect(def.requestDeserialize(def.requestSerialize(skip))).toMatchObject(skip);
+    const older: unknown = def.requestDeserialize(def.requestSerialize({ volume: "v", name: "s", meta: {} }));
+    expect(older).toMatchObject({ skipFilesystemFreeze: false });
+  });
 });

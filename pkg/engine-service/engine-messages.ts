@@ -98,6 +98,7 @@ export interface WireCreateSnapshotRequest {
   volume: string;
   name: string;
   meta: Record<string, string>;
+  skipFilesystemFreeze: boolean;
 }
 
 export interface WireGetSnapshotResponse {

@@ -255,7 +255,14 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       "CreateSnapshot",
       false,
       async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> =>
-        toWireSnapshot(await engine.createSnapshot({ volume: r.volume, name: r.name, meta: r.meta })),
+        toWireSnapshot(
+          await engine.createSnapshot({
+            volume: r.volume,
+            name: r.name,
+            meta: r.meta,
+            freezeFilesystem: !r.skipFilesystemFreeze,
+          }),
+        ),
     ),
     GetSnapshot: call("GetSnapshot", true, async (r: WireNameRequest): Promise<WireGetSnapshotResponse> => {
       const s = await engine.getSnapshot(r.name);

@@ -131,7 +131,12 @@ export class RemoteEngine implements EngineApi, EngineReplication {
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
-    const req: WireCreateSnapshotRequest = { volume: o.volume, name: o.name, meta: { ...o.meta } };
+    const req: WireCreateSnapshotRequest = {
+      volume: o.volume,
+      name: o.name,
+      meta: { ...o.meta },
+      skipFilesystemFreeze: o.freezeFilesystem === false,
+    };
     return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
   }
 

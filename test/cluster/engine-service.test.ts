@@ -4,11 +4,11 @@ import tls from "node:tls";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isSnapblockError } from "../../pkg/errors/index.js";
+import { SnapblockError, isSnapblockError } from "../../pkg/errors/index.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 import { createLogger, silentLogger } from "../../pkg/log/index.js";
 import { toGrpcStatus } from "../../pkg/rpc/index.js";
-import { LocalEngine } from "../../pkg/engine-api/index.js";
+import { LocalEngine, type VolumeQuiescer } from "../../pkg/engine-api/index.js";
 import {
   EngineServer,
   RemoteEngine,
@@ -182,6 +182,42 @@ describe("engine service over mutual TLS", () => {
     expect((err as Error).message).toContain("node node-a");
     expect(toGrpcStatus(err).codeName).toBe("UNAVAILABLE");
     expect(r.isReady()).toBe(false);
+  });
+
+  it("carries the freeze flag to the node's quiescer; a quiesce that fails leaves no snapshot", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "vol-freeze", sizeBytes: 4 * MiB, meta: {} });
+    const quiesced: string[] = [];
+    let failAfter = false;
+    // The node side's hook as LocalEngine sees it (NbdNodeVolumes freezes a staged filesystem;
+    // the real freeze is tested with mounts in test/csi/consistent-snapshots.test.ts).
+    const quiescer: VolumeQuiescer = {
+      async quiesce<T>(volume: string, fn: () => Promise<T>): Promise<T> {
+        quiesced.push(volume);
+        const value = await fn();
+        if (failAfter) throw new SnapblockError("CANCELLED", "thawed before the snapshot finished");
+        return value;
+      },
+    };
+    engine.useQuiescer(quiescer);
+    try {
+      await r.createSnapshot({ volume: "vol-freeze", name: "snap-frozen", meta: {} });
+      expect(quiesced).toEqual(["vol-freeze"]);
+      await r.createSnapshot({ volume: "vol-freeze", name: "snap-as-is", meta: {}, freezeFilesystem: false });
+      expect(quiesced).toEqual(["vol-freeze"]);
+      failAfter = true;
+      const err = await r.createSnapshot({ volume: "vol-freeze", name: "snap-thawed-early", meta: {} }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isSnapblockError(err, "CANCELLED")).toBe(true);
+      expect(quiesced).toEqual(["vol-freeze", "vol-freeze"]);
+      // The snapshot taken after the early thaw was discarded, metadata and all.
+      expect(await r.getSnapshot("snap-thawed-early")).toBeUndefined();
+      expect(await r.getSnapshot("snap-frozen")).toBeDefined();
+    } finally {
+      engine.useQuiescer({ quiesce: (_volume, fn) => fn() });
+    }
   });
 
   it("refuses a plaintext client", async () => {
