@@ -379,9 +379,8 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     expect(holder2, logsOf()).toBe(holder);
     const rep = await replicaOn(holder!, s2.snapshotId);
     expect(rep?.pull).toBeUndefined();
-    const bytes = await until(
-      "the second replica's pull to be logged",
-      async () => fetchedBytes(holder!, s2.snapshotId) || undefined,
+    const bytes = await until("the second replica's pull to be logged", () =>
+      Promise.resolve(fetchedBytes(holder!, s2.snapshotId) || undefined),
     );
     expect(bytes).toBeGreaterThan(0);
     expect(bytes, logsOf()).toBeLessThanOrEqual(1.1 * 10 * CS);
