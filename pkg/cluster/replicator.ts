@@ -1,6 +1,7 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   REPLICA_META,
+  cloneSourceName,
   replicaName,
   type EngineApi,
   type EngineHolder,
@@ -30,6 +31,7 @@ export interface ReplicatorOptions {
   events?: EventRecorder;
   /** Shortfalls and repairs, for metrics. */
   observer?: ReplicationObserver;
+  now?: () => number;
 }
 
 export interface ReplicationObserver {
@@ -82,6 +84,10 @@ export class Replicator {
     private readonly o: ReplicatorOptions,
   ) {}
 
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
   isTombstoned(origin: string): boolean {
     return this.tombstoned.has(origin);
   }
@@ -98,6 +104,20 @@ export class Replicator {
       key,
       ids.map((id) => ({ nodeId: id, weight: 1 })),
     ).map((n) => n.nodeId);
+  }
+
+  /**
+   * The hidden snapshot a clone of volume `volume` on node `nodeId` onto another node copies
+   * from (made now, or found from an earlier attempt of the same CreateVolume).
+   */
+  async cloneSource(nodeId: string, volume: string, target: string): Promise<string> {
+    const m = this.view.members().get(nodeId);
+    if (!m) throw new SnapblockError("CLOSED", `node ${nodeId} holding volume ${volume} is not reachable`);
+    const name = cloneSourceName(target);
+    const existing = await m.engine.getSnapshot(name);
+    if (existing) return name;
+    await m.engine.createSnapshot({ volume, name, meta: { [REPLICA_META.cloneFor]: target } });
+    return name;
   }
 
   /** A snapshot (or replica) on one node, or undefined if the node does not answer or lacks it. */
@@ -272,6 +292,25 @@ export class Replicator {
     }
     this.o.observer?.replicaCounts?.(counts);
 
+    // Hidden snapshots of cross-node clones: gone once nothing copies from them any more (and
+    // not in the first minute, while their CreateVolume may still be on its way to the target).
+    for (const l of listings) {
+      for (const s of l.snapshots) {
+        if (s.meta[REPLICA_META.cloneFor] === undefined) continue;
+        const origin = `${l.nodeId}/${s.name}`;
+        if (
+          (pullers.get(origin) ?? []).length > 0 ||
+          this.now() - s.createdAt.getTime() < CLONE_SOURCE_GRACE_MS
+        )
+          continue;
+        const done = await this.ask(l.nodeId, async () => {
+          await members.get(l.nodeId)!.engine.deleteSnapshot(s.name);
+          return true;
+        });
+        if (done) report.deleted.push(origin);
+      }
+    }
+
     // Pulls stalled on a holder that is gone: point them at the holders there are now.
     for (const [origin, list] of pullers) {
       for (const p of list.filter((x) => x.state === "stalled")) {
@@ -429,6 +468,9 @@ export class Replicator {
 function keyOf(state: OriginState): string {
   return state.meta[REPLICA_META.volume] ?? state.origin;
 }
+
+/** How long a cross-node clone's hidden snapshot is kept before anyone copies from it. */
+const CLONE_SOURCE_GRACE_MS = 60_000;
 
 function wantedOf(meta: Record<string, string>): number {
   const n = Number(meta[REPLICA_META.replicas] ?? "0");

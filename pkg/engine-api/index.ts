@@ -31,5 +31,5 @@ export {
 } from "./local-engine.js";
 export { MetadataStore } from "./metadata-store.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
-export { REPLICA_META, replicaName } from "./replica-name.js";
+export { REPLICA_META, cloneSourceName, replicaName } from "./replica-name.js";
 export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES } from "../engine/index.js";

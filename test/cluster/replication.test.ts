@@ -263,6 +263,25 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     );
     expect(sha(readDevice(target, 0, 16 * MiB))).toBe(sha(mine));
     await unstage(volume.volumeId);
+
+    // A clone of the volume onto another node: through a hidden snapshot of it, copied over.
+    const { volume: clone } = await createVolume("cloned-1", {
+      volumeContentSource: { volume: { volumeId: src.id } },
+      accessibilityRequirements: { requisite: [at("node-c")] },
+    });
+    expect(clone.volumeId).toBe("node-c/cloned-1");
+    await until(
+      "the clone's pull to end",
+      async () => (await volumeOn("node-c", "cloned-1"))?.pull === undefined,
+    );
+    const cloneTarget = await stage("node-c", clone.volumeId);
+    expect(sha(readDevice(cloneTarget, 0, 16 * MiB))).toBe(sha(src.content));
+    await unstage(clone.volumeId);
+    // The hidden snapshot is no CSI snapshot.
+    const listed = await callCsi<{ entries: { snapshot: CsiSnapshotOutput }[] }>(ctl(), "ListSnapshots", {
+      sourceVolumeId: src.id,
+    });
+    expect(listed.entries.map((e) => e.snapshot.snapshotId)).toEqual([snap.snapshotId]);
   });
 
   it("a pull survives its source's restart, and finishes from a replica when the source is gone for good", async () => {
