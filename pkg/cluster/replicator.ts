@@ -38,6 +38,25 @@ export interface ReplicationObserver {
   /** After each reconcile: per snapshot, replicas wanted and complete. */
   replicaCounts?(counts: { origin: string; wanted: number; complete: number }[]): void;
   shortfall?(event: { origin: string; wanted: number; placed: number }): void;
+  /** What a reconcile pass did. */
+  repaired?(report: { added: string[]; dropped: string[]; deleted: string[]; redirected: string[] }): void;
+  /** A snapshot reached its replica count: how long after it was taken. */
+  replicated?(event: { origin: string; seconds: number }): void;
+}
+
+/** Replicator.status(): for operators (snapblock replicas). */
+export interface ReplicationStatus {
+  snapshots: {
+    origin: string;
+    wanted: number;
+    /** Its own node answered and still has it. */
+    atOrigin: boolean;
+    replicas: { nodeId: string; complete: boolean; pendingChunks: number; totalChunks: number }[];
+  }[];
+  /** Volumes filling from another node's snapshot. */
+  pulls: ({ nodeId: string; volume: string } & import("../engine-api/index.js").EnginePullProgress)[];
+  /** Nodes that did not answer (what they hold is not shown). */
+  unreachable: string[];
 }
 
 /** Split "<node>/<engine name>". */
@@ -78,6 +97,8 @@ interface OriginState {
  */
 export class Replicator {
   private readonly tombstoned = new Set<string>();
+  /** Snapshots whose replication time was reported (each once per controller run). */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly view: ClusterView,
@@ -233,6 +254,36 @@ export class Replicator {
     await this.deleteReplicas(origin, listings);
   }
 
+  /** What is where: every snapshot that wants replicas, its copies, and the copies in flight. */
+  async status(): Promise<ReplicationStatus> {
+    const listings = await this.listings();
+    const reachable = new Set(listings.map((l) => l.nodeId));
+    const snapshots = [...originsOf(listings).values()]
+      .filter((st) => !this.tombstoned.has(st.origin))
+      .map((st) => ({
+        origin: st.origin,
+        wanted: st.wanted,
+        atOrigin: st.atOrigin !== undefined,
+        replicas: [...st.replicas.entries()]
+          .map(([nodeId, s]) => ({
+            nodeId,
+            complete: !s.pull,
+            pendingChunks: s.pull?.pendingChunks ?? 0,
+            totalChunks: s.pull?.totalChunks ?? 0,
+          }))
+          .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)),
+      }))
+      .sort((a, b) => (a.origin < b.origin ? -1 : 1));
+    const pulls = listings.flatMap((l) =>
+      l.volumes.filter((v) => v.pull).map((v) => ({ nodeId: l.nodeId, volume: v.name, ...v.pull! })),
+    );
+    return {
+      snapshots,
+      pulls,
+      unreachable: [...this.view.members().keys()].filter((id) => !reachable.has(id)).sort(),
+    };
+  }
+
   /** One repair pass; returns what it did, for logs and tests. */
   async reconcile(): Promise<{
     deleted: string[];
@@ -286,11 +337,19 @@ export class Replicator {
         wanted: state.wanted,
         complete: complete - (state.atOrigin ? 1 : 0),
       });
+      if (complete >= state.wanted + 1 && state.atOrigin && !this.reported.has(state.origin)) {
+        this.reported.add(state.origin);
+        this.o.observer?.replicated?.({
+          origin: state.origin,
+          seconds: Math.max(0, (this.now() - state.atOrigin.createdAt.getTime()) / 1000),
+        });
+      }
       const copies = state.replicas.size + (state.atOrigin ? 1 : 0);
       if (copies < state.wanted + 1) report.added.push(...(await this.fillUp(state, listings)));
       else if (complete > state.wanted + 1) report.dropped.push(...(await this.dropExtras(state)));
     }
     this.o.observer?.replicaCounts?.(counts);
+    for (const origin of this.reported) if (!origins.has(origin)) this.reported.delete(origin);
 
     // Hidden snapshots of cross-node clones: gone once nothing copies from them any more (and
     // not in the first minute, while their CreateVolume may still be on its way to the target).
@@ -323,6 +382,7 @@ export class Replicator {
         if (ok) report.redirected.push(`${p.nodeId}:${origin}`);
       }
     }
+    this.o.observer?.repaired?.(report);
     return report;
   }
 

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
@@ -13,6 +13,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Pool } from "../../pkg/engine/index.js";
 import { replicaName, type EngineSnapshot } from "../../pkg/engine-api/index.js";
@@ -22,6 +23,7 @@ import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-proce
 import { makeTestPki, type TestPki } from "./test-certs.js";
 
 const NODES = ["node-a", "node-b", "node-c", "node-d"] as const;
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const MiB = 2 ** 20;
 const CS = 64 * 1024;
 const BLOCK = [{ block: {}, accessMode: { mode: "SINGLE_NODE_WRITER" } }];
@@ -369,6 +371,36 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     }).catch(() => undefined);
     if (got) expect(got.snapshot.snapshotId).toBe(origin);
     nodes.set("node-d", await startNode("node-d"));
+
+    // The operator's view: where the snapshot is kept now.
+    const cli = spawnSync(
+      process.execPath,
+      [
+        ...["--import", "tsx", "cmd/snapblock.ts", "replicas", "--json"],
+        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
+        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
+        ...["--tls-key", pki.controller.keyFile],
+      ],
+      { cwd: ROOT, encoding: "utf8", timeout: 60_000 },
+    );
+    expect(cli.status, cli.stderr).toBe(0);
+    const status = JSON.parse(cli.stdout) as {
+      snapshots: {
+        origin: string;
+        wanted: number;
+        atOrigin: boolean;
+        replicas: { nodeId: string; complete: boolean }[];
+      }[];
+    };
+    const entry = status.snapshots.find((s) => s.origin === origin);
+
+    expect(entry, cli.stdout).toMatchObject({ wanted: 2, atOrigin: false });
+    expect(
+      entry!.replicas
+        .filter((r) => r.complete)
+        .map((r) => r.nodeId)
+        .sort(),
+    ).toEqual(copies.sort());
   });
 
   it("replicates incrementally: after changing 1% of a volume, only the changed chunks travel", async () => {
