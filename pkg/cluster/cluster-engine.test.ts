@@ -5,7 +5,7 @@ import { StaticNodeDiscovery, parseNodeList } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
 import { silentLogger } from "../log/index.js";
 import { toGrpcStatus } from "../rpc/index.js";
-import type { EngineCapacity, EngineSnapshot, EngineVolume } from "../engine-api/index.js";
+import type { EngineCapacity, EngineSnapshot, EngineTombstone, EngineVolume } from "../engine-api/index.js";
 
 const GiB = 2 ** 30;
 
@@ -76,12 +76,12 @@ class FakeNode implements NodeEngine {
   placeVolume = () => Promise.resolve(this);
   // Replication: what the controller asked for, recorded (the real calls are tested end to end).
   grants: string[] = [];
-  tombstones: string[] = [];
+  tombstones: EngineTombstone[] = [];
   replicateSnapshot = (): Promise<EngineSnapshot> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
   setHolders = (): Promise<void> => Promise.resolve();
   grantPull = async (name: string, node: string) =>
     void (await this.up(), this.grants.push(`${name}@${node}`));
-  addTombstones = async (o: string[]) => void (await this.up(), this.tombstones.push(...o));
+  addTombstones = async (t: EngineTombstone[]) => void (await this.up(), this.tombstones.push(...t));
   listTombstones = async () => (await this.up(), [...this.tombstones]);
 }
 

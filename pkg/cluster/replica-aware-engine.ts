@@ -29,7 +29,7 @@ export function replicaAware(engine: EngineApi, replicator: Replicator, logger: 
   const visible = (s: EngineSnapshot): boolean =>
     s.meta[REPLICA_META.origin] === undefined &&
     s.meta[REPLICA_META.cloneFor] === undefined &&
-    !replicator.isTombstoned(`${node}/${s.name}`);
+    !replicator.isBuried(`${node}/${s.name}`, s);
   const overrides: Partial<EngineApi> = {
     async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
       const from = o.source?.nodeId;
@@ -54,7 +54,6 @@ export function replicaAware(engine: EngineApi, replicator: Replicator, logger: 
     },
     async getSnapshot(name: string): Promise<EngineSnapshot | undefined> {
       const origin = `${node}/${name}`;
-      if (replicator.isTombstoned(origin)) return undefined;
       try {
         const s = await engine.getSnapshot(name);
         return s && visible(s) ? s : undefined;

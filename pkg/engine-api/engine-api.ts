@@ -220,6 +220,18 @@ export interface EngineReplication {
   /** Lets node `nodeId` read snapshot `name` of this node (it was asked to copy it). */
   grantPull(name: string, nodeId: string): Promise<void>;
   /** Remembers that these snapshots were deleted (a holder that was down learns it later). */
-  addTombstones(origins: string[]): Promise<void>;
-  listTombstones(): Promise<string[]>;
+  addTombstones(tombstones: EngineTombstone[]): Promise<void>;
+  listTombstones(): Promise<EngineTombstone[]>;
+}
+
+/**
+ * A deleted snapshot. A name can be used again after a delete, so a tombstone says which
+ * incarnation it buries: the deleted snapshot's engine id on its node (ids only grow), or, when
+ * that was not known at the delete, the time of the delete.
+ */
+export interface EngineTombstone {
+  origin: string;
+  /** Engine id of the deleted snapshot on its node; 0: unknown. */
+  id: number;
+  deletedAtMs: number;
 }

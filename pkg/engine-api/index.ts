@@ -16,6 +16,7 @@ export type {
   EnginePullProgress,
   EngineReplicateOptions,
   EngineReplication,
+  EngineTombstone,
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,

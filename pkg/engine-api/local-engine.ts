@@ -25,6 +25,7 @@ import type {
   EngineSnapshot,
   EngineVolume,
   VolumeQuiescer,
+  EngineTombstone,
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
@@ -343,7 +344,19 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private async makeReplica(name: string, o: EngineReplicateOptions): Promise<EngineSnapshot> {
     const { pool, meta } = this.ready();
     const existing = absentAsUndefined(() => pool.getSnapshot(name));
-    if (existing) return this.snapshot(existing); // made before: the pull goes on (or is done)
+    if (existing) {
+      // Made before (the pull goes on, or is done) - unless it copies another incarnation of a
+      // snapshot of the same name (deleted and taken again): that one is the repair loop's to remove.
+      const had = meta.get("snapshot", name)[REPLICA_META.originId];
+      const wanted = o.meta[REPLICA_META.originId];
+      if (had !== undefined && wanted !== undefined && had !== wanted) {
+        throw new StatusError(
+          "FAILED_PRECONDITION",
+          `this node still holds a copy of an earlier snapshot named ${o.origin} (deleted since); it is removed first`,
+        );
+      }
+      return this.snapshot(existing);
+    }
     const remote = this.remoteOrFail(o.holders, o.origin);
     const base = o.baseOrigin
       ? absentAsUndefined(() => pool.getSnapshot(replicaName(o.baseOrigin!)))
@@ -411,11 +424,15 @@ export class LocalEngine implements EngineApi, EngineReplication {
     return grants.split(",").includes(nodeId);
   }
 
-  async addTombstones(origins: string[]): Promise<void> {
-    await this.ready().meta.addTombstones(origins, new Date(), this.options.tombstoneMs ?? 30 * 86_400_000);
+  async addTombstones(tombstones: EngineTombstone[]): Promise<void> {
+    await this.ready().meta.addTombstones(
+      tombstones,
+      new Date(),
+      this.options.tombstoneMs ?? 30 * 86_400_000,
+    );
   }
 
-  listTombstones(): Promise<string[]> {
+  listTombstones(): Promise<EngineTombstone[]> {
     return Promise.resolve(this.ready().meta.tombstones());
   }
 

@@ -28,6 +28,8 @@ export const REPLICA_META = {
   volume: "snapblock.dev/origin-volume",
   /** On a replica: when the snapshot it copies was taken (ms since the epoch). */
   created: "snapblock.dev/origin-created",
+  /** On a replica: the engine id of the snapshot it copies, on that snapshot's node. */
+  originId: "snapblock.dev/origin-id",
   /** Nodes allowed to read this snapshot (or replica): comma-separated node ids. */
   pullGrants: "snapblock.dev/pull-grants",
   /** Where a device still filling gets its content: JSON list of EngineHolder. */

@@ -149,8 +149,8 @@ export interface WireGrantPullRequest {
   nodeId: string;
 }
 
-export interface WireOrigins {
-  origins: string[];
+export interface WireTombstones {
+  tombstones: { origin: string; id: number; deletedAtMs: number }[];
 }
 
 export interface WireListChunksRequest {

@@ -17,7 +17,7 @@ import {
   type WireChunkRuns,
   type WireGrantPullRequest,
   type WireListChunksRequest,
-  type WireOrigins,
+  type WireTombstones,
   type WireReadChunksRequest,
   type WireReplicateSnapshotRequest,
   type WireSetHoldersRequest,
@@ -302,12 +302,12 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       await replication().grantPull(r.name, r.nodeId);
       return {};
     }),
-    AddTombstones: call("AddTombstones", false, async (r: WireOrigins) => {
-      await replication().addTombstones(r.origins);
+    AddTombstones: call("AddTombstones", false, async (r: WireTombstones) => {
+      await replication().addTombstones(r.tombstones);
       return {};
     }),
-    ListTombstones: call("ListTombstones", true, async (): Promise<WireOrigins> => ({
-      origins: await replication().listTombstones(),
+    ListTombstones: call("ListTombstones", true, async (): Promise<WireTombstones> => ({
+      tombstones: await replication().listTombstones(),
     })),
     ListChunks: serverStream<WireListChunksRequest, WireChunkRuns>(
       "ListChunks",

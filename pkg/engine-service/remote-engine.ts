@@ -7,7 +7,7 @@ import {
   type WireChunkData,
   type WireChunkRuns,
   type WireListChunksRequest,
-  type WireOrigins,
+  type WireTombstones,
   type WireReadChunksRequest,
   type WireReplicateSnapshotRequest,
   type WireCapacity,
@@ -38,6 +38,7 @@ import type {
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
+  EngineTombstone,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -202,12 +203,12 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     await this.call("GrantPull", { name, nodeId });
   }
 
-  async addTombstones(origins: string[]): Promise<void> {
-    await this.call("AddTombstones", { origins });
+  async addTombstones(tombstones: EngineTombstone[]): Promise<void> {
+    await this.call("AddTombstones", { tombstones });
   }
 
-  async listTombstones(): Promise<string[]> {
-    return (await this.call<WireOrigins>("ListTombstones", {})).origins;
+  async listTombstones(): Promise<EngineTombstone[]> {
+    return (await this.call<WireTombstones>("ListTombstones", {})).tombstones.map((t) => ({ ...t }));
   }
 
   /** Node to node: the chunks to fetch of snapshot `name` on this node (see proto ListChunks). */
