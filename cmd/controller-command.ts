@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import {
   ClusterEngine,
   FileNodeDiscovery,
+  PoolUsageEvents,
   StaticNodeDiscovery,
   parseNodeList,
   type NodeDiscovery,
@@ -24,7 +25,7 @@ import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
 import { KubeEventRecorder, KubernetesNodeDiscovery, LeaseElection, connectKube } from "../pkg/k8s/index.js";
-import { RemoteEngine } from "../pkg/engine-service/index.js";
+import { RemoteEngine, spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
 
@@ -37,8 +38,8 @@ volume operation sent to the engine service of the node that holds (or will hold
   --kube-discovery        the nodes from the snapblock.dev/ annotations node plugins publish on
                           their Node objects (snapblock node --announce)
   --refresh SEC           how often node discovery is asked again (default 30)
-  --kube-events           report failed placements and background copies as Events on the PVC (needs the provisioner's
-                          --extra-create-metadata)
+  --kube-events           report failed placements, background copies and node pools filling up (80/90/100 %)
+                          as Events on the PVCs (needs the provisioner's --extra-create-metadata)
   --leader-elect          with several replicas: serve only while holding the Lease
   --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)
   --leader-elect-name NAME      name of the Lease (default snapblock-controller)
@@ -167,7 +168,13 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       observer: csiMetrics.observer,
     }),
     controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    extraServices: [
+      { name: "Space", service: spaceService(), handlers: spaceServiceHandlers(cluster, logger) },
+    ],
   });
+  // A node pool crossing 80/90/100 % use becomes Events on the PVCs it holds.
+  const poolUsage = events ? new PoolUsageEvents({ engine: cluster, events, logger }) : undefined;
+  poolUsage?.start();
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   // Later discovery failures keep the last known nodes: a flaky API server must not drop them all.
@@ -189,6 +196,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
+    poolUsage?.stop();
     await server.shutdown(graceMs);
     await metrics?.close();
     cluster.close();

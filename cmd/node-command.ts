@@ -145,6 +145,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     metadataFile: path.join(dataDir, "csi-metadata.json"),
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
+    logger,
   });
   const nbd = new NbdServer({
     logger: createLogger({

@@ -15,3 +15,4 @@ export {
 } from "./node-discovery.js";
 export { rankByRendezvous, rendezvousScore, type WeightedNode } from "./rendezvous-hashing.js";
 export { pvcOf, volumeSnapshotOf, type EventRecorder, type ObjectRef } from "./event-recorder.js";
+export { PoolUsageEvents, type PoolUsageEventsOptions } from "./pool-usage-events.js";

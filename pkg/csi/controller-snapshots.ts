@@ -11,10 +11,14 @@ import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
 import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
-import { parseSnapshotParameters } from "./storage-class-parameters.js";
-import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
+import {
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+  parseSnapshotParameters,
+} from "./storage-class-parameters.js";
+import { META, snapshotId, snapshotMessage, volumeFacts, volumeId, type VolumeFacts } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
-import type { EngineSnapshot } from "../engine-api/index.js";
+import type { EngineSnapshot, EngineSnapshotLimits } from "../engine-api/index.js";
 
 /**
  * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have
@@ -66,12 +70,18 @@ export class ControllerSnapshots {
         }
         return { snapshot: snapshotMessage(nodeId, existing) };
       }
+      // The StorageClass's snapshot limits travel with the volume; the engine checks them in the
+      // same step as it takes the snapshot (CSI spec, CreateSnapshot errors: RESOURCE_EXHAUSTED).
+      const volume = await engine.getVolume(source);
+      if (!volume) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
+      const limits = snapshotLimits(volumeFacts(volume));
       let created: EngineSnapshot;
       try {
         created = await engine.createSnapshot({
           volume: source,
           name: engineName,
           meta: { [META.name]: name, [META.sourceVolumeId]: req.sourceVolumeId },
+          ...(limits ? { limits } : {}),
         });
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND"))
@@ -152,4 +162,17 @@ export class ControllerSnapshots {
       return { snapshot: snapshotMessage(nodeId, snapshot) };
     });
   }
+}
+
+/** The engine's form of a volume's snapshot limits, named after the StorageClass parameters. */
+function snapshotLimits(facts: VolumeFacts): EngineSnapshotLimits | undefined {
+  if (facts.maxSnapshots === undefined && facts.maxSnapshotBytes === undefined) return undefined;
+  return {
+    ...(facts.maxSnapshots !== undefined ? { maxSnapshots: facts.maxSnapshots } : {}),
+    ...(facts.maxSnapshotBytes !== undefined ? { maxSnapshotBytes: facts.maxSnapshotBytes } : {}),
+    names: {
+      maxSnapshots: `StorageClass parameter ${PARAM_MAX_SNAPSHOTS}`,
+      maxSnapshotBytes: `StorageClass parameter ${PARAM_MAX_SNAPSHOT_SPACE}`,
+    },
+  };
 }

@@ -16,9 +16,14 @@ export type {
   EngineMeta,
   EnginePlacementRequest,
   EngineSnapshot,
+  EngineSnapshotLimits,
+  EngineSnapshotSpace,
+  EngineSpace,
   EngineVolume,
+  EngineVolumeSpace,
 } from "./engine-api.js";
+export { PVC_META } from "./engine-api.js";
 export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
 export { MetadataStore } from "./metadata-store.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
-export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES } from "../engine/index.js";
+export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";

@@ -5,9 +5,11 @@ import {
   type BlockDevice,
   type EngineObserver,
   type PoolStats,
+  type PoolUsageEvent,
   type SnapshotInfo,
   type VolumeInfo,
 } from "../engine/index.js";
+import type { Logger } from "../log/index.js";
 import type {
   EngineApi,
   EngineCapacity,
@@ -16,6 +18,7 @@ import type {
   EngineListing,
   EnginePlacementRequest,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
 } from "./engine-api.js";
 import { MetadataStore } from "./metadata-store.js";
@@ -36,6 +39,8 @@ export interface LocalEngineOptions {
   overcommitRatio?: number;
   /** Metrics hooks of the pool (pkg/metrics implements them). */
   observer?: EngineObserver;
+  /** Where the pool's crossings of 80/90/100 % use are logged (as warnings going up). */
+  logger?: Logger;
 }
 
 /** A read-write handle on a volume's blocks, for the node plugin (NBD export). */
@@ -67,13 +72,14 @@ export class LocalEngine implements EngineApi {
   async open(): Promise<{ created: boolean }> {
     let created = false;
     let pool: Pool;
+    const observer = this.observer();
     try {
-      pool = await Pool.open({ dir: this.options.poolDir, observer: this.options.observer });
+      pool = await Pool.open({ dir: this.options.poolDir, observer });
     } catch (err) {
       if (!isSnapblockError(err, "NOT_FOUND") || !this.options.createIfMissing) throw err;
       pool = await Pool.create({
         dir: this.options.poolDir,
-        observer: this.options.observer,
+        observer,
         ...this.options.createIfMissing,
       });
       created = true;
@@ -95,6 +101,34 @@ export class LocalEngine implements EngineApi {
 
   isReady(): boolean {
     return this.pool !== undefined && !this.closing;
+  }
+
+  /** The pool's observer: the metrics hooks, plus a log line when the pool's use crosses a level. */
+  private observer(): EngineObserver {
+    const given = this.options.observer ?? {};
+    const logger = this.options.logger;
+    if (!logger) return given;
+    return {
+      ...given,
+      usageLevel: (e: PoolUsageEvent) => {
+        const fields = {
+          pool: this.options.poolDir,
+          usageLevel: e.level,
+          previousLevel: e.previous,
+          usedBytes: e.usedBytes,
+          sizeBytes: e.sizeBytes,
+        };
+        if (e.level > e.previous) {
+          logger.warn(
+            e.full || e.level >= 100
+              ? "the pool is full: writes that need new chunks fail with ENOSPC (NBD) until space is freed; delete snapshots or volumes"
+              : `the pool is over ${e.level}% full; delete snapshots or volumes before it fills`,
+            fields,
+          );
+        } else logger.info(`the pool is back below ${e.previous}% full`, fields);
+        given.usageLevel?.(e);
+      },
+    };
   }
 
   /** The pool's statistics for metrics, read at scrape time; undefined until the pool is open. */
@@ -167,7 +201,7 @@ export class LocalEngine implements EngineApi {
     }
     await meta.set("snapshot", o.name, o.meta);
     try {
-      await pool.createSnapshot(o.volume, o.name);
+      await pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
     } catch (err) {
       await meta.delete("snapshot", o.name);
       throw err;
@@ -198,14 +232,52 @@ export class LocalEngine implements EngineApi {
   capacity(): Promise<EngineCapacity> {
     const { pool } = this.ready();
     const stats = pool.stats();
-    const provisionedBytes = pool.listVolumes().reduce((sum, v) => sum + v.sizeBytes, 0);
-    const limit = Math.floor(stats.sizeBytes * this.overcommit);
+    const provisionedBytes = stats.provisionedBytes;
+    const headroom = Math.floor(stats.sizeBytes * this.overcommit) - provisionedBytes;
+    // The provisioning headroom is only true while the pool has the chunks behind it: snapshots
+    // (and full copies under way) take space no volume size accounts for.
+    const usable = Math.floor(Math.max(0, stats.freeBytes - stats.copyReservedBytes) * this.overcommit);
     return Promise.resolve({
       totalBytes: stats.sizeBytes,
       freeBytes: stats.freeBytes,
       provisionedBytes,
-      availableBytes: Math.max(0, limit - provisionedBytes),
+      availableBytes: Math.max(0, Math.min(headroom, usable)),
       maxVolumeBytes: MAX_DEVICE_BYTES,
+    });
+  }
+
+  space(): Promise<EngineSpace> {
+    const { pool } = this.ready();
+    const st = pool.stats();
+    return Promise.resolve({
+      pool: {
+        totalBytes: st.sizeBytes,
+        allocatedBytes: st.allocatedBytes,
+        freeBytes: st.freeBytes,
+        provisionedBytes: st.provisionedBytes,
+        overcommitRatio: this.overcommit,
+        reclaimableBytes: st.reclaimableBytes,
+        copyReservedBytes: st.copyReservedBytes,
+        sharedBytes: st.sharedChunks * st.chunkSize,
+        chunkSize: st.chunkSize,
+      },
+      volumes: st.volumes.map((v) => ({
+        name: v.name,
+        sizeBytes: v.sizeBytes,
+        mappedBytes: v.totalBytes,
+        exclusiveBytes: v.exclusiveBytes,
+        sharedBytes: v.sharedBytes,
+        snapshotOnlyBytes: v.snapshotOnlyBytes,
+        snapshotCount: v.snapshotCount,
+      })),
+      snapshots: st.snapshots.map((s) => ({
+        name: s.name,
+        sourceVolume: s.sourceVolume,
+        sizeBytes: s.sizeBytes,
+        mappedBytes: s.totalBytes,
+        exclusiveBytes: s.exclusiveBytes,
+        sharedBytes: s.sharedBytes,
+      })),
     });
   }
 

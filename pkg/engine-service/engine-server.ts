@@ -3,6 +3,7 @@ import { StatusError, asSnapblockError } from "../errors/index.js";
 import { serverStream, unary, type UnaryOptions } from "../rpc/index.js";
 import {
   fromWireKind,
+  fromWireLimits,
   toWireSnapshot,
   toWireVolume,
   type WireCapacity,
@@ -18,6 +19,7 @@ import {
   type WireResizeVolumeRequest,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { checkAddressee } from "./call-addressee.js";
@@ -136,8 +138,17 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
     CreateSnapshot: call(
       "CreateSnapshot",
       false,
-      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> =>
-        toWireSnapshot(await engine.createSnapshot({ volume: r.volume, name: r.name, meta: r.meta })),
+      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> => {
+        const limits = fromWireLimits(r.limits);
+        return toWireSnapshot(
+          await engine.createSnapshot({
+            volume: r.volume,
+            name: r.name,
+            meta: r.meta,
+            ...(limits ? { limits } : {}),
+          }),
+        );
+      },
     ),
     GetSnapshot: call("GetSnapshot", true, async (r: WireNameRequest): Promise<WireGetSnapshotResponse> => {
       const s = await engine.getSnapshot(r.name);
@@ -152,6 +163,7 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
       return {};
     }),
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),
+    GetSpace: call("GetSpace", true, (): Promise<WireSpace> => engine.space()),
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
     ),

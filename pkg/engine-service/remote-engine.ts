@@ -1,6 +1,8 @@
 import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
 import {
   fromWireSnapshot,
+  fromWireSpace,
+  toWireLimits,
   fromWireVolume,
   toWireKind,
   type WireCapacity,
@@ -13,6 +15,7 @@ import {
   type WireNodeInfo,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { loadEngineProto } from "./engine-proto.js";
@@ -28,6 +31,7 @@ import type {
   EngineListing,
   EnginePlacementRequest,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -113,7 +117,12 @@ export class RemoteEngine implements EngineApi {
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
-    const req: WireCreateSnapshotRequest = { volume: o.volume, name: o.name, meta: { ...o.meta } };
+    const req: WireCreateSnapshotRequest = {
+      volume: o.volume,
+      name: o.name,
+      meta: { ...o.meta },
+      limits: toWireLimits(o.limits),
+    };
     return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
   }
 
@@ -133,6 +142,10 @@ export class RemoteEngine implements EngineApi {
 
   capacity(): Promise<EngineCapacity> {
     return this.call<WireCapacity>("GetCapacity", {});
+  }
+
+  async space(): Promise<EngineSpace> {
+    return fromWireSpace(await this.call<WireSpace>("GetSpace", {}));
   }
 
   engineFor(nodeId: string): EngineApi | undefined {
