@@ -133,7 +133,7 @@ export class LocalEngine implements EngineApi {
 
   /** The pool's statistics for metrics, read at scrape time; undefined until the pool is open. */
   poolStats(): PoolStats | undefined {
-    return this.isReady() ? this.pool?.stats() : undefined;
+    return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
   /** Closes the pool (after the CSI server has finished its calls). */
@@ -231,7 +231,7 @@ export class LocalEngine implements EngineApi {
 
   capacity(): Promise<EngineCapacity> {
     const { pool } = this.ready();
-    const stats = pool.stats();
+    const stats = pool.usage();
     const provisionedBytes = stats.provisionedBytes;
     const headroom = Math.floor(stats.sizeBytes * this.overcommit) - provisionedBytes;
     // The provisioning headroom is only true while the pool has the chunks behind it: snapshots
@@ -246,9 +246,10 @@ export class LocalEngine implements EngineApi {
     });
   }
 
-  space(): Promise<EngineSpace> {
+  async space(): Promise<EngineSpace> {
     const { pool } = this.ready();
-    const st = pool.stats();
+    await pool.refreshSpace();
+    const st = pool.stats({ recent: true });
     return Promise.resolve({
       pool: {
         totalBytes: st.sizeBytes,

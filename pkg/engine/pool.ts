@@ -19,7 +19,7 @@ import { validateName, validateSize } from "./names.js";
 import { NodeStorage, type IoMode } from "./node-storage.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
-import { SpaceMemo, accountSpace, type SpaceAccount } from "./space-accounting.js";
+import { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 import {
   SUPERBLOCK_SIZE,
   decodeSuperblock,
@@ -52,6 +52,12 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024;
  * filler then competes with the writes; BENCHMARKS.md).
  */
 const PARTIAL_PILE = 4096;
+/**
+ * Tables up to this size (memory of the chunk tables) are accounted synchronously when figures
+ * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
+ * the last figures are served (space-accounting.ts, docs/space.md).
+ */
+const SYNC_ACCOUNTING_BYTES = 4 * 1024 * 1024;
 /** A usage level is left downwards only this many percent below it (no flapping at the line). */
 const USAGE_HYSTERESIS = 2;
 const FILES = {
@@ -131,7 +137,12 @@ export class Pool implements PoolCore {
   private readonly fillPartials: boolean;
   /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
   private account: SpaceAccount | undefined;
-  private readonly spaceMemo = new SpaceMemo();
+  private spaceMemo: SpaceMemo | undefined;
+  /** The last accounting done in slices, and the one running. */
+  private recentAccount: SpaceAccount | undefined;
+  private slicedMemo: SpaceMemo | undefined;
+  private accounting: Promise<SpaceAccount> | undefined;
+  private slicedAccountingFailed = false;
   /** Chunks each full copy was admitted with, until it ends (held back from new copies). */
   private readonly copyClaims = new Map<number, number>();
   /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
@@ -569,6 +580,8 @@ export class Pool implements PoolCore {
     validateName(snapshotName, "snapshot");
     const vol = this.find("volume", volumeName);
     this.ensureFree("snapshot", snapshotName);
+    // The space limit reads the volume's snapshot space: computed before, in slices if large.
+    if (options.limits?.maxSnapshotBytes !== undefined) await this.refreshSpace();
     await this.gate(vol).exclusive(() => {
       if (!this.alive(vol)) throw new SnapblockError("NOT_FOUND", `volume '${volumeName}' was deleted`);
       this.ensureFree("snapshot", snapshotName);
@@ -607,7 +620,7 @@ export class Pool implements PoolCore {
       }
     }
     if (maxSnapshotBytes !== undefined) {
-      const held = (this.spaceAccount().snapshotOnly.get(vol.id) ?? 0) * this.chunkSize;
+      const held = (this.recentSpaceAccount().snapshotOnly.get(vol.id) ?? 0) * this.chunkSize;
       if (held >= maxSnapshotBytes) {
         throw new SnapblockError(
           "NO_SPACE",
@@ -830,12 +843,81 @@ export class Pool implements PoolCore {
    */
   spaceAccount(): SpaceAccount {
     if (this.account?.seq !== this.meta.seq)
-      this.account = accountSpace(this.meta, this.space, { memo: this.spaceMemo });
+      this.account = accountSpace(this.meta, this.space, { memo: (this.spaceMemo ??= new SpaceMemo()) });
     return this.account;
   }
 
-  stats(): PoolStats {
-    const account = this.spaceAccount();
+  /**
+   * Figures for readers that must not stall I/O (metrics, the operator's views, limit checks):
+   * exact and at once while the tables are small; for large tables the last figures computed in
+   * slices, and a new sliced computation when the metadata changed since (the figures follow one
+   * computation behind). The first time, with nothing computed yet, it computes at once.
+   */
+  recentSpaceAccount(): SpaceAccount {
+    if (this.account?.seq === this.meta.seq) return this.account;
+    if (this.tables.memoryBytes <= SYNC_ACCOUNTING_BYTES || this.slicedAccountingFailed)
+      return this.spaceAccount();
+    const recent = this.latestAccount();
+    if (!recent) return this.spaceAccount();
+    if (recent.seq !== this.meta.seq) {
+      // Served next time. A failure (a bug) makes the next call compute at once, which throws it
+      // to that caller instead of losing it here.
+      void this.refreshSpace().catch(() => (this.slicedAccountingFailed = true));
+    }
+    return recent;
+  }
+
+  /** The newer of the last exact and the last sliced result. */
+  private latestAccount(): SpaceAccount | undefined {
+    const a = this.account;
+    const b = this.recentAccount;
+    return !a ? b : !b ? a : a.seq >= b.seq ? a : b;
+  }
+
+  /** Accounts the space now, in slices for large tables; resolves with the result. */
+  refreshSpace(): Promise<SpaceAccount> {
+    if (this.tables.memoryBytes <= SYNC_ACCOUNTING_BYTES) return Promise.resolve(this.spaceAccount());
+    const latest = this.latestAccount();
+    if (latest?.seq === this.meta.seq) return Promise.resolve(latest);
+    this.accounting ??= accountSpaceSliced(this.meta, this.space, {
+      memo: (this.slicedMemo ??= new SpaceMemo()),
+    }).then(
+      (account) => {
+        this.accounting = undefined;
+        this.recentAccount = account;
+        return account;
+      },
+      (err: unknown) => {
+        this.accounting = undefined;
+        throw asSnapblockError(err, "accounting the pool's space");
+      },
+    );
+    return this.accounting;
+  }
+
+  /** The pool's use without the per-device accounting: cheap, exact, for capacity checks. */
+  usage(): Pick<
+    PoolStats,
+    "sizeBytes" | "allocatedBytes" | "freeBytes" | "provisionedBytes" | "copyReservedBytes"
+  > {
+    const cs = this.chunkSize;
+    let provisionedBytes = 0;
+    for (const d of this.meta.volumes.values()) provisionedBytes += d.sizeBytes;
+    return {
+      sizeBytes: this.space.capacity * cs,
+      allocatedBytes: this.space.inUse * cs,
+      freeBytes: this.space.free * cs,
+      provisionedBytes,
+      copyReservedBytes: this.copyReservedChunks() * cs,
+    };
+  }
+
+  /**
+   * The pool's statistics. `recent`: with the space figures of recentSpaceAccount() (never a long
+   * pause, possibly one computation behind) instead of exact ones computed now.
+   */
+  stats(options: { recent?: boolean } = {}): PoolStats {
+    const account = options.recent ? this.recentSpaceAccount() : this.spaceAccount();
     const cs = this.chunkSize;
     const usage = (d: Device): SpaceUsage => {
       const a = account.devices.get(d.id) ?? { mapped: 0, exclusive: 0 };

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isSnapblockError } from "../errors/index.js";
-import { FaultStorage, Pool, Prng } from "./index.js";
+import { FaultStorage, Pool, Prng, accountSpace, accountSpaceSliced } from "./index.js";
 
 const BLOCK = 4096;
 let CS = 64 * 1024;
@@ -189,6 +189,10 @@ async function randomHistory(
       }
       expectAccountMatches(pool, label);
     }
+    // In slices (yielding after every step) the same figures, when nothing changes meanwhile.
+    expect(await accountSpaceSliced(pool.meta, pool.space, { sliceMs: 0 })).toEqual(
+      accountSpace(pool.meta, pool.space),
+    );
     const report = await pool.check();
     expect(report.problems).toEqual([]);
   } finally {
@@ -299,4 +303,52 @@ describe("space accounting", () => {
       await pool.close();
     }
   });
+
+  it("large tables are accounted in slices that let I/O run, serving the last figures meanwhile", async () => {
+    CS = 4096;
+    const pool = await Pool.create({
+      storage: new FaultStorage({ seed: 9 }),
+      sizeBytes: 8192 * CS,
+      chunkSize: CS,
+      autoCommitMs: 0,
+    });
+    try {
+      // One chunk in each of 2,200 leaves: over 4 MiB of tables, past the synchronous size.
+      const leaves = 2200;
+      await pool.createVolume("v", leaves * 512 * CS);
+      const h = pool.openVolume("v");
+      for (let i = 0; i < leaves; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 1));
+      expect(pool.tables.memoryBytes).toBeGreaterThan(4 * 2 ** 20);
+      const first = pool.stats({ recent: true }); // nothing computed yet: computed at once
+      expect(first.volumes[0]).toMatchObject({ totalBytes: leaves * CS, exclusiveBytes: leaves * CS });
+      await pool.createSnapshot("v", "s");
+      // Right after a change: the last figures (the volume still alone), a sliced computation started.
+      expect(pool.stats({ recent: true }).volumes[0]).toMatchObject({ exclusiveBytes: leaves * CS });
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 0);
+      const account = await pool.refreshSpace();
+      clearInterval(ticker);
+      expect(ticks).toBeGreaterThan(0); // the event loop ran between slices
+      expect(account).toEqual(pool.spaceAccount());
+      const st = pool.stats({ recent: true });
+      expect(st.snapshots[0]).toMatchObject({
+        totalBytes: leaves * CS,
+        exclusiveBytes: 0,
+        sharedBytes: leaves * CS,
+      });
+      expect(st.volumes[0]).toMatchObject({ exclusiveBytes: 0, snapshotOnlyBytes: 0, snapshotCount: 1 });
+      // Writes while a sliced computation runs: it finishes, and the next one is exact again.
+      const running = pool.refreshSpace();
+      for (let i = 0; i < 50; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 2));
+      await running;
+      await pool.refreshSpace();
+      expect(pool.stats({ recent: true }).volumes[0]).toMatchObject({
+        exclusiveBytes: 50 * CS,
+        snapshotOnlyBytes: 50 * CS,
+      });
+      h.close();
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
 });

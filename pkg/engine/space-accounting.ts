@@ -3,8 +3,7 @@ import { FANOUT, type Leaf, type TreeNode } from "./chunk-tree.js";
 import type { Device, Metadata } from "./metadata.js";
 
 /**
- * Who holds the pool's space, computed from the chunk tables on demand (docs/engine-format.md,
- * "Space accounting").
+ * Who holds the pool's space, computed from the chunk tables on demand (docs/space.md).
  *
  * A chunk is *held* by the devices whose tables map it. It is *exclusive* to a device when that
  * device alone maps it: deleting the device gives it back. A chunk that the snapshots of one
@@ -27,7 +26,7 @@ import type { Device, Metadata } from "./metadata.js";
  * slots of the changed leaves. The pool caches the whole result per metadata sequence number.
  */
 export interface SpaceAccount {
-  /** Metadata sequence number the figures are for. */
+  /** Metadata sequence number the figures are for (when the computation started). */
   seq: number;
   /** Per device id: chunks its table maps, and chunks only it maps. */
   devices: Map<number, { mapped: number; exclusive: number }>;
@@ -53,38 +52,71 @@ export type SnapshotGroupOf = (device: Device) => number | undefined;
 export const snapshotGroup: SnapshotGroupOf = (d) => (d.kind === "snapshot" ? d.sourceId : undefined);
 
 /**
- * What one call leaves for the next: per leaf its mapped count, and per group of leaves (the
- * leaves covering the same logical chunks) the holders found for its chunks, valid while the
- * group has the same leaves, at the same versions, reached by the same holders.
+ * What one call leaves for the next: per leaf its mapped count (valid while the leaf's version is
+ * the same), and the per-chunk scratch arrays, kept so that a call allocates nothing.
  */
 export class SpaceMemo {
   readonly leafMapped = new WeakMap<Leaf, { version: number; mapped: number }>();
-  readonly groups = new Map<number, GroupMemo>();
+  /** Per physical chunk: the holder label found in this call (valid where stamp = the call's). */
+  holder = new Int32Array(0);
+  stamp = new Uint32Array(0);
+  pass = 0;
 }
 
-interface GroupMemo {
-  leaves: Leaf[];
-  versions: number[];
-  /** Stable holder keys of the leaves (device id, -volume id for a snapshot group, 0). */
-  holders: number[];
-  /** What the group's chunks add up to: pairs of stable holder key and chunk count. */
-  tallies: number[];
-  /** Calls since the group was last seen (groups that disappear are forgotten). */
-  seenAt: number;
+export interface AccountOptions {
+  groupOf?: SnapshotGroupOf;
+  memo?: SpaceMemo;
 }
 
-export function accountSpace(
+/** The whole computation at once (exact: nothing can change while it runs). */
+export function accountSpace(meta: Metadata, space: ChunkSpace, options: AccountOptions = {}): SpaceAccount {
+  const steps = accountingSteps(meta, space, options);
+  for (;;) {
+    const step = steps.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * The computation in slices of at most `sliceMs` of the event loop each, so that I/O goes on
+ * between them. Exact when no mapping changes while it runs; otherwise each chunk is counted as
+ * its leaves were when they were visited, which is off by at most the chunks remapped meanwhile
+ * (the next computation is right again).
+ */
+export async function accountSpaceSliced(
   meta: Metadata,
   space: ChunkSpace,
-  options: { groupOf?: SnapshotGroupOf; memo?: SpaceMemo } = {},
-): SpaceAccount {
+  options: AccountOptions & { sliceMs?: number } = {},
+): Promise<SpaceAccount> {
+  const steps = accountingSteps(meta, space, options);
+  const sliceMs = options.sliceMs ?? 2;
+  for (;;) {
+    const until = performance.now() + sliceMs;
+    for (;;) {
+      const step = steps.next();
+      if (step.done) return step.value;
+      if (performance.now() >= until) break;
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** Work between two yields: small enough that a slice stays near its budget. */
+const NODES_PER_STEP = 2048;
+const LEAVES_PER_STEP = 64;
+const CHUNKS_PER_STEP = 1 << 18;
+
+function* accountingSteps(
+  meta: Metadata,
+  space: ChunkSpace,
+  options: AccountOptions,
+): Generator<void, SpaceAccount> {
+  const seq = meta.seq;
   const groupOf = options.groupOf ?? snapshotGroup;
   const memo = options.memo ?? new SpaceMemo();
-  const pass = ++passes;
   // Labels are small integers so that the hot loops index arrays, not maps: device number n
   // (1..D) for "held by this device only", -g for "held by the snapshots of group g only"
-  // (1..G), MIXED (0) for anything else. Stable keys (device ids, -volume ids) are what the memo
-  // keeps, since the numbering changes from call to call.
+  // (1..G), MIXED (0) for anything else.
   const deviceList = [...meta.devices.values()];
   const labelOf = new Map<number, number>(); // device id -> its label
   const groupIds: number[] = [0]; // group number -> volume id
@@ -109,31 +141,22 @@ export function accountSpace(
     const gb = b < 0 ? b : groupOfLabel[b]!;
     return ga !== 0 && ga === gb ? ga : MIXED;
   };
-  const stableOf = (l: number): number => (l > 0 ? deviceList[l - 1]!.id : l < 0 ? -groupIds[-l]! : MIXED);
-  const labelOfStable = (k: number): number =>
-    k > 0 ? labelOf.get(k)! : k < 0 ? -groupNumber.get(-k)! : MIXED;
-
-  // 1. Every distinct node once, by height; leaves grouped by the logical chunk of their first slot.
+  // 1. Every distinct node once, by height.
   const byHeight: TreeNode[][] = [];
-  const groups = new Map<number, Leaf[]>();
   const seen = new Set<TreeNode>();
-  const collect = (node: TreeNode, h: number, base: number): void => {
-    if (seen.has(node)) return;
-    seen.add(node);
-    (byHeight[h] ??= []).push(node);
-    if (node.isLeaf) {
-      const g = groups.get(base);
-      if (g) g.push(node);
-      else groups.set(base, [node]);
-      return;
+  const stack: Array<[TreeNode, number]> = [];
+  let work = 0;
+  for (const d of deviceList) {
+    if (d.table.root) stack.push([d.table.root, d.table.levels]);
+    while (stack.length > 0) {
+      const [node, h] = stack.pop()!;
+      if (seen.has(node)) continue;
+      seen.add(node);
+      (byHeight[h] ??= []).push(node);
+      if (!node.isLeaf) for (const child of node.children) if (child) stack.push([child, h - 1]);
+      if (++work % NODES_PER_STEP === 0) yield;
     }
-    const childSpan = FANOUT ** h;
-    for (let i = 0; i < FANOUT; i++) {
-      const child = node.children[i];
-      if (child) collect(child, h - 1, base + i * childSpan);
-    }
-  };
-  for (const d of deviceList) if (d.table.root) collect(d.table.root, d.table.levels, 0);
+  }
 
   // 2. Mapped chunks per node, bottom-up: a device maps what its root covers.
   const mapped = new Map<TreeNode, number>();
@@ -148,9 +171,11 @@ export function accountSpace(
           memo.leafMapped.set(node, { version: node.version, mapped: n });
         }
       } else {
-        for (const child of node.children) if (child) n += mapped.get(child)!;
+        // (?? 0: a child that appeared while a sliced run waited is counted next time)
+        for (const child of node.children) if (child) n += mapped.get(child) ?? 0;
       }
       mapped.set(node, n);
+      if (++work % NODES_PER_STEP === 0) yield;
     }
   }
 
@@ -164,14 +189,43 @@ export function accountSpace(
   for (let h = byHeight.length - 1; h > 0; h--) {
     for (const node of byHeight[h] ?? []) {
       if (node.isLeaf) continue;
-      const l = label.get(node)!;
+      const l = label.get(node) ?? MIXED; // (sliced: a node whose parent changed meanwhile)
       for (const child of node.children) if (child) label.set(child, join(label.get(child), l));
+      if (++work % NODES_PER_STEP === 0) yield;
     }
   }
 
-  // 4. Each mapped chunk's holders. A chunk mapped by several leaves (a shadowed leaf and its
-  // original) sits in the same slot of each, since those leaves cover the same logical chunks;
-  // so each group of leaves is joined slot by slot, and only groups that changed are visited.
+  // 4. Each mapped chunk's holders: the join of the labels of every leaf mapping it (every live
+  // leaf is visited, so every mapping is seen), in a per-chunk array, leaf by leaf; then one scan
+  // of the chunks counts them. A stamp per chunk tells this call's entries from older ones.
+  const chunks = space.highWaterMark;
+  if (memo.holder.length < chunks) {
+    memo.holder = new Int32Array(Math.max(chunks, memo.holder.length * 2));
+    memo.stamp = new Uint32Array(memo.holder.length);
+    memo.pass = 0;
+  }
+  if (memo.pass >= 0xfffffffe) {
+    memo.stamp.fill(0);
+    memo.pass = 0;
+  }
+  const pass = ++memo.pass;
+  const holder = memo.holder;
+  const stamp = memo.stamp;
+  let leaves = 0;
+  for (const leaf of byHeight[0] ?? []) {
+    if (++leaves % LEAVES_PER_STEP === 0) yield;
+    const l = label.get(leaf) ?? MIXED;
+    const slots = (leaf as Leaf).slots;
+    for (let i = 0; i < FANOUT; i++) {
+      const v = slots[i]!;
+      if (v === 0) continue;
+      const c = v - 1;
+      if (stamp[c] !== pass) {
+        stamp[c] = pass;
+        holder[c] = l;
+      } else if (holder[c] !== l) holder[c] = join(holder[c], l);
+    }
+  }
   const exclusiveOf = new Float64Array(deviceList.length + 1);
   const groupOnly = new Float64Array(groupIds.length);
   let exclusiveChunks = 0;
@@ -186,104 +240,33 @@ export function accountSpace(
     sharedChunks += n;
     if (l < 0) groupOnly[-l]! += n;
   };
-  const backing = space.backings();
-  const leafRefs = (chunk: number): number => {
-    const rc = space.refCount(chunk);
-    return rc <= 1 || backing.size === 0 ? rc : rc - (backing.get(chunk) ?? 0);
-  };
-  // Per group: chunks counted per holder label, in runs (consecutive chunks mostly share one).
-  const counted = new Map<number, number>();
+  // Neighbouring chunks mostly have the same holder: count runs, apply each run once.
   let runLabel = MIXED;
   let runCount = 0;
-  const flush = (): void => {
-    if (runCount > 0) counted.set(runLabel, (counted.get(runLabel) ?? 0) + runCount);
-    runCount = 0;
-  };
-  const tally = (l: number): void => {
-    if (l !== runLabel) {
-      flush();
-      runLabel = l;
-    }
-    runCount++;
-  };
-  const labels: number[] = [];
-  const values: number[] = [];
-  const joined: number[] = [];
-  const counts: number[] = [];
-  for (const [base, leaves] of groups) {
-    const k = leaves.length;
-    for (let j = 0; j < k; j++) labels[j] = label.get(leaves[j]!)!;
-    const known = memo.groups.get(base);
-    if (
-      known &&
-      known.leaves.length === k &&
-      leaves.every(
-        (leaf, j) =>
-          known.leaves[j] === leaf &&
-          known.versions[j] === leaf.version &&
-          known.holders[j] === stableOf(labels[j]!),
-      )
-    ) {
-      known.seenAt = pass;
-      for (let t = 0; t < known.tallies.length; t += 2)
-        apply(labelOfStable(known.tallies[t]!), known.tallies[t + 1]!);
+  for (let c = 0; c < chunks; c++) {
+    if (c % CHUNKS_PER_STEP === CHUNKS_PER_STEP - 1) yield;
+    if (stamp[c] !== pass) continue;
+    const l = holder[c]!;
+    if (l === runLabel) {
+      runCount++;
       continue;
     }
-    counted.clear();
-    for (let i = 0; i < FANOUT; i++) {
-      let distinct = 0;
-      for (let j = 0; j < k; j++) {
-        const v = leaves[j]!.slots[i]!;
-        if (v === 0) continue;
-        const l = labels[j]!;
-        if (leafRefs(v - 1) === 1) {
-          tally(l);
-          continue;
-        }
-        let x = 0;
-        while (x < distinct && values[x] !== v) x++;
-        if (x === distinct) {
-          values[x] = v;
-          joined[x] = l;
-          counts[x] = 1;
-          distinct++;
-        } else {
-          joined[x] = join(joined[x], l);
-          counts[x]!++;
-        }
-      }
-      // Every leaf mapping the chunk is in its group (the consistency check proves the counts),
-      // unless that invariant failed: then the chunk counts as shared, never as exclusive.
-      for (let x = 0; x < distinct; x++) tally(counts[x] === leafRefs(values[x]! - 1) ? joined[x]! : MIXED);
-    }
-    flush();
-    const tallies: number[] = [];
-    for (const [l, n] of counted) {
-      apply(l, n);
-      tallies.push(stableOf(l), n);
-    }
-    memo.groups.set(base, {
-      leaves: leaves.slice(),
-      versions: leaves.map((leaf) => leaf.version),
-      holders: labels.slice(0, k).map(stableOf),
-      tallies,
-      seenAt: pass,
-    });
+    if (runCount > 0) apply(runLabel, runCount);
+    runLabel = l;
+    runCount = 1;
   }
-  for (const [base, g] of memo.groups) if (g.seenAt !== pass) memo.groups.delete(base);
+  if (runCount > 0) apply(runLabel, runCount);
 
   const devices = new Map<number, { mapped: number; exclusive: number }>();
   deviceList.forEach((d, i) => {
     devices.set(d.id, {
-      mapped: d.table.root ? mapped.get(d.table.root)! : 0,
+      mapped: d.table.root ? (mapped.get(d.table.root) ?? 0) : 0,
       exclusive: exclusiveOf[i + 1]!,
     });
   });
   const snapshotOnly = new Map<number, number>();
   for (let g = 1; g < groupIds.length; g++) snapshotOnly.set(groupIds[g]!, groupOnly[g]!);
   let reclaimableChunks = 0;
-  for (const [chunk] of backing) if (space.leafRefCount(chunk) === 0) reclaimableChunks++;
-  return { seq: meta.seq, devices, snapshotOnly, exclusiveChunks, sharedChunks, reclaimableChunks };
+  for (const [chunk] of space.backings()) if (space.leafRefCount(chunk) === 0) reclaimableChunks++;
+  return { seq, devices, snapshotOnly, exclusiveChunks, sharedChunks, reclaimableChunks };
 }
-
-let passes = 0;
