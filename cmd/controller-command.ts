@@ -24,7 +24,13 @@ import { logLevel, transportFlags, untilSignal } from "./node-command.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
-import { KubeEventRecorder, KubernetesNodeDiscovery, LeaseElection, connectKube } from "../pkg/k8s/index.js";
+import {
+  KubeEventRecorder,
+  KubernetesNodeDiscovery,
+  LeaseElection,
+  SnapshotSchedules,
+  connectKube,
+} from "../pkg/k8s/index.js";
 import { RemoteEngine, spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
@@ -40,6 +46,9 @@ volume operation sent to the engine service of the node that holds (or will hold
   --refresh SEC           how often node discovery is asked again (default 30)
   --kube-events           report failed placements, background copies and node pools filling up (80/90/100 %)
                           as Events on the PVCs (needs the provisioner's --extra-create-metadata)
+  --snapshot-schedules    take the VolumeSnapshots of SnapshotSchedule objects (snapblock.dev/v1alpha1) and
+                          apply their retention (docs/snapshot-schedules.md)
+  --schedule-poll SEC     how often SnapshotSchedules are listed again (default 30)
   --leader-elect          with several replicas: serve only while holding the Lease
   --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)
   --leader-elect-name NAME      name of the Lease (default snapblock-controller)
@@ -65,6 +74,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "nodes-file": { type: "string" },
       "kube-discovery": { type: "boolean", default: false },
       "kube-events": { type: "boolean", default: false },
+      "snapshot-schedules": { type: "boolean", default: false },
+      "schedule-poll": { type: "string", default: "30" },
       "leader-elect": { type: "boolean", default: false },
       "leader-elect-namespace": { type: "string" },
       "leader-elect-name": { type: "string", default: "snapblock-controller" },
@@ -98,6 +109,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (!(refreshMs > 0)) throw new UsageError(`--refresh ${values.refresh}: seconds > 0`);
   if (!(callTimeoutMs > 0)) throw new UsageError(`--call-timeout ${values["call-timeout"]}: seconds > 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const schedulePollMs = Number(values["schedule-poll"]) * 1000;
+  if (!(schedulePollMs > 0)) throw new UsageError(`--schedule-poll ${values["schedule-poll"]}: seconds > 0`);
   const metricsAddress = metricsAddressOption(values["metrics-address"]);
   const sources = [values.nodes !== undefined, values["nodes-file"] !== undefined, values["kube-discovery"]];
   if (sources.filter(Boolean).length !== 1) {
@@ -105,7 +118,10 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   }
   const logger = createLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
   const kube =
-    values["kube-discovery"] || values["leader-elect"] || values["kube-events"]
+    values["kube-discovery"] ||
+    values["leader-elect"] ||
+    values["kube-events"] ||
+    values["snapshot-schedules"]
       ? await connectKube()
       : undefined;
   const events =
@@ -192,10 +208,22 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   });
   const timer = setInterval(() => void refresh(), refreshMs);
   timer.unref();
+  // Only the leader gets here (with --leader-elect), so one replica takes the scheduled snapshots.
+  const schedules =
+    values["snapshot-schedules"] && kube
+      ? new SnapshotSchedules({
+          api: kube,
+          logger,
+          events: events ?? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger }),
+          pollMs: schedulePollMs,
+        })
+      : undefined;
+  schedules?.start();
 
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
+    schedules?.stop();
     poolUsage?.stop();
     await server.shutdown(graceMs);
     await metrics?.close();

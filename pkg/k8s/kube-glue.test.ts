@@ -1,53 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { SnapblockError } from "../errors/index.js";
-import type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+import { FakeKube } from "./fake-kube.js";
 import { KubeEventRecorder } from "./kube-events.js";
 import { KubernetesNodeDiscovery } from "./kube-node-discovery.js";
 import { LeaseElection } from "./lease-election.js";
 import { ANNOTATION, NodeAnnouncer, readAnnouncement } from "./node-announcement.js";
 import { silentLogger } from "../log/index.js";
 import { pvcOf, volumeSnapshotOf } from "../cluster/index.js";
-
-/** An API server of our own: Nodes, Leases with resourceVersion checks, Events. */
-class FakeKube implements KubeApi {
-  nodes = new Map<string, KubeNode>();
-  leases = new Map<string, KubeLease>();
-  events: KubeEvent[] = [];
-  failEvents = false;
-  private version = 1;
-
-  listNodes = () => Promise.resolve([...this.nodes.values()].map((n) => structuredClone(n)));
-  patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {
-    const node = this.nodes.get(name);
-    if (!node) return Promise.reject(new SnapblockError("NOT_FOUND", `node ${name}`));
-    for (const [k, v] of Object.entries(annotations)) {
-      if (v === null) delete node.annotations[k];
-      else node.annotations[k] = v;
-    }
-    return Promise.resolve();
-  }
-  getLease = (ns: string, name: string) => Promise.resolve(structuredClone(this.leases.get(`${ns}/${name}`)));
-  createLease(l: KubeLease): Promise<KubeLease> {
-    const key = `${l.namespace}/${l.name}`;
-    if (this.leases.has(key)) return Promise.reject(new SnapblockError("ALREADY_EXISTS", key));
-    const stored = { ...l, resourceVersion: String(this.version++) };
-    this.leases.set(key, stored);
-    return Promise.resolve(structuredClone(stored));
-  }
-  replaceLease(l: KubeLease): Promise<KubeLease> {
-    const key = `${l.namespace}/${l.name}`;
-    if (this.leases.get(key)?.resourceVersion !== l.resourceVersion)
-      return Promise.reject(new SnapblockError("BUSY", `conflict on ${key}`));
-    const stored = { ...l, resourceVersion: String(this.version++) };
-    this.leases.set(key, stored);
-    return Promise.resolve(structuredClone(stored));
-  }
-  createEvent(e: KubeEvent): Promise<void> {
-    if (this.failEvents) return Promise.reject(new SnapblockError("CLOSED", "api down"));
-    this.events.push(e);
-    return Promise.resolve();
-  }
-}
 
 const capacity = (available: number) => () =>
   Promise.resolve({

@@ -38,6 +38,8 @@ const API_VERSIONS: Record<string, string> = {
   ServiceMonitor: "monitoring.coreos.com/v1",
   Certificate: "cert-manager.io/v1",
   Issuer: "cert-manager.io/v1",
+  CustomResourceDefinition: "apiextensions.k8s.io/v1",
+  PrometheusRule: "monitoring.coreos.com/v1",
 };
 
 const DRIVER = "csi.snapblock.dev";
@@ -98,6 +100,7 @@ describe("default render", () => {
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "DaemonSet",
         "Deployment",
         "Role",
@@ -281,10 +284,12 @@ describe("default render", () => {
     expect(allows(local, "", "pods", "get")).toBe(true);
     expect(allows(local, "", "pods", "list")).toBe(false);
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
-    expect(rules("snapblock-controller")).toEqual([
+    // The SnapshotSchedule rules are checked in schedules-and-alerts.test.ts.
+    expect(rules("snapblock-controller").slice(0, 2)).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
       { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
+    expect(rules("snapblock-controller")).toHaveLength(6);
     expect(rules("snapblock-node")).toEqual([{ apiGroups: [""], resources: ["nodes"], verbs: ["patch"] }]);
     expect(one(objects, "Role", "snapblock-controller").metadata.namespace).toBe("snapblock");
   });
@@ -389,6 +394,7 @@ describe("non-default values", () => {
       volumeSnapshotClasses: [],
       metrics: { enabled: false, dashboard: { enabled: false } },
       controller: { storageCapacity: false, kubeEvents: false },
+      snapshotSchedules: { enabled: false },
     });
     for (const kind of ["StorageClass", "VolumeSnapshotClass", "Service", "ServiceMonitor"]) {
       expect(find(objects, kind), kind).toEqual([]);
