@@ -21,9 +21,9 @@ import type { Device, Metadata } from "./metadata.js";
  *
  * Cost: one visit of every distinct table node (shared subtrees once, not once per device),
  * i.e. proportional to the metadata in memory, not to the number of snapshots times the volume
- * size. The per-slot work, which dominates, is remembered between calls (SpaceMemo) for the
- * leaves that did not change, so a call after a few writes costs a pass over the nodes plus the
- * slots of the changed leaves. The pool caches the whole result per metadata sequence number.
+ * size. It can run at once (accountSpace) or in slices that yield to I/O (accountSpaceSliced);
+ * the pool caches the result per metadata sequence number and chooses between the two by the
+ * size of its tables (pool.ts, recentSpaceAccount).
  */
 export interface SpaceAccount {
   /** Metadata sequence number the figures are for (when the computation started). */
