@@ -57,7 +57,7 @@ const PARTIAL_PILE = 4096;
  * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
  * the last figures are served (space-accounting.ts, docs/space.md).
  */
-const SYNC_ACCOUNTING_BYTES = 4 * 1024 * 1024;
+const SYNC_ACCOUNTING_BYTES = 1024 * 1024;
 /** A usage level is left downwards only this many percent below it (no flapping at the line). */
 const USAGE_HYSTERESIS = 2;
 const FILES = {

@@ -313,7 +313,7 @@ describe("space accounting", () => {
       autoCommitMs: 0,
     });
     try {
-      // One chunk in each of 2,200 leaves: over 4 MiB of tables, past the synchronous size.
+      // One chunk in each of 2,200 leaves: over 4 MiB of tables, well past the synchronous size.
       const leaves = 2200;
       await pool.createVolume("v", leaves * 512 * CS);
       const h = pool.openVolume("v");
