@@ -19,8 +19,8 @@ RUN npm run build && npm prune --omit=dev
 # --- runtime -------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
 # What the node plugin runs: nbd-client (kernel NBD), nbdfuse from libnbd-bin + fuse3 + losetup
-# (no nbd module), mkfs/fsck/resize for ext4 and xfs, mount/umount/blkid/losetup (util-linux,
-# mount), modprobe (kmod). tini reaps the nbdfuse and nbd-client children as PID 1.
+# (no nbd module), mkfs/fsck/resize for ext4 and xfs, mount/umount/blkid/losetup/fsfreeze
+# (util-linux, mount), modprobe (kmod). tini reaps the nbdfuse and nbd-client children as PID 1.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       tini nbd-client libnbd-bin fuse3 e2fsprogs xfsprogs util-linux mount kmod ca-certificates \

@@ -20,11 +20,13 @@ import {
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
-import { logLevel, transportFlags, untilSignal } from "./node-command.js";
+import { logLevel, untilSignal } from "./node-command.js";
+import { NODE_CERT_DAYS, controllerTls } from "./engine-tls-setup.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
 import {
+  CsrSigner,
   KubeEventRecorder,
   KubernetesNodeDiscovery,
   LeaseElection,
@@ -56,7 +58,19 @@ volume operation sent to the engine service of the node that holds (or will hold
   --tls-ca FILE           CA of the engine service (PEM)        } required unless
   --tls-cert FILE         the controller's certificate (PEM)    } --insecure-loopback
   --tls-key FILE          the controller's private key (PEM)    }
-  --tls-server-name NAME  name the node certificates carry, when not the address's host
+  --tls-ca-key FILE       instead of --tls-cert/--tls-key: the engine CA's key; the controller
+                          issues its own client certificate from it
+  --sign-node-certificates
+                          with --tls-ca-key: approve and sign the node plugins' certificate
+                          requests (Kubernetes CSRs, signer snapblock.dev/engine) for their own node
+  --node-service-account NS/NAME
+                          the node plugins' service account (default: $POD_NAMESPACE/snapblock-node)
+  --node-certificate-days N  longest node certificate issued (default ${NODE_CERT_DAYS})
+  --node-lost-after SEC   a node unreachable this long is gone: snapshots it held are copied again
+                          from the survivors (default 600)
+  --replica-check-every SEC  how often snapshot replicas are checked and repaired (default 30)
+  --ca-configmap NAME     publish the engine CA certificate (key ca.crt) in this ConfigMap of the
+                          controller's namespace, for the node plugins to mount
   --insecure-loopback     plaintext to nodes on loopback addresses only (tests, one machine)
   --call-timeout SEC      deadline of one engine call (default 60)
   --plugin-name NAME      CSI driver name (default ${DEFAULT_PLUGIN_NAME})
@@ -84,7 +98,13 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
-      "tls-server-name": { type: "string" },
+      "tls-ca-key": { type: "string" },
+      "sign-node-certificates": { type: "boolean", default: false },
+      "node-service-account": { type: "string" },
+      "node-certificate-days": { type: "string", default: String(NODE_CERT_DAYS) },
+      "ca-configmap": { type: "string" },
+      "node-lost-after": { type: "string", default: "600" },
+      "replica-check-every": { type: "string", default: "30" },
       "insecure-loopback": { type: "boolean", default: false },
       "call-timeout": { type: "string", default: "60" },
       "plugin-name": { type: "string", default: DEFAULT_PLUGIN_NAME },
@@ -100,8 +120,21 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   }
   const socketPath = socketPathOf(values.endpoint, ctx.cwd);
   const pluginName = validatePluginName(values["plugin-name"]);
-  const transport = transportFlags(values, ctx.cwd);
-  if (values["tls-server-name"]) transport.serverName = values["tls-server-name"];
+  const { transport, ca } = await controllerTls(values, ctx.cwd);
+  const nodeCertDays = Number(values["node-certificate-days"]);
+  if (!(nodeCertDays > 0))
+    throw new UsageError(`--node-certificate-days ${values["node-certificate-days"]}: days > 0`);
+  if ((values["sign-node-certificates"] || values["ca-configmap"]) && !ca) {
+    throw new UsageError(
+      "--sign-node-certificates and --ca-configmap need the CA: --tls-ca with --tls-ca-key",
+    );
+  }
+  const namespace = values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system";
+  const lostAfterMs = Number(values["node-lost-after"]) * 1000;
+  const replicaCheckMs = Number(values["replica-check-every"]) * 1000;
+  if (!(lostAfterMs > 0)) throw new UsageError(`--node-lost-after ${values["node-lost-after"]}: seconds > 0`);
+  if (!(replicaCheckMs > 0))
+    throw new UsageError(`--replica-check-every ${values["replica-check-every"]}: seconds > 0`);
   const level = logLevel(values["log-level"]);
   const refreshMs = Number(values.refresh) * 1000;
   const callTimeoutMs = Number(values["call-timeout"]) * 1000;
@@ -121,7 +154,9 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     values["kube-discovery"] ||
     values["leader-elect"] ||
     values["kube-events"] ||
-    values["snapshot-schedules"]
+    values["snapshot-schedules"] ||
+    values["sign-node-certificates"] ||
+    values["ca-configmap"]
       ? await connectKube()
       : undefined;
   const events =
@@ -144,7 +179,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     const lostLease = new Promise<void>((resolve) => (lost = resolve));
     election = new LeaseElection({
       api: kube!,
-      namespace: values["leader-elect-namespace"] ?? ctx.env.POD_NAMESPACE ?? "kube-system",
+      namespace,
       name: values["leader-elect-name"],
       identity,
       logger,
@@ -161,10 +196,34 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     await election.start();
   }
 
+  // The node plugins mount the CA certificate from this ConfigMap; their certificates come from
+  // the signer below (only the leader runs it: the Lease is held by now).
+  if (values["ca-configmap"] && ca && kube) {
+    await kube.putConfigMap(namespace, values["ca-configmap"], { "ca.crt": ca.certPem });
+  }
+  let signing: NodeJS.Timeout | undefined;
+  if (values["sign-node-certificates"] && ca && kube) {
+    const signer = new CsrSigner({
+      api: kube,
+      ca,
+      nodeServiceAccount: serviceAccountName(values["node-service-account"] ?? `${namespace}/snapblock-node`),
+      maxDays: nodeCertDays,
+      logger,
+    });
+    const pass = (): void =>
+      void signer
+        .reconcile()
+        .catch((err: unknown) => logger.error("node certificate signer pass failed", { err }));
+    pass();
+    signing = setInterval(pass, 2000);
+    signing.unref();
+  }
+
   const cluster = new ClusterEngine({
     discovery,
     connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
     logger,
+    lostAfterMs,
     ...(events ? { events } : {}),
   });
   // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
@@ -208,6 +267,24 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   });
   const timer = setInterval(() => void refresh(), refreshMs);
   timer.unref();
+  // The replica repair loop (only the leader gets here).
+  let checking = false;
+  const replicaCheck = setInterval(() => {
+    if (checking) return;
+    checking = true;
+    cluster.replicator
+      .reconcile()
+      .then((report) => {
+        const changed =
+          report.deleted.length + report.added.length + report.dropped.length + report.redirected.length;
+        if (changed > 0) logger.info("snapshot replicas reconciled", report);
+      })
+      .catch((err: unknown) => logger.error("snapshot replica check failed", { err }))
+      .finally(() => {
+        checking = false;
+      });
+  }, replicaCheckMs);
+  replicaCheck.unref();
   // Only the leader gets here (with --leader-elect), so one replica takes the scheduled snapshots.
   const schedules =
     values["snapshot-schedules"] && kube
@@ -223,6 +300,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
+    clearInterval(signing);
+    clearInterval(replicaCheck);
     schedules?.stop();
     poolUsage?.stop();
     await server.shutdown(graceMs);
@@ -231,4 +310,11 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     await events?.flush();
     await election?.stop();
   });
+}
+
+/** "NS/NAME" as the user name the API server gives that service account's tokens. */
+function serviceAccountName(text: string): string {
+  const m = /^([a-z0-9][a-z0-9.-]*)\/([a-z0-9][a-z0-9.-]*)$/.exec(text);
+  if (!m) throw new UsageError(`--node-service-account ${text}: use NAMESPACE/NAME`);
+  return `system:serviceaccount:${m[1]}:${m[2]}`;
 }

@@ -26,8 +26,9 @@ import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } fro
 import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
 import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
 import { NbdNodeVolumes } from "../pkg/node/index.js";
-import { EngineServer, parseHostPort, type EngineTransportOptions } from "../pkg/engine-service/index.js";
-import { NodeAnnouncer, connectKube } from "../pkg/k8s/index.js";
+import { EngineServer, HolderContent, parseHostPort } from "../pkg/engine-service/index.js";
+import { NodeAnnouncer, connectKube, type NodeCertificate } from "../pkg/k8s/index.js";
+import { nodeTls } from "./engine-tls-setup.js";
 
 export const NODE_USAGE = `snapblock node --node-id ID [options]
 
@@ -41,7 +42,11 @@ controller (mutual TLS) and Identity + Node on the kubelet's CSI socket.
   --tls-ca FILE         CA of the engine service (PEM)        } required unless
   --tls-cert FILE       this node's certificate (PEM)         } --insecure-loopback
   --tls-key FILE        this node's private key (PEM)         }
+  --tls-bootstrap       instead of --tls-cert/--tls-key: make a key here and get this node's
+                        certificate from the controller's signer (a Kubernetes CSR), renewed
   --insecure-loopback   plaintext engine service; only with a loopback --engine-listen
+  --pull-rate-limit SIZE  bytes per second a background copy from other nodes may take
+                        (restores from another node's snapshot, replicas; default 0: no limit)
   --announce ADDR       publish ADDR (host:port the controller dials, e.g. $(POD_IP):7443) and the
                         pool's capacity on this node's Node object (snapblock.dev/ annotations)
   --announce-every SEC  how often to refresh the announcement (default 60)
@@ -70,6 +75,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
       "tls-ca": { type: "string" },
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
+      "tls-bootstrap": { type: "boolean", default: false },
+      "pull-rate-limit": { type: "string", default: "0" },
       "insecure-loopback": { type: "boolean", default: false },
       announce: { type: "string" },
       "announce-every": { type: "string", default: "60" },
@@ -96,8 +103,9 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   const dataDir = path.resolve(ctx.cwd, values.data);
   const socketPath = socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, ctx.cwd);
   const pluginName = validatePluginName(values["plugin-name"]);
-  const transport = transportFlags(values, ctx.cwd);
   const overcommit = Number(values.overcommit);
+  const pullRate =
+    values["pull-rate-limit"] === "0" ? 0 : parseByteSize(values["pull-rate-limit"], "--pull-rate-limit");
   const maxVolumes = Number(values["max-volumes"]);
   const graceMs = Number(values["shutdown-grace"]) * 1000;
   const level = logLevel(values["log-level"]);
@@ -123,6 +131,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     write: ctx.stderr,
     base: { component: "snapblock-node", node: nodeId },
   });
+  const { transport, bootstrap } = nodeTls(values, { cwd: ctx.cwd, nodeId, dataDir, logger });
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const poolSize = values["pool-size"]
     ? parseByteSize(values["pool-size"], "--pool-size")
@@ -138,6 +147,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   });
   const nbdMetrics = new NbdMetrics({ registry, stats: (): NbdStats => nbd.stats() });
   const csiMetrics = new CsiMetrics({ registry });
+  // Snapshots on other nodes are read with this node's own certificate (holders check it).
+  const remote = new HolderContent({ transport, logger });
   const engine = new LocalEngine({
     observer: engineMetrics.observer,
     nodeId,
@@ -145,6 +156,8 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     metadataFile: path.join(dataDir, "csi-metadata.json"),
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
+    remote,
+    pullBytesPerSecond: pullRate,
     logger,
   });
   const nbd = new NbdServer({
@@ -172,10 +185,17 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   }
   let engineServer: EngineServer;
   let csi: CsiServer;
+  let certificate: NodeCertificate | undefined;
   try {
+    if (bootstrap) {
+      certificate = bootstrap(await connectKube());
+      await certificate.ensure();
+    }
     engineServer = await EngineServer.start({
       engine,
       snapshots: engine,
+      replication: engine,
+      pullGrants: { allows: (name, node) => engine.allowsPull(name, node) },
       address: values["engine-listen"],
       transport,
       version: packageVersion(),
@@ -207,6 +227,10 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     return 1;
   }
 
+  certificate?.startRenewal(() => {
+    engineServer.reloadTls(transport);
+    logger.info("serving the engine service with the renewed certificate");
+  });
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   // Announced only once serving: the controller must not dial an endpoint that is not there yet.
@@ -225,39 +249,15 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
 
   return untilSignal(logger, async () => {
     announcer?.stop();
+    certificate?.stop();
     await Promise.all([csi.shutdown(graceMs), engineServer.shutdown(graceMs)]);
     await metrics?.close();
     // In-flight NBD requests finish and every export is flushed before the pool closes.
     await nbd.shutdown();
     await nodeVolumes.close();
     await engine.close();
+    remote.close();
   });
-}
-
-/** Engine-service transport flags, shared by `node` and `controller`. */
-export function transportFlags(
-  values: { "tls-ca"?: string; "tls-cert"?: string; "tls-key"?: string; "insecure-loopback"?: boolean },
-  cwd: string,
-): EngineTransportOptions {
-  const files = [values["tls-ca"], values["tls-cert"], values["tls-key"]];
-  if (values["insecure-loopback"]) {
-    if (files.some((f) => f !== undefined))
-      throw new UsageError("--insecure-loopback and --tls-* exclude each other");
-    return { insecureLoopback: true };
-  }
-  const [ca, cert, key] = files;
-  if (!ca || !cert || !key) {
-    throw new UsageError(
-      "the engine service needs --tls-ca, --tls-cert and --tls-key (mutual TLS); plaintext only with --insecure-loopback on a loopback address",
-    );
-  }
-  return {
-    tls: {
-      caFile: path.resolve(cwd, ca),
-      certFile: path.resolve(cwd, cert),
-      keyFile: path.resolve(cwd, key),
-    },
-  };
 }
 
 export function logLevel(level: string): LogLevel {

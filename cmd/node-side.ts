@@ -72,13 +72,16 @@ export async function nodeDataPath(o: {
       prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
     });
     o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
-    return new NbdNodeVolumes({
+    const volumes = new NbdNodeVolumes({
       volumes: o.engine,
       nbd: o.nbd,
       attacher: chosen.attacher,
       socketDir: path.join(o.dataDir, "nbd"),
       logger: o.logger,
     });
+    // Snapshots of volumes staged here with a filesystem are taken with it frozen.
+    o.engine.useQuiescer(volumes);
+    return volumes;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {

@@ -94,15 +94,10 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
       if (values.help) return help(ctx);
       if (positionals.length !== 1) throw new UsageError("snapshot get SNAPSHOT_ID");
       return withConnection(ctx, values.endpoint, async (conn, out) => {
-        // ListSnapshots with a snapshot_id filter works with every CSI version (GetSnapshot is 1.11+).
-        const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+        // GetSnapshot (CSI v1.11+): a snapshot that does not exist is NOT_FOUND, reported as such.
+        const { snapshot: found } = await conn.controller<SnapshotResponse>("GetSnapshot", {
           snapshotId: positionals[0],
         });
-        const found = page.entries[0]?.snapshot;
-        if (!found) {
-          ctx.stderr(`snapshot ${positionals[0]} does not exist\n`);
-          return 1;
-        }
         const space = await SpaceFigures.fetch(conn);
         if (out.json) printJson(out, withSpace(found, space));
         else printFields(out, [...snapshotFields(found), ...spaceFields(space, found.snapshotId)]);

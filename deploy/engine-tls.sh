@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Creates the engine service's mutual-TLS Secrets that deploy/snapblock.yaml mounts:
-# snapblock-controller-tls (client) and snapblock-node-tls (server, shared by every node plugin,
-# carrying the name the controller checks: snapblock-node.snapblock.svc). One CA signs both; its
-# key is deleted afterwards (make new certificates by running this again and restarting the pods).
+# Creates the engine service's CA Secret that deploy/snapblock.yaml mounts in the controller:
+# snapblock-engine-ca (type kubernetes.io/tls: the CA certificate and its key). The controller
+# issues every engine certificate from it: its own (client only) at start, and one per node plugin,
+# for the node that plugin runs on, through CertificateSigningRequests (docs/cluster.md,
+# "Identities"). The key is created here and only ever stored in that Secret.
 #
 # usage: deploy/engine-tls.sh [NAMESPACE] [DAYS]   (default snapblock, 3650)
 # needs: openssl, kubectl pointing at the cluster.
@@ -10,28 +11,18 @@ set -euo pipefail
 
 namespace="${1:-snapblock}"
 days="${2:-3650}"
-node_name="snapblock-node.${namespace}.svc"
 
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$days" \
-  -subj "/CN=snapblock-engine-ca" -keyout ca.key -out ca.crt 2>/dev/null
+# PKCS#8 (openssl 3's default for genpkey) is the key format the controller reads.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+openssl req -x509 -new -key ca.key -days "$days" -subj "/CN=snapblock-engine-ca" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  -out ca.crt 2>/dev/null
 
-issue() { # issue NAME CN SAN EXTENDED_KEY_USAGE
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-    -keyout "$1.key" -out "$1.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:%s\nextendedKeyUsage=%s\nkeyUsage=digitalSignature,keyEncipherment\n' "$3" "$4" >"$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
-    -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-}
-issue controller snapblock-controller snapblock-controller clientAuth,serverAuth
-issue node "$node_name" "$node_name" serverAuth,clientAuth
-
-for side in controller node; do
-  kubectl -n "$namespace" create secret generic "snapblock-$side-tls" --type=kubernetes.io/tls \
-    --from-file=ca.crt=ca.crt --from-file=tls.crt="$side.crt" --from-file=tls.key="$side.key" \
-    --dry-run=client -o yaml | kubectl apply -f -
-done
-echo "engine-tls: Secrets snapblock-controller-tls and snapblock-node-tls are in namespace $namespace"
+kubectl -n "$namespace" create secret generic snapblock-engine-ca --type=kubernetes.io/tls \
+  --from-file=ca.crt=ca.crt --from-file=tls.crt=ca.crt --from-file=tls.key=ca.key \
+  --dry-run=client -o yaml | kubectl apply -f -
+echo "engine-tls: Secret snapblock-engine-ca is in namespace $namespace"

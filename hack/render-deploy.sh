@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Renders deploy/snapblock.yaml, the plain manifests for users without Helm, from charts/snapblock
-# with its default values except one: the engine service's certificates come from existing
-# Secrets (deploy/engine-tls.sh makes them), because a rendered file must not carry a private key
-# that every user would share. test/chart/deploy-manifests.test.ts re-renders and compares.
+# with its default values except one: the engine service's CA comes from an existing Secret
+# (deploy/engine-tls.sh makes it), because a rendered file must not carry a private key that every
+# user would share. test/chart/deploy-manifests.test.ts re-renders and compares.
 #
 # usage: hack/render-deploy.sh [OUTPUT]   (default deploy/snapblock.yaml)
 set -euo pipefail
@@ -26,18 +26,17 @@ export HELM_CACHE_HOME="$scratch/cache" HELM_CONFIG_HOME="$scratch/config" HELM_
 {
   cat <<HEADER
 # snapblock: plain manifests rendered from charts/snapblock with the default values, except that
-# the engine service's certificates come from the Secrets snapblock-controller-tls and
-# snapblock-node-tls. Do not edit: regenerate with hack/render-deploy.sh.
+# the engine service's CA comes from the Secret snapblock-engine-ca (the controller issues every
+# certificate from it). Do not edit: regenerate with hack/render-deploy.sh.
 #
 #   kubectl apply -f deploy/namespace.yaml
-#   deploy/engine-tls.sh            # creates the two Secrets (openssl + kubectl)
+#   deploy/engine-tls.sh            # creates the CA Secret (openssl + kubectl)
 #   kubectl apply -f deploy/snapblock.yaml
 HEADER
   "$helm" template snapblock "$root/charts/snapblock" \
     --namespace "$namespace" \
     --kube-version "$kube_version" \
     --set tls.mode=existingSecret \
-    --set tls.existingSecret.controller=snapblock-controller-tls \
-    --set tls.existingSecret.node=snapblock-node-tls
+    --set tls.existingSecret.ca=snapblock-engine-ca
 } >"$scratch/snapblock.yaml"
 mv "$scratch/snapblock.yaml" "$out"

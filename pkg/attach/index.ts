@@ -23,3 +23,4 @@ export {
 } from "./nbdfuse-loop-attacher.js";
 export { deviceUsersCheck, type DeviceUsersCheck } from "./device-users.js";
 export { listLoopDevices, parseLosetupJson, type LoopDevice } from "./losetup.js";
+export { KeyedMutex } from "./keyed-mutex.js";

@@ -89,6 +89,15 @@ class FakeNode implements NodeEngine {
   engineFor = (id: string) => (id === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);
+  // Replication: what the controller asked for, recorded (the real calls are tested end to end).
+  grants: string[] = [];
+  tombstones: string[] = [];
+  replicateSnapshot = (): Promise<EngineSnapshot> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  setHolders = (): Promise<void> => Promise.resolve();
+  grantPull = async (name: string, node: string) =>
+    void (await this.up(), this.grants.push(`${name}@${node}`));
+  addTombstones = async (o: string[]) => void (await this.up(), this.tombstones.push(...o));
+  listTombstones = async () => (await this.up(), [...this.tombstones]);
 }
 
 async function cluster(
@@ -252,21 +261,57 @@ describe("ClusterEngine placement", () => {
     expect(recorded).toHaveLength(1);
   });
 
-  it("puts restores and clones on the source's node; pinning another node is a clear error", async () => {
-    const { engine } = await cluster({ a: 10 * GiB, b: 10 * GiB });
+  it("puts restores on the source's node unless the request wants another node, which then copies from it", async () => {
+    const { engine, nodes } = await cluster({ a: 10 * GiB, b: 10 * GiB });
+    expect(
+      (await engine.placeVolume({ name: "r", sizeBytes: 0, preferred: [], sourceNodeId: "b" })).nodeId,
+    ).toBe("b");
+    // The scheduler picked a (WaitForFirstConsumer), or the topology allows only a: made on a.
     expect(
       (await engine.placeVolume({ name: "r", sizeBytes: 0, preferred: ["a"], sourceNodeId: "b" })).nodeId,
-    ).toBe("b");
-    const err = await engine
-      .placeVolume({ name: "r", sizeBytes: 0, requisite: ["a"], preferred: [], sourceNodeId: "b" })
-      .catch((e: unknown) => e);
-    expect(toGrpcStatus(err).codeName).toBe("RESOURCE_EXHAUSTED");
-    expect((err as Error).message).toMatch(/source is on node b.*allow only a/);
+    ).toBe("a");
+    const target = await engine.placeVolume({
+      name: "r",
+      sizeBytes: 0,
+      requisite: ["a"],
+      preferred: [],
+      sourceNodeId: "b",
+    });
+    expect(target.nodeId).toBe("a");
+    // Creating it there grants a the source snapshot on b and names b as the holder.
+    await nodes.get("b")!.createVolume({ name: "vb", sizeBytes: 5 });
+    await nodes.get("b")!.createSnapshot({ volume: "vb", name: "sb" });
+    let seen: unknown;
+    const a = nodes.get("a")!;
+    const plain = a.createVolume.bind(a);
+    a.createVolume = (o: { name: string; sizeBytes: number; source?: unknown }) => (
+      (seen = o.source),
+      plain(o)
+    );
+    await target.createVolume({
+      name: "r",
+      sizeBytes: 5,
+      meta: {},
+      source: { kind: "snapshot", name: "sb", nodeId: "b" },
+    });
+    expect(seen).toEqual({
+      kind: "snapshot",
+      name: "sb",
+      nodeId: "b",
+      holders: [{ nodeId: "b", address: "b:7443", name: "sb" }],
+    });
+    expect(nodes.get("b")!.grants).toEqual(["sb@a"]);
+    // A source node that is down: placed elsewhere too (and the holders are its replicas).
+    nodes.get("b")!.down = true;
+    expect(
+      (await engine.placeVolume({ name: "r2", sizeBytes: 0, preferred: [], sourceNodeId: "b" })).nodeId,
+    ).toBe("a");
   });
 
   it("routes ids to their node; a node discovery does not list is UNAVAILABLE, not NOT_FOUND", async () => {
     const { engine, nodes } = await cluster({ a: GiB, b: GiB });
-    expect(engine.engineFor("b")).toBe(nodes.get("b"));
+    await nodes.get("b")!.createVolume({ name: "only-on-b", sizeBytes: 1 });
+    expect(await engine.engineFor("b").getVolume("only-on-b")).toBeDefined();
     expect(engine.nodeEngines().map((e) => e.nodeId)).toEqual(["a", "b"]);
     const gone = await engine
       .engineFor("q")

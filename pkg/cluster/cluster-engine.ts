@@ -4,6 +4,8 @@ import { pvcOf, type EventRecorder } from "./event-recorder.js";
 import { MissingNodeEngine } from "./missing-node-engine.js";
 import type { NodeDiscovery, NodeEndpoint } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
+import { replicaAware } from "./replica-aware-engine.js";
+import { Replicator, type ClusterView, type ReplicationObserver } from "./replicator.js";
 import type { Logger } from "../log/index.js";
 import type {
   EngineApi,
@@ -12,13 +14,14 @@ import type {
   EngineCreateVolumeOptions,
   EngineListing,
   EnginePlacementRequest,
+  EngineReplication,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
 /** A node's engine as the cluster holds it: RemoteEngine in production. */
-export type NodeEngine = EngineApi & { close(): void };
+export type NodeEngine = EngineApi & EngineReplication & { close(): void };
 
 export interface ClusterEngineOptions {
   discovery: NodeDiscovery;
@@ -29,6 +32,13 @@ export interface ClusterEngineOptions {
   events?: EventRecorder;
   /** How often a full background copy's progress is checked for its end Event (default 5 s). */
   copyPollMs?: number;
+  /**
+   * A node unreachable (or unlisted) this long is gone: the snapshots it held are copied again
+   * from the survivors (default 10 minutes).
+   */
+  lostAfterMs?: number;
+  replicationObserver?: ReplicationObserver;
+  now?: () => number;
 }
 
 interface Member {
@@ -55,6 +65,12 @@ export class ClusterEngine implements EngineApi {
   readonly nodeId = "cluster";
   private members = new Map<string, Member>();
   private discovered = false;
+  /** Since when a node has failed to answer (cleared when it answers). */
+  private readonly downSince = new Map<string, number>();
+  /** Since when a node known before is no longer listed by discovery. */
+  private readonly unlistedSince = new Map<string, number>();
+  private readonly startedAt: number;
+  readonly replicator: Replicator;
 
   private readonly copyEvents: CopyEvents | undefined;
 
@@ -65,6 +81,37 @@ export class ClusterEngine implements EngineApi {
           ...(options.copyPollMs ? { pollMs: options.copyPollMs } : {}),
         })
       : undefined;
+    this.startedAt = this.now();
+    const view: ClusterView = {
+      members: () =>
+        new Map([...this.members].map(([id, m]) => [id, { engine: m.engine, address: m.endpoint.address }])),
+      isGone: (id) => {
+        // Down (or unlisted) for the whole lost-node time; a node this controller never knew is
+        // gone once the controller has been up that long.
+        const since = this.members.has(id)
+          ? this.downSince.get(id)
+          : (this.unlistedSince.get(id) ?? this.startedAt);
+        return since !== undefined && this.now() - since >= (options.lostAfterMs ?? 600_000);
+      },
+      seen: (id, reachable) => {
+        if (reachable) this.downSince.delete(id);
+        else if (!this.downSince.has(id)) this.downSince.set(id, this.now());
+      },
+    };
+    this.replicator = new Replicator(view, {
+      logger: options.logger,
+      ...(options.events ? { events: options.events } : {}),
+      ...(options.replicationObserver ? { observer: options.replicationObserver } : {}),
+    });
+  }
+
+  private now(): number {
+    return this.options.now?.() ?? Date.now();
+  }
+
+  /** The node's engine as the CSI controller uses it (snapshots beyond the node folded in). */
+  private facade(engine: EngineApi): EngineApi {
+    return replicaAware(engine, this.replicator, this.options.logger);
   }
 
   /** Asks discovery again: connects new nodes, drops gone ones, reconnects moved ones. */
@@ -97,9 +144,11 @@ export class ClusterEngine implements EngineApi {
     for (const [id, member] of this.members) {
       if (!next.has(id)) {
         member.engine.close();
+        this.unlistedSince.set(id, this.now());
         this.options.logger.info("node engine removed", { node: id });
       }
     }
+    for (const id of next.keys()) this.unlistedSince.delete(id);
     this.members = next;
     this.discovered = true;
   }
@@ -116,18 +165,18 @@ export class ClusterEngine implements EngineApi {
   }
 
   engineFor(nodeId: string): EngineApi {
-    return this.members.get(nodeId)?.engine ?? new MissingNodeEngine(nodeId);
+    return this.facade(this.members.get(nodeId)?.engine ?? new MissingNodeEngine(nodeId));
   }
 
   nodeEngines(): EngineApi[] {
     return [...this.members.values()]
       .sort((a, b) => (a.endpoint.nodeId < b.endpoint.nodeId ? -1 : 1))
-      .map((m) => m.engine);
+      .map((m) => this.facade(m.engine));
   }
 
   async placeVolume(request: EnginePlacementRequest): Promise<EngineApi> {
     try {
-      const target = await this.place(request);
+      const target = this.facade(await this.place(request));
       // A full-copy restore or clone created through it gets start and end Events on its PVC.
       return this.copyEvents ? this.copyEvents.wrap(target, pvcOf(request.parameters ?? {})) : target;
     } catch (err) {
@@ -148,14 +197,17 @@ export class ClusterEngine implements EngineApi {
   private async place(request: EnginePlacementRequest): Promise<EngineApi> {
     const { requisite, sourceNodeId } = request;
     if (sourceNodeId !== undefined) {
-      // The data is on the source's node and cross-node restore does not exist yet.
-      if (requisite && !requisite.includes(sourceNodeId)) {
-        throw new StatusError(
-          "RESOURCE_EXHAUSTED",
-          `the source is on node ${sourceNodeId} and snapblock restores and clones on the source's node, but accessibility_requirements allow only ${requisite.join(", ")}`,
-        );
+      // Where the data is, unless the request wants another node (the pod's node, chosen by the
+      // scheduler) or the data's node cannot take it: then the volume is made there and fills
+      // from the snapshot's holders (cross-node restore).
+      const allowed = !requisite || requisite.includes(sourceNodeId);
+      const wantsOther = request.preferred.length > 0 && request.preferred[0] !== sourceNodeId;
+      const source = this.members.get(sourceNodeId);
+      if (allowed && !wantsOther && source) {
+        const probe = await this.probe(sourceNodeId, request.name);
+        if (probe.holds || (probe.capacity && probe.capacity.availableBytes >= request.sizeBytes))
+          return source.engine;
       }
-      return this.engineFor(sourceNodeId);
     }
     const candidates = requisite ? requisite.filter((id) => this.members.has(id)) : [...this.members.keys()];
     if (candidates.length === 0) {

@@ -28,7 +28,8 @@ export class CopyEvents {
         if (prop === "createVolume") {
           return async (o: EngineCreateVolumeOptions): Promise<EngineVolume> => {
             const volume = await t.createVolume(o);
-            if (o.fullCopy && o.source) this.started(t, o.name, pvc);
+            if (volume.pull) this.pullStarted(t, volume, pvc);
+            else if (o.fullCopy && o.source) this.started(t, o.name, pvc);
             return volume;
           };
         }
@@ -53,6 +54,53 @@ export class CopyEvents {
       message: `volume ${engine.nodeId}/${name}: copying every chunk from its source in the background; the volume is usable meanwhile`,
     });
     this.poll(engine, name, pvc);
+  }
+
+  /** A volume restored from another node's snapshot: its content arrives in the background. */
+  private pullStarted(engine: EngineApi, volume: EngineVolume, pvc: ObjectRef): void {
+    const pull = volume.pull!;
+    this.o.events.record({
+      involved: pvc,
+      type: "Normal",
+      reason: "RestoreCopyStarted",
+      message: `volume ${engine.nodeId}/${volume.name}: copying ${pull.totalChunks} chunks from snapshot ${pull.origin} on another node in the background; the volume is usable meanwhile`,
+    });
+    this.pollPull(engine, volume.name, pvc, false);
+  }
+
+  private pollPull(engine: EngineApi, name: string, pvc: ObjectRef, stalledReported: boolean): void {
+    if (this.closed) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      void engine.getVolume(name).then(
+        (volume) => {
+          if (!volume) return; // deleted meanwhile
+          const id = `${engine.nodeId}/${name}`;
+          if (!volume.pull) {
+            this.o.events.record({
+              involved: pvc,
+              type: "Normal",
+              reason: "RestoreCopyFinished",
+              message: `volume ${id}: every chunk of its snapshot is on this node now`,
+            });
+            return;
+          }
+          const stalled = volume.pull.state === "stalled";
+          if (stalled && !stalledReported) {
+            this.o.events.record({
+              involved: pvc,
+              type: "Warning",
+              reason: "RestoreCopyStalled",
+              message: `volume ${id}: ${volume.pull.pendingChunks} chunk(s) of snapshot ${volume.pull.origin} cannot be fetched now (${volume.pull.error ?? "no holder answers"}); reads of them fail until a holder is back or a replica takes over`,
+            });
+          }
+          this.pollPull(engine, name, pvc, stalled);
+        },
+        () => this.pollPull(engine, name, pvc, stalledReported),
+      );
+    }, this.o.pollMs ?? 5000);
+    timer.unref();
+    this.timers.add(timer);
   }
 
   private poll(engine: EngineApi, name: string, pvc: ObjectRef): void {

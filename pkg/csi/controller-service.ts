@@ -16,11 +16,12 @@ export interface ControllerOptions {
   observer?: CallObserver;
 }
 
-/** Controller capabilities (docs/design.md section 4), plus what the implementation also serves. */
+/** Controller capabilities: every RPC group the Controller service serves (docs/csi.md). */
 export const CONTROLLER_CAPABILITIES = [
   "CREATE_DELETE_VOLUME",
   "CREATE_DELETE_SNAPSHOT",
   "LIST_SNAPSHOTS",
+  "GET_SNAPSHOT",
   "LIST_VOLUMES",
   "CLONE_VOLUME",
   "EXPAND_VOLUME",

@@ -5,9 +5,10 @@ import type { CreateSnapshotRequest__Output } from "./generated/csi/v1/CreateSna
 import type { CreateSnapshotResponse } from "./generated/csi/v1/CreateSnapshotResponse.js";
 import type { DeleteSnapshotRequest__Output } from "./generated/csi/v1/DeleteSnapshotRequest.js";
 import type { DeleteSnapshotResponse } from "./generated/csi/v1/DeleteSnapshotResponse.js";
+import type { GetSnapshotRequest__Output } from "./generated/csi/v1/GetSnapshotRequest.js";
+import type { GetSnapshotResponse } from "./generated/csi/v1/GetSnapshotResponse.js";
 import type { ListSnapshotsRequest__Output } from "./generated/csi/v1/ListSnapshotsRequest.js";
 import type { ListSnapshotsResponse } from "./generated/csi/v1/ListSnapshotsResponse.js";
-import type { Snapshot } from "./generated/csi/v1/Snapshot.js";
 import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
@@ -16,21 +17,10 @@ import {
   PARAM_MAX_SNAPSHOT_SPACE,
   parseSnapshotParameters,
 } from "./storage-class-parameters.js";
+import { REPLICA_META } from "../engine-api/index.js";
 import { META, snapshotId, snapshotMessage, volumeFacts, volumeId, type VolumeFacts } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineSnapshot, EngineSnapshotLimits } from "../engine-api/index.js";
-
-/**
- * GetSnapshot (CSI v1.11+, alpha). The proto in proto/ is the v1.10.0 text, which does not have
- * it yet; the handler is registered as soon as the loaded proto defines the method.
- */
-export interface GetSnapshotRequest {
-  snapshotId: string;
-  secrets?: Record<string, string>;
-}
-export interface GetSnapshotResponse {
-  snapshot: Snapshot;
-}
 
 /** The snapshot RPCs of the Controller service: validate -> lock -> delegate -> map. */
 export class ControllerSnapshots {
@@ -43,7 +33,7 @@ export class ControllerSnapshots {
     // validate
     const name = validateCsiName(req.name, "snapshot");
     if (req.sourceVolumeId === "") throw invalidArgument("source_volume_id is required");
-    parseSnapshotParameters(req.parameters);
+    const params = parseSnapshotParameters(req.parameters);
     const engineName = engineNameFor(name);
     // A snapshot lives in the pool of its volume: the node of the volume is the snapshot's.
     const found = locate(this.deps.engine, req.sourceVolumeId);
@@ -80,7 +70,20 @@ export class ControllerSnapshots {
         created = await engine.createSnapshot({
           volume: source,
           name: engineName,
-          meta: { [META.name]: name, [META.sourceVolumeId]: req.sourceVolumeId },
+          meta: {
+            [META.name]: name,
+            [META.sourceVolumeId]: req.sourceVolumeId,
+            ...params.co,
+            // Replicas on other nodes, and what an incremental replica of the next snapshot
+            // compares with (cluster mode; docs/cluster.md).
+            ...(params.replicas > 0
+              ? {
+                  [REPLICA_META.replicas]: String(params.replicas),
+                  [REPLICA_META.volume]: req.sourceVolumeId,
+                }
+              : {}),
+          },
+          freezeFilesystem: params.freezeFilesystem,
           ...(limits ? { limits } : {}),
         });
       } catch (err) {
@@ -150,8 +153,13 @@ export class ControllerSnapshots {
     return { entries: page.map((s) => ({ snapshot: snapshotMessage(s.nodeId, s.item) })), nextToken };
   }
 
-  async getSnapshot(req: GetSnapshotRequest, scope: CallScope): Promise<GetSnapshotResponse> {
-    if (!req.snapshotId) throw invalidArgument("snapshot_id is required");
+  /**
+   * GetSnapshot (CSI v1.11+, alpha): the current information of one snapshot. CSI spec,
+   * GetSnapshot errors: "Snapshot does not exist | 5 NOT_FOUND"; a missing snapshot_id is the
+   * CO's error (INVALID_ARGUMENT), checked first.
+   */
+  async getSnapshot(req: GetSnapshotRequest__Output, scope: CallScope): Promise<GetSnapshotResponse> {
+    if (req.snapshotId === "") throw invalidArgument("snapshot_id is required");
     scope.note({ snapshotId: req.snapshotId });
     const found = locate(this.deps.engine, req.snapshotId);
     if (found === undefined) throw notFound("snapshot", req.snapshotId);

@@ -155,7 +155,11 @@ export class ControllerVolumes {
           sizeBytes,
           meta: wanted,
           ...(source
-            ? { source: { kind: source.kind, name: source.engineName }, fullCopy: params.fullCopy }
+            ? {
+                // The node holding the source: another node's snapshot is copied from there.
+                source: { kind: source.kind, name: source.engineName, nodeId: source.nodeId },
+                fullCopy: params.fullCopy,
+              }
             : {}),
         }),
       );

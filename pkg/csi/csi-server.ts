@@ -98,7 +98,7 @@ export class CsiServer {
   }
 }
 
-/** The implementation restricted to the methods the service defines (e.g. GetSnapshot from 1.11). */
+/** The implementation restricted to the methods the loaded service defines. */
 function only(service: ServiceDefinition, impl: UntypedServiceImplementation): UntypedServiceImplementation {
   return Object.fromEntries(Object.keys(service).flatMap((name) => (impl[name] ? [[name, impl[name]]] : [])));
 }

@@ -33,6 +33,7 @@ export { formatResourceId, parseResourceId, type ResourceId } from "./resource-i
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
 export {
+  PARAM_FREEZE,
   PARAM_FS_TYPE,
   PARAM_FULL_COPY,
   PARAM_MAX_SNAPSHOTS,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { validateNodePath } from "./node-paths.js";
+import { nodePathProblem, validateNodePath } from "./node-paths.js";
 
 describe("node paths", () => {
   it("accepts normalized absolute paths, inside the roots when configured", () => {
@@ -25,5 +25,17 @@ describe("node paths", () => {
     for (const p of bad) expect(() => validateNodePath(p, "target_path"), JSON.stringify(p)).toThrow();
     expect(() => validateNodePath("/var/lib/kubeletX/y", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
     expect(() => validateNodePath("/var/lib/kubelet", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
+  });
+});
+
+describe("node path problems", () => {
+  it("tells a missing or malformed path from one that is merely not ours", () => {
+    expect(nodePathProblem("", "volume_path")?.kind).toBe("missing");
+    expect(nodePathProblem("/a\u0000b", "volume_path")?.kind).toBe("malformed");
+    expect(nodePathProblem(`/${"x".repeat(5000)}`, "volume_path")?.kind).toBe("malformed");
+    expect(nodePathProblem("some/path", "volume_path")?.kind).toBe("elsewhere");
+    expect(nodePathProblem("/a/../b", "volume_path")?.kind).toBe("elsewhere");
+    expect(nodePathProblem("/etc/x", "volume_path", ["/var/lib/kubelet"])?.kind).toBe("elsewhere");
+    expect(nodePathProblem("/var/lib/kubelet/x", "volume_path", ["/var/lib/kubelet"])).toBeUndefined();
   });
 });

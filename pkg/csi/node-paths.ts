@@ -11,22 +11,45 @@ import { invalidArgument } from "./request-errors.js";
  */
 const MAX_PATH_BYTES = 4096;
 
-export function validateNodePath(p: string, field: string, roots: readonly string[] = []): string {
-  if (p === "") throw invalidArgument(`${field} is required`);
+/**
+ * What is wrong with a node path: "missing" (empty), "malformed" (too long, NUL: no path at all),
+ * or "elsewhere" (a path, but not one this plugin stages or publishes at: relative, not
+ * normalized, outside the roots). undefined when the path is acceptable.
+ */
+export interface NodePathProblem {
+  kind: "missing" | "malformed" | "elsewhere";
+  message: string;
+}
+
+export function nodePathProblem(
+  p: string,
+  field: string,
+  roots: readonly string[] = [],
+): NodePathProblem | undefined {
+  if (p === "") return { kind: "missing", message: `${field} is required` };
   if (Buffer.byteLength(p) > MAX_PATH_BYTES)
-    throw invalidArgument(`${field} is longer than ${MAX_PATH_BYTES} bytes`);
-  if (p.includes("\0")) throw invalidArgument(`${field} contains a NUL character`);
+    return { kind: "malformed", message: `${field} is longer than ${MAX_PATH_BYTES} bytes` };
+  if (p.includes("\0")) return { kind: "malformed", message: `${field} contains a NUL character` };
   if (!path.posix.isAbsolute(p))
-    throw invalidArgument(`${field} ${JSON.stringify(p)} must be an absolute path`);
+    return { kind: "elsewhere", message: `${field} ${JSON.stringify(p)} must be an absolute path` };
   if (p === "/" || path.posix.normalize(p) !== p || p.endsWith("/")) {
-    throw invalidArgument(
-      `${field} ${JSON.stringify(p)} is not a normalized absolute path (no '..', '.', '//' or trailing '/', and not '/')`,
-    );
+    return {
+      kind: "elsewhere",
+      message: `${field} ${JSON.stringify(p)} is not a normalized absolute path (no '..', '.', '//' or trailing '/', and not '/')`,
+    };
   }
   if (roots.length > 0 && !roots.some((root) => p.startsWith(root.endsWith("/") ? root : `${root}/`))) {
-    throw invalidArgument(
-      `${field} ${JSON.stringify(p)} is outside the directories this node serves (${roots.join(", ")})`,
-    );
+    return {
+      kind: "elsewhere",
+      message: `${field} ${JSON.stringify(p)} is outside the directories this node serves (${roots.join(", ")})`,
+    };
   }
+  return undefined;
+}
+
+/** A path the plugin will create or mount at: every problem is the CO's error (INVALID_ARGUMENT). */
+export function validateNodePath(p: string, field: string, roots: readonly string[] = []): string {
+  const problem = nodePathProblem(p, field, roots);
+  if (problem) throw invalidArgument(problem.message);
   return p;
 }

@@ -16,7 +16,7 @@ import type { NodeUnpublishVolumeRequest__Output } from "./generated/csi/v1/Node
 import type { NodeUnpublishVolumeResponse } from "./generated/csi/v1/NodeUnpublishVolumeResponse.js";
 import type { NodeUnstageVolumeRequest__Output } from "./generated/csi/v1/NodeUnstageVolumeRequest.js";
 import type { NodeUnstageVolumeResponse } from "./generated/csi/v1/NodeUnstageVolumeResponse.js";
-import { validateNodePath } from "./node-paths.js";
+import { nodePathProblem, validateNodePath } from "./node-paths.js";
 import type { NodeVolumeManager, NodeVolumeRef } from "./node-volume-manager.js";
 import { OperationLocks, volumeLock } from "./operation-locks.js";
 import { parseResourceId } from "./resource-id.js";
@@ -86,9 +86,10 @@ export class NodeService {
   }
 
   async stage(req: NodeStageVolumeRequest__Output, scope: CallScope): Promise<NodeStageVolumeResponse> {
-    const ref = this.ref(req.volumeId, scope);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
     const stagingPath = validateNodePath(req.stagingTargetPath, "staging_target_path", this.roots);
     const capability = requireCapability(req.volumeCapability, "volume_capability");
+    const ref = this.ref(volumeId);
     return this.locked(ref, "NodeStageVolume", async () => {
       const volume = await this.existing(ref);
       const fsType = volumeFacts(volume).fsType;
@@ -105,8 +106,9 @@ export class NodeService {
   }
 
   async unstage(req: NodeUnstageVolumeRequest__Output, scope: CallScope): Promise<NodeUnstageVolumeResponse> {
-    const ref = this.ref(req.volumeId, scope);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
     const stagingPath = validateNodePath(req.stagingTargetPath, "staging_target_path", this.roots);
+    const ref = this.ref(volumeId);
     return this.locked(ref, "NodeUnstageVolume", async () => {
       await this.options.volumes.unstage({ ...ref, stagingPath });
       return {};
@@ -114,7 +116,7 @@ export class NodeService {
   }
 
   async publish(req: NodePublishVolumeRequest__Output, scope: CallScope): Promise<NodePublishVolumeResponse> {
-    const ref = this.ref(req.volumeId, scope);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
     const targetPath = validateNodePath(req.targetPath, "target_path", this.roots);
     const capability = requireCapability(req.volumeCapability, "volume_capability");
     if (req.stagingTargetPath === "") {
@@ -127,6 +129,7 @@ export class NodeService {
     const stagingPath = validateNodePath(req.stagingTargetPath, "staging_target_path", this.roots);
     if (stagingPath === targetPath) throw invalidArgument("target_path must differ from staging_target_path");
     const readOnly = req.readonly || capability.mode === "SINGLE_NODE_READER_ONLY";
+    const ref = this.ref(volumeId);
     return this.locked(ref, "NodePublishVolume", async () => {
       await this.existing(ref);
       await this.options.volumes.publish({ ...ref, stagingPath, targetPath, capability, readOnly });
@@ -138,8 +141,9 @@ export class NodeService {
     req: NodeUnpublishVolumeRequest__Output,
     scope: CallScope,
   ): Promise<NodeUnpublishVolumeResponse> {
-    const ref = this.ref(req.volumeId, scope);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
     const targetPath = validateNodePath(req.targetPath, "target_path", this.roots);
+    const ref = this.ref(volumeId);
     return this.locked(ref, "NodeUnpublishVolume", async () => {
       await this.options.volumes.unpublish({ ...ref, targetPath });
       return {};
@@ -147,10 +151,23 @@ export class NodeService {
   }
 
   async stats(req: NodeGetVolumeStatsRequest__Output, scope: CallScope): Promise<NodeGetVolumeStatsResponse> {
-    const ref = this.ref(req.volumeId, scope);
-    const volumePath = validateNodePath(req.volumePath, "volume_path", this.roots);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
+    // volume_path only names where to look: a path this plugin never publishes at (relative, not
+    // normalized, outside the roots) is where the volume is not. CSI spec, NodeGetVolumeStats
+    // errors: "Volume does not exist | 5 NOT_FOUND | ... does not exist on specified
+    // volume_path". Only a missing or unreadable path is the CO's error.
+    const pathProblem = nodePathProblem(req.volumePath, "volume_path", this.roots);
+    if (pathProblem && pathProblem.kind !== "elsewhere") throw invalidArgument(pathProblem.message);
     if (req.stagingTargetPath !== "")
       validateNodePath(req.stagingTargetPath, "staging_target_path", this.roots);
+    const ref = this.ref(volumeId);
+    if (pathProblem) {
+      throw new SnapblockError(
+        "NOT_FOUND",
+        `volume ${volumeId} is not at volume_path: ${pathProblem.message}`,
+      );
+    }
+    const volumePath = req.volumePath;
     return this.locked(
       ref,
       "NodeGetVolumeStats",
@@ -164,7 +181,7 @@ export class NodeService {
   }
 
   async expand(req: NodeExpandVolumeRequest__Output, scope: CallScope): Promise<NodeExpandVolumeResponse> {
-    const ref = this.ref(req.volumeId, scope);
+    const volumeId = this.requireVolumeId(req.volumeId, scope);
     const volumePath = validateNodePath(req.volumePath, "volume_path", this.roots);
     const stagingPath =
       req.stagingTargetPath === ""
@@ -174,6 +191,7 @@ export class NodeService {
     const capability = req.volumeCapability
       ? requireCapability(req.volumeCapability, "volume_capability")
       : undefined;
+    const ref = this.ref(volumeId);
     return this.locked(ref, "NodeExpandVolume", async () => {
       const volume = await this.existing(ref);
       if (range && range.requiredBytes > volume.sizeBytes) {
@@ -200,9 +218,19 @@ export class NodeService {
     });
   }
 
-  private ref(volumeId: string, scope: CallScope): NodeVolumeRef {
+  /**
+   * The first check of every volume call. Each handler checks all its required fields before it
+   * asks whether the volume exists (ref): the CSI spec gives a request with a missing field
+   * INVALID_ARGUMENT whatever its volume id, and csi-sanity checks exactly that with unknown ids.
+   */
+  private requireVolumeId(volumeId: string, scope: CallScope): string {
     if (volumeId === "") throw invalidArgument("volume_id is required");
     scope.note({ volumeId });
+    return volumeId;
+  }
+
+  /** The volume an id names on this node; NOT_FOUND when it cannot be here. */
+  private ref(volumeId: string): NodeVolumeRef {
     const parsed = parseResourceId(volumeId);
     if (!parsed || parsed.nodeId !== this.options.engine.nodeId) {
       // CSI spec, Node RPC errors: "Volume does not exist | 5 NOT_FOUND"; an id of another node

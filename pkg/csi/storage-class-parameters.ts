@@ -16,6 +16,8 @@ export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
 /** Per-volume limits on snapshots (docs/csi.md, "Snapshot limits"), as Longhorn's. */
 export const PARAM_MAX_SNAPSHOTS = "snapblock.dev/maxSnapshots";
 export const PARAM_MAX_SNAPSHOT_SPACE = "snapblock.dev/maxSnapshotSpace";
+/** VolumeSnapshotClass: "false" snapshots a staged filesystem without freezing it. */
+export const PARAM_FREEZE = "snapblock.dev/freeze";
 const CO_PREFIX = "csi.storage.k8s.io/";
 /** A limit so high it is no limit is refused too: it is a typo more often than a wish. */
 const MAX_SNAPSHOTS_CEILING = 100_000;
@@ -49,15 +51,7 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  const full = params[PARAM_FULL_COPY];
-  if (full !== undefined) {
-    if (full !== "true" && full !== "false") {
-      throw invalidArgument(
-        `${field}["${PARAM_FULL_COPY}"] must be "true" or "false", not ${JSON.stringify(full)}`,
-      );
-    }
-    out.fullCopy = full === "true";
-  }
+  out.fullCopy = parseBoolean(params, PARAM_FULL_COPY, field) ?? false;
   const count = params[PARAM_MAX_SNAPSHOTS];
   if (count !== undefined) {
     const n = /^\d+$/.test(count.trim()) ? Number(count) : NaN;
@@ -74,9 +68,51 @@ export function parseVolumeParameters(
   return out;
 }
 
-/** VolumeSnapshotClass parameters: snapblock has none of its own. */
-export function parseSnapshotParameters(params: Record<string, string>, field = "parameters"): void {
-  rejectUnknown(params, [], field);
+export const PARAM_REPLICAS = "snapblock.dev/replicas";
+/** Most replicas a snapshot may ask for (besides its own node's copy). */
+export const MAX_REPLICAS = 4;
+
+export interface SnapshotParameters {
+  /** Freeze a staged filesystem around the snapshot (default true). */
+  freezeFilesystem: boolean;
+  /** Copies on other nodes (cluster mode; local mode has one node and keeps 0). */
+  replicas: number;
+  /** The CO's own keys (VolumeSnapshot name and namespace), kept for Events about the snapshot. */
+  co: Record<string, string>;
+}
+
+/** VolumeSnapshotClass parameters. */
+export function parseSnapshotParameters(
+  params: Record<string, string>,
+  field = "parameters",
+): SnapshotParameters {
+  rejectUnknown(params, [PARAM_FREEZE, PARAM_REPLICAS], field);
+  const out: SnapshotParameters = {
+    freezeFilesystem: parseBoolean(params, PARAM_FREEZE, field) ?? true,
+    replicas: 0,
+    co: {},
+  };
+  const raw = params[PARAM_REPLICAS];
+  if (raw !== undefined) {
+    const n = Number(raw);
+    if (raw.trim() === "" || !Number.isInteger(n) || n < 0 || n > MAX_REPLICAS) {
+      throw invalidArgument(
+        `${field}["${PARAM_REPLICAS}"] must be a whole number from 0 to ${MAX_REPLICAS}, not ${JSON.stringify(raw)}`,
+      );
+    }
+    out.replicas = n;
+  }
+  for (const [k, v] of Object.entries(params)) if (k.startsWith(`${CO_PREFIX}volumesnapshot/`)) out.co[k] = v;
+  return out;
+}
+
+function parseBoolean(params: Record<string, string>, key: string, field: string): boolean | undefined {
+  const value = params[key];
+  if (value === undefined) return undefined;
+  if (value !== "true" && value !== "false") {
+    throw invalidArgument(`${field}["${key}"] must be "true" or "false", not ${JSON.stringify(value)}`);
+  }
+  return value === "true";
 }
 
 function rejectUnknown(params: Record<string, string>, known: readonly string[], field: string): void {

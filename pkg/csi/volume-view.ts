@@ -98,6 +98,20 @@ export function volumeMessage(nodeId: string, v: EngineVolume): Volume {
  * "full copy <state>: <copied>/<total> chunks (<percent>%)".
  */
 export function volumeCondition(v: EngineVolume): VolumeCondition {
+  const pull = v.pull;
+  if (pull) {
+    const done = pull.totalChunks - pull.pendingChunks;
+    const percent = pull.totalChunks === 0 ? 100 : Math.floor((done / pull.totalChunks) * 100);
+    const progress = `restoring from snapshot ${pull.origin}: ${done}/${pull.totalChunks} chunks here (${percent}%)${pull.rate > 0 ? `, ${formatRate(pull.rate)}` : ""}`;
+    if (pull.state === "stalled") {
+      // Reads of what is not here yet fail until a holder answers: say so.
+      return {
+        abnormal: true,
+        message: `${progress}; stalled: ${pull.error ?? "no holder of the snapshot answers"}; reads of the ${pull.pendingChunks} chunk(s) not yet copied fail until a node holding the snapshot is reachable`,
+      };
+    }
+    return { abnormal: false, message: progress };
+  }
   const copy = v.copy;
   if (!copy) return { abnormal: false, message: "volume is healthy" };
   const percent = copy.totalChunks === 0 ? 100 : Math.floor((copy.copiedChunks / copy.totalChunks) * 100);
@@ -125,4 +139,9 @@ export function snapshotMessage(nodeId: string, s: EngineSnapshot): Snapshot {
     // Redirect-on-write: a snapshot shares the volume's chunks and is complete when it exists.
     readyToUse: true,
   };
+}
+
+function formatRate(bytesPerSecond: number): string {
+  const mib = bytesPerSecond / 2 ** 20;
+  return mib >= 1 ? `${mib.toFixed(1)} MiB/s` : `${Math.round(bytesPerSecond / 1024)} KiB/s`;
 }

@@ -25,6 +25,33 @@ export interface EngineCopyProgress {
   error?: string;
 }
 
+/**
+ * A node holding a whole copy of a snapshot, and where to reach it: the snapshot's own node
+ * (`name` is the snapshot's engine name there) or a node with a complete replica (`name` is the
+ * replica's engine name there, replicaName(origin)).
+ */
+export interface EngineHolder {
+  nodeId: string;
+  /** host:port of the node's engine service. */
+  address: string;
+  name: string;
+}
+
+/** Content still arriving from another node (a cross-node restore, a replica being made). */
+export interface EnginePullProgress {
+  /** The snapshot it comes from, as "<node>/<engine name>" (its CSI snapshot id). */
+  origin: string;
+  /** Chunks not here yet, and how many there were at the start. */
+  pendingChunks: number;
+  totalChunks: number;
+  state: "running" | "stalled" | "done" | "stopped";
+  /** Bytes received by this process, and the recent rate (bytes/s). */
+  bytes: number;
+  rate: number;
+  /** Why it is stalled (the holders cannot be reached, say). */
+  error?: string;
+}
+
 export interface EngineVolume {
   /** The engine name (unique among volumes of the pool). */
   name: string;
@@ -36,6 +63,8 @@ export interface EngineVolume {
   source?: { kind: EngineDeviceKind; name: string };
   /** Progress of a full background copy, when one was asked for. */
   copy?: EngineCopyProgress;
+  /** While content is still arriving from another node. */
+  pull?: EnginePullProgress;
   meta: EngineMeta;
 }
 
@@ -46,6 +75,8 @@ export interface EngineSnapshot {
   createdAt: Date;
   /** Engine name of the volume the snapshot was taken of (at snapshot time). */
   sourceVolume: string;
+  /** While a replica's content is still arriving from another node. */
+  pull?: EnginePullProgress;
   meta: EngineMeta;
 }
 
@@ -76,8 +107,12 @@ export interface EngineCreateVolumeOptions {
   name: string;
   sizeBytes: number;
   meta: EngineMeta;
-  /** Restore from a snapshot or clone a volume; shares chunks, ready at once. */
-  source?: { kind: EngineDeviceKind; name: string };
+  /**
+   * Restore from a snapshot or clone a volume; shares chunks, ready at once. With `nodeId`
+   * naming another node and `holders`, the snapshot is on other nodes: the volume is ready at
+   * once too, its content fetched on demand and pulled in the background.
+   */
+  source?: { kind: EngineDeviceKind; name: string; nodeId?: string; holders?: EngineHolder[] };
   /** With a source: copy every chunk in the background so nothing stays shared. */
   fullCopy?: boolean;
 }
@@ -86,6 +121,12 @@ export interface EngineCreateSnapshotOptions {
   volume: string;
   name: string;
   meta: EngineMeta;
+  /**
+   * Freeze the volume's filesystem around the snapshot when it is staged with one on the node
+   * holding the pool (default true), so that the snapshot needs no journal recovery. Raw block
+   * and unstaged volumes are snapshotted as they are either way.
+   */
+  freezeFilesystem?: boolean;
   /** Refuse the snapshot (NO_SPACE -> RESOURCE_EXHAUSTED) when the volume is at a limit. */
   limits?: EngineSnapshotLimits;
 }
@@ -145,6 +186,17 @@ export interface EngineSnapshotSpace {
   mappedBytes: number;
   exclusiveBytes: number;
   sharedBytes: number;
+}
+
+/**
+ * The node side's hook around a snapshot (LocalEngine.useQuiescer): the engine knows pools, the
+ * node knows what is staged and mounted. quiesce runs fn with the volume's data made consistent
+ * on its blocks (a staged filesystem frozen) and undoes that afterwards, always; it fails rather
+ * than run fn when it cannot quiesce, and fails after fn when the quiesce could not last until fn
+ * ended (then fn's result may be inconsistent, and the caller discards it).
+ */
+export interface VolumeQuiescer {
+  quiesce<T>(volume: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -209,4 +261,36 @@ export interface EngineApi {
    * nodes cannot be reached.
    */
   placeVolume(request: EnginePlacementRequest): Promise<EngineApi>;
+}
+
+/** A replica to make of another node's snapshot (EngineReplication.replicateSnapshot). */
+export interface EngineReplicateOptions {
+  /** The snapshot, "<node>/<engine name>". The replica's engine name is replicaName(origin). */
+  origin: string;
+  sizeBytes: number;
+  /** Nodes holding the snapshot whole, in the order to try them. */
+  holders: EngineHolder[];
+  /**
+   * An earlier snapshot of the same volume this node holds a complete replica of: only the
+   * chunks that differ travel (incremental replication).
+   */
+  baseOrigin?: string;
+  meta: EngineMeta;
+}
+
+/**
+ * What a node's engine does for snapshots beyond its node (cross-node restore, replicas); the
+ * controller calls it through the engine service. Separate from EngineApi: the CSI controller
+ * never needs it.
+ */
+export interface EngineReplication {
+  /** Starts a replica of another node's snapshot here; returns at once (the copy runs on). */
+  replicateSnapshot(options: EngineReplicateOptions): Promise<EngineSnapshot>;
+  /** Where content of `origin` can be fetched from now (a holder moved, went or came). */
+  setHolders(origin: string, holders: EngineHolder[]): Promise<void>;
+  /** Lets node `nodeId` read snapshot `name` of this node (it was asked to copy it). */
+  grantPull(name: string, nodeId: string): Promise<void>;
+  /** Remembers that these snapshots were deleted (a holder that was down learns it later). */
+  addTombstones(origins: string[]): Promise<void>;
+  listTombstones(): Promise<string[]>;
 }

@@ -12,6 +12,10 @@ export type {
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
   EngineDeviceKind,
+  EngineHolder,
+  EnginePullProgress,
+  EngineReplicateOptions,
+  EngineReplication,
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,
@@ -21,9 +25,16 @@ export type {
   EngineSpace,
   EngineVolume,
   EngineVolumeSpace,
+  VolumeQuiescer,
 } from "./engine-api.js";
 export { PVC_META } from "./engine-api.js";
-export { LocalEngine, type LocalEngineOptions, type VolumeDevice } from "./local-engine.js";
+export {
+  LocalEngine,
+  type LocalEngineOptions,
+  type RemoteContent,
+  type VolumeDevice,
+} from "./local-engine.js";
 export { MetadataStore } from "./metadata-store.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
+export { REPLICA_META, replicaName } from "./replica-name.js";
 export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";

@@ -3,24 +3,33 @@ import {
   MAX_DEVICE_BYTES,
   Pool,
   type BlockDevice,
+  type ChunkFetcher,
+  type ChunkList,
   type EngineObserver,
+  type PendingInfo,
   type PoolStats,
   type PoolUsageEvent,
   type SnapshotInfo,
   type VolumeInfo,
 } from "../engine/index.js";
-import type { Logger } from "../log/index.js";
 import type {
   EngineApi,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
+  EngineHolder,
   EngineListing,
   EnginePlacementRequest,
+  EnginePullProgress,
+  EngineReplicateOptions,
+  EngineReplication,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
+  VolumeQuiescer,
 } from "./engine-api.js";
+import { REPLICA_META, replicaName } from "./replica-name.js";
+import type { Logger } from "../log/index.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -39,8 +48,35 @@ export interface LocalEngineOptions {
   overcommitRatio?: number;
   /** Metrics hooks of the pool (pkg/metrics implements them). */
   observer?: EngineObserver;
-  /** Where the pool's crossings of 80/90/100 % use are logged (as warnings going up). */
+  /**
+   * How this node reaches snapshots on other nodes (the engine service's client side); without
+   * it, cross-node restores and replicas are refused.
+   */
+  remote?: RemoteContent;
+  /** Background pull bandwidth limit, bytes per second (0: none). */
+  pullBytesPerSecond?: number;
+  /** How long tombstones of deleted snapshots are kept (default 30 days). */
+  tombstoneMs?: number;
+  /** Where the end of a cross-node copy, and the pool's crossings of 80/90/100 % use, are logged. */
   logger?: Logger;
+}
+
+/**
+ * Reading a snapshot that other nodes hold (implemented over the engine service). Chunk numbers
+ * are in this node's chunk size, whatever the holder's is.
+ */
+export interface RemoteContent {
+  /**
+   * The chunks to fetch, as runs: the holder's allocated chunks of its snapshot, or only those
+   * that differ from `baseOrigin` (an earlier snapshot of the same volume) when it can tell.
+   */
+  chunkRuns(o: {
+    holders: EngineHolder[];
+    chunkSize: number;
+    baseOrigin?: string;
+  }): Promise<{ runs: [number, number][]; sizeBytes: number; incremental: boolean }>;
+  /** Fetches chunk contents from the holders (the first that answers). */
+  fetcher(holders: EngineHolder[], chunkSize: number): ChunkFetcher;
 }
 
 /** A read-write handle on a volume's blocks, for the node plugin (NBD export). */
@@ -50,12 +86,13 @@ export type VolumeDevice = BlockDevice & { close(): void };
  * The in-process EngineApi: a Pool of pkg/engine plus the CSI metadata store. It is also what the
  * node plugin opens volumes through (openVolumeDevice), since the node always holds its pool.
  */
-export class LocalEngine implements EngineApi {
+export class LocalEngine implements EngineApi, EngineReplication {
   readonly nodeId: string;
   private pool: Pool | undefined;
   private meta: MetadataStore | undefined;
   private closing = false;
   private readonly overcommit: number;
+  private quiescer: VolumeQuiescer | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
     this.nodeId = options.nodeId;
@@ -68,18 +105,25 @@ export class LocalEngine implements EngineApi {
     }
   }
 
+  /**
+   * The node side's quiescer (the node data path): snapshots of volumes it has staged with a
+   * filesystem are taken with that filesystem frozen. Without one, snapshots are crash-consistent.
+   */
+  useQuiescer(quiescer: VolumeQuiescer): void {
+    this.quiescer = quiescer;
+  }
+
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
   async open(): Promise<{ created: boolean }> {
     let created = false;
     let pool: Pool;
-    const observer = this.observer();
     try {
-      pool = await Pool.open({ dir: this.options.poolDir, observer });
+      pool = await Pool.open({ dir: this.options.poolDir, observer: this.observer() });
     } catch (err) {
       if (!isSnapblockError(err, "NOT_FOUND") || !this.options.createIfMissing) throw err;
       pool = await Pool.create({
         dir: this.options.poolDir,
-        observer,
+        observer: this.observer(),
         ...this.options.createIfMissing,
       });
       created = true;
@@ -91,11 +135,13 @@ export class LocalEngine implements EngineApi {
       await meta.prune("volume", (n) => volumes.has(n));
       await meta.prune("snapshot", (n) => snapshots.has(n));
       this.meta = meta;
+      this.pool = pool;
+      this.resumePulls();
     } catch (err) {
+      this.pool = undefined;
       await pool.close();
       throw err;
     }
-    this.pool = pool;
     return { created };
   }
 
@@ -103,13 +149,25 @@ export class LocalEngine implements EngineApi {
     return this.pool !== undefined && !this.closing;
   }
 
-  /** The pool's observer: the metrics hooks, plus a log line when the pool's use crosses a level. */
+  /**
+   * The pool's hooks: the caller's metrics, a log line when a copy from another node ends, and a
+   * log line when the pool's use crosses a level (80/90/100 %: warnings going up).
+   */
   private observer(): EngineObserver {
-    const given = this.options.observer ?? {};
+    const base = this.options.observer ?? {};
     const logger = this.options.logger;
-    if (!logger) return given;
+    if (!logger) return base;
     return {
-      ...given,
+      ...base,
+      pullFinished: (e) => {
+        base.pullFinished?.(e);
+        logger.info("pull finished", {
+          origin: e.source,
+          chunks: e.chunks,
+          bytes: e.bytes,
+          seconds: e.seconds,
+        });
+      },
       usageLevel: (e: PoolUsageEvent) => {
         const fields = {
           pool: this.options.poolDir,
@@ -126,7 +184,7 @@ export class LocalEngine implements EngineApi {
             fields,
           );
         } else logger.info(`the pool is back below ${e.previous}% full`, fields);
-        given.usageLevel?.(e);
+        base.usageLevel?.(e);
       },
     };
   }
@@ -153,6 +211,7 @@ export class LocalEngine implements EngineApi {
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `volume '${o.name}' already exists`);
     }
+    if (o.source?.nodeId !== undefined && o.source.nodeId !== this.nodeId) return this.createFromOtherNode(o);
     // Metadata first: a crash after this write leaves an entry without a volume, which open()
     // prunes and a retried CreateVolume overwrites; the reverse order would leave a volume the
     // CSI layer cannot recognise.
@@ -200,9 +259,14 @@ export class LocalEngine implements EngineApi {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
     await meta.set("snapshot", o.name, o.meta);
+    const take = () => pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
     try {
-      await pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
+      if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
+      else await take();
     } catch (err) {
+      // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
+      // until it was taken (thawed early), which a retry would otherwise find and return.
+      if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
       await meta.delete("snapshot", o.name);
       throw err;
     }
@@ -227,6 +291,183 @@ export class LocalEngine implements EngineApi {
     const { pool, meta } = this.ready();
     await pool.deleteSnapshot(name);
     await meta.delete("snapshot", name);
+  }
+
+  /**
+   * A volume from a snapshot on another node: from a complete local replica when there is one
+   * (instant, metadata only), else ready at once with the snapshot's allocated chunks pending,
+   * fetched on demand and pulled in the background from the holders.
+   */
+  private async createFromOtherNode(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    const { pool, meta } = this.ready();
+    const source = o.source!;
+    if (source.kind !== "snapshot") {
+      throw new StatusError(
+        "FAILED_PRECONDITION",
+        `volume ${source.nodeId}/${source.name} is on another node: clone it through a snapshot`,
+      );
+    }
+    const origin = `${source.nodeId}/${source.name}`;
+    const local = absentAsUndefined(() => pool.getSnapshot(replicaName(origin)));
+    if (local && !local.pending) {
+      return this.createVolume({ ...o, source: { kind: "snapshot", name: local.name } });
+    }
+    const holders = source.holders ?? [];
+    const remote = this.remoteOrFail(holders, origin);
+    const { runs, sizeBytes: sourceBytes } = await remote.chunkRuns({ holders, chunkSize: pool.chunkSize });
+    if (o.sizeBytes < sourceBytes) {
+      throw new SnapblockError(
+        "OUT_OF_RANGE",
+        `volume size ${o.sizeBytes} is smaller than its source snapshot ${origin} (${sourceBytes} bytes)`,
+      );
+    }
+    const stored = { ...o.meta, [REPLICA_META.holders]: JSON.stringify(holders) };
+    await meta.set("volume", o.name, stored);
+    try {
+      await pool.createFromSource({
+        kind: "volume",
+        name: o.name,
+        sizeBytes: o.sizeBytes,
+        source: origin,
+        ranges: runs,
+      });
+    } catch (err) {
+      await meta.delete("volume", o.name);
+      throw err;
+    }
+    this.startPull(origin, holders);
+    return this.volume(pool.getVolume(o.name));
+  }
+
+  async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    const { pool, meta } = this.ready();
+    const name = replicaName(o.origin);
+    const existing = absentAsUndefined(() => pool.getSnapshot(name));
+    if (existing) return this.snapshot(existing); // made before: the pull goes on (or is done)
+    const remote = this.remoteOrFail(o.holders, o.origin);
+    const base = o.baseOrigin
+      ? absentAsUndefined(() => pool.getSnapshot(replicaName(o.baseOrigin!)))
+      : undefined;
+    const usable = base && !base.pending && base.sizeBytes <= o.sizeBytes ? base : undefined;
+    const content = await remote.chunkRuns({
+      holders: o.holders,
+      chunkSize: pool.chunkSize,
+      ...(usable ? { baseOrigin: o.baseOrigin! } : {}),
+    });
+    const stored = {
+      ...o.meta,
+      [REPLICA_META.origin]: o.origin,
+      [REPLICA_META.holders]: JSON.stringify(o.holders),
+    };
+    await meta.set("snapshot", name, stored);
+    try {
+      await pool.createFromSource({
+        kind: "snapshot",
+        name,
+        sizeBytes: Math.max(o.sizeBytes, content.sizeBytes),
+        source: o.origin,
+        ranges: content.runs,
+        ...(usable && content.incremental ? { base: { kind: "snapshot" as const, name: usable.name } } : {}),
+      });
+    } catch (err) {
+      await meta.delete("snapshot", name);
+      throw err;
+    }
+    this.startPull(o.origin, o.holders);
+    this.options.logger?.info("replica started", {
+      origin: o.origin,
+      chunks: content.runs.reduce((n, [, count]) => n + count, 0),
+      incremental: Boolean(usable && content.incremental),
+      ...(usable && content.incremental ? { base: o.baseOrigin } : {}),
+    });
+    return this.snapshot(pool.getSnapshot(name));
+  }
+
+  async setHolders(origin: string, holders: EngineHolder[]): Promise<void> {
+    const { pool, meta } = this.ready();
+    const entry = pool.pendingSources().find((s) => s.source === origin);
+    if (!entry) return; // nothing waits for it any more
+    for (const d of entry.devices) {
+      const current = meta.get(d.kind, d.name);
+      await meta.set(d.kind, d.name, { ...current, [REPLICA_META.holders]: JSON.stringify(holders) });
+    }
+    this.startPull(origin, holders);
+  }
+
+  async grantPull(name: string, nodeId: string): Promise<void> {
+    const { pool, meta } = this.ready();
+    pool.getSnapshot(name); // NOT_FOUND for an unknown snapshot
+    const current = meta.get("snapshot", name);
+    const grants = new Set((current[REPLICA_META.pullGrants] ?? "").split(",").filter(Boolean));
+    if (grants.has(nodeId)) return;
+    grants.add(nodeId);
+    await meta.set("snapshot", name, { ...current, [REPLICA_META.pullGrants]: [...grants].join(",") });
+  }
+
+  /** Whether node `nodeId` was allowed to read snapshot `name` (the engine service asks). */
+  allowsPull(name: string, nodeId: string): boolean {
+    const grants = this.ready().meta.get("snapshot", name)[REPLICA_META.pullGrants] ?? "";
+    return grants.split(",").includes(nodeId);
+  }
+
+  async addTombstones(origins: string[]): Promise<void> {
+    await this.ready().meta.addTombstones(origins, new Date(), this.options.tombstoneMs ?? 30 * 86_400_000);
+  }
+
+  listTombstones(): Promise<string[]> {
+    return Promise.resolve(this.ready().meta.tombstones());
+  }
+
+  /** Chunks that differ between two snapshots of this pool (incremental copies, changed blocks). */
+  changedChunks(base: string, name: string): ChunkList {
+    return this.ready().pool.changedChunks(base, name);
+  }
+
+  private remoteOrFail(holders: EngineHolder[], origin: string): RemoteContent {
+    if (!this.options.remote) {
+      throw new StatusError("UNIMPLEMENTED", `this node cannot reach other nodes' snapshots (${origin})`);
+    }
+    if (holders.length === 0) {
+      throw new SnapblockError("NOT_FOUND", `no node holding snapshot ${origin} is known`);
+    }
+    return this.options.remote;
+  }
+
+  private startPull(origin: string, holders: EngineHolder[]): void {
+    const { pool } = this.ready();
+    if (!this.options.remote || holders.length === 0) return;
+    pool.setChunkFetcher(origin, this.options.remote.fetcher(holders, pool.chunkSize), {
+      bytesPerSecond: this.options.pullBytesPerSecond ?? 0,
+    });
+  }
+
+  /** After open: pulls that were running go on, from the holders each device remembers. */
+  private resumePulls(): void {
+    const { pool, meta } = this.ready();
+    for (const entry of pool.pendingSources()) {
+      for (const d of entry.devices) {
+        const raw = meta.get(d.kind, d.name)[REPLICA_META.holders];
+        const holders = raw ? parseHolders(raw) : [];
+        if (holders.length > 0) {
+          this.startPull(entry.source, holders);
+          break;
+        }
+      }
+    }
+  }
+
+  private pullOf(p: PendingInfo | undefined): EnginePullProgress | undefined {
+    if (!p) return undefined;
+    const progress = this.ready().pool.pullProgress(p.source);
+    return {
+      origin: p.source,
+      pendingChunks: p.chunks,
+      totalChunks: p.totalChunks,
+      state: progress?.state ?? "stalled",
+      bytes: progress?.bytes ?? 0,
+      rate: progress?.rate ?? 0,
+      ...(progress?.error ? { error: progress.error } : {}),
+    };
   }
 
   capacity(): Promise<EngineCapacity> {
@@ -332,16 +573,20 @@ export class LocalEngine implements EngineApi {
     };
     if (v.source) out.source = { ...v.source };
     if (v.copy) out.copy = { ...v.copy };
+    const pull = this.pullOf(v.pending);
+    if (pull) out.pull = pull;
     return out;
   }
 
   private snapshot(s: SnapshotInfo): EngineSnapshot {
+    const pull = this.pullOf(s.pending);
     return {
       name: s.name,
       id: s.id,
       sizeBytes: s.sizeBytes,
       createdAt: s.createdAt,
       sourceVolume: s.sourceVolume,
+      ...(pull ? { pull } : {}),
       meta: this.ready().meta.get("snapshot", s.name),
     };
   }
@@ -354,5 +599,22 @@ function absentAsUndefined<T>(get: () => T): T | undefined {
   } catch (err) {
     if (isSnapblockError(err, "NOT_FOUND")) return undefined;
     throw err;
+  }
+}
+
+function parseHolders(raw: string): EngineHolder[] {
+  try {
+    const list = JSON.parse(raw) as unknown;
+    if (!Array.isArray(list)) return [];
+    return list.filter(
+      (h): h is EngineHolder =>
+        typeof h === "object" &&
+        h !== null &&
+        typeof (h as EngineHolder).nodeId === "string" &&
+        typeof (h as EngineHolder).address === "string" &&
+        typeof (h as EngineHolder).name === "string",
+    );
+  } catch {
+    return []; // a damaged record only loses the route; setHolders from the controller restores it
   }
 }

@@ -18,6 +18,8 @@ interface FileShape {
   version: number;
   volumes: Record<string, Record<string, string>>;
   snapshots: Record<string, Record<string, string>>;
+  /** Snapshots deleted in the cluster ("<node>/<name>" -> ISO time), for holders that were down. */
+  tombstones?: Record<string, string>;
 }
 
 export class MetadataStore {
@@ -64,6 +66,19 @@ export class MetadataStore {
     return this.change((s) => {
       delete table(s, kind)[name];
     });
+  }
+
+  /** Records deleted snapshots ("<node>/<name>"), dropping tombstones older than `keepMs`. */
+  addTombstones(origins: string[], now: Date, keepMs: number): Promise<void> {
+    return this.change((s) => {
+      const t = (s.tombstones ??= {});
+      for (const o of origins) t[o] = now.toISOString();
+      for (const [o, at] of Object.entries(t)) if (now.getTime() - Date.parse(at) > keepMs) delete t[o];
+    });
+  }
+
+  tombstones(): string[] {
+    return Object.keys(this.state.tombstones ?? {});
   }
 
   /** Drops entries whose volume or snapshot no longer exists (a crash between the two writes). */
@@ -117,7 +132,13 @@ function parse(text: string, file: string): FileShape {
       `CSI metadata ${file} has an unknown layout (expected version ${FORMAT_VERSION})`,
     );
   }
-  return { version: FORMAT_VERSION, volumes: shape.volumes, snapshots: shape.snapshots };
+  const tombstones =
+    shape.tombstones &&
+    typeof shape.tombstones === "object" &&
+    Object.values(shape.tombstones).every((v) => typeof v === "string")
+      ? { tombstones: { ...shape.tombstones } }
+      : {};
+  return { version: FORMAT_VERSION, volumes: shape.volumes, snapshots: shape.snapshots, ...tombstones };
 }
 
 function isTable(value: unknown): value is Record<string, Record<string, string>> {

@@ -12,7 +12,7 @@ import { loadEngineProto, loadSpaceProto } from "./engine-proto.js";
 import type { EngineSnapshotLimits, EngineSpace, EngineVolume } from "../engine-api/index.js";
 
 describe("engine proto", () => {
-  it("defines every EngineApi operation and the chunk stream", () => {
+  it("defines every EngineApi and EngineReplication operation and the chunk streams", () => {
     const { service } = loadEngineProto();
     expect(Object.keys(service).sort()).toEqual(
       [
@@ -29,9 +29,18 @@ describe("engine proto", () => {
         "ListVolumes",
         "ReadSnapshotChunks",
         "ResizeVolume",
+        "ReplicateSnapshot",
+        "SetHolders",
+        "GrantPull",
+        "AddTombstones",
+        "ListTombstones",
+        "ListChunks",
+        "ReadChunks",
       ].sort(),
     );
-    expect(service.ReadSnapshotChunks?.responseStream).toBe(true);
+    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
+      expect(service[stream]?.responseStream, stream).toBe(true);
+    }
   });
 
   it("round-trips volumes (with source and copy progress) and snapshots through the wire form", () => {
@@ -63,6 +72,15 @@ describe("engine proto", () => {
     };
     const snapBytes = service.CreateSnapshot!.responseSerialize(toWireSnapshot(snap));
     expect(fromWireSnapshot(service.CreateSnapshot!.responseDeserialize(snapBytes) as never)).toEqual(snap);
+  });
+
+  it("carries the freeze flag of CreateSnapshot; a request without it asks for the freeze", () => {
+    const { service } = loadEngineProto();
+    const def = service.CreateSnapshot!;
+    const skip = { volume: "v", name: "s", meta: {}, skipFilesystemFreeze: true };
+    expect(def.requestDeserialize(def.requestSerialize(skip))).toMatchObject(skip);
+    const older: unknown = def.requestDeserialize(def.requestSerialize({ volume: "v", name: "s", meta: {} }));
+    expect(older).toMatchObject({ skipFilesystemFreeze: false });
   });
 });
 

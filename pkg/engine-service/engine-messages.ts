@@ -2,6 +2,8 @@ import type {
   EngineCapacity,
   EngineCopyProgress,
   EngineDeviceKind,
+  EngineHolder,
+  EnginePullProgress,
   EngineSnapshot,
   EngineSnapshotLimits,
   EngineSpace,
@@ -19,6 +21,24 @@ export type WireDeviceKind = "DEVICE_KIND_UNSPECIFIED" | "VOLUME" | "SNAPSHOT";
 export interface WireSource {
   kind: WireDeviceKind;
   name: string;
+  nodeId: string;
+  holders: WireHolder[];
+}
+
+export interface WireHolder {
+  nodeId: string;
+  address: string;
+  name: string;
+}
+
+export interface WirePullProgress {
+  origin: string;
+  pendingChunks: number;
+  totalChunks: number;
+  state: string;
+  bytes: number;
+  rate: number;
+  error: string;
 }
 
 export interface WireCopyProgress {
@@ -36,6 +56,7 @@ export interface WireVolume {
   source: WireSource | null;
   copy: WireCopyProgress | null;
   meta: Record<string, string>;
+  pull: WirePullProgress | null;
 }
 
 export interface WireSnapshot {
@@ -45,6 +66,7 @@ export interface WireSnapshot {
   createdAtMs: number;
   sourceVolume: string;
   meta: Record<string, string>;
+  pull: WirePullProgress | null;
 }
 
 export interface WireCreateVolumeRequest {
@@ -78,6 +100,7 @@ export interface WireCreateSnapshotRequest {
   volume: string;
   name: string;
   meta: Record<string, string>;
+  skipFilesystemFreeze: boolean;
   limits: WireSnapshotLimits | null;
 }
 
@@ -131,6 +154,81 @@ export interface WireSnapshotChunk {
   chunkSize: number;
 }
 
+export interface WireReplicateSnapshotRequest {
+  origin: string;
+  sizeBytes: number;
+  holders: WireHolder[];
+  baseOrigin: string;
+  meta: Record<string, string>;
+}
+
+export interface WireSetHoldersRequest {
+  origin: string;
+  holders: WireHolder[];
+}
+
+export interface WireGrantPullRequest {
+  name: string;
+  nodeId: string;
+}
+
+export interface WireOrigins {
+  origins: string[];
+}
+
+export interface WireListChunksRequest {
+  name: string;
+  chunkSize: number;
+  baseName: string;
+}
+
+export interface WireChunkRuns {
+  sizeBytes: number;
+  incremental: boolean;
+  firsts: number[];
+  counts: number[];
+}
+
+export interface WireReadChunksRequest {
+  name: string;
+  chunkSize: number;
+  chunks: number[];
+}
+
+export interface WireChunkData {
+  chunk: number;
+  data: Buffer;
+  hole: boolean;
+}
+
+const PULL_STATES: ReadonlySet<string> = new Set(["running", "stalled", "done", "stopped"]);
+
+export function toWireHolder(h: EngineHolder): WireHolder {
+  return { nodeId: h.nodeId, address: h.address, name: h.name };
+}
+
+export function fromWireHolder(w: WireHolder): EngineHolder {
+  return { nodeId: w.nodeId, address: w.address, name: w.name };
+}
+
+function toWirePull(p: EnginePullProgress | undefined): WirePullProgress | null {
+  return p ? { ...p, error: p.error ?? "" } : null;
+}
+
+function fromWirePull(w: WirePullProgress | null): EnginePullProgress | undefined {
+  if (!w) return undefined;
+  return {
+    origin: w.origin,
+    pendingChunks: w.pendingChunks,
+    totalChunks: w.totalChunks,
+    // An unknown state from a newer peer reads as running: the caller looks again.
+    state: PULL_STATES.has(w.state) ? (w.state as EnginePullProgress["state"]) : "running",
+    bytes: w.bytes,
+    rate: w.rate,
+    ...(w.error ? { error: w.error } : {}),
+  };
+}
+
 const COPY_STATES: ReadonlySet<string> = new Set(["running", "done", "cancelled", "failed"]);
 
 export function toWireKind(kind: EngineDeviceKind): WireDeviceKind {
@@ -150,9 +248,12 @@ export function toWireVolume(v: EngineVolume): WireVolume {
     id: v.id,
     sizeBytes: v.sizeBytes,
     createdAtMs: v.createdAt.getTime(),
-    source: v.source ? { kind: toWireKind(v.source.kind), name: v.source.name } : null,
+    source: v.source
+      ? { kind: toWireKind(v.source.kind), name: v.source.name, nodeId: "", holders: [] }
+      : null,
     copy: v.copy ? { ...v.copy, error: v.copy.error ?? "" } : null,
     meta: { ...v.meta },
+    pull: toWirePull(v.pull),
   };
 }
 
@@ -176,6 +277,8 @@ export function fromWireVolume(w: WireVolume): EngineVolume {
     if (w.copy.error !== "") copy.error = w.copy.error;
     out.copy = copy;
   }
+  const pull = fromWirePull(w.pull);
+  if (pull) out.pull = pull;
   return out;
 }
 
@@ -187,6 +290,7 @@ export function toWireSnapshot(s: EngineSnapshot): WireSnapshot {
     createdAtMs: s.createdAt.getTime(),
     sourceVolume: s.sourceVolume,
     meta: { ...s.meta },
+    pull: toWirePull(s.pull),
   };
 }
 
@@ -198,6 +302,7 @@ export function fromWireSnapshot(w: WireSnapshot): EngineSnapshot {
     createdAt: new Date(w.createdAtMs),
     sourceVolume: w.sourceVolume,
     meta: { ...w.meta },
+    ...(w.pull ? { pull: fromWirePull(w.pull)! } : {}),
   };
 }
 

@@ -1,12 +1,27 @@
-import { Server, type UntypedServiceImplementation } from "@grpc/grpc-js";
-import { StatusError, asSnapblockError } from "../errors/index.js";
-import { serverStream, unary, type UnaryOptions } from "../rpc/index.js";
 import {
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { StatusError, asSnapblockError } from "../errors/index.js";
+import { serverStream, unary, type CallScope, type UnaryOptions } from "../rpc/index.js";
+import {
+  fromWireHolder,
   fromWireKind,
   fromWireLimits,
   toWireSnapshot,
   toWireVolume,
   type WireCapacity,
+  type WireChunkData,
+  type WireChunkRuns,
+  type WireGrantPullRequest,
+  type WireListChunksRequest,
+  type WireOrigins,
+  type WireReadChunksRequest,
+  type WireReplicateSnapshotRequest,
+  type WireSetHoldersRequest,
   type WireCreateSnapshotRequest,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
@@ -25,10 +40,18 @@ import {
 import { checkAddressee } from "./call-addressee.js";
 import { loadEngineProto } from "./engine-proto.js";
 import { toEngineStatus } from "./engine-status.js";
-import { serverCredentials, type EngineTransportOptions } from "./engine-tls.js";
-import { readAllocatedChunks, type SnapshotOpener } from "./snapshot-chunks.js";
+import { authorize, type Access, type PullGrants } from "./engine-access.js";
+import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
+import { parseHostPort, readTls, serverTls, type EngineTransportOptions } from "./engine-tls.js";
+import { listenTls, type TlsListener } from "./tls-listener.js";
+import {
+  listChunkRuns,
+  readAllocatedChunks,
+  readChunkContents,
+  type SnapshotOpener,
+} from "./snapshot-chunks.js";
 import type { LogFields, Logger } from "../log/index.js";
-import type { EngineApi } from "../engine-api/index.js";
+import type { EngineApi, EngineReplication } from "../engine-api/index.js";
 
 export interface EngineServerOptions {
   /** The engine to serve: in a node plugin, the node's LocalEngine. */
@@ -41,43 +64,69 @@ export interface EngineServerOptions {
   /** Reported by GetNodeInfo. */
   version: string;
   logger: Logger;
+  /** Which nodes may read which snapshots (ReadSnapshotChunks); without it, none may. */
+  pullGrants?: PullGrants;
+  /** Snapshots beyond this node (replicas, cross-node restores); without it those calls are UNIMPLEMENTED. */
+  replication?: EngineReplication;
 }
 
 /**
  * The engine service of a node plugin: every EngineApi operation of the engine it wraps, over
- * gRPC, behind mutual TLS. Each call is one JSON log line (method, name, duration, code) and
- * every failure goes through toEngineStatus, the service's one error mapping.
+ * gRPC, behind mutual TLS 1.3 (tls-listener.ts). Every call is authorized by the caller's
+ * identity first (engine-access.ts), and is one JSON log line (method, caller, name, duration,
+ * code); every failure goes through toEngineStatus, the service's one error mapping.
  */
 export class EngineServer {
   private stopping: Promise<void> | undefined;
 
   private constructor(
     private readonly server: Server,
+    private readonly tls: TlsListener | undefined,
     readonly port: number,
     private readonly logger: Logger,
   ) {}
 
   static async start(options: EngineServerOptions): Promise<EngineServer> {
-    const creds = serverCredentials(options.transport, options.address);
+    const pem = serverTls(options.transport, options.address);
     const server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
-    server.addService(loadEngineProto().service, handlers(options));
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(options.address, creds, (err, bound) => {
-        if (err) reject(asSnapblockError(err, `binding the engine service to ${options.address}`));
-        else resolve(bound);
+    server.addService(loadEngineProto().service, handlers(options, pem !== undefined));
+    let tlsListener: TlsListener | undefined;
+    let port: number;
+    if (pem) {
+      // TLS ends in our own listener; the gRPC server sees only verified connections.
+      const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+      tlsListener = await listenTls({
+        at: parseHostPort(options.address),
+        pem,
+        onConnection: (socket) => injector.injectConnection(socket),
+        logger: options.logger,
       });
-    });
+      port = tlsListener.port;
+    } else {
+      port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(options.address, ServerCredentials.createInsecure(), (err, bound) => {
+          if (err) reject(asSnapblockError(err, `binding the engine service to ${options.address}`));
+          else resolve(bound);
+        });
+      });
+    }
     options.logger.info("engine service listening", {
       address: options.address,
       port,
-      tls: options.transport.tls !== undefined,
+      tls: pem !== undefined,
     });
-    return new EngineServer(server, port, options.logger);
+    return new EngineServer(server, tlsListener, port, options.logger);
+  }
+
+  /** Reads the TLS source again and serves new connections with it (after a renewal). */
+  reloadTls(transport: EngineTransportOptions): void {
+    if (this.tls && transport.tls) this.tls.reload(readTls(transport.tls));
   }
 
   /** Stops accepting calls; calls in flight get graceMs to finish, then are cancelled. */
   shutdown(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      const listenerClosed = this.tls?.close();
       let timer: NodeJS.Timeout | undefined;
       const graceful = new Promise<boolean>((resolve) => this.server.tryShutdown(() => resolve(true)));
       const timedOut = new Promise<boolean>((resolve) => {
@@ -86,14 +135,74 @@ export class EngineServer {
       const clean = await Promise.race([graceful, timedOut]);
       clearTimeout(timer);
       if (!clean) this.server.forceShutdown();
+      await listenerClosed;
       this.logger.info("engine service stopped", { port: this.port });
     })();
     return this.stopping;
   }
 }
 
-function handlers(o: EngineServerOptions): UntypedServiceImplementation {
+/** Who may call each method (engine-access.ts). */
+const ACCESS: Record<string, Access> = {
+  CreateVolume: "controller",
+  GetVolume: "controller",
+  ListVolumes: "controller",
+  ResizeVolume: "controller",
+  DeleteVolume: "controller",
+  CreateSnapshot: "controller",
+  GetSnapshot: "controller",
+  ListSnapshots: "controller",
+  DeleteSnapshot: "controller",
+  GetCapacity: "controller",
+  GetSpace: "controller",
+  GetNodeInfo: "any",
+  ReadSnapshotChunks: "pull",
+  ReplicateSnapshot: "controller",
+  SetHolders: "controller",
+  GrantPull: "controller",
+  AddTombstones: "controller",
+  ListTombstones: "controller",
+  ListChunks: "pull",
+  ReadChunks: "pull",
+};
+
+/** The caller named by the connection's client certificate (undefined over plaintext). */
+function callerOf(
+  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+): EngineIdentity | undefined {
+  return identityOfCertificate(call.getAuthContext().sslPeerCertificate);
+}
+
+function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplementation {
   const { engine } = o;
+  const replication = (): EngineReplication => {
+    if (!o.replication)
+      throw new StatusError("UNIMPLEMENTED", "this engine service does not copy snapshots between nodes");
+    return o.replication;
+  };
+  const snapshots = (): SnapshotOpener => {
+    if (!o.snapshots) throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
+    return o.snapshots;
+  };
+  // Every call: who is calling (logged), may they (PERMISSION_DENIED otherwise), is it meant for
+  // this node (FAILED_PRECONDITION otherwise); then the handler.
+  const admit = async (
+    method: string,
+    req: unknown,
+    scope: CallScope,
+    c: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  ): Promise<void> => {
+    const identity = tls ? callerOf(c) : undefined;
+    scope.note({ caller: tls ? describeIdentity(identity) : "plaintext", ...nameOf(req) });
+    const name = (req as { name?: unknown } | null)?.name;
+    await authorize(
+      ACCESS[method] ?? "controller",
+      { tls, identity },
+      { method, ...(typeof name === "string" ? { snapshot: name } : {}) },
+      o.pullGrants,
+    );
+    checkAddressee(c.metadata, engine.nodeId);
+  };
   const options = (quiet: boolean): UnaryOptions => ({
     logger: o.logger,
     service: "engine",
@@ -103,9 +212,8 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
   // Every call: the addressee check first (a call meant for another node is refused), then the
   // handler; the name it acts on goes into the log line.
   const call = <Req, Res>(method: string, quiet: boolean, fn: (req: Req) => Promise<Res>) =>
-    unary<Req, Res>(method, options(quiet), (req, scope, c) => {
-      checkAddressee(c.metadata, engine.nodeId);
-      scope.note(nameOf(req));
+    unary<Req, Res>(method, options(quiet), async (req, scope, c) => {
+      await admit(method, req, scope, c);
       return fn(req);
     });
   return {
@@ -116,7 +224,18 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
         name: r.name,
         sizeBytes: r.sizeBytes,
         meta: r.meta,
-        ...(r.source && kind ? { source: { kind, name: r.source.name }, fullCopy: r.fullCopy } : {}),
+        ...(r.source && kind
+          ? {
+              source: {
+                kind,
+                name: r.source.name,
+                ...(r.source.nodeId
+                  ? { nodeId: r.source.nodeId, holders: r.source.holders.map(fromWireHolder) }
+                  : {}),
+              },
+              fullCopy: r.fullCopy,
+            }
+          : {}),
       });
       return toWireVolume(v);
     }),
@@ -145,6 +264,7 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
             volume: r.volume,
             name: r.name,
             meta: r.meta,
+            freezeFilesystem: !r.skipFilesystemFreeze,
             ...(limits ? { limits } : {}),
           }),
         );
@@ -167,15 +287,60 @@ function handlers(o: EngineServerOptions): UntypedServiceImplementation {
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
     ),
+    ReplicateSnapshot: call(
+      "ReplicateSnapshot",
+      false,
+      async (r: WireReplicateSnapshotRequest): Promise<WireSnapshot> =>
+        toWireSnapshot(
+          await replication().replicateSnapshot({
+            origin: r.origin,
+            sizeBytes: r.sizeBytes,
+            holders: r.holders.map(fromWireHolder),
+            ...(r.baseOrigin ? { baseOrigin: r.baseOrigin } : {}),
+            meta: r.meta,
+          }),
+        ),
+    ),
+    SetHolders: call("SetHolders", false, async (r: WireSetHoldersRequest) => {
+      await replication().setHolders(r.origin, r.holders.map(fromWireHolder));
+      return {};
+    }),
+    GrantPull: call("GrantPull", false, async (r: WireGrantPullRequest) => {
+      await replication().grantPull(r.name, r.nodeId);
+      return {};
+    }),
+    AddTombstones: call("AddTombstones", false, async (r: WireOrigins) => {
+      await replication().addTombstones(r.origins);
+      return {};
+    }),
+    ListTombstones: call("ListTombstones", true, async (): Promise<WireOrigins> => ({
+      origins: await replication().listTombstones(),
+    })),
+    ListChunks: serverStream<WireListChunksRequest, WireChunkRuns>(
+      "ListChunks",
+      options(false),
+      async function* (r, scope, c) {
+        await admit("ListChunks", r, scope, c);
+        yield* listChunkRuns(snapshots(), r);
+      },
+    ),
+    ReadChunks: serverStream<WireReadChunksRequest, WireChunkData>(
+      "ReadChunks",
+      options(true),
+      async function* (r, scope, c) {
+        await admit("ReadChunks", r, scope, c);
+        scope.note({ chunks: r.chunks.length });
+        yield* readChunkContents(snapshots(), r);
+      },
+    ),
     ReadSnapshotChunks: serverStream<WireReadSnapshotChunksRequest, WireSnapshotChunk>(
       "ReadSnapshotChunks",
       options(false),
-      (r, scope, c) => {
-        checkAddressee(c.metadata, engine.nodeId);
-        scope.note(nameOf(r));
+      async function* (r, scope, c) {
+        await admit("ReadSnapshotChunks", r, scope, c);
         if (!o.snapshots)
           throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
-        return readAllocatedChunks(o.snapshots, r.name, r.maxMessageBytes);
+        yield* readAllocatedChunks(o.snapshots, r.name, r.maxMessageBytes);
       },
     ),
   };

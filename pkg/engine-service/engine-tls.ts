@@ -1,14 +1,17 @@
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
-import { ServerCredentials, credentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
 
 /**
- * How the engine service is protected. Between machines it is mutual TLS: both sides present a
- * certificate signed by the cluster's engine CA (files mounted from a Secret), and a peer without
- * one is refused during the handshake, before any call. Plaintext exists only for a process
- * talking to itself or to a sibling on the same machine, and only when asked for by name
- * (--insecure-loopback), so that a missing Secret can never silently downgrade a cluster.
+ * How the engine service is protected. Between machines it is mutual TLS 1.3: both sides present
+ * a certificate signed by the cluster's engine CA, each naming one identity (engine-identity.ts),
+ * and a peer without one is refused during the handshake, before any call. Plaintext exists only
+ * for a process talking to itself or to a sibling on the same machine, and only when asked for by
+ * name (--insecure-loopback), so that a missing Secret can never silently downgrade a cluster.
  */
 export interface TlsFiles {
   /** PEM of the CA that signs every engine-service certificate. */
@@ -19,15 +22,23 @@ export interface TlsFiles {
   keyFile: string;
 }
 
+/**
+ * TLS material held in memory instead of files: a certificate the process issued itself (the
+ * controller, from the CA it holds) or obtained and renews (a node, from the signer). current()
+ * is read whenever credentials are made, so a renewal reaches every new channel.
+ */
+export interface TlsMaterial {
+  current(): TlsPem;
+  /** Says what it is, for error messages. */
+  describe: string;
+}
+
+export type TlsSource = TlsFiles | TlsMaterial;
+
 export interface EngineTransportOptions {
-  tls?: TlsFiles;
+  tls?: TlsSource;
   /** Plaintext, allowed only when every address involved is a loopback address. */
   insecureLoopback?: boolean;
-  /**
-   * Client: the name the server certificate must carry, when it is not the host of the address
-   * (one certificate for every node plugin, addressed by pod IP).
-   */
-  serverName?: string;
 }
 
 export interface HostPort {
@@ -69,28 +80,71 @@ function checkTransport(o: EngineTransportOptions, address: string, role: string
   }
 }
 
-export function serverCredentials(o: EngineTransportOptions, address: string): ServerCredentials {
+/** Server side: checks the transport choice for this address; the TLS files when TLS is on. */
+export function serverTls(o: EngineTransportOptions, address: string): TlsPem | undefined {
   checkTransport(o, address, "engine service");
-  if (!o.tls) return ServerCredentials.createInsecure();
-  const pem = readTls(o.tls);
-  // checkClientCertificate = true: a client without a certificate from our CA fails the handshake.
-  return ServerCredentials.createSsl(pem.ca, [{ private_key: pem.key, cert_chain: pem.cert }], true);
+  return o.tls ? readTls(o.tls) : undefined;
 }
 
+/**
+ * Client side: credentials that accept the server only when its certificate names node
+ * `expectedNodeId` (hostname checks do not apply: nodes are dialled by address, and the identity
+ * is what matters: a node that patched another node's announced address is refused here).
+ */
 export function channelCredentials(
   o: EngineTransportOptions,
   address: string,
-): { creds: ChannelCredentials; options: ChannelOptions } {
+  expectedNodeId: string,
+): ChannelCredentials {
   checkTransport(o, address, `engine client of ${address}`);
-  if (!o.tls) return { creds: credentials.createInsecure(), options: {} };
+  if (!o.tls) return credentials.createInsecure();
   const pem = readTls(o.tls);
-  const options: ChannelOptions = o.serverName
-    ? { "grpc.ssl_target_name_override": o.serverName, "grpc.default_authority": o.serverName }
-    : {};
-  return { creds: credentials.createSsl(pem.ca, pem.key, pem.cert), options };
+  return credentials.createSsl(pem.ca, pem.key, pem.cert, {
+    checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+      const identity = identityOfCertificate(cert);
+      if (identity?.role === "node" && identity.nodeId === expectedNodeId) return undefined;
+      return new Error(
+        `the engine service at ${address} presented a certificate for ${describeIdentity(identity)}, not node/${expectedNodeId}: check the node's announced address`,
+      );
+    },
+  });
 }
 
-function readTls(files: TlsFiles): { ca: Buffer; cert: Buffer; key: Buffer } {
+/**
+ * The identity this process's own certificate names, checked against what the process is: a
+ * node must hold its own node's certificate, the controller the controller's. Caught at start,
+ * a wrong Secret is a clear error instead of refused calls later.
+ */
+export function checkOwnCertificate(o: EngineTransportOptions, expected: EngineIdentity): void {
+  if (!o.tls) return;
+  const pem = readTls(o.tls);
+  let identity: EngineIdentity | undefined;
+  try {
+    identity = identityOfCertificate({ subjectaltname: new X509Certificate(pem.cert).subjectAltName ?? "" });
+  } catch (err) {
+    throw asSnapblockError(err, `reading the engine-service certificate ${describeSource(o.tls)}`);
+  }
+  const same =
+    identity?.role === expected.role &&
+    (identity.role === "controller" || (expected.role === "node" && identity.nodeId === expected.nodeId));
+  if (!same) {
+    throw new SnapblockError(
+      "INVALID_ARGUMENT",
+      `the engine-service certificate ${describeSource(o.tls)} names ${describeIdentity(identity)}, but this process is ${describeIdentity(expected)}: give it its own certificate (URI SAN snapblock://${expected.role === "controller" ? "controller" : `node/${expected.nodeId}`})`,
+    );
+  }
+}
+
+export interface TlsPem {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** The PEMs of a TLS source now (files are read again each time: they may have been renewed). */
+export function readTls(source: TlsSource): TlsPem {
+  if ("current" in source) return source.current();
+  const files = source;
   const read = (file: string, what: string): Buffer => {
     try {
       return readFileSync(file);
@@ -103,4 +157,8 @@ function readTls(files: TlsFiles): { ca: Buffer; cert: Buffer; key: Buffer } {
     cert: read(files.certFile, "certificate"),
     key: read(files.keyFile, "key"),
   };
+}
+
+function describeSource(source: TlsSource): string {
+  return "current" in source ? source.describe : source.certFile;
 }

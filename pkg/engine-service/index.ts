@@ -7,12 +7,33 @@
 export { EngineServer, type EngineServerOptions } from "./engine-server.js";
 export { RemoteEngine, type RemoteEngineOptions } from "./remote-engine.js";
 export {
+  checkOwnCertificate,
   isLoopbackHost,
   parseHostPort,
+  readTls,
   type EngineTransportOptions,
   type HostPort,
   type TlsFiles,
+  type TlsMaterial,
+  type TlsPem,
+  type TlsSource,
 } from "./engine-tls.js";
+export {
+  describeIdentity,
+  identityOfCertificate,
+  identityUri,
+  type EngineIdentity,
+} from "./engine-identity.js";
+export type { PullGrants } from "./engine-access.js";
+export {
+  certificateFacts,
+  createCa,
+  createKeyAndRequest,
+  issueOwnCertificate,
+  readRequest,
+  signRequest,
+  type PemPair,
+} from "./certificates.js";
 export { loadEngineProto, type EngineProto } from "./engine-proto.js";
 export type {
   WireNodeInfo as EngineNodeInfo,
@@ -20,3 +41,4 @@ export type {
 } from "./engine-messages.js";
 export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
 export { fetchSpace, spaceService, spaceServiceHandlers, type NodeSpaceReport } from "./space-service.js";
+export { HolderContent, nameOn, type HolderContentOptions } from "./holder-content.js";

@@ -4,7 +4,14 @@ import {
   fromWireSpace,
   toWireLimits,
   fromWireVolume,
+  toWireHolder,
   toWireKind,
+  type WireChunkData,
+  type WireChunkRuns,
+  type WireListChunksRequest,
+  type WireOrigins,
+  type WireReadChunksRequest,
+  type WireReplicateSnapshotRequest,
   type WireCapacity,
   type WireCreateSnapshotRequest,
   type WireCreateVolumeRequest,
@@ -28,8 +35,11 @@ import type {
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
+  EngineHolder,
   EngineListing,
   EnginePlacementRequest,
+  EngineReplicateOptions,
+  EngineReplication,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
@@ -56,7 +66,7 @@ type UnaryMethod = (req: unknown, md: Metadata, opts: { deadline: Date }, cb: Ca
  * and cannot tell it from a LocalEngine. Failures come back as the same SnapblockErrors the engine
  * raised (engine-status.ts); a node that cannot be reached is CLOSED (UNAVAILABLE) with its name.
  */
-export class RemoteEngine implements EngineApi {
+export class RemoteEngine implements EngineApi, EngineReplication {
   readonly nodeId: string;
   readonly address: string;
   private readonly client: Client;
@@ -68,10 +78,11 @@ export class RemoteEngine implements EngineApi {
     this.nodeId = options.nodeId;
     this.address = options.address;
     this.timeoutMs = options.callTimeoutMs ?? 60_000;
-    const { creds, options: channelOptions } = channelCredentials(options.transport, options.address);
+    // The server's certificate must name this node: an announcement pointing node A's id at
+    // node B's address is refused in the handshake.
+    const creds = channelCredentials(options.transport, options.address, options.nodeId);
     const { Client: EngineClient } = loadEngineProto();
     this.client = new EngineClient(options.address, creds, {
-      ...channelOptions,
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,
@@ -92,7 +103,14 @@ export class RemoteEngine implements EngineApi {
       name: o.name,
       sizeBytes: o.sizeBytes,
       meta: { ...o.meta },
-      source: o.source ? { kind: toWireKind(o.source.kind), name: o.source.name } : null,
+      source: o.source
+        ? {
+            kind: toWireKind(o.source.kind),
+            name: o.source.name,
+            nodeId: o.source.nodeId ?? "",
+            holders: (o.source.holders ?? []).map(toWireHolder),
+          }
+        : null,
       fullCopy: o.fullCopy ?? false,
     };
     return fromWireVolume(await this.call<WireVolume>("CreateVolume", req));
@@ -121,6 +139,7 @@ export class RemoteEngine implements EngineApi {
       volume: o.volume,
       name: o.name,
       meta: { ...o.meta },
+      skipFilesystemFreeze: o.freezeFilesystem === false,
       limits: toWireLimits(o.limits),
     };
     return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
@@ -171,6 +190,56 @@ export class RemoteEngine implements EngineApi {
 
   nodeInfo(): Promise<WireNodeInfo> {
     return this.call<WireNodeInfo>("GetNodeInfo", {});
+  }
+
+  async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    const req: WireReplicateSnapshotRequest = {
+      origin: o.origin,
+      sizeBytes: o.sizeBytes,
+      holders: o.holders.map(toWireHolder),
+      baseOrigin: o.baseOrigin ?? "",
+      meta: { ...o.meta },
+    };
+    return fromWireSnapshot(await this.call<WireSnapshot>("ReplicateSnapshot", req));
+  }
+
+  async setHolders(origin: string, holders: EngineHolder[]): Promise<void> {
+    await this.call("SetHolders", { origin, holders: holders.map(toWireHolder) });
+  }
+
+  async grantPull(name: string, nodeId: string): Promise<void> {
+    await this.call("GrantPull", { name, nodeId });
+  }
+
+  async addTombstones(origins: string[]): Promise<void> {
+    await this.call("AddTombstones", { origins });
+  }
+
+  async listTombstones(): Promise<string[]> {
+    return (await this.call<WireOrigins>("ListTombstones", {})).origins;
+  }
+
+  /** Node to node: the chunks to fetch of snapshot `name` on this node (see proto ListChunks). */
+  listChunks(request: WireListChunksRequest): AsyncGenerator<WireChunkRuns> {
+    return this.stream<WireChunkRuns>("ListChunks", request);
+  }
+
+  /** Node to node: the content of chunks of snapshot `name` on this node. */
+  readChunks(request: WireReadChunksRequest): AsyncGenerator<WireChunkData> {
+    return this.stream<WireChunkData>("ReadChunks", request);
+  }
+
+  private async *stream<T>(method: string, request: object): AsyncGenerator<T> {
+    const fn = this.method(method) as (req: unknown, md: Metadata) => AsyncIterable<T>;
+    try {
+      for await (const item of fn.call(this.client, request, addressedTo(this.nodeId))) yield item;
+      this.reachable = true;
+    } catch (err) {
+      const mapped = fromEngineStatus(err as ServiceError, this);
+      this.reachable =
+        mapped.code !== "CLOSED" || (err as ServiceError).metadata?.get("snapblock-error-code").length > 0;
+      throw mapped;
+    }
   }
 
   /** The allocated ranges of a snapshot on this node (for cross-node copies). */

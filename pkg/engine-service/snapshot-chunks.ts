@@ -1,10 +1,116 @@
 import { SnapblockError } from "../errors/index.js";
-import type { WireSnapshotChunk } from "./engine-messages.js";
+import type { WireChunkData, WireChunkRuns, WireSnapshotChunk } from "./engine-messages.js";
 import type { VolumeDevice } from "../engine-api/index.js";
 
-/** What the chunk stream needs from the node's pool: LocalEngine has it. */
+/** What the chunk streams need from the node's pool: LocalEngine has it. */
 export interface SnapshotOpener {
   openSnapshotDevice(name: string): VolumeDevice;
+  /** Chunks (in this pool's chunk size) that differ between two snapshots of one volume. */
+  changedChunks(base: string, name: string): { chunkSize: number; chunks: number[] };
+}
+
+/** Most runs in one ChunkRuns message (8 bytes each on the wire: well under the size limit). */
+const RUNS_PER_MESSAGE = 65_536;
+
+/** Byte ranges as runs of chunks of size `cs` (a chunk touched by a range counts whole). */
+function toRuns(ranges: Iterable<[number, number]>, cs: number): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const [from, to] of ranges) {
+    if (to <= from) continue;
+    const first = Math.floor(from / cs);
+    const end = Math.ceil(to / cs);
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] >= first) last[1] = Math.max(last[1], end - last[0]);
+    else runs.push([first, end - first]);
+  }
+  return runs;
+}
+
+/**
+ * The chunks a node copying snapshot `name` must fetch, in its chunk size `chunkSize`: every
+ * allocated chunk (chunks still pending on this node count: they hold data), or with `baseName`
+ * only those that differ from that earlier snapshot when both are of one volume here.
+ */
+export function* listChunkRuns(
+  opener: SnapshotOpener,
+  request: { name: string; chunkSize: number; baseName: string },
+): Generator<WireChunkRuns> {
+  const cs = request.chunkSize;
+  if (!Number.isInteger(cs) || cs < 4096 || cs > 1 << 20 || (cs & (cs - 1)) !== 0) {
+    throw new SnapblockError(
+      "INVALID_ARGUMENT",
+      `chunk size ${cs} must be a power of two from 4096 to 1048576`,
+    );
+  }
+  const device = opener.openSnapshotDevice(request.name);
+  let runs: [number, number][];
+  let incremental = false;
+  try {
+    const size = device.size;
+    let byteRanges: [number, number][] | undefined;
+    if (request.baseName !== "") {
+      try {
+        const changed = opener.changedChunks(request.baseName, request.name);
+        byteRanges = changed.chunks.map((c) => [
+          c * changed.chunkSize,
+          Math.min(size, (c + 1) * changed.chunkSize),
+        ]);
+        incremental = true;
+      } catch (err) {
+        // Another volume's snapshot, or gone: the caller gets everything, marked not incremental.
+        if (!(err instanceof SnapblockError) || (err.code !== "INVALID_ARGUMENT" && err.code !== "NOT_FOUND"))
+          throw err;
+      }
+    }
+    byteRanges ??= device
+      .extents(0, size)
+      .filter((e) => e.allocated)
+      .map((e): [number, number] => [e.offset, e.offset + e.length]);
+    runs = toRuns(byteRanges, cs);
+    for (let i = 0; i < runs.length || i === 0; i += RUNS_PER_MESSAGE) {
+      const part = runs.slice(i, i + RUNS_PER_MESSAGE);
+      yield { sizeBytes: size, incremental, firsts: part.map((r) => r[0]), counts: part.map((r) => r[1]) };
+    }
+  } finally {
+    device.close();
+  }
+}
+
+/**
+ * The content of the asked chunks of snapshot `name`, in the caller's chunk size, in the order
+ * asked; a chunk with nothing allocated is sent as a hole. The snapshot stays open (so it cannot
+ * be deleted) until the stream ends.
+ */
+export async function* readChunkContents(
+  opener: SnapshotOpener,
+  request: { name: string; chunkSize: number; chunks: number[] },
+): AsyncGenerator<WireChunkData> {
+  const cs = request.chunkSize;
+  if (!Number.isInteger(cs) || cs < 4096 || cs > 1 << 20 || (cs & (cs - 1)) !== 0) {
+    throw new SnapblockError(
+      "INVALID_ARGUMENT",
+      `chunk size ${cs} must be a power of two from 4096 to 1048576`,
+    );
+  }
+  const device = opener.openSnapshotDevice(request.name);
+  try {
+    for (const chunk of request.chunks) {
+      const from = chunk * cs;
+      if (!Number.isSafeInteger(from) || from >= device.size) {
+        throw new SnapblockError(
+          "OUT_OF_RANGE",
+          `chunk ${chunk} is past the end of snapshot '${request.name}'`,
+        );
+      }
+      const length = Math.min(cs, device.size - from);
+      const allocated = device.extents(from, length).some((e) => e.allocated);
+      yield allocated
+        ? { chunk, data: await device.read(from, length), hole: false }
+        : { chunk, data: Buffer.alloc(0), hole: true };
+    }
+  } finally {
+    device.close();
+  }
 }
 
 /** Largest data field of one stream message: well under grpc-js's 4 MiB default limit. */

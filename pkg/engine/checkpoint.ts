@@ -2,6 +2,7 @@ import { crc32 } from "node:zlib";
 import { SnapblockError } from "../errors/index.js";
 import { FANOUT, type TreeNode } from "./chunk-tree.js";
 import type { Device, Metadata } from "./metadata.js";
+import { PendingChunks } from "./pending-chunks.js";
 import type { DeviceKind } from "./types.js";
 
 /**
@@ -15,7 +16,8 @@ import type { DeviceKind } from "./types.js";
  * numbered from 1), then devices. See docs/engine-format.md for each field.
  */
 const MAGIC = "SBCKPT01";
-const VERSION = 1;
+/** 2 added the pending-chunks section; version 1 files (without it) still load. */
+const VERSION = 2;
 export const CHECKPOINT_HEADER = 64;
 
 const TAG_LEAF_SPARSE = 1;
@@ -124,6 +126,22 @@ export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
     w.u16(p.valid.length);
     for (const b of p.valid) w.u8(b);
   }
+  // Pending chunks (version 2): device id u32, source str, total u32, run count u32, runs
+  // (first u32, count u32).
+  const pending = [...meta.devices.values()].filter((d) => d.pending);
+  w.u32(pending.length);
+  for (const d of pending) {
+    const p = d.pending!;
+    w.u32(d.id);
+    w.str(p.source);
+    w.u32(p.total);
+    const runs = p.ranges();
+    w.u32(runs.length);
+    for (const [first, count] of runs) {
+      w.u32(first);
+      w.u32(count);
+    }
+  }
   const buf = w.buf.subarray(0, w.off);
   buf.write(MAGIC, 0, "latin1");
   buf.writeUInt32LE(VERSION, 8);
@@ -146,7 +164,8 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
   };
   if (buf.length < CHECKPOINT_HEADER || buf.toString("latin1", 0, 8) !== MAGIC) fail("bad magic");
   if (buf.readUInt32LE(60) !== crc32(buf.subarray(0, 60))) fail("header checksum mismatch");
-  if (buf.readUInt32LE(8) !== VERSION) fail(`version ${buf.readUInt32LE(8)} not supported`);
+  const version = buf.readUInt32LE(8);
+  if (version !== 1 && version !== VERSION) fail(`version ${version} not supported`);
   if (!buf.subarray(12, 28).equals(uuid)) fail("belongs to another pool (uuid mismatch)");
   const payloadLen = buf.readUInt32LE(48);
   if (buf.length !== CHECKPOINT_HEADER + payloadLen) fail("length mismatch");
@@ -248,6 +267,20 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     if (meta.space.refCount(chunk) === 0) fail(`partial chunk ${chunk} is not mapped`);
     const backing = raw === 0xffffffff ? -1 : raw;
     meta.space.loadPartial(chunk, backing, valid);
+  }
+  const pendingCount = version >= 2 ? u32() : 0;
+  for (let i = 0; i < pendingCount; i++) {
+    const d = meta.devices.get(u32()) ?? fail("pending chunks of a device that does not exist");
+    const pending = PendingChunks.empty(str(), meta.chunksFor(d.sizeBytes));
+    pending.total = u32();
+    const runs = u32();
+    for (let r = 0; r < runs; r++) {
+      const first = u32();
+      const count = u32();
+      if (first + count > meta.chunksFor(d.sizeBytes)) fail(`pending chunk past the end of device ${d.id}`);
+      pending.add(first, count);
+    }
+    if (pending.count > 0) meta.setPending(d, pending);
   }
   if (off !== buf.length) fail("trailing bytes after the last section");
   for (const n of nodes) {

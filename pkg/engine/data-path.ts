@@ -115,12 +115,31 @@ export class DataPath {
     }
   }
 
+  /** Pending chunks of `device` in the byte range, optionally only those the range covers in part. */
+  private pendingIn(device: Device, offset: number, length: number, partlyOnly: boolean): number[] {
+    const pending = device.pending;
+    if (!pending || length === 0) return [];
+    const cs = this.core.chunkSize;
+    const out: number[] = [];
+    const lastByte = offset + length;
+    for (const c of pending.chunksIn(Math.floor(offset / cs), Math.ceil(lastByte / cs))) {
+      // Only a write of the chunk's full size takes the whole-chunk path (the short last chunk of
+      // a device does not), so only that may skip the fetch.
+      const whole = offset <= c * cs && lastByte >= (c + 1) * cs;
+      if (!partlyOnly || !whole) out.push(c);
+    }
+    return out;
+  }
+
   async read(device: Device, offset: number, length: number): Promise<Buffer> {
     this.core.ensureUsable();
     this.checkRange(device, offset, length, "read");
     const out = Buffer.alloc(length);
     if (length === 0) return out;
     this.lastForegroundIo = performance.now();
+    // Content still on its source is fetched first: a pending chunk never reads as zeroes.
+    const pending = this.pendingIn(device, offset, length, false);
+    if (pending.length > 0) await this.core.ensureFilled(device, pending);
     const { space, tables, chunkSize: cs } = this.core;
     const io = space.beginIo();
     try {
@@ -184,6 +203,10 @@ export class DataPath {
       for (let c = first; c <= last; c++) keys.push(lockKey(device, c));
       const unlock = await this.core.locks.lockAll(keys);
       try {
+        // A chunk still on its source is fetched before a write covers part of it, so the rest
+        // of the chunk keeps its content; a chunk written whole just stops being pending.
+        const partly = this.pendingIn(device, offset, data.length, true);
+        if (partly.length > 0) await this.core.ensureFilled(device, partly);
         await this.writeLocked(device, offset, data);
       } finally {
         unlock();
@@ -513,7 +536,10 @@ export class DataPath {
     }
   }
 
-  /** Allocation map of a range, merged into runs; from the tables alone. */
+  /**
+   * Allocation map of a range, merged into runs; from the tables alone. Chunks still pending are
+   * data (they hold content, only not here yet), so clients never skip them as holes.
+   */
   extents(device: Device, offset: number, length: number): Extent[] {
     this.checkRange(device, offset, length, "extents");
     const cs = this.core.chunkSize;
@@ -527,13 +553,30 @@ export class DataPath {
     };
     const end = offset + length;
     let cursor = offset;
-    this.core.tables.forEachMappedIn(device.table, Math.floor(offset / cs), Math.ceil(end / cs), (chunk) => {
+    const allocated = (chunk: number): void => {
       const from = Math.max(offset, chunk * cs);
       const to = Math.min(end, (chunk + 1) * cs);
       push(cursor, from, false);
       push(from, to, true);
       cursor = to;
-    });
+    };
+    const lo = Math.floor(offset / cs);
+    const hi = Math.ceil(end / cs);
+    if (!device.pending) {
+      this.core.tables.forEachMappedIn(device.table, lo, hi, allocated);
+    } else {
+      const mapped: number[] = [];
+      this.core.tables.forEachMappedIn(device.table, lo, hi, (c) => mapped.push(c));
+      const pending = [...device.pending.chunksIn(lo, hi)];
+      let i = 0;
+      let j = 0;
+      while (i < mapped.length || j < pending.length) {
+        const next = Math.min(mapped[i] ?? Infinity, pending[j] ?? Infinity);
+        if (mapped[i] === next) i++;
+        if (pending[j] === next) j++;
+        allocated(next);
+      }
+    }
     push(cursor, end, false);
     return out;
   }

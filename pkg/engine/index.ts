@@ -17,6 +17,7 @@ export type {
   DeviceKind,
   EngineObserver,
   Extent,
+  PendingInfo,
   PoolStats,
   PoolUsageEvent,
   SnapshotInfo,
@@ -28,6 +29,7 @@ export type {
   WriteOptions,
 } from "./types.js";
 export type { Storage, StorageFile } from "./storage.js";
+export type { ChunkFetcher, FetchedChunk, PullOptions, PullProgress, PullState } from "./pending-fill.js";
 export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";
 export { Prng } from "./prng.js";

@@ -1,6 +1,7 @@
 import { SnapblockError } from "../errors/index.js";
 import type { ChunkSpace } from "./chunk-space.js";
 import { type ChunkTables, type Table } from "./chunk-tree.js";
+import { PendingChunks } from "./pending-chunks.js";
 import { RecordType, type MetaRecord } from "./records.js";
 import type { DeviceKind } from "./types.js";
 
@@ -20,6 +21,8 @@ export interface Device {
   lineage: number;
   /** A full background copy is unfinished (resumed when the pool opens). */
   copying: boolean;
+  /** Chunks whose content is still to arrive from elsewhere (pending-chunks.ts). */
+  pending?: PendingChunks;
 }
 
 /**
@@ -34,6 +37,8 @@ export class Metadata {
   nextId = 1;
   /** Sequence number of the last record applied. */
   seq = 0;
+  /** Devices with pending chunks, by source: whom a fill of that source completes. */
+  readonly pendingBySource = new Map<string, Set<Device>>();
 
   constructor(
     readonly space: ChunkSpace,
@@ -59,6 +64,48 @@ export class Metadata {
     this.devices.set(d.id, d);
     this.byName(d.kind).set(d.name, d);
     if (d.id >= this.nextId) this.nextId = d.id + 1;
+    if (d.pending) this.trackPending(d);
+  }
+
+  /** Gives a device pending chunks (or more of them), indexed by source. */
+  setPending(d: Device, pending: PendingChunks): void {
+    d.pending = pending;
+    this.trackPending(d);
+  }
+
+  private trackPending(d: Device): void {
+    if (!d.pending) return;
+    let set = this.pendingBySource.get(d.pending.source);
+    if (!set) {
+      set = new Set();
+      this.pendingBySource.set(d.pending.source, set);
+    }
+    set.add(d);
+  }
+
+  private untrackPending(d: Device): void {
+    if (!d.pending) return;
+    const set = this.pendingBySource.get(d.pending.source);
+    set?.delete(d);
+    if (set?.size === 0) this.pendingBySource.delete(d.pending.source);
+  }
+
+  /** A chunk of `d` got content of its own (written, trimmed, filled): it is no longer pending. */
+  private settle(d: Device, first: number, count = 1): void {
+    if (!d.pending) return;
+    if (count === 1) d.pending.clear(first);
+    else d.pending.clearRange(first, count);
+    if (d.pending.count === 0) {
+      this.untrackPending(d);
+      d.pending = undefined;
+    }
+  }
+
+  /** Devices of `source` for which logical `chunk` is still pending. */
+  pendingAt(source: string, chunk: number): Device[] {
+    const out: Device[] = [];
+    for (const d of this.pendingBySource.get(source) ?? []) if (d.pending?.has(chunk)) out.push(d);
+    return out;
   }
 
   /** For MAP and MAP_PARTIAL: checks the logical chunk and takes the new physical chunk. */
@@ -103,11 +150,14 @@ export class Metadata {
           sourceName: source?.name,
           lineage: source ? source.lineage : r.id,
           copying: false,
+          // A snapshot or clone of a device still filling waits for the same chunks.
+          ...(source?.pending ? { pending: source.pending.clone() } : {}),
         });
         return;
       }
       case RecordType.Delete: {
         const d = this.device(r.id);
+        this.untrackPending(d);
         this.tables.drop(d.table, seq);
         this.devices.delete(d.id);
         this.byName(d.kind).delete(d.name);
@@ -116,22 +166,77 @@ export class Metadata {
       case RecordType.Map: {
         const d = this.claimMapped(r, replay);
         this.tables.set(d.table, r.chunk, r.phys, seq);
+        this.settle(d, r.chunk);
         return;
       }
-      case RecordType.Unmap:
-        this.tables.unmapRange(this.device(r.id).table, r.first, r.count, seq);
+      case RecordType.Unmap: {
+        const d = this.device(r.id);
+        this.tables.unmapRange(d.table, r.first, r.count, seq);
+        this.settle(d, r.first, r.count);
         return;
+      }
       case RecordType.Resize: {
         const d = this.device(r.id);
         d.sizeBytes = r.sizeBytes;
         this.tables.grow(d.table, this.chunksFor(r.sizeBytes));
+        d.pending?.grow(this.chunksFor(r.sizeBytes));
         return;
       }
+      case RecordType.Pending: {
+        const d = this.device(r.id);
+        const chunks = this.chunksFor(d.sizeBytes);
+        if (d.pending && d.pending.source !== r.source) {
+          throw new SnapblockError("CORRUPT", `device ${d.id} has chunks pending from two sources`);
+        }
+        const pending = d.pending ?? PendingChunks.empty(r.source, chunks);
+        for (const [first, count] of r.ranges) {
+          if (first + count > chunks) {
+            throw new SnapblockError(
+              "CORRUPT",
+              `record marks chunk ${first + count - 1} pending past the end of device ${d.id}`,
+            );
+          }
+          pending.add(first, count);
+        }
+        pending.total = Math.max(pending.total, r.total);
+        if (!d.pending && pending.count > 0) this.setPending(d, pending);
+        return;
+      }
+      case RecordType.Fill: {
+        const targets = r.ids.map((id) => this.device(id));
+        if (targets.length === 0) throw new SnapblockError("CORRUPT", `fill of chunk ${r.id} for no device`);
+        // Replay names the chunk directly; live, the filler reserved it before writing the data.
+        if (replay) this.space.claimForReplay(r.id);
+        else this.space.commitReserved(r.id);
+        for (let i = 1; i < targets.length; i++) this.space.ref(r.id);
+        for (const d of targets) {
+          if (r.chunk >= this.chunksFor(d.sizeBytes)) {
+            throw new SnapblockError(
+              "CORRUPT",
+              `fill maps chunk ${r.chunk} beyond the end of device ${d.id}`,
+            );
+          }
+          this.tables.set(d.table, r.chunk, r.id, seq);
+          this.settle(d, r.chunk);
+        }
+        return;
+      }
+      case RecordType.FillHole:
+        for (const id of r.ids) {
+          const d = this.device(id);
+          this.tables.set(d.table, r.id, -1, seq);
+          this.settle(d, r.id);
+        }
+        return;
       case RecordType.CopyState:
         this.device(r.id).copying = r.copying;
         return;
       case RecordType.MapPartial: {
         const d = this.claimMapped(r, replay);
+        if (d.pending?.has(r.chunk)) {
+          // The data path fills a pending chunk before writing part of it.
+          throw new SnapblockError("CORRUPT", `partial write to pending chunk ${r.chunk} of device ${d.id}`);
+        }
         if (r.backing >= 0 && this.space.refCount(r.backing) === 0) {
           throw new SnapblockError(
             "CORRUPT",

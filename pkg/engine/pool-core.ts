@@ -26,4 +26,6 @@ export interface PoolCore {
   gate(device: Device): WriteGate;
   /** Whether `device` is still in the pool (it may be deleted while an operation waits). */
   alive(device: Device): boolean;
+  /** Fills these pending chunks of `device` (fetching them from its source); IO error if it cannot. */
+  ensureFilled(device: Device, chunks: number[]): Promise<void>;
 }

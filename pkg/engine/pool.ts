@@ -17,6 +17,7 @@ import { ChunkLocks, WriteGate } from "./locks.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
 import { NodeStorage, type IoMode } from "./node-storage.js";
+import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
 import { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
@@ -35,6 +36,7 @@ import {
   type ChunkList,
   type CopyProgress,
   type EngineObserver,
+  type PendingInfo,
   type PoolStats,
   type SnapshotInfo,
   type SnapshotLimits,
@@ -120,6 +122,7 @@ export class Pool implements PoolCore {
   committedSeq = 0;
 
   private readonly io: DataPath;
+  private readonly filler: PendingFiller;
   private readonly gates = new Map<number, WriteGate>();
   private readonly handles = new Map<number, number>();
   private readonly jobs = new Map<number, CopyJob>();
@@ -161,6 +164,7 @@ export class Pool implements PoolCore {
     this.tables = new ChunkTables(this.space);
     this.meta = new Metadata(this.space, this.tables, sb.chunkSize);
     this.io = new DataPath(this);
+    this.filler = new PendingFiller(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
     this.observer = options.observer ?? {};
@@ -285,6 +289,7 @@ export class Pool implements PoolCore {
   /** Commits everything, writes a checkpoint and closes the files. */
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.filler.stop();
     for (const job of this.jobs.values()) job.cancel("pool closing");
     this.fillPartialsStopped = true;
     while (this.fillerRunning) await new Promise((resolve) => setTimeout(resolve, 1));
@@ -329,6 +334,10 @@ export class Pool implements PoolCore {
 
   alive(device: Device): boolean {
     return this.meta.devices.get(device.id) === device;
+  }
+
+  ensureFilled(device: Device, chunks: number[]): Promise<void> {
+    return this.filler.ensure(device, chunks);
   }
 
   /**
@@ -783,6 +792,123 @@ export class Pool implements PoolCore {
     return this.copyProgress(volumeName);
   }
 
+  // ---------------------------------------------------------------- content from elsewhere
+
+  /**
+   * A volume or snapshot whose content is on another node: `ranges` are its allocated chunks
+   * there (or, with `base`, the chunks that differ from `base`, a local device it starts as a
+   * copy of). Ready at once: reads of a chunk not here yet fetch it from `source` first (through
+   * the fetcher set with setChunkFetcher) and the background pull brings the rest. Only the
+   * listed chunks ever travel; the others are holes (or `base`'s content).
+   */
+  async createFromSource(options: {
+    kind: "volume" | "snapshot";
+    name: string;
+    sizeBytes: number;
+    source: string;
+    ranges: [number, number][];
+    base?: { kind: "volume" | "snapshot"; name: string };
+  }): Promise<VolumeInfo | SnapshotInfo> {
+    this.ensureUsable();
+    const { kind, name, sizeBytes, source } = options;
+    validateName(name, kind);
+    validateSize(sizeBytes, `${kind} size`);
+    if (source === "")
+      throw new SnapblockError("INVALID_ARGUMENT", "the source of pending content is required");
+    this.ensureFree(kind, name);
+    const base = options.base ? this.find(options.base.kind, options.base.name) : undefined;
+    if (base?.pending) {
+      throw new SnapblockError(
+        "BUSY",
+        `${base.kind} '${base.name}' is itself still filling from ${base.pending.source}; wait for it to complete`,
+      );
+    }
+    if (base && base.sizeBytes > sizeBytes) {
+      throw new SnapblockError(
+        "OUT_OF_RANGE",
+        `${kind} size ${sizeBytes} is smaller than its base '${base.name}'`,
+      );
+    }
+    const chunks = this.meta.chunksFor(sizeBytes);
+    let total = 0;
+    for (const [first, count] of options.ranges) {
+      if (
+        !Number.isInteger(first) ||
+        !Number.isInteger(count) ||
+        first < 0 ||
+        count < 1 ||
+        first + count > chunks
+      ) {
+        throw new SnapblockError(
+          "INVALID_ARGUMENT",
+          `pending range [${first}, +${count}) is outside ${chunks} chunks`,
+        );
+      }
+      total += count;
+    }
+    const create = (): void => {
+      this.ensureFree(kind, name);
+      const id = this.meta.nextId;
+      this.record({
+        type: RecordType.Create,
+        id,
+        kind: kind === "volume" ? 1 : 2,
+        sourceId: base?.id ?? 0,
+        sizeBytes,
+        createdAtMs: Date.now(),
+        name,
+      });
+      // Large lists go in several records (a record's run count is a u32, a batch stays small).
+      const RUNS = 8192;
+      for (let i = 0; i < options.ranges.length || i === 0; i += RUNS) {
+        this.record({
+          type: RecordType.Pending,
+          id,
+          source,
+          total,
+          ranges: options.ranges.slice(i, i + RUNS),
+        });
+      }
+    };
+    if (base) {
+      await this.gate(base).exclusive(() => {
+        if (!this.alive(base))
+          throw new SnapblockError("NOT_FOUND", `${base.kind} '${base.name}' was deleted`);
+        create();
+      });
+    } else create();
+    await this.commit();
+    return kind === "volume" ? this.getVolume(name) : this.getSnapshot(name);
+  }
+
+  /**
+   * Where the pending chunks of `source` come from. Starts (or resumes, after a restart) the
+   * background pull of that source; replacing the fetcher (another holder) carries on from it.
+   */
+  setChunkFetcher(source: string, fetcher: ChunkFetcher, options: PullOptions = {}): void {
+    this.ensureUsable();
+    this.filler.setFetcher(source, fetcher, options);
+  }
+
+  /** Every source some device is still waiting for, with its devices (resolve them after open). */
+  pendingSources(): {
+    source: string;
+    devices: { kind: "volume" | "snapshot"; name: string }[];
+    hasFetcher: boolean;
+  }[] {
+    const unresolved = new Set(this.filler.sourcesWithoutFetcher());
+    return [...this.meta.pendingBySource].map(([source, devices]) => ({
+      source,
+      devices: [...devices].map((d) => ({ kind: d.kind, name: d.name })),
+      hasFetcher: !unresolved.has(source),
+    }));
+  }
+
+  /** The background pull of a source: state, what is left, rate. */
+  pullProgress(source: string): PullProgress | undefined {
+    return this.filler.progress(source);
+  }
+
   // ---------------------------------------------------------------- I/O handles
 
   /** A read-write handle on a volume. Close it when done: an open volume cannot be deleted. */
@@ -1051,6 +1177,7 @@ export class Pool implements PoolCore {
     if (d.sourceKind && d.sourceName) info.source = { kind: d.sourceKind, name: d.sourceName };
     const copy = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
     if (copy) info.copy = copy;
+    if (d.pending) info.pending = pendingInfo(d);
     return info;
   }
 
@@ -1063,8 +1190,14 @@ export class Pool implements PoolCore {
       createdAt: new Date(d.createdAtMs),
       sourceVolume: d.sourceName ?? "",
       sourceVolumeId: d.sourceId,
+      ...(d.pending ? { pending: pendingInfo(d) } : {}),
     };
   }
+}
+
+function pendingInfo(d: Device): PendingInfo {
+  const p = d.pending!;
+  return { source: p.source, chunks: p.count, totalChunks: Math.max(p.total, p.count) };
 }
 
 async function storageOf(options: PoolOptions): Promise<Storage> {
@@ -1099,6 +1232,11 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
     }
     if (o.name !== d.name || o.kind !== d.kind || o.sizeBytes !== d.sizeBytes) {
       problems.push(`${d.kind} '${d.name}' differs between memory and the durable metadata`);
+    }
+    const pendingOf = (x: Device): string =>
+      x.pending ? `${x.pending.source}:${x.pending.ranges().join(";")}` : "";
+    if (pendingOf(d) !== pendingOf(o)) {
+      problems.push(`${d.kind} '${d.name}': pending chunks in memory differ from the durable ones`);
     }
     const a: number[] = [];
     const b: number[] = [];

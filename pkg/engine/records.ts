@@ -18,6 +18,12 @@ export const enum RecordType {
   PartialValid = 8,
   /** A partial chunk is complete; its backing reference is dropped (`id` carries the chunk). */
   PartialDone = 9,
+  /** Chunks of a device whose content comes from elsewhere (`source`) and is not here yet. */
+  Pending = 10,
+  /** A pending chunk arrived: physical chunk `id` holds it for every device in `ids`. */
+  Fill = 11,
+  /** A pending chunk arrived as a hole (zeroes): unmapped in every device in `ids` (`id`: the chunk). */
+  FillHole = 12,
 }
 
 export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
@@ -47,7 +53,18 @@ export type MetaRecord =
       valid: Uint8Array;
     }
   | { type: RecordType.PartialValid; id: number; valid: Uint8Array }
-  | { type: RecordType.PartialDone; id: number };
+  | { type: RecordType.PartialDone; id: number }
+  | {
+      type: RecordType.Pending;
+      id: number;
+      source: string;
+      /** Progress denominator: the chunks pending when the device was made. */
+      total: number;
+      /** [first, count] runs of logical chunks. */
+      ranges: [number, number][];
+    }
+  | { type: RecordType.Fill; id: number; chunk: number; ids: number[] }
+  | { type: RecordType.FillHole; id: number; ids: number[] };
 
 /** -1 (no backing: missing blocks read as zeroes) is stored as 0xffffffff. */
 const NO_BACKING = 0xffffffff;
@@ -72,6 +89,12 @@ export function encodedSize(r: MetaRecord): number {
       return 1 + 4 + 2 + r.valid.length;
     case RecordType.PartialDone:
       return 1 + 4;
+    case RecordType.Pending:
+      return 1 + 4 + 2 + Buffer.byteLength(r.source, "utf8") + 4 + 4 + 8 * r.ranges.length;
+    case RecordType.Fill:
+      return 1 + 4 + 4 + 2 + 4 * r.ids.length;
+    case RecordType.FillHole:
+      return 1 + 4 + 2 + 4 * r.ids.length;
   }
 }
 
@@ -115,13 +138,46 @@ export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
       return off + r.valid.length;
     case RecordType.PartialDone:
       return off;
+    case RecordType.Pending: {
+      const len = buf.write(r.source, off + 2, "utf8");
+      buf.writeUInt16LE(len, off);
+      off += 2 + len;
+      off = buf.writeUInt32LE(r.total, off);
+      off = buf.writeUInt32LE(r.ranges.length, off);
+      for (const [first, count] of r.ranges) {
+        off = buf.writeUInt32LE(first, off);
+        off = buf.writeUInt32LE(count, off);
+      }
+      return off;
+    }
+    case RecordType.Fill:
+      off = buf.writeUInt32LE(r.chunk, off);
+      return writeIds(buf, off, r.ids);
+    case RecordType.FillHole:
+      return writeIds(buf, off, r.ids);
   }
+}
+
+function writeIds(buf: Buffer, off: number, ids: number[]): number {
+  off = buf.writeUInt16LE(ids.length, off);
+  for (const id of ids) off = buf.writeUInt32LE(id, off);
+  return off;
 }
 
 /** Decodes the record at `off`; returns it and the offset after it. */
 export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; next: number } {
   const need = (n: number): void => {
     if (off + n > buf.length) throw new SnapblockError("CORRUPT", "journal record runs past its batch");
+  };
+  const readIds = (at: number): { ids: number[]; next: number } => {
+    off = at;
+    need(2);
+    const n = buf.readUInt16LE(off);
+    off += 2;
+    need(4 * n);
+    const ids: number[] = [];
+    for (let i = 0; i < n; i++, off += 4) ids.push(buf.readUInt32LE(off));
+    return { ids, next: off };
   };
   need(5);
   const type = buf[off]! as RecordType;
@@ -183,6 +239,31 @@ export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; ne
     }
     case RecordType.PartialDone:
       return { record: { type, id }, next: off };
+    case RecordType.Pending: {
+      need(2);
+      const len = buf.readUInt16LE(off);
+      off += 2;
+      need(len + 8);
+      const source = buf.toString("utf8", off, off + len);
+      off += len;
+      const total = buf.readUInt32LE(off);
+      const n = buf.readUInt32LE(off + 4);
+      off += 8;
+      need(8 * n);
+      const ranges: [number, number][] = [];
+      for (let i = 0; i < n; i++, off += 8) ranges.push([buf.readUInt32LE(off), buf.readUInt32LE(off + 4)]);
+      return { record: { type, id, source, total, ranges }, next: off };
+    }
+    case RecordType.Fill: {
+      need(4);
+      const chunk = buf.readUInt32LE(off);
+      const ids = readIds(off + 4);
+      return { record: { type, id, chunk, ids: ids.ids }, next: ids.next };
+    }
+    case RecordType.FillHole: {
+      const ids = readIds(off);
+      return { record: { type, id, ids: ids.ids }, next: ids.next };
+    }
     default:
       throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);
   }

@@ -58,6 +58,17 @@ export interface VolumeInfo {
   source?: { kind: DeviceKind; name: string };
   /** Present while (or since) a full background copy runs for this volume. */
   copy?: CopyProgress;
+  /** Present while some of its content is still to arrive from elsewhere (a cross-node restore). */
+  pending?: PendingInfo;
+}
+
+/** Content of a device still to arrive from `source` (pending-chunks.ts). */
+export interface PendingInfo {
+  source: string;
+  /** Chunks not here yet. */
+  chunks: number;
+  /** Chunks that were pending when the device was made. */
+  totalChunks: number;
 }
 
 export interface SnapshotInfo {
@@ -69,6 +80,8 @@ export interface SnapshotInfo {
   /** The volume the snapshot was taken of (its name at snapshot time). */
   sourceVolume: string;
   sourceVolumeId: number;
+  /** Present while some of its content is still to arrive from elsewhere (a replica being made). */
+  pending?: PendingInfo;
 }
 
 /**
@@ -183,6 +196,12 @@ export interface EngineObserver {
   }) => void;
   /** A commit (flush of data and metadata) finished. */
   committed?: (event: { records: number; seconds: number }) => void;
+  /** Pending chunks were fetched because a read or a partial write needed them now. */
+  pendingFetched?: (event: { source: string; chunks: number; onDemand: boolean }) => void;
+  /** A pending chunk arrived and was filled (`bytes` 0: it was a hole). */
+  chunkFilled?: (event: { source: string; bytes: number }) => void;
+  /** Nothing is pending from `source` any more: what its pull fetched, and how long it took. */
+  pullFinished?: (event: { source: string; chunks: number; bytes: number; seconds: number }) => void;
   /**
    * The pool's use crossed a level (POOL_USAGE_LEVELS: 80, 90, 100 percent, or 0 below them),
    * up or down. `full` is true when a write was refused for lack of space.

@@ -44,3 +44,6 @@ export {
 } from "./snapshot-schedule-spec.js";
 export { retentionDeletes, type RetainedSnapshot, type RetentionPolicy } from "./schedule-retention.js";
 export { matchesSelector, selectorString } from "./label-selector.js";
+export type { KubeCsr } from "./kube-api.js";
+export { CsrSigner, ENGINE_SIGNER, NODE_NAME_EXTRA, type CsrSignerOptions } from "./csr-signer.js";
+export { NodeCertificate, type NodeCertificateOptions } from "./node-certificate.js";

@@ -109,6 +109,26 @@ export interface KubeVolumeSnapshot {
   error?: string;
 }
 
+/** A CertificateSigningRequest (certificates.k8s.io/v1), as the signer and the requester see it. */
+export interface KubeCsr {
+  name: string;
+  signerName: string;
+  /** The PKCS#10 request, PEM. */
+  requestPem: string;
+  usages: string[];
+  expirationSeconds?: number;
+  /** Who created it, as the API server authenticated them (set by the server, not the requester). */
+  username?: string;
+  extra?: Record<string, string[]>;
+  approved?: boolean;
+  denied?: boolean;
+  failed?: boolean;
+  /** The message of the Approved or Denied condition (why a request was denied). */
+  message?: string;
+  /** The issued certificate, PEM, once the signer has signed. */
+  certificatePem?: string;
+}
+
 export interface KubeApi {
   listNodes(): Promise<KubeNode[]>;
   /** Merge-patches annotations of a Node (null removes one). */
@@ -134,4 +154,17 @@ export interface KubeApi {
    * deleted and re-created under the same name meanwhile is left alone). NOT_FOUND when gone.
    */
   deleteVolumeSnapshot(namespace: string, name: string, uid: string): Promise<void>;
+  /** Creates a CSR (ALREADY_EXISTS when the name is taken). */
+  createCsr(
+    csr: Pick<KubeCsr, "name" | "signerName" | "requestPem" | "usages" | "expirationSeconds">,
+  ): Promise<void>;
+  getCsr(name: string): Promise<KubeCsr | undefined>;
+  /** The CSRs addressed to one signer. */
+  listCsrs(signerName: string): Promise<KubeCsr[]>;
+  /** Adds the Approved or Denied condition (the approval subresource). */
+  decideCsr(name: string, decision: { approved: boolean; reason: string; message: string }): Promise<void>;
+  /** Sets status.certificate (the status subresource): what a signer does once it has signed. */
+  setCsrCertificate(name: string, certificatePem: string): Promise<void>;
+  /** Creates or replaces a ConfigMap's data. */
+  putConfigMap(namespace: string, name: string, data: Record<string, string>): Promise<void>;
 }

@@ -1,5 +1,6 @@
 import {
   ApiException,
+  CertificatesV1Api,
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -7,11 +8,13 @@ import {
   PatchStrategy,
   V1MicroTime,
   setHeaderOptions,
+  type V1CertificateSigningRequest,
   type V1Lease,
 } from "@kubernetes/client-node";
 import { SnapblockError } from "../errors/index.js";
 import type {
   KubeApi,
+  KubeCsr,
   KubeEvent,
   KubeLease,
   KubeNode,
@@ -55,11 +58,13 @@ export class KubeClient implements KubeApi {
   private readonly core: CoreV1Api;
   private readonly coordination: CoordinationV1Api;
   private readonly custom: CustomObjectsApi;
+  private readonly certificates: CertificatesV1Api;
 
   constructor(config?: KubeConfig) {
     const kc = config ?? defaultConfig();
     this.core = kc.makeApiClient(CoreV1Api);
     this.coordination = kc.makeApiClient(CoordinationV1Api);
+    this.certificates = kc.makeApiClient(CertificatesV1Api);
     this.custom = kc.makeApiClient(CustomObjectsApi);
   }
 
@@ -230,6 +235,102 @@ export class KubeClient implements KubeApi {
       }),
     );
   }
+
+  async createCsr(
+    csr: Pick<KubeCsr, "name" | "signerName" | "requestPem" | "usages" | "expirationSeconds">,
+  ): Promise<void> {
+    await call(
+      `creating CertificateSigningRequest ${csr.name}`,
+      () =>
+        this.certificates.createCertificateSigningRequest({
+          body: {
+            metadata: { name: csr.name },
+            spec: {
+              signerName: csr.signerName,
+              request: Buffer.from(csr.requestPem).toString("base64"),
+              usages: csr.usages,
+              ...(csr.expirationSeconds !== undefined ? { expirationSeconds: csr.expirationSeconds } : {}),
+            },
+          },
+        }),
+      "create",
+    );
+  }
+
+  async getCsr(name: string): Promise<KubeCsr | undefined> {
+    try {
+      return fromCsr(await this.certificates.readCertificateSigningRequest({ name }));
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return undefined;
+      throw mapError(err, `reading CertificateSigningRequest ${name}`, "read");
+    }
+  }
+
+  async listCsrs(signerName: string): Promise<KubeCsr[]> {
+    const list = await call("listing CertificateSigningRequests", () =>
+      this.certificates.listCertificateSigningRequest({ fieldSelector: `spec.signerName=${signerName}` }),
+    );
+    return list.items.map(fromCsr);
+  }
+
+  async decideCsr(name: string, d: { approved: boolean; reason: string; message: string }): Promise<void> {
+    const current = await call(`reading CertificateSigningRequest ${name}`, () =>
+      this.certificates.readCertificateSigningRequest({ name }),
+    );
+    const conditions = [
+      ...(current.status?.conditions ?? []),
+      {
+        type: d.approved ? "Approved" : "Denied",
+        status: "True",
+        reason: d.reason,
+        message: d.message,
+        lastUpdateTime: new Date(),
+      },
+    ];
+    await call(
+      `deciding CertificateSigningRequest ${name}`,
+      () =>
+        this.certificates.replaceCertificateSigningRequestApproval({
+          name,
+          body: { ...current, status: { ...current.status, conditions } },
+        }),
+      "update",
+    );
+  }
+
+  async setCsrCertificate(name: string, certificatePem: string): Promise<void> {
+    const current = await call(`reading CertificateSigningRequest ${name}`, () =>
+      this.certificates.readCertificateSigningRequest({ name }),
+    );
+    await call(
+      `issuing the certificate of CertificateSigningRequest ${name}`,
+      () =>
+        this.certificates.replaceCertificateSigningRequestStatus({
+          name,
+          body: {
+            ...current,
+            status: { ...current.status, certificate: Buffer.from(certificatePem).toString("base64") },
+          },
+        }),
+      "update",
+    );
+  }
+
+  async putConfigMap(namespace: string, name: string, data: Record<string, string>): Promise<void> {
+    const body = { metadata: { name, namespace }, data };
+    try {
+      await this.core.replaceNamespacedConfigMap({ namespace, name, body });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 404)) {
+        throw mapError(err, `updating ConfigMap ${namespace}/${name}`, "update");
+      }
+      await call(
+        `creating ConfigMap ${namespace}/${name}`,
+        () => this.core.createNamespacedConfigMap({ namespace, body }),
+        "create",
+      );
+    }
+  }
 }
 
 function defaultConfig(): KubeConfig {
@@ -348,5 +449,27 @@ function fromVolumeSnapshot(o: RawObject): KubeVolumeSnapshot {
   if (o.metadata?.creationTimestamp) out.creationTimestamp = new Date(o.metadata.creationTimestamp);
   if (status.readyToUse !== undefined) out.readyToUse = status.readyToUse;
   if (status.error?.message) out.error = status.error.message;
+  return out;
+}
+
+function fromCsr(c: V1CertificateSigningRequest): KubeCsr {
+  const conditions = c.status?.conditions ?? [];
+  const has = (type: string): boolean => conditions.some((x) => x.type === type && x.status === "True");
+  const out: KubeCsr = {
+    name: c.metadata?.name ?? "",
+    signerName: c.spec.signerName,
+    requestPem: Buffer.from(c.spec.request, "base64").toString("utf8"),
+    usages: [...(c.spec.usages ?? [])],
+    approved: has("Approved"),
+    denied: has("Denied"),
+    failed: has("Failed"),
+  };
+  const decision = conditions.find((x) => (x.type === "Denied" || x.type === "Approved") && x.message);
+  if (decision?.message) out.message = decision.message;
+  if (c.spec.expirationSeconds !== undefined) out.expirationSeconds = c.spec.expirationSeconds;
+  if (c.spec.username) out.username = c.spec.username;
+  if (c.spec.extra) out.extra = { ...c.spec.extra };
+  if (c.status?.certificate)
+    out.certificatePem = Buffer.from(c.status.certificate, "base64").toString("utf8");
   return out;
 }

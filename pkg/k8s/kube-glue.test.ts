@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SnapblockError } from "../errors/index.js";
-import { FakeKube } from "./fake-kube.js";
+import { FakeKube } from "./fake-kube.testing.js";
 import { KubeEventRecorder } from "./kube-events.js";
 import { KubernetesNodeDiscovery } from "./kube-node-discovery.js";
 import { LeaseElection } from "./lease-election.js";

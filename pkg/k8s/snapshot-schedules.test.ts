@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { EventRecorder } from "../cluster/index.js";
 import { silentLogger } from "../log/index.js";
-import { FakeKube } from "./fake-kube.js";
+import { FakeKube } from "./fake-kube.testing.js";
 import type { KubeSnapshotSchedule } from "./kube-api.js";
 import { retentionDeletes } from "./schedule-retention.js";
 import {

@@ -52,3 +52,8 @@ export { unmount, prepareMountTarget, type UnmountOptions } from "./unmount.js";
 export { growFilesystem, type GrowFilesystemOptions } from "./grow-filesystem.js";
 export { volumeStats, blockDeviceSize, type FilesystemStats } from "./volume-stats.js";
 export { checkFilesystem, type FilesystemCheckResult } from "./check-filesystem.js";
+export {
+  withFrozenFilesystem,
+  type FreezeFilesystemOptions,
+  type FrozenResult,
+} from "./freeze-filesystem.js";

@@ -1,33 +1,36 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import path from "node:path";
-import type { Attachment, BlockAttacher } from "../attach/index.js";
+import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
   blockDeviceSize,
   bindMount,
   ensureFilesystem,
   findMount,
+  findMountsOfDevice,
   growFilesystem,
   isMountPoint,
   mountFilesystem,
   prepareMountTarget,
   unmount,
   volumeStats,
+  withFrozenFilesystem,
 } from "../mount/index.js";
 import type { NbdServer } from "../nbd/index.js";
-import type {
-  NodeExpandOptions,
-  NodePublishOptions,
-  NodeStageOptions,
-  NodeStatsOptions,
-  NodeUnpublishOptions,
-  NodeUnstageOptions,
-  NodeVolumeManager,
-  NodeVolumeStats,
+import {
+  PARAM_FREEZE,
+  type NodeExpandOptions,
+  type NodePublishOptions,
+  type NodeStageOptions,
+  type NodeStatsOptions,
+  type NodeUnpublishOptions,
+  type NodeUnstageOptions,
+  type NodeVolumeManager,
+  type NodeVolumeStats,
 } from "../csi/index.js";
 import type { Logger } from "../log/index.js";
-import type { VolumeDevice } from "../engine-api/index.js";
+import type { VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -43,6 +46,8 @@ export interface NbdNodeVolumesOptions {
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
   logger: Logger;
+  /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
+  freeze?: { freezeTimeoutMs?: number; holdMs?: number };
 }
 
 /** Linux sun_path holds 108 bytes with the NUL. */
@@ -54,8 +59,10 @@ const MAX_SOCKET_PATH = 107;
  * filesystem on first use and mounted at the staging path by pkg/mount, then bind-mounted into
  * the pod. Every step is idempotent, so a retried call picks up where a failed one stopped.
  */
-export class NbdNodeVolumes implements NodeVolumeManager {
+export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   private readonly devices = new Map<string, VolumeDevice>();
+  /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
+  private readonly serial = new KeyedMutex();
 
   constructor(private readonly options: NbdNodeVolumesOptions) {}
 
@@ -79,7 +86,11 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     }
   }
 
-  async stage(o: NodeStageOptions): Promise<void> {
+  stage(o: NodeStageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.stageNow(o));
+  }
+
+  private async stageNow(o: NodeStageOptions): Promise<void> {
     const socketPath = await this.ensureExport(o.engineName);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
@@ -116,7 +127,11 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     }
   }
 
-  async unstage(o: NodeUnstageOptions): Promise<void> {
+  unstage(o: NodeUnstageOptions): Promise<void> {
+    return this.serial.run(o.engineName, () => this.unstageNow(o));
+  }
+
+  private async unstageNow(o: NodeUnstageOptions): Promise<void> {
     await unmount(o.stagingPath);
     await this.options.attacher.detach(attachmentKey(o.engineName));
     await this.stopExport(o.engineName);
@@ -147,16 +162,17 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     } catch (err) {
       throw new SnapblockError("NOT_FOUND", `volume_path ${o.volumePath} does not exist`, { cause: err });
     }
-    const attachment = await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true });
+    const attachment = await requireVolumeAt(
+      await this.options.attacher.find(attachmentKey(o.engineName), { probeIo: true }),
+      o,
+    );
     const condition =
-      attachment === undefined
-        ? { abnormal: true, message: `volume ${o.volumeId} is not attached on this node (not staged)` }
-        : attachment.health === "ok"
-          ? { abnormal: false, message: "volume is attached and answers I/O" }
-          : {
-              abnormal: true,
-              message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
-            };
+      attachment.health === "ok"
+        ? { abnormal: false, message: "volume is attached and answers I/O" }
+        : {
+            abnormal: true,
+            message: `the volume's block device is broken: ${attachment.problems.join("; ")}; unstage and stage it again`,
+          };
     if (stat.isBlockDevice()) {
       const total = await blockDeviceSize(o.volumePath);
       return { usage: [{ unit: "BYTES", total, used: 0, available: 0 }], condition };
@@ -205,6 +221,67 @@ export class NbdNodeVolumes implements NodeVolumeManager {
       await growFilesystem({ device: devicePath, mountPath, fsType });
     }
     return { capacityBytes: size };
+  }
+
+  /**
+   * VolumeQuiescer, called by LocalEngine around a snapshot: a volume staged here with a writable
+   * filesystem is frozen (FIFREEZE) while fn runs and thawed after, always; raw block, read-only
+   * and unstaged volumes run fn as they are. Serialized with stage and unstage of the volume: a
+   * filesystem unmounted while frozen could not be thawed through its mount any more.
+   */
+  quiesce<T>(engineName: string, fn: () => Promise<T>): Promise<T> {
+    return this.serial.run(engineName, async () => {
+      const mountPoint = await this.writableMountOf(engineName);
+      if (mountPoint === undefined) return fn();
+      let fnFailed = false;
+      const tracked = () =>
+        fn().catch((err: unknown) => {
+          fnFailed = true;
+          throw err;
+        });
+      try {
+        const frozen = await withFrozenFilesystem(
+          {
+            mountPoint,
+            ...this.options.freeze,
+            onBackgroundEvent: (message, fields) =>
+              this.options.logger.warn(message, { volume: engineName, ...fields }),
+          },
+          tracked,
+        );
+        this.options.logger.info("froze the filesystem for a snapshot", {
+          volume: engineName,
+          mountPoint,
+          freezeMs: Math.round(frozen.freezeMs),
+          frozenMs: Math.round(frozen.frozenMs),
+        });
+        return frozen.value;
+      } catch (err) {
+        if (fnFailed || !isSnapblockError(err)) throw err;
+        throw new SnapblockError(
+          err.code,
+          `the snapshot of volume ${engineName} needs its filesystem (staged at ${mountPoint}) frozen: ${err.message}; no snapshot was kept. Retry, or snapshot without freezing (VolumeSnapshotClass parameter ${PARAM_FREEZE}: "false")`,
+          { cause: err },
+        );
+      }
+    });
+  }
+
+  /** The writable mount of the volume's filesystem here, or undefined (raw block, not staged...). */
+  private async writableMountOf(engineName: string): Promise<string | undefined> {
+    const attachment = await this.options.attacher.find(attachmentKey(engineName));
+    if (attachment?.devicePath === undefined) return undefined;
+    if (attachment.health !== "ok") {
+      // Nothing reaches the pool through a broken device: the pool's blocks are as still as a
+      // freeze would make them, and a freeze could only hang on the dead device.
+      this.options.logger.warn("snapshot without freezing: the volume's block device is broken", {
+        volume: engineName,
+        problems: attachment.problems,
+      });
+      return undefined;
+    }
+    const mounts = await findMountsOfDevice(attachment.devicePath);
+    return mounts.filesystemMounts.find((m) => m.mountOptions.includes("rw"))?.mountPoint;
   }
 
   /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */
@@ -276,6 +353,34 @@ function requireDevice(attachment: Attachment, volumeId: string): string {
     );
   }
   return attachment.devicePath;
+}
+
+/**
+ * CSI spec, NodeGetVolumeStats errors: "Volume does not exist | 5 NOT_FOUND | Indicates that a
+ * volume corresponding to the specified volume_id does not exist on specified volume_path". The
+ * path must be a mount of the volume's device: its filesystem (staging path, or a bind of it at a
+ * target) or a bind of the device node (raw block target). Answers the attachment.
+ */
+async function requireVolumeAt(attachment: Attachment | undefined, o: NodeStatsOptions): Promise<Attachment> {
+  const notHere = (why: string) =>
+    new SnapblockError("NOT_FOUND", `volume ${o.volumeId} is not at volume_path ${o.volumePath}: ${why}`);
+  if (attachment === undefined) throw notHere("it is not staged on this node");
+  let mounts;
+  try {
+    mounts =
+      attachment.devicePath === undefined ? undefined : await findMountsOfDevice(attachment.devicePath);
+  } catch (err) {
+    if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+  }
+  if (mounts === undefined) {
+    // A broken attachment whose device is gone: the mount left behind is all there is to check,
+    // and the volume condition then says what broke.
+    if (await isMountPoint(o.volumePath)) return attachment;
+    throw notHere("nothing is mounted there");
+  }
+  const at = [...mounts.filesystemMounts, ...mounts.nodeBindMounts].map((m) => m.mountPoint);
+  if (at.includes(o.volumePath) || at.includes(await fs.realpath(o.volumePath))) return attachment;
+  throw notHere(`its device ${attachment.devicePath} is not mounted there`);
 }
 
 function notStaged(volumeId: string): StatusError {

@@ -35,7 +35,7 @@ describe("chart metadata", () => {
   it("passes helm lint with every TLS mode and the optional objects on and off", async () => {
     for (const set of [
       ["tls.mode=certManager"],
-      ["tls.mode=existingSecret", "tls.existingSecret.controller=c", "tls.existingSecret.node=n"],
+      ["tls.mode=existingSecret", "tls.existingSecret.ca=my-ca"],
       ["metrics.serviceMonitor.enabled=true", "storageClasses=null", "volumeSnapshotClasses=null"],
     ]) {
       const { stdout } = await helm(["lint", CHART_DIR, ...set.flatMap((s) => ["--set", s])]);

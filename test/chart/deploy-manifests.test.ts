@@ -25,7 +25,7 @@ describe("deploy/ manifests", () => {
     expect(committed === fresh, "deploy/snapblock.yaml is stale: run hack/render-deploy.sh").toBe(true);
   });
 
-  it("carry no private key and mount the Secrets deploy/engine-tls.sh creates", async () => {
+  it("carry no private key and mount the CA Secret deploy/engine-tls.sh creates", async () => {
     const text = await readFile(path.join(REPO_ROOT, "deploy", "snapblock.yaml"), "utf8");
     expect(text).not.toContain("PRIVATE KEY");
     const objects = parseObjects(text);
@@ -41,11 +41,7 @@ describe("deploy/ manifests", () => {
       ),
     ).toBe(true);
     const script = await readFile(path.join(REPO_ROOT, "deploy", "engine-tls.sh"), "utf8");
-    for (const secret of ["snapblock-controller-tls", "snapblock-node-tls"]) {
-      expect(text).toContain(`secretName: ${secret}`);
-    }
-    expect(script).toContain('"snapblock-$side-tls"');
-    expect(script).toContain('node_name="snapblock-node.${namespace}.svc"');
-    expect(text).toContain("--tls-server-name=snapblock-node.snapblock.svc");
+    expect(text).toContain("secretName: snapblock-engine-ca");
+    expect(script).toContain("create secret generic snapblock-engine-ca --type=kubernetes.io/tls");
   });
 });

@@ -57,6 +57,7 @@ export interface PodSpec {
 export interface PolicyRule {
   apiGroups: string[];
   resources: string[];
+  resourceNames?: string[];
   verbs: string[];
 }
 

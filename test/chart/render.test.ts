@@ -284,13 +284,46 @@ describe("default render", () => {
     expect(allows(local, "", "pods", "get")).toBe(true);
     expect(allows(local, "", "pods", "list")).toBe(false);
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
-    // The SnapshotSchedule rules are checked in schedules-and-alerts.test.ts.
-    expect(rules("snapblock-controller").slice(0, 2)).toEqual([
+    // It also approves and signs the node plugins' certificate requests, for its own signer only.
+    // The SnapshotSchedule rules that follow are checked in schedules-and-alerts.test.ts.
+    expect(rules("snapblock-controller").slice(0, 5)).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
+      {
+        apiGroups: ["certificates.k8s.io"],
+        resources: ["certificatesigningrequests"],
+        verbs: ["get", "list", "watch"],
+      },
+      {
+        apiGroups: ["certificates.k8s.io"],
+        resources: ["certificatesigningrequests/approval", "certificatesigningrequests/status"],
+        verbs: ["update"],
+      },
+      {
+        apiGroups: ["certificates.k8s.io"],
+        resources: ["signers"],
+        resourceNames: ["snapblock.dev/engine"],
+        verbs: ["approve", "sign"],
+      },
       { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
-    expect(rules("snapblock-controller")).toHaveLength(6);
-    expect(rules("snapblock-node")).toEqual([{ apiGroups: [""], resources: ["nodes"], verbs: ["patch"] }]);
+    expect(rules("snapblock-controller")).toHaveLength(9);
+    // The node plugin asks for its own certificate; nothing else.
+    expect(rules("snapblock-node")).toEqual([
+      { apiGroups: [""], resources: ["nodes"], verbs: ["patch"] },
+      {
+        apiGroups: ["certificates.k8s.io"],
+        resources: ["certificatesigningrequests"],
+        verbs: ["create", "get"],
+      },
+    ]);
+    // The CA ConfigMap: created, and only that one updated.
+    expect(allows(local, "", "configmaps", "create")).toBe(true);
+    expect(rules("snapblock-controller", "Role")).toContainEqual({
+      apiGroups: [""],
+      resources: ["configmaps"],
+      resourceNames: ["snapblock-engine-ca"],
+      verbs: ["get", "update"],
+    });
     expect(one(objects, "Role", "snapblock-controller").metadata.namespace).toBe("snapblock");
   });
 
@@ -306,34 +339,37 @@ describe("default render", () => {
     expect(vsc.deletionPolicy).toBe("Delete");
   });
 
-  it("generates the engine service's mutual-TLS certificates and mounts them on both sides", () => {
-    const controllerSecret = one(objects, "Secret", "snapblock-controller-tls");
-    const nodeSecret = one(objects, "Secret", "snapblock-node-tls");
-    for (const s of [controllerSecret, nodeSecret]) {
-      expect(s.type).toBe("kubernetes.io/tls");
-      const data = s.data as Record<string, string>;
-      expect(Object.keys(data).sort()).toEqual(["ca.crt", "tls.crt", "tls.key"]);
-      expect(Buffer.from(data["tls.crt"] ?? "", "base64").toString()).toContain("BEGIN CERTIFICATE");
-    }
-    // One CA signs both.
-    expect((controllerSecret.data as Record<string, string>)["ca.crt"]).toBe(
-      (nodeSecret.data as Record<string, string>)["ca.crt"],
+  it("generates the engine CA, mounts it in the controller only, and bootstraps each node's own certificate", () => {
+    const ca = one(objects, "Secret", "snapblock-engine-ca");
+    expect(ca.type).toBe("kubernetes.io/tls");
+    const data = ca.data as Record<string, string>;
+    expect(Object.keys(data).sort()).toEqual(["ca.crt", "tls.crt", "tls.key"]);
+    expect(Buffer.from(data["tls.crt"] ?? "", "base64").toString()).toContain("BEGIN CERTIFICATE");
+    expect(objects.filter((o) => o.kind === "Secret")).toHaveLength(1);
+    const controllerSpec = controllerPod(objects);
+    const nodeSpec = nodePod(objects);
+    const controller = container(controllerSpec, "snapblock");
+    const node = container(nodeSpec, "snapblock");
+    expect(mountOf(controllerSpec, controller, "/etc/snapblock/ca").secret?.secretName).toBe(
+      "snapblock-engine-ca",
     );
-    const controller = controllerPod(objects);
-    const node = nodePod(objects);
-    expect(
-      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/tls").secret?.secretName,
-    ).toBe("snapblock-controller-tls");
-    expect(mountOf(node, container(node, "snapblock"), "/etc/snapblock/tls").secret?.secretName).toBe(
-      "snapblock-node-tls",
-    );
-    for (const c of [container(controller, "snapblock"), container(node, "snapblock")]) {
-      expect(flag(c, "tls-ca")).toBe("/etc/snapblock/tls/ca.crt");
-      expect(flag(c, "tls-cert")).toBe("/etc/snapblock/tls/tls.crt");
-      expect(flag(c, "tls-key")).toBe("/etc/snapblock/tls/tls.key");
+    expect(flag(controller, "tls-ca")).toBe("/etc/snapblock/ca/tls.crt");
+    expect(flag(controller, "tls-ca-key")).toBe("/etc/snapblock/ca/tls.key");
+    expect(hasFlag(controller, "sign-node-certificates")).toBe(true);
+    expect(flag(controller, "node-service-account")).toBe("snapblock/snapblock-node");
+    expect(flag(controller, "ca-configmap")).toBe("snapblock-engine-ca");
+    // The node plugin never sees the CA's key: it mounts the ConfigMap with the CA certificate.
+    const nodeCa = mountOf(nodeSpec, node, "/etc/snapblock/ca");
+    expect(nodeCa.secret).toBeUndefined();
+    expect(nodeCa.configMap?.name).toBe("snapblock-engine-ca");
+    expect(nodeSpec.volumes.some((v) => v.secret !== undefined)).toBe(false);
+    expect(flag(node, "tls-ca")).toBe("/etc/snapblock/ca/ca.crt");
+    expect(hasFlag(node, "tls-bootstrap")).toBe(true);
+    for (const c of [controller, node]) {
+      expect(hasFlag(c, "tls-cert")).toBe(false);
+      expect(hasFlag(c, "tls-key")).toBe(false);
       expect(hasFlag(c, "insecure-loopback")).toBe(false);
     }
-    expect(flag(container(controller, "snapblock"), "tls-server-name")).toBe("snapblock-node.snapblock.svc");
   });
 
   it("lets the controller find the engines the node plugins announce, and elect one leader", () => {
@@ -404,9 +440,9 @@ describe("non-default values", () => {
     expect(flag(snapblock, "metrics-address")).toBe("none");
     expect(flag(container(nodePod(objects), "snapblock"), "metrics-address")).toBe("none");
     expect(hasFlag(snapblock, "kube-events")).toBe(false);
-    expect(one(objects, "ClusterRole", "snapblock-controller").rules).toEqual([
-      { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
-    ]);
+    expect(
+      (one(objects, "ClusterRole", "snapblock-controller").rules as PolicyRule[]).flatMap((r) => r.resources),
+    ).not.toContain("events");
     expect(hasFlag(container(nodePod(objects), "snapblock"), "metrics-volume-series")).toBe(false);
     const provisioner = container(controllerPod(objects), "csi-provisioner");
     expect(hasFlag(provisioner, "enable-capacity")).toBe(false);
@@ -445,54 +481,37 @@ describe("non-default values", () => {
     expect(one(objects, "VolumeSnapshotClass", "snapblock-retain").deletionPolicy).toBe("Retain");
   });
 
-  it("uses existing Secrets without creating any", async () => {
+  it("uses an existing CA Secret without creating any", async () => {
     const objects = await renderWith({
-      tls: {
-        mode: "existingSecret",
-        existingSecret: { controller: "my-controller-tls", node: "my-node-tls" },
-      },
+      tls: { mode: "existingSecret", existingSecret: { ca: "my-engine-ca" } },
     });
     expect(find(objects, "Secret")).toEqual([]);
     expect(find(objects, "Certificate")).toEqual([]);
     const controller = controllerPod(objects);
-    const node = nodePod(objects);
     expect(
-      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/tls").secret?.secretName,
-    ).toBe("my-controller-tls");
-    expect(mountOf(node, container(node, "snapblock"), "/etc/snapblock/tls").secret?.secretName).toBe(
-      "my-node-tls",
+      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/ca").secret?.secretName,
+    ).toBe("my-engine-ca");
+    await expect(renderWith({ tls: { mode: "existingSecret" } })).rejects.toThrow(
+      /tls.existingSecret.ca is required/,
     );
   });
 
-  it("asks cert-manager for the certificates, with its own CA or a given issuer", async () => {
-    const own = await renderWith({ tls: { mode: "certManager" } });
-    expect(find(own, "Secret")).toEqual([]);
-    expect(
-      find(own, "Issuer")
-        .map((o) => o.metadata.name)
-        .sort(),
-    ).toEqual(["snapblock-engine-ca", "snapblock-selfsigned"]);
-    const certs = find(own, "Certificate");
-    const bySecret = new Map(certs.map((c) => [(c.spec as { secretName: string }).secretName, c]));
-    expect([...bySecret.keys()].sort()).toEqual([
-      "snapblock-controller-tls",
-      "snapblock-engine-ca",
-      "snapblock-node-tls",
-    ]);
-    const nodeCert = bySecret.get("snapblock-node-tls")?.spec as {
-      dnsNames: string[];
-      issuerRef: { name: string };
-    };
-    expect(nodeCert.dnsNames).toEqual(["snapblock-node.snapblock.svc"]);
-    expect(nodeCert.issuerRef.name).toBe("snapblock-engine-ca");
-
-    const given = await renderWith({
-      tls: { mode: "certManager", certManager: { issuerRef: { name: "corp-ca", kind: "ClusterIssuer" } } },
+  it("asks cert-manager for the engine CA", async () => {
+    const objects = await renderWith({ tls: { mode: "certManager" } });
+    expect(find(objects, "Secret")).toEqual([]);
+    expect(find(objects, "Issuer").map((o) => o.metadata.name)).toEqual(["snapblock-selfsigned"]);
+    const [ca, ...more] = find(objects, "Certificate");
+    expect(more).toEqual([]);
+    expect(ca?.spec).toMatchObject({
+      isCA: true,
+      secretName: "snapblock-engine-ca",
+      privateKey: { algorithm: "ECDSA", size: 256, encoding: "PKCS8" },
+      issuerRef: { name: "snapblock-selfsigned" },
     });
-    expect(find(given, "Issuer")).toEqual([]);
+    const controller = controllerPod(objects);
     expect(
-      find(given, "Certificate").map((c) => (c.spec as { issuerRef: { name: string } }).issuerRef.name),
-    ).toEqual(["corp-ca", "corp-ca"]);
+      mountOf(controller, container(controller, "snapblock"), "/etc/snapblock/ca").secret?.secretName,
+    ).toBe("snapblock-engine-ca");
   });
 
   it("follows a moved kubelet directory, pool path, chunk size, scheduling and images", async () => {

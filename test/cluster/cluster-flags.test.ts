@@ -1,7 +1,10 @@
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { makeTestPki } from "./test-certs.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -19,7 +22,7 @@ describe("snapblock node / controller flags", () => {
   it("refuses to run the engine service without TLS unless plaintext is asked for on loopback", () => {
     const noTls = snapblock(["node", "--node-id", "n1", "--data", "/nonexistent/x"]);
     expect(noTls.code).toBe(2);
-    expect(noTls.stderr).toMatch(/--tls-ca, --tls-cert and --tls-key/);
+    expect(noTls.stderr).toMatch(/--tls-ca with --tls-cert and --tls-key \(or --tls-bootstrap/);
     const wide = snapblock([
       "controller",
       "--nodes",
@@ -30,6 +33,58 @@ describe("snapblock node / controller flags", () => {
     ]);
     expect(wide.code).toBe(1);
     expect(wide.stderr).toMatch(/loopback only/);
+  });
+
+  it("refuses a certificate that names someone else, and the CA key on a node", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "snapblock-flags-tls-"));
+    try {
+      const pki = makeTestPki(dir);
+      const b = pki.node("node-b");
+      const asOther = snapblock([
+        "node",
+        "--node-id",
+        "node-a",
+        "--data",
+        path.join(dir, "d"),
+        "--tls-ca",
+        b.caFile,
+        "--tls-cert",
+        b.certFile,
+        "--tls-key",
+        b.keyFile,
+      ]);
+      expect(asOther.code).toBe(1);
+      expect(asOther.stderr).toMatch(/names node\/node-b, but this process is node\/node-a/);
+      const nodeAsController = snapblock([
+        "controller",
+        "--nodes",
+        "a=127.0.0.1:1",
+        "--tls-ca",
+        b.caFile,
+        "--tls-cert",
+        b.certFile,
+        "--tls-key",
+        b.keyFile,
+        "--endpoint",
+        `unix://${dir}/c.sock`,
+      ]);
+      expect(nodeAsController.stderr).toMatch(/names node\/node-b, but this process is controller/);
+      const caKeyOnNode = snapblock([
+        "node",
+        "--node-id",
+        "node-a",
+        "--data",
+        path.join(dir, "d"),
+        "--tls-ca",
+        b.caFile,
+        "--tls-ca-key",
+        b.keyFile,
+      ]);
+      expect(caKeyOnNode.code).toBe(2);
+      expect(caKeyOnNode.stderr).toMatch(/Unknown option '--tls-ca-key'/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("needs exactly one node source and a node id", () => {

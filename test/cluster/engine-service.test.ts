@@ -1,13 +1,14 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import tls from "node:tls";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isSnapblockError } from "../../pkg/errors/index.js";
+import { SnapblockError, isSnapblockError } from "../../pkg/errors/index.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
-import { silentLogger } from "../../pkg/log/index.js";
+import { createLogger, silentLogger } from "../../pkg/log/index.js";
 import { toGrpcStatus } from "../../pkg/rpc/index.js";
-import { LocalEngine } from "../../pkg/engine-api/index.js";
+import { LocalEngine, type VolumeQuiescer } from "../../pkg/engine-api/index.js";
 import {
   EngineServer,
   RemoteEngine,
@@ -24,6 +25,8 @@ describe("engine service over mutual TLS", () => {
   let server: EngineServer;
   let address: string;
   const clients: RemoteEngine[] = [];
+  const logLines: string[] = [];
+  const grants = new Set<string>();
 
   const remote = (tls: { caFile: string; certFile: string; keyFile: string }): RemoteEngine => {
     const r = new RemoteEngine({ nodeId: "node-a", address, transport: { tls }, callTimeoutMs: 5000 });
@@ -45,9 +48,10 @@ describe("engine service over mutual TLS", () => {
       engine,
       snapshots: engine,
       address: "127.0.0.1:0",
-      transport: { tls: pki.node },
+      transport: { tls: pki.node("node-a") },
       version: "test",
-      logger: silentLogger,
+      logger: createLogger({ level: "debug", write: (line) => logLines.push(line) }),
+      pullGrants: { allows: (snapshot, nodeId) => grants.has(`${snapshot}@${nodeId}`) },
     });
     address = `127.0.0.1:${server.port}`;
   });
@@ -114,8 +118,9 @@ describe("engine service over mutual TLS", () => {
     expect((shrink as Error).message).toBe((local as Error).message);
   });
 
-  it("streams a snapshot's allocated chunks, skipping holes", async () => {
+  it("streams a snapshot's allocated chunks, skipping holes, to a node the controller asked to copy it", async () => {
     const r = remote(pki.controller);
+    const puller = remote(pki.node("node-b"));
     await r.createVolume({ name: "data", sizeBytes: 4 * MiB, meta: {} });
     const dev = engine.openVolumeDevice("data");
     const a = Buffer.alloc(dev.chunkSize, 0xab);
@@ -125,8 +130,9 @@ describe("engine service over mutual TLS", () => {
     await dev.flush();
     dev.close();
     await r.createSnapshot({ volume: "data", name: "data-snap", meta: {} });
+    grants.add("data-snap@node-b");
     const chunks: SnapshotChunk[] = [];
-    for await (const c of r.readSnapshotChunks("data-snap", dev.chunkSize * 2)) chunks.push(c);
+    for await (const c of puller.readSnapshotChunks("data-snap", dev.chunkSize * 2)) chunks.push(c);
     expect(chunks[0]).toMatchObject({ offset: 0, snapshotSizeBytes: 4 * MiB, chunkSize: dev.chunkSize });
     expect(chunks.map((c) => [c.offset, c.data.length])).toEqual([
       [0, dev.chunkSize],
@@ -134,13 +140,14 @@ describe("engine service over mutual TLS", () => {
       [2 * MiB + 2 * dev.chunkSize, dev.chunkSize],
     ]);
     expect(Buffer.concat(chunks.slice(1).map((c) => c.data)).equals(b)).toBe(true);
+    grants.add("no-such-snap@node-b");
     const missing = await (async () => {
-      for await (const _ of r.readSnapshotChunks("no-such-snap")) void _;
+      for await (const _ of puller.readSnapshotChunks("no-such-snap")) void _;
     })().catch((e: unknown) => e);
     expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
   });
 
-  it("refuses calls meant for another node (a node list that maps a node to the wrong address)", async () => {
+  it("refuses, in the handshake, a node whose certificate names another node than the one dialled", async () => {
     const wrong = new RemoteEngine({
       nodeId: "node-b",
       address,
@@ -151,14 +158,14 @@ describe("engine service over mutual TLS", () => {
     const err = await wrong
       .createVolume({ name: "misrouted", sizeBytes: MiB, meta: {} })
       .catch((e: unknown) => e);
-    expect(toGrpcStatus(err).codeName).toBe("FAILED_PRECONDITION");
-    expect((err as Error).message).toMatch(/serves node node-a, not node-b/);
+    expect(toGrpcStatus(err).codeName).toBe("UNAVAILABLE");
+    expect((err as Error).message).toMatch(/certificate for node\/node-a, not node\/node-b/);
     expect(await engine.getVolume("misrouted")).toBeUndefined();
   });
 
   it("refuses a client without a certificate", async () => {
     const { Client: EngineClient } = loadEngineProto();
-    const bare = new EngineClient(address, credentials.createSsl(readFileSync(pki.node.caFile)));
+    const bare = new EngineClient(address, credentials.createSsl(readFileSync(pki.controller.caFile)));
     const err = await unaryCall(bare, "GetNodeInfo");
     bare.close();
     expect(err?.code).toBe(14); // UNAVAILABLE: the handshake fails, no call reaches the engine
@@ -166,7 +173,7 @@ describe("engine service over mutual TLS", () => {
 
   it("refuses a client whose certificate comes from another CA, naming the node", async () => {
     const r = remote({
-      caFile: pki.node.caFile,
+      caFile: pki.controller.caFile,
       certFile: pki.stranger.certFile,
       keyFile: pki.stranger.keyFile,
     });
@@ -175,6 +182,42 @@ describe("engine service over mutual TLS", () => {
     expect((err as Error).message).toContain("node node-a");
     expect(toGrpcStatus(err).codeName).toBe("UNAVAILABLE");
     expect(r.isReady()).toBe(false);
+  });
+
+  it("carries the freeze flag to the node's quiescer; a quiesce that fails leaves no snapshot", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "vol-freeze", sizeBytes: 4 * MiB, meta: {} });
+    const quiesced: string[] = [];
+    let failAfter = false;
+    // The node side's hook as LocalEngine sees it (NbdNodeVolumes freezes a staged filesystem;
+    // the real freeze is tested with mounts in test/csi/consistent-snapshots.test.ts).
+    const quiescer: VolumeQuiescer = {
+      async quiesce<T>(volume: string, fn: () => Promise<T>): Promise<T> {
+        quiesced.push(volume);
+        const value = await fn();
+        if (failAfter) throw new SnapblockError("CANCELLED", "thawed before the snapshot finished");
+        return value;
+      },
+    };
+    engine.useQuiescer(quiescer);
+    try {
+      await r.createSnapshot({ volume: "vol-freeze", name: "snap-frozen", meta: {} });
+      expect(quiesced).toEqual(["vol-freeze"]);
+      await r.createSnapshot({ volume: "vol-freeze", name: "snap-as-is", meta: {}, freezeFilesystem: false });
+      expect(quiesced).toEqual(["vol-freeze"]);
+      failAfter = true;
+      const err = await r.createSnapshot({ volume: "vol-freeze", name: "snap-thawed-early", meta: {} }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isSnapblockError(err, "CANCELLED")).toBe(true);
+      expect(quiesced).toEqual(["vol-freeze", "vol-freeze"]);
+      // The snapshot taken after the early thaw was discarded, metadata and all.
+      expect(await r.getSnapshot("snap-thawed-early")).toBeUndefined();
+      expect(await r.getSnapshot("snap-frozen")).toBeDefined();
+    } finally {
+      engine.useQuiescer({ quiesce: (_volume, fn) => fn() });
+    }
   });
 
   it("refuses a plaintext client", async () => {
@@ -189,6 +232,90 @@ describe("engine service over mutual TLS", () => {
     const r = remote(pki.stranger);
     const err = await r.capacity().catch((e: unknown) => e);
     expect(isSnapblockError(err, "CLOSED")).toBe(true);
+  });
+
+  it("lets a node's certificate do nothing a node does not need on another node (PERMISSION_DENIED)", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "victim", sizeBytes: MiB, meta: {} });
+    await r.createSnapshot({ volume: "victim", name: "victim-snap", meta: {} });
+    const intruder = remote(pki.node("node-b"));
+    const attempts: Array<[string, () => Promise<unknown>]> = [
+      ["ListVolumes", () => intruder.listVolumes()],
+      ["CreateVolume", () => intruder.createVolume({ name: "planted", sizeBytes: MiB, meta: {} })],
+      ["DeleteSnapshot", () => intruder.deleteSnapshot("victim-snap")],
+      ["DeleteVolume", () => intruder.deleteVolume("victim")],
+      ["GetCapacity", () => intruder.capacity()],
+      [
+        "ReadSnapshotChunks",
+        async () => {
+          for await (const _ of intruder.readSnapshotChunks("victim-snap")) void _;
+        },
+      ],
+    ];
+    for (const [method, attempt] of attempts) {
+      const err = await attempt().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(toGrpcStatus(err).codeName, method).toBe("PERMISSION_DENIED");
+      expect((err as Error).message, method).toMatch(/node\/node-b may not/);
+    }
+    expect(await engine.getVolume("victim")).toBeDefined();
+    expect(await engine.getSnapshot("victim-snap")).toBeDefined();
+    expect(await engine.getVolume("planted")).toBeUndefined();
+    // Who called is on every line, refused or not.
+    const refused = logLines
+      .map((l) => JSON.parse(l) as { method?: string; caller?: string; code?: string })
+      .filter((l) => l.caller === "node/node-b" && l.code === "PERMISSION_DENIED")
+      .map((l) => l.method);
+    expect(refused).toEqual(attempts.map(([m]) => m));
+    expect(
+      logLines.some((l) => l.includes('"caller":"controller"') && l.includes('"method":"CreateVolume"')),
+    ).toBe(true);
+  });
+
+  it("the controller reads no data, and a certificate naming no identity may call nothing", async () => {
+    const r = remote(pki.controller);
+    grants.add("victim-snap@node-b");
+    const err = await (async () => {
+      for await (const _ of r.readSnapshotChunks("victim-snap")) void _;
+    })().catch((e: unknown) => e);
+    expect(toGrpcStatus(err).codeName).toBe("PERMISSION_DENIED");
+    const anonymous = remote(pki.anonymous);
+    const denied = await anonymous.nodeInfo().catch((e: unknown) => e);
+    expect(toGrpcStatus(denied).codeName).toBe("PERMISSION_DENIED");
+    expect((denied as Error).message).toMatch(/names no snapblock identity/);
+    // Any identity may ask which node this is.
+    expect((await remote(pki.node("node-c")).nodeInfo()).nodeId).toBe("node-a");
+  });
+
+  it("refuses TLS 1.2 (TLS 1.3 only: AEAD suites only) and logs refused handshakes", async () => {
+    const before = logLines.length;
+    const tlsErr = await new Promise<Error>((resolve) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port: server.port,
+        ca: readFileSync(pki.controller.caFile),
+        cert: readFileSync(pki.controller.certFile),
+        key: readFileSync(pki.controller.keyFile),
+        maxVersion: "TLSv1.2",
+        ciphers: "ECDHE-ECDSA-AES128-SHA",
+        checkServerIdentity: () => undefined,
+        ALPNProtocols: ["h2"],
+      });
+      socket.once("secureConnect", () => {
+        socket.destroy();
+        resolve(new Error("TLS 1.2 was accepted"));
+      });
+      socket.once("error", resolve);
+    });
+    expect(tlsErr.message).not.toBe("TLS 1.2 was accepted");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const refused = logLines
+      .slice(before)
+      .filter((l) => l.includes("refused a connection in the TLS handshake"));
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused[0]).toMatch(/"remote":"127\.0\.0\.1:\d+"/);
   });
 });
 
@@ -216,6 +343,19 @@ describe("engine service transport rules", () => {
       });
       expect((await r.nodeInfo()).nodeId).toBe("node-p");
       r.close();
+      // Without certificates the addressee header still keeps a misrouted call out.
+      const wrong = new RemoteEngine({
+        nodeId: "node-q",
+        address: `127.0.0.1:${server.port}`,
+        transport: { insecureLoopback: true },
+      });
+      const err = await wrong
+        .createVolume({ name: "misrouted", sizeBytes: MiB, meta: {} })
+        .catch((e: unknown) => e);
+      wrong.close();
+      expect(toGrpcStatus(err).codeName).toBe("FAILED_PRECONDITION");
+      expect((err as Error).message).toMatch(/serves node node-p, not node-q/);
+      expect(await engine.getVolume("misrouted")).toBeUndefined();
       await server.shutdown(1000);
 
       for (const address of ["0.0.0.0:0", "10.1.2.3:0", "[::]:0"]) {

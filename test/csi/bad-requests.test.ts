@@ -1,5 +1,5 @@
 import { status } from "@grpc/grpc-js";
-import { mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +19,7 @@ beforeAll(async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), "snapblock-csi-bad-"));
   root = path.join(dataDir, "kubelet");
   local = await startLocal({ dataDir, args: ["--path-root", root] });
+  mkdirSync(path.join(root, "pods", "empty-dir"), { recursive: true });
   volumeId = (
     await createVolume(local.clients.controller, {
       name: "pvc-base",
@@ -51,6 +52,8 @@ interface Case {
   says?: string;
 }
 
+/** Volume ids that name nothing: one of this node, one that cannot be ours (as csi-sanity makes them). */
+const unknownIds = ["local/ghost", "sanity-unknown-volume-id"];
 const cap = (mode: string, fsType = "ext4") => ({ mount: { fsType }, accessMode: { mode } });
 const create = (extra: object) => ({ name: "pvc-bad", volumeCapabilities: [MOUNT_EXT4], ...extra });
 const stage = (extra: object) => ({
@@ -460,6 +463,43 @@ const cases: Case[] = [
     request: () => ({}),
     code: status.INVALID_ARGUMENT,
   },
+  {
+    what: "GetSnapshot without id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({}),
+    code: status.INVALID_ARGUMENT,
+    says: "snapshot_id is required",
+  },
+  {
+    what: "GetSnapshot unknown snapshot",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "local/no-such-snap" }),
+    code: status.NOT_FOUND,
+    says: "local/no-such-snap",
+  },
+  {
+    what: "GetSnapshot malformed id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "../../etc/passwd" }),
+    code: status.NOT_FOUND,
+  },
+  {
+    what: "GetSnapshot id of another node",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: "node-b/snap-base" }),
+    code: status.NOT_FOUND,
+  },
+  {
+    what: "GetSnapshot of a volume's id",
+    service: "controller",
+    method: "GetSnapshot",
+    request: () => ({ snapshotId: volumeId }),
+    code: status.NOT_FOUND,
+  },
   // Node
   {
     what: "NodeStageVolume without id",
@@ -617,6 +657,147 @@ const cases: Case[] = [
     }),
     code: status.OUT_OF_RANGE,
     says: "ControllerExpandVolume",
+  },
+  // Required fields before existence (CSI spec; csi-sanity sends these with unknown volume ids):
+  // a missing field is INVALID_ARGUMENT whatever the volume id, for ids of this node that name
+  // nothing and for ids that cannot be ours.
+  ...unknownIds.flatMap((ghost): Case[] => [
+    {
+      what: `NodeStageVolume without staging path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeStageVolume",
+      request: () => stage({ volumeId: ghost, stagingTargetPath: "" }),
+      code: status.INVALID_ARGUMENT,
+      says: "staging_target_path is required",
+    },
+    {
+      what: `NodeStageVolume without capability, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeStageVolume",
+      request: () => stage({ volumeId: ghost, volumeCapability: null }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_capability",
+    },
+    {
+      what: `NodeUnstageVolume without staging path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeUnstageVolume",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "staging_target_path is required",
+    },
+    {
+      what: `NodePublishVolume without target path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodePublishVolume",
+      request: () => publish({ volumeId: ghost, targetPath: "" }),
+      code: status.INVALID_ARGUMENT,
+      says: "target_path is required",
+    },
+    {
+      what: `NodePublishVolume without capability, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodePublishVolume",
+      request: () => publish({ volumeId: ghost, volumeCapability: null }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_capability",
+    },
+    {
+      what: `NodeUnpublishVolume without target path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeUnpublishVolume",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "target_path is required",
+    },
+    {
+      what: `NodeGetVolumeStats without volume path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeGetVolumeStats",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_path is required",
+    },
+    {
+      what: `NodeGetVolumeStats at a relative path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeGetVolumeStats",
+      request: () => ({ volumeId: ghost, volumePath: "some/path" }),
+      code: status.NOT_FOUND,
+    },
+    {
+      what: `NodeExpandVolume without volume path, unknown volume ${ghost}`,
+      service: "node",
+      method: "NodeExpandVolume",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_path is required",
+    },
+    {
+      what: `CreateSnapshot without name, unknown volume ${ghost}`,
+      service: "controller",
+      method: "CreateSnapshot",
+      request: () => ({ sourceVolumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "name",
+    },
+    {
+      what: `ValidateVolumeCapabilities without capabilities, unknown volume ${ghost}`,
+      service: "controller",
+      method: "ValidateVolumeCapabilities",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_capabilities is required",
+    },
+    {
+      what: `ControllerExpandVolume without capacity, unknown volume ${ghost}`,
+      service: "controller",
+      method: "ControllerExpandVolume",
+      request: () => ({ volumeId: ghost }),
+      code: status.INVALID_ARGUMENT,
+      says: "capacity_range is required",
+    },
+    {
+      what: `CreateVolume without capabilities, from unknown volume ${ghost}`,
+      service: "controller",
+      method: "CreateVolume",
+      request: () => ({ name: "pvc-bad", volumeContentSource: { volume: { volumeId: ghost } } }),
+      code: status.INVALID_ARGUMENT,
+      says: "volume_capabilities",
+    },
+  ]),
+  // NodeGetVolumeStats where the volume is not (CSI spec: "does not exist on specified volume_path").
+  {
+    what: "NodeGetVolumeStats of a volume at a relative path",
+    service: "node",
+    method: "NodeGetVolumeStats",
+    request: () => ({ volumeId, volumePath: "some/path" }),
+    code: status.NOT_FOUND,
+    says: "not at volume_path",
+  },
+  {
+    what: "NodeGetVolumeStats of a volume at a path outside the roots",
+    service: "node",
+    method: "NodeGetVolumeStats",
+    request: () => ({ volumeId, volumePath: "/etc" }),
+    code: status.NOT_FOUND,
+    says: "outside",
+  },
+  {
+    what: "NodeGetVolumeStats of an unstaged volume at an existing directory",
+    service: "node",
+    method: "NodeGetVolumeStats",
+    request: () => ({ volumeId, volumePath: `${root}/pods/empty-dir` }),
+    code: status.NOT_FOUND,
+    says: "not staged",
+  },
+  {
+    what: "NodeGetVolumeStats at a path with NUL",
+    service: "node",
+    method: "NodeGetVolumeStats",
+    request: () => ({ volumeId, volumePath: `${root}/pods/p1\u0000/vol` }),
+    code: status.INVALID_ARGUMENT,
+    says: "NUL",
   },
 ];
 

@@ -1,4 +1,7 @@
 import { status } from "@grpc/grpc-js";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi } from "../../pkg/csi/index.js";
 import {
@@ -12,6 +15,18 @@ import {
   type VolumeOut,
 } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The operator CLI of the real binary, against this test's socket. */
+function runCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const res = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "cmd/snapblock.ts", ...args, "--endpoint", `unix://${local.socketPath}`],
+    { cwd: ROOT, encoding: "utf8", timeout: 60_000 },
+  );
+  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
+}
 
 // The Identity and Controller services of the real binary, driven as the sidecars drive them.
 let local: LocalProcess;
@@ -58,6 +73,7 @@ describe("Identity", () => {
         "CREATE_DELETE_VOLUME",
         "CREATE_DELETE_SNAPSHOT",
         "LIST_SNAPSHOTS",
+        "GET_SNAPSHOT",
         "LIST_VOLUMES",
         "CLONE_VOLUME",
         "EXPAND_VOLUME",
@@ -213,6 +229,35 @@ describe("snapshots, restores and clones", () => {
         )
       ).code,
     ).toBe(status.NOT_FOUND);
+  });
+
+  it("GetSnapshot answers what CreateSnapshot made, and NOT_FOUND once it is deleted", async () => {
+    const vol = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-get-snap",
+        volumeCapabilities: [BLOCK],
+        capacityRange: { requiredBytes: 4 * MiB },
+      })
+    ).volume;
+    const made = (await createSnapshot(local.clients.controller, "snap-get", vol.volumeId)).snapshot;
+    const got = await callCsi<{ snapshot: SnapshotOut }>(local.clients.controller, "GetSnapshot", {
+      snapshotId: made.snapshotId,
+    });
+    expect(got.snapshot).toEqual(made);
+    // The operator CLI's `snapshot get` asks GetSnapshot too.
+    const cli = runCli(["snapshot", "get", made.snapshotId, "--json"]);
+    expect(cli.status).toBe(0);
+    expect(JSON.parse(cli.stdout)).toMatchObject({ snapshotId: made.snapshotId, readyToUse: true });
+    await callCsi(local.clients.controller, "DeleteSnapshot", { snapshotId: made.snapshotId });
+    const gone = await failureCode(
+      callCsi(local.clients.controller, "GetSnapshot", { snapshotId: made.snapshotId }),
+    );
+    expect(gone.code).toBe(status.NOT_FOUND);
+    expect(gone.details).toContain(made.snapshotId);
+    const cliGone = runCli(["snapshot", "get", made.snapshotId]);
+    expect(cliGone.status).toBe(1);
+    expect(cliGone.stderr).toContain("NOT_FOUND");
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: vol.volumeId });
   });
 
   it("expands volumes and reports whether the node must grow a filesystem", async () => {

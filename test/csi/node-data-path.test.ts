@@ -177,6 +177,13 @@ describe.skipIf(!haveTools)("node data path", () => {
     const second = await stageAndPublish(restored.volumeId, kind, `pod-${kind}-2`);
     expect(readData(kind, second.target)).toBe("as at snapshot time");
     expect(readData(kind, first.target)).toBe("written after the snapshot");
+    // Another volume's mount is not where this volume is (CSI spec, NodeGetVolumeStats: NOT_FOUND).
+    await expect(
+      callCsi(local.clients.node, "NodeGetVolumeStats", {
+        volumeId: volume.volumeId,
+        volumePath: second.target,
+      }),
+    ).rejects.toMatchObject({ code: 5, details: expect.stringContaining("not mounted there") as unknown });
 
     // A staged volume cannot be deleted (FAILED_PRECONDITION: in use).
     await expect(

@@ -86,26 +86,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.node.kubeletDir) .Values.driverName }}
 {{- end }}
 
-{{/* Secret names of the engine-service certificates. */}}
-{{- define "snapblock.tls.controllerSecret" -}}
+{{/* The Secret holding the engine CA (tls.crt: its certificate, tls.key: its key); only the controller mounts it. */}}
+{{- define "snapblock.tls.caSecret" -}}
 {{- if eq .Values.tls.mode "existingSecret" }}
-{{- required "tls.existingSecret.controller is required with tls.mode=existingSecret" .Values.tls.existingSecret.controller }}
+{{- required "tls.existingSecret.ca is required with tls.mode=existingSecret" .Values.tls.existingSecret.ca }}
 {{- else }}
-{{- printf "%s-controller-tls" (include "snapblock.fullname" .) }}
+{{- printf "%s-engine-ca" (include "snapblock.fullname" .) }}
 {{- end }}
 {{- end }}
 
-{{- define "snapblock.tls.nodeSecret" -}}
-{{- if eq .Values.tls.mode "existingSecret" }}
-{{- required "tls.existingSecret.node is required with tls.mode=existingSecret" .Values.tls.existingSecret.node }}
-{{- else }}
-{{- printf "%s-node-tls" (include "snapblock.fullname" .) }}
-{{- end }}
-{{- end }}
-
-{{/* The name every node plugin certificate carries (the controller checks it: --tls-server-name). */}}
-{{- define "snapblock.tls.nodeServerName" -}}
-{{- printf "%s-node.%s.svc" (include "snapblock.fullname" .) .Release.Namespace }}
+{{/* The ConfigMap where the controller publishes the engine CA certificate for the node plugins. */}}
+{{- define "snapblock.tls.caConfigMap" -}}
+{{- printf "%s-engine-ca" (include "snapblock.fullname" .) }}
 {{- end }}
 
 {{- define "snapblock.tls.checkMode" -}}

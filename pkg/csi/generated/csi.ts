@@ -156,6 +156,14 @@ import type {
   GetPluginInfoResponse__Output as _csi_v1_GetPluginInfoResponse__Output,
 } from "./csi/v1/GetPluginInfoResponse.js";
 import type {
+  GetSnapshotRequest as _csi_v1_GetSnapshotRequest,
+  GetSnapshotRequest__Output as _csi_v1_GetSnapshotRequest__Output,
+} from "./csi/v1/GetSnapshotRequest.js";
+import type {
+  GetSnapshotResponse as _csi_v1_GetSnapshotResponse,
+  GetSnapshotResponse__Output as _csi_v1_GetSnapshotResponse__Output,
+} from "./csi/v1/GetSnapshotResponse.js";
+import type {
   GetVolumeGroupSnapshotRequest as _csi_v1_GetVolumeGroupSnapshotRequest,
   GetVolumeGroupSnapshotRequest__Output as _csi_v1_GetVolumeGroupSnapshotRequest__Output,
 } from "./csi/v1/GetVolumeGroupSnapshotRequest.js";
@@ -613,6 +621,14 @@ export interface ProtoGrpcType {
       GetPluginInfoResponse: MessageTypeDefinition<
         _csi_v1_GetPluginInfoResponse,
         _csi_v1_GetPluginInfoResponse__Output
+      >;
+      GetSnapshotRequest: MessageTypeDefinition<
+        _csi_v1_GetSnapshotRequest,
+        _csi_v1_GetSnapshotRequest__Output
+      >;
+      GetSnapshotResponse: MessageTypeDefinition<
+        _csi_v1_GetSnapshotResponse,
+        _csi_v1_GetSnapshotResponse__Output
       >;
       GetVolumeGroupSnapshotRequest: MessageTypeDefinition<
         _csi_v1_GetVolumeGroupSnapshotRequest,

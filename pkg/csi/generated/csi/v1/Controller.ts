@@ -92,6 +92,14 @@ import type {
   GetCapacityResponse__Output as _csi_v1_GetCapacityResponse__Output,
 } from "../../csi/v1/GetCapacityResponse.js";
 import type {
+  GetSnapshotRequest as _csi_v1_GetSnapshotRequest,
+  GetSnapshotRequest__Output as _csi_v1_GetSnapshotRequest__Output,
+} from "../../csi/v1/GetSnapshotRequest.js";
+import type {
+  GetSnapshotResponse as _csi_v1_GetSnapshotResponse,
+  GetSnapshotResponse__Output as _csi_v1_GetSnapshotResponse__Output,
+} from "../../csi/v1/GetSnapshotResponse.js";
+import type {
   ListSnapshotsRequest as _csi_v1_ListSnapshotsRequest,
   ListSnapshotsRequest__Output as _csi_v1_ListSnapshotsRequest__Output,
 } from "../../csi/v1/ListSnapshotsRequest.js";
@@ -568,6 +576,47 @@ export interface ControllerClient extends grpc.Client {
     callback: grpc.requestCallback<_csi_v1_GetCapacityResponse__Output>,
   ): grpc.ClientUnaryCall;
 
+  GetSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  GetSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    metadata: grpc.Metadata,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  GetSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  GetSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  getSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    metadata: grpc.Metadata,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  getSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    metadata: grpc.Metadata,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  getSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    options: grpc.CallOptions,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+  getSnapshot(
+    argument: _csi_v1_GetSnapshotRequest,
+    callback: grpc.requestCallback<_csi_v1_GetSnapshotResponse__Output>,
+  ): grpc.ClientUnaryCall;
+
   ListSnapshots(
     argument: _csi_v1_ListSnapshotsRequest,
     metadata: grpc.Metadata,
@@ -733,6 +782,8 @@ export interface ControllerHandlers extends grpc.UntypedServiceImplementation {
 
   GetCapacity: grpc.handleUnaryCall<_csi_v1_GetCapacityRequest__Output, _csi_v1_GetCapacityResponse>;
 
+  GetSnapshot: grpc.handleUnaryCall<_csi_v1_GetSnapshotRequest__Output, _csi_v1_GetSnapshotResponse>;
+
   ListSnapshots: grpc.handleUnaryCall<_csi_v1_ListSnapshotsRequest__Output, _csi_v1_ListSnapshotsResponse>;
 
   ListVolumes: grpc.handleUnaryCall<_csi_v1_ListVolumesRequest__Output, _csi_v1_ListVolumesResponse>;
@@ -809,6 +860,12 @@ export interface ControllerDefinition extends grpc.ServiceDefinition {
     _csi_v1_GetCapacityResponse,
     _csi_v1_GetCapacityRequest__Output,
     _csi_v1_GetCapacityResponse__Output
+  >;
+  GetSnapshot: MethodDefinition<
+    _csi_v1_GetSnapshotRequest,
+    _csi_v1_GetSnapshotResponse,
+    _csi_v1_GetSnapshotRequest__Output,
+    _csi_v1_GetSnapshotResponse__Output
   >;
   ListSnapshots: MethodDefinition<
     _csi_v1_ListSnapshotsRequest,

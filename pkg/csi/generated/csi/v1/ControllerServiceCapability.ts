@@ -27,6 +27,7 @@ export const _csi_v1_ControllerServiceCapability_RPC_Type = {
   GET_VOLUME: "GET_VOLUME",
   SINGLE_NODE_MULTI_WRITER: "SINGLE_NODE_MULTI_WRITER",
   MODIFY_VOLUME: "MODIFY_VOLUME",
+  GET_SNAPSHOT: "GET_SNAPSHOT",
 } as const;
 
 export type _csi_v1_ControllerServiceCapability_RPC_Type =
@@ -59,7 +60,9 @@ export type _csi_v1_ControllerServiceCapability_RPC_Type =
   | "SINGLE_NODE_MULTI_WRITER"
   | 13
   | "MODIFY_VOLUME"
-  | 14;
+  | 14
+  | "GET_SNAPSHOT"
+  | 15;
 
 export type _csi_v1_ControllerServiceCapability_RPC_Type__Output =
   (typeof _csi_v1_ControllerServiceCapability_RPC_Type)[keyof typeof _csi_v1_ControllerServiceCapability_RPC_Type];

@@ -1,6 +1,7 @@
 import { SnapblockError } from "../errors/index.js";
 import type {
   KubeApi,
+  KubeCsr,
   KubeEvent,
   KubeLease,
   KubeNode,
@@ -13,32 +14,19 @@ import type {
 import { matchesSelector, selectorString } from "./label-selector.js";
 
 /**
- * An API server of our own for the tests of pkg/k8s (not exported by the module): Nodes, Leases
- * with resourceVersion checks, Events, SnapshotSchedules with a status subresource, PVCs, and
- * VolumeSnapshots with uids, name uniqueness and uid preconditions on delete. Selectors go
- * through selectorString() first, so a selector the real API would refuse fails here too.
+ * An API server of our own for tests: Nodes, Leases with resourceVersion checks, Events,
+ * CertificateSigningRequests (stamped with the requester's identity), ConfigMaps, and for
+ * SnapshotSchedules: schedules with a status subresource, PVCs, VolumeSnapshots with uids, name
+ * uniqueness and uid preconditions on delete (selectors go through selectorString() first, so a
+ * selector the real API would refuse fails here too). Not part of the build (tsconfig.build.json
+ * leaves out *.testing.ts).
  */
 export class FakeKube implements KubeApi {
   nodes = new Map<string, KubeNode>();
   leases = new Map<string, KubeLease>();
   events: KubeEvent[] = [];
   failEvents = false;
-  schedules = new Map<string, KubeSnapshotSchedule>();
-  pvcs = new Map<string, KubePvc>();
-  snapshots = new Map<string, KubeVolumeSnapshot>();
-  /** Calls by name, to check what the code under test asked for. */
-  calls: string[] = [];
-  /** Makes the next calls of a method fail (CLOSED: the API server cannot be reached). */
-  failing = new Set<string>();
-  /** The simulated clock, for creation timestamps. */
-  now: () => Date = () => new Date();
   private version = 1;
-
-  private enter(method: string): void {
-    this.calls.push(method);
-    if (this.failing.has(method))
-      throw new SnapblockError("CLOSED", `${method}: the API server is unreachable`);
-  }
 
   listNodes = () => Promise.resolve([...this.nodes.values()].map((n) => structuredClone(n)));
   patchNodeAnnotations(name: string, annotations: Record<string, string | null>): Promise<void> {
@@ -70,6 +58,64 @@ export class FakeKube implements KubeApi {
     if (this.failEvents) return Promise.reject(new SnapblockError("CLOSED", "api down"));
     this.events.push(e);
     return Promise.resolve();
+  }
+
+  // CertificateSigningRequests: the requester's identity is stamped by "the API server" from
+  // whoever calls createCsr (see requester()).
+  csrs = new Map<string, KubeCsr>();
+  configMaps = new Map<string, Record<string, string>>();
+  private stamp: Pick<KubeCsr, "username" | "extra"> = {};
+  /** The same API seen by an authenticated requester (a node plugin's service account token). */
+  requester(who: Pick<KubeCsr, "username" | "extra">): KubeApi {
+    const view = Object.create(this) as FakeKube;
+    view.stamp = who;
+    return view;
+  }
+  createCsr(
+    c: Pick<KubeCsr, "name" | "signerName" | "requestPem" | "usages" | "expirationSeconds">,
+  ): Promise<void> {
+    if (this.csrs.has(c.name)) return Promise.reject(new SnapblockError("ALREADY_EXISTS", c.name));
+    this.csrs.set(c.name, { ...structuredClone(c), ...structuredClone(this.stamp) });
+    return Promise.resolve();
+  }
+  getCsr = (name: string) => Promise.resolve(structuredClone(this.csrs.get(name)));
+  listCsrs = (signer: string) =>
+    Promise.resolve(
+      [...this.csrs.values()].filter((c) => c.signerName === signer).map((c) => structuredClone(c)),
+    );
+  decideCsr(name: string, d: { approved: boolean; reason: string; message: string }): Promise<void> {
+    const c = this.csrs.get(name);
+    if (!c) return Promise.reject(new SnapblockError("NOT_FOUND", name));
+    if (d.approved) c.approved = true;
+    else c.denied = true;
+    c.message = d.message;
+    return Promise.resolve();
+  }
+  setCsrCertificate(name: string, pem: string): Promise<void> {
+    const c = this.csrs.get(name);
+    if (!c) return Promise.reject(new SnapblockError("NOT_FOUND", name));
+    c.certificatePem = pem;
+    return Promise.resolve();
+  }
+  putConfigMap(ns: string, name: string, data: Record<string, string>): Promise<void> {
+    this.configMaps.set(`${ns}/${name}`, { ...data });
+    return Promise.resolve();
+  }
+
+  // SnapshotSchedules, PVCs, VolumeSnapshots.
+  schedules = new Map<string, KubeSnapshotSchedule>();
+  pvcs = new Map<string, KubePvc>();
+  snapshots = new Map<string, KubeVolumeSnapshot>();
+  /** Calls by name, to check what the code under test asked for. */
+  calls: string[] = [];
+  /** Makes the next calls of a method fail (CLOSED: the API server cannot be reached). */
+  failing = new Set<string>();
+  /** The simulated clock, for creation timestamps. */
+  now: () => Date = () => new Date();
+  private enter(method: string): void {
+    this.calls.push(method);
+    if (this.failing.has(method))
+      throw new SnapblockError("CLOSED", `${method}: the API server is unreachable`);
   }
 
   async listSnapshotSchedules(): Promise<KubeSnapshotSchedule[]> {

@@ -1,0 +1,128 @@
+import { SnapblockError } from "../errors/index.js";
+import type { ChunkFetcher, FetchedChunk } from "../engine/index.js";
+import { replicaName, type EngineHolder, type RemoteContent } from "../engine-api/index.js";
+import type { Logger } from "../log/index.js";
+import type { EngineTransportOptions } from "./engine-tls.js";
+import { RemoteEngine } from "./remote-engine.js";
+
+export interface HolderContentOptions {
+  /** This node's transport (its own node certificate: holders check it and their grants). */
+  transport: EngineTransportOptions;
+  logger: Logger;
+  callTimeoutMs?: number;
+  /** Chunks asked for in one ReadChunks stream. */
+  batch?: number;
+}
+
+/**
+ * RemoteContent over the engine service: a node reading snapshots that other nodes hold, with its
+ * own node certificate (the holder lets it only when the controller granted it that snapshot).
+ * Holders are tried in the order given; a holder that fails (down, refusing) is skipped for the
+ * rest of the chunks, so a pull whose source dies carries on from a replica.
+ */
+export class HolderContent implements RemoteContent {
+  private readonly clients = new Map<string, RemoteEngine>();
+
+  constructor(private readonly o: HolderContentOptions) {}
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+
+  async chunkRuns(request: {
+    holders: EngineHolder[];
+    chunkSize: number;
+    baseOrigin?: string;
+  }): Promise<{ runs: [number, number][]; sizeBytes: number; incremental: boolean }> {
+    let last: unknown;
+    for (const holder of request.holders) {
+      try {
+        const runs: [number, number][] = [];
+        let sizeBytes = 0;
+        let incremental = false;
+        const baseName = request.baseOrigin ? nameOn(holder, request.baseOrigin) : "";
+        for await (const part of this.client(holder).listChunks({
+          name: holder.name,
+          chunkSize: request.chunkSize,
+          baseName,
+        })) {
+          sizeBytes = part.sizeBytes;
+          incremental = part.incremental;
+          part.firsts.forEach((first, i) => runs.push([first, part.counts[i] ?? 0]));
+        }
+        return { runs, sizeBytes, incremental };
+      } catch (err) {
+        last = err;
+        this.o.logger.warn("a holder could not list a snapshot's chunks; trying the next", {
+          holder: holder.nodeId,
+          name: holder.name,
+          err,
+        });
+      }
+    }
+    if (last instanceof Error) throw last;
+    throw new SnapblockError("NOT_FOUND", "no holder of the snapshot was given");
+  }
+
+  fetcher(holders: EngineHolder[], chunkSize: number): ChunkFetcher {
+    const batch = this.o.batch ?? 64;
+    const client = (holder: EngineHolder): RemoteEngine => this.client(holder);
+    let preferred = 0;
+    return {
+      async *fetch(chunks: number[]): AsyncIterable<FetchedChunk> {
+        const remaining = new Set(chunks);
+        let last: unknown;
+        for (let attempt = 0; attempt < holders.length && remaining.size > 0; attempt++) {
+          const index = (preferred + attempt) % holders.length;
+          const holder = holders[index]!;
+          try {
+            const want = [...remaining];
+            for (let i = 0; i < want.length; i += batch) {
+              for await (const item of client(holder).readChunks({
+                name: holder.name,
+                chunkSize,
+                chunks: want.slice(i, i + batch),
+              })) {
+                if (!remaining.delete(item.chunk)) continue;
+                yield { chunk: item.chunk, data: item.hole ? null : item.data };
+              }
+            }
+            preferred = index; // it answers: ask it first next time
+          } catch (err) {
+            last = err;
+          }
+        }
+        if (remaining.size > 0) {
+          throw last instanceof Error
+            ? last
+            : new SnapblockError("IO", "no holder of the snapshot could send its chunks");
+        }
+      },
+    };
+  }
+
+  private client(holder: EngineHolder): RemoteEngine {
+    const key = `${holder.nodeId}@${holder.address}`;
+    let c = this.clients.get(key);
+    if (!c) {
+      c = new RemoteEngine({
+        nodeId: holder.nodeId,
+        address: holder.address,
+        transport: this.o.transport,
+        callTimeoutMs: this.o.callTimeoutMs ?? 60_000,
+      });
+      this.clients.set(key, c);
+    }
+    return c;
+  }
+}
+
+/**
+ * The engine name snapshot `origin` ("<node>/<name>") has on `holder`: its own name on its own
+ * node, the replica name anywhere else.
+ */
+export function nameOn(holder: EngineHolder, origin: string): string {
+  const slash = origin.indexOf("/");
+  return origin.slice(0, slash) === holder.nodeId ? origin.slice(slash + 1) : replicaName(origin);
+}

@@ -1,0 +1,65 @@
+import tls from "node:tls";
+import type { Logger } from "../log/index.js";
+import { asSnapblockError } from "../errors/index.js";
+import type { HostPort, TlsPem } from "./engine-tls.js";
+
+/**
+ * The engine service's own TLS endpoint. grpc-js's built-in TLS server cannot require TLS 1.3 nor
+ * report refused handshakes, so TLS is terminated here (mutual, TLS 1.3 only, a client
+ * certificate from the engine CA required) and each verified connection is handed to the gRPC
+ * server through its connection injector. TLS 1.3 offers only AEAD cipher suites, so nothing
+ * weaker can be negotiated; TLS 1.2 and older clients are refused in the handshake.
+ */
+export interface TlsListener {
+  readonly port: number;
+  /** New connections use this certificate and key from now on (renewal). */
+  reload(pem: TlsPem): void;
+  close(): Promise<void>;
+}
+
+export interface TlsListenerOptions {
+  at: HostPort;
+  pem: TlsPem;
+  /** Receives each connection whose client certificate verified. */
+  onConnection: (socket: tls.TLSSocket) => void;
+  logger: Logger;
+}
+
+export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
+  const server = tls.createServer({
+    ca: o.pem.ca,
+    cert: o.pem.cert,
+    key: o.pem.key,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.3",
+    ALPNProtocols: ["h2"],
+  });
+  server.on("secureConnection", (socket) => {
+    // Refused handshakes never get here; belt and braces for the authorized flag.
+    if (!socket.authorized) socket.destroy();
+    else o.onConnection(socket);
+  });
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+    o.logger.warn("engine service refused a connection in the TLS handshake", {
+      remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`,
+      reason: err.code ?? err.message,
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) =>
+      reject(asSnapblockError(err, `binding the engine service to ${o.at.host}:${o.at.port}`)),
+    );
+    server.listen(o.at.port, o.at.host, () => resolve());
+  });
+  const bound = server.address();
+  const port = typeof bound === "object" && bound !== null ? bound.port : o.at.port;
+  return {
+    port,
+    reload: (pem) => server.setSecureContext({ ca: pem.ca, cert: pem.cert, key: pem.key }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,157 @@
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PARAM_FREEZE, callCsi, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
+import { runCommand } from "../../pkg/mount/index.js";
+import { missingWrites, startFileWriter, type FileWriter } from "../csi/file-writer.js";
+import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import { makeTestPki } from "./test-certs.js";
+
+/**
+ * Cluster mode: the controller holds no mount, so the freeze happens on the node that has the
+ * volume staged, asked over the engine service (CreateSnapshot carries the VolumeSnapshotClass's
+ * choice). One node plugin with a real block path, one controller, mutual TLS, a writer on the
+ * staged filesystem; the restored snapshot needs no journal recovery. Needs root and the tools.
+ */
+const haveTools = (() => {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync(
+      "sh",
+      [
+        "-c",
+        "command -v nbdfuse && command -v losetup && command -v fsfreeze && command -v dumpe2fs && test -e /dev/fuse",
+      ],
+      { stdio: "ignore" },
+    );
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+const MiB = 2 ** 20;
+const EXT4 = { mount: { fsType: "ext4" }, accessMode: { mode: "SINGLE_NODE_WRITER" } };
+const BLOCK = { block: {}, accessMode: { mode: "SINGLE_NODE_WRITER" } };
+
+describe.skipIf(!haveTools)("cluster mode: the node freezes what it has staged", () => {
+  let dir: string;
+  let node: SnapblockProcess;
+  let controller: SnapblockProcess;
+  let writer: FileWriter | undefined;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "sb-cluster-freeze-"));
+    const pki = makeTestPki(dir);
+    const port = await freePort();
+    node = await startSnapblock(
+      [
+        "node",
+        ...["--node-id", "node-a", "--data", path.join(dir, "node-a"), "--pool-size", "512M"],
+        ...["--engine-listen", `127.0.0.1:${port}`, "--metrics-address", "none", "--log-level", "debug"],
+        ...["--path-root", path.join(dir, "kubelet")],
+        ...["--tls-ca", pki.node("node-a").caFile, "--tls-cert", pki.node("node-a").certFile],
+        ...["--tls-key", pki.node("node-a").keyFile],
+      ],
+      path.join(dir, "node-a", "csi.sock"),
+    );
+    controller = await startSnapblock(
+      [
+        "controller",
+        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--metrics-address", "none"],
+        ...["--nodes", `node-a=127.0.0.1:${port}`, "--call-timeout", "60"],
+        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
+        ...["--tls-key", pki.controller.keyFile],
+      ],
+      path.join(dir, "controller.sock"),
+    );
+  });
+
+  afterAll(async () => {
+    await writer?.stop();
+    await controller?.stop();
+    expect(await node?.stop()).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const staged = (name: string) => ({
+    staging: path.join(dir, "kubelet", "staging", name),
+    target: path.join(dir, "kubelet", "pods", name, "volume"),
+  });
+
+  async function stage(volumeId: string, cap: object, name: string) {
+    const p = staged(name);
+    mkdirSync(p.staging, { recursive: true });
+    mkdirSync(path.dirname(p.target), { recursive: true });
+    const req = { volumeId, stagingTargetPath: p.staging, volumeCapability: cap };
+    await callCsi(node.clients.node, "NodeStageVolume", req, 120_000);
+    await callCsi(node.clients.node, "NodePublishVolume", { ...req, targetPath: p.target });
+    return p;
+  }
+
+  async function unstage(volumeId: string, p: { staging: string; target: string }) {
+    await callCsi(node.clients.node, "NodeUnpublishVolume", { volumeId, targetPath: p.target });
+    await callCsi(node.clients.node, "NodeUnstageVolume", { volumeId, stagingTargetPath: p.staging }, 60_000);
+  }
+
+  const froze = () =>
+    node.log.filter((l) => l.startsWith("{") && l.includes('"froze the filesystem for a snapshot"')).length;
+
+  it("CreateSnapshot through the controller freezes the filesystem staged on the node", async () => {
+    const volumeId = (
+      await callCsi<{ volume: { volumeId: string } }>(controller.clients.controller, "CreateVolume", {
+        name: "pvc-remote",
+        volumeCapabilities: [EXT4],
+        capacityRange: { requiredBytes: 64 * MiB },
+      })
+    ).volume.volumeId;
+    expect(volumeId.startsWith("node-a/")).toBe(true);
+    const p = await stage(volumeId, EXT4, "remote");
+    writer = startFileWriter(p.target);
+    await writer.waitFor(20);
+
+    const ackedBefore = writer.acked();
+    const frozen = (
+      await callCsi<{ snapshot: CsiSnapshotOutput }>(controller.clients.controller, "CreateSnapshot", {
+        name: "snap-remote",
+        sourceVolumeId: volumeId,
+      })
+    ).snapshot;
+    expect(froze()).toBe(1);
+    await callCsi(controller.clients.controller, "CreateSnapshot", {
+      name: "snap-remote-as-is",
+      sourceVolumeId: volumeId,
+      parameters: { [PARAM_FREEZE]: "false" },
+    });
+    expect(froze()).toBe(1);
+    await writer.waitFor(writer.acked() + 10);
+    await writer.stop();
+    writer = undefined;
+
+    // The frozen snapshot, restored and attached raw: no needs_recovery, every acknowledged file.
+    const restored = (
+      await callCsi<{ volume: { volumeId: string } }>(controller.clients.controller, "CreateVolume", {
+        name: "pvc-remote-restored",
+        volumeCapabilities: [BLOCK],
+        volumeContentSource: { snapshot: { snapshotId: frozen.snapshotId } },
+      })
+    ).volume.volumeId;
+    const r = await stage(restored, BLOCK, "remote-restored");
+    const header = execFileSync("dumpe2fs", ["-h", r.target], {
+      stdio: ["ignore", "pipe", "ignore"],
+    }).toString();
+    expect(/^Filesystem features:.*\bneeds_recovery\b/m.test(header)).toBe(false);
+    const mnt = path.join(dir, "check");
+    mkdirSync(mnt, { recursive: true });
+    await runCommand({ command: "mount", args: ["-t", "ext4", "-o", "ro,noload", r.target, mnt] });
+    try {
+      expect(missingWrites(mnt, ackedBefore)).toEqual([]);
+    } finally {
+      await runCommand({ command: "umount", args: [mnt] });
+    }
+    await unstage(restored, r);
+    await unstage(volumeId, p);
+  });
+});
