@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
-import { ClusterEngine } from "../pkg/cluster/index.js";
+import { ClusterEngine, PoolUsageEvents } from "../pkg/cluster/index.js";
 import { checkNodeSource, nodeDiscovery } from "./node-source.js";
 import {
   CsiServer,
@@ -23,8 +23,14 @@ import { NODE_CERT_DAYS, controllerTls } from "./engine-tls-setup.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
-import { CsrSigner, KubeEventRecorder, LeaseElection, connectKube } from "../pkg/k8s/index.js";
-import { RemoteEngine } from "../pkg/engine-service/index.js";
+import {
+  CsrSigner,
+  KubeEventRecorder,
+  LeaseElection,
+  SnapshotSchedules,
+  connectKube,
+} from "../pkg/k8s/index.js";
+import { RemoteEngine, spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
 
@@ -37,8 +43,11 @@ volume operation sent to the engine service of the node that holds (or will hold
   --kube-discovery        the nodes from the snapblock.dev/ annotations node plugins publish on
                           their Node objects (snapblock node --announce)
   --refresh SEC           how often node discovery is asked again (default 30)
-  --kube-events           report failed placements and background copies as Events on the PVC (needs the provisioner's
-                          --extra-create-metadata)
+  --kube-events           report failed placements, background copies and node pools filling up (80/90/100 %)
+                          as Events on the PVCs (needs the provisioner's --extra-create-metadata)
+  --snapshot-schedules    take the VolumeSnapshots of SnapshotSchedule objects (snapblock.dev/v1alpha1) and
+                          apply their retention (docs/snapshot-schedules.md)
+  --schedule-poll SEC     how often SnapshotSchedules are listed again (default 30)
   --leader-elect          with several replicas: serve only while holding the Lease
   --leader-elect-namespace NS   namespace of the Lease (default: $POD_NAMESPACE or kube-system)
   --leader-elect-name NAME      name of the Lease (default snapblock-controller)
@@ -76,6 +85,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       "nodes-file": { type: "string" },
       "kube-discovery": { type: "boolean", default: false },
       "kube-events": { type: "boolean", default: false },
+      "snapshot-schedules": { type: "boolean", default: false },
+      "schedule-poll": { type: "string", default: "30" },
       "leader-elect": { type: "boolean", default: false },
       "leader-elect-namespace": { type: "string" },
       "leader-elect-name": { type: "string", default: "snapblock-controller" },
@@ -128,6 +139,8 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (!(refreshMs > 0)) throw new UsageError(`--refresh ${values.refresh}: seconds > 0`);
   if (!(callTimeoutMs > 0)) throw new UsageError(`--call-timeout ${values["call-timeout"]}: seconds > 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
+  const schedulePollMs = Number(values["schedule-poll"]) * 1000;
+  if (!(schedulePollMs > 0)) throw new UsageError(`--schedule-poll ${values["schedule-poll"]}: seconds > 0`);
   const metricsAddress = metricsAddressOption(values["metrics-address"]);
   checkNodeSource(values);
   const logger = createLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
@@ -135,6 +148,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     values["kube-discovery"] ||
     values["leader-elect"] ||
     values["kube-events"] ||
+    values["snapshot-schedules"] ||
     values["sign-node-certificates"] ||
     values["ca-configmap"]
       ? await connectKube()
@@ -221,7 +235,13 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       observer: csiMetrics.observer,
     }),
     controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    extraServices: [
+      { name: "Space", service: spaceService(), handlers: spaceServiceHandlers(cluster, logger) },
+    ],
   });
+  // A node pool crossing 80/90/100 % use becomes Events on the PVCs it holds.
+  const poolUsage = events ? new PoolUsageEvents({ engine: cluster, events, logger }) : undefined;
+  poolUsage?.start();
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 
   // Later discovery failures keep the last known nodes: a flaky API server must not drop them all.
@@ -257,12 +277,25 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       });
   }, replicaCheckMs);
   replicaCheck.unref();
+  // Only the leader gets here (with --leader-elect), so one replica takes the scheduled snapshots.
+  const schedules =
+    values["snapshot-schedules"] && kube
+      ? new SnapshotSchedules({
+          api: kube,
+          logger,
+          events: events ?? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger }),
+          pollMs: schedulePollMs,
+        })
+      : undefined;
+  schedules?.start();
 
   return untilSignal(logger, async () => {
     shuttingDown = true;
     clearInterval(timer);
     clearInterval(signing);
     clearInterval(replicaCheck);
+    schedules?.stop();
+    poolUsage?.stop();
     await server.shutdown(graceMs);
     await metrics?.close();
     cluster.close();

@@ -27,6 +27,7 @@ import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
 import { createLogger, type LogLevel } from "../pkg/log/index.js";
 import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
+import { spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 import { NbdNodeVolumes } from "../pkg/node/index.js";
 
 export const LOCAL_USAGE = `snapblock local [options]
@@ -130,6 +131,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     createIfMissing: { sizeBytes: poolSize, ...(chunkSize ? { chunkSize } : {}) },
     overcommitRatio: overcommit,
     observer: engineMetrics.observer,
+    logger,
   });
   const nbd = new NbdServer({
     logger: createLogger({
@@ -160,6 +162,9 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       logger,
       observer: csiMetrics.observer,
     }).handlers(),
+    extraServices: [
+      { name: "Space", service: spaceService(), handlers: spaceServiceHandlers(engine, logger) },
+    ],
   });
   // After the CSI server: serveMetrics never fails, so nothing is left listening if CSI cannot start.
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;

@@ -4,6 +4,7 @@ import { UsageError, formatByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
 import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
+import { SpaceFigures } from "./space-figures.js";
 
 export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
 
@@ -62,19 +63,21 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
           entries.push(...page.entries);
           startingToken = page.nextToken;
         } while (startingToken !== "");
+        const space = await SpaceFigures.fetch(conn);
         if (out.json)
           printJson(
             out,
-            entries.map((e) => e.snapshot),
+            entries.map((e) => withSpace(e.snapshot, space)),
           );
         else
           printTable(
             out,
-            ["SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "CREATED", "READY"],
+            ["SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "EXCLUSIVE", "SHARED", "CREATED", "READY"],
             entries.map(({ snapshot: s }) => [
               s.snapshotId,
               s.sourceVolumeId,
               formatByteSize(s.sizeBytes),
+              ...spaceCells(space, s.snapshotId),
               created(s),
               String(s.readyToUse),
             ]),
@@ -95,8 +98,9 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
         const { snapshot: found } = await conn.controller<SnapshotResponse>("GetSnapshot", {
           snapshotId: positionals[0],
         });
-        if (out.json) printJson(out, found);
-        else printFields(out, snapshotFields(found));
+        const space = await SpaceFigures.fetch(conn);
+        if (out.json) printJson(out, withSpace(found, space));
+        else printFields(out, [...snapshotFields(found), ...spaceFields(space, found.snapshotId)]);
         return 0;
       });
     }
@@ -143,5 +147,27 @@ function snapshotFields(s: CsiSnapshotOutput): Array<[string, string]> {
     ["size", `${formatByteSize(s.sizeBytes)} (${s.sizeBytes} bytes)`],
     ["created", created(s)],
     ["ready to use", String(s.readyToUse)],
+  ];
+}
+
+/** The snapshot with its space figures (--json), when the server has them. */
+function withSpace(s: CsiSnapshotOutput, space: SpaceFigures | undefined): object {
+  const figures = space?.snapshot(s.snapshotId);
+  return figures
+    ? { ...s, space: { exclusiveBytes: figures.exclusiveBytes, sharedBytes: figures.sharedBytes } }
+    : s;
+}
+
+function spaceCells(space: SpaceFigures | undefined, id: string): [string, string] {
+  const f = space?.snapshot(id);
+  return f ? [formatByteSize(f.exclusiveBytes), formatByteSize(f.sharedBytes)] : ["-", "-"];
+}
+
+function spaceFields(space: SpaceFigures | undefined, id: string): Array<[string, string]> {
+  const f = space?.snapshot(id);
+  if (!f) return [];
+  return [
+    ["exclusive", `${formatByteSize(f.exclusiveBytes)} (what deleting it gives back)`],
+    ["shared", `${formatByteSize(f.sharedBytes)} (also held by its volume, clones or other snapshots)`],
   ];
 }

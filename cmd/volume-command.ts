@@ -10,6 +10,7 @@ import type { CliContext } from "./cli-context.js";
 import { followCopy } from "./copy-progress.js";
 import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
+import { SpaceFigures, poolLine } from "./space-figures.js";
 
 export const VOLUME_USAGE = `snapblock volume <verb> [options]
 
@@ -165,11 +166,25 @@ async function get(ctx: CliContext): Promise<number> {
   const volumeId = positionals[0]!;
   return withConnection(ctx, values.endpoint, async (conn, out) => {
     const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
-    if (out.json) printJson(out, res);
+    const space = await SpaceFigures.fetch(conn);
+    const figures = space?.volume(volumeId);
+    const pool = space?.pool(volumeId);
+    if (out.json) printJson(out, figures ? { ...res, space: { ...figures, pool: pool?.pool } } : res);
     else
       printFields(out, [
         ...volumeFields(res.volume),
         ["condition", res.status?.volumeCondition?.message ?? ""],
+        ...(figures
+          ? ([
+              ["written", formatByteSize(figures.mappedBytes)],
+              ["exclusive", `${formatByteSize(figures.exclusiveBytes)} (only this volume maps it)`],
+              [
+                "held by snapshots",
+                `${formatByteSize(figures.snapshotOnlyBytes)} only its ${figures.snapshotCount} snapshot(s) hold (deleting them gives it back)`,
+              ],
+            ] as Array<[string, string]>)
+          : []),
+        ...(pool ? ([[`pool (node ${pool.nodeId})`, poolLine(pool.pool)]] as Array<[string, string]>) : []),
       ]);
     if (values.wait)
       return (await followCopy(conn, volumeId, { write: ctx.stderr, tty: ctx.stderrIsTTY })) === "failed"

@@ -5,7 +5,13 @@ import { StaticNodeDiscovery, parseNodeList } from "./node-discovery.js";
 import { rankByRendezvous } from "./rendezvous-hashing.js";
 import { silentLogger } from "../log/index.js";
 import { toGrpcStatus } from "../rpc/index.js";
-import type { EngineCapacity, EngineSnapshot, EngineTombstone, EngineVolume } from "../engine-api/index.js";
+import type {
+  EngineCapacity,
+  EngineSnapshot,
+  EngineSpace,
+  EngineTombstone,
+  EngineVolume,
+} from "../engine-api/index.js";
 
 const GiB = 2 ** 30;
 
@@ -70,6 +76,21 @@ class FakeNode implements NodeEngine {
       availableBytes: this.availableBytes,
       maxVolumeBytes: 2 ** 50,
     };
+  };
+  space = async (): Promise<EngineSpace> => {
+    await this.up();
+    const pool = {
+      totalBytes: 100 * GiB,
+      allocatedBytes: 100 * GiB - this.availableBytes,
+      freeBytes: this.availableBytes,
+      provisionedBytes: 0,
+      overcommitRatio: 1,
+      reclaimableBytes: 0,
+      copyReservedBytes: 0,
+      sharedBytes: 0,
+      chunkSize: 65536,
+    };
+    return { pool, volumes: [], snapshots: [] };
   };
   engineFor = (id: string) => (id === this.nodeId ? this : undefined);
   nodeEngines = () => [this];

@@ -24,3 +24,4 @@ export {
   type ReplicationStatus,
   type ReplicatorOptions,
 } from "./replicator.js";
+export { PoolUsageEvents, type PoolUsageEventsOptions } from "./pool-usage-events.js";

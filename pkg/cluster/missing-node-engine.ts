@@ -4,6 +4,7 @@ import type {
   EngineCapacity,
   EngineListing,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -57,6 +58,9 @@ export class MissingNodeEngine implements EngineApi {
     return this.fail();
   }
   capacity(): Promise<EngineCapacity> {
+    return this.fail();
+  }
+  space(): Promise<EngineSpace> {
     return this.fail();
   }
   engineFor(nodeId: string): EngineApi | undefined {

@@ -26,7 +26,11 @@ import type { VolumeContentSource__Output } from "./generated/csi/v1/VolumeConte
 import { snapshotLock, volumeLock, type LockClaim, type OperationLocks } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseResourceId } from "./resource-id.js";
-import { parseVolumeParameters } from "./storage-class-parameters.js";
+import {
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+  parseVolumeParameters,
+} from "./storage-class-parameters.js";
 import { requirementNodes, topologyNode } from "./topology.js";
 import {
   DEFAULT_FS_TYPE,
@@ -110,6 +114,11 @@ export class ControllerVolumes {
       [META.fullCopy]: String(params.fullCopy),
       [META.capabilities]: serializeCapabilities(capabilities),
       [META.source]: source?.csiTag ?? "",
+      ...(params.maxSnapshots !== undefined ? { [META.maxSnapshots]: String(params.maxSnapshots) } : {}),
+      ...(params.maxSnapshotBytes !== undefined
+        ? { [META.maxSnapshotBytes]: String(params.maxSnapshotBytes) }
+        : {}),
+      ...pvcMeta(req.parameters),
     };
     // lock: the new volume exclusively, its source shared (it must not go away meanwhile)
     const claims: LockClaim[] = [volumeLock(engineName, "exclusive")];
@@ -419,6 +428,12 @@ export class ControllerVolumes {
       differs.push(`parameters["snapblock.dev/fullCopy"]`);
     if (have[META.capabilities] !== undefined && have[META.capabilities] !== wanted[META.capabilities])
       differs.push("volume_capabilities");
+    for (const [key, param] of [
+      [META.maxSnapshots, PARAM_MAX_SNAPSHOTS],
+      [META.maxSnapshotBytes, PARAM_MAX_SNAPSHOT_SPACE],
+    ] as const) {
+      if ((have[key] ?? "") !== (wanted[key] ?? "")) differs.push(`parameters["${param}"]`);
+    }
     if (differs.length > 0) {
       throw new SnapblockError(
         "ALREADY_EXISTS",
@@ -426,4 +441,11 @@ export class ControllerVolumes {
       );
     }
   }
+}
+
+/** The PVC a CreateVolume is for, kept with the volume (the provisioner's --extra-create-metadata). */
+function pvcMeta(parameters: Record<string, string>): Record<string, string> {
+  const name = parameters["csi.storage.k8s.io/pvc/name"];
+  const namespace = parameters["csi.storage.k8s.io/pvc/namespace"];
+  return name && namespace ? { [META.pvcName]: name, [META.pvcNamespace]: namespace } : {};
 }

@@ -32,7 +32,13 @@ export { socketPathOf } from "./unix-endpoint.js";
 export { formatResourceId, parseResourceId, type ResourceId } from "./resource-id.js";
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
-export { PARAM_FREEZE, PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";
+export {
+  PARAM_FREEZE,
+  PARAM_FS_TYPE,
+  PARAM_FULL_COPY,
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+} from "./storage-class-parameters.js";
 export { CONTEXT_FS_TYPE } from "./volume-view.js";
 export { DEFAULT_VOLUME_BYTES } from "./capacity-range.js";
 export {

@@ -4,7 +4,7 @@ import type { VolumeCondition } from "./generated/csi/v1/VolumeCondition.js";
 import { formatResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
 import { DEFAULT_FS_TYPE, parseCapabilities, type Capability, type FsType } from "./volume-capabilities.js";
-import type { EngineSnapshot, EngineVolume } from "../engine-api/index.js";
+import { PVC_META, type EngineSnapshot, type EngineVolume } from "../engine-api/index.js";
 
 /**
  * How the CSI layer keeps its view of a volume or snapshot in the engine's metadata
@@ -23,6 +23,15 @@ export const META = {
   source: "csi.source",
   /** Snapshot: the CSI id of its source volume. */
   sourceVolumeId: "csi.sourceVolumeId",
+  /** The StorageClass's snapshot limits (decimal numbers; absent: none). */
+  maxSnapshots: "csi.maxSnapshots",
+  maxSnapshotBytes: "csi.maxSnapshotBytes",
+  /**
+   * The PVC the volume was made for (the provisioner's --extra-create-metadata), so that Events
+   * about the volume (its pool filling up) can be raised on it.
+   */
+  pvcName: PVC_META.name,
+  pvcNamespace: PVC_META.namespace,
 } as const;
 
 /** volume_context key: the filesystem, so the node knows what to make without asking. */
@@ -34,17 +43,25 @@ export interface VolumeFacts {
   fullCopy: boolean;
   capabilities: Capability[];
   source: string;
+  /** The snapshot limits kept with the volume (undefined: none). */
+  maxSnapshots?: number;
+  maxSnapshotBytes?: number;
 }
 
 export function volumeFacts(v: EngineVolume): VolumeFacts {
   const fs = v.meta[META.fsType];
-  return {
+  const facts: VolumeFacts = {
     csiName: v.meta[META.name] ?? v.name,
     fsType: fs === "xfs" || fs === "ext4" ? fs : DEFAULT_FS_TYPE,
     fullCopy: v.meta[META.fullCopy] === "true",
     capabilities: parseCapabilities(v.meta[META.capabilities]),
     source: v.meta[META.source] ?? "",
   };
+  const count = Number(v.meta[META.maxSnapshots] ?? "");
+  const bytes = Number(v.meta[META.maxSnapshotBytes] ?? "");
+  if (Number.isSafeInteger(count) && count > 0) facts.maxSnapshots = count;
+  if (Number.isSafeInteger(bytes) && bytes > 0) facts.maxSnapshotBytes = bytes;
+  return facts;
 }
 
 export function volumeId(nodeId: string, v: { name: string }): string {

@@ -21,9 +21,14 @@ export type {
   EngineMeta,
   EnginePlacementRequest,
   EngineSnapshot,
+  EngineSnapshotLimits,
+  EngineSnapshotSpace,
+  EngineSpace,
   EngineVolume,
+  EngineVolumeSpace,
   VolumeQuiescer,
 } from "./engine-api.js";
+export { PVC_META } from "./engine-api.js";
 export {
   LocalEngine,
   type LocalEngineOptions,
@@ -33,4 +38,4 @@ export {
 export { MetadataStore } from "./metadata-store.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
 export { REPLICA_META, cloneSourceName, replicaName } from "./replica-name.js";
-export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES } from "../engine/index.js";
+export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";

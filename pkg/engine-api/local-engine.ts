@@ -8,6 +8,7 @@ import {
   type EngineObserver,
   type PendingInfo,
   type PoolStats,
+  type PoolUsageEvent,
   type SnapshotInfo,
   type VolumeInfo,
 } from "../engine/index.js";
@@ -23,6 +24,7 @@ import type {
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
   VolumeQuiescer,
   EngineTombstone,
@@ -56,7 +58,7 @@ export interface LocalEngineOptions {
   pullBytesPerSecond?: number;
   /** How long tombstones of deleted snapshots are kept (default 30 days). */
   tombstoneMs?: number;
-  /** Where the end of a cross-node copy is logged. */
+  /** Where the end of a cross-node copy, and the pool's crossings of 80/90/100 % use, are logged. */
   logger?: Logger;
 }
 
@@ -149,7 +151,10 @@ export class LocalEngine implements EngineApi, EngineReplication {
     return this.pool !== undefined && !this.closing;
   }
 
-  /** The pool's hooks: the caller's metrics, and a log line when a copy from another node ends. */
+  /**
+   * The pool's hooks: the caller's metrics, a log line when a copy from another node ends, and a
+   * log line when the pool's use crosses a level (80/90/100 %: warnings going up).
+   */
   private observer(): EngineObserver {
     const base = this.options.observer ?? {};
     const logger = this.options.logger;
@@ -165,12 +170,30 @@ export class LocalEngine implements EngineApi, EngineReplication {
           seconds: e.seconds,
         });
       },
+      usageLevel: (e: PoolUsageEvent) => {
+        const fields = {
+          pool: this.options.poolDir,
+          usageLevel: e.level,
+          previousLevel: e.previous,
+          usedBytes: e.usedBytes,
+          sizeBytes: e.sizeBytes,
+        };
+        if (e.level > e.previous) {
+          logger.warn(
+            e.full || e.level >= 100
+              ? "the pool is full: writes that need new chunks fail with ENOSPC (NBD) until space is freed; delete snapshots or volumes"
+              : `the pool is over ${e.level}% full; delete snapshots or volumes before it fills`,
+            fields,
+          );
+        } else logger.info(`the pool is back below ${e.previous}% full`, fields);
+        base.usageLevel?.(e);
+      },
     };
   }
 
   /** The pool's statistics for metrics, read at scrape time; undefined until the pool is open. */
   poolStats(): PoolStats | undefined {
-    return this.isReady() ? this.pool?.stats() : undefined;
+    return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
   /** Closes the pool (after the CSI server has finished its calls). */
@@ -239,7 +262,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
     await meta.set("snapshot", o.name, o.meta);
-    const take = () => pool.createSnapshot(o.volume, o.name);
+    const take = () => pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
     try {
       if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
       else await take();
@@ -490,15 +513,54 @@ export class LocalEngine implements EngineApi, EngineReplication {
 
   capacity(): Promise<EngineCapacity> {
     const { pool } = this.ready();
-    const stats = pool.stats();
-    const provisionedBytes = pool.listVolumes().reduce((sum, v) => sum + v.sizeBytes, 0);
-    const limit = Math.floor(stats.sizeBytes * this.overcommit);
+    const stats = pool.usage();
+    const provisionedBytes = stats.provisionedBytes;
+    const headroom = Math.floor(stats.sizeBytes * this.overcommit) - provisionedBytes;
+    // The provisioning headroom is only true while the pool has the chunks behind it: snapshots
+    // (and full copies under way) take space no volume size accounts for.
+    const usable = Math.floor(Math.max(0, stats.freeBytes - stats.copyReservedBytes) * this.overcommit);
     return Promise.resolve({
       totalBytes: stats.sizeBytes,
       freeBytes: stats.freeBytes,
       provisionedBytes,
-      availableBytes: Math.max(0, limit - provisionedBytes),
+      availableBytes: Math.max(0, Math.min(headroom, usable)),
       maxVolumeBytes: MAX_DEVICE_BYTES,
+    });
+  }
+
+  async space(): Promise<EngineSpace> {
+    const { pool } = this.ready();
+    await pool.refreshSpace();
+    const st = pool.stats({ recent: true });
+    return Promise.resolve({
+      pool: {
+        totalBytes: st.sizeBytes,
+        allocatedBytes: st.allocatedBytes,
+        freeBytes: st.freeBytes,
+        provisionedBytes: st.provisionedBytes,
+        overcommitRatio: this.overcommit,
+        reclaimableBytes: st.reclaimableBytes,
+        copyReservedBytes: st.copyReservedBytes,
+        sharedBytes: st.sharedChunks * st.chunkSize,
+        chunkSize: st.chunkSize,
+      },
+      volumes: st.volumes.map((v) => ({
+        name: v.name,
+        sizeBytes: v.sizeBytes,
+        mappedBytes: v.totalBytes,
+        exclusiveBytes: v.exclusiveBytes,
+        sharedBytes: v.sharedBytes,
+        snapshotOnlyBytes: v.snapshotOnlyBytes,
+        snapshotCount: v.snapshotCount,
+      })),
+      snapshots: st.snapshots.map((s) => ({
+        name: s.name,
+        sourceVolume: s.sourceVolume,
+        sizeBytes: s.sizeBytes,
+        mappedBytes: s.totalBytes,
+        exclusiveBytes: s.exclusiveBytes,
+        sharedBytes: s.sharedBytes,
+      })),
     });
   }
 

@@ -10,6 +10,7 @@ import { serverStream, unary, type CallScope, type UnaryOptions } from "../rpc/i
 import {
   fromWireHolder,
   fromWireKind,
+  fromWireLimits,
   toWireSnapshot,
   toWireVolume,
   type WireCapacity,
@@ -33,6 +34,7 @@ import {
   type WireResizeVolumeRequest,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { checkAddressee } from "./call-addressee.js";
@@ -152,6 +154,7 @@ const ACCESS: Record<string, Access> = {
   ListSnapshots: "controller",
   DeleteSnapshot: "controller",
   GetCapacity: "controller",
+  GetSpace: "controller",
   GetNodeInfo: "any",
   ReadSnapshotChunks: "pull",
   ReplicateSnapshot: "controller",
@@ -254,15 +257,18 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     CreateSnapshot: call(
       "CreateSnapshot",
       false,
-      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> =>
-        toWireSnapshot(
+      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> => {
+        const limits = fromWireLimits(r.limits);
+        return toWireSnapshot(
           await engine.createSnapshot({
             volume: r.volume,
             name: r.name,
             meta: r.meta,
             freezeFilesystem: !r.skipFilesystemFreeze,
+            ...(limits ? { limits } : {}),
           }),
-        ),
+        );
+      },
     ),
     GetSnapshot: call("GetSnapshot", true, async (r: WireNameRequest): Promise<WireGetSnapshotResponse> => {
       const s = await engine.getSnapshot(r.name);
@@ -277,6 +283,7 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       return {};
     }),
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),
+    GetSpace: call("GetSpace", true, (): Promise<WireSpace> => engine.space()),
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
     ),

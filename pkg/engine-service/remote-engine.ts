@@ -1,6 +1,8 @@
 import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
 import {
   fromWireSnapshot,
+  fromWireSpace,
+  toWireLimits,
   fromWireVolume,
   toWireHolder,
   toWireKind,
@@ -20,6 +22,7 @@ import {
   type WireNodeInfo,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { loadEngineProto } from "./engine-proto.js";
@@ -38,6 +41,7 @@ import type {
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
+  EngineSpace,
   EngineTombstone,
   EngineVolume,
 } from "../engine-api/index.js";
@@ -137,6 +141,7 @@ export class RemoteEngine implements EngineApi, EngineReplication {
       name: o.name,
       meta: { ...o.meta },
       skipFilesystemFreeze: o.freezeFilesystem === false,
+      limits: toWireLimits(o.limits),
     };
     return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
   }
@@ -157,6 +162,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   capacity(): Promise<EngineCapacity> {
     return this.call<WireCapacity>("GetCapacity", {});
+  }
+
+  async space(): Promise<EngineSpace> {
+    return fromWireSpace(await this.call<WireSpace>("GetSpace", {}));
   }
 
   engineFor(nodeId: string): EngineApi | undefined {

@@ -287,7 +287,9 @@ describe("observer and stats for metrics", () => {
       "flush:v:0",
     ]);
     const st = pool.stats();
-    expect(st).toMatchObject({ partialChunks: 1, sharedChunks: 1, exclusiveChunks: 1, copies: [] });
+    // The snapshot alone maps the old chunk (the partial chunk's reference on it is no mapping),
+    // the volume alone maps the partial chunk: two exclusive chunks, none shared.
+    expect(st).toMatchObject({ partialChunks: 1, sharedChunks: 0, exclusiveChunks: 2, copies: [] });
     expect(st.lastCheck).toBeUndefined();
     await pool.check();
     expect(pool.stats().lastCheck).toMatchObject({ ok: true, problems: 0 });

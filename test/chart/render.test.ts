@@ -38,6 +38,8 @@ const API_VERSIONS: Record<string, string> = {
   ServiceMonitor: "monitoring.coreos.com/v1",
   Certificate: "cert-manager.io/v1",
   Issuer: "cert-manager.io/v1",
+  CustomResourceDefinition: "apiextensions.k8s.io/v1",
+  PrometheusRule: "monitoring.coreos.com/v1",
 };
 
 const DRIVER = "csi.snapblock.dev";
@@ -98,6 +100,7 @@ describe("default render", () => {
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "DaemonSet",
         "Deployment",
         "Role",
@@ -282,7 +285,8 @@ describe("default render", () => {
     expect(allows(local, "", "pods", "list")).toBe(false);
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
     // It also approves and signs the node plugins' certificate requests, for its own signer only.
-    expect(rules("snapblock-controller")).toEqual([
+    // The SnapshotSchedule rules that follow are checked in schedules-and-alerts.test.ts.
+    expect(rules("snapblock-controller").slice(0, 5)).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
       {
         apiGroups: ["certificates.k8s.io"],
@@ -302,6 +306,7 @@ describe("default render", () => {
       },
       { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
+    expect(rules("snapblock-controller")).toHaveLength(9);
     // The node plugin asks for its own certificate; nothing else.
     expect(rules("snapblock-node")).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["patch"] },
@@ -425,6 +430,7 @@ describe("non-default values", () => {
       volumeSnapshotClasses: [],
       metrics: { enabled: false, dashboard: { enabled: false } },
       controller: { storageCapacity: false, kubeEvents: false },
+      snapshotSchedules: { enabled: false },
     });
     for (const kind of ["StorageClass", "VolumeSnapshotClass", "Service", "ServiceMonitor"]) {
       expect(find(objects, kind), kind).toEqual([]);
