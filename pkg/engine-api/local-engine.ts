@@ -28,6 +28,7 @@ import type {
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
+import { checkEngineMeta } from "./engine-meta.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -184,6 +185,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    checkEngineMeta(o.meta, `volume '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `volume '${o.name}' already exists`);
@@ -231,6 +233,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
+    checkEngineMeta(o.meta, `snapshot '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getSnapshot(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
@@ -317,6 +320,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    checkEngineMeta(o.meta, `replica of ${o.origin}`);
     const { pool, meta } = this.ready();
     const name = replicaName(o.origin);
     const existing = absentAsUndefined(() => pool.getSnapshot(name));

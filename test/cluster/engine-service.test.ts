@@ -118,6 +118,36 @@ describe("engine service over mutual TLS", () => {
     expect((shrink as Error).message).toBe((local as Error).message);
   });
 
+  it("refuses metadata beyond the bounds (INVALID_ARGUMENT) and writes none of it", async () => {
+    const r = remote(pki.controller);
+    const metaFile = path.join(dir, "meta.json");
+    const huge = { "csi.name": "x".repeat(3 * MiB) };
+    const refusals = [
+      await r.createVolume({ name: "meta-huge", sizeBytes: MiB, meta: huge }).catch((e: unknown) => e),
+      await r
+        .createVolume({ name: "meta-key", sizeBytes: MiB, meta: { ["k".repeat(129)]: "v" } })
+        .catch((e: unknown) => e),
+    ];
+    await r.createVolume({
+      name: "meta-ok",
+      sizeBytes: MiB,
+      meta: { ["k".repeat(128)]: "v".repeat(16_000) },
+    });
+    refusals.push(
+      await r.createSnapshot({ volume: "meta-ok", name: "meta-snap", meta: huge }).catch((e: unknown) => e),
+    );
+    for (const err of refusals) {
+      expect(isSnapblockError(err, "INVALID_ARGUMENT"), String(err)).toBe(true);
+      expect(toGrpcStatus(err).codeName).toBe("INVALID_ARGUMENT");
+    }
+    expect((refusals[0] as Error).message).toMatch(/more than 16384/);
+    expect((refusals[1] as Error).message).toMatch(/129 bytes, more than 128/);
+    expect(await r.getVolume("meta-huge")).toBeUndefined();
+    expect(await r.getSnapshot("meta-snap")).toBeUndefined();
+    expect(readFileSync(metaFile, "utf8").length).toBeLessThan(64 * 1024);
+    await r.deleteVolume("meta-ok");
+  });
+
   it("streams a snapshot's allocated chunks, skipping holes, to a node the controller asked to copy it", async () => {
     const r = remote(pki.controller);
     const puller = remote(pki.node("node-b"));
