@@ -1,5 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import net from "node:net";
 import tls from "node:tls";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
@@ -319,8 +320,24 @@ describe("engine service over mutual TLS", () => {
     expect((await remote(pki.node("node-c")).nodeInfo()).nodeId).toBe("node-a");
   });
 
+  /** The refused-handshake log line naming this peer port; waits for it (it is written asynchronously). */
+  const refusalOf = async (localPort: number): Promise<Record<string, unknown>> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const line = logLines
+        .filter((l) => l.includes("refused a connection in the TLS handshake"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.remote === `127.0.0.1:${localPort}`);
+      if (line) return line;
+      if (Date.now() > deadline) {
+        throw new Error(`no refused-handshake line for 127.0.0.1:${localPort} in:\n${logLines.join("\n")}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
   it("refuses TLS 1.2 (TLS 1.3 only: AEAD suites only) and logs refused handshakes", async () => {
-    const before = logLines.length;
+    let localPort = 0;
     const tlsErr = await new Promise<Error>((resolve) => {
       const socket = tls.connect({
         host: "127.0.0.1",
@@ -333,6 +350,7 @@ describe("engine service over mutual TLS", () => {
         checkServerIdentity: () => undefined,
         ALPNProtocols: ["h2"],
       });
+      socket.once("connect", () => (localPort = socket.localPort ?? 0));
       socket.once("secureConnect", () => {
         socket.destroy();
         resolve(new Error("TLS 1.2 was accepted"));
@@ -340,12 +358,42 @@ describe("engine service over mutual TLS", () => {
       socket.once("error", resolve);
     });
     expect(tlsErr.message).not.toBe("TLS 1.2 was accepted");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const refused = logLines
-      .slice(before)
-      .filter((l) => l.includes("refused a connection in the TLS handshake"));
-    expect(refused.length).toBeGreaterThan(0);
-    expect(refused[0]).toMatch(/"remote":"127\.0\.0\.1:\d+"/);
+    expect(localPort).toBeGreaterThan(0);
+    expect(await refusalOf(localPort)).toMatchObject({ reason: "ERR_SSL_UNSUPPORTED_PROTOCOL" });
+  });
+
+  it("logs the address of a peer that resets before the handshake, and the verification error of a certificate from another CA", async () => {
+    // The peer is gone by the time Node reports the refusal: the address must come from the
+    // TCP connection as it was accepted.
+    for (let i = 0; i < 5; i++) {
+      const port = await new Promise<number>((resolve, reject) => {
+        const socket = net.connect(server.port, "127.0.0.1", () => {
+          const local = socket.localPort ?? 0;
+          socket.resetAndDestroy();
+          resolve(local);
+        });
+        socket.once("error", reject);
+      });
+      expect(await refusalOf(port)).toMatchObject({ reason: "ECONNRESET" });
+    }
+    let strangerPort = 0;
+    await new Promise<void>((resolve) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port: server.port,
+        ca: readFileSync(pki.controller.caFile),
+        cert: readFileSync(pki.stranger.certFile),
+        key: readFileSync(pki.stranger.keyFile),
+        checkServerIdentity: () => undefined,
+        ALPNProtocols: ["h2"],
+      });
+      socket.once("connect", () => (strangerPort = socket.localPort ?? 0));
+      socket.once("close", () => resolve());
+      socket.once("error", () => socket.destroy());
+    });
+    expect(await refusalOf(strangerPort)).toMatchObject({
+      reason: expect.stringMatching(/CERT|SIGNATURE|ISSUER/) as unknown,
+    });
   });
 });
 
