@@ -1,13 +1,7 @@
 import { hostname } from "node:os";
-import path from "node:path";
 import { parseArgs } from "node:util";
-import {
-  ClusterEngine,
-  FileNodeDiscovery,
-  StaticNodeDiscovery,
-  parseNodeList,
-  type NodeDiscovery,
-} from "../pkg/cluster/index.js";
+import { ClusterEngine } from "../pkg/cluster/index.js";
+import { checkNodeSource, nodeDiscovery } from "./node-source.js";
 import {
   CsiServer,
   DEFAULT_PLUGIN_NAME,
@@ -18,19 +12,18 @@ import {
 } from "../pkg/csi/index.js";
 import { UsageError } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
-import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
+import {
+  CsiMetrics,
+  DEFAULT_METRICS_ADDRESS,
+  ReplicationMetrics,
+  createMetricsRegistry,
+} from "../pkg/metrics/index.js";
 import { logLevel, untilSignal } from "./node-command.js";
 import { NODE_CERT_DAYS, controllerTls } from "./engine-tls-setup.js";
 import { metricsAddressOption, serveMetrics } from "./node-side.js";
 import { packageVersion } from "./package-version.js";
 import { createLogger } from "../pkg/log/index.js";
-import {
-  CsrSigner,
-  KubeEventRecorder,
-  KubernetesNodeDiscovery,
-  LeaseElection,
-  connectKube,
-} from "../pkg/k8s/index.js";
+import { CsrSigner, KubeEventRecorder, LeaseElection, connectKube } from "../pkg/k8s/index.js";
 import { RemoteEngine } from "../pkg/engine-service/index.js";
 
 export const CONTROLLER_USAGE = `snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
@@ -136,10 +129,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
   if (!(callTimeoutMs > 0)) throw new UsageError(`--call-timeout ${values["call-timeout"]}: seconds > 0`);
   if (!(graceMs >= 0)) throw new UsageError(`--shutdown-grace ${values["shutdown-grace"]}: seconds >= 0`);
   const metricsAddress = metricsAddressOption(values["metrics-address"]);
-  const sources = [values.nodes !== undefined, values["nodes-file"] !== undefined, values["kube-discovery"]];
-  if (sources.filter(Boolean).length !== 1) {
-    throw new UsageError("give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery");
-  }
+  checkNodeSource(values);
   const logger = createLogger({ level, write: ctx.stderr, base: { component: "snapblock-controller" } });
   const kube =
     values["kube-discovery"] ||
@@ -153,11 +143,7 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     values["kube-events"] && kube
       ? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger })
       : undefined;
-  let discovery: NodeDiscovery;
-  if (values.nodes !== undefined) discovery = new StaticNodeDiscovery(parseNodeList(values.nodes, "--nodes"));
-  else if (values["nodes-file"] !== undefined)
-    discovery = new FileNodeDiscovery(path.resolve(ctx.cwd, values["nodes-file"]));
-  else discovery = new KubernetesNodeDiscovery({ api: kube! });
+  const discovery = nodeDiscovery(values, ctx.cwd, kube);
 
   // With several replicas only the Lease holder serves; losing the Lease exits the process (the
   // client-go convention) so that Kubernetes restarts it as a clean follower.
@@ -209,17 +195,19 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
     signing.unref();
   }
 
+  const registry = createMetricsRegistry();
+  const replicationMetrics = new ReplicationMetrics({ registry });
   const cluster = new ClusterEngine({
     discovery,
     connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
     logger,
     lostAfterMs,
+    replicationObserver: replicationMetrics.observer,
     ...(events ? { events } : {}),
   });
   // The first discovery is part of starting: a bad node list or a plaintext setup that is not on
   // loopback fails here, loudly, instead of leaving a controller that knows no nodes.
   await cluster.refresh();
-  const registry = createMetricsRegistry();
   const csiMetrics = new CsiMetrics({ registry });
   const server = await CsiServer.start({
     socketPath,

@@ -6,6 +6,7 @@
  *   controller            cluster mode: Identity + Controller over the nodes' engine services
  *   volume <verb> ...     operator CLI: volumes over CSI
  *   snapshot <verb> ...   operator CLI: snapshots over CSI
+ *   replicas              cluster mode: where snapshots are kept, what is being copied
  * This file and its subcommand files are the only place that reads argv and the environment.
  */
 import { isSnapblockError } from "../pkg/errors/index.js";
@@ -16,13 +17,14 @@ import { LOCAL_USAGE, localCommand } from "./local-command.js";
 import { NODE_USAGE, nodeCommand } from "./node-command.js";
 import { OperatorError } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
+import { REPLICAS_USAGE, replicasCommand } from "./replicas-command.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot-command.js";
 import { VOLUME_USAGE, volumeCommand } from "./volume-command.js";
 
 const USAGE = `snapblock ${packageVersion()}: Kubernetes CSI driver for node-local block volumes with instant snapshots
 
 usage:
-${[LOCAL_USAGE, NODE_USAGE, CONTROLLER_USAGE, VOLUME_USAGE, SNAPSHOT_USAGE].map((u) => `  ${u.split("\n")[0]}`).join("\n")}
+${[LOCAL_USAGE, NODE_USAGE, CONTROLLER_USAGE, VOLUME_USAGE, SNAPSHOT_USAGE, REPLICAS_USAGE].map((u) => `  ${u.split("\n")[0]}`).join("\n")}
 
 Run "snapblock <command> --help" for the options of a command.
 `;
@@ -50,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
     case "snapshot":
     case "snapshots":
       return snapshotCommand(rest[0], ctx(rest.slice(1)));
+    case "replicas":
+      return replicasCommand(ctx(rest));
     case "--version":
     case "version":
       process.stdout.write(`${packageVersion()}\n`);

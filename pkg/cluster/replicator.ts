@@ -1,6 +1,7 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   REPLICA_META,
+  cloneSourceName,
   replicaName,
   type EngineApi,
   type EngineHolder,
@@ -30,12 +31,32 @@ export interface ReplicatorOptions {
   events?: EventRecorder;
   /** Shortfalls and repairs, for metrics. */
   observer?: ReplicationObserver;
+  now?: () => number;
 }
 
 export interface ReplicationObserver {
   /** After each reconcile: per snapshot, replicas wanted and complete. */
   replicaCounts?(counts: { origin: string; wanted: number; complete: number }[]): void;
   shortfall?(event: { origin: string; wanted: number; placed: number }): void;
+  /** What a reconcile pass did. */
+  repaired?(report: { added: string[]; dropped: string[]; deleted: string[]; redirected: string[] }): void;
+  /** A snapshot reached its replica count: how long after it was taken. */
+  replicated?(event: { origin: string; seconds: number }): void;
+}
+
+/** Replicator.status(): for operators (snapblock replicas). */
+export interface ReplicationStatus {
+  snapshots: {
+    origin: string;
+    wanted: number;
+    /** Its own node answered and still has it. */
+    atOrigin: boolean;
+    replicas: { nodeId: string; complete: boolean; pendingChunks: number; totalChunks: number }[];
+  }[];
+  /** Volumes filling from another node's snapshot. */
+  pulls: ({ nodeId: string; volume: string } & import("../engine-api/index.js").EnginePullProgress)[];
+  /** Nodes that did not answer (what they hold is not shown). */
+  unreachable: string[];
 }
 
 /** Split "<node>/<engine name>". */
@@ -76,11 +97,17 @@ interface OriginState {
  */
 export class Replicator {
   private readonly tombstoned = new Set<string>();
+  /** Snapshots whose replication time was reported (each once per controller run). */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly view: ClusterView,
     private readonly o: ReplicatorOptions,
   ) {}
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
 
   isTombstoned(origin: string): boolean {
     return this.tombstoned.has(origin);
@@ -98,6 +125,20 @@ export class Replicator {
       key,
       ids.map((id) => ({ nodeId: id, weight: 1 })),
     ).map((n) => n.nodeId);
+  }
+
+  /**
+   * The hidden snapshot a clone of volume `volume` on node `nodeId` onto another node copies
+   * from (made now, or found from an earlier attempt of the same CreateVolume).
+   */
+  async cloneSource(nodeId: string, volume: string, target: string): Promise<string> {
+    const m = this.view.members().get(nodeId);
+    if (!m) throw new SnapblockError("CLOSED", `node ${nodeId} holding volume ${volume} is not reachable`);
+    const name = cloneSourceName(target);
+    const existing = await m.engine.getSnapshot(name);
+    if (existing) return name;
+    await m.engine.createSnapshot({ volume, name, meta: { [REPLICA_META.cloneFor]: target } });
+    return name;
   }
 
   /** A snapshot (or replica) on one node, or undefined if the node does not answer or lacks it. */
@@ -213,6 +254,36 @@ export class Replicator {
     await this.deleteReplicas(origin, listings);
   }
 
+  /** What is where: every snapshot that wants replicas, its copies, and the copies in flight. */
+  async status(): Promise<ReplicationStatus> {
+    const listings = await this.listings();
+    const reachable = new Set(listings.map((l) => l.nodeId));
+    const snapshots = [...originsOf(listings).values()]
+      .filter((st) => !this.tombstoned.has(st.origin))
+      .map((st) => ({
+        origin: st.origin,
+        wanted: st.wanted,
+        atOrigin: st.atOrigin !== undefined,
+        replicas: [...st.replicas.entries()]
+          .map(([nodeId, s]) => ({
+            nodeId,
+            complete: !s.pull,
+            pendingChunks: s.pull?.pendingChunks ?? 0,
+            totalChunks: s.pull?.totalChunks ?? 0,
+          }))
+          .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)),
+      }))
+      .sort((a, b) => (a.origin < b.origin ? -1 : 1));
+    const pulls = listings.flatMap((l) =>
+      l.volumes.filter((v) => v.pull).map((v) => ({ nodeId: l.nodeId, volume: v.name, ...v.pull! })),
+    );
+    return {
+      snapshots,
+      pulls,
+      unreachable: [...this.view.members().keys()].filter((id) => !reachable.has(id)).sort(),
+    };
+  }
+
   /** One repair pass; returns what it did, for logs and tests. */
   async reconcile(): Promise<{
     deleted: string[];
@@ -266,11 +337,38 @@ export class Replicator {
         wanted: state.wanted,
         complete: complete - (state.atOrigin ? 1 : 0),
       });
+      if (complete >= state.wanted + 1 && state.atOrigin && !this.reported.has(state.origin)) {
+        this.reported.add(state.origin);
+        this.o.observer?.replicated?.({
+          origin: state.origin,
+          seconds: Math.max(0, (this.now() - state.atOrigin.createdAt.getTime()) / 1000),
+        });
+      }
       const copies = state.replicas.size + (state.atOrigin ? 1 : 0);
       if (copies < state.wanted + 1) report.added.push(...(await this.fillUp(state, listings)));
       else if (complete > state.wanted + 1) report.dropped.push(...(await this.dropExtras(state)));
     }
     this.o.observer?.replicaCounts?.(counts);
+    for (const origin of this.reported) if (!origins.has(origin)) this.reported.delete(origin);
+
+    // Hidden snapshots of cross-node clones: gone once nothing copies from them any more (and
+    // not in the first minute, while their CreateVolume may still be on its way to the target).
+    for (const l of listings) {
+      for (const s of l.snapshots) {
+        if (s.meta[REPLICA_META.cloneFor] === undefined) continue;
+        const origin = `${l.nodeId}/${s.name}`;
+        if (
+          (pullers.get(origin) ?? []).length > 0 ||
+          this.now() - s.createdAt.getTime() < CLONE_SOURCE_GRACE_MS
+        )
+          continue;
+        const done = await this.ask(l.nodeId, async () => {
+          await members.get(l.nodeId)!.engine.deleteSnapshot(s.name);
+          return true;
+        });
+        if (done) report.deleted.push(origin);
+      }
+    }
 
     // Pulls stalled on a holder that is gone: point them at the holders there are now.
     for (const [origin, list] of pullers) {
@@ -284,6 +382,7 @@ export class Replicator {
         if (ok) report.redirected.push(`${p.nodeId}:${origin}`);
       }
     }
+    this.o.observer?.repaired?.(report);
     return report;
   }
 
@@ -429,6 +528,9 @@ export class Replicator {
 function keyOf(state: OriginState): string {
   return state.meta[REPLICA_META.volume] ?? state.origin;
 }
+
+/** How long a cross-node clone's hidden snapshot is kept before anyone copies from it. */
+const CLONE_SOURCE_GRACE_MS = 60_000;
 
 function wantedOf(meta: Record<string, string>): number {
   const n = Number(meta[REPLICA_META.replicas] ?? "0");

@@ -91,6 +91,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private meta: MetadataStore | undefined;
   private closing = false;
   private readonly overcommit: number;
+  private readonly replicating = new Map<string, Promise<EngineSnapshot>>();
   private quiescer: VolumeQuiescer | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
@@ -201,7 +202,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
       else if (o.source.kind === "snapshot") await pool.restoreSnapshot(o.source.name, o.name, restore);
       else await pool.cloneVolume(o.source.name, o.name, restore);
     } catch (err) {
-      await meta.delete("volume", o.name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
       throw err;
     }
     return this.volume(pool.getVolume(o.name));
@@ -244,6 +246,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
       if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
       else await take();
     } catch (err) {
+      // ALREADY_EXISTS: a concurrent request made it first; what it made stays.
+      if (isSnapblockError(err, "ALREADY_EXISTS")) throw err;
       // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
       // until it was taken (thawed early), which a retry would otherwise find and return.
       if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
@@ -312,7 +316,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         ranges: runs,
       });
     } catch (err) {
-      await meta.delete("volume", o.name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
       throw err;
     }
     this.startPull(origin, holders);
@@ -321,8 +326,26 @@ export class LocalEngine implements EngineApi, EngineReplication {
 
   async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
     checkEngineMeta(o.meta, `replica of ${o.origin}`);
-    const { pool, meta } = this.ready();
     const name = replicaName(o.origin);
+    // One replica per snapshot: a second request while the first is being made (the controller's
+    // background start racing its repair loop) waits for it and answers the same.
+    const running = this.replicating.get(name);
+    if (running) {
+      await running.catch(() => undefined);
+      const made = absentAsUndefined(() => this.ready().pool.getSnapshot(name));
+      if (made) return this.snapshot(made);
+    }
+    const attempt = this.makeReplica(name, o);
+    this.replicating.set(name, attempt);
+    try {
+      return await attempt;
+    } finally {
+      if (this.replicating.get(name) === attempt) this.replicating.delete(name);
+    }
+  }
+
+  private async makeReplica(name: string, o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    const { pool, meta } = this.ready();
     const existing = absentAsUndefined(() => pool.getSnapshot(name));
     if (existing) return this.snapshot(existing); // made before: the pull goes on (or is done)
     const remote = this.remoteOrFail(o.holders, o.origin);
@@ -351,7 +374,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         ...(usable && content.incremental ? { base: { kind: "snapshot" as const, name: usable.name } } : {}),
       });
     } catch (err) {
-      await meta.delete("snapshot", name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("snapshot", name);
       throw err;
     }
     this.startPull(o.origin, o.holders);

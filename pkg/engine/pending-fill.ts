@@ -174,8 +174,7 @@ export class PendingFiller {
           `the content of ${mine.length} chunk(s) is still on ${source}, and no way to reach it is known yet`,
         );
       }
-      if (foreground) this.core.observer.pendingFetched?.({ source, chunks: mine.length, onDemand: true });
-      const run = this.fetchAndFill(source, route.fetcher, mine, onChunk);
+      const run = this.fetchAndFill(source, route.fetcher, mine, foreground, onChunk);
       const settled = run.then(
         () => undefined,
         () => undefined,
@@ -199,6 +198,7 @@ export class PendingFiller {
     source: string,
     fetcher: ChunkFetcher,
     chunks: number[],
+    onDemand: boolean,
     onChunk?: (bytes: number) => void | Promise<void>,
   ): Promise<void> {
     const wanted = new Set(chunks);
@@ -206,7 +206,7 @@ export class PendingFiller {
       for await (const { chunk, data } of fetcher.fetch(chunks)) {
         if (!wanted.delete(chunk)) continue; // not asked for, or twice: ignore
         await this.fillOne(source, chunk, data);
-        this.core.observer.chunkFilled?.({ source, bytes: data?.length ?? 0 });
+        this.core.observer.chunkFilled?.({ source, bytes: data?.length ?? 0, onDemand });
         // The background pull's rate limit waits here, which holds the stream back too.
         await onChunk?.(data?.length ?? 0);
       }

@@ -152,10 +152,11 @@ export interface EngineObserver {
   }) => void;
   /** A commit (flush of data and metadata) finished. */
   committed?: (event: { records: number; seconds: number }) => void;
-  /** Pending chunks were fetched because a read or a partial write needed them now. */
-  pendingFetched?: (event: { source: string; chunks: number; onDemand: boolean }) => void;
-  /** A pending chunk arrived and was filled (`bytes` 0: it was a hole). */
-  chunkFilled?: (event: { source: string; bytes: number }) => void;
+  /**
+   * A pending chunk arrived and was filled (`bytes` 0: it was a hole). `onDemand`: a read or a
+   * partial write waited for it; otherwise the background pull brought it.
+   */
+  chunkFilled?: (event: { source: string; bytes: number; onDemand: boolean }) => void;
   /** Nothing is pending from `source` any more: what its pull fetched, and how long it took. */
   pullFinished?: (event: { source: string; chunks: number; bytes: number; seconds: number }) => void;
 }

@@ -120,7 +120,31 @@ export class EngineMetrics {
     commitRecords.inc(pool, 0);
     this.copyBytes.inc(pool, 0);
 
+    // Content arriving from other nodes (cross-node restores, replicas).
+    const pullBytes = new Counter({
+      name: "snapblock_engine_pull_bytes_total",
+      help: "Bytes of chunks fetched from other nodes (restores of another node's snapshot, replicas).",
+      labelNames: ["pool"],
+      registers,
+    });
+    const pullChunks = new Counter({
+      name: "snapblock_engine_pull_chunks_total",
+      help: "Chunks fetched from other nodes, by why: on_demand (a read or partial write waited for it) or background (the pull).",
+      labelNames: ["pool", "mode"],
+      registers,
+    });
+    const pullsFinished = new Counter({
+      name: "snapblock_engine_pulls_finished_total",
+      help: "Copies from another node that completed (every chunk of the source is here).",
+      labelNames: ["pool"],
+      registers,
+    });
     this.observer = {
+      chunkFilled: (e) => {
+        pullBytes.inc({ pool: this.pool }, e.bytes);
+        pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
+      },
+      pullFinished: () => pullsFinished.inc({ pool: this.pool }),
       ioCompleted: (e) => {
         const labels = { pool: this.pool, op: e.op };
         io.operations.inc(labels);
