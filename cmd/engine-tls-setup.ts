@@ -12,7 +12,7 @@ import type { Logger } from "../pkg/log/index.js";
 import { UsageError } from "./byte-size.js";
 
 /**
- * How a process gets its engine-service TLS (docs/cluster.md, "Identities"):
+ * How a process gets its engine-service TLS (docs/cluster.md, "TLS and identities"):
  *
  *   node        --tls-ca --tls-cert --tls-key   files naming this node (static setups, tests)
  *               --tls-ca --tls-bootstrap        a key made here and a certificate from the

@@ -141,7 +141,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     }),
     observer: nbdMetrics.observer,
   });
-  const nodeVolumes = await nodeDataPath({ mode: "local", attach, dataDir, engine, nbd, logger });
+  const nodeVolumes = await nodeDataPath({ mode: "local", attach, dataDir, pathRoots, engine, nbd, logger });
   const server = await CsiServer.start({
     socketPath,
     logger,

@@ -168,7 +168,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
     }),
     observer: nbdMetrics.observer,
   });
-  const nodeVolumes = await nodeDataPath({ mode: "node", attach, dataDir, engine, nbd, logger });
+  const nodeVolumes = await nodeDataPath({ mode: "node", attach, dataDir, pathRoots, engine, nbd, logger });
 
   // The pool opens before anything listens: the engine service must never answer CLOSED to the
   // controller for long, and the CSI socket's Probe says ready only once the pool is open.

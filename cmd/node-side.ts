@@ -60,6 +60,8 @@ export async function nodeDataPath(o: {
   mode: string;
   attach: string;
   dataDir: string;
+  /** --path-root: staging and target paths must resolve inside these. */
+  pathRoots: readonly string[];
   engine: LocalEngine;
   nbd: NbdServer;
   logger: Logger;
@@ -77,6 +79,8 @@ export async function nodeDataPath(o: {
       nbd: o.nbd,
       attacher: chosen.attacher,
       socketDir: path.join(o.dataDir, "nbd"),
+      publicationDir: path.join(o.dataDir, "published"),
+      pathRoots: o.pathRoots,
       logger: o.logger,
     });
     // Snapshots of volumes staged here with a filesystem are taken with it frozen.

@@ -36,6 +36,7 @@ export {
   type VolumeDevice,
 } from "./local-engine.js";
 export { MetadataStore } from "./metadata-store.js";
+export { META_KEY_MAX_BYTES, META_MAX_BYTES, checkEngineMeta } from "./engine-meta.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
 export { REPLICA_META, cloneSourceName, replicaName } from "./replica-name.js";
 export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";

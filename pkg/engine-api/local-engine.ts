@@ -31,6 +31,7 @@ import type {
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
+import { checkEngineMeta } from "./engine-meta.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -209,6 +210,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    checkEngineMeta(o.meta, `volume '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `volume '${o.name}' already exists`);
@@ -257,6 +259,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
+    checkEngineMeta(o.meta, `snapshot '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getSnapshot(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
@@ -346,6 +349,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    checkEngineMeta(o.meta, `replica of ${o.origin}`);
     const name = replicaName(o.origin);
     // One replica per snapshot: a second request while the first is being made (the controller's
     // background start racing its repair loop) waits for it and answers the same.

@@ -4,6 +4,7 @@ import path from "node:path";
 import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
+  assertNodePath,
   blockDeviceSize,
   bindMount,
   ensureFilesystem,
@@ -13,6 +14,7 @@ import {
   isMountPoint,
   mountFilesystem,
   prepareMountTarget,
+  removeMountTarget,
   unmount,
   volumeStats,
   withFrozenFilesystem,
@@ -31,6 +33,7 @@ import {
 } from "../csi/index.js";
 import type { Logger } from "../log/index.js";
 import type { VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
+import { PublicationStore } from "./publications.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -45,6 +48,13 @@ export interface NbdNodeVolumesOptions {
   attacher: BlockAttacher;
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
+  /** Directory of the records of what was published where (publications.ts; created 0700). */
+  publicationDir: string;
+  /**
+   * When set, every staging and target path must resolve, symbolic links followed, strictly
+   * inside one of these directories (the node's --path-root).
+   */
+  pathRoots?: readonly string[];
   logger: Logger;
   /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
   freeze?: { freezeTimeoutMs?: number; holdMs?: number };
@@ -63,8 +73,11 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   private readonly devices = new Map<string, VolumeDevice>();
   /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
   private readonly serial = new KeyedMutex();
+  private readonly publications: PublicationStore;
 
-  constructor(private readonly options: NbdNodeVolumesOptions) {}
+  constructor(private readonly options: NbdNodeVolumesOptions) {
+    this.publications = new PublicationStore(options.publicationDir);
+  }
 
   /**
    * After a restart: serve again the exports of the attachments recorded on this node, so that
@@ -91,6 +104,9 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   private async stageNow(o: NodeStageOptions): Promise<void> {
+    // Every path checked before anything is exported, attached or formatted (CSI: the CO creates
+    // the staging directory).
+    await this.checkPath(o.stagingPath, "staging_target_path", "directory");
     const socketPath = await this.ensureExport(o.engineName);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
@@ -132,27 +148,81 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   private async unstageNow(o: NodeUnstageOptions): Promise<void> {
+    await this.checkPath(o.stagingPath, "staging_target_path");
     await unmount(o.stagingPath);
     await this.options.attacher.detach(attachmentKey(o.engineName));
     await this.stopExport(o.engineName);
   }
 
   async publish(o: NodePublishOptions): Promise<void> {
+    const kind = o.capability.accessType === "block" ? "file" : "directory";
+    const target = await this.checkPath(o.targetPath, "target_path", kind);
+    await this.checkPath(o.stagingPath, "staging_target_path");
+    let source: string;
     if (o.capability.accessType === "block") {
       const attachment = await this.options.attacher.find(attachmentKey(o.engineName));
       if (!attachment) throw notStaged(o.volumeId);
-      const devicePath = requireDevice(attachment, o.volumeId);
-      await prepareMountTarget({ path: o.targetPath, kind: "file" });
-      await bindMount({ source: devicePath, target: o.targetPath, readOnly: o.readOnly });
-      return;
+      source = requireDevice(attachment, o.volumeId);
+    } else {
+      if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
+      source = o.stagingPath;
     }
-    if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
-    await prepareMountTarget({ path: o.targetPath, kind: "directory" });
-    await bindMount({ source: o.stagingPath, target: o.targetPath, readOnly: o.readOnly });
+    const earlier = await this.publications.get(o.targetPath);
+    const record = {
+      volumeId: o.volumeId,
+      engineName: o.engineName,
+      targetPath: o.targetPath,
+      kind,
+    } as const;
+    // A target the plugin makes is recorded before it exists (a crash in between leaves a record of
+    // nothing, which unpublish clears); a target that was there is recorded once this volume is
+    // mounted on it (bindMount refuses anything else mounted there), so a record always means
+    // "this volume, published here by this plugin".
+    if (!target.exists) await this.publications.put({ ...record, created: true });
+    await prepareMountTarget({ path: o.targetPath, kind });
+    await bindMount({ source, target: o.targetPath, readOnly: o.readOnly });
+    if (target.exists) await this.publications.put({ ...record, created: earlier?.created ?? false });
   }
 
+  /**
+   * CSI spec, NodeUnpublishVolume: the SP "MUST delete the file or directory it created at this
+   * path", and a call for a volume that is not published there succeeds. So only a volume this
+   * plugin published at the path is unmounted and only what it created there is removed. Without a
+   * record (an unknown volume, another volume's target, a publication recorded nowhere) the one
+   * thing done is unmounting a mount of this very volume's device; nothing is ever removed.
+   */
   async unpublish(o: NodeUnpublishOptions): Promise<void> {
-    await unmount(o.targetPath, { removeTarget: true });
+    await this.checkPath(o.targetPath, "target_path");
+    const record = await this.publications.get(o.targetPath);
+    if (record?.engineName !== o.engineName) {
+      if (await this.isMountOf(o.engineName, o.targetPath)) await unmount(o.targetPath);
+      return;
+    }
+    await unmount(o.targetPath);
+    if (record.created) {
+      const removal = await removeMountTarget(o.targetPath);
+      if (removal.kept !== undefined) {
+        this.options.logger.warn("left the publish target in place: it is not as the plugin made it", {
+          volumeId: o.volumeId,
+          reason: removal.kept,
+        });
+      }
+    }
+    await this.publications.remove(o.targetPath);
+  }
+
+  /** Whether a mount at `p` is of this volume's device (its filesystem, or a bind of its device node). */
+  private async isMountOf(engineName: string, p: string): Promise<boolean> {
+    const attachment = await this.options.attacher.find(attachmentKey(engineName));
+    if (attachment?.devicePath === undefined || !(await isMountPoint(p))) return false;
+    try {
+      const mounts = await findMountsOfDevice(attachment.devicePath);
+      return [...mounts.filesystemMounts, ...mounts.nodeBindMounts].some((m) => m.mountPoint === p);
+    } catch (err) {
+      // The device is gone (a broken attachment): nothing mounted here can be shown to be its.
+      if (isSnapblockError(err, "NOT_FOUND")) return false;
+      throw err;
+    }
   }
 
   async stats(o: NodeStatsOptions): Promise<NodeVolumeStats> {
@@ -198,6 +268,8 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   async expand(o: NodeExpandOptions): Promise<{ capacityBytes: number }> {
+    await this.checkPath(o.volumePath, "volume_path");
+    if (o.stagingPath !== undefined) await this.checkPath(o.stagingPath, "staging_target_path");
     const key = attachmentKey(o.engineName);
     const attachment = await this.options.attacher.find(key);
     if (!attachment) throw notStaged(o.volumeId);
@@ -282,6 +354,11 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     }
     const mounts = await findMountsOfDevice(attachment.devicePath);
     return mounts.filesystemMounts.find((m) => m.mountOptions.includes("rw"))?.mountPoint;
+  }
+
+  /** assertNodePath against the node's roots: before anything is done at a path the CO gave. */
+  private checkPath(p: string, what: string, kind?: "directory" | "file"): Promise<{ exists: boolean }> {
+    return assertNodePath({ path: p, roots: this.options.pathRoots ?? [], what, ...(kind ? { kind } : {}) });
   }
 
   /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */

@@ -1,5 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import net from "node:net";
 import tls from "node:tls";
 import path from "node:path";
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
@@ -116,6 +117,36 @@ describe("engine service over mutual TLS", () => {
     expect(isSnapblockError(shrink)).toBe(true);
     expect(toGrpcStatus(shrink).code).toBe(toGrpcStatus(local).code);
     expect((shrink as Error).message).toBe((local as Error).message);
+  });
+
+  it("refuses metadata beyond the bounds (INVALID_ARGUMENT) and writes none of it", async () => {
+    const r = remote(pki.controller);
+    const metaFile = path.join(dir, "meta.json");
+    const huge = { "csi.name": "x".repeat(3 * MiB) };
+    const refusals = [
+      await r.createVolume({ name: "meta-huge", sizeBytes: MiB, meta: huge }).catch((e: unknown) => e),
+      await r
+        .createVolume({ name: "meta-key", sizeBytes: MiB, meta: { ["k".repeat(129)]: "v" } })
+        .catch((e: unknown) => e),
+    ];
+    await r.createVolume({
+      name: "meta-ok",
+      sizeBytes: MiB,
+      meta: { ["k".repeat(128)]: "v".repeat(16_000) },
+    });
+    refusals.push(
+      await r.createSnapshot({ volume: "meta-ok", name: "meta-snap", meta: huge }).catch((e: unknown) => e),
+    );
+    for (const err of refusals) {
+      expect(isSnapblockError(err, "INVALID_ARGUMENT"), String(err)).toBe(true);
+      expect(toGrpcStatus(err).codeName).toBe("INVALID_ARGUMENT");
+    }
+    expect((refusals[0] as Error).message).toMatch(/more than 16384/);
+    expect((refusals[1] as Error).message).toMatch(/129 bytes, more than 128/);
+    expect(await r.getVolume("meta-huge")).toBeUndefined();
+    expect(await r.getSnapshot("meta-snap")).toBeUndefined();
+    expect(readFileSync(metaFile, "utf8").length).toBeLessThan(64 * 1024);
+    await r.deleteVolume("meta-ok");
   });
 
   it("streams a snapshot's allocated chunks, skipping holes, to a node the controller asked to copy it", async () => {
@@ -289,8 +320,24 @@ describe("engine service over mutual TLS", () => {
     expect((await remote(pki.node("node-c")).nodeInfo()).nodeId).toBe("node-a");
   });
 
+  /** The refused-handshake log line naming this peer port; waits for it (it is written asynchronously). */
+  const refusalOf = async (localPort: number): Promise<Record<string, unknown>> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const line = logLines
+        .filter((l) => l.includes("refused a connection in the TLS handshake"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.remote === `127.0.0.1:${localPort}`);
+      if (line) return line;
+      if (Date.now() > deadline) {
+        throw new Error(`no refused-handshake line for 127.0.0.1:${localPort} in:\n${logLines.join("\n")}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
   it("refuses TLS 1.2 (TLS 1.3 only: AEAD suites only) and logs refused handshakes", async () => {
-    const before = logLines.length;
+    let localPort = 0;
     const tlsErr = await new Promise<Error>((resolve) => {
       const socket = tls.connect({
         host: "127.0.0.1",
@@ -303,6 +350,7 @@ describe("engine service over mutual TLS", () => {
         checkServerIdentity: () => undefined,
         ALPNProtocols: ["h2"],
       });
+      socket.once("connect", () => (localPort = socket.localPort ?? 0));
       socket.once("secureConnect", () => {
         socket.destroy();
         resolve(new Error("TLS 1.2 was accepted"));
@@ -310,12 +358,42 @@ describe("engine service over mutual TLS", () => {
       socket.once("error", resolve);
     });
     expect(tlsErr.message).not.toBe("TLS 1.2 was accepted");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const refused = logLines
-      .slice(before)
-      .filter((l) => l.includes("refused a connection in the TLS handshake"));
-    expect(refused.length).toBeGreaterThan(0);
-    expect(refused[0]).toMatch(/"remote":"127\.0\.0\.1:\d+"/);
+    expect(localPort).toBeGreaterThan(0);
+    expect(await refusalOf(localPort)).toMatchObject({ reason: "ERR_SSL_UNSUPPORTED_PROTOCOL" });
+  });
+
+  it("logs the address of a peer that resets before the handshake, and the verification error of a certificate from another CA", async () => {
+    // The peer is gone by the time Node reports the refusal: the address must come from the
+    // TCP connection as it was accepted.
+    for (let i = 0; i < 5; i++) {
+      const port = await new Promise<number>((resolve, reject) => {
+        const socket = net.connect(server.port, "127.0.0.1", () => {
+          const local = socket.localPort ?? 0;
+          socket.resetAndDestroy();
+          resolve(local);
+        });
+        socket.once("error", reject);
+      });
+      expect(await refusalOf(port)).toMatchObject({ reason: "ECONNRESET" });
+    }
+    let strangerPort = 0;
+    await new Promise<void>((resolve) => {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port: server.port,
+        ca: readFileSync(pki.controller.caFile),
+        cert: readFileSync(pki.stranger.certFile),
+        key: readFileSync(pki.stranger.keyFile),
+        checkServerIdentity: () => undefined,
+        ALPNProtocols: ["h2"],
+      });
+      socket.once("connect", () => (strangerPort = socket.localPort ?? 0));
+      socket.once("close", () => resolve());
+      socket.once("error", () => socket.destroy());
+    });
+    expect(await refusalOf(strangerPort)).toMatchObject({
+      reason: expect.stringMatching(/CERT|SIGNATURE|ISSUER/) as unknown,
+    });
   });
 });
 
