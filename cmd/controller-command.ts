@@ -16,7 +16,7 @@ import {
   socketPathOf,
   validatePluginName,
 } from "../pkg/csi/index.js";
-import { UsageError } from "./byte-size.js";
+import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { CsiMetrics, DEFAULT_METRICS_ADDRESS, createMetricsRegistry } from "../pkg/metrics/index.js";
 import { logLevel, untilSignal } from "./node-command.js";

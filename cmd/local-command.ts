@@ -12,7 +12,9 @@ import {
   socketPathOf,
   validatePluginName,
 } from "../pkg/csi/index.js";
-import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import { formatByteSize } from "../pkg/byte-size/index.js";
+import { sizeFlag } from "./size-flag.js";
+import { UsageError } from "./usage-error.js";
 import {
   CsiMetrics,
   DEFAULT_DEVICE_SERIES,
@@ -108,9 +110,9 @@ export async function localCommand(ctx: CliContext): Promise<number> {
   });
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const poolSize = values["pool-size"]
-    ? parseByteSize(values["pool-size"], "--pool-size")
+    ? sizeFlag(values["pool-size"], "--pool-size")
     : await defaultPoolSize(dataDir);
-  const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
+  const chunkSize = values["chunk-size"] ? sizeFlag(values["chunk-size"], "--chunk-size") : undefined;
 
   // Metrics first: the engine, NBD and CSI pieces take their observers at construction, and the
   // scrape-time readers below only run once the pieces exist.

@@ -19,7 +19,9 @@ import {
   createMetricsRegistry,
 } from "../pkg/metrics/index.js";
 import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
-import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import { formatByteSize } from "../pkg/byte-size/index.js";
+import { sizeFlag } from "./size-flag.js";
+import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
@@ -105,7 +107,7 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   const pluginName = validatePluginName(values["plugin-name"]);
   const overcommit = Number(values.overcommit);
   const pullRate =
-    values["pull-rate-limit"] === "0" ? 0 : parseByteSize(values["pull-rate-limit"], "--pull-rate-limit");
+    values["pull-rate-limit"] === "0" ? 0 : sizeFlag(values["pull-rate-limit"], "--pull-rate-limit");
   const maxVolumes = Number(values["max-volumes"]);
   const graceMs = Number(values["shutdown-grace"]) * 1000;
   const level = logLevel(values["log-level"]);
@@ -134,9 +136,9 @@ export async function nodeCommand(ctx: CliContext): Promise<number> {
   const { transport, bootstrap } = nodeTls(values, { cwd: ctx.cwd, nodeId, dataDir, logger });
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const poolSize = values["pool-size"]
-    ? parseByteSize(values["pool-size"], "--pool-size")
+    ? sizeFlag(values["pool-size"], "--pool-size")
     : await defaultPoolSize(dataDir);
-  const chunkSize = values["chunk-size"] ? parseByteSize(values["chunk-size"], "--chunk-size") : undefined;
+  const chunkSize = values["chunk-size"] ? sizeFlag(values["chunk-size"], "--chunk-size") : undefined;
   // Metrics first: the engine, NBD and CSI pieces take their observers at construction.
   const registry = createMetricsRegistry();
   const engineMetrics = new EngineMetrics({

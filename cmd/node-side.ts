@@ -10,7 +10,7 @@ import { unavailableNodeVolumeManager, type NodeVolumeManager } from "../pkg/csi
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { parseMetricsAddress, startMetricsServer, type MetricsServer } from "../pkg/metrics/index.js";
 import type { NbdServer } from "../pkg/nbd/index.js";
-import { UsageError } from "./byte-size.js";
+import { UsageError } from "./usage-error.js";
 import type { Logger } from "../pkg/log/index.js";
 import type { LocalEngine } from "../pkg/engine-api/index.js";
 import { NbdNodeVolumes } from "../pkg/node/index.js";

@@ -44,7 +44,8 @@ export class OperatorConnection {
     try {
       return await callCsi<Res>(client, method, request);
     } catch (err) {
-      throw new OperatorError(describe(err as ServiceError, this.socketPath, method));
+      const failure = err as ServiceError;
+      throw new OperatorError(describe(failure, this.socketPath, method), failure.code);
     }
   }
 }
@@ -52,6 +53,19 @@ export class OperatorConnection {
 /** A failed call, as a sentence for the person at the terminal (exit code 1). */
 export class OperatorError extends Error {
   override readonly name = "OperatorError";
+
+  /** The gRPC status code of the failed call. */
+  constructor(
+    message: string,
+    readonly code: status,
+  ) {
+    super(message);
+  }
+}
+
+/** Whether err is a call that failed with `code` (e.g. status.NOT_FOUND). */
+export function failedWith(err: unknown, code: status): boolean {
+  return err instanceof OperatorError && err.code === code;
 }
 
 function describe(err: ServiceError, socketPath: string, method: string): string {

@@ -9,7 +9,7 @@
  * This file and its subcommand files are the only place that reads argv and the environment.
  */
 import { isSnapblockError } from "../pkg/errors/index.js";
-import { UsageError } from "./byte-size.js";
+import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { CONTROLLER_USAGE, controllerCommand } from "./controller-command.js";
 import { LOCAL_USAGE, localCommand } from "./local-command.js";

@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import type { CsiSnapshotOutput } from "../pkg/csi/index.js";
-import { UsageError, formatByteSize } from "./byte-size.js";
+import { describeBytes, formatByteSize } from "../pkg/byte-size/index.js";
+import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
@@ -113,10 +114,20 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
       });
       if (values.help) return help(ctx);
       if (positionals.length !== 1) throw new UsageError("snapshot delete SNAPSHOT_ID");
+      const snapshotId = positionals[0]!;
       return withConnection(ctx, values.endpoint, async (conn, out) => {
-        await conn.controller("DeleteSnapshot", { snapshotId: positionals[0] });
-        if (out.json) printJson(out, { deleted: positionals[0] });
-        else out.write(`deleted snapshot ${positionals[0]}\n`);
+        // DeleteSnapshot answers OK for a snapshot that does not exist (CSI spec): ask first, so
+        // that the message says what happened.
+        const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", { snapshotId });
+        const existed = page.entries.length > 0;
+        await conn.controller("DeleteSnapshot", { snapshotId });
+        if (out.json) printJson(out, { snapshotId, deleted: existed });
+        else
+          out.write(
+            existed
+              ? `deleted snapshot ${snapshotId}\n`
+              : `snapshot ${snapshotId} does not exist: nothing to delete\n`,
+          );
         return 0;
       });
     }
@@ -145,7 +156,7 @@ function snapshotFields(s: CsiSnapshotOutput): Array<[string, string]> {
   return [
     ["snapshot id", s.snapshotId],
     ["source volume", s.sourceVolumeId],
-    ["size", `${formatByteSize(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+    ["size", describeBytes(s.sizeBytes)],
     ["created", created(s)],
     ["ready to use", String(s.readyToUse)],
   ];

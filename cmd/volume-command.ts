@@ -1,26 +1,45 @@
 import { parseArgs } from "node:util";
+import { status } from "@grpc/grpc-js";
+import { describeBytes } from "../pkg/byte-size/index.js";
 import {
+  CONTEXT_FS_TYPE,
+  CONTEXT_VOLUME_MODE,
+  PARAM_ALLOW_MODE_CHANGE,
   PARAM_FULL_COPY,
   capabilityMessage,
   type Capability,
   type CsiVolumeOutput,
 } from "../pkg/csi/index.js";
-import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import { formatByteSize } from "../pkg/byte-size/index.js";
+import { sizeFlag } from "./size-flag.js";
+import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { followCopy } from "./copy-progress.js";
-import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
+import {
+  DEFAULT_ENDPOINT,
+  OPERATOR_OPTIONS,
+  failedWith,
+  withConnection,
+  type OperatorConnection,
+} from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
 
 export const VOLUME_USAGE = `snapblock volume <verb> [options]
 
   create NAME [--size SIZE] [--fs ext4|xfs | --block] [--from-snapshot ID | --from-volume ID] [--full-copy] [--wait]
-  restore SNAPSHOT_ID NAME [--size SIZE] [--full-copy] [--wait]   volume with the snapshot's content
-  clone VOLUME_ID NAME [--size SIZE] [--full-copy] [--wait]       volume with another volume's content
+  restore SNAPSHOT_ID NAME [--size SIZE] [--fs ext4|xfs | --block] [--full-copy] [--wait]   volume with the snapshot's content
+  clone VOLUME_ID NAME [--size SIZE] [--fs ext4|xfs | --block] [--full-copy] [--wait]       volume with another volume's content
   list                                                            all volumes
   get VOLUME_ID [--wait]                                          one volume (and its background copy)
   expand VOLUME_ID --size SIZE                                    grow a volume
   delete VOLUME_ID
 
+  --size        the volume's size, exactly (default 1G; a restore or clone: the source's size)
+  --fs, --block a filesystem (ext4 by default) or a raw block device; a restore or clone keeps its
+                source's mode unless told otherwise
+  --allow-mode-change
+                let a restore or clone be used in another mode than its source's data, and let the
+                node format it when it holds no filesystem (its content is then lost)
   --full-copy   copy every chunk in the background so the new volume shares nothing with its source
   --wait        follow the background copy with a progress bar until it ends
   --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
@@ -32,6 +51,9 @@ interface VolumeResponse {
 }
 interface GetVolumeResponse extends VolumeResponse {
   status: { volumeCondition: { abnormal: boolean; message: string } | null } | null;
+}
+interface ListSnapshotsResponse {
+  entries: Array<{ snapshot: { sourceVolumeId: string } }>;
 }
 interface ListVolumesResponse {
   entries: GetVolumeResponse[];
@@ -77,6 +99,7 @@ async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined):
       "from-snapshot": { type: "string" },
       "from-volume": { type: "string" },
       "full-copy": { type: "boolean", default: false },
+      "allow-mode-change": { type: "boolean", default: false },
       wait: { type: "boolean", default: false },
     },
   });
@@ -98,19 +121,31 @@ async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined):
     if (values["from-volume"]) source = { volume: { volumeId: values["from-volume"] } };
   }
   if (values.block && values.fs) throw new UsageError("--block volumes have no filesystem: drop --fs");
-  const fsType = values.fs ?? "";
-  const capability: Capability = values.block
-    ? { accessType: "block", mode: "SINGLE_NODE_WRITER" }
-    : { accessType: "mount", mode: "SINGLE_NODE_WRITER", fsType: fsType as "ext4", mountFlags: [] };
-  const request = {
-    name,
-    volumeCapabilities: [capabilityMessage(capability)],
-    parameters: values["full-copy"] ? { [PARAM_FULL_COPY]: "true" } : {},
-    ...(values.size ? { capacityRange: { requiredBytes: parseByteSize(values.size, "--size") } } : {}),
-    ...(source ? { volumeContentSource: source } : {}),
+  // The size asked is the size made: required and limit both, so that a size below a source's is
+  // refused (OUT_OF_RANGE) rather than silently raised.
+  const size = values.size === undefined ? undefined : sizeFlag(values.size, "--size", { sectors: true });
+  const parameters: Record<string, string> = {
+    ...(values["full-copy"] ? { [PARAM_FULL_COPY]: "true" } : {}),
+    ...(values["allow-mode-change"] ? { [PARAM_ALLOW_MODE_CHANGE]: "true" } : {}),
   };
   return withConnection(ctx, values.endpoint, async (conn, out) => {
-    const res = await conn.controller<VolumeResponse>("CreateVolume", request);
+    const block =
+      values.block || (!values.fs && source !== undefined && (await sourceMode(conn, source)) === "block");
+    const capability: Capability = block
+      ? { accessType: "block", mode: "SINGLE_NODE_WRITER" }
+      : {
+          accessType: "mount",
+          mode: "SINGLE_NODE_WRITER",
+          fsType: (values.fs ?? "") as "ext4",
+          mountFlags: [],
+        };
+    const res = await conn.controller<VolumeResponse>("CreateVolume", {
+      name,
+      volumeCapabilities: [capabilityMessage(capability)],
+      parameters,
+      ...(size ? { capacityRange: { requiredBytes: size, limitBytes: size } } : {}),
+      ...(source ? { volumeContentSource: source } : {}),
+    });
     if (out.json) printJson(out, res.volume);
     else printFields(out, volumeFields(res.volume));
     if (values.wait && values["full-copy"] && source) {
@@ -119,6 +154,33 @@ async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined):
     }
     return 0;
   });
+}
+
+/**
+ * "block" when the source holds raw block data, as far as the CSI answers show: a volume's
+ * context says its mode; a snapshot's is its source volume's, while that volume exists. Otherwise
+ * the controller decides (it refuses a mount volume over raw block data, saying so).
+ */
+async function sourceMode(
+  conn: OperatorConnection,
+  source: { snapshot: { snapshotId: string } } | { volume: { volumeId: string } },
+): Promise<"block" | "filesystem" | undefined> {
+  let volumeId: string | undefined;
+  if ("volume" in source) volumeId = source.volume.volumeId;
+  else {
+    const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+      snapshotId: source.snapshot.snapshotId,
+    });
+    volumeId = page.entries[0]?.snapshot.sourceVolumeId;
+  }
+  if (volumeId === undefined) return undefined;
+  try {
+    const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
+    return modeOf(res.volume) === "block" ? "block" : "filesystem";
+  } catch (err) {
+    if (failedWith(err, status.NOT_FOUND)) return undefined;
+    throw err;
+  }
 }
 
 async function list(ctx: CliContext): Promise<number> {
@@ -141,11 +203,11 @@ async function list(ctx: CliContext): Promise<number> {
     }
     printTable(
       out,
-      ["VOLUME ID", "SIZE", "FS", "SOURCE", "CONDITION"],
+      ["VOLUME ID", "SIZE", "MODE", "SOURCE", "CONDITION"],
       entries.map((e) => [
         e.volume.volumeId,
         formatByteSize(e.volume.capacityBytes),
-        e.volume.volumeContext["snapblock.dev/fsType"] ?? "",
+        modeOf(e.volume),
         sourceOf(e.volume),
         e.status?.volumeCondition?.message ?? "",
       ]),
@@ -187,19 +249,18 @@ async function expand(ctx: CliContext): Promise<number> {
   });
   if (values.help) return usage(ctx);
   if (positionals.length !== 1 || !values.size) throw new UsageError("volume expand VOLUME_ID --size SIZE");
-  const requiredBytes = parseByteSize(values.size, "--size");
+  const bytes = sizeFlag(values.size, "--size", { sectors: true });
   return withConnection(ctx, values.endpoint, async (conn, out) => {
+    // limit_bytes: the volume is to be this size; one already larger is OUT_OF_RANGE ("volumes
+    // never shrink") instead of the CSI spec's quiet OK for a size already reached.
     const res = await conn.controller<{ capacityBytes: number; nodeExpansionRequired: boolean }>(
       "ControllerExpandVolume",
-      {
-        volumeId: positionals[0],
-        capacityRange: { requiredBytes },
-      },
+      { volumeId: positionals[0], capacityRange: { requiredBytes: bytes, limitBytes: bytes } },
     );
     if (out.json) printJson(out, res);
     else
       printFields(out, [
-        ["size", formatByteSize(res.capacityBytes)],
+        ["size", describeBytes(res.capacityBytes)],
         ["filesystem grows on next stage/expand", String(res.nodeExpansionRequired)],
       ]);
     return 0;
@@ -214,10 +275,23 @@ async function remove(ctx: CliContext): Promise<number> {
   });
   if (values.help) return usage(ctx);
   if (positionals.length !== 1) throw new UsageError("volume delete VOLUME_ID");
+  const volumeId = positionals[0]!;
   return withConnection(ctx, values.endpoint, async (conn, out) => {
-    await conn.controller("DeleteVolume", { volumeId: positionals[0] });
-    if (out.json) printJson(out, { deleted: positionals[0] });
-    else out.write(`deleted volume ${positionals[0]}\n`);
+    // DeleteVolume answers OK for a volume that does not exist (CSI spec): ask first, so that
+    // the message says what happened.
+    const existed = await conn.controller("ControllerGetVolume", { volumeId }).then(
+      () => true,
+      (err: unknown) => {
+        if (failedWith(err, status.NOT_FOUND)) return false;
+        throw err;
+      },
+    );
+    await conn.controller("DeleteVolume", { volumeId });
+    if (out.json) printJson(out, { volumeId, deleted: existed });
+    else
+      out.write(
+        existed ? `deleted volume ${volumeId}\n` : `volume ${volumeId} does not exist: nothing to delete\n`,
+      );
     return 0;
   });
 }
@@ -228,13 +302,21 @@ function usage(ctx: CliContext): number {
 }
 
 function volumeFields(v: CsiVolumeOutput): Array<[string, string]> {
+  const mode = modeOf(v);
   return [
     ["volume id", v.volumeId],
-    ["size", `${formatByteSize(v.capacityBytes)} (${v.capacityBytes} bytes)`],
-    ["filesystem", v.volumeContext["snapblock.dev/fsType"] ?? ""],
+    ["size", describeBytes(v.capacityBytes)],
+    ["mode", mode === "block" ? "block (raw block device)" : `filesystem (${mode})`],
     ["source", sourceOf(v) || "(empty volume)"],
     ["node", v.accessibleTopology.map((t) => Object.values(t.segments).join(",")).join(" ")],
   ];
+}
+
+/** "block", "ext4", "xfs" or "block,ext4" (a volume made for both), from the volume context. */
+export function modeOf(v: CsiVolumeOutput): string {
+  const fsType = v.volumeContext[CONTEXT_FS_TYPE];
+  const modes = (v.volumeContext[CONTEXT_VOLUME_MODE] ?? "filesystem").split(",");
+  return modes.map((m) => (m === "block" ? "block" : (fsType ?? "ext4"))).join(",");
 }
 
 function sourceOf(v: CsiVolumeOutput): string {

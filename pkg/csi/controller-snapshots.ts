@@ -13,7 +13,8 @@ import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseSnapshotParameters } from "./storage-class-parameters.js";
 import { REPLICA_META } from "../engine-api/index.js";
-import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
+import { formatDataMode, volumeDataMode } from "./volume-mode.js";
+import { META, snapshotId, snapshotMessage, volumeFacts, volumeId } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineSnapshot } from "../engine-api/index.js";
 
@@ -67,6 +68,10 @@ export class ControllerSnapshots {
         }
         return { snapshot: snapshotMessage(nodeId, existing) };
       }
+      // What the volume holds (raw block data or a filesystem) goes with the snapshot, so that a
+      // restore keeps the mode of the data even after the volume is gone (volume-mode.ts).
+      const volume = await engine.getVolume(source);
+      if (!volume) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
       let created: EngineSnapshot;
       try {
         created = await engine.createSnapshot({
@@ -75,6 +80,7 @@ export class ControllerSnapshots {
           meta: {
             [META.name]: name,
             [META.sourceVolumeId]: req.sourceVolumeId,
+            [META.dataMode]: formatDataMode(volumeDataMode(volumeFacts(volume))),
             ...params.co,
             // Replicas on other nodes, and what an incremental replica of the next snapshot
             // compares with (cluster mode; docs/cluster.md).

@@ -32,8 +32,8 @@ export { socketPathOf } from "./unix-endpoint.js";
 export { formatResourceId, parseResourceId, type ResourceId } from "./resource-id.js";
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
-export { PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";
-export { CONTEXT_FS_TYPE } from "./volume-view.js";
+export { PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_ALLOW_MODE_CHANGE } from "./storage-class-parameters.js";
+export { CONTEXT_FS_TYPE, CONTEXT_VOLUME_MODE } from "./volume-view.js";
 export { DEFAULT_VOLUME_BYTES } from "./capacity-range.js";
 export {
   capabilityMessage,

@@ -12,19 +12,25 @@ import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
  */
 export const PARAM_FS_TYPE = "fsType";
 export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
+/** "true": the volume may be used in another mode than its source's data (volume-mode.ts). */
+export const PARAM_ALLOW_MODE_CHANGE = "snapblock.dev/allowModeChange";
 const CO_PREFIX = "csi.storage.k8s.io/";
 
 export interface VolumeParameters {
   fsType?: FsType;
   fullCopy: boolean;
+  allowModeChange: boolean;
 }
 
 export function parseVolumeParameters(
   params: Record<string, string>,
   field = "parameters",
 ): VolumeParameters {
-  rejectUnknown(params, [PARAM_FS_TYPE, PARAM_FULL_COPY], field);
-  const out: VolumeParameters = { fullCopy: false };
+  rejectUnknown(params, [PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_ALLOW_MODE_CHANGE], field);
+  const out: VolumeParameters = {
+    fullCopy: booleanParameter(params, PARAM_FULL_COPY, field),
+    allowModeChange: booleanParameter(params, PARAM_ALLOW_MODE_CHANGE, field),
+  };
   const fs = params[PARAM_FS_TYPE];
   if (fs !== undefined && fs !== "") {
     const lower = fs.toLowerCase();
@@ -35,16 +41,16 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  const full = params[PARAM_FULL_COPY];
-  if (full !== undefined) {
-    if (full !== "true" && full !== "false") {
-      throw invalidArgument(
-        `${field}["${PARAM_FULL_COPY}"] must be "true" or "false", not ${JSON.stringify(full)}`,
-      );
-    }
-    out.fullCopy = full === "true";
-  }
   return out;
+}
+
+function booleanParameter(params: Record<string, string>, key: string, field: string): boolean {
+  const value = params[key];
+  if (value === undefined) return false;
+  if (value !== "true" && value !== "false") {
+    throw invalidArgument(`${field}["${key}"] must be "true" or "false", not ${JSON.stringify(value)}`);
+  }
+  return value === "true";
 }
 
 export const PARAM_REPLICAS = "snapblock.dev/replicas";

@@ -80,10 +80,12 @@ export class NbdNodeVolumes implements NodeVolumeManager {
   }
 
   async stage(o: NodeStageOptions): Promise<void> {
+    const key = attachmentKey(o.engineName);
+    const attachedBefore = (await this.options.attacher.find(key)) !== undefined;
     const socketPath = await this.ensureExport(o.engineName);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
-      key: attachmentKey(o.engineName),
+      key,
       socketPath,
       exportName: o.engineName,
       readOnly: false,
@@ -91,7 +93,19 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     });
     if (o.capability.accessType === "block") return;
     const devicePath = requireDevice(attachment, o.volumeId);
-    const made = await ensureFilesystem({ device: devicePath, fsType: o.fsType });
+    const made = await ensureFilesystem({
+      device: devicePath,
+      fsType: o.fsType,
+      formatBlank: o.refuseFormat === undefined,
+    });
+    if (made === "blank" && o.refuseFormat !== undefined) {
+      // Nothing was written: take away what this call attached, so that nothing is left behind.
+      if (!attachedBefore) {
+        await this.options.attacher.detach(key);
+        await this.stopExport(o.engineName);
+      }
+      throw new StatusError("FAILED_PRECONDITION", o.refuseFormat);
+    }
     await prepareMountTarget({ path: o.stagingPath, kind: "directory" });
     const readOnly = o.capability.mode === "SINGLE_NODE_READER_ONLY";
     await mountFilesystem({

@@ -1,0 +1,39 @@
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the real operator CLI (`node --import tsx cmd/snapblock.ts ARGS`) against a CSI socket, as
+ * a person at a terminal would (SNAPBLOCK_ENDPOINT), and collects its exit code and output.
+ */
+export function runCli(
+  socketPath: string,
+  args: string[],
+  options: { cwd?: string } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", path.join(ROOT, "cmd/snapblock.ts"), ...args],
+      {
+        cwd: options.cwd ?? ROOT,
+        env: { ...process.env, SNAPBLOCK_ENDPOINT: `unix://${socketPath}` },
+        timeout: 120_000,
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : undefined) : 0;
+        if (code === undefined)
+          reject(new Error(`snapblock ${args.join(" ")} did not exit: ${err?.message ?? "?"}`));
+        else resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
