@@ -27,9 +27,10 @@ import type { CliContext } from "./cli-context.js";
 import { DEFAULT_DATA_DIR } from "./operator-connection.js";
 import { packageVersion } from "./package-version.js";
 import { defaultPoolSize, metricsAddressOption, nodeDataPath, serveMetrics } from "./node-side.js";
+import { NbdNodeVolumes, UserExports, VolumeClaims } from "../pkg/node/index.js";
+import { OperatorService } from "../pkg/operator/index.js";
 import { createLogger, type LogLevel } from "../pkg/log/index.js";
 import { LocalEngine, validateNodeId } from "../pkg/engine-api/index.js";
-import { NbdNodeVolumes } from "../pkg/node/index.js";
 
 export const LOCAL_USAGE = `snapblock local [options]
 
@@ -98,6 +99,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     throw new UsageError(`--metrics-volume-series ${values["metrics-volume-series"]}: a whole number >= 0`);
   const metricsAddress = metricsAddressOption(values["metrics-address"]);
   const pathRoots = (values["path-root"] ?? []).map((p) => path.resolve(ctx.cwd, p));
+  const attachDir = path.join(dataDir, "attached");
   const attach = values.attach;
   if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach)) {
     throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
@@ -141,7 +143,28 @@ export async function localCommand(ctx: CliContext): Promise<number> {
     }),
     observer: nbdMetrics.observer,
   });
-  const nodeVolumes = await nodeDataPath({ mode: "local", attach, dataDir, engine, nbd, logger });
+  // The node path and the NBD exports for people take turns on a volume (VolumeClaims).
+  const claims = new VolumeClaims();
+  const nodeVolumes = await nodeDataPath({ mode: "local", attach, dataDir, engine, nbd, claims, logger });
+  const userExports = new UserExports({
+    devices: engine,
+    nbd,
+    socketDir: path.join(dataDir, "exports"),
+    claims,
+    logger,
+  });
+  const operator = new OperatorService({
+    engine,
+    attachDir,
+    logger,
+    dataPath: {
+      attachments: () =>
+        nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]),
+      exports: () => userExports.list(),
+      startExport: (o) => userExports.start(o),
+      stopExport: (kind, name) => userExports.stop(kind, name),
+    },
+  });
   const server = await CsiServer.start({
     socketPath,
     logger,
@@ -158,10 +181,14 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       engine,
       volumes: nodeVolumes,
       maxVolumesPerNode: maxVolumes,
-      pathRoots,
+      // `snapblock volume attach` stages under the data directory, whatever --path-root says.
+      pathRoots: pathRoots.length > 0 ? [...pathRoots, attachDir] : [],
       logger,
       observer: csiMetrics.observer,
     }).handlers(),
+    extraServices: [
+      { name: "Operator", definition: operator.definition(), implementation: operator.handlers() },
+    ],
   });
   // After the CSI server: serveMetrics never fails, so nothing is left listening if CSI cannot start.
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
@@ -175,6 +202,7 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       try {
         // In-flight NBD requests finish and every export is flushed before the pool closes.
         await nbd.shutdown();
+        userExports.close();
         await nodeVolumes.close();
         await engine.close();
         await metrics?.close();

@@ -13,7 +13,7 @@ import type { NbdServer } from "../pkg/nbd/index.js";
 import { UsageError } from "./usage-error.js";
 import type { Logger } from "../pkg/log/index.js";
 import type { LocalEngine } from "../pkg/engine-api/index.js";
-import { NbdNodeVolumes } from "../pkg/node/index.js";
+import { NbdNodeVolumes, type VolumeClaims } from "../pkg/node/index.js";
 
 const MIN_POOL = 64 * 2 ** 20;
 const MAX_DEFAULT_POOL = 64 * 2 ** 30;
@@ -62,6 +62,8 @@ export async function nodeDataPath(o: {
   dataDir: string;
   engine: LocalEngine;
   nbd: NbdServer;
+  /** Shared with the NBD exports for people (local mode): one user of a volume at a time. */
+  claims?: VolumeClaims;
   logger: Logger;
 }): Promise<NodeVolumeManager> {
   if (o.attach === "none")
@@ -77,6 +79,7 @@ export async function nodeDataPath(o: {
       nbd: o.nbd,
       attacher: chosen.attacher,
       socketDir: path.join(o.dataDir, "nbd"),
+      ...(o.claims ? { claims: o.claims } : {}),
       logger: o.logger,
     });
   } catch (err) {

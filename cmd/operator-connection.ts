@@ -1,5 +1,6 @@
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { callCsi, connectCsi, socketPathOf, type CsiClients } from "../pkg/csi/index.js";
+import { OperatorClient } from "../pkg/operator/index.js";
 import type { CliContext } from "./cli-context.js";
 import type { Output } from "./table-output.js";
 
@@ -14,10 +15,14 @@ export const OPERATOR_OPTIONS = {
   help: { type: "boolean", short: "h", default: false },
 } as const;
 
-/** The operator CLI's connection: CSI over the local plugin's socket, as the sidecars speak it. */
+/**
+ * The operator CLI's connection to `snapblock local`: CSI over its socket, as the sidecars speak
+ * it, and snapblock's operator service on the same socket (exports, volume states).
+ */
 export class OperatorConnection {
   readonly socketPath: string;
   private readonly clients: CsiClients;
+  private operatorClient: OperatorClient | undefined;
 
   constructor(endpoint: string, cwd: string) {
     this.socketPath = socketPathOf(endpoint, cwd);
@@ -25,24 +30,33 @@ export class OperatorConnection {
   }
 
   controller<Res>(method: string, request: object): Promise<Res> {
-    return this.call<Res>(this.clients.controller, method, request);
+    return this.call(method, () => callCsi<Res>(this.clients.controller, method, request));
   }
 
   identity<Res>(method: string, request: object): Promise<Res> {
-    return this.call<Res>(this.clients.identity, method, request);
+    return this.call(method, () => callCsi<Res>(this.clients.identity, method, request));
+  }
+
+  /** Node calls may make a filesystem or wait for a device: a long deadline. */
+  node<Res>(method: string, request: object): Promise<Res> {
+    return this.call(method, () => callCsi<Res>(this.clients.node, method, request, 600_000));
+  }
+
+  /** A call of the operator service (pkg/operator), named `method` in messages. */
+  operator<Res>(method: string, run: (client: OperatorClient) => Promise<Res>): Promise<Res> {
+    this.operatorClient ??= new OperatorClient(this.socketPath);
+    const client = this.operatorClient;
+    return this.call(method, () => run(client));
   }
 
   close(): void {
     this.clients.close();
+    this.operatorClient?.close();
   }
 
-  private async call<Res>(
-    client: CsiClients["controller"] | CsiClients["identity"],
-    method: string,
-    request: object,
-  ): Promise<Res> {
+  private async call<Res>(method: string, run: () => Promise<Res>): Promise<Res> {
     try {
-      return await callCsi<Res>(client, method, request);
+      return await run();
     } catch (err) {
       const failure = err as ServiceError;
       throw new OperatorError(describe(failure, this.socketPath, method), failure.code);
@@ -71,6 +85,9 @@ export function failedWith(err: unknown, code: status): boolean {
 function describe(err: ServiceError, socketPath: string, method: string): string {
   if (err.code === status.UNAVAILABLE) {
     return `cannot reach snapblock at ${socketPath}: ${err.details || "unavailable"} (is \`snapblock local\` running? set --endpoint or SNAPBLOCK_ENDPOINT)`;
+  }
+  if (err.code === status.UNIMPLEMENTED && /Operator/.test(err.details)) {
+    return `${socketPath} does not serve snapblock's operator service (${method}): attach, export and volume states need \`snapblock local\` (set --endpoint or SNAPBLOCK_ENDPOINT to its socket)`;
   }
   const name = (status as unknown as Record<number, string>)[err.code] ?? String(err.code);
   return `${method} failed (${name}): ${err.details}`;

@@ -5,6 +5,7 @@ import { UsageError } from "./usage-error.js";
 import type { CliContext } from "./cli-context.js";
 import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
+import { exportData, unexportData } from "./volume-access.js";
 
 export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
 
@@ -12,6 +13,8 @@ export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
   list [--volume VOLUME_ID]      all snapshots (or those of one volume)
   get SNAPSHOT_ID
   delete SNAPSHOT_ID             whatever was restored or cloned from it stays intact
+  export SNAPSHOT_ID             serve it read-only over NBD; prints the NBD URI
+  unexport SNAPSHOT_ID           stop serving it
 
   --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
   --json        machine-readable output
@@ -130,6 +133,22 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
           );
         return 0;
       });
+    }
+    case "export":
+    case "unexport": {
+      const { values, positionals } = parseArgs({
+        args: ctx.args,
+        allowPositionals: true,
+        options: OPERATOR_OPTIONS,
+      });
+      if (values.help) return help(ctx);
+      if (positionals.length !== 1) throw new UsageError(`snapshot ${verb} SNAPSHOT_ID`);
+      const id = positionals[0]!;
+      return withConnection(ctx, values.endpoint, (conn, out) =>
+        verb === "export"
+          ? exportData(conn, out, { kind: "snapshot", id, readOnly: true, stderr: ctx.stderr })
+          : unexportData(conn, out, { kind: "snapshot", id }),
+      );
     }
     case undefined:
     case "help":

@@ -23,6 +23,7 @@ import {
   type OperatorConnection,
 } from "./operator-connection.js";
 import { printFields, printJson, printTable } from "./table-output.js";
+import { attachVolume, detachVolume, exportData, unexportData, volumeStates } from "./volume-access.js";
 
 export const VOLUME_USAGE = `snapblock volume <verb> [options]
 
@@ -33,6 +34,11 @@ export const VOLUME_USAGE = `snapblock volume <verb> [options]
   get VOLUME_ID [--wait]                                          one volume (and its background copy)
   expand VOLUME_ID --size SIZE                                    grow a volume
   delete VOLUME_ID
+  attach VOLUME_ID [--mount DIR]                                  stage it on this machine: a block device, or
+                                                                  its filesystem mounted (at DIR with --mount)
+  detach VOLUME_ID                                                undo attach
+  export VOLUME_ID [--read-only]                                  serve it over NBD; prints the NBD URI
+  unexport VOLUME_ID                                              stop serving it
 
   --size        the volume's size, exactly (default 1G; a restore or clone: the source's size)
   --fs, --block a filesystem (ext4 by default) or a raw block device; a restore or clone keeps its
@@ -76,6 +82,11 @@ export async function volumeCommand(verb: string | undefined, ctx: CliContext): 
       return expand(ctx);
     case "delete":
       return remove(ctx);
+    case "attach":
+    case "detach":
+    case "export":
+    case "unexport":
+      return access(verb, ctx);
     case undefined:
     case "help":
     case "--help":
@@ -197,20 +208,34 @@ async function list(ctx: CliContext): Promise<number> {
       entries.push(...page.entries);
       startingToken = page.nextToken;
     } while (startingToken !== "");
+    const states = await volumeStates(conn);
+    const stateOf = (id: string) => (states ? (states.get(id)?.state ?? "detached") : "?");
     if (out.json) {
-      printJson(out, entries);
+      printJson(
+        out,
+        entries.map((e) => ({
+          ...e,
+          state: states?.get(e.volume.volumeId) ?? { state: stateOf(e.volume.volumeId) },
+        })),
+      );
       return 0;
     }
     printTable(
       out,
-      ["VOLUME ID", "SIZE", "MODE", "SOURCE", "CONDITION"],
-      entries.map((e) => [
-        e.volume.volumeId,
-        formatByteSize(e.volume.capacityBytes),
-        modeOf(e.volume),
-        sourceOf(e.volume),
-        e.status?.volumeCondition?.message ?? "",
-      ]),
+      ["VOLUME ID", "SIZE", "MODE", "STATE", "SOURCE", "CONDITION"],
+      entries.map((e) => {
+        const broken = states?.get(e.volume.volumeId)?.state === "broken";
+        return [
+          e.volume.volumeId,
+          formatByteSize(e.volume.capacityBytes),
+          modeOf(e.volume),
+          stateOf(e.volume.volumeId),
+          sourceOf(e.volume),
+          broken
+            ? `broken: ${states?.get(e.volume.volumeId)?.reason ?? ""}`
+            : (e.status?.volumeCondition?.message ?? ""),
+        ];
+      }),
     );
     return 0;
   });
@@ -227,10 +252,19 @@ async function get(ctx: CliContext): Promise<number> {
   const volumeId = positionals[0]!;
   return withConnection(ctx, values.endpoint, async (conn, out) => {
     const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
-    if (out.json) printJson(out, res);
+    const states = await volumeStates(conn);
+    const state = states?.get(volumeId);
+    if (out.json) printJson(out, { ...res, state: state ?? { state: states ? "detached" : "?" } });
     else
       printFields(out, [
         ...volumeFields(res.volume),
+        ["state", state ? state.state : states ? "detached" : "? (no operator service at this endpoint)"],
+        ...(state?.reason ? [["why", state.reason] as [string, string]] : []),
+        ...(state?.devicePath ? [["device", state.devicePath] as [string, string]] : []),
+        ...(state?.mountPoints.length
+          ? [["mounted at", state.mountPoints.join(" ")] as [string, string]]
+          : []),
+        ...(state?.export ? [["nbd uri", state.export.uri] as [string, string]] : []),
         ["condition", res.status?.volumeCondition?.message ?? ""],
       ]);
     if (values.wait)
@@ -293,6 +327,40 @@ async function remove(ctx: CliContext): Promise<number> {
         existed ? `deleted volume ${volumeId}\n` : `volume ${volumeId} does not exist: nothing to delete\n`,
       );
     return 0;
+  });
+}
+
+async function access(verb: "attach" | "detach" | "export" | "unexport", ctx: CliContext): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: ctx.args,
+    allowPositionals: true,
+    options: {
+      ...OPERATOR_OPTIONS,
+      ...(verb === "attach" ? { mount: { type: "string" } } : {}),
+      ...(verb === "export" ? { "read-only": { type: "boolean", default: false } } : {}),
+    },
+  });
+  if (values.help) return usage(ctx);
+  if (positionals.length !== 1) throw new UsageError(`volume ${verb} VOLUME_ID`);
+  const volumeId = positionals[0]!;
+  return withConnection(ctx, values.endpoint, (conn, out) => {
+    switch (verb) {
+      case "attach": {
+        const mount = (values as { mount?: string }).mount;
+        return attachVolume(conn, out, { volumeId, cwd: ctx.cwd, ...(mount !== undefined ? { mount } : {}) });
+      }
+      case "detach":
+        return detachVolume(conn, out, { volumeId });
+      case "export":
+        return exportData(conn, out, {
+          kind: "volume",
+          id: volumeId,
+          readOnly: (values as { "read-only"?: boolean })["read-only"] === true,
+          stderr: ctx.stderr,
+        });
+      case "unexport":
+        return unexportData(conn, out, { kind: "volume", id: volumeId });
+    }
   });
 }
 

@@ -37,8 +37,12 @@ describe("volume mode", () => {
   it("tells what a volume holds from its capabilities and its use", () => {
     expect(volumeDataMode(facts([BLOCK]))).toEqual({ kind: "block" });
     expect(volumeDataMode(facts([MOUNT]))).toEqual({ kind: "filesystem", fsType: "xfs" });
-    expect(volumeDataMode(facts([MOUNT], { [META.rawUse]: "true" }))).toEqual({ kind: "block" });
+    expect(volumeDataMode(facts([MOUNT], { [META.rawUse]: "true" }))).toEqual({
+      kind: "filesystem",
+      fsType: "xfs",
+    });
     expect(volumeDataMode(facts([BLOCK, MOUNT]))).toBeUndefined();
+    expect(volumeDataMode(facts([BLOCK, MOUNT], { [META.rawUse]: "true" }))).toEqual({ kind: "block" });
     for (const mode of [{ kind: "block" as const }, { kind: "filesystem" as const, fsType: "ext4" as const }])
       expect(parseDataMode(formatDataMode(mode))).toEqual(mode);
     expect(parseDataMode("")).toBeUndefined();

@@ -1,5 +1,5 @@
 import { StatusError } from "../errors/index.js";
-import type { EngineMeta } from "../engine-api/index.js";
+import type { EngineMeta, EngineSnapshot } from "../engine-api/index.js";
 import { invalidArgument } from "./request-errors.js";
 import { PARAM_ALLOW_MODE_CHANGE } from "./storage-class-parameters.js";
 import type { Capability, FsType } from "./volume-capabilities.js";
@@ -25,10 +25,14 @@ const OPT_IN = `create the volume with parameters["${PARAM_ALLOW_MODE_CHANGE}"]=
 
 export type DataMode = { kind: "block" } | { kind: "filesystem"; fsType: FsType };
 
-/** What a volume's data is, as far as snapblock knows; undefined when it cannot tell. */
+/**
+ * What a volume's data is, as far as snapblock knows; undefined when it cannot tell. A volume made
+ * for one access type holds that kind of data (a filesystem volume written raw through an NBD
+ * export is still taken for a filesystem: it is one, or it is broken); one made for both holds
+ * raw data once it was used raw.
+ */
 export function volumeDataMode(facts: VolumeFacts): DataMode | undefined {
-  if (facts.rawUse) return { kind: "block" };
-  if (facts.accessTypes.size !== 1) return undefined;
+  if (facts.accessTypes.size !== 1) return facts.rawUse ? { kind: "block" } : undefined;
   return facts.accessTypes.has("block") ? { kind: "block" } : { kind: "filesystem", fsType: facts.fsType };
 }
 
@@ -43,6 +47,11 @@ export function parseDataMode(text: string | undefined): DataMode | undefined {
   if (text === "filesystem:ext4" || text === "filesystem:xfs")
     return { kind: "filesystem", fsType: text.slice("filesystem:".length) as FsType };
   return undefined;
+}
+
+/** What a snapshot holds ("block", "filesystem:ext4"; "" when snapblock cannot tell). */
+export function snapshotDataMode(snapshot: EngineSnapshot): string {
+  return formatDataMode(parseDataMode(snapshot.meta[META.dataMode]));
 }
 
 /** "raw block data", "an xfs filesystem": for messages. */

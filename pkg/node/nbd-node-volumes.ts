@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
-import path from "node:path";
 import type { Attachment, BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
@@ -8,6 +7,7 @@ import {
   bindMount,
   ensureFilesystem,
   findMount,
+  findMountsOfDevice,
   growFilesystem,
   isMountPoint,
   mountFilesystem,
@@ -28,6 +28,8 @@ import type {
 } from "../csi/index.js";
 import type { Logger } from "../log/index.js";
 import type { VolumeDevice } from "../engine-api/index.js";
+import { socketPathFor } from "./socket-path.js";
+import { VolumeClaims } from "./volume-claims.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -42,11 +44,23 @@ export interface NbdNodeVolumesOptions {
   attacher: BlockAttacher;
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
+  /** Shared with the NBD exports for people (user-exports.ts): one user of a volume at a time. */
+  claims?: VolumeClaims;
   logger: Logger;
 }
 
-/** Linux sun_path holds 108 bytes with the NUL. */
-const MAX_SOCKET_PATH = 107;
+/** What the block path holds for one volume: its device and who mounts it (pkg/operator reads it). */
+export interface VolumeAttachmentFacts {
+  engineName: string;
+  health: "ok" | "broken";
+  /** Why it is broken, one sentence each. */
+  problems: string[];
+  devicePath?: string;
+  /** Filesystems mounted from the device: the staging mount and its bind mounts. */
+  filesystemMounts: string[];
+  /** Bind mounts of the device node (raw block volumes published). */
+  deviceBindMounts: string[];
+}
 
 /**
  * The node data path (docs/node-attach.md, "How a volume reaches a pod"): the volume is exported
@@ -56,8 +70,33 @@ const MAX_SOCKET_PATH = 107;
  */
 export class NbdNodeVolumes implements NodeVolumeManager {
   private readonly devices = new Map<string, VolumeDevice>();
+  private readonly claims: VolumeClaims;
 
-  constructor(private readonly options: NbdNodeVolumesOptions) {}
+  constructor(private readonly options: NbdNodeVolumesOptions) {
+    this.claims = options.claims ?? new VolumeClaims();
+  }
+
+  /** Every volume attached on this node, with its device's health and mounts (for `volume list`). */
+  async attachments(): Promise<VolumeAttachmentFacts[]> {
+    const out: VolumeAttachmentFacts[] = [];
+    for (const a of await this.options.attacher.list()) {
+      const facts: VolumeAttachmentFacts = {
+        engineName: a.exportName,
+        health: a.health,
+        problems: [...a.problems],
+        filesystemMounts: [],
+        deviceBindMounts: [],
+      };
+      if (a.devicePath !== undefined) facts.devicePath = a.devicePath;
+      if (a.devicePath !== undefined && a.health === "ok") {
+        const mounts = await findMountsOfDevice(a.devicePath);
+        facts.filesystemMounts = mounts.filesystemMounts.map((m) => m.mountPoint);
+        facts.deviceBindMounts = mounts.nodeBindMounts.map((m) => m.mountPoint);
+      }
+      out.push(facts);
+    }
+    return out;
+  }
 
   /**
    * After a restart: serve again the exports of the attachments recorded on this node, so that
@@ -82,7 +121,7 @@ export class NbdNodeVolumes implements NodeVolumeManager {
   async stage(o: NodeStageOptions): Promise<void> {
     const key = attachmentKey(o.engineName);
     const attachedBefore = (await this.options.attacher.find(key)) !== undefined;
-    const socketPath = await this.ensureExport(o.engineName);
+    const socketPath = await this.ensureExport(o.engineName, o.volumeId);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
       key,
@@ -230,25 +269,29 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     return Promise.resolve();
   }
 
-  private async ensureExport(engineName: string): Promise<string> {
+  /** The node path's export of a volume (claimed for it until stopExport); `label` names it in messages. */
+  private async ensureExport(engineName: string, label = engineName): Promise<string> {
+    this.claims.claim(engineName, "staged", label);
     const existing = this.options.nbd.getExport(engineName);
     if (existing && existing.address.kind === "unix") return existing.address.socketPath;
-    await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
-    const socketPath = socketPathFor(this.options.socketDir, engineName);
-    const device = this.options.volumes.openVolumeDevice(engineName);
+    let device: VolumeDevice | undefined;
     try {
+      await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
+      const socketPath = socketPathFor(this.options.socketDir, engineName);
+      device = this.options.volumes.openVolumeDevice(engineName);
       await this.options.nbd.startExport({
         backend: device,
         listen: { socketPath },
         name: engineName,
         description: `snapblock volume ${engineName}`,
       });
+      this.devices.set(engineName, device);
+      return socketPath;
     } catch (err) {
-      device.close();
+      device?.close();
+      this.claims.release(engineName, "staged");
       throw err;
     }
-    this.devices.set(engineName, device);
-    return socketPath;
   }
 
   private async stopExport(engineName: string): Promise<void> {
@@ -259,6 +302,7 @@ export class NbdNodeVolumes implements NodeVolumeManager {
     }
     this.devices.get(engineName)?.close();
     this.devices.delete(engineName);
+    this.claims.release(engineName, "staged");
   }
 }
 
@@ -267,19 +311,6 @@ function attachmentKey(engineName: string): string {
   return engineName.length <= 128
     ? engineName
     : `h--${createHash("sha256").update(engineName).digest("hex").slice(0, 40)}`;
-}
-
-function socketPathFor(dir: string, engineName: string): string {
-  const readable = path.join(dir, `${engineName}.sock`);
-  if (Buffer.byteLength(readable) <= MAX_SOCKET_PATH) return readable;
-  const short = path.join(dir, `${createHash("sha256").update(engineName).digest("hex").slice(0, 16)}.sock`);
-  if (Buffer.byteLength(short) > MAX_SOCKET_PATH) {
-    throw new SnapblockError(
-      "INVALID_ARGUMENT",
-      `NBD socket directory ${dir} is too long for unix socket paths (${MAX_SOCKET_PATH} bytes)`,
-    );
-  }
-  return short;
 }
 
 function requireDevice(attachment: Attachment, volumeId: string): string {

@@ -1,8 +1,11 @@
 import { execFile } from "node:child_process";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/** tsx's loader by URL, so that the CLI can run from any working directory. */
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
 
 export interface CliResult {
   code: number;
@@ -22,7 +25,7 @@ export function runCli(
   return new Promise((resolve, reject) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", path.join(ROOT, "cmd/snapblock.ts"), ...args],
+      ["--import", TSX, path.join(ROOT, "cmd/snapblock.ts"), ...args],
       {
         cwd: options.cwd ?? ROOT,
         env: { ...process.env, SNAPBLOCK_ENDPOINT: `unix://${socketPath}` },
