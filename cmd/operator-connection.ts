@@ -1,19 +1,27 @@
+import { existsSync } from "node:fs";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { callCsi, connectCsi, socketPathOf, type CsiClients } from "../pkg/csi/index.js";
 import { OperatorClient } from "../pkg/operator/index.js";
+import { OperatorError } from "./operator-error.js";
 import type { CliContext } from "./cli-context.js";
+import { HELP_FLAG, type FlagSpec } from "./verb-spec.js";
 import type { Output } from "./table-output.js";
 
 /** Default socket of `snapblock local` started in the same directory. */
 export const DEFAULT_DATA_DIR = "snapblock-data";
 export const DEFAULT_ENDPOINT = `unix://${DEFAULT_DATA_DIR}/csi.sock`;
 
-/** The options every operator verb takes (util.parseArgs form). */
-export const OPERATOR_OPTIONS = {
-  endpoint: { type: "string" },
-  json: { type: "boolean", default: false },
-  help: { type: "boolean", short: "h", default: false },
-} as const;
+/** The flags every operator verb takes. */
+export const OPERATOR_FLAGS = {
+  endpoint: {
+    type: "string",
+    value: "EP",
+    defaultText: `$SNAPBLOCK_ENDPOINT, else ${DEFAULT_ENDPOINT}`,
+    help: "the socket of snapblock local",
+  },
+  json: { type: "boolean", default: false, help: "machine-readable output" },
+  help: HELP_FLAG,
+} as const satisfies Record<string, FlagSpec>;
 
 /**
  * The operator CLI's connection to `snapblock local`: CSI over its socket, as the sidecars speak
@@ -64,27 +72,12 @@ export class OperatorConnection {
   }
 }
 
-/** A failed call, as a sentence for the person at the terminal (exit code 1). */
-export class OperatorError extends Error {
-  override readonly name = "OperatorError";
-
-  /** The gRPC status code of the failed call. */
-  constructor(
-    message: string,
-    readonly code: status,
-  ) {
-    super(message);
-  }
-}
-
-/** Whether err is a call that failed with `code` (e.g. status.NOT_FOUND). */
-export function failedWith(err: unknown, code: status): boolean {
-  return err instanceof OperatorError && err.code === code;
-}
-
 function describe(err: ServiceError, socketPath: string, method: string): string {
   if (err.code === status.UNAVAILABLE) {
-    return `cannot reach snapblock at ${socketPath}: ${err.details || "unavailable"} (is \`snapblock local\` running? set --endpoint or SNAPBLOCK_ENDPOINT)`;
+    const hint =
+      "start `snapblock local` (npm start), or point --endpoint or SNAPBLOCK_ENDPOINT at its socket";
+    if (!existsSync(socketPath)) return `no snapblock at ${socketPath} (no such socket): ${hint}`;
+    return `cannot reach snapblock at ${socketPath}: ${err.details || "unavailable"}; ${hint}`;
   }
   if (err.code === status.UNIMPLEMENTED && /Operator/.test(err.details)) {
     return `${socketPath} does not serve snapblock's operator service (${method}): attach, export and volume states need \`snapblock local\` (set --endpoint or SNAPBLOCK_ENDPOINT to its socket)`;
@@ -96,12 +89,14 @@ function describe(err: ServiceError, socketPath: string, method: string): string
 /** Runs one CLI command against the socket (--endpoint, $SNAPBLOCK_ENDPOINT or the default). */
 export async function withConnection(
   ctx: CliContext,
-  endpoint: string | undefined,
+  flags: { endpoint?: string | undefined; json: boolean },
   run: (conn: OperatorConnection, out: Output) => Promise<number>,
-  json?: boolean,
 ): Promise<number> {
-  const conn = new OperatorConnection(endpoint ?? ctx.env.SNAPBLOCK_ENDPOINT ?? DEFAULT_ENDPOINT, ctx.cwd);
-  const out: Output = { json: json ?? ctx.args.includes("--json"), write: ctx.stdout };
+  const conn = new OperatorConnection(
+    flags.endpoint ?? ctx.env.SNAPBLOCK_ENDPOINT ?? DEFAULT_ENDPOINT,
+    ctx.cwd,
+  );
+  const out: Output = { json: flags.json, write: ctx.stdout };
   try {
     return await run(conn, out);
   } finally {

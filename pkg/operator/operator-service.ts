@@ -1,6 +1,12 @@
 import type { ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { SnapblockError } from "../errors/index.js";
-import { RAW_USE_META, parseResourceId, snapshotDataMode, volumeFacts, type NodeEngine } from "../csi/index.js";
+import {
+  RAW_USE_META,
+  parseResourceId,
+  snapshotDataMode,
+  volumeFacts,
+  type NodeEngine,
+} from "../csi/index.js";
 import type { Logger } from "../log/index.js";
 import { unary, type CallScope } from "../rpc/index.js";
 import type { DataPathExport, ExportKind, NodeDataPath } from "./data-path.js";

@@ -84,12 +84,42 @@ describe("operator CLI: volumes", () => {
     });
   });
 
-  it("refuses a size that is not one with a usage error", async () => {
-    const bad = await cli("volume", "create", "x", "--size=-5G");
+  it("answers mistakes with a sentence and the verb's usage (exit 2), and --help with the defaults", async () => {
+    const bad = await cli("volume", "create", "x", "--size", "-5G");
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/--size "-5G" is not a size/);
+    expect(bad.stderr).toMatch(
+      /^snapblock: --size "-5G" is not a size: .*\nusage: snapblock volume create NAME \[options\]\n/,
+    );
     const odd = await cli("volume", "create", "x", "--size", "1000");
     expect(odd.code).toBe(2);
     expect(odd.stderr).toMatch(/not a whole number of 512-byte sectors/);
+    const noName = await cli("volume", "create");
+    expect(noName).toMatchObject({ code: 2 });
+    expect(noName.stderr).toBe(
+      "snapblock: snapblock volume create needs NAME\nusage: snapblock volume create NAME [options]\n(snapblock volume create --help for the options)\n",
+    );
+    const unknown = await cli("snapshot", "create", "local/raw", "s", "--frobnicate");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(
+      /^snapblock: unknown option --frobnicate\nusage: snapblock snapshot create VOLUME_ID NAME/,
+    );
+    const help = await cli("volume", "create", "--help");
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(
+      /--size SIZE +the volume's size, exactly .*\(default 1 GiB, or the source's size\)/,
+    );
+    expect(help.stdout).toMatch(
+      /--endpoint EP +the socket of snapblock local \(default \$SNAPBLOCK_ENDPOINT, else unix:\/\/snapblock-data\/csi.sock\)/,
+    );
+  });
+
+  it("reports a name that had to be hashed", async () => {
+    const res = await cli("volume", "create", "My Data", "--size", "64M");
+    expect(res.code).toBe(0);
+    const id = /volume id: +(\S+)/.exec(res.stdout)?.[1] ?? "";
+    expect(id).toMatch(/^local\/h--[0-9a-f]{40}$/);
+    expect(res.stderr).toBe(
+      `note: "My Data" is not usable as a volume name as it is (letters, digits, ".", "_", "-", at most 64), so the id uses a hash of it: ${id}\n`,
+    );
   });
 });
