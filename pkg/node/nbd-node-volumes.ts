@@ -79,7 +79,14 @@ export class NbdNodeVolumes implements NodeVolumeManager {
   /** Every volume attached on this node, with its device's health and mounts (for `volume list`). */
   async attachments(): Promise<VolumeAttachmentFacts[]> {
     const out: VolumeAttachmentFacts[] = [];
-    for (const a of await this.options.attacher.list()) {
+    for (const listed of await this.options.attacher.list()) {
+      // list() checks processes and devices; an NBD connection that died with the server that
+      // served it (a restart of this process) shows only on I/O: probe it, as
+      // NodeGetVolumeStats does, so that the state says "broken" when I/O would fail.
+      const a =
+        listed.health === "ok"
+          ? ((await this.options.attacher.find(listed.key, { probeIo: true })) ?? listed)
+          : listed;
       const facts: VolumeAttachmentFacts = {
         engineName: a.exportName,
         health: a.health,

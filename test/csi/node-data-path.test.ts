@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi } from "../../pkg/csi/index.js";
+import { OperatorClient } from "../../pkg/operator/index.js";
 import { MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
 
@@ -406,10 +407,21 @@ describe.skipIf(!haveTools)("node data path", () => {
       { volumeId: volume.volumeId, volumePath: staged.target },
       60_000,
     );
+    // What the operator service reports (the CLI's STATE column) agrees with the volume condition.
+    const operator = new OperatorClient(local.socketPath);
+    const state = (await operator.listVolumeStates()).states.find((v) => v.volumeId === volume.volumeId);
+    operator.close();
     // Either the device still answers (I/O resumes) or the condition says what broke and what to do.
-    if (stats.volumeCondition.abnormal)
+    if (stats.volumeCondition.abnormal) {
       expect(stats.volumeCondition.message).toMatch(/broken: .+; unstage and stage it again/);
-    else expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
+      expect(state).toMatchObject({
+        state: "broken",
+        reason: expect.stringMatching(/; detach it and attach it again/) as unknown,
+      });
+    } else {
+      expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
+      expect(state).toMatchObject({ state: "published" });
+    }
     // Unstage and stage again: the data path comes back, with the data.
     await unpublishAndUnstage(volume.volumeId, staged);
     const again = await stageAndPublish(volume.volumeId, "ext4", "pod-restart-2");
