@@ -9,7 +9,7 @@ import {
 } from "../pkg/engine-service/index.js";
 import { NodeCertificate, type KubeApi } from "../pkg/k8s/index.js";
 import type { Logger } from "../pkg/log/index.js";
-import { UsageError } from "./byte-size.js";
+import { UsageError } from "./usage-error.js";
 
 /**
  * How a process gets its engine-service TLS (docs/cluster.md, "TLS and identities"):

@@ -1,64 +1,56 @@
-import { parseArgs } from "node:util";
 import { ClusterEngine } from "../pkg/cluster/index.js";
 import { RemoteEngine } from "../pkg/engine-service/index.js";
 import { connectKube } from "../pkg/k8s/index.js";
 import { silentLogger } from "../pkg/log/index.js";
 import type { CliContext } from "./cli-context.js";
+import { TLS_FLAGS, secondsFlag } from "./common-flags.js";
 import { controllerTls } from "./engine-tls-setup.js";
-import { checkNodeSource, nodeDiscovery } from "./node-source.js";
+import { NODE_SOURCE_FLAGS, nodeDiscovery, nodeSourceConfig } from "./node-source.js";
 import { printJson, printTable, type Output } from "./table-output.js";
+import { HELP_FLAG, defineVerb, runVerb } from "./verb-spec.js";
 
-export const REPLICAS_USAGE = `snapblock replicas (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
-
-Where each snapshot of a cluster is kept and what is being copied between nodes, read from every
-node's engine service with the controller's credentials (run it where the controller runs, e.g.
-kubectl exec into the controller pod): per snapshot the replicas it wants and the nodes holding
-it (complete, or copying with progress), then the volumes still filling from another node.
-
-  --nodes LIST / --nodes-file FILE / --kube-discovery   the nodes, as for snapblock controller
-  --tls-ca FILE           the engine CA's certificate
-  --tls-cert FILE, --tls-key FILE   the controller's certificate and key, or:
-  --tls-ca-key FILE       the engine CA's key (a certificate is issued for this run)
-  --insecure-loopback     plaintext to nodes on loopback addresses only
-  --call-timeout SEC      deadline of one engine call (default 10)
-  --json                  JSON instead of tables
-`;
-
-export async function replicasCommand(ctx: CliContext): Promise<number> {
-  const { values } = parseArgs({
-    args: ctx.args,
-    options: {
-      nodes: { type: "string" },
-      "nodes-file": { type: "string" },
-      "kube-discovery": { type: "boolean", default: false },
-      "tls-ca": { type: "string" },
-      "tls-cert": { type: "string" },
-      "tls-key": { type: "string" },
-      "tls-ca-key": { type: "string" },
-      "insecure-loopback": { type: "boolean", default: false },
-      "call-timeout": { type: "string", default: "10" },
-      json: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
+export const REPLICAS_VERB = defineVerb({
+  command: "replicas",
+  summary:
+    "Where each snapshot of a cluster is kept and what is being copied between nodes, read from every node's engine service with the controller's credentials (run it where the controller runs, e.g. kubectl exec into the controller pod).",
+  description:
+    "Per snapshot: the replicas it wants and the nodes holding it (complete, or copying with progress); then the volumes still filling from another node. Give the nodes with exactly one of --nodes, --nodes-file or --kube-discovery, as for snapblock controller.",
+  flags: {
+    ...NODE_SOURCE_FLAGS,
+    ...TLS_FLAGS,
+    "tls-ca-key": {
+      type: "string",
+      value: "FILE",
+      help: "instead of --tls-cert/--tls-key: the engine CA's key (a controller certificate is issued for this run)",
     },
+    "call-timeout": { type: "string", value: "SEC", default: "10", help: "deadline of one engine call" },
+    json: { type: "boolean", default: false, help: "machine-readable output" },
+    help: HELP_FLAG,
+  },
+});
+
+/** `snapblock replicas`. */
+export function replicasCommand(ctx: CliContext): Promise<number> {
+  return runVerb(ctx)(REPLICAS_VERB, async (values) => {
+    const source = nodeSourceConfig(values, ctx.cwd);
+    const callTimeoutMs = secondsFlag(values["call-timeout"], "--call-timeout");
+    const { transport } = await controllerTls(values, ctx.cwd);
+    const kube = source.kind === "kube" ? await connectKube() : undefined;
+    const cluster = new ClusterEngine({
+      discovery: nodeDiscovery(source, kube),
+      connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
+      logger: silentLogger,
+    });
+    return report(ctx, cluster, values.json);
   });
-  if (values.help) {
-    ctx.stdout(REPLICAS_USAGE);
-    return 0;
-  }
-  checkNodeSource(values);
-  const { transport } = await controllerTls(values, ctx.cwd);
-  const callTimeoutMs = Number(values["call-timeout"]) * 1000;
-  const kube = values["kube-discovery"] ? await connectKube() : undefined;
-  const cluster = new ClusterEngine({
-    discovery: nodeDiscovery(values, ctx.cwd, kube),
-    connect: (endpoint) => new RemoteEngine({ ...endpoint, transport, callTimeoutMs }),
-    logger: silentLogger,
-  });
+}
+
+async function report(ctx: CliContext, cluster: ClusterEngine, json: boolean): Promise<number> {
   try {
     await cluster.refresh();
     const status = await cluster.replicator.status();
-    const out: Output = { json: values.json, write: ctx.stdout };
-    if (values.json) {
+    const out: Output = { json, write: ctx.stdout };
+    if (json) {
       printJson(out, status);
       return 0;
     }

@@ -2,8 +2,9 @@ import { status, type ServiceError } from "@grpc/grpc-js";
 import { parseResourceId } from "../pkg/csi/index.js";
 import type { EngineSnapshotSpace, EngineSpace, EngineVolumeSpace } from "../pkg/engine-api/index.js";
 import { fetchSpace } from "../pkg/engine-service/index.js";
-import { formatByteSize } from "./byte-size.js";
-import { OperatorError, type OperatorConnection } from "./operator-connection.js";
+import { formatByteSize } from "../pkg/byte-size/index.js";
+import type { OperatorConnection } from "./operator-connection.js";
+import { OperatorError } from "./operator-error.js";
 
 /**
  * Who holds the space, for the operator verbs (`snapshot list/get`, `volume get`): the Space
@@ -21,6 +22,7 @@ export class SpaceFigures {
       if ((err as ServiceError).code === status.UNIMPLEMENTED) return undefined;
       throw new OperatorError(
         `reading the pools' space failed: ${(err as ServiceError).details ?? String(err)}`,
+        (err as ServiceError).code ?? status.UNKNOWN,
       );
     }
   }

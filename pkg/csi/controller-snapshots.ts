@@ -18,6 +18,7 @@ import {
   parseSnapshotParameters,
 } from "./storage-class-parameters.js";
 import { REPLICA_META } from "../engine-api/index.js";
+import { formatDataMode, volumeDataMode } from "./volume-mode.js";
 import { META, snapshotId, snapshotMessage, volumeFacts, volumeId, type VolumeFacts } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineSnapshot, EngineSnapshotLimits } from "../engine-api/index.js";
@@ -62,6 +63,8 @@ export class ControllerSnapshots {
       }
       // The StorageClass's snapshot limits travel with the volume; the engine checks them in the
       // same step as it takes the snapshot (CSI spec, CreateSnapshot errors: RESOURCE_EXHAUSTED).
+      // What the volume holds (raw block data or a filesystem) goes with the snapshot, so that a
+      // restore keeps the mode of the data even after the volume is gone (volume-mode.ts).
       const volume = await engine.getVolume(source);
       if (!volume) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
       const limits = snapshotLimits(volumeFacts(volume));
@@ -73,6 +76,7 @@ export class ControllerSnapshots {
           meta: {
             [META.name]: name,
             [META.sourceVolumeId]: req.sourceVolumeId,
+            [META.dataMode]: formatDataMode(volumeDataMode(volumeFacts(volume))),
             ...params.co,
             // Replicas on other nodes, and what an incremental replica of the next snapshot
             // compares with (cluster mode; docs/cluster.md).

@@ -16,8 +16,15 @@ export interface CsiServerOptions {
   identity: UntypedServiceImplementation;
   controller?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
-  /** Services of snapblock's own served on the same socket (the operator's Space service). */
-  extraServices?: Array<{ service: ServiceDefinition; handlers: UntypedServiceImplementation; name: string }>;
+  /**
+   * Services of snapblock's own on the same socket (the operator service of `snapblock local`),
+   * each with the name it is logged under.
+   */
+  extraServices?: Array<{
+    name: string;
+    definition: ServiceDefinition;
+    implementation: UntypedServiceImplementation;
+  }>;
   logger: Logger;
 }
 
@@ -47,7 +54,8 @@ export class CsiServer {
     if (options.controller)
       server.addService(proto.Controller.service, only(proto.Controller.service, options.controller));
     if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
-    for (const extra of options.extraServices ?? []) server.addService(extra.service, extra.handlers);
+    for (const extra of options.extraServices ?? [])
+      server.addService(extra.definition, extra.implementation);
     await prepareSocketPath(options.socketPath, "CSI");
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(grpcUnixAddress(options.socketPath), ServerCredentials.createInsecure(), (err) => {

@@ -18,6 +18,8 @@ export const PARAM_MAX_SNAPSHOTS = "snapblock.dev/maxSnapshots";
 export const PARAM_MAX_SNAPSHOT_SPACE = "snapblock.dev/maxSnapshotSpace";
 /** VolumeSnapshotClass: "false" snapshots a staged filesystem without freezing it. */
 export const PARAM_FREEZE = "snapblock.dev/freeze";
+/** "true": the volume may be used in another mode than its source's data (volume-mode.ts). */
+export const PARAM_ALLOW_MODE_CHANGE = "snapblock.dev/allowModeChange";
 const CO_PREFIX = "csi.storage.k8s.io/";
 /** A limit so high it is no limit is refused too: it is a typo more often than a wish. */
 const MAX_SNAPSHOTS_CEILING = 100_000;
@@ -29,6 +31,7 @@ export interface VolumeParameters {
   maxSnapshots?: number;
   /** Most bytes its snapshots may hold that nothing else maps (at least 1). */
   maxSnapshotBytes?: number;
+  allowModeChange: boolean;
 }
 
 export function parseVolumeParameters(
@@ -37,10 +40,13 @@ export function parseVolumeParameters(
 ): VolumeParameters {
   rejectUnknown(
     params,
-    [PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_MAX_SNAPSHOTS, PARAM_MAX_SNAPSHOT_SPACE],
+    [PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_ALLOW_MODE_CHANGE, PARAM_MAX_SNAPSHOTS, PARAM_MAX_SNAPSHOT_SPACE],
     field,
   );
-  const out: VolumeParameters = { fullCopy: false };
+  const out: VolumeParameters = {
+    fullCopy: parseBoolean(params, PARAM_FULL_COPY, field) ?? false,
+    allowModeChange: parseBoolean(params, PARAM_ALLOW_MODE_CHANGE, field) ?? false,
+  };
   const fs = params[PARAM_FS_TYPE];
   if (fs !== undefined && fs !== "") {
     const lower = fs.toLowerCase();
@@ -51,7 +57,6 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  out.fullCopy = parseBoolean(params, PARAM_FULL_COPY, field) ?? false;
   const count = params[PARAM_MAX_SNAPSHOTS];
   if (count !== undefined) {
     const n = /^\d+$/.test(count.trim()) ? Number(count) : NaN;

@@ -19,6 +19,7 @@ import type {
   EngineCreateVolumeOptions,
   EngineHolder,
   EngineListing,
+  EngineMeta,
   EnginePlacementRequest,
   EnginePullProgress,
   EngineReplicateOptions,
@@ -245,6 +246,17 @@ export class LocalEngine implements EngineApi, EngineReplication {
       items: pool.listVolumes().map((v) => this.volume(v)),
       idWatermark: pool.meta.nextId,
     });
+  }
+
+  /**
+   * Adds or changes metadata keys of an existing volume (the node records what it learns about a
+   * volume's use, e.g. raw block use). NOT_FOUND when there is no such volume.
+   */
+  async updateVolumeMeta(name: string, patch: EngineMeta): Promise<EngineVolume> {
+    const { pool, meta } = this.ready();
+    const info = pool.getVolume(name);
+    await meta.set("volume", name, { ...meta.get("volume", name), ...patch });
+    return this.volume(info);
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {

@@ -28,7 +28,7 @@ import {
 import { loadEngineProto } from "./engine-proto.js";
 import { addressedTo } from "./call-addressee.js";
 import { fromEngineStatus } from "./engine-status.js";
-import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
+import { channelCredentials, channelOptions, type EngineTransportOptions } from "./engine-tls.js";
 import { StatusError } from "../errors/index.js";
 import type {
   EngineApi,
@@ -84,6 +84,7 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     const creds = channelCredentials(options.transport, options.address, options.nodeId);
     const { Client: EngineClient } = loadEngineProto();
     this.client = new EngineClient(options.address, creds, {
+      ...channelOptions(options.transport),
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -123,7 +123,11 @@ describe("bad input gets a typed error and changes nothing", () => {
     await rejects(Pool.create({ dir: join(dir, "p3"), sizeBytes: 100 }), "INVALID_ARGUMENT");
     await mkdir(join(dir, "junk"));
     await writeFile(join(dir, "junk", "superblock"), Buffer.alloc(4096, 7));
+    const descriptors = async () => (await readdir("/proc/self/fd")).length;
+    const before = await descriptors();
     await rejects(Pool.open({ dir: join(dir, "junk") }), "CORRUPT");
+    // A refused pool leaves no file open (it was left to the garbage collector: DEP0137).
+    expect(await descriptors()).toBe(before);
   });
 });
 

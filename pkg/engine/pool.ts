@@ -204,18 +204,21 @@ export class Pool implements PoolCore {
     }
     const sb = newSuperblock(chunkSize, capacityChunks);
     const data = await storage.open(FILES.data, { create: true });
-    await data.truncate(0);
-    await data.sync();
-    const empty = new Metadata(
-      new ChunkSpace(capacityChunks),
-      new ChunkTables(new ChunkSpace(capacityChunks)),
-      chunkSize,
-    );
-    await writeAtomically(storage, FILES.checkpoint, encodeCheckpoint(empty, sb.uuid));
-    await writeAtomically(storage, FILES.journal, encodeJournalHeader(sb.uuid, 0));
-    // The superblock goes last: its presence means the pool is complete.
-    await writeAtomically(storage, FILES.superblock, encodeSuperblock(sb));
-    await data.close();
+    try {
+      await data.truncate(0);
+      await data.sync();
+      const empty = new Metadata(
+        new ChunkSpace(capacityChunks),
+        new ChunkTables(new ChunkSpace(capacityChunks)),
+        chunkSize,
+      );
+      await writeAtomically(storage, FILES.checkpoint, encodeCheckpoint(empty, sb.uuid));
+      await writeAtomically(storage, FILES.journal, encodeJournalHeader(sb.uuid, 0));
+      // The superblock goes last: its presence means the pool is complete.
+      await writeAtomically(storage, FILES.superblock, encodeSuperblock(sb));
+    } finally {
+      await data.close();
+    }
     return Pool.open(options);
   }
 
@@ -228,11 +231,23 @@ export class Pool implements PoolCore {
     const unlock = storage.lock ? await storage.lock() : (): Promise<void> => Promise.resolve();
     let pool: Pool;
     try {
+      // Every file opened here is closed again when opening fails (a corrupt superblock, a
+      // missing journal): a refused pool leaves no descriptor behind.
       const sbFile = await storage.open(FILES.superblock, { create: false });
-      const sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
-      await sbFile.close();
+      let sb: Superblock;
+      try {
+        sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
+      } finally {
+        await sbFile.close();
+      }
       const data = await storage.open(FILES.data, { create: true });
-      const journal = await storage.open(FILES.journal, { create: false });
+      let journal: StorageFile;
+      try {
+        journal = await storage.open(FILES.journal, { create: false });
+      } catch (err) {
+        await data.close();
+        throw err;
+      }
       pool = new Pool(storage, sb, data, journal, options, unlock);
       try {
         await pool.recover();

@@ -46,6 +46,7 @@ export {
   type FilesystemType,
   type MakeFilesystemOptions,
   type EnsureFilesystemResult,
+  type EnsureFilesystemOptions,
 } from "./make-filesystem.js";
 export { validateMountFlags, type ValidateMountFlagsOptions } from "./mount-flags.js";
 export {

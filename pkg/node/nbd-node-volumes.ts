@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
-import path from "node:path";
 import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
@@ -34,6 +33,8 @@ import {
 import type { Logger } from "../log/index.js";
 import type { VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
 import { PublicationStore } from "./publications.js";
+import { socketPathFor } from "./socket-path.js";
+import { VolumeClaims } from "./volume-claims.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -55,13 +56,25 @@ export interface NbdNodeVolumesOptions {
    * inside one of these directories (the node's --path-root).
    */
   pathRoots?: readonly string[];
+  /** Shared with the NBD exports for people (user-exports.ts): one user of a volume at a time. */
+  claims?: VolumeClaims;
   logger: Logger;
   /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
   freeze?: { freezeTimeoutMs?: number; holdMs?: number };
 }
 
-/** Linux sun_path holds 108 bytes with the NUL. */
-const MAX_SOCKET_PATH = 107;
+/** What the block path holds for one volume: its device and who mounts it (pkg/operator reads it). */
+export interface VolumeAttachmentFacts {
+  engineName: string;
+  health: "ok" | "broken";
+  /** Why it is broken, one sentence each. */
+  problems: string[];
+  devicePath?: string;
+  /** Filesystems mounted from the device: the staging mount and its bind mounts. */
+  filesystemMounts: string[];
+  /** Bind mounts of the device node (raw block volumes published). */
+  deviceBindMounts: string[];
+}
 
 /**
  * The node data path (docs/node-attach.md, "How a volume reaches a pod"): the volume is exported
@@ -71,12 +84,43 @@ const MAX_SOCKET_PATH = 107;
  */
 export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   private readonly devices = new Map<string, VolumeDevice>();
+  private readonly claims: VolumeClaims;
   /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
   private readonly serial = new KeyedMutex();
   private readonly publications: PublicationStore;
 
   constructor(private readonly options: NbdNodeVolumesOptions) {
+    this.claims = options.claims ?? new VolumeClaims();
     this.publications = new PublicationStore(options.publicationDir);
+  }
+
+  /** Every volume attached on this node, with its device's health and mounts (for `volume list`). */
+  async attachments(): Promise<VolumeAttachmentFacts[]> {
+    const out: VolumeAttachmentFacts[] = [];
+    for (const listed of await this.options.attacher.list()) {
+      // list() checks processes and devices; an NBD connection that died with the server that
+      // served it (a restart of this process) shows only on I/O: probe it, as
+      // NodeGetVolumeStats does, so that the state says "broken" when I/O would fail.
+      const a =
+        listed.health === "ok"
+          ? ((await this.options.attacher.find(listed.key, { probeIo: true })) ?? listed)
+          : listed;
+      const facts: VolumeAttachmentFacts = {
+        engineName: a.exportName,
+        health: a.health,
+        problems: [...a.problems],
+        filesystemMounts: [],
+        deviceBindMounts: [],
+      };
+      if (a.devicePath !== undefined) facts.devicePath = a.devicePath;
+      if (a.devicePath !== undefined && a.health === "ok") {
+        const mounts = await findMountsOfDevice(a.devicePath);
+        facts.filesystemMounts = mounts.filesystemMounts.map((m) => m.mountPoint);
+        facts.deviceBindMounts = mounts.nodeBindMounts.map((m) => m.mountPoint);
+      }
+      out.push(facts);
+    }
+    return out;
   }
 
   /**
@@ -107,10 +151,12 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     // Every path checked before anything is exported, attached or formatted (CSI: the CO creates
     // the staging directory).
     await this.checkPath(o.stagingPath, "staging_target_path", "directory");
-    const socketPath = await this.ensureExport(o.engineName);
+    const key = attachmentKey(o.engineName);
+    const attachedBefore = (await this.options.attacher.find(key)) !== undefined;
+    const socketPath = await this.ensureExport(o.engineName, o.volumeId);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
-      key: attachmentKey(o.engineName),
+      key,
       socketPath,
       exportName: o.engineName,
       readOnly: false,
@@ -118,7 +164,19 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     });
     if (o.capability.accessType === "block") return;
     const devicePath = requireDevice(attachment, o.volumeId);
-    const made = await ensureFilesystem({ device: devicePath, fsType: o.fsType });
+    const made = await ensureFilesystem({
+      device: devicePath,
+      fsType: o.fsType,
+      formatBlank: o.refuseFormat === undefined,
+    });
+    if (made === "blank" && o.refuseFormat !== undefined) {
+      // Nothing was written: take away what this call attached, so that nothing is left behind.
+      if (!attachedBefore) {
+        await this.options.attacher.detach(key);
+        await this.stopExport(o.engineName);
+      }
+      throw new StatusError("FAILED_PRECONDITION", o.refuseFormat);
+    }
     await prepareMountTarget({ path: o.stagingPath, kind: "directory" });
     const readOnly = o.capability.mode === "SINGLE_NODE_READER_ONLY";
     await mountFilesystem({
@@ -370,25 +428,29 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     return Promise.resolve();
   }
 
-  private async ensureExport(engineName: string): Promise<string> {
+  /** The node path's export of a volume (claimed for it until stopExport); `label` names it in messages. */
+  private async ensureExport(engineName: string, label = engineName): Promise<string> {
+    this.claims.claim(engineName, "staged", label);
     const existing = this.options.nbd.getExport(engineName);
     if (existing && existing.address.kind === "unix") return existing.address.socketPath;
-    await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
-    const socketPath = socketPathFor(this.options.socketDir, engineName);
-    const device = this.options.volumes.openVolumeDevice(engineName);
+    let device: VolumeDevice | undefined;
     try {
+      await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
+      const socketPath = socketPathFor(this.options.socketDir, engineName);
+      device = this.options.volumes.openVolumeDevice(engineName);
       await this.options.nbd.startExport({
         backend: device,
         listen: { socketPath },
         name: engineName,
         description: `snapblock volume ${engineName}`,
       });
+      this.devices.set(engineName, device);
+      return socketPath;
     } catch (err) {
-      device.close();
+      device?.close();
+      this.claims.release(engineName, "staged");
       throw err;
     }
-    this.devices.set(engineName, device);
-    return socketPath;
   }
 
   private async stopExport(engineName: string): Promise<void> {
@@ -399,6 +461,7 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     }
     this.devices.get(engineName)?.close();
     this.devices.delete(engineName);
+    this.claims.release(engineName, "staged");
   }
 }
 
@@ -407,19 +470,6 @@ function attachmentKey(engineName: string): string {
   return engineName.length <= 128
     ? engineName
     : `h--${createHash("sha256").update(engineName).digest("hex").slice(0, 40)}`;
-}
-
-function socketPathFor(dir: string, engineName: string): string {
-  const readable = path.join(dir, `${engineName}.sock`);
-  if (Buffer.byteLength(readable) <= MAX_SOCKET_PATH) return readable;
-  const short = path.join(dir, `${createHash("sha256").update(engineName).digest("hex").slice(0, 16)}.sock`);
-  if (Buffer.byteLength(short) > MAX_SOCKET_PATH) {
-    throw new SnapblockError(
-      "INVALID_ARGUMENT",
-      `NBD socket directory ${dir} is too long for unix socket paths (${MAX_SOCKET_PATH} bytes)`,
-    );
-  }
-  return short;
 }
 
 function requireDevice(attachment: Attachment, volumeId: string): string {

@@ -383,10 +383,17 @@ describe("logs", () => {
         secrets: { token: "hunter2-very-secret" },
       }),
     );
-    await new Promise((r) => setTimeout(r, 200));
-    const lines = local.log
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    // The process logs a call before it answers; its stderr reaches us a little later.
+    const parsed = () =>
+      local.log.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const deadline = Date.now() + 30_000;
+    while (
+      !parsed().some((l) => l.method === "DeleteSnapshot" && l.code === "INVALID_ARGUMENT") &&
+      Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const lines = parsed();
     const create = lines.find((l) => l.method === "CreateVolume" && l.name === "pvc-secret");
     expect(create).toMatchObject({ code: "OK", volumeId: "local/pvc-secret" });
     expect(typeof create?.durationMs).toBe("number");
