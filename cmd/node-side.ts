@@ -89,7 +89,12 @@ export async function buildNodeSide(o: {
 /** Opens (or creates) the pool and serves again the exports of staged volumes; false when it cannot (logged). */
 export async function openPool(side: NodeSide, pool: PoolConfig, logger: Logger): Promise<boolean> {
   try {
-    const { created } = await side.engine.open();
+    const { created, recovery } = await side.engine.open();
+    if (recovery.replayedBatches > 0 || recovery.tornBytes > 0)
+      logger.warn("the pool was not closed cleanly last time: replayed its journal", {
+        data: pool.dataDir,
+        ...recovery,
+      });
     if (side.nodeVolumes instanceof NbdNodeVolumes) await side.nodeVolumes.resume();
     logger.info(created ? "created pool" : "opened pool", {
       data: pool.dataDir,
