@@ -15,6 +15,7 @@ import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
 import {
   CsiMetrics,
   EngineMetrics,
+  AttachmentMetrics,
   NbdMetrics,
   createMetricsRegistry,
   startMetricsServer,
@@ -83,6 +84,11 @@ export async function buildNodeSide(o: {
   });
   const claims = new VolumeClaims();
   const nodeVolumes = await nodeDataPath({ ...o, engine, nbd, claims });
+  new AttachmentMetrics({
+    registry,
+    attachments: () =>
+      nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]),
+  });
   return { registry, csiMetrics: new CsiMetrics({ registry }), engine, nbd, nodeVolumes, claims, poolSize };
 }
 
