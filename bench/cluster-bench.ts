@@ -8,7 +8,10 @@
  *   over mutual TLS 1.3 with the nodes' certificates, in chunk-sized messages;
  * - pull: the snapshot restored onto node-b; MiB/s of its background pull (the node's own
  *   "pull finished" figures) and the CPU seconds of the pulling and the serving node processes
- *   (user + system from /proc/<pid>/stat) per GiB; the ceiling and the pull alternate in order;
+ *   (user + system from /proc/<pid>/stat) per GiB;
+ * - disk: the same bytes written to a file on the pools' filesystem in chunk-sized writes with an
+ *   fdatasync every 256 chunks, as the pull commits (the disk's share of the pull's work);
+ *   the three rotate in order from round to round;
  * - first read: the snapshot restored onto node-c, staged (nbdfuse + loop) and the last allocated
  *   chunk read from the block device (the background pull goes in chunk order: that chunk is the
  *   last it would copy); then chunks not copied yet read over the volume's NBD export (on-demand
@@ -43,6 +46,7 @@ import type { SnapblockProcess } from "../test/cluster/cluster-processes.js";
 import { RawNbdClient } from "../test/nbd/raw-client.js";
 import { ClusterUnderTest } from "./cluster-under-test.js";
 import { cpuSeconds, loadAverage } from "./process-cpu.js";
+import { runDiskWrite, type DiskWriteResult } from "./disk-write-ceiling.js";
 import { runTlsCopy, type TlsCopyResult } from "./tls-copy-ceiling.js";
 
 const MiB = 2 ** 20;
@@ -156,6 +160,8 @@ interface PullRound {
   order: string;
   tls: TlsCopyResult;
   tlsMiBps: number;
+  disk: DiskWriteResult;
+  diskMiBps: number;
   pullBytes: number;
   pullSeconds: number;
   pullMiBps: number;
@@ -281,9 +287,10 @@ try {
   console.log(`# first replica (full): ${f(full.sentBytes / MiB)} MiB in ${f(full.pullSeconds)} s`);
 
   for (let round = 1; round <= ROUNDS; round++) {
-    // 1. The ceiling and the pull, in alternating order.
+    // 1. The TLS ceiling, the pull and the disk reference, in rotating order.
     let tls: TlsCopyResult | undefined;
-    let pull: Omit<PullRound, "round" | "order" | "tls" | "tlsMiBps" | "load1"> | undefined;
+    let pull:
+      Omit<PullRound, "round" | "order" | "tls" | "tlsMiBps" | "disk" | "diskMiBps" | "load1"> | undefined;
     const ceiling = async () => {
       tls = await runTlsCopy({
         server: cluster.pki.node("node-a"),
@@ -322,19 +329,27 @@ try {
         servingCpu: cpu1.a - cpu0.a,
       };
     };
-    const order = round % 2 === 1 ? "ceiling, pull" : "pull, ceiling";
-    if (round % 2 === 1) {
-      await ceiling();
-      await restore();
-    } else {
-      await restore();
-      await ceiling();
-    }
+    let disk: DiskWriteResult | undefined;
+    const diskWrite = () => {
+      disk = runDiskWrite({ dir, bytes: ALLOCATED_BYTES, writeBytes: CHUNK, syncEvery: 256 });
+      return Promise.resolve();
+    };
+    // The three rotate: each goes first, second and third in turn.
+    const steps = [
+      { name: "ceiling", run: ceiling },
+      { name: "pull", run: restore },
+      { name: "disk", run: diskWrite },
+    ];
+    const rotated = steps.map((_, i) => steps[(i + round - 1) % steps.length]!);
+    for (const step of rotated) await step.run();
+    const order = rotated.map((step) => step.name).join(", ");
     pullRounds.push({
       round,
       order,
       tls: tls!,
       tlsMiBps: tls!.bytes / MiB / tls!.seconds,
+      disk: disk!,
+      diskMiBps: disk!.bytes / MiB / disk!.seconds,
       ...pull!,
       load1: loadAverage()[0],
     });
@@ -430,37 +445,55 @@ const perGiB = (cpu: number, bytes: number) => cpu / (bytes / GiB);
 const out: string[] = [];
 out.push(
   "",
-  `Background pull of a snapshot restored onto another node (${ALLOCATED_MIB} MiB allocated of ${VOLUME_BYTES / MiB} MiB) vs the mutual-TLS loopback copy of the same bytes (bench/tls-copy.ts); CPU = user + system seconds per GiB`,
+  `Background pull of a snapshot restored onto another node (${ALLOCATED_MIB} MiB allocated of ${VOLUME_BYTES / MiB} MiB) vs the mutual-TLS loopback copy of the same bytes (bench/tls-copy.ts) and vs writing them to the pools' disk with the pull's fdatasync interval; CPU = user + system seconds per GiB`,
   "",
-  "| round | order | pull MiB/s | tls-copy MiB/s | pull / tls-copy | restore call to pull done (s) | CPU/GiB pulling node | CPU/GiB serving node | CPU/GiB tls-copy fetch | CPU/GiB tls-copy serve | load (1 min) |",
-  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| round | order | pull MiB/s | tls-copy MiB/s | pull / tls-copy | disk write MiB/s | pull / disk | restore call to pull done (s) | CPU/GiB pulling node | CPU/GiB serving node | CPU/GiB tls-copy fetch | CPU/GiB tls-copy serve | load (1 min) |",
+  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 );
 for (const r of pullRounds) {
   out.push(
-    `| ${r.round} | ${r.order} | ${f(r.pullMiBps)} | ${f(r.tlsMiBps)} | ${f(r.pullMiBps / r.tlsMiBps, 2)}x | ${f(r.restoreToDoneSeconds, 2)} | ${f(perGiB(r.pullingCpu, r.pullBytes), 2)} | ${f(perGiB(r.servingCpu, r.pullBytes), 2)} | ${f(perGiB(r.tls.fetchCpu, r.tls.bytes), 2)} | ${f(perGiB(r.tls.serveCpu, r.tls.bytes), 2)} | ${f(r.load1, 2)} |`,
+    `| ${r.round} | ${r.order} | ${f(r.pullMiBps)} | ${f(r.tlsMiBps)} | ${f(r.pullMiBps / r.tlsMiBps, 2)}x | ${f(r.diskMiBps)} | ${f(r.pullMiBps / r.diskMiBps, 2)}x | ${f(r.restoreToDoneSeconds, 2)} | ${f(perGiB(r.pullingCpu, r.pullBytes), 2)} | ${f(perGiB(r.servingCpu, r.pullBytes), 2)} | ${f(perGiB(r.tls.fetchCpu, r.tls.bytes), 2)} | ${f(perGiB(r.tls.serveCpu, r.tls.bytes), 2)} | ${f(r.load1, 2)} |`,
   );
 }
 const med = <T>(rows: T[], get: (r: T) => number) => median(rows.map(get));
+const medianRow = (cells: string[]) => `| ${cells.join(" | ")} |`;
 out.push(
-  `| **median** | | **${f(med(pullRounds, (r) => r.pullMiBps))}** | **${f(med(pullRounds, (r) => r.tlsMiBps))}** | **${f(
-    med(pullRounds, (r) => r.pullMiBps / r.tlsMiBps),
-    2,
-  )}x** | ${f(
-    med(pullRounds, (r) => r.restoreToDoneSeconds),
-    2,
-  )} | ${f(
-    med(pullRounds, (r) => perGiB(r.pullingCpu, r.pullBytes)),
-    2,
-  )} | ${f(
-    med(pullRounds, (r) => perGiB(r.servingCpu, r.pullBytes)),
-    2,
-  )} | ${f(
-    med(pullRounds, (r) => perGiB(r.tls.fetchCpu, r.tls.bytes)),
-    2,
-  )} | ${f(
-    med(pullRounds, (r) => perGiB(r.tls.serveCpu, r.tls.bytes)),
-    2,
-  )} | |`,
+  medianRow([
+    "**median**",
+    "",
+    `**${f(med(pullRounds, (r) => r.pullMiBps))}**`,
+    `**${f(med(pullRounds, (r) => r.tlsMiBps))}**`,
+    `**${f(
+      med(pullRounds, (r) => r.pullMiBps / r.tlsMiBps),
+      2,
+    )}x**`,
+    f(med(pullRounds, (r) => r.diskMiBps)),
+    `${f(
+      med(pullRounds, (r) => r.pullMiBps / r.diskMiBps),
+      2,
+    )}x`,
+    f(
+      med(pullRounds, (r) => r.restoreToDoneSeconds),
+      2,
+    ),
+    f(
+      med(pullRounds, (r) => perGiB(r.pullingCpu, r.pullBytes)),
+      2,
+    ),
+    f(
+      med(pullRounds, (r) => perGiB(r.servingCpu, r.pullBytes)),
+      2,
+    ),
+    f(
+      med(pullRounds, (r) => perGiB(r.tls.fetchCpu, r.tls.bytes)),
+      2,
+    ),
+    f(
+      med(pullRounds, (r) => perGiB(r.tls.serveCpu, r.tls.bytes)),
+      2,
+    ),
+    "",
+  ]),
   "",
   `Restored elsewhere (node-c, background pull limited to ${LATENCY_PULL_LIMIT}/s): restore call to the first read of the last allocated chunk through the staged block device (nbdfuse + loop), then ${LATENCY_READS} chunks (${CHUNK / 1024} KiB reads, one at a time) over the volume's NBD export before they were copied (fetched on demand) and again after (local); ms`,
   "",
