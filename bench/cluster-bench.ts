@@ -209,6 +209,10 @@ const cluster = await ClusterUnderTest.start({
     { id: "node-c", poolSize: `${3 * ALLOCATED_MIB + 256}M`, pullRateLimit: LATENCY_PULL_LIMIT },
   ],
   ...(profDir ? { nodeOptions: ["--cpu-prof", "--cpu-prof-dir", path.resolve(profDir)] } : {}),
+}).catch((err: unknown) => {
+  // The processes that started are stopped already; their directory goes too.
+  if (!keepDir) rmSync(dir, { recursive: true, force: true });
+  throw err;
 });
 const pullRounds: PullRound[] = [];
 const readRounds: ReadRound[] = [];
