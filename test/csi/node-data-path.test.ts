@@ -19,6 +19,7 @@ import { OperatorClient } from "../../pkg/operator/index.js";
 import { MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
 import { freePort } from "../cluster/cluster-processes.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * The whole story through the real binary and real mounts: create -> stage + publish (NBD export
@@ -27,19 +28,7 @@ import { freePort } from "../cluster/cluster-processes.js";
  * arbitrary order -> nothing left mounted, attached or allocated. With ext4, xfs and raw block.
  * Needs root and the node tools (see .ci/run); skipped otherwise.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      ["-c", "command -v nbdfuse && command -v losetup && command -v mkfs.xfs && test -e /dev/fuse"],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "mkfs.xfs"]);
 
 let local: LocalProcess;
 let kubelet: string;
