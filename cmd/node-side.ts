@@ -22,7 +22,7 @@ import {
   type MetricsServer,
 } from "../pkg/metrics/index.js";
 import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
-import { NbdNodeVolumes, VolumeClaims } from "../pkg/node/index.js";
+import { NbdNodeVolumes, VolumeClaims, type VolumeAttachmentFacts } from "../pkg/node/index.js";
 import type { PoolConfig } from "./common-flags.js";
 
 const MIN_POOL = 64 * 2 ** 20;
@@ -34,6 +34,8 @@ export interface NodeSide {
   engine: LocalEngine;
   nbd: NbdServer;
   nodeVolumes: NodeVolumeManager;
+  /** Every block device attached on this node, with its health (none without a block path). */
+  attachments: () => Promise<VolumeAttachmentFacts[]>;
   /** Shared by the node path and the NBD exports for people: one user of a volume at a time. */
   claims: VolumeClaims;
   /** The size a new pool gets (--pool-size, or worked out from the free space). */
@@ -84,12 +86,19 @@ export async function buildNodeSide(o: {
   });
   const claims = new VolumeClaims();
   const nodeVolumes = await nodeDataPath({ ...o, engine, nbd, claims });
-  new AttachmentMetrics({
+  const attachments = (): Promise<VolumeAttachmentFacts[]> =>
+    nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]);
+  new AttachmentMetrics({ registry, attachments });
+  return {
     registry,
-    attachments: () =>
-      nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]),
-  });
-  return { registry, csiMetrics: new CsiMetrics({ registry }), engine, nbd, nodeVolumes, claims, poolSize };
+    csiMetrics: new CsiMetrics({ registry }),
+    engine,
+    nbd,
+    nodeVolumes,
+    attachments,
+    claims,
+    poolSize,
+  };
 }
 
 /** Opens (or creates) the pool and serves again the exports of staged volumes; false when it cannot (logged). */
