@@ -107,7 +107,7 @@ async function npmStart(dataDir: string): Promise<NpmStart> {
   try {
     await waitReady(clients, child, exited);
   } catch (err) {
-    process.kill(-child.pid!, "SIGKILL");
+    killGroup(child.pid!); // it may have exited already: the log below says why
     throw new Error(`npm start did not become ready: ${String(err)}\n${text}`);
   } finally {
     clients.close();
@@ -120,6 +120,14 @@ async function npmStart(dataDir: string): Promise<NpmStart> {
       await exited;
     },
   };
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
 }
 
 function builtAt(): number {
