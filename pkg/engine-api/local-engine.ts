@@ -1,6 +1,7 @@
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
   MAX_DEVICE_BYTES,
+  PointScheduler,
   Pool,
   type BlockDevice,
   type ChunkFetcher,
@@ -62,6 +63,11 @@ export interface LocalEngineOptions {
   tombstoneMs?: number;
   /** Where the end of a cross-node copy, and the pool's crossings of 80/90/100 % use, are logged. */
   logger?: Logger;
+  /**
+   * The recovery-point scheduler (docs/protection.md): the share of the pool's free space points
+   * may hold (default 0.25), and how often it runs in ms (default 1000; 0: not at all).
+   */
+  points?: { maxShareOfFree?: number; tickMs?: number };
 }
 
 /**
@@ -97,6 +103,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private readonly overcommit: number;
   private readonly replicating = new Map<string, Promise<EngineSnapshot>>();
   private quiescer: VolumeQuiescer | undefined;
+  private points: PointScheduler | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
     this.nodeId = options.nodeId;
@@ -145,6 +152,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
       this.meta = meta;
       this.pool = pool;
       this.resumePulls();
+      this.startPoints(pool);
     } catch (err) {
       this.pool = undefined;
       await pool.close();
@@ -176,6 +184,21 @@ export class LocalEngine implements EngineApi, EngineReplication {
           seconds: e.seconds,
         });
       },
+      pointsDeleted: (e) => {
+        if (e.reason === "space") {
+          logger.warn(
+            "recovery points held more than their share of the pool's free space: the oldest were deleted",
+            {
+              pool: this.options.poolDir,
+              volume: e.volume,
+              deleted: e.count,
+              heldBytes: e.heldBytes,
+              budgetBytes: e.budgetBytes,
+            },
+          );
+        }
+        base.pointsDeleted?.(e);
+      },
       usageLevel: (e: PoolUsageEvent) => {
         const fields = {
           pool: this.options.poolDir,
@@ -202,9 +225,26 @@ export class LocalEngine implements EngineApi, EngineReplication {
     return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
+  /** Takes and thins the recovery points of the pool's protected volumes until close. */
+  private startPoints(pool: Pool): void {
+    const logger = this.options.logger;
+    this.points = new PointScheduler({
+      pool,
+      ...(this.options.points?.maxShareOfFree !== undefined
+        ? { maxShareOfFree: this.options.points.maxShareOfFree }
+        : {}),
+      ...(this.options.points?.tickMs !== undefined ? { tickMs: this.options.points.tickMs } : {}),
+      onError: (volume, err) =>
+        logger?.warn("recovery point failed", { pool: this.options.poolDir, volume, error: err.message }),
+    });
+    this.points.start();
+  }
+
   /** Closes the pool (after the CSI server has finished its calls). */
   async close(): Promise<void> {
     this.closing = true;
+    await this.points?.stop();
+    this.points = undefined;
     const pool = this.pool;
     this.pool = undefined;
     if (pool) await pool.close();

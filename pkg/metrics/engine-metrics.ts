@@ -139,7 +139,25 @@ export class EngineMetrics {
       labelNames: ["pool"],
       registers,
     });
+    // Recovery points (docs/protection.md).
+    const pointsTaken = new Counter({
+      name: "snapblock_engine_recovery_points_taken_total",
+      help: "Recovery points taken by volumes' protection policies.",
+      labelNames: ["pool"],
+      registers,
+    });
+    const pointsDeleted = new Counter({
+      name: "snapblock_engine_recovery_points_deleted_total",
+      help: "Recovery points deleted, by why: thinning (the policy no longer keeps them) or space (points held more than their share of the pool's free space; the oldest went first).",
+      labelNames: ["pool", "reason"],
+      registers,
+    });
+    pointsTaken.inc({ pool: this.pool }, 0);
+    pointsDeleted.inc({ pool: this.pool, reason: "thinning" }, 0);
+    pointsDeleted.inc({ pool: this.pool, reason: "space" }, 0);
     this.observer = {
+      pointTaken: () => pointsTaken.inc({ pool: this.pool }),
+      pointsDeleted: (e) => pointsDeleted.inc({ pool: this.pool, reason: e.reason }, e.count),
       chunkFilled: (e) => {
         pullBytes.inc({ pool: this.pool }, e.bytes);
         pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
