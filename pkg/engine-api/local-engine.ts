@@ -2,6 +2,7 @@ import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.j
 import {
   MAX_DEVICE_BYTES,
   PointScheduler,
+  parseProtectionPolicy,
   Pool,
   type BlockDevice,
   type ChunkFetcher,
@@ -255,6 +256,16 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    // A bad policy is refused before anything is made.
+    if (o.protection !== undefined) parseProtectionPolicy(o.protection);
+    const created = await this.makeVolume(o);
+    if (o.protection === undefined) return created;
+    // A crash between the two leaves an unprotected volume; the controller sets the policy again
+    // when a retried CreateVolume finds it without one.
+    return this.setProtection(o.name, o.protection);
+  }
+
+  private async makeVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
     checkEngineMeta(o.meta, `volume '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
@@ -301,6 +312,11 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const info = pool.getVolume(name);
     await meta.set("volume", name, { ...meta.get("volume", name), ...patch });
     return this.volume(info);
+  }
+
+  async setProtection(name: string, policy: string): Promise<EngineVolume> {
+    const { pool } = this.ready();
+    return this.volume(await pool.setProtection(name, policy));
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
@@ -676,6 +692,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
     if (v.copy) out.copy = { ...v.copy };
     const pull = this.pullOf(v.pending);
     if (pull) out.pull = pull;
+    if (v.protection !== undefined) out.protection = v.protection;
     return out;
   }
 
