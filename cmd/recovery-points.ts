@@ -15,6 +15,11 @@ import { UsageError } from "./usage-error.js";
 export const PROTECTION_KEY = "snapblock.dev/protection";
 const POINT_MARK = "/rp--";
 
+/** A snapshot id that names a recovery point ("<node>/rp--..."). */
+export function isPointId(snapshotId: string): boolean {
+  return snapshotId.includes(POINT_MARK);
+}
+
 export interface PointRow {
   snapshotId: string;
   time: Date;
@@ -67,7 +72,7 @@ export async function listPoints(conn: OperatorConnection, volumeId: string): Pr
       startingToken,
     });
     for (const { snapshot: s } of page.entries) {
-      if (!s.snapshotId.includes(POINT_MARK)) continue;
+      if (!isPointId(s.snapshotId)) continue;
       const t = s.creationTime;
       rows.push({
         snapshotId: s.snapshotId,

@@ -74,6 +74,11 @@ describe("recovery points with the CLI", () => {
     const table = await ok("volume", "points", "local/guarded");
     expect(table).toMatch(/^TIME\s+POINT ID\s+EXCLUSIVE/);
     expect(table).toContain(first.snapshotId);
+    // `snapshot list` leaves points out unless asked, and says so.
+    const snaps = await cli("snapshot", "list", "--volume", "local/guarded");
+    expect(snaps.stdout).not.toContain(first.snapshotId);
+    expect(snaps.stderr).toMatch(/recovery point\(s\) not shown/);
+    expect(await ok("snapshot", "list", "--volume", "local/guarded", "--points")).toContain(first.snapshotId);
     // Before the first point: nothing to restore, and the message says what there is.
     const early = await cli("volume", "restore", "local/guarded@2020-01-01T00:00:00Z", "too-early");
     expect(early.code).not.toBe(0);
