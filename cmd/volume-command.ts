@@ -300,6 +300,12 @@ async function get(
               "held by snapshots",
               `${formatByteSize(figures.snapshotOnlyBytes)} only its ${figures.snapshotCount} snapshot(s) hold (deleting them gives it back)`,
             ],
+            [
+              "protection",
+              figures.protection === ""
+                ? `off${figures.pointCount > 0 ? ` (${figures.pointCount} recovery point(s) kept)` : ""}`
+                : `${figures.protection} (${figures.pointCount} recovery point(s); snapblock volume points)`,
+            ],
           ] as Array<[string, string]>)
         : []),
       ...(pool ? ([[`pool (node ${pool.nodeId})`, poolLine(pool.pool)]] as Array<[string, string]>) : []),

@@ -180,7 +180,12 @@ export interface EngineVolumeSpace {
   sharedBytes: number;
   /** Bytes only its snapshots hold: what deleting all of them would give back. */
   snapshotOnlyBytes: number;
+  /** Its snapshots, recovery points included. */
   snapshotCount: number;
+  /** Its recovery points (docs/protection.md). */
+  pointCount: number;
+  /** Its protection policy, canonical text; "" when off (the wire has no absence). */
+  protection: string;
 }
 
 export interface EngineSnapshotSpace {

@@ -628,6 +628,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         sharedBytes: v.sharedBytes,
         snapshotOnlyBytes: v.snapshotOnlyBytes,
         snapshotCount: v.snapshotCount,
+        pointCount: v.pointCount,
+        protection: v.protection ?? "",
       })),
       snapshots: st.snapshots.map((s) => ({
         name: s.name,

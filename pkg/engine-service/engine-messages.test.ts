@@ -110,6 +110,8 @@ describe("space and limits on the wire", () => {
           sharedBytes: 2 ** 30,
           snapshotOnlyBytes: 5 * 65536,
           snapshotCount: 3,
+          pointCount: 2,
+          protection: "1s for 10m",
         },
       ],
       snapshots: [

@@ -1233,8 +1233,11 @@ export class Pool implements PoolCore {
       };
     };
     const snapshotCounts = new Map<number, number>();
-    for (const d of this.meta.snapshots.values())
+    const pointCounts = new Map<number, number>();
+    for (const d of this.meta.snapshots.values()) {
       snapshotCounts.set(d.sourceId, (snapshotCounts.get(d.sourceId) ?? 0) + 1);
+      if (isPointName(d.name)) pointCounts.set(d.sourceId, (pointCounts.get(d.sourceId) ?? 0) + 1);
+    }
     const volumes = [...this.meta.volumes.values()].sort((a, b) => a.id - b.id);
     const snapshots = [...this.meta.snapshots.values()].sort((a, b) => a.id - b.id);
     return {
@@ -1251,6 +1254,8 @@ export class Pool implements PoolCore {
         ...usage(d),
         snapshotOnlyBytes: (account.snapshotOnly.get(d.id) ?? 0) * cs,
         snapshotCount: snapshotCounts.get(d.id) ?? 0,
+        pointCount: pointCounts.get(d.id) ?? 0,
+        ...(d.protection !== undefined ? { protection: d.protection } : {}),
       })),
       snapshots: snapshots.map((d) => ({
         name: d.name,

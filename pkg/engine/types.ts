@@ -120,8 +120,12 @@ export interface VolumeSpace extends SpaceUsage {
    * deleting all of its snapshots would give back.
    */
   snapshotOnlyBytes: number;
-  /** Snapshots taken of this volume that still exist. */
+  /** Snapshots taken of this volume that still exist (its recovery points included). */
   snapshotCount: number;
+  /** Its recovery points (snapshots on its protection policy). */
+  pointCount: number;
+  /** Its protection policy, canonical text; absent: off. */
+  protection?: string;
 }
 
 export interface SnapshotSpace extends SpaceUsage {

@@ -71,6 +71,9 @@ describe("recovery points with the CLI", () => {
     const first = await pointAfter("local/guarded", 0);
     expect(first.snapshotId).toMatch(/^local\/rp--\d+-\d+$/);
     expect(first.sizeBytes).toBe(4 << 20);
+    expect(await ok("volume", "get", "local/guarded")).toMatch(
+      /protection:\s+1s for 10m, 1m for 1h \(\d+ recovery point\(s\); snapblock volume points\)/,
+    );
     const table = await ok("volume", "points", "local/guarded");
     expect(table).toMatch(/^TIME\s+POINT ID\s+EXCLUSIVE/);
     expect(table).toContain(first.snapshotId);
@@ -105,6 +108,9 @@ describe("recovery points with the CLI", () => {
     expect(yaml).toMatch(/kind: VolumeSnapshot\n[\s\S]*namespace: "apps"[\s\S]*volumeSnapshotContentName:/);
     expect(await ok("volume", "protect", "local/guarded", "--policy", "off")).toMatch(
       /not protected any more/,
+    );
+    expect(await ok("volume", "get", "local/guarded")).toMatch(
+      /protection:\s+off \(\d+ recovery point\(s\) kept\)/,
     );
   });
 
