@@ -131,7 +131,13 @@ describe("recovery points", () => {
     await pool.createVolume("big", 256 * CS);
     await pool.setProtection("big", "1s for 1d");
     let now = Date.UTC(2026, 10, 30, 0, 0, 0);
-    const scheduler = new PointScheduler({ pool, now: () => now, tickMs: 0, maxShareOfFree: 0.25 });
+    const scheduler = new PointScheduler({
+      pool,
+      now: () => now,
+      tickMs: 0,
+      maxShareOfFree: 0.25,
+      spaceCheckMs: 0,
+    });
     // Each second rewrites the same 16 chunks: each point keeps 16 chunks nobody else maps.
     let evicted = 0;
     for (let s = 0; s < 20; s++) {

@@ -18,6 +18,12 @@ export interface PointSchedulerOptions {
   tickMs?: number;
   /** Share of the pool's free space points may hold, in (0, 1] (default DEFAULT_POINT_SHARE). */
   maxShareOfFree?: number;
+  /**
+   * Least time between two accountings of the points' space, in ms of the clock (default 10000):
+   * the accounting walks the pool's tables, too much to do every second on a large pool. The
+   * cheap bound is checked on every tick.
+   */
+  spaceCheckMs?: number;
   /** A volume's tick failed (the others go on); the scheduler keeps running. */
   onError?: (volume: string, err: SnapblockError) => void;
 }
@@ -49,6 +55,7 @@ export class PointScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<TickReport> | undefined;
   private stopped = false;
+  private lastSpaceCheck: number | undefined;
 
   constructor(private readonly options: PointSchedulerOptions) {
     this.pool = options.pool;
@@ -104,7 +111,7 @@ export class PointScheduler {
         this.options.onError?.(name, asSnapblockError(err, `recovery points of volume '${name}'`));
       }
     }
-    report.evicted = await this.keepWithinShare();
+    report.evicted = await this.keepWithinShare(now);
     return report;
   }
 
@@ -135,18 +142,22 @@ export class PointScheduler {
    * Deletes the pool's oldest points (never a volume's newest) while all points together hold
    * more than `share` of (free + held by points). Returns how many went.
    */
-  private async keepWithinShare(): Promise<number> {
+  private async keepWithinShare(now: number): Promise<number> {
+    const usage = this.pool.usage();
+    // Points hold at most what is allocated: when even that fits the share, nothing to do (the
+    // common case). Without points, nothing to do either.
+    if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return 0;
+    if (!this.pool.listVolumes().some((v) => this.pool.listPoints(v.name).length > 1)) return 0;
+    const every = this.options.spaceCheckMs ?? 10_000;
+    if (this.lastSpaceCheck !== undefined && now - this.lastSpaceCheck < every) return 0;
+    this.lastSpaceCheck = now;
     let evicted = 0;
     const perVolume = new Map<string, number>();
     let first: { held: number; budget: number } | undefined;
     for (;;) {
-      // Points hold at most what is allocated: when even that fits the share, no accounting
-      // pass is needed (the common case, and cheap on every tick).
-      const usage = this.pool.usage();
-      if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) break;
       let held = 0;
       for (const bytes of this.pool.pointSpace().values()) held += bytes;
-      const budget = Math.floor(this.share * (usage.freeBytes + held));
+      const budget = Math.floor(this.share * (this.pool.usage().freeBytes + held));
       first ??= { held, budget };
       if (held <= budget) break;
       const victim = this.oldestEvictable();
@@ -161,8 +172,8 @@ export class PointScheduler {
         volume,
         count,
         reason: "space",
-        heldBytes: first!.held,
-        budgetBytes: first!.budget,
+        heldBytes: first.held,
+        budgetBytes: first.budget,
       });
     }
     return evicted;
