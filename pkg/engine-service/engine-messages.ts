@@ -153,6 +153,18 @@ export interface WireOrigins {
   origins: string[];
 }
 
+export interface WireListBlockMetadataRequest {
+  name: string;
+  baseName: string;
+  startingOffset: number;
+  maxResults: number;
+}
+
+export interface WireBlockMetadataPage {
+  sizeBytes: number;
+  ranges: { offset: number; length: number }[];
+}
+
 export interface WireListChunksRequest {
   name: string;
   chunkSize: number;

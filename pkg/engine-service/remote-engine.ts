@@ -4,7 +4,9 @@ import {
   fromWireVolume,
   toWireHolder,
   toWireKind,
+  type WireBlockMetadataPage,
   type WireChunkData,
+  type WireListBlockMetadataRequest,
   type WireChunkRuns,
   type WireListChunksRequest,
   type WireOrigins,
@@ -29,6 +31,8 @@ import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js
 import { StatusError } from "../errors/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateVolumeOptions,
@@ -152,6 +156,22 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   async deleteSnapshot(name: string): Promise<void> {
     await this.call("DeleteSnapshot", { name });
+  }
+
+  /** Pages arrive as they are read: grpc-js asks the server for more only as this is consumed. */
+  async *blockMetadata(r: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    const req: WireListBlockMetadataRequest = {
+      name: r.snapshot,
+      baseName: r.baseSnapshot ?? "",
+      startingOffset: r.startingOffset,
+      maxResults: r.maxResults,
+    };
+    for await (const page of this.stream<WireBlockMetadataPage>("ListBlockMetadata", req)) {
+      yield {
+        sizeBytes: page.sizeBytes,
+        ranges: page.ranges.map((x) => ({ offset: x.offset, length: x.length })),
+      };
+    }
   }
 
   capacity(): Promise<EngineCapacity> {
