@@ -13,6 +13,7 @@ import {
   DEFAULT_PLUGIN_NAME,
   controllerHandlers,
   identityHandlers,
+  snapshotMetadataHandlers,
   socketPathOf,
   validatePluginName,
 } from "../pkg/csi/index.js";
@@ -228,11 +229,13 @@ export async function controllerCommand(ctx: CliContext): Promise<number> {
       pluginName,
       vendorVersion: packageVersion(),
       controller: true,
+      snapshotMetadata: true,
       ready: () => cluster.isReady(),
       logger,
       observer: csiMetrics.observer,
     }),
     controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    snapshotMetadata: snapshotMetadataHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
   });
   const metrics = metricsAddress ? await serveMetrics({ ...metricsAddress, registry, logger }) : undefined;
 

@@ -9,6 +9,7 @@ import {
   NodeService,
   controllerHandlers,
   identityHandlers,
+  snapshotMetadataHandlers,
   socketPathOf,
   validatePluginName,
 } from "../pkg/csi/index.js";
@@ -147,11 +148,13 @@ export async function localCommand(ctx: CliContext): Promise<number> {
       pluginName,
       vendorVersion: packageVersion(),
       controller: true,
+      snapshotMetadata: true,
       ready: () => engine.isReady(),
       logger,
       observer: csiMetrics.observer,
     }),
     controller: controllerHandlers({ engine, logger, observer: csiMetrics.observer }),
+    snapshotMetadata: snapshotMetadataHandlers({ engine, logger, observer: csiMetrics.observer }),
     node: new NodeService({
       engine,
       volumes: nodeVolumes,

@@ -16,6 +16,8 @@ export interface CsiServerOptions {
   identity: UntypedServiceImplementation;
   controller?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
+  /** The SnapshotMetadata service (changed-block tracking), where the Controller is served. */
+  snapshotMetadata?: UntypedServiceImplementation;
   logger: Logger;
 }
 
@@ -25,8 +27,8 @@ const SOCKET_MODE = 0o660;
 /**
  * The CSI gRPC server: Identity, and Controller and/or Node, on one unix socket. Handlers are
  * registered for the methods the loaded proto defines; the rest of a service answers
- * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController, SnapshotMetadata)
- * are unknown to the server.
+ * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController; SnapshotMetadata
+ * where it is not given) are unknown to the server.
  */
 export class CsiServer {
   private stopping: Promise<void> | undefined;
@@ -45,6 +47,12 @@ export class CsiServer {
     if (options.controller)
       server.addService(proto.Controller.service, only(proto.Controller.service, options.controller));
     if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
+    if (options.snapshotMetadata) {
+      server.addService(
+        proto.SnapshotMetadata.service,
+        only(proto.SnapshotMetadata.service, options.snapshotMetadata),
+      );
+    }
     await prepareSocketPath(options.socketPath, "CSI");
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(grpcUnixAddress(options.socketPath), ServerCredentials.createInsecure(), (err) => {
@@ -65,6 +73,7 @@ export class CsiServer {
         "Identity",
         ...(options.controller ? ["Controller"] : []),
         ...(options.node ? ["Node"] : []),
+        ...(options.snapshotMetadata ? ["SnapshotMetadata"] : []),
       ],
     });
     return new CsiServer(server, options.socketPath, inode, options.logger);

@@ -15,6 +15,8 @@ export interface IdentityOptions {
   vendorVersion: string;
   /** Whether this process serves the Controller service (advertised as CONTROLLER_SERVICE). */
   controller: boolean;
+  /** Whether this process serves the SnapshotMetadata service (SNAPSHOT_METADATA_SERVICE). */
+  snapshotMetadata?: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
   logger: Logger;
@@ -53,6 +55,9 @@ export function identityHandlers(options: IdentityOptions): UntypedServiceImplem
         { volumeExpansion: { type: "ONLINE" } },
       ];
       if (options.controller) capabilities.unshift({ service: { type: "CONTROLLER_SERVICE" } });
+      // Changed-block tracking: the CO (external-snapshot-metadata) calls SnapshotMetadata only
+      // when this is advertised (CSI spec, PluginCapability.Service).
+      if (options.snapshotMetadata) capabilities.push({ service: { type: "SNAPSHOT_METADATA_SERVICE" } });
       return Promise.resolve({ capabilities });
     }),
     // CSI spec, Probe: "still initializing, but is otherwise perfectly healthy" is a successful

@@ -14,6 +14,12 @@ export {
 export { controllerHandlers, CONTROLLER_CAPABILITIES, type ControllerOptions } from "./controller-service.js";
 export { NodeService, NODE_CAPABILITIES, type NodeOptions } from "./node-service.js";
 export {
+  snapshotMetadataHandlers,
+  DEFAULT_MAX_RESULTS,
+  MAX_RESULTS_CAP,
+  type SnapshotMetadataOptions,
+} from "./snapshot-metadata-service.js";
+export {
   unavailableNodeVolumeManager,
   type NodeVolumeManager,
   type NodeVolumeRef,
