@@ -32,6 +32,19 @@ export class OperatorConnection {
     return this.call<Res>(this.clients.identity, method, request);
   }
 
+  /** A server-streaming SnapshotMetadata call, message by message as they arrive. */
+  async *snapshotMetadata<Res>(method: string, request: object): AsyncGenerator<Res> {
+    const client = this.clients.snapshotMetadata as unknown as Record<
+      string,
+      (r: object) => AsyncIterable<Res>
+    >;
+    try {
+      yield* client[method]!.call(this.clients.snapshotMetadata, request);
+    } catch (err) {
+      throw new OperatorError(describe(err as ServiceError, this.socketPath, method));
+    }
+  }
+
   close(): void {
     this.clients.close();
   }

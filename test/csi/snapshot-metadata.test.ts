@@ -4,9 +4,11 @@
  * snapshots' contents are read back through real NBD exports (nbdcopy) and compared with what
  * GetMetadataDelta and GetMetadataAllocated report.
  */
+import { spawn } from "node:child_process";
 import { mkdtempSync, promises as fs } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { credentials, status, type Client, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -29,6 +31,7 @@ import { NbdServer, exportUri } from "../../pkg/nbd/index.js";
 import { Prng } from "../../pkg/engine/index.js";
 import { missingCommands, runOk } from "../nbd/harness.js";
 
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const KiB = 1024;
 const CHUNK = 64 * KiB; // the pool's default chunk size
 
@@ -310,6 +313,69 @@ describe("CSI SnapshotMetadata over a unix socket", () => {
     expect(ranges(small)[RANGES - 1]).toEqual({ byteOffset: (RANGES - 1) * 8 * KiB, sizeBytes: 4 * KiB });
   });
 });
+
+describe("the operator CLI: snapshot diff and snapshot allocated", () => {
+  it("prints the ranges with totals, or JSON, from the SnapshotMetadata service", async () => {
+    const { volume } = await createVolume(clients.controller, {
+      name: "pvc-cli",
+      capacityRange: { requiredBytes: 4 * MiB },
+      volumeCapabilities: [BLOCK],
+    });
+    const dev = engine.openVolumeDevice(parseResourceId(volume.volumeId)!.engineName);
+    let s1: string;
+    let s2: string;
+    try {
+      await dev.write(0, Buffer.alloc(CHUNK, 7));
+      s1 = (await createSnapshot(clients.controller, "cli-1", volume.volumeId)).snapshot.snapshotId;
+      await dev.write(3 * CHUNK + 8 * KiB, Buffer.alloc(4 * KiB, 8));
+      s2 = (await createSnapshot(clients.controller, "cli-2", volume.volumeId)).snapshot.snapshotId;
+    } finally {
+      dev.close();
+    }
+    const diff = await cli(["snapshot", "diff", s1, s2]);
+    expect(diff.code).toBe(0);
+    expect(diff.stdout.split("\n")).toEqual([
+      "OFFSET  LENGTH  SIZE",
+      `${3 * CHUNK + 8 * KiB}  4096    4 KiB`,
+      "1 range, 4 KiB changed of 4 MiB (0.1%)",
+      "",
+    ]);
+    const json = await cli(["snapshot", "allocated", s2, "--json"]);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual({
+      snapshotId: s2,
+      volumeCapacityBytes: 4 * MiB,
+      rangeCount: 2,
+      totalBytes: CHUNK + 4 * KiB,
+      ranges: [
+        { offset: 0, length: CHUNK },
+        { offset: 3 * CHUNK + 8 * KiB, length: 4 * KiB },
+      ],
+    });
+    const bad = await cli(["snapshot", "diff", s1, "local/no-such-snapshot"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/GetMetadataDelta failed \(NOT_FOUND\)/);
+    expect((await cli(["snapshot", "diff", s1])).code).toBe(2);
+  });
+});
+
+/**
+ * The real CLI against this test's socket. Asynchronous: the server runs in this process, and a
+ * synchronous spawn would stop it from answering.
+ */
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "cmd/snapblock.ts", ...args, "--endpoint", `unix://${server.socketPath}`],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  return { code, stdout, stderr };
+}
 
 /** The spec's rules for a stream: one type and capacity throughout, ranges ascending, disjoint. */
 function checkMessages(messages: MetadataResponse[], size: number, maxResults = 0): void {
