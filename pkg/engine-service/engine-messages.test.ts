@@ -27,9 +27,10 @@ describe("engine proto", () => {
         "ListTombstones",
         "ListChunks",
         "ReadChunks",
+        "ListBlockMetadata",
       ].sort(),
     );
-    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
+    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks", "ListBlockMetadata"]) {
       expect(service[stream]?.responseStream, stream).toBe(true);
     }
   });
