@@ -64,26 +64,6 @@ export class WriteGate {
     if (this.active === 0 && this.idle) this.idle();
   }
 
-  /**
-   * Holds new writes back and waits for the writes in flight to end, like exclusive(), but until
-   * the returned release is called (a group snapshot holds several volumes across calls). The
-   * release may be called more than once.
-   */
-  async hold(): Promise<() => void> {
-    while (this.closed) await this.closed;
-    let reopen!: () => void;
-    this.closed = new Promise<void>((resolve) => (reopen = resolve));
-    if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
-    this.idle = undefined;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.closed = undefined;
-      reopen();
-    };
-  }
-
   /** Waits for writes in flight to end, runs `fn` with new writes held back, then reopens. */
   async exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
     while (this.closed) await this.closed;

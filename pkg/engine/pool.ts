@@ -17,7 +17,6 @@ import {
 import { ChunkLocks, WriteGate } from "./locks.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
-import { WriteHold, type SnapshotPair } from "./write-hold.js";
 import { NodeStorage, type IoMode } from "./node-storage.js";
 import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
@@ -590,108 +589,6 @@ export class Pool implements PoolCore {
     this.gates.delete(d.id);
     await this.commit();
     this.kickFiller(); // partial chunks backed by its chunks may now be worth completing
-  }
-
-  // ---------------------------------------------------------------- group snapshots
-
-  /**
-   * Snapshots several volumes at one instant (a volume group snapshot on one node): the writes of
-   * every volume are held back and the writes in flight finish, then every snapshot is recorded
-   * in one metadata commit, then the volumes reopen. Copies no data, like createSnapshot.
-   */
-  async createSnapshots(pairs: SnapshotPair[]): Promise<SnapshotInfo[]> {
-    const hold = await this.holdWrites(pairs.map((p) => p.volume));
-    try {
-      return await hold.snapshot(pairs);
-    } finally {
-      hold.release();
-    }
-  }
-
-  /**
-   * Holds new writes to these volumes back until the hold is released, once the writes in flight
-   * have finished. Gates are closed in volume id order, so two holds over overlapping volumes
-   * cannot deadlock. With `timeoutMs`, a hold not in place by then is given up (CANCELLED) and
-   * leaves every volume open. Snapshots taken under the hold (WriteHold.snapshot) are one cut.
-   */
-  async holdWrites(volumeNames: string[], options: { timeoutMs?: number } = {}): Promise<WriteHold> {
-    this.ensureUsable();
-    if (volumeNames.length === 0) throw new SnapblockError("INVALID_ARGUMENT", "no volume to hold");
-    const devices = [...new Set(volumeNames)]
-      .map((name) => this.find("volume", name))
-      .sort((a, b) => a.id - b.id);
-    const releases: (() => void)[] = [];
-    const releaseAll = (): void => {
-      for (const release of releases.splice(0)) release();
-    };
-    let givenUp = false;
-    const acquire = (async () => {
-      for (const d of devices) {
-        const release = await this.gate(d).hold();
-        releases.push(release);
-        if (givenUp) {
-          releaseAll();
-          return;
-        }
-      }
-    })();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut =
-      options.timeoutMs === undefined
-        ? undefined
-        : new Promise<"timeout">((resolve) => {
-            timer = setTimeout(() => resolve("timeout"), options.timeoutMs);
-          });
-    const outcome = await (timedOut ? Promise.race([acquire, timedOut]) : acquire);
-    clearTimeout(timer);
-    if (outcome === "timeout") {
-      givenUp = true;
-      releaseAll();
-      throw new SnapblockError(
-        "CANCELLED",
-        `writes in flight on ${devices.map((d) => `'${d.name}'`).join(", ")} did not finish within ${options.timeoutMs} ms; nothing was held`,
-      );
-    }
-    return new WriteHold(devices, (hold, pairs) => this.snapshotHeld(hold, pairs), releaseAll);
-  }
-
-  /** WriteHold.snapshot: every snapshot of the group recorded in one synchronous stretch. */
-  private async snapshotHeld(hold: WriteHold, pairs: SnapshotPair[]): Promise<SnapshotInfo[]> {
-    this.ensureUsable();
-    if (hold.released) {
-      throw new SnapblockError("CANCELLED", "the write hold was released before the snapshots were taken");
-    }
-    if (pairs.length === 0) throw new SnapblockError("INVALID_ARGUMENT", "no snapshot to take");
-    const names = new Set<string>();
-    const sources = pairs.map((p) => {
-      validateName(p.snapshot, "snapshot");
-      if (names.has(p.snapshot)) {
-        throw new SnapblockError("INVALID_ARGUMENT", `snapshot name '${p.snapshot}' is given twice`);
-      }
-      names.add(p.snapshot);
-      this.ensureFree("snapshot", p.snapshot);
-      const vol = hold.devices.find((d) => d.name === p.volume);
-      if (!vol) {
-        throw new SnapblockError("INVALID_ARGUMENT", `volume '${p.volume}' is not among the held volumes`);
-      }
-      if (!this.alive(vol)) throw new SnapblockError("NOT_FOUND", `volume '${p.volume}' was deleted`);
-      return vol;
-    });
-    const createdAtMs = Date.now();
-    pairs.forEach((p, i) => {
-      const vol = sources[i]!;
-      this.record({
-        type: RecordType.Create,
-        id: this.meta.nextId,
-        kind: 2,
-        sourceId: vol.id,
-        sizeBytes: vol.sizeBytes,
-        createdAtMs,
-        name: p.snapshot,
-      });
-    });
-    await this.commit();
-    return pairs.map((p) => this.getSnapshot(p.snapshot));
   }
 
   // ---------------------------------------------------------------- restore and clone
