@@ -44,8 +44,8 @@ module.exports = {
     {
       name: "outside-code-enters-modules-through-index",
       severity: "error",
-      comment: "cmd/, test/ and bench/ reach pkg/<module> only through its index.ts.",
-      from: { path: "^(cmd|test|bench)/" },
+      comment: "cmd/, test/, bench/ and hack/ reach pkg/<module> only through its index.ts.",
+      from: { path: "^(cmd|test|bench|hack)/" },
       to: { path: "^pkg/[^/]+/", pathNot: "^pkg/[^/]+/index\\.ts$" },
     },
     {

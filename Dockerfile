@@ -9,7 +9,8 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci
+# --ignore-scripts: the prepare script would build before the sources are here; built below.
+RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY pkg ./pkg
@@ -30,7 +31,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
-# Loaded at runtime by the CSI and engine-service gRPC servers.
+# The protos, also in dist/proto with their parsed form (npm run build), are loaded at runtime.
 COPY --from=build /src/proto ./proto
 
 # Non-root by default: the controller needs no privilege. The node plugin's DaemonSet runs the

@@ -9,10 +9,10 @@ import {
 } from "../pkg/engine-service/index.js";
 import { NodeCertificate, type KubeApi } from "../pkg/k8s/index.js";
 import type { Logger } from "../pkg/log/index.js";
-import { UsageError } from "./byte-size.js";
+import { UsageError } from "./usage-error.js";
 
 /**
- * How a process gets its engine-service TLS (docs/cluster.md, "Identities"):
+ * How a process gets its engine-service TLS (docs/cluster.md, "TLS and identities"):
  *
  *   node        --tls-ca --tls-cert --tls-key   files naming this node (static setups, tests)
  *               --tls-ca --tls-bootstrap        a key made here and a certificate from the

@@ -1,30 +1,125 @@
 /**
- * What `snapblock local` and `snapblock node` wire the same way: the node's block data path
- * (NBD export -> kernel block device -> mount), the default pool size, and the /metrics server.
+ * What `snapblock local` and `snapblock node` wire the same way: metrics, the pool, the NBD
+ * server and the node's block data path (NBD export -> kernel block device -> mount), and the
+ * /metrics server.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
 import type { Registry } from "prom-client";
 import { chooseAttacher } from "../pkg/attach/index.js";
+import { formatByteSize } from "../pkg/byte-size/index.js";
 import { unavailableNodeVolumeManager, type NodeVolumeManager } from "../pkg/csi/index.js";
-import { isSnapblockError } from "../pkg/errors/index.js";
-import { parseMetricsAddress, startMetricsServer, type MetricsServer } from "../pkg/metrics/index.js";
-import type { NbdServer } from "../pkg/nbd/index.js";
-import { UsageError } from "./byte-size.js";
-import type { Logger } from "../pkg/log/index.js";
-import type { LocalEngine } from "../pkg/engine-api/index.js";
-import { NbdNodeVolumes } from "../pkg/node/index.js";
+import type { PoolStats } from "../pkg/engine/index.js";
+import { LocalEngine, type LocalEngineOptions } from "../pkg/engine-api/index.js";
+import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
+import {
+  CsiMetrics,
+  EngineMetrics,
+  AttachmentMetrics,
+  NbdMetrics,
+  createMetricsRegistry,
+  startMetricsServer,
+  type MetricsServer,
+} from "../pkg/metrics/index.js";
+import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
+import { NbdNodeVolumes, VolumeClaims, type VolumeAttachmentFacts } from "../pkg/node/index.js";
+import type { PoolConfig } from "./common-flags.js";
 
 const MIN_POOL = 64 * 2 ** 20;
 const MAX_DEFAULT_POOL = 64 * 2 ** 30;
 
-export function metricsAddressOption(text: string): ReturnType<typeof parseMetricsAddress> {
+export interface NodeSide {
+  registry: Registry;
+  csiMetrics: CsiMetrics;
+  engine: LocalEngine;
+  nbd: NbdServer;
+  nodeVolumes: NodeVolumeManager;
+  /** Every block device attached on this node, with its health (none without a block path). */
+  attachments: () => Promise<VolumeAttachmentFacts[]>;
+  /** Shared by the node path and the NBD exports for people: one user of a volume at a time. */
+  claims: VolumeClaims;
+  /** The size a new pool gets (--pool-size, or worked out from the free space). */
+  poolSize: number;
+}
+
+/** Metrics first (the pieces take their observers at construction), then pool, NBD, data path. */
+export async function buildNodeSide(o: {
+  /** The command, for messages and the metrics' pool label. */
+  mode: "local" | "node";
+  pool: PoolConfig;
+  /** Staging and target paths must resolve inside these (default: --path-root). */
+  pathRoots?: readonly string[];
+  logLevel: LogLevel;
+  logger: Logger;
+  stderr: (text: string) => void;
+  /** Node mode: where snapshots on other nodes are read from, and at what rate. */
+  engine?: Pick<LocalEngineOptions, "remote" | "pullBytesPerSecond">;
+}): Promise<NodeSide> {
+  const { pool } = o;
+  await fs.mkdir(pool.dataDir, { recursive: true, mode: 0o700 });
+  const poolSize = pool.poolSize ?? (await defaultPoolSize(pool.dataDir));
+  const registry = createMetricsRegistry();
+  const engineMetrics = new EngineMetrics({
+    registry,
+    pool: o.mode === "local" ? "local" : pool.nodeId,
+    stats: (): PoolStats | undefined => engine.poolStats(),
+    maxDeviceSeries: pool.deviceSeries,
+  });
+  const nbdMetrics = new NbdMetrics({ registry, stats: (): NbdStats => nbd.stats() });
+  const engine = new LocalEngine({
+    nodeId: pool.nodeId,
+    poolDir: path.join(pool.dataDir, "pool"),
+    metadataFile: path.join(pool.dataDir, "csi-metadata.json"),
+    createIfMissing: { sizeBytes: poolSize, ...(pool.chunkSize ? { chunkSize: pool.chunkSize } : {}) },
+    overcommitRatio: pool.overcommit,
+    observer: engineMetrics.observer,
+    logger: o.logger,
+    ...o.engine,
+  });
+  const nbd = new NbdServer({
+    logger: createLogger({
+      level: o.logLevel === "debug" ? "info" : "warn",
+      write: o.stderr,
+      base: { component: "nbd", node: pool.nodeId },
+    }),
+    observer: nbdMetrics.observer,
+  });
+  const claims = new VolumeClaims();
+  const nodeVolumes = await nodeDataPath({ ...o, engine, nbd, claims });
+  const attachments = (): Promise<VolumeAttachmentFacts[]> =>
+    nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]);
+  new AttachmentMetrics({ registry, attachments });
+  return {
+    registry,
+    csiMetrics: new CsiMetrics({ registry }),
+    engine,
+    nbd,
+    nodeVolumes,
+    attachments,
+    claims,
+    poolSize,
+  };
+}
+
+/** Opens (or creates) the pool and serves again the exports of staged volumes; false when it cannot (logged). */
+export async function openPool(side: NodeSide, pool: PoolConfig, logger: Logger): Promise<boolean> {
   try {
-    return parseMetricsAddress(text);
+    const { created, recovery } = await side.engine.open();
+    if (recovery.replayedBatches > 0 || recovery.tornBytes > 0)
+      logger.warn("the pool was not closed cleanly last time: replayed its journal", {
+        data: pool.dataDir,
+        ...recovery,
+      });
+    if (side.nodeVolumes instanceof NbdNodeVolumes) await side.nodeVolumes.resume();
+    logger.info(created ? "created pool" : "opened pool", {
+      data: pool.dataDir,
+      socket: pool.socketPath,
+      ...(created ? { poolSize: formatByteSize(side.poolSize) } : {}),
+    });
+    return true;
   } catch (err) {
-    // A bad flag is a usage error (usage text, exit code 2), not a failure of the engine.
-    if (isSnapblockError(err, "INVALID_ARGUMENT")) throw new UsageError(`--metrics-address: ${err.message}`);
-    throw err;
+    logger.error("cannot open the pool", { err, data: pool.dataDir });
+    return false;
   }
 }
 
@@ -33,15 +128,15 @@ export function metricsAddressOption(text: string): ReturnType<typeof parseMetri
  * is logged with what to change, and the process keeps serving CSI.
  */
 export async function serveMetrics(o: {
-  host: string;
-  port: number;
+  address: { host: string; port: number } | undefined;
   registry: Registry;
   logger: Logger;
 }): Promise<MetricsServer | undefined> {
+  if (!o.address) return undefined;
   try {
     const metrics = await startMetricsServer({
-      host: o.host,
-      port: o.port,
+      host: o.address.host,
+      port: o.address.port,
       registry: o.registry,
       onError: (err) => o.logger.error("collecting metrics failed", { err }),
     });
@@ -55,28 +150,37 @@ export async function serveMetrics(o: {
   }
 }
 
-export async function nodeDataPath(o: {
-  /** The command, for messages: "local" or "node". */
-  mode: string;
-  attach: string;
-  dataDir: string;
+/**
+ * The Node data path: NBD export (pkg/nbd) -> kernel block device (pkg/attach, the kind chosen
+ * for this machine) -> filesystem and mounts (pkg/mount). When no block path is available here
+ * (or --attach none), the Node service still validates and answers UNIMPLEMENTED with the reason.
+ */
+async function nodeDataPath(o: {
+  mode: "local" | "node";
+  pool: PoolConfig;
+  /** Staging and target paths must resolve inside these (default: --path-root). */
+  pathRoots?: readonly string[];
   engine: LocalEngine;
   nbd: NbdServer;
+  claims: VolumeClaims;
   logger: Logger;
 }): Promise<NodeVolumeManager> {
-  if (o.attach === "none")
+  if (o.pool.attach === "none")
     return unavailableNodeVolumeManager(`snapblock ${o.mode} was started with --attach none`);
   try {
     const chosen = await chooseAttacher({
-      stateDir: path.join(o.dataDir, "attach"),
-      prefer: o.attach as "auto" | "nbd-client" | "nbdfuse-loop",
+      stateDir: path.join(o.pool.dataDir, "attach"),
+      prefer: o.pool.attach,
     });
     o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
     const volumes = new NbdNodeVolumes({
       volumes: o.engine,
       nbd: o.nbd,
       attacher: chosen.attacher,
-      socketDir: path.join(o.dataDir, "nbd"),
+      socketDir: path.join(o.pool.dataDir, "nbd"),
+      publicationDir: path.join(o.pool.dataDir, "published"),
+      pathRoots: o.pathRoots ?? o.pool.pathRoots,
+      claims: o.claims,
       logger: o.logger,
     });
     // Snapshots of volumes staged here with a filesystem are taken with it frozen.

@@ -1,23 +1,36 @@
+import { existsSync } from "node:fs";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { callCsi, connectCsi, socketPathOf, type CsiClients } from "../pkg/csi/index.js";
+import { OperatorClient } from "../pkg/operator/index.js";
+import { OperatorError } from "./operator-error.js";
 import type { CliContext } from "./cli-context.js";
+import { HELP_FLAG, type FlagSpec } from "./verb-spec.js";
 import type { Output } from "./table-output.js";
 
 /** Default socket of `snapblock local` started in the same directory. */
 export const DEFAULT_DATA_DIR = "snapblock-data";
 export const DEFAULT_ENDPOINT = `unix://${DEFAULT_DATA_DIR}/csi.sock`;
 
-/** The options every operator verb takes (util.parseArgs form). */
-export const OPERATOR_OPTIONS = {
-  endpoint: { type: "string" },
-  json: { type: "boolean", default: false },
-  help: { type: "boolean", short: "h", default: false },
-} as const;
+/** The flags every operator verb takes. */
+export const OPERATOR_FLAGS = {
+  endpoint: {
+    type: "string",
+    value: "EP",
+    defaultText: `$SNAPBLOCK_ENDPOINT, else ${DEFAULT_ENDPOINT}`,
+    help: "the socket of snapblock local",
+  },
+  json: { type: "boolean", default: false, help: "machine-readable output" },
+  help: HELP_FLAG,
+} as const satisfies Record<string, FlagSpec>;
 
-/** The operator CLI's connection: CSI over the local plugin's socket, as the sidecars speak it. */
+/**
+ * The operator CLI's connection to `snapblock local`: CSI over its socket, as the sidecars speak
+ * it, and snapblock's operator service on the same socket (exports, volume states).
+ */
 export class OperatorConnection {
   readonly socketPath: string;
   private readonly clients: CsiClients;
+  private operatorClient: OperatorClient | undefined;
 
   constructor(endpoint: string, cwd: string) {
     this.socketPath = socketPathOf(endpoint, cwd);
@@ -25,11 +38,23 @@ export class OperatorConnection {
   }
 
   controller<Res>(method: string, request: object): Promise<Res> {
-    return this.call<Res>(this.clients.controller, method, request);
+    return this.call(method, () => callCsi<Res>(this.clients.controller, method, request));
   }
 
   identity<Res>(method: string, request: object): Promise<Res> {
-    return this.call<Res>(this.clients.identity, method, request);
+    return this.call(method, () => callCsi<Res>(this.clients.identity, method, request));
+  }
+
+  /** Node calls may make a filesystem or wait for a device: a long deadline. */
+  node<Res>(method: string, request: object): Promise<Res> {
+    return this.call(method, () => callCsi<Res>(this.clients.node, method, request, 600_000));
+  }
+
+  /** A call of the operator service (pkg/operator), named `method` in messages. */
+  operator<Res>(method: string, run: (client: OperatorClient) => Promise<Res>): Promise<Res> {
+    this.operatorClient ??= new OperatorClient(this.socketPath);
+    const client = this.operatorClient;
+    return this.call(method, () => run(client));
   }
 
   /** A server-streaming SnapshotMetadata call, message by message as they arrive. */
@@ -41,35 +66,35 @@ export class OperatorConnection {
     try {
       yield* client[method]!.call(this.clients.snapshotMetadata, request);
     } catch (err) {
-      throw new OperatorError(describe(err as ServiceError, this.socketPath, method));
+      const failure = err as ServiceError;
+      throw new OperatorError(describe(failure, this.socketPath, method), failure.code);
     }
   }
 
   close(): void {
     this.clients.close();
+    this.operatorClient?.close();
   }
 
-  private async call<Res>(
-    client: CsiClients["controller"] | CsiClients["identity"],
-    method: string,
-    request: object,
-  ): Promise<Res> {
+  private async call<Res>(method: string, run: () => Promise<Res>): Promise<Res> {
     try {
-      return await callCsi<Res>(client, method, request);
+      return await run();
     } catch (err) {
-      throw new OperatorError(describe(err as ServiceError, this.socketPath, method));
+      const failure = err as ServiceError;
+      throw new OperatorError(describe(failure, this.socketPath, method), failure.code);
     }
   }
 }
 
-/** A failed call, as a sentence for the person at the terminal (exit code 1). */
-export class OperatorError extends Error {
-  override readonly name = "OperatorError";
-}
-
 function describe(err: ServiceError, socketPath: string, method: string): string {
   if (err.code === status.UNAVAILABLE) {
-    return `cannot reach snapblock at ${socketPath}: ${err.details || "unavailable"} (is \`snapblock local\` running? set --endpoint or SNAPBLOCK_ENDPOINT)`;
+    const hint =
+      "start `snapblock local` (npm start), or point --endpoint or SNAPBLOCK_ENDPOINT at its socket";
+    if (!existsSync(socketPath)) return `no snapblock at ${socketPath} (no such socket): ${hint}`;
+    return `cannot reach snapblock at ${socketPath}: ${err.details || "unavailable"}; ${hint}`;
+  }
+  if (err.code === status.UNIMPLEMENTED && /Operator/.test(err.details)) {
+    return `${socketPath} does not serve snapblock's operator service (${method}): attach, export and volume states need \`snapblock local\` (set --endpoint or SNAPBLOCK_ENDPOINT to its socket)`;
   }
   const name = (status as unknown as Record<number, string>)[err.code] ?? String(err.code);
   return `${method} failed (${name}): ${err.details}`;
@@ -78,12 +103,14 @@ function describe(err: ServiceError, socketPath: string, method: string): string
 /** Runs one CLI command against the socket (--endpoint, $SNAPBLOCK_ENDPOINT or the default). */
 export async function withConnection(
   ctx: CliContext,
-  endpoint: string | undefined,
+  flags: { endpoint?: string | undefined; json: boolean },
   run: (conn: OperatorConnection, out: Output) => Promise<number>,
-  json?: boolean,
 ): Promise<number> {
-  const conn = new OperatorConnection(endpoint ?? ctx.env.SNAPBLOCK_ENDPOINT ?? DEFAULT_ENDPOINT, ctx.cwd);
-  const out: Output = { json: json ?? ctx.args.includes("--json"), write: ctx.stdout };
+  const conn = new OperatorConnection(
+    flags.endpoint ?? ctx.env.SNAPBLOCK_ENDPOINT ?? DEFAULT_ENDPOINT,
+    ctx.cwd,
+  );
+  const out: Output = { json: flags.json, write: ctx.stdout };
   try {
     return await run(conn, out);
   } finally {

@@ -1,23 +1,71 @@
-import { parseArgs } from "node:util";
+import { status } from "@grpc/grpc-js";
+import { describeBytes, formatByteSize } from "../pkg/byte-size/index.js";
 import type { CsiSnapshotOutput } from "../pkg/csi/index.js";
-import { UsageError, formatByteSize } from "./byte-size.js";
 import type { CliContext } from "./cli-context.js";
-import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
-import { printFields, printJson, printTable } from "./table-output.js";
+import { OPERATOR_FLAGS, withConnection, type OperatorConnection } from "./operator-connection.js";
+import { failedWith } from "./operator-error.js";
+import { SpaceFigures } from "./space-figures.js";
+import { printFields, printJson, printTable, type Output } from "./table-output.js";
+import { UsageError } from "./usage-error.js";
+import { defineVerb, groupUsage, runVerb } from "./verb-spec.js";
+import { exportData, unexportData } from "./volume-access.js";
 
-export const SNAPSHOT_USAGE = `snapblock snapshot <verb> [options]
+/** The verbs of `snapblock snapshot`, declared once (parser, usage line and --help). */
+export const SNAPSHOT_VERBS = {
+  create: defineVerb({
+    command: "snapshot create",
+    args: ["VOLUME_ID", "NAME"],
+    summary: "Takes an instant, point-in-time snapshot of a volume.",
+    flags: OPERATOR_FLAGS,
+  }),
+  list: defineVerb({
+    command: "snapshot list",
+    summary: "Lists the snapshots (of one volume with --volume).",
+    flags: {
+      volume: { type: "string", value: "VOLUME_ID", help: "only this volume's snapshots" },
+      ...OPERATOR_FLAGS,
+    },
+  }),
+  get: defineVerb({
+    command: "snapshot get",
+    args: ["SNAPSHOT_ID"],
+    summary: "Shows one snapshot and what it holds.",
+    flags: OPERATOR_FLAGS,
+  }),
+  delete: defineVerb({
+    command: "snapshot delete",
+    args: ["SNAPSHOT_ID"],
+    summary: "Deletes a snapshot; whatever was restored or cloned from it stays intact.",
+    flags: OPERATOR_FLAGS,
+  }),
+  export: defineVerb({
+    command: "snapshot export",
+    args: ["SNAPSHOT_ID"],
+    summary: "Serves a snapshot read-only over NBD and prints its NBD URI.",
+    flags: OPERATOR_FLAGS,
+  }),
+  unexport: defineVerb({
+    command: "snapshot unexport",
+    args: ["SNAPSHOT_ID"],
+    summary: "Stops serving a snapshot over NBD.",
+    flags: OPERATOR_FLAGS,
+  }),
+  diff: defineVerb({
+    command: "snapshot diff",
+    args: ["BASE_ID", "TARGET_ID"],
+    summary:
+      "Byte ranges where TARGET differs from BASE (an earlier snapshot of the same volume), with totals.",
+    flags: OPERATOR_FLAGS,
+  }),
+  allocated: defineVerb({
+    command: "snapshot allocated",
+    args: ["SNAPSHOT_ID"],
+    summary: "Byte ranges of a snapshot that hold data, with totals.",
+    flags: OPERATOR_FLAGS,
+  }),
+} as const;
 
-  create VOLUME_ID NAME          instant, point-in-time snapshot of a volume
-  list [--volume VOLUME_ID]      all snapshots (or those of one volume)
-  get SNAPSHOT_ID
-  delete SNAPSHOT_ID             whatever was restored or cloned from it stays intact
-  diff BASE_ID TARGET_ID         byte ranges where TARGET differs from BASE (an earlier
-                                 snapshot of the same volume), with totals
-  allocated SNAPSHOT_ID          byte ranges of a snapshot that hold data, with totals
-
-  --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
-  --json        machine-readable output
-`;
+export const SNAPSHOT_USAGE = groupUsage("snapshot", SNAPSHOT_VERBS);
 
 interface SnapshotResponse {
   snapshot: CsiSnapshotOutput;
@@ -33,167 +81,218 @@ interface ListSnapshotsResponse {
 }
 
 export async function snapshotCommand(verb: string | undefined, ctx: CliContext): Promise<number> {
-  switch (verb) {
-    case "create": {
-      const { values, positionals } = parseArgs({
-        args: ctx.args,
-        allowPositionals: true,
-        options: OPERATOR_OPTIONS,
-      });
-      if (values.help) return help(ctx);
-      if (positionals.length !== 2) throw new UsageError("snapshot create VOLUME_ID NAME");
-      return withConnection(ctx, values.endpoint, async (conn, out) => {
-        const res = await conn.controller<SnapshotResponse>("CreateSnapshot", {
-          sourceVolumeId: positionals[0],
-          name: positionals[1],
-        });
-        if (out.json) printJson(out, res.snapshot);
-        else printFields(out, snapshotFields(res.snapshot));
-        return 0;
-      });
-    }
-    case "list": {
-      const { values } = parseArgs({
-        args: ctx.args,
-        options: { ...OPERATOR_OPTIONS, volume: { type: "string" } },
-      });
-      if (values.help) return help(ctx);
-      return withConnection(ctx, values.endpoint, async (conn, out) => {
-        const entries: SnapshotResponse[] = [];
-        let startingToken = "";
-        do {
-          const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
-            maxEntries: 500,
-            startingToken,
-            sourceVolumeId: values.volume ?? "",
+  if (verb === undefined || verb === "help" || verb === "--help" || verb === "-h") {
+    ctx.stdout(SNAPSHOT_USAGE);
+    return verb === undefined ? 2 : 0;
+  }
+  if (!Object.hasOwn(SNAPSHOT_VERBS, verb)) {
+    throw new UsageError(`unknown snapshot verb ${JSON.stringify(verb)}\n\n${SNAPSHOT_USAGE}`);
+  }
+  const S = SNAPSHOT_VERBS;
+  const run = runVerb(ctx);
+  const connect =
+    (values: { endpoint?: string | undefined; json: boolean }) =>
+    (work: (conn: OperatorConnection, out: Output) => Promise<number>) =>
+      withConnection(ctx, values, work);
+  switch (verb as keyof typeof SNAPSHOT_VERBS) {
+    case "create":
+      return run(S.create, (values, [volumeId, name]) =>
+        connect(values)(async (conn, out) => {
+          const res = await conn.controller<SnapshotResponse>("CreateSnapshot", {
+            sourceVolumeId: volumeId,
+            name,
           });
-          entries.push(...page.entries);
-          startingToken = page.nextToken;
-        } while (startingToken !== "");
-        if (out.json)
-          printJson(
-            out,
-            entries.map((e) => e.snapshot),
-          );
-        else
-          printTable(
-            out,
-            ["SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "CREATED", "READY"],
-            entries.map(({ snapshot: s }) => [
-              s.snapshotId,
-              s.sourceVolumeId,
-              formatByteSize(s.sizeBytes),
-              created(s),
-              String(s.readyToUse),
-            ]),
-          );
-        return 0;
-      });
-    }
-    case "get": {
-      const { values, positionals } = parseArgs({
-        args: ctx.args,
-        allowPositionals: true,
-        options: OPERATOR_OPTIONS,
-      });
-      if (values.help) return help(ctx);
-      if (positionals.length !== 1) throw new UsageError("snapshot get SNAPSHOT_ID");
-      return withConnection(ctx, values.endpoint, async (conn, out) => {
-        // GetSnapshot (CSI v1.11+): a snapshot that does not exist is NOT_FOUND, reported as such.
-        const { snapshot: found } = await conn.controller<SnapshotResponse>("GetSnapshot", {
-          snapshotId: positionals[0],
-        });
-        if (out.json) printJson(out, found);
-        else printFields(out, snapshotFields(found));
-        return 0;
-      });
-    }
-    case "delete": {
-      const { values, positionals } = parseArgs({
-        args: ctx.args,
-        allowPositionals: true,
-        options: OPERATOR_OPTIONS,
-      });
-      if (values.help) return help(ctx);
-      if (positionals.length !== 1) throw new UsageError("snapshot delete SNAPSHOT_ID");
-      return withConnection(ctx, values.endpoint, async (conn, out) => {
-        await conn.controller("DeleteSnapshot", { snapshotId: positionals[0] });
-        if (out.json) printJson(out, { deleted: positionals[0] });
-        else out.write(`deleted snapshot ${positionals[0]}\n`);
-        return 0;
-      });
-    }
-    case "diff":
-    case "allocated": {
-      const { values, positionals } = parseArgs({
-        args: ctx.args,
-        allowPositionals: true,
-        options: OPERATOR_OPTIONS,
-      });
-      if (values.help) return help(ctx);
-      const diff = verb === "diff";
-      if (positionals.length !== (diff ? 2 : 1)) {
-        throw new UsageError(diff ? "snapshot diff BASE_ID TARGET_ID" : "snapshot allocated SNAPSHOT_ID");
-      }
-      return withConnection(ctx, values.endpoint, async (conn, out) => {
-        // The CSI SnapshotMetadata service, as a backup tool reads it (docs/csi.md).
-        const messages = diff
-          ? conn.snapshotMetadata<MetadataResponse>("GetMetadataDelta", {
-              baseSnapshotId: positionals[0],
-              targetSnapshotId: positionals[1],
-              startingOffset: 0,
-              maxResults: 0,
-            })
-          : conn.snapshotMetadata<MetadataResponse>("GetMetadataAllocated", {
-              snapshotId: positionals[0],
-              startingOffset: 0,
-              maxResults: 0,
-            });
-        const ranges: Array<{ offset: number; length: number }> = [];
-        let capacity = 0;
-        for await (const m of messages) {
-          capacity = m.volumeCapacityBytes;
-          for (const b of m.blockMetadata) ranges.push({ offset: b.byteOffset, length: b.sizeBytes });
-        }
-        const totalBytes = ranges.reduce((n, r) => n + r.length, 0);
-        if (out.json) {
-          printJson(out, {
-            ...(diff
-              ? { baseSnapshotId: positionals[0], targetSnapshotId: positionals[1] }
-              : { snapshotId: positionals[0] }),
-            volumeCapacityBytes: capacity,
-            rangeCount: ranges.length,
-            totalBytes,
-            ranges,
-          });
+          if (out.json) printJson(out, res.snapshot);
+          else {
+            printFields(out, snapshotFields(res.snapshot));
+            const made = res.snapshot.snapshotId.slice(res.snapshot.snapshotId.indexOf("/") + 1);
+            if (made !== name)
+              ctx.stderr(
+                `note: ${JSON.stringify(name)} is not usable as a snapshot name as it is (letters, digits, ".", "_", "-", at most 64), so the id uses a hash of it: ${res.snapshot.snapshotId}\n`,
+              );
+          }
           return 0;
-        }
-        printTable(
-          out,
-          ["OFFSET", "LENGTH", "SIZE"],
-          ranges.map((r) => [String(r.offset), String(r.length), formatByteSize(r.length)]),
-        );
-        const share = capacity > 0 ? ` (${((100 * totalBytes) / capacity).toFixed(1)}%)` : "";
-        out.write(
-          `${ranges.length} range${ranges.length === 1 ? "" : "s"}, ${formatByteSize(totalBytes)} ${diff ? "changed" : "allocated"} of ${formatByteSize(capacity)}${share}\n`,
-        );
-        return 0;
-      });
-    }
-    case undefined:
-    case "help":
-    case "--help":
-    case "-h":
-      ctx.stdout(SNAPSHOT_USAGE);
-      return verb === undefined ? 2 : 0;
-    default:
-      throw new UsageError(`unknown snapshot verb ${JSON.stringify(verb)}\n\n${SNAPSHOT_USAGE}`);
+        }),
+      );
+    case "list":
+      return run(S.list, (values) =>
+        connect(values)(async (conn, out) => {
+          const entries = await listAll(conn, values.volume ?? "");
+          const space = await SpaceFigures.fetch(conn);
+          if (out.json)
+            printJson(
+              out,
+              entries.map((s) => withSpace(s, space)),
+            );
+          else
+            printTable(
+              out,
+              ["SNAPSHOT ID", "SOURCE VOLUME", "SIZE", "EXCLUSIVE", "SHARED", "CREATED", "READY"],
+              entries.map((s) => [
+                s.snapshotId,
+                s.sourceVolumeId,
+                formatByteSize(s.sizeBytes),
+                ...spaceCells(space, s.snapshotId),
+                created(s),
+                String(s.readyToUse),
+              ]),
+            );
+          return 0;
+        }),
+      );
+    case "get":
+      return run(S.get, (values, [snapshotId]) =>
+        connect(values)(async (conn, out) => {
+          const found = await find(conn, snapshotId!);
+          if (!found) {
+            ctx.stderr(`snapshot ${snapshotId} does not exist\n`);
+            return 1;
+          }
+          const holds = await conn
+            .operator("DescribeSnapshot", (c) => c.describeSnapshot(snapshotId!))
+            .then((r) => r.dataMode)
+            .catch((err: unknown) => {
+              if (failedWith(err, status.UNIMPLEMENTED)) return "";
+              throw err;
+            });
+          const space = await SpaceFigures.fetch(conn);
+          if (out.json) printJson(out, { ...withSpace(found, space), dataMode: holds });
+          else
+            printFields(out, [
+              ...snapshotFields(found),
+              ["holds", describeHolds(holds)],
+              ...spaceFields(space, found.snapshotId),
+            ]);
+          return 0;
+        }),
+      );
+    case "delete":
+      return run(S.delete, (values, [snapshotId]) =>
+        connect(values)(async (conn, out) => {
+          // DeleteSnapshot answers OK for a snapshot that does not exist (CSI spec): ask first, so
+          // that the message says what happened.
+          const existed = (await find(conn, snapshotId!)) !== undefined;
+          await conn.controller("DeleteSnapshot", { snapshotId });
+          if (out.json) printJson(out, { snapshotId, deleted: existed });
+          else
+            out.write(
+              existed
+                ? `deleted snapshot ${snapshotId}\n`
+                : `snapshot ${snapshotId} does not exist: nothing to delete\n`,
+            );
+          return 0;
+        }),
+      );
+    case "export":
+      return run(S.export, (values, [id]) =>
+        connect(values)((conn, out) =>
+          exportData(conn, out, { kind: "snapshot", id: id!, readOnly: true, stderr: ctx.stderr }),
+        ),
+      );
+    case "unexport":
+      return run(S.unexport, (values, [id]) =>
+        connect(values)((conn, out) => unexportData(conn, out, { kind: "snapshot", id: id! })),
+      );
+    case "diff":
+      return run(S.diff, (values, [baseSnapshotId, targetSnapshotId]) =>
+        connect(values)((conn, out) =>
+          printRanges(
+            out,
+            "changed",
+            { baseSnapshotId, targetSnapshotId },
+            conn.snapshotMetadata<MetadataResponse>("GetMetadataDelta", {
+              baseSnapshotId,
+              targetSnapshotId,
+              startingOffset: 0,
+              maxResults: 0,
+            }),
+          ),
+        ),
+      );
+    case "allocated":
+      return run(S.allocated, (values, [snapshotId]) =>
+        connect(values)((conn, out) =>
+          printRanges(
+            out,
+            "allocated",
+            { snapshotId },
+            conn.snapshotMetadata<MetadataResponse>("GetMetadataAllocated", {
+              snapshotId,
+              startingOffset: 0,
+              maxResults: 0,
+            }),
+          ),
+        ),
+      );
   }
 }
 
-function help(ctx: CliContext): number {
-  ctx.stdout(SNAPSHOT_USAGE);
+/** The ranges of a SnapshotMetadata stream (as a backup tool reads it, docs/csi.md), and totals. */
+async function printRanges(
+  out: Output,
+  what: "changed" | "allocated",
+  ids: object,
+  messages: AsyncIterable<MetadataResponse>,
+): Promise<number> {
+  const ranges: Array<{ offset: number; length: number }> = [];
+  let capacity = 0;
+  for await (const m of messages) {
+    capacity = m.volumeCapacityBytes;
+    for (const b of m.blockMetadata) ranges.push({ offset: b.byteOffset, length: b.sizeBytes });
+  }
+  const totalBytes = ranges.reduce((n, r) => n + r.length, 0);
+  if (out.json) {
+    printJson(out, { ...ids, volumeCapacityBytes: capacity, rangeCount: ranges.length, totalBytes, ranges });
+    return 0;
+  }
+  printTable(
+    out,
+    ["OFFSET", "LENGTH", "SIZE"],
+    ranges.map((r) => [String(r.offset), String(r.length), formatByteSize(r.length)]),
+  );
+  const share = capacity > 0 ? ` (${((100 * totalBytes) / capacity).toFixed(1)}%)` : "";
+  out.write(
+    `${ranges.length} range${ranges.length === 1 ? "" : "s"}, ${formatByteSize(totalBytes)} ${what} of ${formatByteSize(capacity)}${share}\n`,
+  );
   return 0;
+}
+
+async function listAll(conn: OperatorConnection, sourceVolumeId: string): Promise<CsiSnapshotOutput[]> {
+  const entries: CsiSnapshotOutput[] = [];
+  let startingToken = "";
+  do {
+    const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+      maxEntries: 500,
+      startingToken,
+      sourceVolumeId,
+    });
+    entries.push(...page.entries.map((e) => e.snapshot));
+    startingToken = page.nextToken;
+  } while (startingToken !== "");
+  return entries;
+}
+
+/** ListSnapshots with a snapshot_id filter works with every CSI version (GetSnapshot is 1.11+). */
+/**
+ * GetSnapshot (CSI v1.11+), NOT_FOUND meaning "does not exist"; a plugin without it is asked with
+ * ListSnapshots' snapshot_id filter, which every CSI version has.
+ */
+async function find(conn: OperatorConnection, snapshotId: string): Promise<CsiSnapshotOutput | undefined> {
+  try {
+    return (await conn.controller<{ snapshot: CsiSnapshotOutput }>("GetSnapshot", { snapshotId })).snapshot;
+  } catch (err) {
+    if (failedWith(err, status.NOT_FOUND)) return undefined;
+    if (!failedWith(err, status.UNIMPLEMENTED)) throw err;
+  }
+  const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", { snapshotId });
+  return page.entries[0]?.snapshot;
+}
+
+function describeHolds(dataMode: string): string {
+  if (dataMode === "block") return "raw block data (restores are block volumes)";
+  if (dataMode.startsWith("filesystem:"))
+    return `an ${dataMode.slice("filesystem:".length)} filesystem (restores are filesystem volumes)`;
+  return "(not recorded)";
 }
 
 function created(s: CsiSnapshotOutput): string {
@@ -205,8 +304,30 @@ function snapshotFields(s: CsiSnapshotOutput): Array<[string, string]> {
   return [
     ["snapshot id", s.snapshotId],
     ["source volume", s.sourceVolumeId],
-    ["size", `${formatByteSize(s.sizeBytes)} (${s.sizeBytes} bytes)`],
+    ["size", describeBytes(s.sizeBytes)],
     ["created", created(s)],
     ["ready to use", String(s.readyToUse)],
+  ];
+}
+
+/** The snapshot with its space figures (--json), when the server has them. */
+function withSpace(s: CsiSnapshotOutput, space: SpaceFigures | undefined): object {
+  const figures = space?.snapshot(s.snapshotId);
+  return figures
+    ? { ...s, space: { exclusiveBytes: figures.exclusiveBytes, sharedBytes: figures.sharedBytes } }
+    : s;
+}
+
+function spaceCells(space: SpaceFigures | undefined, id: string): [string, string] {
+  const f = space?.snapshot(id);
+  return f ? [formatByteSize(f.exclusiveBytes), formatByteSize(f.sharedBytes)] : ["-", "-"];
+}
+
+function spaceFields(space: SpaceFigures | undefined, id: string): Array<[string, string]> {
+  const f = space?.snapshot(id);
+  if (!f) return [];
+  return [
+    ["exclusive", `${formatByteSize(f.exclusiveBytes)} (what deleting it gives back)`],
+    ["shared", `${formatByteSize(f.sharedBytes)} (also held by its volume, clones or other snapshots)`],
   ];
 }

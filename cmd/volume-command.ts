@@ -1,31 +1,21 @@
-import { parseArgs } from "node:util";
-import {
-  PARAM_FULL_COPY,
-  capabilityMessage,
-  type Capability,
-  type CsiVolumeOutput,
-} from "../pkg/csi/index.js";
-import { UsageError, formatByteSize, parseByteSize } from "./byte-size.js";
+import { status } from "@grpc/grpc-js";
+import { describeBytes, formatByteSize } from "../pkg/byte-size/index.js";
+import type { CsiVolumeOutput } from "../pkg/csi/index.js";
 import type { CliContext } from "./cli-context.js";
 import { followCopy } from "./copy-progress.js";
-import { DEFAULT_ENDPOINT, withConnection, OPERATOR_OPTIONS } from "./operator-connection.js";
-import { printFields, printJson, printTable } from "./table-output.js";
+import { withConnection, type OperatorConnection } from "./operator-connection.js";
+import { failedWith } from "./operator-error.js";
+import { sizeFlag } from "./size-flag.js";
+import { SpaceFigures, poolLine } from "./space-figures.js";
+import { printFields, printJson, printTable, type Output } from "./table-output.js";
+import { UsageError } from "./usage-error.js";
+import { runVerb, usageError } from "./verb-spec.js";
+import { attachVolume, detachVolume, exportData, unexportData, volumeStates } from "./volume-access.js";
+import { modeOf, sourceOf, volumeFields } from "./volume-fields.js";
+import { createVolumeRequest, planCreate, type CreatePlan } from "./volume-request.js";
+import { VOLUME_USAGE, VOLUME_VERBS, type VolumeVerb } from "./volume-verbs.js";
 
-export const VOLUME_USAGE = `snapblock volume <verb> [options]
-
-  create NAME [--size SIZE] [--fs ext4|xfs | --block] [--from-snapshot ID | --from-volume ID] [--full-copy] [--wait]
-  restore SNAPSHOT_ID NAME [--size SIZE] [--full-copy] [--wait]   volume with the snapshot's content
-  clone VOLUME_ID NAME [--size SIZE] [--full-copy] [--wait]       volume with another volume's content
-  list                                                            all volumes
-  get VOLUME_ID [--wait]                                          one volume (and its background copy)
-  expand VOLUME_ID --size SIZE                                    grow a volume
-  delete VOLUME_ID
-
-  --full-copy   copy every chunk in the background so the new volume shares nothing with its source
-  --wait        follow the background copy with a progress bar until it ends
-  --endpoint    CSI socket (default ${DEFAULT_ENDPOINT}, or $SNAPBLOCK_ENDPOINT)
-  --json        machine-readable output
-`;
+export { VOLUME_USAGE };
 
 interface VolumeResponse {
   volume: CsiVolumeOutput;
@@ -37,209 +27,273 @@ interface ListVolumesResponse {
   entries: GetVolumeResponse[];
   nextToken: string;
 }
+interface ListSnapshotsResponse {
+  entries: Array<{ snapshot: { sourceVolumeId: string } }>;
+}
 
+/** `snapblock volume <verb>`: each verb parses its flags (volume-verbs.ts), then speaks CSI. */
 export async function volumeCommand(verb: string | undefined, ctx: CliContext): Promise<number> {
-  switch (verb) {
+  if (verb === undefined || verb === "help" || verb === "--help" || verb === "-h") {
+    ctx.stdout(VOLUME_USAGE);
+    return verb === undefined ? 2 : 0;
+  }
+  if (!Object.hasOwn(VOLUME_VERBS, verb)) {
+    throw new UsageError(`unknown volume verb ${JSON.stringify(verb)}\n\n${VOLUME_USAGE}`);
+  }
+  const V = VOLUME_VERBS;
+  const run = runVerb(ctx);
+  const connect =
+    (values: { endpoint?: string | undefined; json: boolean }) =>
+    (work: (conn: OperatorConnection, out: Output) => Promise<number>) =>
+      withConnection(ctx, values, work);
+  const creating = (plan: CreatePlan, values: { endpoint?: string | undefined; json: boolean }) =>
+    connect(values)((conn, out) => create(ctx, conn, out, plan));
+  switch (verb as VolumeVerb) {
     case "create":
-      return create(ctx, undefined);
+      return run(V.create, (values, args) => creating(planCreate(V.create, "create", values, args), values));
     case "restore":
-      return create(ctx, "snapshot");
+      return run(V.restore, (values, args) =>
+        creating(planCreate(V.restore, "restore", values, args), values),
+      );
     case "clone":
-      return create(ctx, "volume");
+      return run(V.clone, (values, args) => creating(planCreate(V.clone, "clone", values, args), values));
     case "list":
-      return list(ctx);
+      return run(V.list, (values) => connect(values)((conn, out) => list(conn, out)));
     case "get":
-      return get(ctx);
+      return run(V.get, (values, [id]) =>
+        connect(values)((conn, out) => get(ctx, conn, out, id!, values.wait)),
+      );
     case "expand":
-      return expand(ctx);
-    case "delete":
-      return remove(ctx);
-    case undefined:
-    case "help":
-    case "--help":
-    case "-h":
-      ctx.stdout(VOLUME_USAGE);
-      return verb === undefined ? 2 : 0;
-    default:
-      throw new UsageError(`unknown volume verb ${JSON.stringify(verb)}\n\n${VOLUME_USAGE}`);
-  }
-}
-
-async function create(ctx: CliContext, from: "snapshot" | "volume" | undefined): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: ctx.args,
-    allowPositionals: true,
-    options: {
-      ...OPERATOR_OPTIONS,
-      size: { type: "string" },
-      fs: { type: "string" },
-      block: { type: "boolean", default: false },
-      "from-snapshot": { type: "string" },
-      "from-volume": { type: "string" },
-      "full-copy": { type: "boolean", default: false },
-      wait: { type: "boolean", default: false },
-    },
-  });
-  if (values.help) return usage(ctx);
-  let name: string | undefined;
-  let source: { snapshot: { snapshotId: string } } | { volume: { volumeId: string } } | undefined;
-  if (from) {
-    if (positionals.length !== 2)
-      throw new UsageError(`volume ${from === "snapshot" ? "restore SNAPSHOT_ID" : "clone VOLUME_ID"} NAME`);
-    const [id, n] = positionals as [string, string];
-    name = n;
-    source = from === "snapshot" ? { snapshot: { snapshotId: id } } : { volume: { volumeId: id } };
-  } else {
-    if (positionals.length !== 1) throw new UsageError("volume create NAME [options]");
-    name = positionals[0];
-    if (values["from-snapshot"] && values["from-volume"])
-      throw new UsageError("give --from-snapshot or --from-volume, not both");
-    if (values["from-snapshot"]) source = { snapshot: { snapshotId: values["from-snapshot"] } };
-    if (values["from-volume"]) source = { volume: { volumeId: values["from-volume"] } };
-  }
-  if (values.block && values.fs) throw new UsageError("--block volumes have no filesystem: drop --fs");
-  const fsType = values.fs ?? "";
-  const capability: Capability = values.block
-    ? { accessType: "block", mode: "SINGLE_NODE_WRITER" }
-    : { accessType: "mount", mode: "SINGLE_NODE_WRITER", fsType: fsType as "ext4", mountFlags: [] };
-  const request = {
-    name,
-    volumeCapabilities: [capabilityMessage(capability)],
-    parameters: values["full-copy"] ? { [PARAM_FULL_COPY]: "true" } : {},
-    ...(values.size ? { capacityRange: { requiredBytes: parseByteSize(values.size, "--size") } } : {}),
-    ...(source ? { volumeContentSource: source } : {}),
-  };
-  return withConnection(ctx, values.endpoint, async (conn, out) => {
-    const res = await conn.controller<VolumeResponse>("CreateVolume", request);
-    if (out.json) printJson(out, res.volume);
-    else printFields(out, volumeFields(res.volume));
-    if (values.wait && values["full-copy"] && source) {
-      const state = await followCopy(conn, res.volume.volumeId, { write: ctx.stderr, tty: ctx.stderrIsTTY });
-      return state === "done" ? 0 : 1;
-    }
-    return 0;
-  });
-}
-
-async function list(ctx: CliContext): Promise<number> {
-  const { values } = parseArgs({ args: ctx.args, options: OPERATOR_OPTIONS });
-  if (values.help) return usage(ctx);
-  return withConnection(ctx, values.endpoint, async (conn, out) => {
-    const entries: GetVolumeResponse[] = [];
-    let startingToken = "";
-    do {
-      const page = await conn.controller<ListVolumesResponse>("ListVolumes", {
-        maxEntries: 500,
-        startingToken,
+      return run(V.expand, (values, [id]) => {
+        if (values.size === undefined) throw usageError(V.expand, "volume expand needs --size: the new size");
+        const bytes = sizeFlag(values.size, "--size", { sectors: true });
+        return connect(values)((conn, out) => expand(conn, out, id!, bytes));
       });
-      entries.push(...page.entries);
-      startingToken = page.nextToken;
-    } while (startingToken !== "");
-    if (out.json) {
-      printJson(out, entries);
-      return 0;
-    }
-    printTable(
-      out,
-      ["VOLUME ID", "SIZE", "FS", "SOURCE", "CONDITION"],
-      entries.map((e) => [
-        e.volume.volumeId,
-        formatByteSize(e.volume.capacityBytes),
-        e.volume.volumeContext["snapblock.dev/fsType"] ?? "",
-        sourceOf(e.volume),
-        e.status?.volumeCondition?.message ?? "",
-      ]),
-    );
-    return 0;
-  });
+    case "delete":
+      return run(V.delete, (values, [id]) => connect(values)((conn, out) => remove(conn, out, id!)));
+    case "attach":
+      return run(V.attach, (values, [id]) =>
+        connect(values)((conn, out) =>
+          attachVolume(conn, out, {
+            volumeId: id!,
+            cwd: ctx.cwd,
+            ...(values.mount !== undefined ? { mount: values.mount } : {}),
+          }),
+        ),
+      );
+    case "detach":
+      return run(V.detach, (values, [id]) =>
+        connect(values)((conn, out) => detachVolume(conn, out, { volumeId: id! })),
+      );
+    case "export":
+      return run(V.export, (values, [id]) =>
+        connect(values)((conn, out) =>
+          exportData(conn, out, {
+            kind: "volume",
+            id: id!,
+            readOnly: values["read-only"],
+            stderr: ctx.stderr,
+          }),
+        ),
+      );
+    case "unexport":
+      return run(V.unexport, (values, [id]) =>
+        connect(values)((conn, out) => unexportData(conn, out, { kind: "volume", id: id! })),
+      );
+  }
 }
 
-async function get(ctx: CliContext): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: ctx.args,
-    allowPositionals: true,
-    options: { ...OPERATOR_OPTIONS, wait: { type: "boolean", default: false } },
-  });
-  if (values.help) return usage(ctx);
-  if (positionals.length !== 1) throw new UsageError("volume get VOLUME_ID");
-  const volumeId = positionals[0]!;
-  return withConnection(ctx, values.endpoint, async (conn, out) => {
-    const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
-    if (out.json) printJson(out, res);
-    else
-      printFields(out, [
-        ...volumeFields(res.volume),
-        ["condition", res.status?.volumeCondition?.message ?? ""],
-      ]);
-    if (values.wait)
-      return (await followCopy(conn, volumeId, { write: ctx.stderr, tty: ctx.stderrIsTTY })) === "failed"
-        ? 1
-        : 0;
-    return 0;
-  });
-}
-
-async function expand(ctx: CliContext): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: ctx.args,
-    allowPositionals: true,
-    options: { ...OPERATOR_OPTIONS, size: { type: "string" } },
-  });
-  if (values.help) return usage(ctx);
-  if (positionals.length !== 1 || !values.size) throw new UsageError("volume expand VOLUME_ID --size SIZE");
-  const requiredBytes = parseByteSize(values.size, "--size");
-  return withConnection(ctx, values.endpoint, async (conn, out) => {
-    const res = await conn.controller<{ capacityBytes: number; nodeExpansionRequired: boolean }>(
-      "ControllerExpandVolume",
-      {
-        volumeId: positionals[0],
-        capacityRange: { requiredBytes },
-      },
-    );
-    if (out.json) printJson(out, res);
-    else
-      printFields(out, [
-        ["size", formatByteSize(res.capacityBytes)],
-        ["filesystem grows on next stage/expand", String(res.nodeExpansionRequired)],
-      ]);
-    return 0;
-  });
-}
-
-async function remove(ctx: CliContext): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: ctx.args,
-    allowPositionals: true,
-    options: OPERATOR_OPTIONS,
-  });
-  if (values.help) return usage(ctx);
-  if (positionals.length !== 1) throw new UsageError("volume delete VOLUME_ID");
-  return withConnection(ctx, values.endpoint, async (conn, out) => {
-    await conn.controller("DeleteVolume", { volumeId: positionals[0] });
-    if (out.json) printJson(out, { deleted: positionals[0] });
-    else out.write(`deleted volume ${positionals[0]}\n`);
-    return 0;
-  });
-}
-
-function usage(ctx: CliContext): number {
-  ctx.stdout(VOLUME_USAGE);
+async function create(
+  ctx: CliContext,
+  conn: OperatorConnection,
+  out: Output,
+  plan: CreatePlan,
+): Promise<number> {
+  const mode =
+    plan.mode ??
+    (plan.source && (await sourceMode(conn, plan.source)) === "block"
+      ? ({ kind: "block" } as const)
+      : ({ kind: "filesystem", fsType: "" } as const));
+  const res = await conn.controller<VolumeResponse>("CreateVolume", createVolumeRequest(plan, mode));
+  if (out.json) printJson(out, res.volume);
+  else {
+    printFields(out, volumeFields(res.volume));
+    const made = res.volume.volumeId.slice(res.volume.volumeId.indexOf("/") + 1);
+    if (made !== plan.name)
+      ctx.stderr(
+        `note: ${JSON.stringify(plan.name)} is not usable as a volume name as it is (letters, digits, ".", "_", "-", at most 64), so the id uses a hash of it: ${res.volume.volumeId}\n`,
+      );
+  }
+  if (plan.wait) {
+    const state = await followCopy(conn, res.volume.volumeId, { write: ctx.stderr, tty: ctx.stderrIsTTY });
+    return state === "done" ? 0 : 1;
+  }
   return 0;
 }
 
-function volumeFields(v: CsiVolumeOutput): Array<[string, string]> {
-  return [
-    ["volume id", v.volumeId],
-    ["size", `${formatByteSize(v.capacityBytes)} (${v.capacityBytes} bytes)`],
-    ["filesystem", v.volumeContext["snapblock.dev/fsType"] ?? ""],
-    ["source", sourceOf(v) || "(empty volume)"],
-    ["node", v.accessibleTopology.map((t) => Object.values(t.segments).join(",")).join(" ")],
-  ];
+/**
+ * "block" when the source holds raw block data: a snapshot records it (operator service), a
+ * volume's context says it. When neither tells (a snapshot from before snapblock recorded it, an
+ * endpoint without the operator service), the snapshot's volume, if it still exists; otherwise
+ * the controller decides, and refuses a filesystem over raw data, saying so.
+ */
+async function sourceMode(
+  conn: OperatorConnection,
+  source: NonNullable<CreatePlan["source"]>,
+): Promise<"block" | "filesystem" | undefined> {
+  let volumeId: string | undefined;
+  if ("volume" in source) volumeId = source.volume.volumeId;
+  else {
+    const described = await conn
+      .operator("DescribeSnapshot", (c) => c.describeSnapshot(source.snapshot.snapshotId))
+      .catch((err: unknown) => {
+        if (failedWith(err, status.UNIMPLEMENTED) || failedWith(err, status.NOT_FOUND)) return undefined;
+        throw err;
+      });
+    if (described?.dataMode === "block") return "block";
+    if (described?.dataMode.startsWith("filesystem")) return "filesystem";
+    const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", {
+      snapshotId: source.snapshot.snapshotId,
+    });
+    volumeId = page.entries[0]?.snapshot.sourceVolumeId;
+  }
+  if (volumeId === undefined) return undefined;
+  try {
+    const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
+    return modeOf(res.volume) === "block" ? "block" : "filesystem";
+  } catch (err) {
+    if (failedWith(err, status.NOT_FOUND)) return undefined;
+    throw err;
+  }
 }
 
-function sourceOf(v: CsiVolumeOutput): string {
-  const s = v.contentSource;
-  if (s?.snapshot) return `snapshot ${s.snapshot.snapshotId}`;
-  if (s?.volume) return `volume ${s.volume.volumeId}`;
-  return "";
+async function list(conn: OperatorConnection, out: Output): Promise<number> {
+  const entries: GetVolumeResponse[] = [];
+  let startingToken = "";
+  do {
+    const page = await conn.controller<ListVolumesResponse>("ListVolumes", {
+      maxEntries: 500,
+      startingToken,
+    });
+    entries.push(...page.entries);
+    startingToken = page.nextToken;
+  } while (startingToken !== "");
+  const states = await volumeStates(conn);
+  const stateOf = (id: string) => (states ? (states.get(id)?.state ?? "detached") : "?");
+  if (out.json) {
+    printJson(
+      out,
+      entries.map((e) => ({
+        ...e,
+        state: states?.get(e.volume.volumeId) ?? { state: stateOf(e.volume.volumeId) },
+      })),
+    );
+    return 0;
+  }
+  printTable(
+    out,
+    ["VOLUME ID", "SIZE", "MODE", "STATE", "SOURCE", "CONDITION"],
+    entries.map((e) => {
+      const state = states?.get(e.volume.volumeId);
+      return [
+        e.volume.volumeId,
+        formatByteSize(e.volume.capacityBytes),
+        modeOf(e.volume),
+        stateOf(e.volume.volumeId),
+        sourceOf(e.volume),
+        state?.state === "broken" ? `broken: ${state.reason}` : (e.status?.volumeCondition?.message ?? ""),
+      ];
+    }),
+  );
+  return 0;
+}
+
+async function get(
+  ctx: CliContext,
+  conn: OperatorConnection,
+  out: Output,
+  volumeId: string,
+  wait: boolean,
+): Promise<number> {
+  const res = await conn.controller<GetVolumeResponse>("ControllerGetVolume", { volumeId });
+  const states = await volumeStates(conn);
+  const state = states?.get(volumeId);
+  const space = await SpaceFigures.fetch(conn);
+  const figures = space?.volume(volumeId);
+  const pool = space?.pool(volumeId);
+  if (out.json)
+    printJson(out, {
+      ...res,
+      state: state ?? { state: states ? "detached" : "?" },
+      ...(figures ? { space: { ...figures, pool: pool?.pool } } : {}),
+    });
+  else {
+    const extra: Array<[string, string]> = [];
+    if (state?.reason) extra.push(["why", state.reason]);
+    if (state?.devicePath) extra.push(["device", state.devicePath]);
+    if (state?.mountPoints.length) extra.push(["mounted at", state.mountPoints.join(" ")]);
+    if (state?.export) extra.push(["nbd uri", state.export.uri]);
+    printFields(out, [
+      ...volumeFields(res.volume),
+      ["state", state ? state.state : states ? "detached" : "? (no operator service at this endpoint)"],
+      ...extra,
+      ["condition", res.status?.volumeCondition?.message ?? ""],
+      ...(figures
+        ? ([
+            ["written", formatByteSize(figures.mappedBytes)],
+            ["exclusive", `${formatByteSize(figures.exclusiveBytes)} (only this volume maps it)`],
+            [
+              "held by snapshots",
+              `${formatByteSize(figures.snapshotOnlyBytes)} only its ${figures.snapshotCount} snapshot(s) hold (deleting them gives it back)`,
+            ],
+          ] as Array<[string, string]>)
+        : []),
+      ...(pool ? ([[`pool (node ${pool.nodeId})`, poolLine(pool.pool)]] as Array<[string, string]>) : []),
+    ]);
+  }
+  if (wait)
+    return (await followCopy(conn, volumeId, { write: ctx.stderr, tty: ctx.stderrIsTTY })) === "failed"
+      ? 1
+      : 0;
+  return 0;
+}
+
+async function expand(
+  conn: OperatorConnection,
+  out: Output,
+  volumeId: string,
+  bytes: number,
+): Promise<number> {
+  // limit_bytes: the volume is to be this size; one already larger is OUT_OF_RANGE ("volumes
+  // never shrink") instead of the CSI spec's quiet OK for a size already reached.
+  const res = await conn.controller<{ capacityBytes: number; nodeExpansionRequired: boolean }>(
+    "ControllerExpandVolume",
+    { volumeId, capacityRange: { requiredBytes: bytes, limitBytes: bytes } },
+  );
+  if (out.json) printJson(out, res);
+  else
+    printFields(out, [
+      ["size", describeBytes(res.capacityBytes)],
+      ["filesystem grows on next stage/expand", String(res.nodeExpansionRequired)],
+    ]);
+  return 0;
+}
+
+async function remove(conn: OperatorConnection, out: Output, volumeId: string): Promise<number> {
+  // DeleteVolume answers OK for a volume that does not exist (CSI spec): ask first, so that the
+  // message says what happened.
+  const existed = await conn.controller("ControllerGetVolume", { volumeId }).then(
+    () => true,
+    (err: unknown) => {
+      if (failedWith(err, status.NOT_FOUND)) return false;
+      throw err;
+    },
+  );
+  await conn.controller("DeleteVolume", { volumeId });
+  if (out.json) printJson(out, { volumeId, deleted: existed });
+  else
+    out.write(
+      existed ? `deleted volume ${volumeId}\n` : `volume ${volumeId} does not exist: nothing to delete\n`,
+    );
+  return 0;
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Creates the engine service's CA Secret that deploy/snapblock.yaml mounts in the controller:
 # snapblock-engine-ca (type kubernetes.io/tls: the CA certificate and its key). The controller
-# issues every engine certificate from it: its own (client only) at start, and one per node plugin,
-# for the node that plugin runs on, through CertificateSigningRequests (docs/cluster.md,
-# "Identities"). The key is created here and only ever stored in that Secret.
+# issues every engine certificate from it: its own (client only) at start, and one per node plugin
+# (server and client), for the node that plugin runs on, through CertificateSigningRequests
+# (docs/cluster.md, "TLS and identities"). The key is created here and only ever stored in that
+# Secret.
 #
 # usage: deploy/engine-tls.sh [NAMESPACE] [DAYS]   (default snapblock, 3650)
 # needs: openssl, kubectl pointing at the cluster.

@@ -2,7 +2,10 @@
 # End-to-end on a throwaway kind cluster, for anyone with Docker: build the image, create the
 # cluster, install the snapshot CRDs and snapshot-controller, helm install snapblock, then run
 # examples/: a PVC + pod writing data, a VolumeSnapshot, a PVC restored from it and a pod that
-# checks the data. Everything is deleted on exit unless KEEP=1.
+# checks the data, then the same restore for a pod on another node (the cluster has two workers:
+# the volume is made there and filled from the snapshot's node). Everything is deleted on exit
+# unless KEEP=1. Node certificates come from the controller's CSR signer, which needs Kubernetes
+# 1.30+ (kind's default node image is newer).
 #
 # needs: docker, kind, kubectl; helm comes from node_modules (npm ci). The Docker host needs a
 # block path for the node plugin: the nbd kernel module (sudo modprobe nbd) or /dev/fuse.
@@ -53,7 +56,7 @@ cleanup() {
     log "KEEP=1: cluster kind-$CLUSTER left running (kind delete cluster --name $CLUSTER)"
   elif [[ $created -eq 1 ]]; then
     log "cleaning up"
-    for f in restore-pod restore snapshot pod pvc; do
+    for f in restore-elsewhere-pod restore-elsewhere restore-pod restore snapshot pod pvc; do
       "${kubectl[@]}" delete -f "examples/$f.yaml" --ignore-not-found --wait=true --timeout=120s || true
     done
     "$HELM" --kube-context "kind-$CLUSTER" uninstall snapblock -n "$NAMESPACE" --wait || true
@@ -69,7 +72,17 @@ log "building $IMAGE"
 docker build -t "$IMAGE" .
 
 log "creating kind cluster $CLUSTER"
-kind create cluster --name "$CLUSTER" --wait 180s ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
+kind_config="$(mktemp)"
+cat >"$kind_config" <<KIND
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+  - role: control-plane
+  - role: worker
+  - role: worker
+KIND
+kind create cluster --name "$CLUSTER" --config "$kind_config" --wait 180s ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
+rm -f "$kind_config"
 created=1
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
@@ -107,3 +120,12 @@ log "a volume restored from it and a pod checking the data"
 "${kubectl[@]}" wait pod/snapblock-reader --for=jsonpath='{.status.phase}'=Succeeded --timeout=300s
 "${kubectl[@]}" logs snapblock-reader | grep -q '/data/payload: OK'
 "${kubectl[@]}" logs snapblock-reader
+
+log "the same snapshot restored for a pod on another node"
+"${kubectl[@]}" apply -f examples/restore-elsewhere.yaml -f examples/restore-elsewhere-pod.yaml
+"${kubectl[@]}" wait pod/snapblock-reader-elsewhere --for=jsonpath='{.status.phase}'=Succeeded --timeout=300s
+"${kubectl[@]}" logs snapblock-reader-elsewhere | grep -q '/data/payload: OK'
+writer_node="$("${kubectl[@]}" get pod snapblock-writer -o jsonpath='{.spec.nodeName}')"
+reader_node="$("${kubectl[@]}" get pod snapblock-reader-elsewhere -o jsonpath='{.spec.nodeName}')"
+[[ "$writer_node" != "$reader_node" ]] || { echo "kind-e2e: the reader ran on the writer's node" >&2; exit 1; }
+"${kubectl[@]}" describe pvc snapblock-data-elsewhere | grep -E 'RestoreCopy(Started|Finished)' || true

@@ -10,6 +10,8 @@ import type {
   EngineBlockMetadataRequest,
   EngineCapacity,
   EngineSnapshot,
+  EngineSpace,
+  EngineTombstone,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -84,17 +86,32 @@ class FakeNode implements NodeEngine {
     if (!s) throw new SnapblockError("NOT_FOUND", `no snapshot ${r.snapshot} on ${this.nodeId}`);
     yield { sizeBytes: s.sizeBytes, ranges: [{ offset: this.nodeId.charCodeAt(0), length: 1 }] };
   };
+  space = async (): Promise<EngineSpace> => {
+    await this.up();
+    const pool = {
+      totalBytes: 100 * GiB,
+      allocatedBytes: 100 * GiB - this.availableBytes,
+      freeBytes: this.availableBytes,
+      provisionedBytes: 0,
+      overcommitRatio: 1,
+      reclaimableBytes: 0,
+      copyReservedBytes: 0,
+      sharedBytes: 0,
+      chunkSize: 65536,
+    };
+    return { pool, volumes: [], snapshots: [] };
+  };
   engineFor = (id: string) => (id === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);
   // Replication: what the controller asked for, recorded (the real calls are tested end to end).
   grants: string[] = [];
-  tombstones: string[] = [];
+  tombstones: EngineTombstone[] = [];
   replicateSnapshot = (): Promise<EngineSnapshot> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
   setHolders = (): Promise<void> => Promise.resolve();
   grantPull = async (name: string, node: string) =>
     void (await this.up(), this.grants.push(`${name}@${node}`));
-  addTombstones = async (o: string[]) => void (await this.up(), this.tombstones.push(...o));
+  addTombstones = async (t: EngineTombstone[]) => void (await this.up(), this.tombstones.push(...t));
   listTombstones = async () => (await this.up(), [...this.tombstones]);
 }
 

@@ -18,6 +18,7 @@ import type {
   EnginePlacementRequest,
   EngineReplication,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -324,6 +325,32 @@ export class ClusterEngine implements EngineApi {
       provisionedBytes: sum(all.map((c) => c.provisionedBytes)),
       availableBytes: sum(all.map((c) => c.availableBytes)),
       maxVolumeBytes: Math.max(0, ...all.map((c) => Math.min(c.maxVolumeBytes, c.availableBytes))),
+    };
+  }
+
+  /**
+   * Every node's space together (names are per node: callers that show them ask node by node,
+   * through nodeEngines()).
+   */
+  async space(): Promise<EngineSpace> {
+    const all = await Promise.all(this.nodeEngines().map((e) => e.space()));
+    const total = (pick: (p: EngineSpace["pool"]) => number): number => sum(all.map((s) => pick(s.pool)));
+    const totalBytes = total((p) => p.totalBytes);
+    return {
+      pool: {
+        totalBytes,
+        allocatedBytes: total((p) => p.allocatedBytes),
+        freeBytes: total((p) => p.freeBytes),
+        provisionedBytes: total((p) => p.provisionedBytes),
+        // The allowance in bytes, as a ratio of the whole.
+        overcommitRatio: totalBytes === 0 ? 1 : total((p) => p.totalBytes * p.overcommitRatio) / totalBytes,
+        reclaimableBytes: total((p) => p.reclaimableBytes),
+        copyReservedBytes: total((p) => p.copyReservedBytes),
+        sharedBytes: total((p) => p.sharedBytes),
+        chunkSize: Math.max(0, ...all.map((s) => s.pool.chunkSize)),
+      },
+      volumes: all.flatMap((s) => s.volumes),
+      snapshots: all.flatMap((s) => s.snapshots),
     };
   }
 

@@ -15,3 +15,13 @@ export {
 } from "./node-discovery.js";
 export { rankByRendezvous, rendezvousScore, type WeightedNode } from "./rendezvous-hashing.js";
 export { pvcOf, volumeSnapshotOf, type EventRecorder, type ObjectRef } from "./event-recorder.js";
+export {
+  Replicator,
+  splitOrigin,
+  type ClusterView,
+  type ReplicaNode,
+  type ReplicationObserver,
+  type ReplicationStatus,
+  type ReplicatorOptions,
+} from "./replicator.js";
+export { PoolUsageEvents, type PoolUsageEventsOptions } from "./pool-usage-events.js";

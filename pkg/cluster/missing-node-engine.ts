@@ -5,6 +5,7 @@ import type {
   EngineCapacity,
   EngineListing,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -61,6 +62,9 @@ export class MissingNodeEngine implements EngineApi {
     return this.fail();
   }
   capacity(): Promise<EngineCapacity> {
+    return this.fail();
+  }
+  space(): Promise<EngineSpace> {
     return this.fail();
   }
   engineFor(nodeId: string): EngineApi | undefined {

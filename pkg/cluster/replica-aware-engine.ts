@@ -27,20 +27,22 @@ import type { Replicator } from "./replicator.js";
 export function replicaAware(engine: EngineApi, replicator: Replicator, logger: Logger): EngineApi {
   const node = engine.nodeId;
   const visible = (s: EngineSnapshot): boolean =>
-    s.meta[REPLICA_META.origin] === undefined && !replicator.isTombstoned(`${node}/${s.name}`);
+    s.meta[REPLICA_META.origin] === undefined &&
+    s.meta[REPLICA_META.cloneFor] === undefined &&
+    !replicator.isBuried(`${node}/${s.name}`, s);
   const overrides: Partial<EngineApi> = {
     async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
       const from = o.source?.nodeId;
       if (!o.source || from === undefined || from === node) return engine.createVolume(o);
-      if (o.source.kind !== "snapshot") {
-        throw new SnapblockError(
-          "INVALID_ARGUMENT",
-          `volume ${from}/${o.source.name} is on node ${from}: clone it on that node, or snapshot it and restore the snapshot here`,
-        );
+      let name = o.source.name;
+      if (o.source.kind === "volume") {
+        // A clone across nodes: snapshot the volume where it is (hidden, removed by the repair
+        // loop once the copy is done) and restore that here.
+        name = await replicator.cloneSource(from, o.source.name, `${node}/${o.name}`);
       }
-      const origin = `${from}/${o.source.name}`;
+      const origin = `${from}/${name}`;
       const holders = await replicator.grantedHolders(node, origin);
-      return engine.createVolume({ ...o, source: { ...o.source, holders } });
+      return engine.createVolume({ ...o, source: { kind: "snapshot", name, nodeId: from, holders } });
     },
     async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
       const snapshot = await engine.createSnapshot(o);
@@ -52,7 +54,6 @@ export function replicaAware(engine: EngineApi, replicator: Replicator, logger: 
     },
     async getSnapshot(name: string): Promise<EngineSnapshot | undefined> {
       const origin = `${node}/${name}`;
-      if (replicator.isTombstoned(origin)) return undefined;
       try {
         const s = await engine.getSnapshot(name);
         return s && visible(s) ? s : undefined;

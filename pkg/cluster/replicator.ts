@@ -1,11 +1,13 @@
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   REPLICA_META,
+  cloneSourceName,
   replicaName,
   type EngineApi,
   type EngineHolder,
   type EngineReplication,
   type EngineSnapshot,
+  type EngineTombstone,
   type EngineVolume,
 } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
@@ -30,12 +32,32 @@ export interface ReplicatorOptions {
   events?: EventRecorder;
   /** Shortfalls and repairs, for metrics. */
   observer?: ReplicationObserver;
+  now?: () => number;
 }
 
 export interface ReplicationObserver {
   /** After each reconcile: per snapshot, replicas wanted and complete. */
   replicaCounts?(counts: { origin: string; wanted: number; complete: number }[]): void;
   shortfall?(event: { origin: string; wanted: number; placed: number }): void;
+  /** What a reconcile pass did. */
+  repaired?(report: { added: string[]; dropped: string[]; deleted: string[]; redirected: string[] }): void;
+  /** A snapshot reached its replica count: how long after it was taken. */
+  replicated?(event: { origin: string; seconds: number }): void;
+}
+
+/** Replicator.status(): for operators (snapblock replicas). */
+export interface ReplicationStatus {
+  snapshots: {
+    origin: string;
+    wanted: number;
+    /** Its own node answered and still has it. */
+    atOrigin: boolean;
+    replicas: { nodeId: string; complete: boolean; pendingChunks: number; totalChunks: number }[];
+  }[];
+  /** Volumes filling from another node's snapshot. */
+  pulls: ({ nodeId: string; volume: string } & import("../engine-api/index.js").EnginePullProgress)[];
+  /** Nodes that did not answer (what they hold is not shown). */
+  unreachable: string[];
 }
 
 /** Split "<node>/<engine name>". */
@@ -48,7 +70,35 @@ interface NodeListing {
   nodeId: string;
   snapshots: EngineSnapshot[];
   volumes: EngineVolume[];
-  tombstones: string[];
+  tombstones: EngineTombstone[];
+}
+
+/** A copy of a snapshot as far as deleting it goes: which incarnation, taken when. */
+interface CopyIdentity {
+  /** Engine id of the origin snapshot on its node (0: unknown). */
+  originId: number;
+  createdAtMs: number;
+}
+
+/**
+ * Whether a tombstone buries this copy: the same incarnation or an older one. By engine id when
+ * both are known (ids only grow on a node, so a snapshot made again under the same name is
+ * never buried), else by time.
+ */
+export function buries(t: EngineTombstone, copy: CopyIdentity): boolean {
+  if (t.id > 0 && copy.originId > 0) return copy.originId <= t.id;
+  return copy.createdAtMs <= t.deletedAtMs;
+}
+
+/** The incarnation a listed snapshot (origin or replica) is of. */
+function identityOf(s: EngineSnapshot): CopyIdentity {
+  if (s.meta[REPLICA_META.origin] === undefined)
+    return { originId: s.id, createdAtMs: s.createdAt.getTime() };
+  const created = Number(s.meta[REPLICA_META.created]);
+  return {
+    originId: Number(s.meta[REPLICA_META.originId]) || 0,
+    createdAtMs: Number.isFinite(created) && created > 0 ? created : s.createdAt.getTime(),
+  };
 }
 
 interface OriginState {
@@ -75,15 +125,31 @@ interface OriginState {
  * enough complete ones exist, and pulls stalled on a lost holder are pointed at the others.
  */
 export class Replicator {
-  private readonly tombstoned = new Set<string>();
+  /** The latest tombstone seen per snapshot id. */
+  private readonly tombstones = new Map<string, EngineTombstone>();
+  /** Snapshots whose replication time was reported (each once per controller run). */
+  private readonly reported = new Set<string>();
 
   constructor(
     private readonly view: ClusterView,
     private readonly o: ReplicatorOptions,
   ) {}
 
-  isTombstoned(origin: string): boolean {
-    return this.tombstoned.has(origin);
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  /** Whether `snapshot` (on node of `origin`, or a replica of it) was deleted. */
+  isBuried(origin: string, snapshot: EngineSnapshot): boolean {
+    const t = this.tombstones.get(origin);
+    return t !== undefined && buries(t, identityOf(snapshot));
+  }
+
+  private remember(t: EngineTombstone): void {
+    const known = this.tombstones.get(t.origin);
+    if (!known || t.id > known.id || (t.id === known.id && t.deletedAtMs > known.deletedAtMs)) {
+      this.tombstones.set(t.origin, t);
+    }
   }
 
   /**
@@ -98,6 +164,20 @@ export class Replicator {
       key,
       ids.map((id) => ({ nodeId: id, weight: 1 })),
     ).map((n) => n.nodeId);
+  }
+
+  /**
+   * The hidden snapshot a clone of volume `volume` on node `nodeId` onto another node copies
+   * from (made now, or found from an earlier attempt of the same CreateVolume).
+   */
+  async cloneSource(nodeId: string, volume: string, target: string): Promise<string> {
+    const m = this.view.members().get(nodeId);
+    if (!m) throw new SnapblockError("CLOSED", `node ${nodeId} holding volume ${volume} is not reachable`);
+    const name = cloneSourceName(target);
+    const existing = await m.engine.getSnapshot(name);
+    if (existing) return name;
+    await m.engine.createSnapshot({ volume, name, meta: { [REPLICA_META.cloneFor]: target } });
+    return name;
   }
 
   /** A snapshot (or replica) on one node, or undefined if the node does not answer or lacks it. */
@@ -180,6 +260,18 @@ export class Replicator {
     const listings = await this.listings();
     const pulling = pullersOf(listings).get(origin) ?? [];
     const own = members.get(nodeId);
+    // Which incarnation is deleted: the snapshot's own id, else what a replica says.
+    const atOwn = listings
+      .find((l) => l.nodeId === nodeId)
+      ?.snapshots.find((s) => s.name === name && s.meta[REPLICA_META.origin] === undefined);
+    const fromReplica = listings
+      .flatMap((l) => l.snapshots)
+      .find((s) => s.meta[REPLICA_META.origin] === origin && Number(s.meta[REPLICA_META.originId]) > 0);
+    const tombstone: EngineTombstone = {
+      origin,
+      id: atOwn?.id ?? (Number(fromReplica?.meta[REPLICA_META.originId]) || 0),
+      deletedAtMs: this.now(),
+    };
     if (own && pulling.length === 0) {
       const gone = await this.ask(nodeId, async () => {
         await own.engine.deleteSnapshot(name).catch((err: unknown) => {
@@ -200,7 +292,7 @@ export class Replicator {
     let recorded = 0;
     for (const l of listings) {
       const ok = await this.ask(l.nodeId, async () => {
-        await members.get(l.nodeId)!.engine.addTombstones([origin]);
+        await members.get(l.nodeId)!.engine.addTombstones([tombstone]);
         return true;
       });
       if (ok) recorded++;
@@ -208,9 +300,39 @@ export class Replicator {
     if (recorded === 0) {
       throw new SnapblockError("CLOSED", `no node could record the deletion of snapshot ${origin}; retry`);
     }
-    this.tombstoned.add(origin);
+    this.remember(tombstone);
     if (pulling.length > 0) return; // reconcile() deletes the copies once nothing pulls from them
-    await this.deleteReplicas(origin, listings);
+    await this.deleteReplicas(origin, listings, tombstone);
+  }
+
+  /** What is where: every snapshot that wants replicas, its copies, and the copies in flight. */
+  async status(): Promise<ReplicationStatus> {
+    const listings = await this.listings();
+    const reachable = new Set(listings.map((l) => l.nodeId));
+    const snapshots = [...originsOf(listings).values()]
+      .filter((st) => !(st.atOrigin && this.isBuried(st.origin, st.atOrigin)))
+      .map((st) => ({
+        origin: st.origin,
+        wanted: st.wanted,
+        atOrigin: st.atOrigin !== undefined,
+        replicas: [...st.replicas.entries()]
+          .map(([nodeId, s]) => ({
+            nodeId,
+            complete: !s.pull,
+            pendingChunks: s.pull?.pendingChunks ?? 0,
+            totalChunks: s.pull?.totalChunks ?? 0,
+          }))
+          .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1)),
+      }))
+      .sort((a, b) => (a.origin < b.origin ? -1 : 1));
+    const pulls = listings.flatMap((l) =>
+      l.volumes.filter((v) => v.pull).map((v) => ({ nodeId: l.nodeId, volume: v.name, ...v.pull! })),
+    );
+    return {
+      snapshots,
+      pulls,
+      unreachable: [...this.view.members().keys()].filter((id) => !reachable.has(id)).sort(),
+    };
   }
 
   /** One repair pass; returns what it did, for logs and tests. */
@@ -228,34 +350,52 @@ export class Replicator {
     };
     const listings = await this.listings();
     const members = this.view.members();
-    const tombstones = new Set(listings.flatMap((l) => l.tombstones));
-    for (const t of tombstones) this.tombstoned.add(t);
+    for (const t of listings.flatMap((l) => l.tombstones)) this.remember(t);
     const pullers = pullersOf(listings);
     const origins = originsOf(listings);
 
-    // Deletions that holders missed while they were down.
-    for (const origin of tombstones) {
-      if ((pullers.get(origin) ?? []).length > 0) continue;
-      const { nodeId, name } = splitOrigin(origin);
+    // Deletions that holders missed while they were down (only the incarnation deleted: a
+    // snapshot made again under the same name stays).
+    for (const t of this.tombstones.values()) {
+      if ((pullers.get(t.origin) ?? []).length > 0) continue;
+      const { nodeId, name } = splitOrigin(t.origin);
+      let stone = t;
       for (const l of listings) {
         const engine = members.get(l.nodeId)!.engine;
-        const target = l.nodeId === nodeId ? name : replicaName(origin);
-        if (
-          l.snapshots.some((s) => s.name === target && (l.nodeId !== nodeId || !s.meta[REPLICA_META.origin]))
-        ) {
+        const target = l.nodeId === nodeId ? name : replicaName(t.origin);
+        const copy = l.snapshots.find(
+          (s) =>
+            s.name === target &&
+            (l.nodeId === nodeId
+              ? s.meta[REPLICA_META.origin] === undefined
+              : s.meta[REPLICA_META.origin] === t.origin),
+        );
+        if (copy && buries(stone, identityOf(copy))) {
           const done = await this.ask(l.nodeId, async () => {
             await engine.deleteSnapshot(target);
             return true;
           });
           if (done) report.deleted.push(`${l.nodeId}/${target}`);
+          // The snapshot itself: now its incarnation is known, say so everywhere.
+          if (done && l.nodeId === nodeId && stone.id === 0) {
+            stone = { ...stone, id: copy.id };
+            this.remember(stone);
+          }
         }
-        if (!l.tombstones.includes(origin)) await this.ask(l.nodeId, () => engine.addTombstones([origin]));
+      }
+      for (const l of listings) {
+        const has = l.tombstones.find((x) => x.origin === stone.origin);
+        if (!has || has.id < stone.id) {
+          await this.ask(l.nodeId, () => members.get(l.nodeId)!.engine.addTombstones([stone]));
+        }
       }
     }
 
     const counts: { origin: string; wanted: number; complete: number }[] = [];
     for (const state of origins.values()) {
-      if (tombstones.has(state.origin)) continue;
+      const t = this.tombstones.get(state.origin);
+      const copy = state.atOrigin ?? [...state.replicas.values()][0];
+      if (t && copy && buries(t, identityOf(copy))) continue;
       const { nodeId } = splitOrigin(state.origin);
       const originListed = listings.some((l) => l.nodeId === nodeId);
       // A node that is only unreachable for a while keeps its place: no repair storm on a blip.
@@ -266,11 +406,38 @@ export class Replicator {
         wanted: state.wanted,
         complete: complete - (state.atOrigin ? 1 : 0),
       });
+      if (complete >= state.wanted + 1 && state.atOrigin && !this.reported.has(state.origin)) {
+        this.reported.add(state.origin);
+        this.o.observer?.replicated?.({
+          origin: state.origin,
+          seconds: Math.max(0, (this.now() - state.atOrigin.createdAt.getTime()) / 1000),
+        });
+      }
       const copies = state.replicas.size + (state.atOrigin ? 1 : 0);
       if (copies < state.wanted + 1) report.added.push(...(await this.fillUp(state, listings)));
       else if (complete > state.wanted + 1) report.dropped.push(...(await this.dropExtras(state)));
     }
     this.o.observer?.replicaCounts?.(counts);
+    for (const origin of this.reported) if (!origins.has(origin)) this.reported.delete(origin);
+
+    // Hidden snapshots of cross-node clones: gone once nothing copies from them any more (and
+    // not in the first minute, while their CreateVolume may still be on its way to the target).
+    for (const l of listings) {
+      for (const s of l.snapshots) {
+        if (s.meta[REPLICA_META.cloneFor] === undefined) continue;
+        const origin = `${l.nodeId}/${s.name}`;
+        if (
+          (pullers.get(origin) ?? []).length > 0 ||
+          this.now() - s.createdAt.getTime() < CLONE_SOURCE_GRACE_MS
+        )
+          continue;
+        const done = await this.ask(l.nodeId, async () => {
+          await members.get(l.nodeId)!.engine.deleteSnapshot(s.name);
+          return true;
+        });
+        if (done) report.deleted.push(origin);
+      }
+    }
 
     // Pulls stalled on a holder that is gone: point them at the holders there are now.
     for (const [origin, list] of pullers) {
@@ -284,6 +451,7 @@ export class Replicator {
         if (ok) report.redirected.push(`${p.nodeId}:${origin}`);
       }
     }
+    this.o.observer?.repaired?.(report);
     return report;
   }
 
@@ -372,11 +540,12 @@ export class Replicator {
     return dropped;
   }
 
-  private async deleteReplicas(origin: string, listings: NodeListing[]): Promise<void> {
+  private async deleteReplicas(origin: string, listings: NodeListing[], t: EngineTombstone): Promise<void> {
     const members = this.view.members();
     const name = replicaName(origin);
     for (const l of listings) {
-      if (!l.snapshots.some((s) => s.name === name)) continue;
+      const copy = l.snapshots.find((s) => s.name === name && s.meta[REPLICA_META.origin] === origin);
+      if (!copy || !buries(t, identityOf(copy))) continue;
       await this.ask(l.nodeId, async () => {
         await members
           .get(l.nodeId)!
@@ -430,6 +599,9 @@ function keyOf(state: OriginState): string {
   return state.meta[REPLICA_META.volume] ?? state.origin;
 }
 
+/** How long a cross-node clone's hidden snapshot is kept before anyone copies from it. */
+const CLONE_SOURCE_GRACE_MS = 60_000;
+
 function wantedOf(meta: Record<string, string>): number {
   const n = Number(meta[REPLICA_META.replicas] ?? "0");
   return Number.isInteger(n) && n > 0 ? n : 0;
@@ -448,7 +620,10 @@ function replicaMeta(state: OriginState): Record<string, string> {
     out[k] = v;
   }
   out[REPLICA_META.origin] = state.origin;
-  if (state.atOrigin) out[REPLICA_META.created] ??= String(state.atOrigin.createdAt.getTime());
+  if (state.atOrigin) {
+    out[REPLICA_META.created] ??= String(state.atOrigin.createdAt.getTime());
+    out[REPLICA_META.originId] ??= String(state.atOrigin.id);
+  }
   return out;
 }
 
@@ -483,15 +658,25 @@ function originsOf(listings: NodeListing[]): Map<string, OriginState> {
     }
     return st;
   };
+  // The snapshots themselves first, then their replicas: a replica of another incarnation of the
+  // same name (deleted, made again) is not a copy of this one.
   for (const l of listings) {
     for (const s of l.snapshots) {
-      const of = s.meta[REPLICA_META.origin];
-      if (of !== undefined) state(of, s).replicas.set(l.nodeId, s);
-      else if (wantedOf(s.meta) > 0) {
+      if (s.meta[REPLICA_META.origin] === undefined && wantedOf(s.meta) > 0) {
         const st = state(`${l.nodeId}/${s.name}`, s);
         st.atOrigin = s;
         st.meta = { ...s.meta };
       }
+    }
+  }
+  for (const l of listings) {
+    for (const s of l.snapshots) {
+      const of = s.meta[REPLICA_META.origin];
+      if (of === undefined) continue;
+      const st = state(of, s);
+      const id = Number(s.meta[REPLICA_META.originId]) || 0;
+      if (st.atOrigin && id > 0 && id !== st.atOrigin.id) continue;
+      st.replicas.set(l.nodeId, s);
     }
   }
   return out;

@@ -50,9 +50,12 @@ describe("capacity ranges (CSI spec, CreateVolume and CapacityRange)", () => {
     expect(code(() => chooseVolumeSize({ requiredBytes: 2 ** 51, limitBytes: 0 }))).toBe("OUT_OF_RANGE");
   });
 
-  it("honours the range when creating from a source, never below the source", () => {
+  it("honours the range when creating from a source, and refuses sizes below the source", () => {
     expect(chooseVolumeSize(undefined, 3 * MiB)).toBe(3 * MiB);
-    expect(chooseVolumeSize({ requiredBytes: MiB, limitBytes: 0 }, 3 * MiB)).toBe(3 * MiB);
+    expect(chooseVolumeSize({ requiredBytes: 3 * MiB, limitBytes: 0 }, 3 * MiB)).toBe(3 * MiB);
+    // CSI spec, CreateVolume errors: OUT_OF_RANGE "when trying to create a volume smaller than the
+    // source snapshot", rather than a volume silently larger than asked.
+    expect(code(() => chooseVolumeSize({ requiredBytes: MiB, limitBytes: 0 }, 3 * MiB))).toBe("OUT_OF_RANGE");
     expect(chooseVolumeSize({ requiredBytes: 8 * MiB, limitBytes: 0 }, 3 * MiB)).toBe(8 * MiB);
     expect(code(() => chooseVolumeSize({ requiredBytes: 0, limitBytes: 2 * MiB }, 3 * MiB))).toBe(
       "OUT_OF_RANGE",

@@ -1,4 +1,5 @@
 import { SnapblockError } from "../errors/index.js";
+import { describeBytes as bytes } from "../byte-size/index.js";
 import { MAX_VOLUME_BYTES } from "../engine-api/index.js";
 import { invalidArgument } from "./request-errors.js";
 
@@ -57,11 +58,18 @@ export function chooseVolumeSize(range: CapacityRequest | undefined, sourceBytes
   if (!range) return sourceBytes ?? DEFAULT_VOLUME_BYTES;
   const { requiredBytes, limitBytes } = range;
   if (limitBytes > 0 && limitBytes < requiredBytes) {
-    throw outOfRange(`limit_bytes ${limitBytes} is smaller than required_bytes ${requiredBytes}`);
-  }
-  if (limitBytes > 0 && limitBytes < floor) {
     throw outOfRange(
-      `limit_bytes ${limitBytes} is smaller than the source (${floor} bytes): a volume cannot be smaller than what it is created from`,
+      `limit_bytes ${bytes(limitBytes)} is smaller than required_bytes ${bytes(requiredBytes)}`,
+    );
+  }
+  // CSI spec, CreateVolume errors: OUT_OF_RANGE "for example when trying to create a volume
+  // smaller than the source snapshot". Raising the size silently would hand back a volume larger
+  // than asked for, which a caller sizing a filesystem or a quota would not expect.
+  if (sourceBytes !== undefined && (requiredBytes > 0 ? requiredBytes : limitBytes) < floor) {
+    const asked =
+      requiredBytes > 0 ? `required_bytes ${bytes(requiredBytes)}` : `limit_bytes ${bytes(limitBytes)}`;
+    throw outOfRange(
+      `${asked} is smaller than the source (${bytes(floor)}): a volume cannot be smaller than what it is created from; ask for at least ${floor} bytes, or leave the size out to get the source's`,
     );
   }
   const wanted = Math.max(requiredBytes, floor);
@@ -69,19 +77,20 @@ export function chooseVolumeSize(range: CapacityRequest | undefined, sourceBytes
   if (wanted === 0) {
     // Only a limit: the default size, or the largest whole number of sectors under the limit.
     size = Math.min(DEFAULT_VOLUME_BYTES, roundDown(limitBytes, SECTOR));
-    if (size === 0) throw outOfRange(`limit_bytes ${limitBytes} is smaller than one ${SECTOR}-byte sector`);
+    if (size === 0)
+      throw outOfRange(`limit_bytes ${bytes(limitBytes)} is smaller than one ${SECTOR}-byte sector`);
   } else {
     size = roundUp(wanted, PREFERRED_ALIGNMENT);
     if (limitBytes > 0 && size > limitBytes) size = roundUp(wanted, SECTOR);
     if (limitBytes > 0 && size > limitBytes) {
       throw outOfRange(
-        `no size between ${wanted} and ${limitBytes} bytes is a whole number of ${SECTOR}-byte sectors`,
+        `no size between ${bytes(wanted)} and ${bytes(limitBytes)} is a whole number of ${SECTOR}-byte sectors`,
       );
     }
   }
   if (size > MAX_VOLUME_BYTES) {
     throw outOfRange(
-      `${size} bytes exceeds the largest volume snapblock supports (${MAX_VOLUME_BYTES} bytes)`,
+      `${bytes(size)} exceeds the largest volume snapblock supports (${bytes(MAX_VOLUME_BYTES)})`,
     );
   }
   return size;
@@ -101,23 +110,25 @@ export function sizeSatisfies(sizeBytes: number, range: CapacityRequest | undefi
 export function chooseExpandedSize(range: CapacityRequest, currentBytes: number): number {
   const { requiredBytes, limitBytes } = range;
   if (limitBytes > 0 && limitBytes < requiredBytes) {
-    throw outOfRange(`limit_bytes ${limitBytes} is smaller than required_bytes ${requiredBytes}`);
+    throw outOfRange(
+      `limit_bytes ${bytes(limitBytes)} is smaller than required_bytes ${bytes(requiredBytes)}`,
+    );
   }
   if (limitBytes > 0 && limitBytes < currentBytes) {
     throw outOfRange(
-      `limit_bytes ${limitBytes} is below the volume's current size ${currentBytes}: volumes never shrink`,
+      `limit_bytes ${bytes(limitBytes)} is below the volume's current size ${bytes(currentBytes)}: volumes never shrink`,
     );
   }
   if (requiredBytes <= currentBytes) return currentBytes;
   const size = roundUp(requiredBytes, SECTOR);
   if (limitBytes > 0 && size > limitBytes) {
     throw outOfRange(
-      `no size between ${requiredBytes} and ${limitBytes} bytes is a whole number of ${SECTOR}-byte sectors`,
+      `no size between ${bytes(requiredBytes)} and ${bytes(limitBytes)} is a whole number of ${SECTOR}-byte sectors`,
     );
   }
   if (size > MAX_VOLUME_BYTES) {
     throw outOfRange(
-      `${size} bytes exceeds the largest volume snapblock supports (${MAX_VOLUME_BYTES} bytes)`,
+      `${bytes(size)} exceeds the largest volume snapblock supports (${bytes(MAX_VOLUME_BYTES)})`,
     );
   }
   return size;

@@ -80,6 +80,7 @@ class SlowEngine implements EngineApi {
       availableBytes: 2 ** 40,
       maxVolumeBytes: 2 ** 50,
     });
+  space = () => Promise.reject(new StatusError("UNIMPLEMENTED", "not used by these tests"));
 }
 
 const scope: CallScope = { note: () => undefined };

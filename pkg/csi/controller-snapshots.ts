@@ -12,11 +12,16 @@ import type { ListSnapshotsResponse } from "./generated/csi/v1/ListSnapshotsResp
 import { locate, type ControllerDeps } from "./controller-volumes.js";
 import { snapshotLock, volumeLock } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
-import { parseSnapshotParameters } from "./storage-class-parameters.js";
+import {
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+  parseSnapshotParameters,
+} from "./storage-class-parameters.js";
 import { REPLICA_META } from "../engine-api/index.js";
-import { META, snapshotId, snapshotMessage, volumeId } from "./volume-view.js";
+import { formatDataMode, volumeDataMode } from "./volume-mode.js";
+import { META, snapshotId, snapshotMessage, volumeFacts, volumeId, type VolumeFacts } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
-import type { EngineSnapshot } from "../engine-api/index.js";
+import type { EngineSnapshot, EngineSnapshotLimits } from "../engine-api/index.js";
 
 /** The snapshot RPCs of the Controller service: validate -> lock -> delegate -> map. */
 export class ControllerSnapshots {
@@ -56,6 +61,13 @@ export class ControllerSnapshots {
         }
         return { snapshot: snapshotMessage(nodeId, existing) };
       }
+      // The StorageClass's snapshot limits travel with the volume; the engine checks them in the
+      // same step as it takes the snapshot (CSI spec, CreateSnapshot errors: RESOURCE_EXHAUSTED).
+      // What the volume holds (raw block data or a filesystem) goes with the snapshot, so that a
+      // restore keeps the mode of the data even after the volume is gone (volume-mode.ts).
+      const volume = await engine.getVolume(source);
+      if (!volume) throw notFound("volume", req.sourceVolumeId, "source_volume_id");
+      const limits = snapshotLimits(volumeFacts(volume));
       let created: EngineSnapshot;
       try {
         created = await engine.createSnapshot({
@@ -64,6 +76,7 @@ export class ControllerSnapshots {
           meta: {
             [META.name]: name,
             [META.sourceVolumeId]: req.sourceVolumeId,
+            [META.dataMode]: formatDataMode(volumeDataMode(volumeFacts(volume))),
             ...params.co,
             // Replicas on other nodes, and what an incremental replica of the next snapshot
             // compares with (cluster mode; docs/cluster.md).
@@ -75,6 +88,7 @@ export class ControllerSnapshots {
               : {}),
           },
           freezeFilesystem: params.freezeFilesystem,
+          ...(limits ? { limits } : {}),
         });
       } catch (err) {
         if (isSnapblockError(err, "NOT_FOUND"))
@@ -160,4 +174,17 @@ export class ControllerSnapshots {
       return { snapshot: snapshotMessage(nodeId, snapshot) };
     });
   }
+}
+
+/** The engine's form of a volume's snapshot limits, named after the StorageClass parameters. */
+function snapshotLimits(facts: VolumeFacts): EngineSnapshotLimits | undefined {
+  if (facts.maxSnapshots === undefined && facts.maxSnapshotBytes === undefined) return undefined;
+  return {
+    ...(facts.maxSnapshots !== undefined ? { maxSnapshots: facts.maxSnapshots } : {}),
+    ...(facts.maxSnapshotBytes !== undefined ? { maxSnapshotBytes: facts.maxSnapshotBytes } : {}),
+    names: {
+      maxSnapshots: `StorageClass parameter ${PARAM_MAX_SNAPSHOTS}`,
+      maxSnapshotBytes: `StorageClass parameter ${PARAM_MAX_SNAPSHOT_SPACE}`,
+    },
+  };
 }

@@ -1,3 +1,4 @@
+import { describeBytes as bytes } from "../byte-size/index.js";
 import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   chooseExpandedSize,
@@ -26,7 +27,11 @@ import type { VolumeContentSource__Output } from "./generated/csi/v1/VolumeConte
 import { snapshotLock, volumeLock, type LockClaim, type OperationLocks } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
 import { parseResourceId } from "./resource-id.js";
-import { parseVolumeParameters } from "./storage-class-parameters.js";
+import {
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+  parseVolumeParameters,
+} from "./storage-class-parameters.js";
 import { requirementNodes, topologyNode } from "./topology.js";
 import {
   DEFAULT_FS_TYPE,
@@ -36,6 +41,7 @@ import {
   serializeCapabilities,
   type Capability,
 } from "./volume-capabilities.js";
+import { inheritFromSource, parseDataMode, volumeDataMode, type DataMode } from "./volume-mode.js";
 import { META, volumeCondition, volumeContext, volumeFacts, volumeId, volumeMessage } from "./volume-view.js";
 import type { CallScope } from "../rpc/index.js";
 import type { EngineApi, EngineDeviceKind, EngineVolume } from "../engine-api/index.js";
@@ -97,7 +103,7 @@ export class ControllerVolumes {
         `parameters.fsType is ${params.fsType} but volume_capabilities ask for ${capsFs}: make them agree (or set only one)`,
       );
     }
-    const fsType = capsFs ?? params.fsType ?? DEFAULT_FS_TYPE;
+    const askedFs = capsFs ?? params.fsType;
     const source = this.resolveSource(req.volumeContentSource);
     const nodes = requirementNodes(req.accessibilityRequirements);
     // Size errors (OUT_OF_RANGE) before any engine call; a restore's size comes from its source.
@@ -106,10 +112,17 @@ export class ControllerVolumes {
     scope.note({ name });
     const wanted: Record<string, string> = {
       [META.name]: name,
-      [META.fsType]: fsType,
+      // A restore or clone without a filesystem type takes its source's (decided below).
+      [META.fsType]: askedFs ?? (source ? "" : DEFAULT_FS_TYPE),
       [META.fullCopy]: String(params.fullCopy),
       [META.capabilities]: serializeCapabilities(capabilities),
       [META.source]: source?.csiTag ?? "",
+      ...(params.maxSnapshots !== undefined ? { [META.maxSnapshots]: String(params.maxSnapshots) } : {}),
+      ...(params.maxSnapshotBytes !== undefined
+        ? { [META.maxSnapshotBytes]: String(params.maxSnapshotBytes) }
+        : {}),
+      ...pvcMeta(req.parameters),
+      ...(params.allowModeChange ? { [META.allowModeChange]: "true" } : {}),
     };
     // lock: the new volume exclusively, its source shared (it must not go away meanwhile)
     const claims: LockClaim[] = [volumeLock(engineName, "exclusive")];
@@ -138,8 +151,18 @@ export class ControllerVolumes {
         this.ensureCompatible(existing, wanted, range);
         return { volume: volumeMessage(target.nodeId, existing) };
       }
-      const sourceBytes = source ? await this.sourceSize(source) : undefined;
-      const sizeBytes = chooseVolumeSize(range, sourceBytes);
+      const origin = source ? await this.describeSource(source) : undefined;
+      if (source && origin) {
+        wanted[META.fsType] =
+          inheritFromSource({
+            source: `${source.kind} ${source.csiTag.slice(source.kind.length + 1)}`,
+            mode: origin.mode,
+            capabilities,
+            requestedFsType: askedFs,
+            allowModeChange: params.allowModeChange,
+          }) ?? DEFAULT_FS_TYPE;
+      }
+      const sizeBytes = chooseVolumeSize(range, origin?.sizeBytes);
       const created = await this.withRoom(target, sizeBytes, () =>
         target.createVolume({
           name: engineName,
@@ -372,14 +395,24 @@ export class ControllerVolumes {
     return { ...found, kind: "volume", csiTag: `volume:${id}` };
   }
 
-  private async sourceSize(source: ResolvedSource): Promise<number> {
-    const found =
-      source.kind === "snapshot"
-        ? await source.engine.getSnapshot(source.engineName)
-        : await source.engine.getVolume(source.engineName);
-    if (!found)
-      throw notFound(source.kind, source.csiTag.slice(source.kind.length + 1), "volume_content_source");
-    return found.sizeBytes;
+  /** The source's size, and what its data is (volume-mode.ts): for a snapshot, as it was taken. */
+  private async describeSource(source: ResolvedSource): Promise<{ sizeBytes: number; mode?: DataMode }> {
+    const missing = () =>
+      notFound(source.kind, source.csiTag.slice(source.kind.length + 1), "volume_content_source");
+    if (source.kind === "volume") {
+      const volume = await source.engine.getVolume(source.engineName);
+      if (!volume) throw missing();
+      return { sizeBytes: volume.sizeBytes, ...optional(volumeDataMode(volumeFacts(volume))) };
+    }
+    const snapshot = await source.engine.getSnapshot(source.engineName);
+    if (!snapshot) throw missing();
+    let mode = parseDataMode(snapshot.meta[META.dataMode]);
+    if (!mode) {
+      // A snapshot taken before snapshots recorded it: its volume's mode now, if it still exists.
+      const volume = await source.engine.getVolume(snapshot.sourceVolume);
+      mode = volume ? volumeDataMode(volumeFacts(volume)) : undefined;
+    }
+    return { sizeBytes: snapshot.sizeBytes, ...optional(mode) };
   }
 
   /**
@@ -392,7 +425,7 @@ export class ControllerVolumes {
       if (extraBytes > capacity.availableBytes) {
         throw new SnapblockError(
           "NO_SPACE",
-          `the pool on node ${engine.nodeId} can provision ${capacity.availableBytes} more bytes (pool ${capacity.totalBytes} bytes, ${capacity.provisionedBytes} provisioned), not ${extraBytes}`,
+          `the pool on node ${engine.nodeId} can provision ${bytes(capacity.availableBytes)} more (pool ${bytes(capacity.totalBytes)}, ${bytes(capacity.provisionedBytes)} provisioned), not ${bytes(extraBytes)}`,
         );
       }
       return use();
@@ -412,13 +445,23 @@ export class ControllerVolumes {
     if (have[META.name] !== undefined && have[META.name] !== wanted[META.name])
       differs.push("name (hash collision of engine names)");
     if (!sizeSatisfies(existing.sizeBytes, range))
-      differs.push(`capacity_range (the volume has ${existing.sizeBytes} bytes)`);
+      differs.push(`capacity_range (the volume has ${bytes(existing.sizeBytes)})`);
     if ((have[META.source] ?? "") !== wanted[META.source]) differs.push("volume_content_source");
-    if ((have[META.fsType] ?? DEFAULT_FS_TYPE) !== wanted[META.fsType]) differs.push("filesystem type");
+    // "": a restore or clone that names no filesystem type accepts the one it inherited.
+    if (wanted[META.fsType] !== "" && (have[META.fsType] ?? DEFAULT_FS_TYPE) !== wanted[META.fsType])
+      differs.push("filesystem type");
     if ((have[META.fullCopy] ?? "false") !== wanted[META.fullCopy])
       differs.push(`parameters["snapblock.dev/fullCopy"]`);
+    if ((have[META.allowModeChange] ?? "false") !== (wanted[META.allowModeChange] ?? "false"))
+      differs.push(`parameters["snapblock.dev/allowModeChange"]`);
     if (have[META.capabilities] !== undefined && have[META.capabilities] !== wanted[META.capabilities])
       differs.push("volume_capabilities");
+    for (const [key, param] of [
+      [META.maxSnapshots, PARAM_MAX_SNAPSHOTS],
+      [META.maxSnapshotBytes, PARAM_MAX_SNAPSHOT_SPACE],
+    ] as const) {
+      if ((have[key] ?? "") !== (wanted[key] ?? "")) differs.push(`parameters["${param}"]`);
+    }
     if (differs.length > 0) {
       throw new SnapblockError(
         "ALREADY_EXISTS",
@@ -426,4 +469,16 @@ export class ControllerVolumes {
       );
     }
   }
+}
+
+/** The PVC a CreateVolume is for, kept with the volume (the provisioner's --extra-create-metadata). */
+function pvcMeta(parameters: Record<string, string>): Record<string, string> {
+  const name = parameters["csi.storage.k8s.io/pvc/name"];
+  const namespace = parameters["csi.storage.k8s.io/pvc/namespace"];
+  return name && namespace ? { [META.pvcName]: name, [META.pvcNamespace]: namespace } : {};
+}
+
+/** { mode } when there is one (exactOptionalPropertyTypes: no key rather than undefined). */
+function optional(mode: DataMode | undefined): { mode?: DataMode } {
+  return mode ? { mode } : {};
 }

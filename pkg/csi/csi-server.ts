@@ -18,6 +18,15 @@ export interface CsiServerOptions {
   node?: UntypedServiceImplementation;
   /** The SnapshotMetadata service (changed-block tracking), where the Controller is served. */
   snapshotMetadata?: UntypedServiceImplementation;
+  /**
+   * Services of snapblock's own on the same socket (the operator service of `snapblock local`),
+   * each with the name it is logged under.
+   */
+  extraServices?: Array<{
+    name: string;
+    definition: ServiceDefinition;
+    implementation: UntypedServiceImplementation;
+  }>;
   logger: Logger;
 }
 
@@ -53,6 +62,8 @@ export class CsiServer {
         only(proto.SnapshotMetadata.service, options.snapshotMetadata),
       );
     }
+    for (const extra of options.extraServices ?? [])
+      server.addService(extra.definition, extra.implementation);
     await prepareSocketPath(options.socketPath, "CSI");
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(grpcUnixAddress(options.socketPath), ServerCredentials.createInsecure(), (err) => {
@@ -74,6 +85,7 @@ export class CsiServer {
         ...(options.controller ? ["Controller"] : []),
         ...(options.node ? ["Node"] : []),
         ...(options.snapshotMetadata ? ["SnapshotMetadata"] : []),
+        ...(options.extraServices ?? []).map((e) => e.name),
       ],
     });
     return new CsiServer(server, options.socketPath, inode, options.logger);

@@ -43,11 +43,14 @@ describe("engine names", () => {
       expect(() => validateCsiName(bad, "volume")).toThrow();
     }
     expect(validateCsiName("line\nbreak and\ttab are allowed", "volume")).toBeTruthy();
+    let refused: unknown;
     try {
       validateCsiName("x".repeat(2000), "volume");
     } catch (err) {
-      expect(isSnapblockError(err, "INVALID_ARGUMENT")).toBe(true);
+      refused = err;
     }
+    expect(isSnapblockError(refused, "INVALID_ARGUMENT")).toBe(true);
+    expect((refused as Error).message).toBe("volume name is longer than 1024 bytes");
   });
 });
 

@@ -12,7 +12,7 @@ export {
   type IdentityOptions,
 } from "./identity-service.js";
 export { controllerHandlers, CONTROLLER_CAPABILITIES, type ControllerOptions } from "./controller-service.js";
-export { NodeService, NODE_CAPABILITIES, type NodeOptions } from "./node-service.js";
+export { NodeService, NODE_CAPABILITIES, type NodeEngine, type NodeOptions } from "./node-service.js";
 export {
   snapshotMetadataHandlers,
   DEFAULT_MAX_RESULTS,
@@ -34,12 +34,20 @@ export {
 } from "./node-volume-manager.js";
 export { connectCsi, callCsi, type CsiClients } from "./csi-client.js";
 export { loadCsiProto } from "./csi-proto.js";
-export { socketPathOf } from "./unix-endpoint.js";
+export { socketPathOf, grpcUnixAddress } from "./unix-endpoint.js";
 export { formatResourceId, parseResourceId, type ResourceId } from "./resource-id.js";
 export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
-export { PARAM_FREEZE, PARAM_FS_TYPE, PARAM_FULL_COPY } from "./storage-class-parameters.js";
-export { CONTEXT_FS_TYPE } from "./volume-view.js";
+export {
+  PARAM_FREEZE,
+  PARAM_FS_TYPE,
+  PARAM_FULL_COPY,
+  PARAM_MAX_SNAPSHOTS,
+  PARAM_MAX_SNAPSHOT_SPACE,
+  PARAM_ALLOW_MODE_CHANGE,
+} from "./storage-class-parameters.js";
+export { CONTEXT_FS_TYPE, CONTEXT_VOLUME_MODE, volumeFacts, type VolumeFacts } from "./volume-view.js";
+export { RAW_USE_META, snapshotDataMode, type DataMode } from "./volume-mode.js";
 export { DEFAULT_VOLUME_BYTES } from "./capacity-range.js";
 export {
   capabilityMessage,

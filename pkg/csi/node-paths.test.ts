@@ -26,6 +26,16 @@ describe("node paths", () => {
     expect(() => validateNodePath("/var/lib/kubeletX/y", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
     expect(() => validateNodePath("/var/lib/kubelet", "p", ["/var/lib/kubelet"])).toThrow(/outside/);
   });
+
+  it("refuses a component the kernel would refuse (ENAMETOOLONG), and takes one of 255 bytes", () => {
+    expect(() => validateNodePath(`/var/lib/kubelet/${"x".repeat(256)}/stage`, "p")).toThrow(
+      /component longer than 255 bytes/,
+    );
+    // Bytes, not characters: 128 two-byte characters are 256 bytes.
+    expect(() => validateNodePath(`/var/lib/kubelet/${"é".repeat(128)}`, "p")).toThrow(/255 bytes/);
+    const longest = `/var/lib/kubelet/${"x".repeat(255)}`;
+    expect(validateNodePath(longest, "p")).toBe(longest);
+  });
 });
 
 describe("node path problems", () => {

@@ -10,6 +10,8 @@ import { invalidArgument } from "./request-errors.js";
  * directory, say), the path must lie strictly inside one of them.
  */
 const MAX_PATH_BYTES = 4096;
+/** Linux NAME_MAX: a longer component fails in the kernel (ENAMETOOLONG), so it is refused first. */
+const MAX_NAME_BYTES = 255;
 
 /**
  * What is wrong with a node path: "missing" (empty), "malformed" (too long, NUL: no path at all),
@@ -30,6 +32,8 @@ export function nodePathProblem(
   if (Buffer.byteLength(p) > MAX_PATH_BYTES)
     return { kind: "malformed", message: `${field} is longer than ${MAX_PATH_BYTES} bytes` };
   if (p.includes("\0")) return { kind: "malformed", message: `${field} contains a NUL character` };
+  if (p.split("/").some((name) => Buffer.byteLength(name) > MAX_NAME_BYTES))
+    return { kind: "malformed", message: `${field} has a component longer than ${MAX_NAME_BYTES} bytes` };
   if (!path.posix.isAbsolute(p))
     return { kind: "elsewhere", message: `${field} ${JSON.stringify(p)} must be an absolute path` };
   if (p === "/" || path.posix.normalize(p) !== p || p.endsWith("/")) {

@@ -22,14 +22,20 @@ import { OperationLocks, volumeLock } from "./operation-locks.js";
 import { parseResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
 import { requireCapability } from "./volume-capabilities.js";
+import { RAW_USE_META, checkAccessType, planStage } from "./volume-mode.js";
 import { volumeFacts } from "./volume-view.js";
 import type { Logger } from "../log/index.js";
 import { unary, type CallScope, type CallObserver } from "../rpc/index.js";
-import type { EngineApi, EngineVolume } from "../engine-api/index.js";
+import type { EngineApi, EngineMeta, EngineVolume } from "../engine-api/index.js";
+
+/** The node's pool: EngineApi, and recording what the node learns about a volume's use. */
+export interface NodeEngine extends EngineApi {
+  updateVolumeMeta(name: string, patch: EngineMeta): Promise<EngineVolume>;
+}
 
 export interface NodeOptions {
   /** The node's pool (the node plugin always holds its engine in-process). */
-  engine: EngineApi;
+  engine: NodeEngine;
   /** The data half: NBD export, kernel block device, filesystem and mounts. */
   volumes: NodeVolumeManager;
   /** NodeGetInfo.max_volumes_per_node (0: the CO decides). */
@@ -92,7 +98,9 @@ export class NodeService {
     const ref = this.ref(volumeId);
     return this.locked(ref, "NodeStageVolume", async () => {
       const volume = await this.existing(ref);
-      const fsType = volumeFacts(volume).fsType;
+      const facts = volumeFacts(volume);
+      const fsType = facts.fsType;
+      const plan = planStage(facts, ref.volumeId, capability);
       if (capability.accessType === "mount" && capability.fsType !== "" && capability.fsType !== fsType) {
         // CSI spec, NodeStageVolume errors: "Volume published but is incompatible | 6 ALREADY_EXISTS"
         // covers a differing stage; a capability the volume cannot have is the CO's error.
@@ -100,7 +108,15 @@ export class NodeService {
           `volume_capability asks for ${capability.fsType} but volume ${ref.volumeId} is ${fsType}`,
         );
       }
-      await this.options.volumes.stage({ ...ref, stagingPath, capability, fsType });
+      // Recorded before the device exists, so that no raw write can precede the record.
+      if (plan.markRawUse) await this.options.engine.updateVolumeMeta(ref.engineName, RAW_USE_META);
+      await this.options.volumes.stage({
+        ...ref,
+        stagingPath,
+        capability,
+        fsType,
+        ...(plan.refuseFormat === undefined ? {} : { refuseFormat: plan.refuseFormat }),
+      });
       return {};
     });
   }
@@ -131,7 +147,7 @@ export class NodeService {
     const readOnly = req.readonly || capability.mode === "SINGLE_NODE_READER_ONLY";
     const ref = this.ref(volumeId);
     return this.locked(ref, "NodePublishVolume", async () => {
-      await this.existing(ref);
+      checkAccessType(volumeFacts(await this.existing(ref)), ref.volumeId, capability, "published");
       await this.options.volumes.publish({ ...ref, stagingPath, targetPath, capability, readOnly });
       return {};
     });

@@ -20,6 +20,11 @@ export interface NodeStageOptions extends NodeVolumeRef {
   capability: Capability;
   /** Filesystem to make when the device is blank (mount access type). */
   fsType: FsType;
+  /**
+   * Set when a blank device must not get a filesystem (volume-mode.ts): the FAILED_PRECONDITION
+   * message to answer with, after undoing what this call attached.
+   */
+  refuseFormat?: string;
 }
 
 export interface NodeUnstageOptions extends NodeVolumeRef {

@@ -1,3 +1,4 @@
+import { parseByteQuantity } from "./byte-quantity.js";
 import { invalidArgument } from "./request-errors.js";
 import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
 
@@ -12,21 +13,40 @@ import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
  */
 export const PARAM_FS_TYPE = "fsType";
 export const PARAM_FULL_COPY = "snapblock.dev/fullCopy";
+/** Per-volume limits on snapshots (docs/csi.md, "Snapshot limits"), as Longhorn's. */
+export const PARAM_MAX_SNAPSHOTS = "snapblock.dev/maxSnapshots";
+export const PARAM_MAX_SNAPSHOT_SPACE = "snapblock.dev/maxSnapshotSpace";
 /** VolumeSnapshotClass: "false" snapshots a staged filesystem without freezing it. */
 export const PARAM_FREEZE = "snapblock.dev/freeze";
+/** "true": the volume may be used in another mode than its source's data (volume-mode.ts). */
+export const PARAM_ALLOW_MODE_CHANGE = "snapblock.dev/allowModeChange";
 const CO_PREFIX = "csi.storage.k8s.io/";
+/** A limit so high it is no limit is refused too: it is a typo more often than a wish. */
+const MAX_SNAPSHOTS_CEILING = 100_000;
 
 export interface VolumeParameters {
   fsType?: FsType;
   fullCopy: boolean;
+  /** Most snapshots the volume may have (at least 1). */
+  maxSnapshots?: number;
+  /** Most bytes its snapshots may hold that nothing else maps (at least 1). */
+  maxSnapshotBytes?: number;
+  allowModeChange: boolean;
 }
 
 export function parseVolumeParameters(
   params: Record<string, string>,
   field = "parameters",
 ): VolumeParameters {
-  rejectUnknown(params, [PARAM_FS_TYPE, PARAM_FULL_COPY], field);
-  const out: VolumeParameters = { fullCopy: false };
+  rejectUnknown(
+    params,
+    [PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_ALLOW_MODE_CHANGE, PARAM_MAX_SNAPSHOTS, PARAM_MAX_SNAPSHOT_SPACE],
+    field,
+  );
+  const out: VolumeParameters = {
+    fullCopy: parseBoolean(params, PARAM_FULL_COPY, field) ?? false,
+    allowModeChange: parseBoolean(params, PARAM_ALLOW_MODE_CHANGE, field) ?? false,
+  };
   const fs = params[PARAM_FS_TYPE];
   if (fs !== undefined && fs !== "") {
     const lower = fs.toLowerCase();
@@ -37,7 +57,19 @@ export function parseVolumeParameters(
     }
     out.fsType = lower as FsType;
   }
-  out.fullCopy = parseBoolean(params, PARAM_FULL_COPY, field) ?? false;
+  const count = params[PARAM_MAX_SNAPSHOTS];
+  if (count !== undefined) {
+    const n = /^\d+$/.test(count.trim()) ? Number(count) : NaN;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_SNAPSHOTS_CEILING) {
+      throw invalidArgument(
+        `${field}["${PARAM_MAX_SNAPSHOTS}"] must be a whole number from 1 to ${MAX_SNAPSHOTS_CEILING}, not ${JSON.stringify(count)}`,
+      );
+    }
+    out.maxSnapshots = n;
+  }
+  const space = params[PARAM_MAX_SNAPSHOT_SPACE];
+  if (space !== undefined)
+    out.maxSnapshotBytes = parseByteQuantity(space, `${field}["${PARAM_MAX_SNAPSHOT_SPACE}"]`);
   return out;
 }
 

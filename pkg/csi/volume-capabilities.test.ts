@@ -74,15 +74,19 @@ describe("volume capabilities", () => {
 });
 
 describe("StorageClass parameters", () => {
-  it("reads fsType and the full-copy option, ignores the CO's own keys", () => {
-    expect(parseVolumeParameters({})).toEqual({ fullCopy: false });
+  it("reads fsType and the full-copy and mode-change options, ignores the CO's own keys", () => {
+    expect(parseVolumeParameters({})).toEqual({ fullCopy: false, allowModeChange: false });
     expect(
       parseVolumeParameters({
         fsType: "XFS",
         "snapblock.dev/fullCopy": "true",
         "csi.storage.k8s.io/pvc/name": "x",
       }),
-    ).toEqual({ fsType: "xfs", fullCopy: true });
+    ).toEqual({ fsType: "xfs", fullCopy: true, allowModeChange: false });
+    expect(parseVolumeParameters({ "snapblock.dev/allowModeChange": "true" })).toEqual({
+      fullCopy: false,
+      allowModeChange: true,
+    });
     parseSnapshotParameters({ "csi.storage.k8s.io/volumesnapshot/name": "s" });
   });
 
@@ -90,6 +94,9 @@ describe("StorageClass parameters", () => {
     expect(() => parseVolumeParameters({ fstype: "ext4", replicas: "2" })).toThrow(/"fstype", "replicas"/);
     expect(() => parseVolumeParameters({ fsType: "zfs" })).toThrow(/zfs/);
     expect(() => parseVolumeParameters({ "snapblock.dev/fullCopy": "1" })).toThrow(/"true" or "false"/);
+    expect(() => parseVolumeParameters({ "snapblock.dev/allowModeChange": "yes" })).toThrow(
+      /allowModeChange"\] must be "true" or "false"/,
+    );
     expect(() => parseSnapshotParameters({ retention: "1d" })).toThrow(/"retention"/);
   });
 });

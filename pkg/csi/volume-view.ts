@@ -4,7 +4,7 @@ import type { VolumeCondition } from "./generated/csi/v1/VolumeCondition.js";
 import { formatResourceId } from "./resource-id.js";
 import { nodeTopology } from "./topology.js";
 import { DEFAULT_FS_TYPE, parseCapabilities, type Capability, type FsType } from "./volume-capabilities.js";
-import type { EngineSnapshot, EngineVolume } from "../engine-api/index.js";
+import { PVC_META, type EngineSnapshot, type EngineVolume } from "../engine-api/index.js";
 
 /**
  * How the CSI layer keeps its view of a volume or snapshot in the engine's metadata
@@ -23,37 +23,85 @@ export const META = {
   source: "csi.source",
   /** Snapshot: the CSI id of its source volume. */
   sourceVolumeId: "csi.sourceVolumeId",
+  /** The StorageClass's snapshot limits (decimal numbers; absent: none). */
+  maxSnapshots: "csi.maxSnapshots",
+  maxSnapshotBytes: "csi.maxSnapshotBytes",
+  /**
+   * The PVC the volume was made for (the provisioner's --extra-create-metadata), so that Events
+   * about the volume (its pool filling up) can be raised on it.
+   */
+  pvcName: PVC_META.name,
+  pvcNamespace: PVC_META.namespace,
+  /** "true": the volume may be used in another mode than its own or its source's (volume-mode.ts). */
+  allowModeChange: "csi.allowModeChange",
+  /** "true" once the volume was staged as a raw block device or exported read-write over NBD. */
+  rawUse: "csi.rawUse",
+  /** Snapshot: what its source volume held when it was taken ("block", "filesystem:ext4", ...). */
+  dataMode: "csi.dataMode",
 } as const;
 
 /** volume_context key: the filesystem, so the node knows what to make without asking. */
 export const CONTEXT_FS_TYPE = "snapblock.dev/fsType";
+/** volume_context key: "block", "filesystem", or "block,filesystem" (the access types it was made for). */
+export const CONTEXT_VOLUME_MODE = "snapblock.dev/volumeMode";
 
 export interface VolumeFacts {
   csiName: string;
+  /** The filesystem of mount access (meaningful only when accessTypes includes "mount"). */
   fsType: FsType;
   fullCopy: boolean;
   capabilities: Capability[];
+  /**
+   * The access types the volume was created for. Volumes made before capabilities were recorded
+   * count as mount volumes, as they were then.
+   */
+  accessTypes: ReadonlySet<"block" | "mount">;
   source: string;
+  /** The snapshot limits kept with the volume (undefined: none). */
+  maxSnapshots?: number;
+  maxSnapshotBytes?: number;
+  allowModeChange: boolean;
+  rawUse: boolean;
 }
 
 export function volumeFacts(v: EngineVolume): VolumeFacts {
   const fs = v.meta[META.fsType];
-  return {
+  const capabilities = parseCapabilities(v.meta[META.capabilities]);
+  const facts: VolumeFacts = {
     csiName: v.meta[META.name] ?? v.name,
     fsType: fs === "xfs" || fs === "ext4" ? fs : DEFAULT_FS_TYPE,
     fullCopy: v.meta[META.fullCopy] === "true",
-    capabilities: parseCapabilities(v.meta[META.capabilities]),
+    capabilities,
+    accessTypes: new Set(capabilities.length === 0 ? ["mount"] : capabilities.map((c) => c.accessType)),
     source: v.meta[META.source] ?? "",
+    allowModeChange: v.meta[META.allowModeChange] === "true",
+    rawUse: v.meta[META.rawUse] === "true",
   };
+  const count = Number(v.meta[META.maxSnapshots] ?? "");
+  const bytes = Number(v.meta[META.maxSnapshotBytes] ?? "");
+  if (Number.isSafeInteger(count) && count > 0) facts.maxSnapshots = count;
+  if (Number.isSafeInteger(bytes) && bytes > 0) facts.maxSnapshotBytes = bytes;
+  return facts;
 }
 
 export function volumeId(nodeId: string, v: { name: string }): string {
   return formatResourceId({ nodeId, engineName: v.name });
 }
 
-/** The immutable context of a volume (CSI spec: the same for a volume_id, always). */
+/**
+ * The immutable context of a volume (CSI spec: the same for a volume_id, always): its mode, and
+ * the filesystem only for a volume that can be mounted (a raw block volume has none).
+ */
 export function volumeContext(v: EngineVolume): Record<string, string> {
-  return { [CONTEXT_FS_TYPE]: volumeFacts(v).fsType };
+  const facts = volumeFacts(v);
+  const modes = [
+    ...(facts.accessTypes.has("block") ? ["block"] : []),
+    ...(facts.accessTypes.has("mount") ? ["filesystem"] : []),
+  ];
+  return {
+    [CONTEXT_VOLUME_MODE]: modes.join(","),
+    ...(facts.accessTypes.has("mount") ? { [CONTEXT_FS_TYPE]: facts.fsType } : {}),
+  };
 }
 
 export function volumeMessage(nodeId: string, v: EngineVolume): Volume {

@@ -12,6 +12,12 @@ export type EngineDeviceKind = "volume" | "snapshot";
 /** Small string metadata kept with a volume or snapshot (CSI name, parameters, capabilities). */
 export type EngineMeta = Readonly<Record<string, string>>;
 
+/**
+ * The meta keys under which the controller keeps the PVC a volume was made for (from the
+ * provisioner's --extra-create-metadata), read by whoever raises Events about the volume.
+ */
+export const PVC_META = { name: "csi.pvcName", namespace: "csi.pvcNamespace" } as const;
+
 export interface EngineCopyProgress {
   state: "running" | "done" | "cancelled" | "failed";
   copiedChunks: number;
@@ -87,7 +93,11 @@ export interface EngineCapacity {
   freeBytes: number;
   /** Sum of the sizes of all volumes (thin provisioning: may exceed what is written). */
   provisionedBytes: number;
-  /** How much more volume size the pool accepts: totalBytes x overcommit - provisionedBytes. */
+  /**
+   * How much more volume size the pool accepts: totalBytes x overcommit - provisionedBytes, but
+   * never more than the free chunks (less those held for running full copies) x overcommit: a
+   * pool whose snapshots have taken the space has no room left, whatever was provisioned.
+   */
   availableBytes: number;
   /** Largest single volume the engine can make. */
   maxVolumeBytes: number;
@@ -117,6 +127,65 @@ export interface EngineCreateSnapshotOptions {
    * and unstaged volumes are snapshotted as they are either way.
    */
   freezeFilesystem?: boolean;
+  /** Refuse the snapshot (NO_SPACE -> RESOURCE_EXHAUSTED) when the volume is at a limit. */
+  limits?: EngineSnapshotLimits;
+}
+
+/** Per-volume snapshot limits, checked by the engine atomically with the snapshot's creation. */
+export interface EngineSnapshotLimits {
+  /** Most snapshots the volume may have. */
+  maxSnapshots?: number;
+  /** Most bytes its snapshots may hold that nothing else maps. */
+  maxSnapshotBytes?: number;
+  /** How each limit is named in the refusal (the StorageClass parameter that set it). */
+  names?: { maxSnapshots?: string; maxSnapshotBytes?: string };
+}
+
+/**
+ * Who holds a pool's space (pkg/engine space-accounting.ts). Exclusive bytes are what deleting
+ * the volume or snapshot gives back; shared bytes are mapped by it and by something else.
+ */
+export interface EngineSpace {
+  pool: {
+    totalBytes: number;
+    /** Bytes of chunks in use. */
+    allocatedBytes: number;
+    freeBytes: number;
+    /** Sum of the volumes' sizes. */
+    provisionedBytes: number;
+    /** The overcommit the engine allows: provisionedBytes may reach totalBytes times this. */
+    overcommitRatio: number;
+    /** Chunks the background filler is giving back (no table maps them any more). */
+    reclaimableBytes: number;
+    /** Free space held back for full copies that are running. */
+    copyReservedBytes: number;
+    /** Chunks mapped by more than one volume or snapshot. */
+    sharedBytes: number;
+    chunkSize: number;
+  };
+  volumes: EngineVolumeSpace[];
+  snapshots: EngineSnapshotSpace[];
+}
+
+export interface EngineVolumeSpace {
+  name: string;
+  sizeBytes: number;
+  /** Bytes of chunks the volume maps (written, not trimmed). */
+  mappedBytes: number;
+  exclusiveBytes: number;
+  sharedBytes: number;
+  /** Bytes only its snapshots hold: what deleting all of them would give back. */
+  snapshotOnlyBytes: number;
+  snapshotCount: number;
+}
+
+export interface EngineSnapshotSpace {
+  name: string;
+  sourceVolume: string;
+  sizeBytes: number;
+  mappedBytes: number;
+  exclusiveBytes: number;
+  sharedBytes: number;
 }
 
 /**
@@ -209,6 +278,8 @@ export interface EngineApi {
   blockMetadata(request: EngineBlockMetadataRequest): AsyncIterable<EngineBlockMetadataPage>;
 
   capacity(): Promise<EngineCapacity>;
+  /** Who holds the pool's space: per pool, per volume, per snapshot (computed on demand). */
+  space(): Promise<EngineSpace>;
 
   /*
    * Routing, so that the controller reads the same over one pool (local mode) and over many
@@ -257,6 +328,18 @@ export interface EngineReplication {
   /** Lets node `nodeId` read snapshot `name` of this node (it was asked to copy it). */
   grantPull(name: string, nodeId: string): Promise<void>;
   /** Remembers that these snapshots were deleted (a holder that was down learns it later). */
-  addTombstones(origins: string[]): Promise<void>;
-  listTombstones(): Promise<string[]>;
+  addTombstones(tombstones: EngineTombstone[]): Promise<void>;
+  listTombstones(): Promise<EngineTombstone[]>;
+}
+
+/**
+ * A deleted snapshot. A name can be used again after a delete, so a tombstone says which
+ * incarnation it buries: the deleted snapshot's engine id on its node (ids only grow), or, when
+ * that was not known at the delete, the time of the delete.
+ */
+export interface EngineTombstone {
+  origin: string;
+  /** Engine id of the deleted snapshot on its node; 0: unknown. */
+  id: number;
+  deletedAtMs: number;
 }

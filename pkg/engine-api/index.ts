@@ -19,13 +19,19 @@ export type {
   EnginePullProgress,
   EngineReplicateOptions,
   EngineReplication,
+  EngineTombstone,
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,
   EngineSnapshot,
+  EngineSnapshotLimits,
+  EngineSnapshotSpace,
+  EngineSpace,
   EngineVolume,
+  EngineVolumeSpace,
   VolumeQuiescer,
 } from "./engine-api.js";
+export { PVC_META } from "./engine-api.js";
 export {
   LocalEngine,
   type LocalEngineOptions,
@@ -33,6 +39,7 @@ export {
   type VolumeDevice,
 } from "./local-engine.js";
 export { MetadataStore } from "./metadata-store.js";
+export { META_KEY_MAX_BYTES, META_MAX_BYTES, checkEngineMeta } from "./engine-meta.js";
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
-export { REPLICA_META, replicaName } from "./replica-name.js";
-export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES } from "../engine/index.js";
+export { REPLICA_META, cloneSourceName, replicaName } from "./replica-name.js";
+export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";

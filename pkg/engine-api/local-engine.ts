@@ -8,6 +8,7 @@ import {
   type EngineObserver,
   type PendingInfo,
   type PoolStats,
+  type PoolUsageEvent,
   type SnapshotInfo,
   type VolumeInfo,
 } from "../engine/index.js";
@@ -20,16 +21,20 @@ import type {
   EngineCreateVolumeOptions,
   EngineHolder,
   EngineListing,
+  EngineMeta,
   EnginePlacementRequest,
   EnginePullProgress,
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
+  EngineSpace,
   EngineVolume,
   VolumeQuiescer,
+  EngineTombstone,
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
+import { checkEngineMeta } from "./engine-meta.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -57,7 +62,7 @@ export interface LocalEngineOptions {
   pullBytesPerSecond?: number;
   /** How long tombstones of deleted snapshots are kept (default 30 days). */
   tombstoneMs?: number;
-  /** Where the end of a cross-node copy is logged. */
+  /** Where the end of a cross-node copy, and the pool's crossings of 80/90/100 % use, are logged. */
   logger?: Logger;
 }
 
@@ -92,6 +97,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private meta: MetadataStore | undefined;
   private closing = false;
   private readonly overcommit: number;
+  private readonly replicating = new Map<string, Promise<EngineSnapshot>>();
   private quiescer: VolumeQuiescer | undefined;
 
   constructor(private readonly options: LocalEngineOptions) {
@@ -114,7 +120,11 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
-  async open(): Promise<{ created: boolean }> {
+  /**
+   * Opens the pool, or creates it when missing and allowed. `recovery`: what the pool replayed
+   * from its journal (0 and 0 after a clean close; see Pool.recovery).
+   */
+  async open(): Promise<{ created: boolean; recovery: { replayedBatches: number; tornBytes: number } }> {
     let created = false;
     let pool: Pool;
     try {
@@ -142,14 +152,17 @@ export class LocalEngine implements EngineApi, EngineReplication {
       await pool.close();
       throw err;
     }
-    return { created };
+    return { created, recovery: pool.recovery };
   }
 
   isReady(): boolean {
     return this.pool !== undefined && !this.closing;
   }
 
-  /** The pool's hooks: the caller's metrics, and a log line when a copy from another node ends. */
+  /**
+   * The pool's hooks: the caller's metrics, a log line when a copy from another node ends, and a
+   * log line when the pool's use crosses a level (80/90/100 %: warnings going up).
+   */
   private observer(): EngineObserver {
     const base = this.options.observer ?? {};
     const logger = this.options.logger;
@@ -165,12 +178,30 @@ export class LocalEngine implements EngineApi, EngineReplication {
           seconds: e.seconds,
         });
       },
+      usageLevel: (e: PoolUsageEvent) => {
+        const fields = {
+          pool: this.options.poolDir,
+          usageLevel: e.level,
+          previousLevel: e.previous,
+          usedBytes: e.usedBytes,
+          sizeBytes: e.sizeBytes,
+        };
+        if (e.level > e.previous) {
+          logger.warn(
+            e.full || e.level >= 100
+              ? "the pool is full: writes that need new chunks fail with ENOSPC (NBD) until space is freed; delete snapshots or volumes"
+              : `the pool is over ${e.level}% full; delete snapshots or volumes before it fills`,
+            fields,
+          );
+        } else logger.info(`the pool is back below ${e.previous}% full`, fields);
+        base.usageLevel?.(e);
+      },
     };
   }
 
   /** The pool's statistics for metrics, read at scrape time; undefined until the pool is open. */
   poolStats(): PoolStats | undefined {
-    return this.isReady() ? this.pool?.stats() : undefined;
+    return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
   /** Closes the pool (after the CSI server has finished its calls). */
@@ -186,6 +217,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    checkEngineMeta(o.meta, `volume '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `volume '${o.name}' already exists`);
@@ -201,7 +233,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
       else if (o.source.kind === "snapshot") await pool.restoreSnapshot(o.source.name, o.name, restore);
       else await pool.cloneVolume(o.source.name, o.name, restore);
     } catch (err) {
-      await meta.delete("volume", o.name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
       throw err;
     }
     return this.volume(pool.getVolume(o.name));
@@ -221,6 +254,17 @@ export class LocalEngine implements EngineApi, EngineReplication {
     });
   }
 
+  /**
+   * Adds or changes metadata keys of an existing volume (the node records what it learns about a
+   * volume's use, e.g. raw block use). NOT_FOUND when there is no such volume.
+   */
+  async updateVolumeMeta(name: string, patch: EngineMeta): Promise<EngineVolume> {
+    const { pool, meta } = this.ready();
+    const info = pool.getVolume(name);
+    await meta.set("volume", name, { ...meta.get("volume", name), ...patch });
+    return this.volume(info);
+  }
+
   async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
     const { pool } = this.ready();
     return this.volume(await pool.resizeVolume(name, sizeBytes));
@@ -233,16 +277,19 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
+    checkEngineMeta(o.meta, `snapshot '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getSnapshot(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
     await meta.set("snapshot", o.name, o.meta);
-    const take = () => pool.createSnapshot(o.volume, o.name);
+    const take = () => pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
     try {
       if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
       else await take();
     } catch (err) {
+      // ALREADY_EXISTS: a concurrent request made it first; what it made stays.
+      if (isSnapblockError(err, "ALREADY_EXISTS")) throw err;
       // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
       // until it was taken (thawed early), which a retry would otherwise find and return.
       if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
@@ -342,7 +389,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         ranges: runs,
       });
     } catch (err) {
-      await meta.delete("volume", o.name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
       throw err;
     }
     this.startPull(origin, holders);
@@ -350,10 +398,41 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async replicateSnapshot(o: EngineReplicateOptions): Promise<EngineSnapshot> {
-    const { pool, meta } = this.ready();
+    checkEngineMeta(o.meta, `replica of ${o.origin}`);
     const name = replicaName(o.origin);
+    // One replica per snapshot: a second request while the first is being made (the controller's
+    // background start racing its repair loop) waits for it and answers the same.
+    const running = this.replicating.get(name);
+    if (running) {
+      await running.catch(() => undefined);
+      const made = absentAsUndefined(() => this.ready().pool.getSnapshot(name));
+      if (made) return this.snapshot(made);
+    }
+    const attempt = this.makeReplica(name, o);
+    this.replicating.set(name, attempt);
+    try {
+      return await attempt;
+    } finally {
+      if (this.replicating.get(name) === attempt) this.replicating.delete(name);
+    }
+  }
+
+  private async makeReplica(name: string, o: EngineReplicateOptions): Promise<EngineSnapshot> {
+    const { pool, meta } = this.ready();
     const existing = absentAsUndefined(() => pool.getSnapshot(name));
-    if (existing) return this.snapshot(existing); // made before: the pull goes on (or is done)
+    if (existing) {
+      // Made before (the pull goes on, or is done) - unless it copies another incarnation of a
+      // snapshot of the same name (deleted and taken again): that one is the repair loop's to remove.
+      const had = meta.get("snapshot", name)[REPLICA_META.originId];
+      const wanted = o.meta[REPLICA_META.originId];
+      if (had !== undefined && wanted !== undefined && had !== wanted) {
+        throw new StatusError(
+          "FAILED_PRECONDITION",
+          `this node still holds a copy of an earlier snapshot named ${o.origin} (deleted since); it is removed first`,
+        );
+      }
+      return this.snapshot(existing);
+    }
     const remote = this.remoteOrFail(o.holders, o.origin);
     const base = o.baseOrigin
       ? absentAsUndefined(() => pool.getSnapshot(replicaName(o.baseOrigin!)))
@@ -380,7 +459,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         ...(usable && content.incremental ? { base: { kind: "snapshot" as const, name: usable.name } } : {}),
       });
     } catch (err) {
-      await meta.delete("snapshot", name);
+      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
+      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("snapshot", name);
       throw err;
     }
     this.startPull(o.origin, o.holders);
@@ -420,11 +500,15 @@ export class LocalEngine implements EngineApi, EngineReplication {
     return grants.split(",").includes(nodeId);
   }
 
-  async addTombstones(origins: string[]): Promise<void> {
-    await this.ready().meta.addTombstones(origins, new Date(), this.options.tombstoneMs ?? 30 * 86_400_000);
+  async addTombstones(tombstones: EngineTombstone[]): Promise<void> {
+    await this.ready().meta.addTombstones(
+      tombstones,
+      new Date(),
+      this.options.tombstoneMs ?? 30 * 86_400_000,
+    );
   }
 
-  listTombstones(): Promise<string[]> {
+  listTombstones(): Promise<EngineTombstone[]> {
     return Promise.resolve(this.ready().meta.tombstones());
   }
 
@@ -482,15 +566,54 @@ export class LocalEngine implements EngineApi, EngineReplication {
 
   capacity(): Promise<EngineCapacity> {
     const { pool } = this.ready();
-    const stats = pool.stats();
-    const provisionedBytes = pool.listVolumes().reduce((sum, v) => sum + v.sizeBytes, 0);
-    const limit = Math.floor(stats.sizeBytes * this.overcommit);
+    const stats = pool.usage();
+    const provisionedBytes = stats.provisionedBytes;
+    const headroom = Math.floor(stats.sizeBytes * this.overcommit) - provisionedBytes;
+    // The provisioning headroom is only true while the pool has the chunks behind it: snapshots
+    // (and full copies under way) take space no volume size accounts for.
+    const usable = Math.floor(Math.max(0, stats.freeBytes - stats.copyReservedBytes) * this.overcommit);
     return Promise.resolve({
       totalBytes: stats.sizeBytes,
       freeBytes: stats.freeBytes,
       provisionedBytes,
-      availableBytes: Math.max(0, limit - provisionedBytes),
+      availableBytes: Math.max(0, Math.min(headroom, usable)),
       maxVolumeBytes: MAX_DEVICE_BYTES,
+    });
+  }
+
+  async space(): Promise<EngineSpace> {
+    const { pool } = this.ready();
+    await pool.refreshSpace();
+    const st = pool.stats({ recent: true });
+    return Promise.resolve({
+      pool: {
+        totalBytes: st.sizeBytes,
+        allocatedBytes: st.allocatedBytes,
+        freeBytes: st.freeBytes,
+        provisionedBytes: st.provisionedBytes,
+        overcommitRatio: this.overcommit,
+        reclaimableBytes: st.reclaimableBytes,
+        copyReservedBytes: st.copyReservedBytes,
+        sharedBytes: st.sharedChunks * st.chunkSize,
+        chunkSize: st.chunkSize,
+      },
+      volumes: st.volumes.map((v) => ({
+        name: v.name,
+        sizeBytes: v.sizeBytes,
+        mappedBytes: v.totalBytes,
+        exclusiveBytes: v.exclusiveBytes,
+        sharedBytes: v.sharedBytes,
+        snapshotOnlyBytes: v.snapshotOnlyBytes,
+        snapshotCount: v.snapshotCount,
+      })),
+      snapshots: st.snapshots.map((s) => ({
+        name: s.name,
+        sourceVolume: s.sourceVolume,
+        sizeBytes: s.sizeBytes,
+        mappedBytes: s.totalBytes,
+        exclusiveBytes: s.exclusiveBytes,
+        sharedBytes: s.sharedBytes,
+      })),
     });
   }
 

@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import { removeAtomicWriteLeftovers, writeFileAtomically } from "../files/index.js";
-import type { EngineDeviceKind, EngineMeta } from "./engine-api.js";
+import type { EngineDeviceKind, EngineMeta, EngineTombstone } from "./engine-api.js";
 
 /**
  * The small persistent side store of the CSI layer: per volume and snapshot, string metadata the
@@ -18,7 +18,10 @@ interface FileShape {
   version: number;
   volumes: Record<string, Record<string, string>>;
   snapshots: Record<string, Record<string, string>>;
-  /** Snapshots deleted in the cluster ("<node>/<name>" -> ISO time), for holders that were down. */
+  /**
+   * Snapshots deleted in the cluster, for holders that were down: "<node>/<name>" -> JSON
+   * {"id": engine id or 0, "at": ms of the delete}.
+   */
   tombstones?: Record<string, string>;
 }
 
@@ -68,17 +71,32 @@ export class MetadataStore {
     });
   }
 
-  /** Records deleted snapshots ("<node>/<name>"), dropping tombstones older than `keepMs`. */
-  addTombstones(origins: string[], now: Date, keepMs: number): Promise<void> {
+  /**
+   * Records deleted snapshots, keeping per snapshot the latest incarnation deleted, and drops
+   * tombstones older than `keepMs`.
+   */
+  addTombstones(tombstones: EngineTombstone[], now: Date, keepMs: number): Promise<void> {
     return this.change((s) => {
       const t = (s.tombstones ??= {});
-      for (const o of origins) t[o] = now.toISOString();
-      for (const [o, at] of Object.entries(t)) if (now.getTime() - Date.parse(at) > keepMs) delete t[o];
+      for (const n of tombstones) {
+        const old = readTombstone(n.origin, t[n.origin]);
+        if (old && old.id >= n.id && old.deletedAtMs >= n.deletedAtMs) continue;
+        const id = Math.max(old?.id ?? 0, n.id);
+        const at = Math.max(old?.deletedAtMs ?? 0, n.deletedAtMs);
+        t[n.origin] = JSON.stringify({ id, at });
+      }
+      for (const [o, raw] of Object.entries(t)) {
+        const stone = readTombstone(o, raw);
+        if (!stone || now.getTime() - stone.deletedAtMs > keepMs) delete t[o];
+      }
     });
   }
 
-  tombstones(): string[] {
-    return Object.keys(this.state.tombstones ?? {});
+  tombstones(): EngineTombstone[] {
+    return Object.entries(this.state.tombstones ?? {}).flatMap(([o, raw]) => {
+      const stone = readTombstone(o, raw);
+      return stone ? [stone] : [];
+    });
   }
 
   /** Drops entries whose volume or snapshot no longer exists (a crash between the two writes). */
@@ -106,6 +124,17 @@ export class MetadataStore {
     this.tail = result.catch(() => undefined);
     return result;
   }
+}
+
+function readTombstone(origin: string, raw: string | undefined): EngineTombstone | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const v = JSON.parse(raw) as { id?: unknown; at?: unknown };
+    if (typeof v.id === "number" && typeof v.at === "number") return { origin, id: v.id, deletedAtMs: v.at };
+  } catch {
+    // Not JSON: an unreadable entry buries nothing (it is dropped at the next change).
+  }
+  return undefined;
 }
 
 function table(state: FileShape, kind: EngineDeviceKind): Record<string, Record<string, string>> {

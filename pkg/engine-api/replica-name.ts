@@ -10,6 +10,14 @@ export function replicaName(origin: string): string {
   return `rep--${createHash("sha256").update(origin).digest("hex").slice(0, 60)}`;
 }
 
+/**
+ * The engine name of the hidden snapshot a clone onto another node copies from ("<node>/<volume>"
+ * of the new volume): a volume is cloned across nodes by snapshotting it and restoring that.
+ */
+export function cloneSourceName(target: string): string {
+  return `clone--${createHash("sha256").update(target).digest("hex").slice(0, 58)}`;
+}
+
 /** Meta keys of replicas and snapshots that take part in replication. */
 export const REPLICA_META = {
   /** On a replica: the snapshot it copies ("<node>/<engine name>"). */
@@ -20,8 +28,12 @@ export const REPLICA_META = {
   volume: "snapblock.dev/origin-volume",
   /** On a replica: when the snapshot it copies was taken (ms since the epoch). */
   created: "snapblock.dev/origin-created",
+  /** On a replica: the engine id of the snapshot it copies, on that snapshot's node. */
+  originId: "snapblock.dev/origin-id",
   /** Nodes allowed to read this snapshot (or replica): comma-separated node ids. */
   pullGrants: "snapblock.dev/pull-grants",
   /** Where a device still filling gets its content: JSON list of EngineHolder. */
   holders: "snapblock.dev/holders",
+  /** On the hidden snapshot of a cross-node clone: the volume it is for ("<node>/<name>"). */
+  cloneFor: "snapblock.dev/clone-for",
 } as const;

@@ -12,7 +12,8 @@ import { identityOfCertificate, identityUri, type EngineIdentity } from "./engin
  * engine-identity.ts) and carries only the usages that identity needs: the controller is a
  * client only, a node is a server and (for node-to-node copies) a client.
  *
- * Keys are ECDSA P-256, as the chart and deploy/engine-tls.sh make them.
+ * The keys made here are ECDSA P-256. The CA's own key is whatever made it: RSA from the chart's
+ * generate mode (Helm's genCA), ECDSA P-256 from cert-manager and deploy/engine-tls.sh.
  */
 type CryptoKey = webcrypto.CryptoKey;
 const crypto = webcrypto;

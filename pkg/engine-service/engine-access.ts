@@ -1,7 +1,7 @@
 import { describeIdentity, permissionDenied, type EngineIdentity } from "./engine-identity.js";
 
 /**
- * Who may call what on a node's engine service (docs/cluster.md, "Identities"):
+ * Who may call what on a node's engine service (docs/cluster.md, "TLS and identities"):
  *
  * - "controller": only the controller. Everything that creates, deletes, lists or sizes data is
  *   the controller's: a node never needs to change or even see another node's volumes.

@@ -9,7 +9,7 @@ import { StatusError } from "../errors/index.js";
  *   snapblock://node/<node-id>      one node (server; client too, for node-to-node copies)
  *
  * A node's certificate names its own node id, so one node's key cannot pass for another, and the
- * controller checks that the node it dials is the node it means (docs/cluster.md, "Identities").
+ * controller checks that the node it dials is the node it means (docs/cluster.md, "TLS and identities").
  */
 export type EngineIdentity = { role: "controller" } | { role: "node"; nodeId: string };
 

@@ -1,7 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { fromWireSnapshot, fromWireVolume, toWireSnapshot, toWireVolume } from "./engine-messages.js";
-import { loadEngineProto } from "./engine-proto.js";
-import type { EngineVolume } from "../engine-api/index.js";
+import {
+  fromWireLimits,
+  fromWireSnapshot,
+  fromWireSpace,
+  fromWireVolume,
+  toWireLimits,
+  toWireSnapshot,
+  toWireVolume,
+} from "./engine-messages.js";
+import { loadEngineProto, loadSpaceProto } from "./engine-proto.js";
+import type { EngineSnapshotLimits, EngineSpace, EngineVolume } from "../engine-api/index.js";
 
 describe("engine proto", () => {
   it("defines every EngineApi and EngineReplication operation and the chunk streams", () => {
@@ -14,6 +22,7 @@ describe("engine proto", () => {
         "DeleteVolume",
         "GetCapacity",
         "GetNodeInfo",
+        "GetSpace",
         "GetSnapshot",
         "GetVolume",
         "ListSnapshots",
@@ -73,5 +82,68 @@ describe("engine proto", () => {
     expect(def.requestDeserialize(def.requestSerialize(skip))).toMatchObject(skip);
     const older: unknown = def.requestDeserialize(def.requestSerialize({ volume: "v", name: "s", meta: {} }));
     expect(older).toMatchObject({ skipFilesystemFreeze: false });
+  });
+});
+
+describe("space and limits on the wire", () => {
+  it("round-trips a pool's space figures and snapshot limits", () => {
+    const { service } = loadEngineProto();
+    const space: EngineSpace = {
+      pool: {
+        totalBytes: 2 ** 40,
+        allocatedBytes: 3 * 2 ** 30,
+        freeBytes: 2 ** 40 - 3 * 2 ** 30,
+        provisionedBytes: 2 ** 41,
+        overcommitRatio: 2.5,
+        reclaimableBytes: 65536,
+        copyReservedBytes: 0,
+        sharedBytes: 2 ** 30,
+        chunkSize: 65536,
+      },
+      volumes: [
+        {
+          name: "v",
+          sizeBytes: 2 ** 34,
+          mappedBytes: 2 ** 31,
+          exclusiveBytes: 2 ** 30,
+          sharedBytes: 2 ** 30,
+          snapshotOnlyBytes: 5 * 65536,
+          snapshotCount: 3,
+        },
+      ],
+      snapshots: [
+        {
+          name: "s",
+          sourceVolume: "v",
+          sizeBytes: 2 ** 34,
+          mappedBytes: 2 ** 31,
+          exclusiveBytes: 0,
+          sharedBytes: 2 ** 31,
+        },
+      ],
+    };
+    const bytes = service.GetSpace!.responseSerialize(space);
+    expect(fromWireSpace(service.GetSpace!.responseDeserialize(bytes) as never)).toEqual(space);
+    expect(loadSpaceProto().service.GetSpace?.path).toBe("/snapblock.engine.v1.Space/GetSpace");
+
+    const limits: EngineSnapshotLimits = {
+      maxSnapshots: 7,
+      maxSnapshotBytes: 2 ** 33,
+      names: { maxSnapshots: "a", maxSnapshotBytes: "b" },
+    };
+    const req = { volume: "v", name: "s", meta: {}, limits: toWireLimits(limits) };
+    const decoded = service.CreateSnapshot!.requestDeserialize(
+      service.CreateSnapshot!.requestSerialize(req),
+    ) as {
+      limits: Parameters<typeof fromWireLimits>[0];
+    };
+    expect(fromWireLimits(decoded.limits)).toEqual(limits);
+    const none = { volume: "v", name: "s", meta: {}, limits: toWireLimits(undefined) };
+    const plain = service.CreateSnapshot!.requestDeserialize(
+      service.CreateSnapshot!.requestSerialize(none),
+    ) as {
+      limits: Parameters<typeof fromWireLimits>[0];
+    };
+    expect(fromWireLimits(plain.limits)).toBeUndefined();
   });
 });

@@ -5,6 +5,8 @@ import type {
   EngineHolder,
   EnginePullProgress,
   EngineSnapshot,
+  EngineSnapshotLimits,
+  EngineSpace,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -99,6 +101,27 @@ export interface WireCreateSnapshotRequest {
   name: string;
   meta: Record<string, string>;
   skipFilesystemFreeze: boolean;
+  limits: WireSnapshotLimits | null;
+}
+
+export interface WireSnapshotLimits {
+  maxSnapshots: number;
+  maxSnapshotBytes: number;
+  maxSnapshotsName: string;
+  maxSnapshotBytesName: string;
+}
+
+/** The Space message is the EngineSpace as it is: the same fields, camelCase, numbers. */
+export type WireSpace = EngineSpace;
+
+export interface WireNodeSpace {
+  nodeId: string;
+  space: WireSpace | null;
+  error: string;
+}
+
+export interface WireClusterSpace {
+  nodes: WireNodeSpace[];
 }
 
 export interface WireGetSnapshotResponse {
@@ -149,8 +172,8 @@ export interface WireGrantPullRequest {
   nodeId: string;
 }
 
-export interface WireOrigins {
-  origins: string[];
+export interface WireTombstones {
+  tombstones: { origin: string; id: number; deletedAtMs: number }[];
 }
 
 export interface WireListBlockMetadataRequest {
@@ -292,5 +315,48 @@ export function fromWireSnapshot(w: WireSnapshot): EngineSnapshot {
     sourceVolume: w.sourceVolume,
     meta: { ...w.meta },
     ...(w.pull ? { pull: fromWirePull(w.pull)! } : {}),
+  };
+}
+
+export function toWireLimits(l: EngineSnapshotLimits | undefined): WireSnapshotLimits | null {
+  if (!l) return null;
+  return {
+    maxSnapshots: l.maxSnapshots ?? 0,
+    maxSnapshotBytes: l.maxSnapshotBytes ?? 0,
+    maxSnapshotsName: l.names?.maxSnapshots ?? "",
+    maxSnapshotBytesName: l.names?.maxSnapshotBytes ?? "",
+  };
+}
+
+/** undefined when no limit is set (0 is "no limit" on the wire). */
+export function fromWireLimits(w: WireSnapshotLimits | null): EngineSnapshotLimits | undefined {
+  if (!w || (w.maxSnapshots <= 0 && w.maxSnapshotBytes <= 0)) return undefined;
+  const out: EngineSnapshotLimits = {};
+  const names: NonNullable<EngineSnapshotLimits["names"]> = {};
+  if (w.maxSnapshots > 0) out.maxSnapshots = w.maxSnapshots;
+  if (w.maxSnapshotBytes > 0) out.maxSnapshotBytes = w.maxSnapshotBytes;
+  if (w.maxSnapshotsName !== "") names.maxSnapshots = w.maxSnapshotsName;
+  if (w.maxSnapshotBytesName !== "") names.maxSnapshotBytes = w.maxSnapshotBytesName;
+  if (names.maxSnapshots !== undefined || names.maxSnapshotBytes !== undefined) out.names = names;
+  return out;
+}
+
+/** A Space as received: the pool message may be unset by a peer that sent nothing. */
+export function fromWireSpace(w: WireSpace): EngineSpace {
+  const pool = (w.pool as EngineSpace["pool"] | null) ?? {
+    totalBytes: 0,
+    allocatedBytes: 0,
+    freeBytes: 0,
+    provisionedBytes: 0,
+    overcommitRatio: 1,
+    reclaimableBytes: 0,
+    copyReservedBytes: 0,
+    sharedBytes: 0,
+    chunkSize: 0,
+  };
+  return {
+    pool: { ...pool },
+    volumes: w.volumes.map((v) => ({ ...v })),
+    snapshots: w.snapshots.map((s) => ({ ...s })),
   };
 }

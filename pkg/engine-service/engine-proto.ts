@@ -22,3 +22,22 @@ export function loadEngineProto(): EngineProto {
   }
   return cached;
 }
+
+/** The Space service of proto/engine.proto (the operator's view, served beside CSI). */
+export interface SpaceProto {
+  service: ServiceDefinition;
+  Client: ServiceClientConstructor;
+}
+
+let cachedSpace: SpaceProto | undefined;
+
+export function loadSpaceProto(): SpaceProto {
+  if (!cachedSpace) {
+    const pkg = loadProtoFile("engine.proto") as unknown as {
+      snapblock: { engine: { v1: { Space: ServiceClientConstructor } } };
+    };
+    const Client = pkg.snapblock.engine.v1.Space;
+    cachedSpace = { service: Client.service, Client };
+  }
+  return cachedSpace;
+}

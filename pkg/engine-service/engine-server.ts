@@ -10,6 +10,7 @@ import { serverStream, unary, type CallScope, type UnaryOptions } from "../rpc/i
 import {
   fromWireHolder,
   fromWireKind,
+  fromWireLimits,
   toWireSnapshot,
   toWireVolume,
   type WireBlockMetadataPage,
@@ -19,7 +20,7 @@ import {
   type WireGrantPullRequest,
   type WireListBlockMetadataRequest,
   type WireListChunksRequest,
-  type WireOrigins,
+  type WireTombstones,
   type WireReadChunksRequest,
   type WireReplicateSnapshotRequest,
   type WireSetHoldersRequest,
@@ -35,6 +36,7 @@ import {
   type WireResizeVolumeRequest,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { checkAddressee } from "./call-addressee.js";
@@ -154,6 +156,7 @@ const ACCESS: Record<string, Access> = {
   ListSnapshots: "controller",
   DeleteSnapshot: "controller",
   GetCapacity: "controller",
+  GetSpace: "controller",
   GetNodeInfo: "any",
   ReadSnapshotChunks: "pull",
   ReplicateSnapshot: "controller",
@@ -257,15 +260,18 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     CreateSnapshot: call(
       "CreateSnapshot",
       false,
-      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> =>
-        toWireSnapshot(
+      async (r: WireCreateSnapshotRequest): Promise<WireSnapshot> => {
+        const limits = fromWireLimits(r.limits);
+        return toWireSnapshot(
           await engine.createSnapshot({
             volume: r.volume,
             name: r.name,
             meta: r.meta,
             freezeFilesystem: !r.skipFilesystemFreeze,
+            ...(limits ? { limits } : {}),
           }),
-        ),
+        );
+      },
     ),
     GetSnapshot: call("GetSnapshot", true, async (r: WireNameRequest): Promise<WireGetSnapshotResponse> => {
       const s = await engine.getSnapshot(r.name);
@@ -280,6 +286,7 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       return {};
     }),
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),
+    GetSpace: call("GetSpace", true, (): Promise<WireSpace> => engine.space()),
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
       Promise.resolve({ nodeId: engine.nodeId, ready: engine.isReady(), version: o.version }),
     ),
@@ -305,12 +312,12 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       await replication().grantPull(r.name, r.nodeId);
       return {};
     }),
-    AddTombstones: call("AddTombstones", false, async (r: WireOrigins) => {
-      await replication().addTombstones(r.origins);
+    AddTombstones: call("AddTombstones", false, async (r: WireTombstones) => {
+      await replication().addTombstones(r.tombstones);
       return {};
     }),
-    ListTombstones: call("ListTombstones", true, async (): Promise<WireOrigins> => ({
-      origins: await replication().listTombstones(),
+    ListTombstones: call("ListTombstones", true, async (): Promise<WireTombstones> => ({
+      tombstones: await replication().listTombstones(),
     })),
     // Back-pressured by serverStream: the next page is computed only once the last one is sent.
     ListBlockMetadata: serverStream<WireListBlockMetadataRequest, WireBlockMetadataPage>(

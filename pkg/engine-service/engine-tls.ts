@@ -2,7 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import type { PeerCertificate } from "node:tls";
-import { credentials, type ChannelCredentials } from "@grpc/grpc-js";
+import { credentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
 
@@ -109,6 +109,20 @@ export function channelCredentials(
     },
   });
 }
+
+/**
+ * Channel options of a client of the engine service. Nodes are dialled by their announced pod IP,
+ * and grpc-js sends the target host as the TLS server name (SNI) unless told otherwise; an IP
+ * there is forbidden by RFC 6066 and reported by Node as DEP0123 on every such connection. The
+ * server does not look at SNI and the client checks the node's identity in its certificate (its
+ * URI SAN, channelCredentials), so a fixed name stands in for it.
+ */
+export function channelOptions(o: EngineTransportOptions): ChannelOptions {
+  return o.tls ? { "grpc.ssl_target_name_override": ENGINE_TLS_SERVER_NAME } : {};
+}
+
+/** The TLS server name a client of the engine service sends (see channelOptions). */
+export const ENGINE_TLS_SERVER_NAME = "snapblock-engine";
 
 /**
  * The identity this process's own certificate names, checked against what the process is: a

@@ -40,4 +40,5 @@ export type {
   WireSnapshotChunk as SnapshotChunk,
 } from "./engine-messages.js";
 export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
+export { fetchSpace, spaceService, spaceServiceHandlers, type NodeSpaceReport } from "./space-service.js";
 export { HolderContent, nameOn, type HolderContentOptions } from "./holder-content.js";

@@ -1,6 +1,8 @@
 import { type Client, type ServiceError, Metadata } from "@grpc/grpc-js";
 import {
   fromWireSnapshot,
+  fromWireSpace,
+  toWireLimits,
   fromWireVolume,
   toWireHolder,
   toWireKind,
@@ -9,7 +11,7 @@ import {
   type WireListBlockMetadataRequest,
   type WireChunkRuns,
   type WireListChunksRequest,
-  type WireOrigins,
+  type WireTombstones,
   type WireReadChunksRequest,
   type WireReplicateSnapshotRequest,
   type WireCapacity,
@@ -22,12 +24,13 @@ import {
   type WireNodeInfo,
   type WireSnapshot,
   type WireSnapshotChunk,
+  type WireSpace,
   type WireVolume,
 } from "./engine-messages.js";
 import { loadEngineProto } from "./engine-proto.js";
 import { addressedTo } from "./call-addressee.js";
 import { fromEngineStatus } from "./engine-status.js";
-import { channelCredentials, type EngineTransportOptions } from "./engine-tls.js";
+import { channelCredentials, channelOptions, type EngineTransportOptions } from "./engine-tls.js";
 import { StatusError } from "../errors/index.js";
 import type {
   EngineApi,
@@ -42,6 +45,8 @@ import type {
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
+  EngineSpace,
+  EngineTombstone,
   EngineVolume,
 } from "../engine-api/index.js";
 
@@ -83,6 +88,7 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     const creds = channelCredentials(options.transport, options.address, options.nodeId);
     const { Client: EngineClient } = loadEngineProto();
     this.client = new EngineClient(options.address, creds, {
+      ...channelOptions(options.transport),
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,
@@ -140,6 +146,7 @@ export class RemoteEngine implements EngineApi, EngineReplication {
       name: o.name,
       meta: { ...o.meta },
       skipFilesystemFreeze: o.freezeFilesystem === false,
+      limits: toWireLimits(o.limits),
     };
     return fromWireSnapshot(await this.call<WireSnapshot>("CreateSnapshot", req));
   }
@@ -176,6 +183,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   capacity(): Promise<EngineCapacity> {
     return this.call<WireCapacity>("GetCapacity", {});
+  }
+
+  async space(): Promise<EngineSpace> {
+    return fromWireSpace(await this.call<WireSpace>("GetSpace", {}));
   }
 
   engineFor(nodeId: string): EngineApi | undefined {
@@ -222,12 +233,12 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     await this.call("GrantPull", { name, nodeId });
   }
 
-  async addTombstones(origins: string[]): Promise<void> {
-    await this.call("AddTombstones", { origins });
+  async addTombstones(tombstones: EngineTombstone[]): Promise<void> {
+    await this.call("AddTombstones", { tombstones });
   }
 
-  async listTombstones(): Promise<string[]> {
-    return (await this.call<WireOrigins>("ListTombstones", {})).origins;
+  async listTombstones(): Promise<EngineTombstone[]> {
+    return (await this.call<WireTombstones>("ListTombstones", {})).tombstones.map((t) => ({ ...t }));
   }
 
   /** Node to node: the chunks to fetch of snapshot `name` on this node (see proto ListChunks). */

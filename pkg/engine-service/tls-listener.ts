@@ -1,3 +1,4 @@
+import type net from "node:net";
 import tls from "node:tls";
 import type { Logger } from "../log/index.js";
 import { asSnapblockError } from "../errors/index.js";
@@ -25,6 +26,27 @@ export interface TlsListenerOptions {
   logger: Logger;
 }
 
+/**
+ * The address recorded for the TCP socket under a server-side TLS socket. Node links them only as
+ * `_parent` (lib/_tls_wrap.js, the socket tls.Server wrapped); there is no public link. The TLS
+ * socket's own address is the fallback, and test/cluster/engine-service.test.ts checks that a
+ * peer that resets before the handshake is logged with its address.
+ */
+function peerOf(socket: tls.TLSSocket, peers: WeakMap<object, string | undefined>): string {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  const recorded = typeof parent === "object" && parent !== null ? peers.get(parent) : undefined;
+  return recorded ?? addressOf(socket) ?? UNKNOWN_PEER;
+}
+
+/** A peer that reset while its connection waited to be accepted: the kernel has forgotten it. */
+const UNKNOWN_PEER = "unknown (the peer was gone before its connection was accepted)";
+
+function addressOf(socket: net.Socket): string | undefined {
+  return socket.remoteAddress === undefined
+    ? undefined
+    : `${socket.remoteAddress}:${socket.remotePort ?? "?"}`;
+}
+
 export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
   const server = tls.createServer({
     ca: o.pem.ca,
@@ -35,6 +57,13 @@ export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
     minVersion: "TLSv1.3",
     ALPNProtocols: ["h2"],
   });
+  // The peer's address, read from the TCP socket as it is accepted: a TLS socket whose peer has
+  // reset (or that Node destroyed after refusing its certificate) can no longer tell it, and a
+  // refused handshake must still be logged with where it came from.
+  const peers = new WeakMap<object, string | undefined>();
+  server.prependListener("connection", (raw: net.Socket) => {
+    peers.set(raw, addressOf(raw));
+  });
   server.on("secureConnection", (socket) => {
     // Refused handshakes never get here; belt and braces for the authorized flag.
     if (!socket.authorized) socket.destroy();
@@ -42,8 +71,10 @@ export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
   });
   server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     o.logger.warn("engine service refused a connection in the TLS handshake", {
-      remote: `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`,
-      reason: err.code ?? err.message,
+      remote: peerOf(socket, peers),
+      // A client certificate that does not verify is refused after the handshake's last message,
+      // which Node reports as a hang-up: the verification error is the reason.
+      reason: socket.authorizationError ?? err.code ?? err.message,
     });
   });
   await new Promise<void>((resolve, reject) => {

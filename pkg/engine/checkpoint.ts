@@ -266,8 +266,7 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     off += len;
     if (meta.space.refCount(chunk) === 0) fail(`partial chunk ${chunk} is not mapped`);
     const backing = raw === 0xffffffff ? -1 : raw;
-    if (backing >= 0) meta.space.addRef(backing);
-    meta.space.partials.set(chunk, { backing, valid });
+    meta.space.loadPartial(chunk, backing, valid);
   }
   const pendingCount = version >= 2 ? u32() : 0;
   for (let i = 0; i < pendingCount; i++) {

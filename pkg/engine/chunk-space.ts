@@ -55,6 +55,14 @@ export class ChunkSpace {
    * (backing -1). Keyed by the partial chunk; the background filler completes them.
    */
   readonly partials = new Map<number, Partial>();
+  /**
+   * Backing references per chunk: how many partial chunks read their missing blocks from it. A
+   * chunk's count minus these is the number of table leaves that map it (space-accounting.ts).
+   */
+  private readonly backingRefs = new Map<number, number>();
+
+  /** Called when a reservation is refused for lack of free chunks (the pool reports it). */
+  exhausted: (() => void) | undefined;
 
   private epoch = 1;
   private readonly activeIo = new Map<number, number>();
@@ -82,7 +90,8 @@ export class ChunkSpace {
       this.refs.byteLength +
       this.freeStack.byteLength +
       (this.pending.length - this.pendingHead) * 24 +
-      this.partials.size * 96
+      this.partials.size * 96 +
+      this.backingRefs.size * 48
     );
   }
 
@@ -129,7 +138,7 @@ export class ChunkSpace {
       const partial = this.partials.get(chunk);
       if (partial) {
         this.partials.delete(chunk);
-        if (partial.backing >= 0) this.release(partial.backing, seq);
+        if (partial.backing >= 0) this.dropBacking(partial.backing, seq);
       }
     } else if (n === 1) {
       this.unsharedAt.set(chunk, seq);
@@ -160,7 +169,19 @@ export class ChunkSpace {
 
   /** Makes `chunk` partial: blocks in `valid` are its own, the rest read from `backing`. */
   setPartial(chunk: number, backing: number, valid: Uint8Array): void {
-    if (backing >= 0) this.ref(backing);
+    if (backing >= 0) {
+      this.ref(backing);
+      this.addBacking(backing);
+    }
+    this.partials.set(chunk, { backing, valid });
+  }
+
+  /** Loading a checkpoint: a partial chunk and its reference on the backing chunk. */
+  loadPartial(chunk: number, backing: number, valid: Uint8Array): void {
+    if (backing >= 0) {
+      this.addRef(backing);
+      this.addBacking(backing);
+    }
     this.partials.set(chunk, { backing, valid });
   }
 
@@ -169,7 +190,33 @@ export class ChunkSpace {
     const partial = this.partials.get(chunk);
     if (!partial) return;
     this.partials.delete(chunk);
-    if (partial.backing >= 0) this.release(partial.backing, seq);
+    if (partial.backing >= 0) this.dropBacking(partial.backing, seq);
+  }
+
+  /** How many partial chunks are backed by `chunk`. */
+  backingRefCount(chunk: number): number {
+    return this.backingRefs.get(chunk) ?? 0;
+  }
+
+  /** References on `chunk` from table leaves (its count less the partial chunks it backs). */
+  leafRefCount(chunk: number): number {
+    return this.refCount(chunk) - this.backingRefCount(chunk);
+  }
+
+  /** Chunks some partial chunk is backed by, with how many back on each. */
+  backings(): ReadonlyMap<number, number> {
+    return this.backingRefs;
+  }
+
+  private addBacking(chunk: number): void {
+    this.backingRefs.set(chunk, (this.backingRefs.get(chunk) ?? 0) + 1);
+  }
+
+  private dropBacking(chunk: number, seq: number): void {
+    const n = (this.backingRefs.get(chunk) ?? 1) - 1;
+    if (n === 0) this.backingRefs.delete(chunk);
+    else this.backingRefs.set(chunk, n);
+    this.release(chunk, seq);
   }
 
   /** Whether some released chunk waits only for a commit to become free. */
@@ -185,6 +232,7 @@ export class ChunkSpace {
    */
   reserve(n: number): number[] {
     if (n > this.freeCount + (this.capacity - this.highWater)) {
+      this.exhausted?.();
       throw new SnapblockError(
         "NO_SPACE",
         `pool is full: ${n} chunk(s) needed, ${this.freeCount + this.capacity - this.highWater} free`,

@@ -19,6 +19,8 @@ const MASK = FANOUT - 1;
 export class Leaf {
   readonly isLeaf = true;
   rc = 1;
+  /** Bumped whenever a slot changes: lets the space accounting reuse what it found before. */
+  version = 0;
   /** Sequence number of the record that last brought `rc` down to 1 (0: never). */
   unsharedAt = 0;
   /** Physical chunk + 1, or 0 for a hole. */
@@ -156,6 +158,7 @@ export class ChunkTables {
     const i = chunk & MASK;
     const old = node.slots[i]!;
     node.slots[i] = phys + 1;
+    node.version++;
     if (old !== 0) this.space.release(old - 1, seq);
   }
 
@@ -182,6 +185,7 @@ export class ChunkTables {
     if (!this.anyMapped(node, h, base, lo, hi)) return node;
     const own = this.own(node, seq);
     if (own.isLeaf) {
+      own.version++;
       for (let c = Math.max(lo, base); c < Math.min(hi, end); c++) {
         const v = own.slots[c - base]!;
         if (v !== 0) {

@@ -45,9 +45,23 @@ export function checkConsistency(
       problem(`${d.kind} '${d.name}' is missing from the name index`);
   }
   // A partial chunk holds one reference on its backing chunk.
+  const backingRefs = new Map<number, number>();
   for (const [chunk, partial] of space.partials) {
     if (!chunkRefs.has(chunk)) problem(`partial chunk ${chunk} is not mapped by any table`);
-    if (partial.backing >= 0) chunkRefs.set(partial.backing, (chunkRefs.get(partial.backing) ?? 0) + 1);
+    if (partial.backing >= 0) {
+      chunkRefs.set(partial.backing, (chunkRefs.get(partial.backing) ?? 0) + 1);
+      backingRefs.set(partial.backing, (backingRefs.get(partial.backing) ?? 0) + 1);
+    }
+  }
+  for (const [chunk, n] of space.backings()) {
+    if (backingRefs.get(chunk) !== n)
+      problem(`chunk ${chunk} backs ${backingRefs.get(chunk) ?? 0} partial chunk(s) but is counted for ${n}`);
+  }
+  for (const [chunk, n] of backingRefs) {
+    if (space.backingRefCount(chunk) !== n)
+      problem(
+        `chunk ${chunk} backs ${n} partial chunk(s) but is counted for ${space.backingRefCount(chunk)}`,
+      );
   }
   for (const [node, n] of nodeRefs) {
     if (node.rc !== n) problem(`a table node has reference count ${node.rc} but ${n} referrer(s)`);

@@ -5,7 +5,9 @@
  * here: the NBD server and the CSI services use this API in-process.
  */
 export { Pool, DEFAULT_CHUNK_SIZE } from "./pool.js";
-export type { PoolOptions, PoolCreateOptions, RestoreOptions } from "./pool.js";
+export type { PoolOptions, PoolCreateOptions, RestoreOptions, SnapshotOptions } from "./pool.js";
+export { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
+export { POOL_USAGE_LEVELS } from "./types.js";
 export type {
   BlockDevice,
   CheckReport,
@@ -17,8 +19,12 @@ export type {
   Extent,
   PendingInfo,
   PoolStats,
+  PoolUsageEvent,
   SnapshotInfo,
+  SnapshotLimits,
+  SnapshotSpace,
   SpaceUsage,
+  VolumeSpace,
   VolumeInfo,
   WriteOptions,
 } from "./types.js";

@@ -21,6 +21,7 @@ import { NodeStorage, type IoMode } from "./node-storage.js";
 import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
+import { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 import {
   SUPERBLOCK_SIZE,
   decodeSuperblock,
@@ -29,17 +30,19 @@ import {
   type Superblock,
 } from "./superblock.js";
 import { readFully, type Storage, type StorageFile } from "./storage.js";
-import type {
-  BlockDevice,
-  CheckReport,
-  ChunkList,
-  CopyProgress,
-  EngineObserver,
-  PendingInfo,
-  PoolStats,
-  SnapshotInfo,
-  SpaceUsage,
-  VolumeInfo,
+import {
+  POOL_USAGE_LEVELS,
+  type BlockDevice,
+  type CheckReport,
+  type ChunkList,
+  type CopyProgress,
+  type EngineObserver,
+  type PendingInfo,
+  type PoolStats,
+  type SnapshotInfo,
+  type SnapshotLimits,
+  type SpaceUsage,
+  type VolumeInfo,
 } from "./types.js";
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -52,6 +55,14 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024;
  * filler then competes with the writes; BENCHMARKS.md).
  */
 const PARTIAL_PILE = 4096;
+/**
+ * Tables up to this size (memory of the chunk tables) are accounted synchronously when figures
+ * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
+ * the last figures are served (space-accounting.ts, docs/space.md).
+ */
+const SYNC_ACCOUNTING_BYTES = 1024 * 1024;
+/** A usage level is left downwards only this many percent below it (no flapping at the line). */
+const USAGE_HYSTERESIS = 2;
 const FILES = {
   superblock: "superblock",
   data: "data",
@@ -83,6 +94,11 @@ export interface PoolCreateOptions extends PoolOptions {
   sizeBytes: number;
   /** Chunk size: a power of two from 4 KiB to 1 MiB (default 64 KiB). */
   chunkSize?: number;
+}
+
+export interface SnapshotOptions {
+  /** Refuse the snapshot (NO_SPACE) when the volume is at one of these limits. */
+  limits?: SnapshotLimits;
 }
 
 export interface RestoreOptions {
@@ -123,6 +139,18 @@ export class Pool implements PoolCore {
   private fillerRunning = false;
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
+  /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
+  private account: SpaceAccount | undefined;
+  private spaceMemo: SpaceMemo | undefined;
+  /** The last accounting done in slices, and the one running. */
+  private recentAccount: SpaceAccount | undefined;
+  private slicedMemo: SpaceMemo | undefined;
+  private accounting: Promise<SpaceAccount> | undefined;
+  private slicedAccountingFailed = false;
+  /** Chunks each full copy was admitted with, until it ends (held back from new copies). */
+  private readonly copyClaims = new Map<number, number>();
+  /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
+  private usageLevel = 0;
 
   private constructor(
     private readonly storage: Storage,
@@ -141,6 +169,7 @@ export class Pool implements PoolCore {
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
     this.observer = options.observer ?? {};
+    this.space.exhausted = () => this.noteUsage(true);
     const every = options.autoCommitMs ?? 1000;
     if (every > 0) {
       this.timer = setInterval(() => this.backgroundCommit(), every);
@@ -176,18 +205,21 @@ export class Pool implements PoolCore {
     }
     const sb = newSuperblock(chunkSize, capacityChunks);
     const data = await storage.open(FILES.data, { create: true });
-    await data.truncate(0);
-    await data.sync();
-    const empty = new Metadata(
-      new ChunkSpace(capacityChunks),
-      new ChunkTables(new ChunkSpace(capacityChunks)),
-      chunkSize,
-    );
-    await writeAtomically(storage, FILES.checkpoint, encodeCheckpoint(empty, sb.uuid));
-    await writeAtomically(storage, FILES.journal, encodeJournalHeader(sb.uuid, 0));
-    // The superblock goes last: its presence means the pool is complete.
-    await writeAtomically(storage, FILES.superblock, encodeSuperblock(sb));
-    await data.close();
+    try {
+      await data.truncate(0);
+      await data.sync();
+      const empty = new Metadata(
+        new ChunkSpace(capacityChunks),
+        new ChunkTables(new ChunkSpace(capacityChunks)),
+        chunkSize,
+      );
+      await writeAtomically(storage, FILES.checkpoint, encodeCheckpoint(empty, sb.uuid));
+      await writeAtomically(storage, FILES.journal, encodeJournalHeader(sb.uuid, 0));
+      // The superblock goes last: its presence means the pool is complete.
+      await writeAtomically(storage, FILES.superblock, encodeSuperblock(sb));
+    } finally {
+      await data.close();
+    }
     return Pool.open(options);
   }
 
@@ -200,11 +232,23 @@ export class Pool implements PoolCore {
     const unlock = storage.lock ? await storage.lock() : (): Promise<void> => Promise.resolve();
     let pool: Pool;
     try {
+      // Every file opened here is closed again when opening fails (a corrupt superblock, a
+      // missing journal): a refused pool leaves no descriptor behind.
       const sbFile = await storage.open(FILES.superblock, { create: false });
-      const sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
-      await sbFile.close();
+      let sb: Superblock;
+      try {
+        sb = decodeSuperblock(await readFully(sbFile, 0, SUPERBLOCK_SIZE), storage.location);
+      } finally {
+        await sbFile.close();
+      }
       const data = await storage.open(FILES.data, { create: true });
-      const journal = await storage.open(FILES.journal, { create: false });
+      let journal: StorageFile;
+      try {
+        journal = await storage.open(FILES.journal, { create: false });
+      } catch (err) {
+        await data.close();
+        throw err;
+      }
       pool = new Pool(storage, sb, data, journal, options, unlock);
       try {
         await pool.recover();
@@ -219,14 +263,23 @@ export class Pool implements PoolCore {
       throw asSnapblockError(err, `opening pool at ${storage.location}`);
     }
     pool.kickFiller();
+    pool.noteUsage();
     if (options.resumeCopies ?? true) {
       for (const d of pool.meta.devices.values()) if (d.copying) pool.startCopy(d);
     }
     return pool;
   }
 
+  /**
+   * What the last open found after the checkpoint: journal batches replayed and torn bytes cut.
+   * Both 0 after a clean close (which ends with a checkpoint); more means the previous run ended
+   * without closing the pool (a crash, a kill), and is logged as such by the process.
+   */
+  recovery = { replayedBatches: 0, tornBytes: 0 };
+
   private async recover(): Promise<void> {
     const scan = await this.loadInto(this.meta);
+    this.recovery = { replayedBatches: scan.batches.length, tornBytes: scan.tornBytes };
     this.committedSeq = this.meta.seq;
     this.journalSize = scan.validEnd;
     if (scan.batches.length > 0 || scan.tornBytes > 0) {
@@ -361,13 +414,17 @@ export class Pool implements PoolCore {
 
   /**
    * Filling costs the copy that the redirect saved, so it is done only where it pays: when the
-   * backing chunk is held by the partial chunk alone (the snapshot that shared it is gone),
+   * backing chunk is held by partial chunks alone (the snapshot that shared it is gone),
    * completing the partial chunk frees it. While a snapshot still holds the backing chunk, filling
    * would free nothing, and the partial chunk stays partial (its reads take two preads). When
    * partial chunks pile up past PARTIAL_PILE (bounded memory), any of them is filled.
    */
   private worthFilling(backing: number): boolean {
-    return this.space.partials.size >= PARTIAL_PILE || (backing >= 0 && this.space.refCount(backing) === 1);
+    // No leaf maps the backing chunk any more (several partial chunks may still be backed by
+    // it): completing them frees it.
+    return (
+      this.space.partials.size >= PARTIAL_PILE || (backing >= 0 && this.space.leafRefCount(backing) === 0)
+    );
   }
 
   private partialsWorthFilling(): number[] {
@@ -435,6 +492,7 @@ export class Pool implements PoolCore {
     this.committedSeq = Math.max(this.committedSeq, lastSeq);
     this.space.reclaim(this.committedSeq);
     this.observer.committed?.({ records: records.length, seconds: (performance.now() - started) / 1000 });
+    this.noteUsage();
     if (this.journalSize > this.checkpointBytes) await this.checkpoint();
   }
 
@@ -546,14 +604,23 @@ export class Pool implements PoolCore {
   // ---------------------------------------------------------------- snapshots
 
   /** Snapshots a volume: copies no data; waits only for writes in flight on the volume. */
-  async createSnapshot(volumeName: string, snapshotName: string): Promise<SnapshotInfo> {
+  async createSnapshot(
+    volumeName: string,
+    snapshotName: string,
+    options: SnapshotOptions = {},
+  ): Promise<SnapshotInfo> {
     this.ensureUsable();
     validateName(snapshotName, "snapshot");
     const vol = this.find("volume", volumeName);
     this.ensureFree("snapshot", snapshotName);
+    // The space limit reads the volume's snapshot space: computed before, in slices if large.
+    if (options.limits?.maxSnapshotBytes !== undefined) await this.refreshSpace();
     await this.gate(vol).exclusive(() => {
       if (!this.alive(vol)) throw new SnapblockError("NOT_FOUND", `volume '${volumeName}' was deleted`);
       this.ensureFree("snapshot", snapshotName);
+      // Checked in the same synchronous stretch as the record: two snapshots racing for the last
+      // place cannot both get it.
+      if (options.limits) this.checkSnapshotLimits(vol, options.limits);
       const id = this.meta.nextId;
       this.record({
         type: RecordType.Create,
@@ -571,6 +638,29 @@ export class Pool implements PoolCore {
 
   getSnapshot(name: string): SnapshotInfo {
     return this.snapshotInfo(this.find("snapshot", name));
+  }
+
+  private checkSnapshotLimits(vol: Device, limits: SnapshotLimits): void {
+    const { maxSnapshots, maxSnapshotBytes, names = {} } = limits;
+    if (maxSnapshots !== undefined) {
+      let count = 0;
+      for (const d of this.meta.snapshots.values()) if (d.sourceId === vol.id) count++;
+      if (count >= maxSnapshots) {
+        throw new SnapblockError(
+          "NO_SPACE",
+          `volume '${vol.name}' has ${count} snapshot(s), its limit of ${maxSnapshots} (${names.maxSnapshots ?? "maximum snapshot count"}); delete one of them before taking another`,
+        );
+      }
+    }
+    if (maxSnapshotBytes !== undefined) {
+      const held = (this.recentSpaceAccount().snapshotOnly.get(vol.id) ?? 0) * this.chunkSize;
+      if (held >= maxSnapshotBytes) {
+        throw new SnapblockError(
+          "NO_SPACE",
+          `the snapshots of volume '${vol.name}' hold ${held} bytes that nothing else uses, at or over its limit of ${maxSnapshotBytes} bytes (${names.maxSnapshotBytes ?? "maximum snapshot space"}); delete snapshots of it before taking another`,
+        );
+      }
+    }
   }
 
   listSnapshots(volumeName?: string): SnapshotInfo[] {
@@ -630,6 +720,9 @@ export class Pool implements PoolCore {
     await this.gate(src).exclusive(() => {
       if (!this.alive(src)) throw new SnapblockError("NOT_FOUND", `${src.kind} '${src.name}' was deleted`);
       this.ensureFree("volume", volumeName);
+      // A full copy takes a new chunk for every chunk the source maps: refuse it now rather than
+      // fail it half way (the space is held back for it until it ends).
+      const claim = options.fullCopy ? this.admitCopy(src) : 0;
       const id = this.meta.nextId;
       this.record({
         type: RecordType.Create,
@@ -640,7 +733,10 @@ export class Pool implements PoolCore {
         createdAtMs: Date.now(),
         name: volumeName,
       });
-      if (options.fullCopy) this.record({ type: RecordType.CopyState, id, copying: true });
+      if (options.fullCopy) {
+        this.record({ type: RecordType.CopyState, id, copying: true });
+        this.copyClaims.set(id, claim);
+      }
       created = this.meta.devices.get(id);
     });
     await this.commit();
@@ -648,12 +744,50 @@ export class Pool implements PoolCore {
     return this.getVolume(volumeName);
   }
 
+  /**
+   * Admission of a full copy of `src`: the chunks it will need, or NO_SPACE when the pool's free
+   * chunks (less those held back for copies already running) cannot hold them.
+   */
+  private admitCopy(src: Device): number {
+    let needed = 0;
+    this.tables.forEachMapped(src.table, () => needed++);
+    const held = this.copyReservedChunks();
+    const free = this.space.free - held;
+    if (needed > free) {
+      const cs = this.chunkSize;
+      throw new SnapblockError(
+        "NO_SPACE",
+        `a full copy of ${src.kind} '${src.name}' needs ${needed * cs} bytes but the pool has ${Math.max(0, free) * cs} free${held > 0 ? ` (${held * cs} more are held for copies running)` : ""}; free space, or restore without a full copy (it shares chunks and needs none)`,
+      );
+    }
+    return needed;
+  }
+
+  /** Chunks the running full copies may still take. */
+  private copyReservedChunks(): number {
+    let held = 0;
+    for (const [id, claim] of this.copyClaims) {
+      const copied = this.jobs.get(id)?.progress().copiedChunks ?? 0;
+      held += Math.max(0, claim - copied);
+    }
+    return held;
+  }
+
   private startCopy(d: Device): void {
+    if (!this.copyClaims.has(d.id)) {
+      // Resumed at open: what is still shared is what it may take.
+      let shared = 0;
+      this.tables.forEachMapped(d.table, (_c, _p, exclusive) => {
+        if (!exclusive) shared++;
+      });
+      this.copyClaims.set(d.id, shared);
+    }
     const job = new CopyJob(this, this.io, d);
     this.jobs.set(d.id, job);
     this.finishedJobs.delete(d.id);
     void job.done.then(() => {
       this.jobs.delete(d.id);
+      this.copyClaims.delete(d.id);
       if (this.alive(d)) this.finishedJobs.set(d.id, job.progress());
     });
   }
@@ -879,39 +1013,126 @@ export class Pool implements PoolCore {
 
   // ---------------------------------------------------------------- stats and check
 
-  stats(): PoolStats {
+  /**
+   * Who holds the pool's space, from the tables (space-accounting.ts). Computed on demand and
+   * cached until the metadata changes: every change of a mapping is a record, so the record
+   * sequence number tells whether the figures are still true. In-place writes change no mapping.
+   */
+  spaceAccount(): SpaceAccount {
+    if (this.account?.seq !== this.meta.seq)
+      this.account = accountSpace(this.meta, this.space, { memo: (this.spaceMemo ??= new SpaceMemo()) });
+    return this.account;
+  }
+
+  /**
+   * Figures for readers that must not stall I/O (metrics, the operator's views, limit checks):
+   * exact and at once while the tables are small; for large tables the last figures computed in
+   * slices, and a new sliced computation when the metadata changed since (the figures follow one
+   * computation behind). The first time, with nothing computed yet, it computes at once.
+   */
+  recentSpaceAccount(): SpaceAccount {
+    if (this.account?.seq === this.meta.seq) return this.account;
+    if (this.tables.memoryBytes <= SYNC_ACCOUNTING_BYTES || this.slicedAccountingFailed)
+      return this.spaceAccount();
+    const recent = this.latestAccount();
+    if (!recent) return this.spaceAccount();
+    if (recent.seq !== this.meta.seq) {
+      // Served next time. A failure (a bug) makes the next call compute at once, which throws it
+      // to that caller instead of losing it here.
+      void this.refreshSpace().catch(() => (this.slicedAccountingFailed = true));
+    }
+    return recent;
+  }
+
+  /** The newer of the last exact and the last sliced result. */
+  private latestAccount(): SpaceAccount | undefined {
+    const a = this.account;
+    const b = this.recentAccount;
+    return !a ? b : !b ? a : a.seq >= b.seq ? a : b;
+  }
+
+  /** Accounts the space now, in slices for large tables; resolves with the result. */
+  refreshSpace(): Promise<SpaceAccount> {
+    if (this.tables.memoryBytes <= SYNC_ACCOUNTING_BYTES) return Promise.resolve(this.spaceAccount());
+    const latest = this.latestAccount();
+    if (latest?.seq === this.meta.seq) return Promise.resolve(latest);
+    this.accounting ??= accountSpaceSliced(this.meta, this.space, {
+      memo: (this.slicedMemo ??= new SpaceMemo()),
+    }).then(
+      (account) => {
+        this.accounting = undefined;
+        this.recentAccount = account;
+        return account;
+      },
+      (err: unknown) => {
+        this.accounting = undefined;
+        throw asSnapblockError(err, "accounting the pool's space");
+      },
+    );
+    return this.accounting;
+  }
+
+  /** The pool's use without the per-device accounting: cheap, exact, for capacity checks. */
+  usage(): Pick<
+    PoolStats,
+    "sizeBytes" | "allocatedBytes" | "freeBytes" | "provisionedBytes" | "copyReservedBytes"
+  > {
+    const cs = this.chunkSize;
+    let provisionedBytes = 0;
+    for (const d of this.meta.volumes.values()) provisionedBytes += d.sizeBytes;
+    return {
+      sizeBytes: this.space.capacity * cs,
+      allocatedBytes: this.space.inUse * cs,
+      freeBytes: this.space.free * cs,
+      provisionedBytes,
+      copyReservedBytes: this.copyReservedChunks() * cs,
+    };
+  }
+
+  /**
+   * The pool's statistics. `recent`: with the space figures of recentSpaceAccount() (never a long
+   * pause, possibly one computation behind) instead of exact ones computed now.
+   */
+  stats(options: { recent?: boolean } = {}): PoolStats {
+    const account = options.recent ? this.recentSpaceAccount() : this.spaceAccount();
+    const cs = this.chunkSize;
     const usage = (d: Device): SpaceUsage => {
-      let total = 0;
-      let exclusive = 0;
-      this.tables.forEachMapped(d.table, (_c, _p, excl) => {
-        total++;
-        if (excl) exclusive++;
-      });
-      const cs = this.chunkSize;
+      const a = account.devices.get(d.id) ?? { mapped: 0, exclusive: 0 };
       return {
-        totalBytes: total * cs,
-        exclusiveBytes: exclusive * cs,
-        sharedBytes: (total - exclusive) * cs,
+        totalBytes: a.mapped * cs,
+        exclusiveBytes: a.exclusive * cs,
+        sharedBytes: (a.mapped - a.exclusive) * cs,
       };
     };
+    const snapshotCounts = new Map<number, number>();
+    for (const d of this.meta.snapshots.values())
+      snapshotCounts.set(d.sourceId, (snapshotCounts.get(d.sourceId) ?? 0) + 1);
+    const volumes = [...this.meta.volumes.values()].sort((a, b) => a.id - b.id);
+    const snapshots = [...this.meta.snapshots.values()].sort((a, b) => a.id - b.id);
     return {
-      chunkSize: this.chunkSize,
-      sizeBytes: this.space.capacity * this.chunkSize,
-      allocatedBytes: this.space.inUse * this.chunkSize,
-      freeBytes: this.space.free * this.chunkSize,
-      volumes: this.listVolumes().map((v) => ({
-        name: v.name,
-        sizeBytes: v.sizeBytes,
-        ...usage(this.find("volume", v.name)),
+      chunkSize: cs,
+      sizeBytes: this.space.capacity * cs,
+      allocatedBytes: this.space.inUse * cs,
+      freeBytes: this.space.free * cs,
+      provisionedBytes: volumes.reduce((sum, d) => sum + d.sizeBytes, 0),
+      reclaimableBytes: account.reclaimableChunks * cs,
+      copyReservedBytes: this.copyReservedChunks() * cs,
+      volumes: volumes.map((d) => ({
+        name: d.name,
+        sizeBytes: d.sizeBytes,
+        ...usage(d),
+        snapshotOnlyBytes: (account.snapshotOnly.get(d.id) ?? 0) * cs,
+        snapshotCount: snapshotCounts.get(d.id) ?? 0,
       })),
-      snapshots: this.listSnapshots().map((s) => ({
-        name: s.name,
-        sizeBytes: s.sizeBytes,
-        sourceVolume: s.sourceVolume,
-        ...usage(this.find("snapshot", s.name)),
+      snapshots: snapshots.map((d) => ({
+        name: d.name,
+        sizeBytes: d.sizeBytes,
+        sourceVolume: d.sourceName ?? "",
+        ...usage(d),
       })),
       metadataBytes: this.tables.memoryBytes + this.space.memoryBytes,
-      ...this.space.sharing(),
+      sharedChunks: account.sharedChunks,
+      exclusiveChunks: account.exclusiveChunks,
       partialChunks: this.space.partials.size,
       copies: [...this.meta.volumes.values()].flatMap((d) => {
         const p = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
@@ -919,6 +1140,29 @@ export class Pool implements PoolCore {
       }),
       ...(this.lastCheck ? { lastCheck: this.lastCheck } : {}),
     };
+  }
+
+  /**
+   * Reports a crossing of a usage level (80/90/100 %) to the observer, up at once and down only
+   * USAGE_HYSTERESIS points below the level; `full`: a write was just refused for lack of space.
+   */
+  private noteUsage(full = false): void {
+    const used = this.space.inUse;
+    const percent = (used / this.space.capacity) * 100;
+    let level = 0;
+    for (const l of POOL_USAGE_LEVELS) if (percent >= l) level = l;
+    if (full) level = 100;
+    const previous = this.usageLevel;
+    if (level === previous) return;
+    if (level < previous && percent > previous - USAGE_HYSTERESIS) return;
+    this.usageLevel = level;
+    this.observer.usageLevel?.({
+      level,
+      previous,
+      usedBytes: used * this.chunkSize,
+      sizeBytes: this.space.capacity * this.chunkSize,
+      full,
+    });
   }
 
   /**

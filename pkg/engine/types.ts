@@ -84,6 +84,22 @@ export interface SnapshotInfo {
   pending?: PendingInfo;
 }
 
+/**
+ * Per-volume snapshot limits (as Longhorn's): CreateSnapshot is refused with NO_SPACE when the
+ * volume is at one of them. Checked atomically with the snapshot's creation.
+ */
+export interface SnapshotLimits {
+  /** Most snapshots the volume may have; a new one is refused when it has this many. */
+  maxSnapshots?: number;
+  /**
+   * Most bytes its snapshots may hold that nothing else maps (VolumeSpace.snapshotOnlyBytes); a
+   * new snapshot is refused when they hold this much or more.
+   */
+  maxSnapshotBytes?: number;
+  /** How each limit is named in the refusal (e.g. the StorageClass parameter that set it). */
+  names?: { maxSnapshots?: string; maxSnapshotBytes?: string };
+}
+
 export interface CopyProgress {
   state: "running" | "done" | "cancelled" | "failed";
   copiedChunks: number;
@@ -91,16 +107,44 @@ export interface CopyProgress {
   error?: string;
 }
 
+/** A volume's space: its own usage, and what its snapshots hold (space-accounting.ts). */
+export interface VolumeSpace extends SpaceUsage {
+  name: string;
+  sizeBytes: number;
+  /**
+   * Bytes of chunks that only this volume's snapshots map (one or several of them): what
+   * deleting all of its snapshots would give back.
+   */
+  snapshotOnlyBytes: number;
+  /** Snapshots taken of this volume that still exist. */
+  snapshotCount: number;
+}
+
+export interface SnapshotSpace extends SpaceUsage {
+  name: string;
+  sizeBytes: number;
+  sourceVolume: string;
+}
+
 export interface PoolStats {
   chunkSize: number;
   sizeBytes: number;
   allocatedBytes: number;
   freeBytes: number;
-  volumes: Array<{ name: string; sizeBytes: number } & SpaceUsage>;
-  snapshots: Array<{ name: string; sizeBytes: number; sourceVolume: string } & SpaceUsage>;
+  /** Sum of the volumes' sizes (thin provisioning: may exceed sizeBytes when overcommitted). */
+  provisionedBytes: number;
+  /**
+   * Bytes no table maps that partial chunks still read from; the background filler gives them
+   * back (space-accounting.ts). allocated = exclusive (all devices) + shared + reclaimable.
+   */
+  reclaimableBytes: number;
+  /** Space needed by running full copies that they have not taken yet (held back for them). */
+  copyReservedBytes: number;
+  volumes: VolumeSpace[];
+  snapshots: SnapshotSpace[];
   /** Bytes of pool metadata held in memory (chunk tables and reference counts). */
   metadataBytes: number;
-  /** Chunks mapped by more than one leaf or partial chunk (shared) and by exactly one (exclusive). */
+  /** Chunks mapped by more than one volume or snapshot (shared) and by exactly one (exclusive). */
   sharedChunks: number;
   exclusiveChunks: number;
   /** Partial chunks waiting for the background filler. */
@@ -152,10 +196,29 @@ export interface EngineObserver {
   }) => void;
   /** A commit (flush of data and metadata) finished. */
   committed?: (event: { records: number; seconds: number }) => void;
-  /** Pending chunks were fetched because a read or a partial write needed them now. */
-  pendingFetched?: (event: { source: string; chunks: number; onDemand: boolean }) => void;
-  /** A pending chunk arrived and was filled (`bytes` 0: it was a hole). */
-  chunkFilled?: (event: { source: string; bytes: number }) => void;
+  /**
+   * A pending chunk arrived and was filled (`bytes` 0: it was a hole). `onDemand`: a read or a
+   * partial write waited for it; otherwise the background pull brought it.
+   */
+  chunkFilled?: (event: { source: string; bytes: number; onDemand: boolean }) => void;
   /** Nothing is pending from `source` any more: what its pull fetched, and how long it took. */
   pullFinished?: (event: { source: string; chunks: number; bytes: number; seconds: number }) => void;
+  /**
+   * The pool's use crossed a level (POOL_USAGE_LEVELS: 80, 90, 100 percent, or 0 below them),
+   * up or down. `full` is true when a write was refused for lack of space.
+   */
+  usageLevel?: (event: PoolUsageEvent) => void;
+}
+
+/** Levels of pool use, in percent of its chunks, that are reported when crossed. */
+export const POOL_USAGE_LEVELS = [80, 90, 100] as const;
+
+export interface PoolUsageEvent {
+  /** The highest level reached (0: below the first). */
+  level: number;
+  previous: number;
+  usedBytes: number;
+  sizeBytes: number;
+  /** A write was refused with NO_SPACE. */
+  full: boolean;
 }

@@ -1,10 +1,25 @@
 import { SnapblockError } from "../errors/index.js";
-import type { KubeApi, KubeCsr, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+import type {
+  KubeApi,
+  KubeCsr,
+  KubeEvent,
+  KubeLease,
+  KubeNode,
+  KubePvc,
+  KubeSnapshotSchedule,
+  KubeVolumeSnapshot,
+  LabelSelector,
+  SnapshotScheduleStatus,
+} from "./kube-api.js";
+import { matchesSelector, selectorString } from "./label-selector.js";
 
 /**
  * An API server of our own for tests: Nodes, Leases with resourceVersion checks, Events,
- * CertificateSigningRequests (stamped with the requester's identity), ConfigMaps. Not part of the
- * build (tsconfig.build.json leaves out *.testing.ts).
+ * CertificateSigningRequests (stamped with the requester's identity), ConfigMaps, and for
+ * SnapshotSchedules: schedules with a status subresource, PVCs, VolumeSnapshots with uids, name
+ * uniqueness and uid preconditions on delete (selectors go through selectorString() first, so a
+ * selector the real API would refuse fails here too). Not part of the build (tsconfig.build.json
+ * leaves out *.testing.ts).
  */
 export class FakeKube implements KubeApi {
   nodes = new Map<string, KubeNode>();
@@ -84,6 +99,79 @@ export class FakeKube implements KubeApi {
   }
   putConfigMap(ns: string, name: string, data: Record<string, string>): Promise<void> {
     this.configMaps.set(`${ns}/${name}`, { ...data });
+    return Promise.resolve();
+  }
+
+  // SnapshotSchedules, PVCs, VolumeSnapshots.
+  schedules = new Map<string, KubeSnapshotSchedule>();
+  pvcs = new Map<string, KubePvc>();
+  snapshots = new Map<string, KubeVolumeSnapshot>();
+  /** Calls by name, to check what the code under test asked for. */
+  calls: string[] = [];
+  /** Makes the next calls of a method fail (CLOSED: the API server cannot be reached). */
+  failing = new Set<string>();
+  /** The simulated clock, for creation timestamps. */
+  now: () => Date = () => new Date();
+  private enter(method: string): void {
+    this.calls.push(method);
+    if (this.failing.has(method))
+      throw new SnapblockError("CLOSED", `${method}: the API server is unreachable`);
+  }
+
+  async listSnapshotSchedules(): Promise<KubeSnapshotSchedule[]> {
+    this.enter("listSnapshotSchedules");
+    return Promise.resolve([...this.schedules.values()].map((s) => structuredClone(s)));
+  }
+  async patchSnapshotScheduleStatus(
+    namespace: string,
+    name: string,
+    status: SnapshotScheduleStatus,
+  ): Promise<void> {
+    this.enter("patchSnapshotScheduleStatus");
+    const s = this.schedules.get(`${namespace}/${name}`);
+    if (!s) throw new SnapblockError("NOT_FOUND", `SnapshotSchedule ${namespace}/${name}`);
+    s.status = structuredClone(status);
+    return Promise.resolve();
+  }
+  async listPvcs(namespace: string, selector: LabelSelector): Promise<KubePvc[]> {
+    this.enter("listPvcs");
+    selectorString(selector); // refuses what the API server would
+    return Promise.resolve(
+      [...this.pvcs.values()]
+        .filter((p) => p.namespace === namespace && matchesSelector(p.labels, selector))
+        .map((p) => structuredClone(p)),
+    );
+  }
+  async listVolumeSnapshots(
+    namespace: string,
+    labels: Record<string, string>,
+  ): Promise<KubeVolumeSnapshot[]> {
+    this.enter("listVolumeSnapshots");
+    return Promise.resolve(
+      [...this.snapshots.values()]
+        .filter((s) => s.namespace === namespace && matchesSelector(s.labels, { matchLabels: labels }))
+        .map((s) => structuredClone(s)),
+    );
+  }
+  async createVolumeSnapshot(s: KubeVolumeSnapshot): Promise<KubeVolumeSnapshot> {
+    this.enter("createVolumeSnapshot");
+    const key = `${s.namespace}/${s.name}`;
+    if (this.snapshots.has(key)) throw new SnapblockError("ALREADY_EXISTS", `VolumeSnapshot ${key} exists`);
+    const stored: KubeVolumeSnapshot = {
+      ...structuredClone(s),
+      uid: `uid-${this.version++}`,
+      creationTimestamp: this.now(),
+    };
+    this.snapshots.set(key, stored);
+    return Promise.resolve(structuredClone(stored));
+  }
+  async deleteVolumeSnapshot(namespace: string, name: string, uid: string): Promise<void> {
+    this.enter("deleteVolumeSnapshot");
+    const key = `${namespace}/${name}`;
+    const s = this.snapshots.get(key);
+    if (!s) throw new SnapblockError("NOT_FOUND", `VolumeSnapshot ${key}`);
+    if (s.uid !== uid) throw new SnapblockError("BUSY", `VolumeSnapshot ${key}: precondition failed (uid)`);
+    this.snapshots.delete(key);
     return Promise.resolve();
   }
 }

@@ -2,9 +2,21 @@
  * pkg/k8s: what snapblock does with the Kubernetes API, behind the small plain-data KubeApi
  * interface (KubeClient implements it with @kubernetes/client-node, loaded only when used): the
  * node's announcement on its Node object, node discovery from those announcements, Lease leader
- * election, and Events. See docs/cluster.md. This is the module's only entry point.
+ * election, Events, and scheduled VolumeSnapshots (SnapshotSchedule). See docs/cluster.md and
+ * docs/snapshot-schedules.md. This is the module's only entry point.
  */
-export type { KubeApi, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+export type {
+  KubeApi,
+  KubeEvent,
+  KubeLease,
+  KubeNode,
+  KubeOwnerReference,
+  KubePvc,
+  KubeSnapshotSchedule,
+  KubeVolumeSnapshot,
+  LabelSelector,
+  SnapshotScheduleStatus,
+} from "./kube-api.js";
 export { connectKube } from "./kube-connect.js";
 export { KubernetesNodeDiscovery, type KubernetesNodeDiscoveryOptions } from "./kube-node-discovery.js";
 export {
@@ -16,6 +28,22 @@ export {
 } from "./node-announcement.js";
 export { LeaseElection, type LeaseElectionOptions } from "./lease-election.js";
 export { KubeEventRecorder, type KubeEventRecorderOptions } from "./kube-events.js";
+export {
+  SnapshotSchedules,
+  type ScheduleOutcome,
+  type SnapshotSchedulesOptions,
+} from "./snapshot-schedules.js";
+export {
+  SCHEDULE_API,
+  SCHEDULE_LABEL,
+  PVC_LABEL,
+  PVC_ANNOTATION,
+  SCHEDULED_AT_ANNOTATION,
+  parseScheduleSpec,
+  scheduledSnapshotName,
+} from "./snapshot-schedule-spec.js";
+export { retentionDeletes, type RetainedSnapshot, type RetentionPolicy } from "./schedule-retention.js";
+export { matchesSelector, selectorString } from "./label-selector.js";
 export type { KubeCsr } from "./kube-api.js";
 export { CsrSigner, ENGINE_SIGNER, NODE_NAME_EXTRA, type CsrSignerOptions } from "./csr-signer.js";
 export { NodeCertificate, type NodeCertificateOptions } from "./node-certificate.js";

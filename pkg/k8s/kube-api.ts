@@ -37,6 +37,78 @@ export interface KubeEvent {
   time: Date;
 }
 
+/** A Kubernetes label selector (metav1.LabelSelector): every requirement must hold. */
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
+}
+
+/** A SnapshotSchedule (snapblock.dev/v1alpha1) as read: the spec raw, validated by its reader. */
+export interface KubeSnapshotSchedule {
+  namespace: string;
+  name: string;
+  uid: string;
+  generation: number;
+  creationTimestamp: Date;
+  spec: unknown;
+  status?: SnapshotScheduleStatus;
+}
+
+/** What the reconciler records on a SnapshotSchedule (its status subresource). */
+export interface SnapshotScheduleStatus {
+  /** The schedule time whose snapshots were all created (RFC 3339). */
+  lastScheduleTime?: string;
+  /** When the newest VolumeSnapshot of the schedule was created. */
+  lastSnapshotTime?: string;
+  nextSnapshotTime?: string;
+  /** VolumeSnapshots the schedule owns now. */
+  snapshotCount?: number;
+  /** PVCs the selector picks (bound ones, which can be snapshotted). */
+  selectedPVCs?: number;
+  /** Empty when the last reconcile went well. */
+  lastError?: string;
+  observedGeneration?: number;
+}
+
+export interface KubePvc {
+  namespace: string;
+  name: string;
+  uid: string;
+  labels: Record<string, string>;
+  /** Pending, Bound or Lost. */
+  phase: string;
+  /** Being deleted (deletionTimestamp set). */
+  deleting: boolean;
+}
+
+export interface KubeOwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+  controller?: boolean;
+}
+
+/** A VolumeSnapshot (snapshot.storage.k8s.io/v1), the fields snapblock reads and writes. */
+export interface KubeVolumeSnapshot {
+  namespace: string;
+  name: string;
+  /** Set by the API server. */
+  uid?: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  ownerReferences: KubeOwnerReference[];
+  /** spec.source.persistentVolumeClaimName */
+  pvcName: string;
+  /** spec.volumeSnapshotClassName (absent: the default class). */
+  className?: string;
+  creationTimestamp?: Date;
+  /** status.readyToUse */
+  readyToUse?: boolean;
+  /** status.error.message */
+  error?: string;
+}
+
 /** A CertificateSigningRequest (certificates.k8s.io/v1), as the signer and the requester see it. */
 export interface KubeCsr {
   name: string;
@@ -66,6 +138,22 @@ export interface KubeApi {
   /** Replaces a Lease; BUSY when its resourceVersion is no longer current. */
   replaceLease(lease: KubeLease): Promise<KubeLease>;
   createEvent(event: KubeEvent): Promise<void>;
+
+  /** Every SnapshotSchedule of the cluster. */
+  listSnapshotSchedules(): Promise<KubeSnapshotSchedule[]>;
+  /** Merge-patches the status subresource of a SnapshotSchedule. */
+  patchSnapshotScheduleStatus(namespace: string, name: string, status: SnapshotScheduleStatus): Promise<void>;
+  /** The PVCs of a namespace that a selector picks. */
+  listPvcs(namespace: string, selector: LabelSelector): Promise<KubePvc[]>;
+  /** The VolumeSnapshots of a namespace carrying all of `labels`. */
+  listVolumeSnapshots(namespace: string, labels: Record<string, string>): Promise<KubeVolumeSnapshot[]>;
+  /** ALREADY_EXISTS when the name is taken. */
+  createVolumeSnapshot(snapshot: KubeVolumeSnapshot): Promise<KubeVolumeSnapshot>;
+  /**
+   * Deletes a VolumeSnapshot only if it is still the object `uid` names (a precondition: one
+   * deleted and re-created under the same name meanwhile is left alone). NOT_FOUND when gone.
+   */
+  deleteVolumeSnapshot(namespace: string, name: string, uid: string): Promise<void>;
   /** Creates a CSR (ALREADY_EXISTS when the name is taken). */
   createCsr(
     csr: Pick<KubeCsr, "name" | "signerName" | "requestPem" | "usages" | "expirationSeconds">,

@@ -3,6 +3,7 @@ import {
   CertificatesV1Api,
   CoordinationV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   KubeConfig,
   PatchStrategy,
   V1MicroTime,
@@ -11,7 +12,42 @@ import {
   type V1Lease,
 } from "@kubernetes/client-node";
 import { SnapblockError } from "../errors/index.js";
-import type { KubeApi, KubeCsr, KubeEvent, KubeLease, KubeNode } from "./kube-api.js";
+import type {
+  KubeApi,
+  KubeCsr,
+  KubeEvent,
+  KubeLease,
+  KubeNode,
+  KubePvc,
+  KubeSnapshotSchedule,
+  KubeVolumeSnapshot,
+  LabelSelector,
+  SnapshotScheduleStatus,
+} from "./kube-api.js";
+import { selectorString } from "./label-selector.js";
+import { SCHEDULE_API } from "./snapshot-schedule-spec.js";
+
+/** snapshot.storage.k8s.io/v1 VolumeSnapshot, as external-snapshotter defines it. */
+const VOLUME_SNAPSHOT = {
+  group: "snapshot.storage.k8s.io",
+  version: "v1",
+  plural: "volumesnapshots",
+} as const;
+const SCHEDULE = {
+  group: SCHEDULE_API.group,
+  version: SCHEDULE_API.version,
+  plural: SCHEDULE_API.plural,
+} as const;
+/** Every status field, so that a merge patch can clear one (null) that is no longer true. */
+const STATUS_FIELDS: Array<keyof SnapshotScheduleStatus> = [
+  "lastScheduleTime",
+  "lastSnapshotTime",
+  "nextSnapshotTime",
+  "snapshotCount",
+  "selectedPVCs",
+  "lastError",
+  "observedGeneration",
+];
 
 /**
  * KubeApi over @kubernetes/client-node: in-cluster service account when running in a pod,
@@ -21,6 +57,7 @@ import type { KubeApi, KubeCsr, KubeEvent, KubeLease, KubeNode } from "./kube-ap
 export class KubeClient implements KubeApi {
   private readonly core: CoreV1Api;
   private readonly coordination: CoordinationV1Api;
+  private readonly custom: CustomObjectsApi;
   private readonly certificates: CertificatesV1Api;
 
   constructor(config?: KubeConfig) {
@@ -28,6 +65,102 @@ export class KubeClient implements KubeApi {
     this.core = kc.makeApiClient(CoreV1Api);
     this.coordination = kc.makeApiClient(CoordinationV1Api);
     this.certificates = kc.makeApiClient(CertificatesV1Api);
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+  }
+
+  async listSnapshotSchedules(): Promise<KubeSnapshotSchedule[]> {
+    const list = (await call("listing SnapshotSchedules", () =>
+      this.custom.listClusterCustomObject({ ...SCHEDULE }),
+    )) as { items?: RawObject[] };
+    return (list.items ?? []).map((o) => ({
+      namespace: o.metadata?.namespace ?? "",
+      name: o.metadata?.name ?? "",
+      uid: o.metadata?.uid ?? "",
+      generation: o.metadata?.generation ?? 0,
+      creationTimestamp: new Date(o.metadata?.creationTimestamp ?? 0),
+      spec: o.spec,
+      ...(o.status ? { status: o.status } : {}),
+    }));
+  }
+
+  async patchSnapshotScheduleStatus(
+    namespace: string,
+    name: string,
+    status: SnapshotScheduleStatus,
+  ): Promise<void> {
+    const body = { status: Object.fromEntries(STATUS_FIELDS.map((k) => [k, status[k] ?? null])) };
+    await call(
+      `recording the status of SnapshotSchedule ${namespace}/${name}`,
+      () =>
+        this.custom.patchNamespacedCustomObjectStatus(
+          { ...SCHEDULE, namespace, name, body },
+          setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        ),
+      "update",
+    );
+  }
+
+  async listPvcs(namespace: string, selector: LabelSelector): Promise<KubePvc[]> {
+    const list = await call(`listing PVCs in ${namespace}`, () =>
+      this.core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector: selectorString(selector) }),
+    );
+    return list.items.map((p) => ({
+      namespace,
+      name: p.metadata?.name ?? "",
+      uid: p.metadata?.uid ?? "",
+      labels: { ...(p.metadata?.labels ?? {}) },
+      phase: p.status?.phase ?? "",
+      deleting: p.metadata?.deletionTimestamp !== undefined,
+    }));
+  }
+
+  async listVolumeSnapshots(
+    namespace: string,
+    labels: Record<string, string>,
+  ): Promise<KubeVolumeSnapshot[]> {
+    const list = (await call(`listing VolumeSnapshots in ${namespace}`, () =>
+      this.custom.listNamespacedCustomObject({
+        ...VOLUME_SNAPSHOT,
+        namespace,
+        labelSelector: selectorString({ matchLabels: labels }),
+      }),
+    )) as { items?: RawObject[] };
+    return (list.items ?? []).map(fromVolumeSnapshot);
+  }
+
+  async createVolumeSnapshot(s: KubeVolumeSnapshot): Promise<KubeVolumeSnapshot> {
+    const body = {
+      apiVersion: `${VOLUME_SNAPSHOT.group}/${VOLUME_SNAPSHOT.version}`,
+      kind: "VolumeSnapshot",
+      metadata: {
+        name: s.name,
+        namespace: s.namespace,
+        labels: s.labels,
+        annotations: s.annotations,
+        ownerReferences: s.ownerReferences.map((r) => ({ ...r, blockOwnerDeletion: false })),
+      },
+      spec: {
+        source: { persistentVolumeClaimName: s.pvcName },
+        ...(s.className ? { volumeSnapshotClassName: s.className } : {}),
+      },
+    };
+    const made = (await call(
+      `creating VolumeSnapshot ${s.namespace}/${s.name}`,
+      () => this.custom.createNamespacedCustomObject({ ...VOLUME_SNAPSHOT, namespace: s.namespace, body }),
+      "create",
+    )) as RawObject;
+    return fromVolumeSnapshot(made);
+  }
+
+  async deleteVolumeSnapshot(namespace: string, name: string, uid: string): Promise<void> {
+    await call(`deleting VolumeSnapshot ${namespace}/${name}`, () =>
+      this.custom.deleteNamespacedCustomObject({
+        ...VOLUME_SNAPSHOT,
+        namespace,
+        name,
+        body: { preconditions: { uid } },
+      }),
+    );
   }
 
   async listNodes(): Promise<KubeNode[]> {
@@ -267,6 +400,56 @@ function toLease(l: KubeLease): V1Lease {
       ...(l.leaseTransitions !== undefined ? { leaseTransitions: l.leaseTransitions } : {}),
     },
   };
+}
+
+/** A custom object as the API returns it (plain JSON). */
+interface RawObject {
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    generation?: number;
+    creationTimestamp?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: Array<{
+      apiVersion: string;
+      kind: string;
+      name: string;
+      uid: string;
+      controller?: boolean;
+    }>;
+  };
+  spec?: unknown;
+  status?: unknown;
+}
+
+function fromVolumeSnapshot(o: RawObject): KubeVolumeSnapshot {
+  const spec = (o.spec ?? {}) as {
+    source?: { persistentVolumeClaimName?: string };
+    volumeSnapshotClassName?: string;
+  };
+  const status = (o.status ?? {}) as { readyToUse?: boolean; error?: { message?: string } };
+  const out: KubeVolumeSnapshot = {
+    namespace: o.metadata?.namespace ?? "",
+    name: o.metadata?.name ?? "",
+    labels: { ...(o.metadata?.labels ?? {}) },
+    annotations: { ...(o.metadata?.annotations ?? {}) },
+    ownerReferences: (o.metadata?.ownerReferences ?? []).map((r) => ({
+      apiVersion: r.apiVersion,
+      kind: r.kind,
+      name: r.name,
+      uid: r.uid,
+      ...(r.controller !== undefined ? { controller: r.controller } : {}),
+    })),
+    pvcName: spec.source?.persistentVolumeClaimName ?? "",
+  };
+  if (o.metadata?.uid) out.uid = o.metadata.uid;
+  if (spec.volumeSnapshotClassName) out.className = spec.volumeSnapshotClassName;
+  if (o.metadata?.creationTimestamp) out.creationTimestamp = new Date(o.metadata.creationTimestamp);
+  if (status.readyToUse !== undefined) out.readyToUse = status.readyToUse;
+  if (status.error?.message) out.error = status.error.message;
+  return out;
 }
 
 function fromCsr(c: V1CertificateSigningRequest): KubeCsr {

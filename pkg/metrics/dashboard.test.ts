@@ -62,6 +62,9 @@ describe("the Grafana dashboard", () => {
       "ROW redirects",
       "CSI error rate",
       "Copies in progress",
+      "Top volumes by snapshot space",
+      "Pool usage",
+      "Snapshots per volume",
     ]) {
       expect(titles).toContain(t);
     }

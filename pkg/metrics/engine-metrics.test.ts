@@ -13,12 +13,17 @@ function poolStats(volumes: string[], snapshots: Array<[string, string]> = []): 
     sizeBytes: 1024 * KiB * 1024,
     allocatedBytes: 640 * KiB,
     freeBytes: 1024 * KiB * 1024 - 640 * KiB,
+    provisionedBytes: volumes.length * 100 * KiB * 1024,
+    reclaimableBytes: 64 * KiB,
+    copyReservedBytes: 8 * 64 * KiB,
     volumes: volumes.map((name) => ({
       name,
       sizeBytes: 100 * KiB * 1024,
       totalBytes: 128 * KiB,
       exclusiveBytes: 64 * KiB,
       sharedBytes: 64 * KiB,
+      snapshotOnlyBytes: snapshots.some(([, v]) => v === name) ? 192 * KiB : 0,
+      snapshotCount: snapshots.filter(([, v]) => v === name).length,
     })),
     snapshots: snapshots.map(([name, sourceVolume]) => ({
       name,
@@ -63,9 +68,28 @@ describe("EngineMetrics", () => {
       6 * 64 * KiB,
     );
     expect(await sampleValue(registry, "snapblock_engine_snapshot_exclusive_bytes", { pool: "p" })).toBe(
-      64 * KiB,
+      192 * KiB,
     );
     expect(await sampleValue(registry, "snapblock_engine_check_ok", { pool: "p" })).toBe(1);
+    expect(await sampleValue(registry, "snapblock_engine_pool_reclaimable_bytes", { pool: "p" })).toBe(
+      64 * KiB,
+    );
+    expect(await sampleValue(registry, "snapblock_engine_copy_reserved_bytes", { pool: "p" })).toBe(
+      512 * KiB,
+    );
+    // Held by a volume's snapshots alone (not the sum of their exclusive bytes: chunks two of its
+    // snapshots share count too).
+    expect(
+      await sampleValue(registry, "snapblock_volume_snapshot_only_bytes", { pool: "p", volume: "v1" }),
+    ).toBe(192 * KiB);
+    expect(await sampleValue(registry, "snapblock_volume_snapshots", { pool: "p", volume: "v1" })).toBe(1);
+    expect(
+      await sampleValue(registry, "snapblock_snapshot_shared_bytes", {
+        pool: "p",
+        snapshot: "s1",
+        volume: "v1",
+      }),
+    ).toBe(0);
     expect(
       await sampleValue(registry, "snapblock_snapshot_exclusive_bytes", {
         pool: "p",

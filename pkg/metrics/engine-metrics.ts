@@ -120,7 +120,31 @@ export class EngineMetrics {
     commitRecords.inc(pool, 0);
     this.copyBytes.inc(pool, 0);
 
+    // Content arriving from other nodes (cross-node restores, replicas).
+    const pullBytes = new Counter({
+      name: "snapblock_engine_pull_bytes_total",
+      help: "Bytes of chunks fetched from other nodes (restores of another node's snapshot, replicas).",
+      labelNames: ["pool"],
+      registers,
+    });
+    const pullChunks = new Counter({
+      name: "snapblock_engine_pull_chunks_total",
+      help: "Chunks fetched from other nodes, by why: on_demand (a read or partial write waited for it) or background (the pull).",
+      labelNames: ["pool", "mode"],
+      registers,
+    });
+    const pullsFinished = new Counter({
+      name: "snapblock_engine_pulls_finished_total",
+      help: "Copies from another node that completed (every chunk of the source is here).",
+      labelNames: ["pool"],
+      registers,
+    });
     this.observer = {
+      chunkFilled: (e) => {
+        pullBytes.inc({ pool: this.pool }, e.bytes);
+        pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
+      },
+      pullFinished: () => pullsFinished.inc({ pool: this.pool }),
       ioCompleted: (e) => {
         const labels = { pool: this.pool, op: e.op };
         io.operations.inc(labels);
@@ -183,20 +207,24 @@ export class EngineMetrics {
     g.size.set(pool, stats.sizeBytes);
     g.allocated.set(pool, stats.allocatedBytes);
     g.free.set(pool, stats.freeBytes);
-    g.provisioned.set(
-      pool,
-      stats.volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
-    );
+    g.provisioned.set(pool, stats.provisionedBytes);
     g.metadata.set(pool, stats.metadataBytes);
     g.chunks.set({ ...pool, sharing: "shared" }, stats.sharedChunks);
     g.chunks.set({ ...pool, sharing: "exclusive" }, stats.exclusiveChunks);
     g.chunks.set({ ...pool, sharing: "partial" }, stats.partialChunks);
     g.volumes.set(pool, stats.volumes.length);
     g.snapshots.set(pool, stats.snapshots.length);
+    // Volume by volume, what only its snapshots hold; plus the snapshots of volumes since deleted.
+    const volumes = new Set(stats.volumes.map((v) => v.name));
     g.snapshotExclusive.set(
       pool,
-      stats.snapshots.reduce((sum, s) => sum + s.exclusiveBytes, 0),
+      stats.volumes.reduce((sum, v) => sum + v.snapshotOnlyBytes, 0) +
+        stats.snapshots
+          .filter((s) => !volumes.has(s.sourceVolume))
+          .reduce((sum, s) => sum + s.exclusiveBytes, 0),
     );
+    g.reclaimable.set(pool, stats.reclaimableBytes);
+    g.copyReserved.set(pool, stats.copyReservedBytes);
     for (const state of COPY_STATES) {
       g.copies.set({ ...pool, state }, stats.copies.filter((c) => c.state === state).length);
     }
@@ -229,6 +257,8 @@ export class EngineMetrics {
       d.size.inc(labels, v.sizeBytes);
       d.allocated.inc(labels, v.totalBytes);
       d.exclusive.inc(labels, v.exclusiveBytes);
+      d.snapshotOnly.inc(labels, v.snapshotOnlyBytes);
+      d.snapshotCount.inc(labels, v.snapshotCount);
     }
     for (const s of stats.snapshots) {
       const snapshot = this.snapshots.labelFor(s.name);
@@ -239,6 +269,7 @@ export class EngineMetrics {
       };
       d.snapshotSize.inc(labels, s.sizeBytes);
       d.snapshotExclusive.inc(labels, s.exclusiveBytes);
+      d.snapshotShared.inc(labels, s.sharedBytes);
     }
   }
 }
@@ -269,7 +300,17 @@ function poolGauges(registers: Registry[], collect: () => void) {
     snapshots: gauge("snapblock_engine_snapshots", "Snapshots in the pool.", ["pool"]),
     snapshotExclusive: gauge(
       "snapblock_engine_snapshot_exclusive_bytes",
-      "Bytes held exclusively by snapshots: what deleting every snapshot would give back.",
+      "Bytes only snapshots hold, volume by volume: what deleting every snapshot of every volume would give back.",
+      ["pool"],
+    ),
+    reclaimable: gauge(
+      "snapblock_engine_pool_reclaimable_bytes",
+      "Bytes no volume or snapshot maps any more that the background filler is giving back.",
+      ["pool"],
+    ),
+    copyReserved: gauge(
+      "snapblock_engine_copy_reserved_bytes",
+      "Free bytes held back for the running background full copies (new full copies are refused past it).",
       ["pool"],
     ),
     copies: gauge(
@@ -345,11 +386,30 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
       "snapblock_snapshot_exclusive_bytes",
       "Bytes of chunks only this snapshot maps: what deleting it would give back.",
     ),
+    snapshotShared: snapshotGauge(
+      "snapblock_snapshot_shared_bytes",
+      "Bytes of chunks this snapshot maps that its volume, clones or other snapshots map too.",
+    ),
+    snapshotOnly: volumeGauge(
+      "snapblock_volume_snapshot_only_bytes",
+      "Bytes only this volume's snapshots hold (one or several of them): what deleting all of them would give back.",
+    ),
+    snapshotCount: volumeGauge("snapblock_volume_snapshots", "Snapshots of this volume."),
   };
   return {
     ...m,
     resetGauges: () => {
-      for (const g of [m.size, m.allocated, m.exclusive, m.snapshotSize, m.snapshotExclusive]) g.reset();
+      for (const g of [
+        m.size,
+        m.allocated,
+        m.exclusive,
+        m.snapshotSize,
+        m.snapshotExclusive,
+        m.snapshotShared,
+        m.snapshotOnly,
+        m.snapshotCount,
+      ])
+        g.reset();
     },
     /** Drops a deleted volume's counter series, so deleted volumes do not pile up. */
     forget: (labels: { pool: string; volume: string }) => {

@@ -12,7 +12,14 @@ export {
   type CommandResult,
   type RunCommandOptions,
 } from "./run-command.js";
-export { assertSafeAbsolutePath, assertPathWithinRoot, assertRealPathWithinRoot } from "./path-safety.js";
+export {
+  assertSafeAbsolutePath,
+  assertPathWithinRoot,
+  assertRealPathWithinRoot,
+  assertNodePath,
+  NAME_MAX,
+  type NodePathCheck,
+} from "./path-safety.js";
 export {
   parseMountInfo,
   unescapeMountField,
@@ -39,6 +46,7 @@ export {
   type FilesystemType,
   type MakeFilesystemOptions,
   type EnsureFilesystemResult,
+  type EnsureFilesystemOptions,
 } from "./make-filesystem.js";
 export { validateMountFlags, type ValidateMountFlagsOptions } from "./mount-flags.js";
 export {
@@ -48,7 +56,7 @@ export {
   type MountResult,
 } from "./mount-filesystem.js";
 export { bindMount, type BindMountOptions } from "./bind-mount.js";
-export { unmount, prepareMountTarget, type UnmountOptions } from "./unmount.js";
+export { unmount, prepareMountTarget, removeMountTarget, type UnmountOptions } from "./unmount.js";
 export { growFilesystem, type GrowFilesystemOptions } from "./grow-filesystem.js";
 export { volumeStats, blockDeviceSize, type FilesystemStats } from "./volume-stats.js";
 export { checkFilesystem, type FilesystemCheckResult } from "./check-filesystem.js";

@@ -98,18 +98,28 @@ export async function makeFilesystem(options: MakeFilesystemOptions): Promise<vo
   await run({ command, args, timeoutMs: options.timeoutMs ?? 600_000 });
 }
 
-export type EnsureFilesystemResult = "formatted" | "existing";
+/** "blank": the device is blank and formatBlank was false, so nothing was done. */
+export type EnsureFilesystemResult = "formatted" | "existing" | "blank";
+
+export interface EnsureFilesystemOptions extends MakeFilesystemOptions {
+  /**
+   * Whether a blank device may get a filesystem (default true). The caller says false when it
+   * cannot vouch that the device is new: blkid finds no signature in raw data either.
+   */
+  formatBlank?: boolean;
+}
 
 /**
  * NodeStage's "format on first use": leaves an existing filesystem of the requested type alone,
- * makes one on a blank device, and refuses anything else (another filesystem type, a partition
- * table, LUKS, ...) with a message that says what was found.
+ * makes one on a blank device (when allowed), and refuses anything else (another filesystem
+ * type, a partition table, LUKS, ...) with a message that says what was found.
  */
-export async function ensureFilesystem(options: MakeFilesystemOptions): Promise<EnsureFilesystemResult> {
+export async function ensureFilesystem(options: EnsureFilesystemOptions): Promise<EnsureFilesystemResult> {
   const run = options.runner ?? runCommand;
   const content = await probeFilesystem(options.device, { runner: run });
   switch (content.kind) {
     case "blank":
+      if (options.formatBlank === false) return "blank";
       await makeFilesystem(options);
       return "formatted";
     case "filesystem":

@@ -1,8 +1,13 @@
 import { promises as fs } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
-import { assertPathWithinRoot, assertRealPathWithinRoot, assertSafeAbsolutePath } from "./path-safety.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  assertNodePath,
+  assertPathWithinRoot,
+  assertRealPathWithinRoot,
+  assertSafeAbsolutePath,
+} from "./path-safety.js";
 
 describe("assertSafeAbsolutePath", () => {
   it("accepts absolute normalized paths", () => {
@@ -14,6 +19,13 @@ describe("assertSafeAbsolutePath", () => {
     for (const p of ["", "relative/x", "/a/../b", "/a/./b", "/a//b", "/a/", "/a/..", "/a\nb", "/a\u0000b"]) {
       expect(() => assertSafeAbsolutePath(p, "target"), JSON.stringify(p)).toThrow(/target/);
     }
+  });
+
+  it("rejects a component over NAME_MAX bytes as the caller's error", () => {
+    expect(() => assertSafeAbsolutePath(`/a/${"x".repeat(256)}/b`, "target")).toThrow(
+      expect.objectContaining({ code: "INVALID_ARGUMENT" }) as Error,
+    );
+    expect(assertSafeAbsolutePath(`/a/${"x".repeat(255)}`, "target")).toBe(`/a/${"x".repeat(255)}`);
   });
 });
 
@@ -51,5 +63,71 @@ describe("assertRealPathWithinRoot", () => {
     await expect(
       assertRealPathWithinRoot({ root, path: path.join(root, "pods", "escape", "x"), what: "t" }),
     ).rejects.toThrow(/outside the allowed root/);
+  });
+});
+
+describe("assertNodePath", () => {
+  let dir: string;
+  let root: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), "snapblock-node-paths-"));
+    root = path.join(dir, "root");
+    await fs.mkdir(path.join(root, "pods", "real"), { recursive: true });
+    await fs.mkdir(path.join(dir, "outside"));
+    await fs.writeFile(path.join(root, "file"), "");
+    await fs.symlink(path.join(dir, "outside"), path.join(root, "pods", "escape"));
+    await fs.symlink(path.join(root, "pods", "real"), path.join(root, "pods", "inside-link"));
+    await fs.symlink(root, path.join(root, "pods", "to-root"));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+  const check = (p: string, kind?: "directory" | "file") =>
+    assertNodePath({ path: p, roots: [root], what: "target_path", ...(kind ? { kind } : {}) });
+  const refusal = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (err: unknown) => ({ code: (err as { code?: string }).code, message: (err as Error).message }),
+    );
+
+  it("accepts paths inside the root, existing or not, through links that stay inside", async () => {
+    await expect(check(path.join(root, "pods", "real"), "directory")).resolves.toEqual({ exists: true });
+    await expect(check(path.join(root, "pods", "new", "target"))).resolves.toEqual({ exists: false });
+    await expect(check(path.join(root, "pods", "inside-link", "x"))).resolves.toEqual({ exists: false });
+  });
+
+  it("refuses a path that leads outside, or onto the root itself, through a symlink", async () => {
+    expect(await refusal(check(path.join(root, "pods", "escape", "x")))).toMatchObject({
+      code: "INVALID_ARGUMENT",
+      message: expect.stringMatching(/resolves to .*outside/) as string,
+    });
+    expect(await refusal(check(path.join(root, "pods", "to-root", "x")))).toBeUndefined();
+    expect(await refusal(check(path.join(dir, "elsewhere")))).toMatchObject({ code: "INVALID_ARGUMENT" });
+  });
+
+  it("refuses a symbolic link as the last component, wherever it points", async () => {
+    for (const link of ["escape", "inside-link", "to-root"]) {
+      expect(await refusal(check(path.join(root, "pods", link)))).toMatchObject({
+        code: "INVALID_ARGUMENT",
+        message: expect.stringContaining("symbolic link") as string,
+      });
+    }
+    // Without roots too: nothing this plugin mounts at is ever a link.
+    expect(
+      await refusal(assertNodePath({ path: path.join(root, "pods", "inside-link"), roots: [], what: "t" })),
+    ).toMatchObject({ code: "INVALID_ARGUMENT" });
+  });
+
+  it("refuses what the kernel cannot use as the caller's error, and an existing path of the wrong kind", async () => {
+    expect(await refusal(check(path.join(root, "file", "below")))).toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+    expect(await refusal(check(path.join(root, "x".repeat(300))))).toMatchObject({
+      code: "INVALID_ARGUMENT",
+    });
+    expect(await refusal(check(path.join(root, "file"), "directory"))).toMatchObject({
+      code: "ALREADY_EXISTS",
+    });
+    expect(await refusal(check(path.join(root, "pods"), "file"))).toMatchObject({ code: "ALREADY_EXISTS" });
   });
 });

@@ -24,6 +24,32 @@ describe("runCommand", () => {
     expect(isSnapblockError(err, "IO")).toBe(true);
   });
 
+  it("keeps mount option values out of its messages (they may be secrets)", async () => {
+    // The real mount(8), failing: the message names the options, never their values.
+    const err: unknown = await runCommand({
+      command: "mount",
+      args: [
+        "-t",
+        "tmpfs",
+        "-o",
+        "password=hunter2-secret,size=1m,ro",
+        "--",
+        "none",
+        "/nonexistent/snapblock",
+      ],
+    }).catch((e: unknown) => e);
+    expect(isSnapblockError(err)).toBe(true);
+    expect((err as Error).message).toContain("-o password=<redacted>,size=<redacted>,ro");
+    expect((err as Error).message).not.toContain("hunter2");
+    // A program that echoes its options on stderr: the value is blotted out of the output too.
+    const echoed: unknown = await runCommand({
+      command: "sh",
+      args: ["-c", 'echo "helper: bad option $2" >&2; exit 32', "helper", "-o", "password=hunter2-secret,ro"],
+    }).catch((e: unknown) => e);
+    expect((echoed as Error).message).toMatch(/helper: bad option password=<redacted>,ro$/);
+    expect((echoed as Error).message).not.toContain("hunter2");
+  });
+
   it("kills a command that outlives its timeout", async () => {
     const started = Date.now();
     await expect(
@@ -46,6 +72,14 @@ describe("runCommand", () => {
 describe("helpers", () => {
   it("quotes arguments that need it", () => {
     expect(describeCommand("mount", ["-o", "ro", "/a b"])).toBe('mount -o ro "/a b"');
+  });
+
+  it("shows mount option names and never their values", () => {
+    expect(
+      describeCommand("mount", ["-t", "cifs", "--options", "user=u,password=p w,ro", "--", "a", "b"]),
+    ).toBe("mount -t cifs --options user=<redacted>,password=<redacted>,ro -- a b");
+    // Only the argument after -o is an option list.
+    expect(describeCommand("blkid", ["-o", "export", "/dev/x=y"])).toBe("blkid -o export /dev/x=y");
   });
 
   it("finds executables on PATH", async () => {

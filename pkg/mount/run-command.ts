@@ -4,7 +4,9 @@
  * Always asynchronous: the NBD server that backs the devices lives in the same process, so a
  * synchronous spawn of a program that does I/O on one of our devices would deadlock it.
  * Every failure becomes a SnapblockError that names the program, its arguments and why it failed
- * (exit code plus the tail of its stderr), because "mount failed" alone is not actionable.
+ * (exit code plus the tail of its stderr), because "mount failed" alone is not actionable. Mount
+ * option values are never in those messages (describeCommand): CSI mount_flags come from the
+ * StorageClass, and options such as `password=` carry secrets.
  */
 import { spawn } from "node:child_process";
 import { constants as fsConstants, promises as fs } from "node:fs";
@@ -80,14 +82,14 @@ export const runCommand: CommandRunner = (options) => {
         reject(
           new SnapblockError(
             errorCode,
-            `${describeCommand(command, args)} timed out after ${timeoutMs} ms and was killed${tail(stderr)}`,
+            `${describeCommand(command, args)} timed out after ${timeoutMs} ms and was killed${tail(stderr, args)}`,
           ),
         );
       } else if (code === null) {
         reject(
           new SnapblockError(
             errorCode,
-            `${describeCommand(command, args)} was killed by ${signal ?? "a signal"}${tail(stderr)}`,
+            `${describeCommand(command, args)} was killed by ${signal ?? "a signal"}${tail(stderr, args)}`,
           ),
         );
       } else if (!accepted.has(code)) {
@@ -106,22 +108,54 @@ export class CommandFailedError extends SnapblockError {
   constructor(code: ErrorCode, result: CommandResult) {
     super(
       code,
-      `${describeCommand(result.command, result.args)} failed with exit code ${result.exitCode}${tail(result.stderr || result.stdout)}`,
+      `${describeCommand(result.command, result.args)} failed with exit code ${result.exitCode}${tail(result.stderr || result.stdout, result.args)}`,
     );
     this.result = result;
   }
 }
 
-/** Human-readable command line for messages, quoting arguments that need it. */
+/**
+ * Human-readable command line for messages, quoting arguments that need it, with the value of
+ * every mount option (`-o a=b,c` -> `-o a=<redacted>,c`) left out: option names say enough to act
+ * on, and values may be secrets.
+ */
 export function describeCommand(command: string, args: readonly string[]): string {
-  return [command, ...args]
-    .map((word) => (/^[\w@%+=:,./-]+$/.test(word) ? word : JSON.stringify(word)))
+  return [command, ...args.map((arg, i) => (isOptionList(args, i) ? redactOptionList(arg) : arg))]
+    .map((word) => (/^[\w@%+=:,./<>-]+$/.test(word) ? word : JSON.stringify(word)))
     .join(" ");
 }
 
-function tail(output: string): string {
-  const text = output.trim();
+const REDACTED = "<redacted>";
+
+/** The argument after `-o`/`--options` (mount(8), losetup and others): a comma-separated list. */
+function isOptionList(args: readonly string[], i: number): boolean {
+  const before = args[i - 1];
+  return before === "-o" || before === "--options";
+}
+
+function redactOptionList(list: string): string {
+  return list
+    .split(",")
+    .map((option) => (option.includes("=") ? `${option.slice(0, option.indexOf("="))}=${REDACTED}` : option))
+    .join(",");
+}
+
+/**
+ * Option values of at least this length are also blotted out of a program's output (a helper may
+ * echo its options); shorter ones (uid=0, size=1) would blot out unrelated digits and letters.
+ */
+const MIN_REDACTED_IN_OUTPUT = 4;
+
+function tail(output: string, args: readonly string[]): string {
+  let text = output.trim();
   if (text === "") return "";
+  for (const [i, arg] of args.entries()) {
+    if (!isOptionList(args, i)) continue;
+    for (const option of arg.split(",")) {
+      const value = option.includes("=") ? option.slice(option.indexOf("=") + 1) : "";
+      if (value.length >= MIN_REDACTED_IN_OUTPUT) text = text.split(value).join(REDACTED);
+    }
+  }
   return `: ${text.length > STDERR_TAIL ? `...${text.slice(-STDERR_TAIL)}` : text}`;
 }
 

@@ -12,11 +12,7 @@ import { assertSafeAbsolutePath } from "./path-safety.js";
 import { CommandFailedError, runCommand, type CommandRunner } from "./run-command.js";
 
 export interface UnmountOptions extends MountInfoOptions {
-  /**
-   * Remove the target afterwards (CSI: the SP deletes the file or directory it created): an empty
-   * directory or a file. Never recursive, so data can never be removed through a path that turned
-   * out not to be a mount point after all.
-   */
+  /** Remove the target afterwards, as removeMountTarget does (only an empty directory or empty file). */
   removeTarget?: boolean;
   runner?: CommandRunner;
 }
@@ -47,19 +43,36 @@ export async function unmount(target: string, options: UnmountOptions = {}): Pro
   if (options.removeTarget === true) await removeMountTarget(target);
 }
 
-/** Removes an empty directory or a file; a missing path is fine. */
-async function removeMountTarget(target: string): Promise<void> {
+/**
+ * Removes what the plugin created at a mount target, after unmounting it (CSI spec,
+ * NodeUnpublishVolume: "The SP MUST delete the file or directory it created at this path"): an
+ * empty directory, or an empty regular file (a raw block target). Anything else found there is
+ * not what was created: it is kept, and the answer says why. Never recursive, never a file with
+ * content, never a symlink, so no data can be removed through a path that holds something else
+ * than expected. A missing path is fine.
+ */
+export async function removeMountTarget(target: string): Promise<{ removed: boolean; kept?: string }> {
+  assertSafeAbsolutePath(target, "mount target");
   try {
     const stat = await fs.lstat(target);
-    if (stat.isDirectory()) await fs.rmdir(target);
-    else await fs.unlink(target);
+    if (stat.isDirectory()) {
+      await fs.rmdir(target);
+    } else if (stat.isFile() && stat.size === 0) {
+      await fs.unlink(target);
+    } else {
+      return { removed: false, kept: `${target} is not an empty file or directory` };
+    }
+    return { removed: true };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return;
+    if (code === "ENOENT") return { removed: false };
+    if (code === "ENOTEMPTY" || code === "EEXIST") return { removed: false, kept: `${target} is not empty` };
     throw new SnapblockError(
-      code === "ENOTEMPTY" ? "BUSY" : "IO",
+      "IO",
       `could not remove ${target} after unmounting it: ${(err as Error).message}`,
-      { cause: err },
+      {
+        cause: err,
+      },
     );
   }
 }
@@ -76,6 +89,10 @@ export async function prepareMountTarget(options: {
 }): Promise<void> {
   const target = assertSafeAbsolutePath(options.path, "mount target");
   const existing = await lstatIfExists(target);
+  if (existing?.isSymbolicLink()) {
+    // mount(8) would follow it: whatever it points to is not what the CO asked to mount at.
+    throw new SnapblockError("INVALID_ARGUMENT", `mount target ${target} is a symbolic link`);
+  }
   if (existing !== undefined) {
     const isDir = existing.isDirectory();
     if (isDir !== (options.kind === "directory")) {
@@ -95,7 +112,9 @@ export async function prepareMountTarget(options: {
       await handle.close();
     }
   } catch (err) {
-    throw new SnapblockError("IO", `could not create mount target ${target}: ${(err as Error).message}`, {
+    // A component over NAME_MAX is the caller's path, not a fault of the node.
+    const code = (err as NodeJS.ErrnoException).code === "ENAMETOOLONG" ? "INVALID_ARGUMENT" : "IO";
+    throw new SnapblockError(code, `could not create mount target ${target}: ${(err as Error).message}`, {
       cause: err,
     });
   }

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
-import path from "node:path";
 import { KeyedMutex, type Attachment, type BlockAttacher } from "../attach/index.js";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
+  assertNodePath,
   blockDeviceSize,
   bindMount,
   ensureFilesystem,
@@ -13,6 +13,7 @@ import {
   isMountPoint,
   mountFilesystem,
   prepareMountTarget,
+  removeMountTarget,
   unmount,
   volumeStats,
   withFrozenFilesystem,
@@ -31,6 +32,9 @@ import {
 } from "../csi/index.js";
 import type { Logger } from "../log/index.js";
 import type { VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
+import { PublicationStore } from "./publications.js";
+import { socketPathFor } from "./socket-path.js";
+import { VolumeClaims } from "./volume-claims.js";
 
 /** What the node data path needs from the pool: read-write handles on volumes. */
 export interface VolumeOpener {
@@ -45,13 +49,32 @@ export interface NbdNodeVolumesOptions {
   attacher: BlockAttacher;
   /** Directory of the export sockets (created 0700). */
   socketDir: string;
+  /** Directory of the records of what was published where (publications.ts; created 0700). */
+  publicationDir: string;
+  /**
+   * When set, every staging and target path must resolve, symbolic links followed, strictly
+   * inside one of these directories (the node's --path-root).
+   */
+  pathRoots?: readonly string[];
+  /** Shared with the NBD exports for people (user-exports.ts): one user of a volume at a time. */
+  claims?: VolumeClaims;
   logger: Logger;
   /** Bounds of a filesystem freeze for a snapshot (defaults: 30 s to freeze, 10 s frozen). */
   freeze?: { freezeTimeoutMs?: number; holdMs?: number };
 }
 
-/** Linux sun_path holds 108 bytes with the NUL. */
-const MAX_SOCKET_PATH = 107;
+/** What the block path holds for one volume: its device and who mounts it (pkg/operator reads it). */
+export interface VolumeAttachmentFacts {
+  engineName: string;
+  health: "ok" | "broken";
+  /** Why it is broken, one sentence each. */
+  problems: string[];
+  devicePath?: string;
+  /** Filesystems mounted from the device: the staging mount and its bind mounts. */
+  filesystemMounts: string[];
+  /** Bind mounts of the device node (raw block volumes published). */
+  deviceBindMounts: string[];
+}
 
 /**
  * The node data path (docs/node-attach.md, "How a volume reaches a pod"): the volume is exported
@@ -61,10 +84,44 @@ const MAX_SOCKET_PATH = 107;
  */
 export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   private readonly devices = new Map<string, VolumeDevice>();
+  private readonly claims: VolumeClaims;
   /** Per volume: stage, unstage and a snapshot's freeze never interleave (see quiesce). */
   private readonly serial = new KeyedMutex();
+  private readonly publications: PublicationStore;
 
-  constructor(private readonly options: NbdNodeVolumesOptions) {}
+  constructor(private readonly options: NbdNodeVolumesOptions) {
+    this.claims = options.claims ?? new VolumeClaims();
+    this.publications = new PublicationStore(options.publicationDir);
+  }
+
+  /** Every volume attached on this node, with its device's health and mounts (for `volume list`). */
+  async attachments(): Promise<VolumeAttachmentFacts[]> {
+    const out: VolumeAttachmentFacts[] = [];
+    for (const listed of await this.options.attacher.list()) {
+      // list() checks processes and devices; an NBD connection that died with the server that
+      // served it (a restart of this process) shows only on I/O: probe it, as
+      // NodeGetVolumeStats does, so that the state says "broken" when I/O would fail.
+      const a =
+        listed.health === "ok"
+          ? ((await this.options.attacher.find(listed.key, { probeIo: true })) ?? listed)
+          : listed;
+      const facts: VolumeAttachmentFacts = {
+        engineName: a.exportName,
+        health: a.health,
+        problems: [...a.problems],
+        filesystemMounts: [],
+        deviceBindMounts: [],
+      };
+      if (a.devicePath !== undefined) facts.devicePath = a.devicePath;
+      if (a.devicePath !== undefined && a.health === "ok") {
+        const mounts = await findMountsOfDevice(a.devicePath);
+        facts.filesystemMounts = mounts.filesystemMounts.map((m) => m.mountPoint);
+        facts.deviceBindMounts = mounts.nodeBindMounts.map((m) => m.mountPoint);
+      }
+      out.push(facts);
+    }
+    return out;
+  }
 
   /**
    * After a restart: serve again the exports of the attachments recorded on this node, so that
@@ -75,11 +132,19 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     for (const attachment of await this.options.attacher.list()) {
       try {
         await this.ensureExport(attachment.exportName);
-        this.options.logger.info("re-exported a staged volume after restart", {
-          volume: attachment.exportName,
-          health: attachment.health,
-          problems: attachment.problems,
-        });
+        // Served again; whether its device reconnected shows only on I/O (nbdfuse cannot reconnect
+        // to a new server): probe it, so that the log says what NodeGetVolumeStats will say.
+        const now = (await this.options.attacher.find(attachment.key, { probeIo: true })) ?? attachment;
+        if (now.health === "ok") {
+          this.options.logger.info("re-exported a staged volume after restart; its device answers I/O", {
+            volume: now.exportName,
+          });
+        } else {
+          this.options.logger.warn(
+            "a staged volume's block device is broken after the restart: unstage and stage it again (Kubernetes: restart the pods using it)",
+            { volume: now.exportName, problems: now.problems },
+          );
+        }
       } catch (err) {
         this.options.logger.warn("cannot re-export a staged volume", { volume: attachment.exportName, err });
       }
@@ -91,10 +156,15 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   private async stageNow(o: NodeStageOptions): Promise<void> {
-    const socketPath = await this.ensureExport(o.engineName);
+    // Every path checked before anything is exported, attached or formatted (CSI: the CO creates
+    // the staging directory).
+    await this.checkPath(o.stagingPath, "staging_target_path", "directory");
+    const key = attachmentKey(o.engineName);
+    const attachedBefore = (await this.options.attacher.find(key)) !== undefined;
+    const socketPath = await this.ensureExport(o.engineName, o.volumeId);
     const device = this.devices.get(o.engineName)!;
     const attachment = await this.options.attacher.attach({
-      key: attachmentKey(o.engineName),
+      key,
       socketPath,
       exportName: o.engineName,
       readOnly: false,
@@ -102,7 +172,19 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     });
     if (o.capability.accessType === "block") return;
     const devicePath = requireDevice(attachment, o.volumeId);
-    const made = await ensureFilesystem({ device: devicePath, fsType: o.fsType });
+    const made = await ensureFilesystem({
+      device: devicePath,
+      fsType: o.fsType,
+      formatBlank: o.refuseFormat === undefined,
+    });
+    if (made === "blank" && o.refuseFormat !== undefined) {
+      // Nothing was written: take away what this call attached, so that nothing is left behind.
+      if (!attachedBefore) {
+        await this.options.attacher.detach(key);
+        await this.stopExport(o.engineName);
+      }
+      throw new StatusError("FAILED_PRECONDITION", o.refuseFormat);
+    }
     await prepareMountTarget({ path: o.stagingPath, kind: "directory" });
     const readOnly = o.capability.mode === "SINGLE_NODE_READER_ONLY";
     await mountFilesystem({
@@ -132,27 +214,81 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   private async unstageNow(o: NodeUnstageOptions): Promise<void> {
+    await this.checkPath(o.stagingPath, "staging_target_path");
     await unmount(o.stagingPath);
     await this.options.attacher.detach(attachmentKey(o.engineName));
     await this.stopExport(o.engineName);
   }
 
   async publish(o: NodePublishOptions): Promise<void> {
+    const kind = o.capability.accessType === "block" ? "file" : "directory";
+    const target = await this.checkPath(o.targetPath, "target_path", kind);
+    await this.checkPath(o.stagingPath, "staging_target_path");
+    let source: string;
     if (o.capability.accessType === "block") {
       const attachment = await this.options.attacher.find(attachmentKey(o.engineName));
       if (!attachment) throw notStaged(o.volumeId);
-      const devicePath = requireDevice(attachment, o.volumeId);
-      await prepareMountTarget({ path: o.targetPath, kind: "file" });
-      await bindMount({ source: devicePath, target: o.targetPath, readOnly: o.readOnly });
-      return;
+      source = requireDevice(attachment, o.volumeId);
+    } else {
+      if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
+      source = o.stagingPath;
     }
-    if (!(await isMountPoint(o.stagingPath))) throw notStaged(o.volumeId);
-    await prepareMountTarget({ path: o.targetPath, kind: "directory" });
-    await bindMount({ source: o.stagingPath, target: o.targetPath, readOnly: o.readOnly });
+    const earlier = await this.publications.get(o.targetPath);
+    const record = {
+      volumeId: o.volumeId,
+      engineName: o.engineName,
+      targetPath: o.targetPath,
+      kind,
+    } as const;
+    // A target the plugin makes is recorded before it exists (a crash in between leaves a record of
+    // nothing, which unpublish clears); a target that was there is recorded once this volume is
+    // mounted on it (bindMount refuses anything else mounted there), so a record always means
+    // "this volume, published here by this plugin".
+    if (!target.exists) await this.publications.put({ ...record, created: true });
+    await prepareMountTarget({ path: o.targetPath, kind });
+    await bindMount({ source, target: o.targetPath, readOnly: o.readOnly });
+    if (target.exists) await this.publications.put({ ...record, created: earlier?.created ?? false });
   }
 
+  /**
+   * CSI spec, NodeUnpublishVolume: the SP "MUST delete the file or directory it created at this
+   * path", and a call for a volume that is not published there succeeds. So only a volume this
+   * plugin published at the path is unmounted and only what it created there is removed. Without a
+   * record (an unknown volume, another volume's target, a publication recorded nowhere) the one
+   * thing done is unmounting a mount of this very volume's device; nothing is ever removed.
+   */
   async unpublish(o: NodeUnpublishOptions): Promise<void> {
-    await unmount(o.targetPath, { removeTarget: true });
+    await this.checkPath(o.targetPath, "target_path");
+    const record = await this.publications.get(o.targetPath);
+    if (record?.engineName !== o.engineName) {
+      if (await this.isMountOf(o.engineName, o.targetPath)) await unmount(o.targetPath);
+      return;
+    }
+    await unmount(o.targetPath);
+    if (record.created) {
+      const removal = await removeMountTarget(o.targetPath);
+      if (removal.kept !== undefined) {
+        this.options.logger.warn("left the publish target in place: it is not as the plugin made it", {
+          volumeId: o.volumeId,
+          reason: removal.kept,
+        });
+      }
+    }
+    await this.publications.remove(o.targetPath);
+  }
+
+  /** Whether a mount at `p` is of this volume's device (its filesystem, or a bind of its device node). */
+  private async isMountOf(engineName: string, p: string): Promise<boolean> {
+    const attachment = await this.options.attacher.find(attachmentKey(engineName));
+    if (attachment?.devicePath === undefined || !(await isMountPoint(p))) return false;
+    try {
+      const mounts = await findMountsOfDevice(attachment.devicePath);
+      return [...mounts.filesystemMounts, ...mounts.nodeBindMounts].some((m) => m.mountPoint === p);
+    } catch (err) {
+      // The device is gone (a broken attachment): nothing mounted here can be shown to be its.
+      if (isSnapblockError(err, "NOT_FOUND")) return false;
+      throw err;
+    }
   }
 
   async stats(o: NodeStatsOptions): Promise<NodeVolumeStats> {
@@ -198,6 +334,8 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
   }
 
   async expand(o: NodeExpandOptions): Promise<{ capacityBytes: number }> {
+    await this.checkPath(o.volumePath, "volume_path");
+    if (o.stagingPath !== undefined) await this.checkPath(o.stagingPath, "staging_target_path");
     const key = attachmentKey(o.engineName);
     const attachment = await this.options.attacher.find(key);
     if (!attachment) throw notStaged(o.volumeId);
@@ -284,6 +422,11 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     return mounts.filesystemMounts.find((m) => m.mountOptions.includes("rw"))?.mountPoint;
   }
 
+  /** assertNodePath against the node's roots: before anything is done at a path the CO gave. */
+  private checkPath(p: string, what: string, kind?: "directory" | "file"): Promise<{ exists: boolean }> {
+    return assertNodePath({ path: p, roots: this.options.pathRoots ?? [], what, ...(kind ? { kind } : {}) });
+  }
+
   /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */
   close(): Promise<void> {
     for (const [name, device] of this.devices) {
@@ -293,25 +436,29 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     return Promise.resolve();
   }
 
-  private async ensureExport(engineName: string): Promise<string> {
+  /** The node path's export of a volume (claimed for it until stopExport); `label` names it in messages. */
+  private async ensureExport(engineName: string, label = engineName): Promise<string> {
+    this.claims.claim(engineName, "staged", label);
     const existing = this.options.nbd.getExport(engineName);
     if (existing && existing.address.kind === "unix") return existing.address.socketPath;
-    await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
-    const socketPath = socketPathFor(this.options.socketDir, engineName);
-    const device = this.options.volumes.openVolumeDevice(engineName);
+    let device: VolumeDevice | undefined;
     try {
+      await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 });
+      const socketPath = socketPathFor(this.options.socketDir, engineName);
+      device = this.options.volumes.openVolumeDevice(engineName);
       await this.options.nbd.startExport({
         backend: device,
         listen: { socketPath },
         name: engineName,
         description: `snapblock volume ${engineName}`,
       });
+      this.devices.set(engineName, device);
+      return socketPath;
     } catch (err) {
-      device.close();
+      device?.close();
+      this.claims.release(engineName, "staged");
       throw err;
     }
-    this.devices.set(engineName, device);
-    return socketPath;
   }
 
   private async stopExport(engineName: string): Promise<void> {
@@ -322,6 +469,7 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     }
     this.devices.get(engineName)?.close();
     this.devices.delete(engineName);
+    this.claims.release(engineName, "staged");
   }
 }
 
@@ -330,19 +478,6 @@ function attachmentKey(engineName: string): string {
   return engineName.length <= 128
     ? engineName
     : `h--${createHash("sha256").update(engineName).digest("hex").slice(0, 40)}`;
-}
-
-function socketPathFor(dir: string, engineName: string): string {
-  const readable = path.join(dir, `${engineName}.sock`);
-  if (Buffer.byteLength(readable) <= MAX_SOCKET_PATH) return readable;
-  const short = path.join(dir, `${createHash("sha256").update(engineName).digest("hex").slice(0, 16)}.sock`);
-  if (Buffer.byteLength(short) > MAX_SOCKET_PATH) {
-    throw new SnapblockError(
-      "INVALID_ARGUMENT",
-      `NBD socket directory ${dir} is too long for unix socket paths (${MAX_SOCKET_PATH} bytes)`,
-    );
-  }
-  return short;
 }
 
 function requireDevice(attachment: Attachment, volumeId: string): string {

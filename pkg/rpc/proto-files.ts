@@ -1,8 +1,8 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadPackageDefinition, type GrpcObject } from "@grpc/grpc-js";
-import { loadSync, type Options } from "@grpc/proto-loader";
+import { fromJSON, loadSync, type Options } from "@grpc/proto-loader";
 import { SnapblockError } from "../errors/index.js";
 
 /**
@@ -35,7 +35,21 @@ export function findProtoFile(name: string): string {
   }
 }
 
-/** Loads proto/NAME with PROTO_LOADER_OPTIONS. */
+/**
+ * Loads proto/NAME with PROTO_LOADER_OPTIONS. In a build (dist/proto), the definitions were
+ * parsed at build time (proto/build-descriptors.js) and are read from NAME.json beside the file:
+ * the same definitions, without the cost of parsing the text on every CLI call.
+ */
 export function loadProtoFile(name: string): GrpcObject {
-  return loadPackageDefinition(loadSync(findProtoFile(name), PROTO_LOADER_OPTIONS));
+  const file = findProtoFile(name);
+  const parsed = file.replace(/\.proto$/, ".json");
+  if (existsSync(parsed)) {
+    return loadPackageDefinition(
+      fromJSON(
+        JSON.parse(readFileSync(parsed, "utf8")) as Parameters<typeof fromJSON>[0],
+        PROTO_LOADER_OPTIONS,
+      ),
+    );
+  }
+  return loadPackageDefinition(loadSync(file, PROTO_LOADER_OPTIONS));
 }

@@ -38,6 +38,7 @@ describe("chart metadata", () => {
       ["tls.mode=existingSecret", "tls.existingSecret.ca=my-ca"],
       ["metrics.serviceMonitor.enabled=true", "storageClasses=null", "volumeSnapshotClasses=null"],
       ["snapshotMetadata.enabled=true"],
+      ["networkPolicy.enabled=true"],
     ]) {
       const { stdout } = await helm(["lint", CHART_DIR, ...set.flatMap((s) => ["--set", s])]);
       expect(stdout, set.join(" ")).toContain("0 chart(s) failed");

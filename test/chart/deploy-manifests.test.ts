@@ -34,6 +34,7 @@ describe("deploy/ manifests", () => {
       objects.every(
         (o) =>
           o.kind === "CSIDriver" ||
+          o.kind === "CustomResourceDefinition" ||
           o.kind.startsWith("Cluster") ||
           o.kind.endsWith("Class") ||
           o.metadata.namespace === "snapblock",

@@ -5,6 +5,7 @@
  * and the controller checks that the node it dials is the node it means.
  */
 import { execFile } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -134,4 +135,57 @@ done
     const { controller, node } = await issued(ca, "node-a");
     expect(await handshake(node, controller)).toBe("node-a");
   });
+
+  it("carry the usages docs/cluster.md names for each identity, and its by-hand PKI works", async () => {
+    const doc = await readFile(path.join(REPO_ROOT, "docs", "cluster.md"), "utf8");
+    const section = doc.slice(doc.indexOf("## TLS and identities"), doc.indexOf("\n## Placement"));
+    /** The usages column of the identity table, as extended key usage names. */
+    const documented = (identity: string): string[] => {
+      const row = section.split("\n").find((l) => l.startsWith(`| ${identity} `));
+      const usages = row?.split("|")[3] ?? "";
+      return ["client", "server"]
+        .filter((u) => new RegExp(`\\b${u}\\b`).test(usages))
+        .map((u) => (u === "client" ? EKU_CLIENT : EKU_SERVER))
+        .sort();
+    };
+    expect(documented("controller")).toEqual([EKU_CLIENT]);
+    expect(documented("a node")).toEqual([EKU_CLIENT, EKU_SERVER].sort());
+    const ekus = (material: TlsMaterial) =>
+      [...(new X509Certificate(material.current().cert).keyUsage ?? [])].sort();
+    const { controller, node } = await issued(caOf(await render(), "snapblock-engine-ca"), "node-a");
+    expect(ekus(controller)).toEqual(documented("controller"));
+    expect(ekus(node)).toEqual(documented("a node"));
+
+    // The openssl commands the section gives for a PKI outside Kubernetes, run as written.
+    const script = /```sh\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(script).toBeDefined();
+    const pki = path.join(dir, "by-hand");
+    await mkdir(pki, { recursive: true });
+    await run("bash", ["-euo", "pipefail", "-c", script!], { cwd: pki });
+    const byHand = (file: string) => readFile(path.join(pki, file));
+    const [caPem, caKey, nodeCert, nodeKey] = [
+      await byHand("ca.crt"),
+      await byHand("ca.key"),
+      await byHand("node-a.crt"),
+      await byHand("node-a.key"),
+    ];
+    const nodeByHand: TlsMaterial = {
+      describe: "node",
+      current: () => ({ ca: caPem, cert: nodeCert, key: nodeKey }),
+    };
+    expect(ekus(nodeByHand)).toEqual(documented("a node"));
+    const own = await issueOwnCertificate({
+      ca: { certPem: caPem.toString(), keyPem: caKey.toString() },
+      identity: { role: "controller" },
+      days: 1,
+    });
+    const controllerOfDoc: TlsMaterial = {
+      describe: "controller",
+      current: () => ({ ca: caPem, cert: Buffer.from(own.certPem), key: Buffer.from(own.keyPem) }),
+    };
+    expect(await handshake(nodeByHand, controllerOfDoc)).toBe("node-a");
+  });
 });
+
+const EKU_SERVER = "1.3.6.1.5.5.7.3.1";
+const EKU_CLIENT = "1.3.6.1.5.5.7.3.2";

@@ -51,7 +51,27 @@ describe("examples/ and the scripts around them", () => {
     expect(restoreSpec.dataSource).toMatchObject({ kind: "VolumeSnapshot", name: snapshot.metadata.name });
     expect(claimOf(reader)).toBe(restore.metadata.name);
 
-    for (const p of [pod, reader]) {
+    // The restore for a pod on another node: same snapshot, a reader kept away from the writer.
+    const elsewhere = await example("restore-elsewhere");
+    const farReader = await example("restore-elsewhere-pod");
+    expect((elsewhere.spec as { dataSource: { name: string } }).dataSource.name).toBe(snapshot.metadata.name);
+    expect(claimOf(farReader)).toBe(elsewhere.metadata.name);
+    const anti = (
+      farReader.spec as {
+        affinity: {
+          podAntiAffinity: {
+            requiredDuringSchedulingIgnoredDuringExecution: {
+              labelSelector: { matchLabels: Record<string, string> };
+              topologyKey: string;
+            }[];
+          };
+        };
+      }
+    ).affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0];
+    expect(anti?.topologyKey).toBe("kubernetes.io/hostname");
+    expect(pod.metadata.labels).toMatchObject(anti!.labelSelector.matchLabels);
+
+    for (const p of [pod, reader, farReader]) {
       for (const c of (p.spec as { containers: { image: string }[] }).containers) {
         expect(c.image).toMatch(/:[0-9][\w.-]*$/);
       }

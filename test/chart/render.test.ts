@@ -40,6 +40,9 @@ const API_VERSIONS: Record<string, string> = {
   Certificate: "cert-manager.io/v1",
   Issuer: "cert-manager.io/v1",
   SnapshotMetadataService: "cbt.storage.k8s.io/v1alpha1",
+  CustomResourceDefinition: "apiextensions.k8s.io/v1",
+  PrometheusRule: "monitoring.coreos.com/v1",
+  NetworkPolicy: "networking.k8s.io/v1",
 };
 
 const DRIVER = "csi.snapblock.dev";
@@ -100,6 +103,7 @@ describe("default render", () => {
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "DaemonSet",
         "Deployment",
         "Role",
@@ -284,7 +288,8 @@ describe("default render", () => {
     expect(allows(local, "", "pods", "list")).toBe(false);
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
     // It also approves and signs the node plugins' certificate requests, for its own signer only.
-    expect(rules("snapblock-controller")).toEqual([
+    // The SnapshotSchedule rules that follow are checked in schedules-and-alerts.test.ts.
+    expect(rules("snapblock-controller").slice(0, 5)).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
       {
         apiGroups: ["certificates.k8s.io"],
@@ -304,6 +309,7 @@ describe("default render", () => {
       },
       { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
+    expect(rules("snapblock-controller")).toHaveLength(9);
     // The node plugin asks for its own certificate; nothing else.
     expect(rules("snapblock-node")).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["patch"] },
@@ -427,6 +433,7 @@ describe("non-default values", () => {
       volumeSnapshotClasses: [],
       metrics: { enabled: false, dashboard: { enabled: false } },
       controller: { storageCapacity: false, kubeEvents: false },
+      snapshotSchedules: { enabled: false },
     });
     for (const kind of ["StorageClass", "VolumeSnapshotClass", "Service", "ServiceMonitor"]) {
       expect(find(objects, kind), kind).toEqual([]);
@@ -650,5 +657,95 @@ describe("non-default values", () => {
     await fails(["contoller.replicas=2"]);
     await fails(["snapshotMetadata.enabled=true", "snapshotMetadata.tls.mode=existingSecret"]);
     await fails(["snapshotMetadata.enabled=true", "snapshotMetadata.image.tag=latest"]);
+  });
+});
+
+describe("what the node plugin and the network let in", () => {
+  interface Peer {
+    podSelector?: { matchLabels: Record<string, string> };
+    namespaceSelector?: { matchLabels: Record<string, string> };
+  }
+  interface IngressRule {
+    from?: Peer[];
+    ports: { port: number; protocol: string }[];
+  }
+  const policy = (objects: K8sObject[], name: string) =>
+    one(objects, "NetworkPolicy", name).spec as {
+      podSelector: { matchLabels: Record<string, string> };
+      policyTypes: string[];
+      ingress: IngressRule[];
+    };
+  const component = (c: string) => ({
+    "app.kubernetes.io/name": "snapblock",
+    "app.kubernetes.io/instance": "snapblock",
+    "app.kubernetes.io/component": c,
+  });
+
+  it("mounts /sys read-only: the node only reads device state there", async () => {
+    const objects = await render();
+    const snapblock = container(nodePod(objects), "snapblock");
+    const sys = snapblock.volumeMounts?.find((m) => m.mountPath === "/sys");
+    expect(sys?.readOnly).toBe(true);
+    expect(mountOf(nodePod(objects), snapblock, "/sys").hostPath?.path).toBe("/sys");
+  });
+
+  it("renders no NetworkPolicy unless asked", async () => {
+    expect(find(await render(), "NetworkPolicy")).toEqual([]);
+  });
+
+  it("lets the controller and the other node plugins reach the engine service, and only the metrics peers reach /metrics", async () => {
+    const objects = await renderWith({
+      networkPolicy: {
+        enabled: true,
+        metrics: { from: [{ namespaceSelector: { matchLabels: { team: "observability" } } }] },
+      },
+    });
+    const nodeLabels = (
+      one(objects, "DaemonSet").spec as { template: { metadata: { labels: Record<string, string> } } }
+    ).template.metadata.labels;
+    const controllerLabels = (
+      one(objects, "Deployment").spec as { template: { metadata: { labels: Record<string, string> } } }
+    ).template.metadata.labels;
+    const node = policy(objects, "snapblock-node");
+    expect(node.podSelector.matchLabels).toEqual(component("node"));
+    expect(nodeLabels).toMatchObject(component("node"));
+    expect(node.policyTypes).toEqual(["Ingress"]);
+    expect(node.ingress).toEqual([
+      {
+        from: [
+          { podSelector: { matchLabels: component("controller") } },
+          { podSelector: { matchLabels: component("node") } },
+        ],
+        ports: [{ port: 7443, protocol: "TCP" }],
+      },
+      {
+        from: [{ namespaceSelector: { matchLabels: { team: "observability" } } }],
+        ports: [{ port: 9808, protocol: "TCP" }],
+      },
+    ]);
+    // The engine port in the policy is the one the node listens on.
+    expect(flag(container(nodePod(objects), "snapblock"), "engine-listen")).toBe("0.0.0.0:7443");
+    const controller = policy(objects, "snapblock-controller");
+    expect(controller.podSelector.matchLabels).toEqual(component("controller"));
+    expect(controllerLabels).toMatchObject(component("controller"));
+    expect(controller.ingress).toEqual([
+      {
+        from: [{ namespaceSelector: { matchLabels: { team: "observability" } } }],
+        ports: [{ port: 9808, protocol: "TCP" }],
+      },
+    ]);
+  });
+
+  it("lets nobody reach /metrics when no peers are given (an empty from would let everyone in)", async () => {
+    for (const values of [
+      { networkPolicy: { enabled: true, metrics: { from: [] } } },
+      { networkPolicy: { enabled: true }, metrics: { enabled: false } },
+    ]) {
+      const objects = await renderWith(values);
+      expect(policy(objects, "snapblock-controller").ingress).toEqual([]);
+      const node = policy(objects, "snapblock-node");
+      expect(node.ingress).toHaveLength(1);
+      expect(node.ingress[0]!.ports).toEqual([{ port: 7443, protocol: "TCP" }]);
+    }
   });
 });

@@ -259,9 +259,11 @@ describe("cluster mode: one controller, three node plugins", () => {
 
   it("refuses an engine-service client without a certificate", async () => {
     const { Client: EngineClient } = loadEngineProto();
+    // The certificate's name, not the IP, as TLS server name (an IP there is DEP0123, RFC 6066).
     const bare = new EngineClient(
       `127.0.0.1:${ports.get("node-a")}`,
       credentials.createSsl(readFileSync(pki.controller.caFile)),
+      { "grpc.ssl_target_name_override": "localhost" },
     );
     const err = await new Promise<ServiceError | null>((resolve) => {
       const fn = (bare as unknown as Record<string, UnaryFn>)["ListVolumes"]!;

@@ -3,11 +3,17 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PARAM_FREEZE, callCsi, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
+import {
+  PARAM_ALLOW_MODE_CHANGE,
+  PARAM_FREEZE,
+  callCsi,
+  type CsiSnapshotOutput,
+} from "../../pkg/csi/index.js";
 import { runCommand } from "../../pkg/mount/index.js";
 import { missingWrites, startFileWriter, type FileWriter } from "../csi/file-writer.js";
 import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
 import { makeTestPki } from "./test-certs.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * Cluster mode: the controller holds no mount, so the freeze happens on the node that has the
@@ -15,22 +21,7 @@ import { makeTestPki } from "./test-certs.js";
  * choice). One node plugin with a real block path, one controller, mutual TLS, a writer on the
  * staged filesystem; the restored snapshot needs no journal recovery. Needs root and the tools.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      [
-        "-c",
-        "command -v nbdfuse && command -v losetup && command -v fsfreeze && command -v dumpe2fs && test -e /dev/fuse",
-      ],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "fsfreeze", "dumpe2fs"]);
 
 const MiB = 2 ** 20;
 const EXT4 = { mount: { fsType: "ext4" }, accessMode: { mode: "SINGLE_NODE_WRITER" } };
@@ -135,6 +126,8 @@ describe.skipIf(!haveTools)("cluster mode: the node freezes what it has staged",
       await callCsi<{ volume: { volumeId: string } }>(controller.clients.controller, "CreateVolume", {
         name: "pvc-remote-restored",
         volumeCapabilities: [BLOCK],
+        // Read the filesystem's blocks raw, to look at its journal (volume-mode.ts: an opt-in).
+        parameters: { [PARAM_ALLOW_MODE_CHANGE]: "true" },
         volumeContentSource: { snapshot: { snapshotId: frozen.snapshotId } },
       })
     ).volume.volumeId;

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
@@ -13,6 +13,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Pool } from "../../pkg/engine/index.js";
 import { replicaName, type EngineSnapshot } from "../../pkg/engine-api/index.js";
@@ -22,6 +23,7 @@ import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-proce
 import { makeTestPki, type TestPki } from "./test-certs.js";
 
 const NODES = ["node-a", "node-b", "node-c", "node-d"] as const;
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const MiB = 2 ** 20;
 const CS = 64 * 1024;
 const BLOCK = [{ block: {}, accessMode: { mode: "SINGLE_NODE_WRITER" } }];
@@ -263,6 +265,25 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     );
     expect(sha(readDevice(target, 0, 16 * MiB))).toBe(sha(mine));
     await unstage(volume.volumeId);
+
+    // A clone of the volume onto another node: through a hidden snapshot of it, copied over.
+    const { volume: clone } = await createVolume("cloned-1", {
+      volumeContentSource: { volume: { volumeId: src.id } },
+      accessibilityRequirements: { requisite: [at("node-c")] },
+    });
+    expect(clone.volumeId).toBe("node-c/cloned-1");
+    await until(
+      "the clone's pull to end",
+      async () => (await volumeOn("node-c", "cloned-1"))?.pull === undefined,
+    );
+    const cloneTarget = await stage("node-c", clone.volumeId);
+    expect(sha(readDevice(cloneTarget, 0, 16 * MiB))).toBe(sha(src.content));
+    await unstage(clone.volumeId);
+    // The hidden snapshot is no CSI snapshot.
+    const listed = await callCsi<{ entries: { snapshot: CsiSnapshotOutput }[] }>(ctl(), "ListSnapshots", {
+      sourceVolumeId: src.id,
+    });
+    expect(listed.entries.map((e) => e.snapshot.snapshotId)).toEqual([snap.snapshotId]);
   });
 
   it("a pull survives its source's restart, and finishes from a replica when the source is gone for good", async () => {
@@ -350,6 +371,36 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     }).catch(() => undefined);
     if (got) expect(got.snapshot.snapshotId).toBe(origin);
     nodes.set("node-d", await startNode("node-d"));
+
+    // The operator's view: where the snapshot is kept now.
+    const cli = spawnSync(
+      process.execPath,
+      [
+        ...["--import", "tsx", "cmd/snapblock.ts", "replicas", "--json"],
+        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
+        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
+        ...["--tls-key", pki.controller.keyFile],
+      ],
+      { cwd: ROOT, encoding: "utf8", timeout: 60_000 },
+    );
+    expect(cli.status, cli.stderr).toBe(0);
+    const status = JSON.parse(cli.stdout) as {
+      snapshots: {
+        origin: string;
+        wanted: number;
+        atOrigin: boolean;
+        replicas: { nodeId: string; complete: boolean }[];
+      }[];
+    };
+    const entry = status.snapshots.find((s) => s.origin === origin);
+
+    expect(entry, cli.stdout).toMatchObject({ wanted: 2, atOrigin: false });
+    expect(
+      entry!.replicas
+        .filter((r) => r.complete)
+        .map((r) => r.nodeId)
+        .sort(),
+    ).toEqual(copies.sort());
   });
 
   it("replicates incrementally: after changing 1% of a volume, only the changed chunks travel", async () => {
@@ -403,10 +454,26 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     const got = await callCsi(ctl(), "ListSnapshots", { snapshotId: snap.snapshotId });
     expect((got as { entries: unknown[] }).entries).toEqual([]);
 
+    // The same name taken again is a new snapshot: the tombstone of the old one does not bury it.
+    const { snapshot: again } = await snapshot("snap-5", src.id, 1);
+    expect(again.snapshotId).toBe(snap.snapshotId);
+    await until("the new snapshot's replica", async () => {
+      const r = await completeReplicas(again.snapshotId);
+      return r.length === 1 ? r : undefined;
+    });
+    await new Promise((r) => setTimeout(r, 3000)); // a few repair passes
+    const still = await callCsi<{ entries: unknown[] }>(ctl(), "ListSnapshots", {
+      snapshotId: again.snapshotId,
+    });
+    expect(still.entries).toHaveLength(1);
+    expect(await inspect("node-b").getSnapshot("snap-5")).toBeDefined();
+    expect(await completeReplicas(again.snapshotId)).toHaveLength(1);
+
     // Every pool is consistent: stop everything and check each pool offline.
     for (const s of [...staged]) await unstage(s.volumeId);
     await controller.stop();
     for (const n of NODES) await nodes.get(n)!.stop();
+    let replicaCount = 0;
     for (const n of NODES) {
       const poolDir = path.join(dir, n, "pool");
       if (!existsSync(poolDir)) continue;
@@ -414,9 +481,10 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
       const report = await pool.check();
       await pool.close();
       expect(report.problems, n).toEqual([]);
-      const replicas = pool.listSnapshots().filter((s) => s.name === replicaName(snap.snapshotId));
-      expect(replicas).toEqual([]);
+      replicaCount += pool.listSnapshots().filter((s) => s.name === replicaName(snap.snapshotId)).length;
     }
+    // Only the new snapshot's replica: the old one's copy on the holder that was down is gone.
+    expect(replicaCount).toBe(1);
   });
 
   /** Bytes a node received for one origin, from its log of fills (see the engine's fill logging). */

@@ -257,7 +257,7 @@ describe("snapshots, restores and clones", () => {
     expect(gone.details).toContain(made.snapshotId);
     const cliGone = runCli(["snapshot", "get", made.snapshotId]);
     expect(cliGone.status).toBe(1);
-    expect(cliGone.stderr).toContain("NOT_FOUND");
+    expect(cliGone.stderr).toContain(`snapshot ${made.snapshotId} does not exist`);
     await callCsi(local.clients.controller, "DeleteVolume", { volumeId: vol.volumeId });
   });
 
@@ -384,10 +384,17 @@ describe("logs", () => {
         secrets: { token: "hunter2-very-secret" },
       }),
     );
-    await new Promise((r) => setTimeout(r, 200));
-    const lines = local.log
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    // The process logs a call before it answers; its stderr reaches us a little later.
+    const parsed = () =>
+      local.log.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const deadline = Date.now() + 30_000;
+    while (
+      !parsed().some((l) => l.method === "DeleteSnapshot" && l.code === "INVALID_ARGUMENT") &&
+      Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const lines = parsed();
     const create = lines.find((l) => l.method === "CreateVolume" && l.name === "pvc-secret");
     expect(create).toMatchObject({ code: "OK", volumeId: "local/pvc-secret" });
     expect(typeof create?.durationMs).toBe("number");

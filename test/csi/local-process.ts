@@ -94,7 +94,8 @@ export async function waitReady(
 ): Promise<void> {
   let done = false;
   void exited.then(() => (done = true));
-  const deadline = Date.now() + 30_000;
+  // Generous: on a loaded 2-core machine tsx alone can take many seconds to start the binary.
+  const deadline = Date.now() + 60_000;
   let last: unknown = "Probe never answered";
   while (Date.now() < deadline) {
     if (done) throw new Error(`exited with code ${child.exitCode}`);

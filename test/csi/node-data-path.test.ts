@@ -15,8 +15,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi } from "../../pkg/csi/index.js";
+import { OperatorClient } from "../../pkg/operator/index.js";
 import { MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
-import { removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { freePort } from "../cluster/cluster-processes.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * The whole story through the real binary and real mounts: create -> stage + publish (NBD export
@@ -25,19 +28,7 @@ import { removeDataDir, startLocal, type LocalProcess } from "./local-process.js
  * arbitrary order -> nothing left mounted, attached or allocated. With ext4, xfs and raw block.
  * Needs root and the node tools (see .ci/run); skipped otherwise.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      ["-c", "command -v nbdfuse && command -v losetup && command -v mkfs.xfs && test -e /dev/fuse"],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "mkfs.xfs"]);
 
 let local: LocalProcess;
 let kubelet: string;
@@ -219,6 +210,110 @@ describe.skipIf(!haveTools)("node data path", () => {
     expect(cap.availableCapacity).toBeGreaterThan(0);
   });
 
+  it("keeps a raw block volume's data raw: a restore inherits block mode, a mount restore is refused", async () => {
+    const volume = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-raw-source",
+        volumeCapabilities: [capability("block")],
+        capacityRange: { requiredBytes: 64 * MiB },
+      })
+    ).volume;
+    expect(volume.volumeContext).toEqual({ "snapblock.dev/volumeMode": "block" });
+    const first = await stageAndPublish(volume.volumeId, "block", "pod-raw-1");
+    writeData("block", first.target, "raw bytes no blkid knows");
+    const snapshot = (await createSnapshot(local.clients.controller, "snap-raw", volume.volumeId)).snapshot;
+    await unpublishAndUnstage(volume.volumeId, first);
+
+    // A mount volume from raw data would be formatted over it on its first stage: refused.
+    const refused = await failureCode(
+      createVolume(local.clients.controller, {
+        name: "pvc-raw-as-fs",
+        volumeCapabilities: [capability("ext4")],
+        volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
+      }),
+    );
+    expect(refused).toMatchObject({
+      code: 3,
+      details: expect.stringMatching(/holds raw block data/) as unknown,
+    });
+
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: volume.volumeId });
+    const restored = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-raw-restored",
+        volumeCapabilities: [capability("block")],
+        volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
+      })
+    ).volume;
+    const second = await stageAndPublish(restored.volumeId, "block", "pod-raw-2");
+    expect(readData("block", second.target)).toBe("raw bytes no blkid knows");
+    await unpublishAndUnstage(restored.volumeId, second);
+    await callCsi(local.clients.controller, "DeleteVolume", { volumeId: restored.volumeId });
+    await callCsi(local.clients.controller, "DeleteSnapshot", { snapshotId: snapshot.snapshotId });
+  });
+
+  it("never makes a filesystem over data it did not write: raw use, restores and clones", async () => {
+    const both = [capability("block"), capability("ext4")];
+    const volume = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-both-modes",
+        volumeCapabilities: both,
+        capacityRange: { requiredBytes: 64 * MiB },
+      })
+    ).volume;
+    const raw = await stageAndPublish(volume.volumeId, "block", "pod-both-1");
+    writeData("block", raw.target, "written raw, blank to blkid");
+    await unpublishAndUnstage(volume.volumeId, raw);
+    const stageAsFs = (volumeId: string, name: string) => {
+      const stagingTargetPath = path.join(kubelet, "staging", name);
+      mkdirSync(stagingTargetPath, { recursive: true });
+      return failureCode(
+        callCsi(
+          local.clients.node,
+          "NodeStageVolume",
+          { volumeId, stagingTargetPath, volumeCapability: capability("ext4") },
+          120_000,
+        ),
+      );
+    };
+    const usedRaw = await stageAsFs(volume.volumeId, "both-as-fs");
+    expect(usedRaw).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/used as a raw block device.*allowModeChange/) as unknown,
+    });
+    // The refused stage left nothing attached, and the raw data is as it was.
+    expect(loopsOf(local.dataDir)).toEqual([]);
+    const again = await stageAndPublish(volume.volumeId, "block", "pod-both-2");
+    expect(readData("block", again.target)).toBe("written raw, blank to blkid");
+    await unpublishAndUnstage(volume.volumeId, again);
+
+    // A mount volume never staged (no filesystem yet), restored: not known to be new either.
+    const fresh = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-never-staged",
+        volumeCapabilities: [capability("ext4")],
+        capacityRange: { requiredBytes: 64 * MiB },
+      })
+    ).volume;
+    const snapshot = (await createSnapshot(local.clients.controller, "snap-never-staged", fresh.volumeId))
+      .snapshot;
+    const restored = (
+      await createVolume(local.clients.controller, {
+        name: "pvc-restored-blank",
+        volumeCapabilities: [capability("ext4")],
+        volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
+      })
+    ).volume;
+    expect(await stageAsFs(restored.volumeId, "restored-blank")).toMatchObject({
+      code: 9,
+      details: expect.stringMatching(/restored from snapshot local\/snap-never-staged/) as unknown,
+    });
+    expect(loopsOf(local.dataDir)).toEqual([]);
+    for (const id of [restored.volumeId, fresh.volumeId, volume.volumeId])
+      await callCsi(local.clients.controller, "DeleteVolume", { volumeId: id });
+    await callCsi(local.clients.controller, "DeleteSnapshot", { snapshotId: snapshot.snapshotId });
+  });
+
   it("grows a staged filesystem: online where the block path can, otherwise at the next stage", async () => {
     const volume = (
       await createVolume(local.clients.controller, {
@@ -301,7 +396,11 @@ describe.skipIf(!haveTools)("node data path", () => {
     writeData("ext4", staged.target, "acknowledged before the restart");
     const dataDir = local.dataDir;
     expect(await local.stop()).toBe(0);
-    local = await startLocal({ dataDir, args: ["--path-root", kubelet, "--pool-size", "2G"] });
+    const port = await freePort();
+    local = await startLocal({
+      dataDir,
+      args: ["--path-root", kubelet, "--pool-size", "2G", "--metrics-address", `127.0.0.1:${port}`],
+    });
 
     const stats = await callCsi<{ volumeCondition: { abnormal: boolean; message: string } }>(
       local.clients.node,
@@ -309,10 +408,28 @@ describe.skipIf(!haveTools)("node data path", () => {
       { volumeId: volume.volumeId, volumePath: staged.target },
       60_000,
     );
+    // What the operator service reports (the CLI's STATE column) agrees with the volume condition.
+    const operator = new OperatorClient(local.socketPath);
+    const state = (await operator.listVolumeStates()).states.find((v) => v.volumeId === volume.volumeId);
+    operator.close();
+    // The startup log and the metrics say the same as the condition.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const startLog = local.log.join("\n");
     // Either the device still answers (I/O resumes) or the condition says what broke and what to do.
-    if (stats.volumeCondition.abnormal)
+    if (stats.volumeCondition.abnormal) {
+      expect(startLog).toContain("block device is broken after the restart");
+      expect(metrics).toMatch(/^snapblock_node_attachments\{state="broken"\} 1$/m);
       expect(stats.volumeCondition.message).toMatch(/broken: .+; unstage and stage it again/);
-    else expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
+      expect(state).toMatchObject({
+        state: "broken",
+        reason: expect.stringMatching(/; detach it and attach it again/) as unknown,
+      });
+    } else {
+      expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
+      expect(state).toMatchObject({ state: "published" });
+      expect(startLog).toContain("its device answers I/O");
+      expect(metrics).toMatch(/^snapblock_node_attachments\{state="ok"\} 1$/m);
+    }
     // Unstage and stage again: the data path comes back, with the data.
     await unpublishAndUnstage(volume.volumeId, staged);
     const again = await stageAndPublish(volume.volumeId, "ext4", "pod-restart-2");
