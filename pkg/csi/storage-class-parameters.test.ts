@@ -6,7 +6,7 @@ describe("snapshot limit parameters", () => {
   it("reads counts and byte quantities as Kubernetes writes them", () => {
     expect(
       parseVolumeParameters({ "snapblock.dev/maxSnapshots": "24", "snapblock.dev/maxSnapshotSpace": "10Gi" }),
-    ).toEqual({ fullCopy: false, maxSnapshots: 24, maxSnapshotBytes: 10 * 2 ** 30 });
+    ).toEqual({ fullCopy: false, allowModeChange: false, maxSnapshots: 24, maxSnapshotBytes: 10 * 2 ** 30 });
     expect(parseByteQuantity("1073741824", "f")).toBe(2 ** 30);
     expect(parseByteQuantity("1.5Ki", "f")).toBe(1536);
     expect(parseByteQuantity("500M", "f")).toBe(500e6);
