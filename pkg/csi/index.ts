@@ -11,7 +11,13 @@ export {
   DEFAULT_PLUGIN_NAME,
   type IdentityOptions,
 } from "./identity-service.js";
-export { controllerHandlers, CONTROLLER_CAPABILITIES, type ControllerOptions } from "./controller-service.js";
+export {
+  controllerHandlers,
+  CONTROLLER_CAPABILITIES,
+  GROUP_CONTROLLER_CAPABILITIES,
+  type ControllerOptions,
+  type ControllerServices,
+} from "./controller-service.js";
 export { NodeService, NODE_CAPABILITIES, type NodeEngine, type NodeOptions } from "./node-service.js";
 export {
   unavailableNodeVolumeManager,

@@ -111,6 +111,14 @@ export function parseSnapshotParameters(
   return out;
 }
 
+/**
+ * VolumeGroupSnapshotClass parameters: snapblock takes none (a group is always crash-consistent
+ * across its members, docs/csi.md "Group snapshots"); the CO's own keys are accepted and ignored.
+ */
+export function parseGroupSnapshotParameters(params: Record<string, string>): void {
+  rejectUnknown(params, [], "parameters");
+}
+
 function parseBoolean(params: Record<string, string>, key: string, field: string): boolean | undefined {
   const value = params[key];
   if (value === undefined) return undefined;
