@@ -89,7 +89,7 @@ export class ControllerGroupSnapshots {
         `a group snapshot takes at most ${MAX_GROUP_VOLUMES} volumes, not ${sources.length}; split the group`,
       );
     }
-    parseGroupSnapshotParameters(req.parameters);
+    const params = parseGroupSnapshotParameters(req.parameters);
     const sorted = [...sources].sort();
     const groupName = engineNameFor(name);
     scope.note({ name });
@@ -136,7 +136,7 @@ export class ControllerGroupSnapshots {
       try {
         const parts = await this.parts(name, groupId, all);
         const taken = await snapshotGroupAcrossNodes(parts, {
-          holdMs: this.holdMs,
+          holdMs: params.holdMs ?? this.holdMs,
           group: groupId,
           ...(this.deps.logger ? { logger: this.deps.logger } : {}),
         });

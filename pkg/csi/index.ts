@@ -40,6 +40,7 @@ export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
 export {
   PARAM_FREEZE,
+  PARAM_GROUP_HOLD_TIMEOUT,
   PARAM_FS_TYPE,
   PARAM_FULL_COPY,
   PARAM_MAX_SNAPSHOTS,
