@@ -194,7 +194,17 @@ async function listAll(conn: OperatorConnection, sourceVolumeId: string): Promis
 }
 
 /** ListSnapshots with a snapshot_id filter works with every CSI version (GetSnapshot is 1.11+). */
+/**
+ * GetSnapshot (CSI v1.11+), NOT_FOUND meaning "does not exist"; a plugin without it is asked with
+ * ListSnapshots' snapshot_id filter, which every CSI version has.
+ */
 async function find(conn: OperatorConnection, snapshotId: string): Promise<CsiSnapshotOutput | undefined> {
+  try {
+    return (await conn.controller<{ snapshot: CsiSnapshotOutput }>("GetSnapshot", { snapshotId })).snapshot;
+  } catch (err) {
+    if (failedWith(err, status.NOT_FOUND)) return undefined;
+    if (!failedWith(err, status.UNIMPLEMENTED)) throw err;
+  }
   const page = await conn.controller<ListSnapshotsResponse>("ListSnapshots", { snapshotId });
   return page.entries[0]?.snapshot;
 }

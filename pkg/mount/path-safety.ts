@@ -54,6 +54,8 @@ export async function assertRealPathWithinRoot(options: {
 }): Promise<string> {
   const p = assertPathWithinRoot(options);
   const realRoot = await realpathOf(options.root);
+  if (realRoot === undefined)
+    throw invalid(options.what, p, `is under ${options.root}, which does not exist`);
   const resolved = await resolveExisting(p, options.what);
   if (!isWithin(realRoot, resolved)) {
     throw invalid(options.what, p, `resolves to ${resolved}, outside the allowed root ${realRoot}`);
@@ -99,7 +101,10 @@ export async function assertNodePath(options: NodePathCheck): Promise<{ exists: 
     throw invalid(what, p, "is a symbolic link; give the path itself (links are never followed here)");
   if (roots.length > 0) {
     const resolved = await resolveExisting(p, what);
-    const realRoots = await Promise.all(roots.map((root) => realpathOf(root)));
+    // A root that does not exist (yet) holds nothing: no path can resolve inside it.
+    const realRoots = (await Promise.all(roots.map((root) => realpathOf(root)))).filter(
+      (root): root is string => root !== undefined,
+    );
     if (!realRoots.some((root) => isStrictlyWithin(root, resolved)))
       throw invalid(what, p, `resolves to ${resolved}, outside the allowed roots (${realRoots.join(", ")})`);
   }
@@ -141,10 +146,11 @@ function isWithin(root: string, p: string): boolean {
   return p === root || root === "/" || p.startsWith(`${root}/`);
 }
 
-async function realpathOf(root: string): Promise<string> {
+async function realpathOf(root: string): Promise<string | undefined> {
   try {
     return await fs.realpath(root);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw asPathError(err, "allowed root", root);
   }
 }

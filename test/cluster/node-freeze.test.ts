@@ -3,7 +3,12 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PARAM_FREEZE, callCsi, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
+import {
+  PARAM_ALLOW_MODE_CHANGE,
+  PARAM_FREEZE,
+  callCsi,
+  type CsiSnapshotOutput,
+} from "../../pkg/csi/index.js";
 import { runCommand } from "../../pkg/mount/index.js";
 import { missingWrites, startFileWriter, type FileWriter } from "../csi/file-writer.js";
 import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
@@ -135,6 +140,8 @@ describe.skipIf(!haveTools)("cluster mode: the node freezes what it has staged",
       await callCsi<{ volume: { volumeId: string } }>(controller.clients.controller, "CreateVolume", {
         name: "pvc-remote-restored",
         volumeCapabilities: [BLOCK],
+        // Read the filesystem's blocks raw, to look at its journal (volume-mode.ts: an opt-in).
+        parameters: { [PARAM_ALLOW_MODE_CHANGE]: "true" },
         volumeContentSource: { snapshot: { snapshotId: frozen.snapshotId } },
       })
     ).volume.volumeId;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { PARAM_FREEZE, callCsi } from "../../pkg/csi/index.js";
+import { PARAM_ALLOW_MODE_CHANGE, PARAM_FREEZE, callCsi } from "../../pkg/csi/index.js";
 import { checkFilesystem, runCommand } from "../../pkg/mount/index.js";
 import { MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { missingWrites, startFileWriter, type FileWriter } from "./file-writer.js";
@@ -164,6 +164,8 @@ async function checkRestored(snap: SnapshotOut, fsType: FsType, ackedBefore: num
     await createVolume(local.clients.controller, {
       name,
       volumeCapabilities: [BLOCK_CAP],
+      // Read the filesystem's blocks raw, to check it without mounting (volume-mode.ts: an opt-in).
+      parameters: { [PARAM_ALLOW_MODE_CHANGE]: "true" },
       volumeContentSource: { snapshot: { snapshotId: snap.snapshotId } },
     })
   ).volume.volumeId;

@@ -256,7 +256,7 @@ describe("snapshots, restores and clones", () => {
     expect(gone.details).toContain(made.snapshotId);
     const cliGone = runCli(["snapshot", "get", made.snapshotId]);
     expect(cliGone.status).toBe(1);
-    expect(cliGone.stderr).toContain("NOT_FOUND");
+    expect(cliGone.stderr).toContain(`snapshot ${made.snapshotId} does not exist`);
     await callCsi(local.clients.controller, "DeleteVolume", { volumeId: vol.volumeId });
   });
 
