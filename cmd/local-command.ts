@@ -1,6 +1,6 @@
 import { CsiServer, NodeService, controllerHandlers, identityHandlers } from "../pkg/csi/index.js";
 import { createLogger } from "../pkg/log/index.js";
-import { NbdNodeVolumes, UserExports } from "../pkg/node/index.js";
+import { UserExports } from "../pkg/node/index.js";
 import { OperatorService } from "../pkg/operator/index.js";
 import type { CliContext } from "./cli-context.js";
 import { LOCAL_VERB, localConfig, type LocalConfig } from "./local-config.js";
@@ -46,8 +46,7 @@ async function runLocal(ctx: CliContext, config: LocalConfig): Promise<number> {
     attachDir: config.attachDir,
     logger,
     dataPath: {
-      attachments: () =>
-        nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]),
+      attachments: side.attachments,
       exports: () => userExports.list(),
       startExport: (o) => userExports.start(o),
       stopExport: (kind, name) => userExports.stop(kind, name),

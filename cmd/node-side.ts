@@ -15,13 +15,14 @@ import { createLogger, type Logger, type LogLevel } from "../pkg/log/index.js";
 import {
   CsiMetrics,
   EngineMetrics,
+  AttachmentMetrics,
   NbdMetrics,
   createMetricsRegistry,
   startMetricsServer,
   type MetricsServer,
 } from "../pkg/metrics/index.js";
 import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
-import { NbdNodeVolumes, VolumeClaims } from "../pkg/node/index.js";
+import { NbdNodeVolumes, VolumeClaims, type VolumeAttachmentFacts } from "../pkg/node/index.js";
 import type { PoolConfig } from "./common-flags.js";
 
 const MIN_POOL = 64 * 2 ** 20;
@@ -33,6 +34,8 @@ export interface NodeSide {
   engine: LocalEngine;
   nbd: NbdServer;
   nodeVolumes: NodeVolumeManager;
+  /** Every block device attached on this node, with its health (none without a block path). */
+  attachments: () => Promise<VolumeAttachmentFacts[]>;
   /** Shared by the node path and the NBD exports for people: one user of a volume at a time. */
   claims: VolumeClaims;
   /** The size a new pool gets (--pool-size, or worked out from the free space). */
@@ -83,13 +86,30 @@ export async function buildNodeSide(o: {
   });
   const claims = new VolumeClaims();
   const nodeVolumes = await nodeDataPath({ ...o, engine, nbd, claims });
-  return { registry, csiMetrics: new CsiMetrics({ registry }), engine, nbd, nodeVolumes, claims, poolSize };
+  const attachments = (): Promise<VolumeAttachmentFacts[]> =>
+    nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]);
+  new AttachmentMetrics({ registry, attachments });
+  return {
+    registry,
+    csiMetrics: new CsiMetrics({ registry }),
+    engine,
+    nbd,
+    nodeVolumes,
+    attachments,
+    claims,
+    poolSize,
+  };
 }
 
 /** Opens (or creates) the pool and serves again the exports of staged volumes; false when it cannot (logged). */
 export async function openPool(side: NodeSide, pool: PoolConfig, logger: Logger): Promise<boolean> {
   try {
-    const { created } = await side.engine.open();
+    const { created, recovery } = await side.engine.open();
+    if (recovery.replayedBatches > 0 || recovery.tornBytes > 0)
+      logger.warn("the pool was not closed cleanly last time: replayed its journal", {
+        data: pool.dataDir,
+        ...recovery,
+      });
     if (side.nodeVolumes instanceof NbdNodeVolumes) await side.nodeVolumes.resume();
     logger.info(created ? "created pool" : "opened pool", {
       data: pool.dataDir,

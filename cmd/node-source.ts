@@ -17,7 +17,7 @@ export const NODE_SOURCE_FLAGS = {
   "nodes-file": {
     type: "string",
     value: "FILE",
-    help: "the same, one per line (re-read every --refresh seconds)",
+    help: "the same, one per line (the controller reads it again every --refresh seconds)",
   },
   "kube-discovery": {
     type: "boolean",

@@ -123,7 +123,11 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
-  async open(): Promise<{ created: boolean }> {
+  /**
+   * Opens the pool, or creates it when missing and allowed. `recovery`: what the pool replayed
+   * from its journal (0 and 0 after a clean close; see Pool.recovery).
+   */
+  async open(): Promise<{ created: boolean; recovery: { replayedBatches: number; tornBytes: number } }> {
     let created = false;
     let pool: Pool;
     try {
@@ -151,7 +155,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
       await pool.close();
       throw err;
     }
-    return { created };
+    return { created, recovery: pool.recovery };
   }
 
   isReady(): boolean {

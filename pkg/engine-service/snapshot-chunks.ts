@@ -76,10 +76,15 @@ export function* listChunkRuns(
   }
 }
 
+/** Chunks read ahead of the one being sent: the disk (or page cache) works while the stream waits. */
+const READ_AHEAD = 4;
+
 /**
  * The content of the asked chunks of snapshot `name`, in the caller's chunk size, in the order
- * asked; a chunk with nothing allocated is sent as a hole. The snapshot stays open (so it cannot
- * be deleted) until the stream ends.
+ * asked; a chunk with nothing allocated is sent as a hole. Up to READ_AHEAD chunks are read ahead
+ * of the one being sent; a chunk that cannot be read fails the stream at its turn, after the
+ * chunks before it were sent. The snapshot stays open (so it cannot be deleted) until the stream
+ * ends and no read is running.
  */
 export async function* readChunkContents(
   opener: SnapshotOpener,
@@ -93,22 +98,34 @@ export async function* readChunkContents(
     );
   }
   const device = opener.openSnapshotDevice(request.name);
+  const readOne = async (chunk: number): Promise<WireChunkData> => {
+    const from = chunk * cs;
+    if (!Number.isSafeInteger(from) || from >= device.size) {
+      throw new SnapblockError(
+        "OUT_OF_RANGE",
+        `chunk ${chunk} is past the end of snapshot '${request.name}'`,
+      );
+    }
+    const length = Math.min(cs, device.size - from);
+    const allocated = device.extents(from, length).some((e) => e.allocated);
+    return allocated
+      ? { chunk, data: await device.read(from, length), hole: false }
+      : { chunk, data: Buffer.alloc(0), hole: true };
+  };
+  const ahead: Promise<WireChunkData>[] = [];
+  let next = 0;
   try {
-    for (const chunk of request.chunks) {
-      const from = chunk * cs;
-      if (!Number.isSafeInteger(from) || from >= device.size) {
-        throw new SnapblockError(
-          "OUT_OF_RANGE",
-          `chunk ${chunk} is past the end of snapshot '${request.name}'`,
-        );
+    while (next < request.chunks.length || ahead.length > 0) {
+      while (ahead.length < READ_AHEAD && next < request.chunks.length) {
+        const read = readOne(request.chunks[next++]!);
+        // Its failure is reported when its turn comes (below), not as an unhandled rejection.
+        read.catch(() => undefined);
+        ahead.push(read);
       }
-      const length = Math.min(cs, device.size - from);
-      const allocated = device.extents(from, length).some((e) => e.allocated);
-      yield allocated
-        ? { chunk, data: await device.read(from, length), hole: false }
-        : { chunk, data: Buffer.alloc(0), hole: true };
+      yield await ahead.shift()!;
     }
   } finally {
+    await Promise.allSettled(ahead);
     device.close();
   }
 }

@@ -32,10 +32,19 @@ export interface TlsListenerOptions {
  * socket's own address is the fallback, and test/cluster/engine-service.test.ts checks that a
  * peer that resets before the handshake is logged with its address.
  */
-function peerOf(socket: tls.TLSSocket, peers: WeakMap<object, string>): string {
+function peerOf(socket: tls.TLSSocket, peers: WeakMap<object, string | undefined>): string {
   const parent = (socket as unknown as { _parent?: unknown })._parent;
   const recorded = typeof parent === "object" && parent !== null ? peers.get(parent) : undefined;
-  return recorded ?? `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+  return recorded ?? addressOf(socket) ?? UNKNOWN_PEER;
+}
+
+/** A peer that reset while its connection waited to be accepted: the kernel has forgotten it. */
+const UNKNOWN_PEER = "unknown (the peer was gone before its connection was accepted)";
+
+function addressOf(socket: net.Socket): string | undefined {
+  return socket.remoteAddress === undefined
+    ? undefined
+    : `${socket.remoteAddress}:${socket.remotePort ?? "?"}`;
 }
 
 export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
@@ -51,9 +60,9 @@ export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
   // The peer's address, read from the TCP socket as it is accepted: a TLS socket whose peer has
   // reset (or that Node destroyed after refusing its certificate) can no longer tell it, and a
   // refused handshake must still be logged with where it came from.
-  const peers = new WeakMap<object, string>();
+  const peers = new WeakMap<object, string | undefined>();
   server.prependListener("connection", (raw: net.Socket) => {
-    peers.set(raw, `${raw.remoteAddress ?? "?"}:${raw.remotePort ?? "?"}`);
+    peers.set(raw, addressOf(raw));
   });
   server.on("secureConnection", (socket) => {
     // Refused handshakes never get here; belt and braces for the authorized flag.

@@ -1,4 +1,4 @@
-import { constants as fsc, readSync, writeSync, writevSync } from "node:fs";
+import { constants as fsc, existsSync, readFileSync, readSync, writeSync, writevSync } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SnapblockError } from "../errors/index.js";
@@ -10,11 +10,28 @@ const heldLocks = new Set<string>();
 function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     // EPERM: it exists but belongs to someone else.
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+  return !isZombie(pid);
+}
+
+/**
+ * A killed process stays in the process table as a zombie until its parent (or, once orphaned,
+ * init) reaps it; it answers signal 0 but holds nothing. State is the field after the command
+ * name in /proc/PID/stat (the name may itself contain spaces and parentheses, hence the last ")").
+ */
+function isZombie(pid: number): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch (err) {
+    // Gone since signal 0 answered: it holds nothing. No procfs: trust signal 0.
+    return (err as NodeJS.ErrnoException).code === "ENOENT" && existsSync("/proc/self/stat");
+  }
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state === "Z" || state === "X";
 }
 
 /**

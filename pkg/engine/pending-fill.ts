@@ -45,6 +45,12 @@ export interface PullProgress {
 const BATCH = 64;
 /** Background fills between commits (progress becomes durable at least this often). */
 const COMMIT_EVERY = 256;
+/**
+ * Batches a background pull keeps in flight: while one batch's chunks are written here, the next
+ * ones are read and sent by the holder (one batch at a time left both sides idle half the time;
+ * bench:cluster). Memory stays bounded: each batch is one stream under gRPC flow control.
+ */
+const PULL_STREAMS = 4;
 
 /**
  * Fills pending chunks: on demand (a read or a partial write needs one) and in the background
@@ -284,7 +290,11 @@ class Pull {
   private bytes = 0;
   private error: string | undefined;
   private stopped = false;
-  private wakeUp: (() => void) | undefined;
+  private readonly sleepers = new Set<() => void>();
+  private cursor = 0;
+  private sinceCommit = 0;
+  private windowStart = performance.now();
+  private windowBytes = 0;
   private readonly samples: { at: number; bytes: number }[] = [];
   private readonly startedAt = performance.now();
 
@@ -301,7 +311,7 @@ class Pull {
   }
 
   wake(): void {
-    this.wakeUp?.();
+    for (const wake of [...this.sleepers]) wake();
   }
 
   progress(): Omit<PullProgress, "pendingChunks"> {
@@ -321,58 +331,55 @@ class Pull {
 
   private sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
+        this.sleepers.delete(done);
         resolve();
-      }
-      this.wakeUp = done;
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
     });
   }
 
-  private async run(): Promise<void> {
-    await Promise.resolve();
+  /** One of the pull's streams: batch after batch until nothing is left or the pull stops. */
+  private async stream(): Promise<void> {
     const core = this.filler.poolCore;
-    let cursor = 0;
-    let sinceCommit = 0;
     let backoff = 250;
-    let windowStart = performance.now();
-    let windowBytes = 0;
     while (!this.stopped && this.filler.hasPending(this.source)) {
       const route = this.filler.fetcherOf(this.source);
-      const chunks = this.filler.nextChunks(this.source, cursor);
+      const chunks = this.filler.nextChunks(this.source, this.cursor);
       if (!route || chunks.length === 0) {
-        // No route, or everything left is being filled on demand: look again shortly.
+        // No route, or everything left is being filled (on demand, or by another stream).
         this.state = route ? "running" : "stalled";
         if (!route) this.error = "no route to the source yet";
         await this.sleep(50);
         continue;
       }
+      this.cursor = chunks[chunks.length - 1]! + 1;
       try {
         const limit = route.options.bytesPerSecond ?? 0;
         await this.filler.fill(this.source, chunks, false, async (bytes) => {
           this.filled++;
           this.bytes += bytes;
-          windowBytes += bytes;
+          this.windowBytes += bytes;
           this.samples.push({ at: performance.now(), bytes });
           if (this.samples.length > 4096) this.samples.splice(0, 2048);
           if (limit > 0) {
-            const elapsed = (performance.now() - windowStart) / 1000;
-            const ahead = windowBytes / limit - elapsed;
+            const elapsed = (performance.now() - this.windowStart) / 1000;
+            const ahead = this.windowBytes / limit - elapsed;
             if (ahead > 0) await this.sleep(ahead * 1000);
             if (elapsed > 5) {
-              windowStart = performance.now();
-              windowBytes = 0;
+              this.windowStart = performance.now();
+              this.windowBytes = 0;
             }
           }
         });
-        cursor = chunks[chunks.length - 1]! + 1;
         this.state = "running";
         this.error = undefined;
         backoff = 250;
-        sinceCommit += chunks.length;
-        if (sinceCommit >= this.filler.commitEvery()) {
-          sinceCommit = 0;
+        this.sinceCommit += chunks.length;
+        if (this.sinceCommit >= this.filler.commitEvery()) {
+          this.sinceCommit = 0;
           await core.commit();
         }
       } catch (err) {
@@ -383,6 +390,14 @@ class Pull {
         backoff = Math.min(backoff * 2, 10_000);
       }
     }
+  }
+
+  private async run(): Promise<void> {
+    await Promise.resolve();
+    const core = this.filler.poolCore;
+    // Several batches in flight; nextChunks never hands out a chunk that is being filled, so the
+    // streams take different chunks.
+    await Promise.all(Array.from({ length: PULL_STREAMS }, () => this.stream()));
     if (!this.stopped) {
       // A failed commit is the pool's failure (writers see it); what was filled stays pending
       // and is fetched again after a restart.

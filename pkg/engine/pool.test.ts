@@ -1,4 +1,6 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { once } from "node:events";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -111,6 +113,24 @@ describe("bad input gets a typed error and changes nothing", () => {
     await writeFile(join(dir, "pool", "lock"), "999999999\n"); // a pid that does not exist
     pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
     expect((await pool.check()).ok).toBe(true);
+  });
+
+  it("takes over the lock of a killed owner that is not reaped yet (a zombie)", async () => {
+    // `sleep 0` exits at once; its parent execs into `sleep 30`, which never waits for it.
+    const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 30"], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    try {
+      const [line] = (await once(parent.stdout, "data")) as [Buffer];
+      const zombie = Number(line.toString().trim());
+      await expect.poll(() => readFileSync(`/proc/${zombie}/stat`, "utf8").split(") ")[1]![0]).toBe("Z");
+      await pool.close();
+      await writeFile(join(dir, "pool", "lock"), `${zombie}\n`);
+      pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
+      expect((await pool.check()).ok).toBe(true);
+    } finally {
+      parent.kill("SIGKILL");
+    }
   });
 
   it("refuses to create over a pool, to open nothing, and odd chunk sizes", async () => {

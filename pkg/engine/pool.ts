@@ -270,8 +270,16 @@ export class Pool implements PoolCore {
     return pool;
   }
 
+  /**
+   * What the last open found after the checkpoint: journal batches replayed and torn bytes cut.
+   * Both 0 after a clean close (which ends with a checkpoint); more means the previous run ended
+   * without closing the pool (a crash, a kill), and is logged as such by the process.
+   */
+  recovery = { replayedBatches: 0, tornBytes: 0 };
+
   private async recover(): Promise<void> {
     const scan = await this.loadInto(this.meta);
+    this.recovery = { replayedBatches: scan.batches.length, tornBytes: scan.tornBytes };
     this.committedSeq = this.meta.seq;
     this.journalSize = scan.validEnd;
     if (scan.batches.length > 0 || scan.tornBytes > 0) {

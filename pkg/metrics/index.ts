@@ -9,6 +9,7 @@ export { createMetricsRegistry, type MetricsRegistryOptions } from "./metrics-re
 export { EngineMetrics, DEFAULT_DEVICE_SERIES, type EngineMetricsOptions } from "./engine-metrics.js";
 export { NbdMetrics, type NbdMetricsOptions } from "./nbd-metrics.js";
 export { CsiMetrics, type CsiMetricsOptions } from "./csi-metrics.js";
+export { AttachmentMetrics, type AttachmentMetricsOptions } from "./attachment-metrics.js";
 export { ReplicationMetrics, type ReplicationMetricsOptions } from "./replication-metrics.js";
 export { OVERFLOW_LABEL } from "./series-limit.js";
 export { dashboardQueries, metricNamesOf, type DashboardQuery } from "./dashboard-queries.js";

@@ -132,11 +132,19 @@ export class NbdNodeVolumes implements NodeVolumeManager, VolumeQuiescer {
     for (const attachment of await this.options.attacher.list()) {
       try {
         await this.ensureExport(attachment.exportName);
-        this.options.logger.info("re-exported a staged volume after restart", {
-          volume: attachment.exportName,
-          health: attachment.health,
-          problems: attachment.problems,
-        });
+        // Served again; whether its device reconnected shows only on I/O (nbdfuse cannot reconnect
+        // to a new server): probe it, so that the log says what NodeGetVolumeStats will say.
+        const now = (await this.options.attacher.find(attachment.key, { probeIo: true })) ?? attachment;
+        if (now.health === "ok") {
+          this.options.logger.info("re-exported a staged volume after restart; its device answers I/O", {
+            volume: now.exportName,
+          });
+        } else {
+          this.options.logger.warn(
+            "a staged volume's block device is broken after the restart: unstage and stage it again (Kubernetes: restart the pods using it)",
+            { volume: now.exportName, problems: now.problems },
+          );
+        }
       } catch (err) {
         this.options.logger.warn("cannot re-export a staged volume", { volume: attachment.exportName, err });
       }

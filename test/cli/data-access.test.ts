@@ -16,6 +16,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { removeDataDir, startLocal, type LocalProcess } from "../csi/local-process.js";
 import { ROOT, TSX, runCli } from "./run-cli.js";
+import { rootWithTools } from "../node-tools.js";
 
 const run = promisify(execFile);
 
@@ -24,22 +25,7 @@ const run = promisify(execFile);
  * and the real NBD tools: attach/detach (CSI Node calls), export/unexport (operator service).
  * Needs root, FUSE and the NBD tools (see .ci/run); skipped otherwise.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      [
-        "-c",
-        "command -v nbdfuse && command -v nbdinfo && command -v nbdcopy && command -v qemu-img && test -e /dev/fuse",
-      ],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "nbdinfo", "nbdcopy", "qemu-img"]);
 
 let local: LocalProcess;
 let work: string;

@@ -31,12 +31,22 @@ export function freePort(): Promise<number> {
   });
 }
 
+export interface StartSnapblockOptions {
+  /** Options for the node runtime itself, before the script (the benchmark's `--cpu-prof`). */
+  nodeOptions?: string[];
+}
+
 /**
  * Starts `node --import tsx cmd/snapblock.ts <args>` and waits until the CSI socket's Probe says
  * ready, as the CO (or the kubelet's registrar) would.
  */
-export async function startSnapblock(args: string[], socketPath: string): Promise<SnapblockProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "cmd/snapblock.ts", ...args], {
+export async function startSnapblock(
+  args: string[],
+  socketPath: string,
+  options: StartSnapblockOptions = {},
+): Promise<SnapblockProcess> {
+  const runtime = [...(options.nodeOptions ?? []), "--import", "tsx", "cmd/snapblock.ts"];
+  const child = spawn(process.execPath, [...runtime, ...args], {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
   });

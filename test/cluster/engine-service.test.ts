@@ -380,12 +380,17 @@ describe("engine service over mutual TLS", () => {
     expect(await refusalOf(localPort)).toMatchObject({ reason: "ERR_SSL_UNSUPPORTED_PROTOCOL" });
   });
 
-  it("logs the address of a peer that resets before the handshake, and the verification error of a certificate from another CA", async () => {
-    // The peer is gone by the time Node reports the refusal: the address must come from the
-    // TCP connection as it was accepted.
+  it("logs the address of a peer that resets in the handshake, and the verification error of a certificate from another CA", async () => {
+    // A real ClientHello, recorded from Node's TLS client, is replayed on a plain TCP socket; the
+    // server's answer proves it accepted the connection, then the peer resets. By the time Node
+    // reports the refusal the peer is gone: the address must come from the connection as it was
+    // accepted. (A peer that resets before the server has even accepted it cannot be named: the
+    // kernel no longer knows the address then; the log says so.)
+    const hello = await recordClientHello();
     for (let i = 0; i < 5; i++) {
       const port = await new Promise<number>((resolve, reject) => {
-        const socket = net.connect(server.port, "127.0.0.1", () => {
+        const socket = net.connect(server.port, "127.0.0.1", () => socket.write(hello));
+        socket.once("data", () => {
           const local = socket.localPort ?? 0;
           socket.resetAndDestroy();
           resolve(local);
@@ -485,4 +490,30 @@ function unaryCall(client: Client, method: string): Promise<ServiceError | undef
       resolve(err ?? undefined),
     );
   });
+}
+
+/** The first bytes Node's TLS client sends (its ClientHello), caught by a plain TCP listener. */
+async function recordClientHello(): Promise<Buffer> {
+  const catcher = net.createServer();
+  await new Promise<void>((resolve) => catcher.listen(0, "127.0.0.1", resolve));
+  try {
+    const caught = new Promise<Buffer>((resolve) =>
+      catcher.once("connection", (socket) =>
+        socket.once("data", (data: Buffer) => {
+          resolve(data);
+          socket.destroy();
+        }),
+      ),
+    );
+    const client = tls.connect({
+      host: "127.0.0.1",
+      port: (catcher.address() as net.AddressInfo).port,
+      ALPNProtocols: ["h2"],
+      checkServerIdentity: () => undefined,
+    });
+    client.on("error", () => undefined); // the catcher hangs up: expected
+    return await caught;
+  } finally {
+    catcher.close();
+  }
 }

@@ -13,6 +13,7 @@ import { runCommand } from "../../pkg/mount/index.js";
 import { missingWrites, startFileWriter, type FileWriter } from "../csi/file-writer.js";
 import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
 import { makeTestPki } from "./test-certs.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * Cluster mode: the controller holds no mount, so the freeze happens on the node that has the
@@ -20,22 +21,7 @@ import { makeTestPki } from "./test-certs.js";
  * choice). One node plugin with a real block path, one controller, mutual TLS, a writer on the
  * staged filesystem; the restored snapshot needs no journal recovery. Needs root and the tools.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      [
-        "-c",
-        "command -v nbdfuse && command -v losetup && command -v fsfreeze && command -v dumpe2fs && test -e /dev/fuse",
-      ],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "fsfreeze", "dumpe2fs"]);
 
 const MiB = 2 ** 20;
 const EXT4 = { mount: { fsType: "ext4" }, accessMode: { mode: "SINGLE_NODE_WRITER" } };

@@ -9,6 +9,7 @@ import { checkFilesystem, runCommand } from "../../pkg/mount/index.js";
 import { MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { missingWrites, startFileWriter, type FileWriter } from "./file-writer.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * Filesystem-consistent snapshots through the real binary and real mounts: a volume staged with
@@ -18,22 +19,7 @@ import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./loc
  * with norecovery (its metadata is in place, not only in the log), and xfs_repair -n clean. And
  * every file the writer acknowledged before the snapshot is in it. Needs root and the node tools.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      [
-        "-c",
-        "command -v nbdfuse && command -v losetup && command -v mkfs.xfs && command -v fsfreeze && command -v dumpe2fs && test -e /dev/fuse",
-      ],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "mkfs.xfs", "fsfreeze", "dumpe2fs"]);
 
 type FsType = "ext4" | "xfs";
 const SIZE: Record<FsType, number> = { ext4: 64 * MiB, xfs: 320 * MiB };

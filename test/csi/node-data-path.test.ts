@@ -18,6 +18,8 @@ import { callCsi } from "../../pkg/csi/index.js";
 import { OperatorClient } from "../../pkg/operator/index.js";
 import { MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { freePort } from "../cluster/cluster-processes.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * The whole story through the real binary and real mounts: create -> stage + publish (NBD export
@@ -26,19 +28,7 @@ import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./loc
  * arbitrary order -> nothing left mounted, attached or allocated. With ext4, xfs and raw block.
  * Needs root and the node tools (see .ci/run); skipped otherwise.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync(
-      "sh",
-      ["-c", "command -v nbdfuse && command -v losetup && command -v mkfs.xfs && test -e /dev/fuse"],
-      { stdio: "ignore" },
-    );
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup", "mkfs.xfs"]);
 
 let local: LocalProcess;
 let kubelet: string;
@@ -406,7 +396,11 @@ describe.skipIf(!haveTools)("node data path", () => {
     writeData("ext4", staged.target, "acknowledged before the restart");
     const dataDir = local.dataDir;
     expect(await local.stop()).toBe(0);
-    local = await startLocal({ dataDir, args: ["--path-root", kubelet, "--pool-size", "2G"] });
+    const port = await freePort();
+    local = await startLocal({
+      dataDir,
+      args: ["--path-root", kubelet, "--pool-size", "2G", "--metrics-address", `127.0.0.1:${port}`],
+    });
 
     const stats = await callCsi<{ volumeCondition: { abnormal: boolean; message: string } }>(
       local.clients.node,
@@ -418,8 +412,13 @@ describe.skipIf(!haveTools)("node data path", () => {
     const operator = new OperatorClient(local.socketPath);
     const state = (await operator.listVolumeStates()).states.find((v) => v.volumeId === volume.volumeId);
     operator.close();
+    // The startup log and the metrics say the same as the condition.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const startLog = local.log.join("\n");
     // Either the device still answers (I/O resumes) or the condition says what broke and what to do.
     if (stats.volumeCondition.abnormal) {
+      expect(startLog).toContain("block device is broken after the restart");
+      expect(metrics).toMatch(/^snapblock_node_attachments\{state="broken"\} 1$/m);
       expect(stats.volumeCondition.message).toMatch(/broken: .+; unstage and stage it again/);
       expect(state).toMatchObject({
         state: "broken",
@@ -428,6 +427,8 @@ describe.skipIf(!haveTools)("node data path", () => {
     } else {
       expect(readData("ext4", staged.target)).toBe("acknowledged before the restart");
       expect(state).toMatchObject({ state: "published" });
+      expect(startLog).toContain("its device answers I/O");
+      expect(metrics).toMatch(/^snapblock_node_attachments\{state="ok"\} 1$/m);
     }
     // Unstage and stage again: the data path comes back, with the data.
     await unpublishAndUnstage(volume.volumeId, staged);

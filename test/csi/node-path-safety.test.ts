@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi } from "../../pkg/csi/index.js";
 import { BLOCK, MOUNT_EXT4, MiB, createVolume } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * What a node request may touch when the node serves only the kubelet's directory (--path-root):
@@ -25,17 +26,7 @@ import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./loc
  * formatted, created or mounted. NodeUnpublishVolume removes only what the plugin created for
  * the volume it published there. Needs root and the node tools; skipped otherwise.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync("sh", ["-c", "command -v nbdfuse && command -v losetup && test -e /dev/fuse"], {
-      stdio: "ignore",
-    });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup"]);
 
 let local: LocalProcess;
 let base: string;

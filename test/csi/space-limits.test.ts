@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -8,6 +7,7 @@ import { callCsi } from "../../pkg/csi/index.js";
 import { fetchSpace } from "../../pkg/engine-service/index.js";
 import { BLOCK, MiB, createSnapshot, createVolume } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * Snapshot limits and a full pool, through the real binary (`snapblock local`): StorageClass
@@ -16,17 +16,7 @@ import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./loc
  * full-copy restore is refused up front. Writing data needs the node data path (root and the node
  * tools, as test/csi/node-data-path.test.ts); without them only the control-plane part runs.
  */
-const haveTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync("sh", ["-c", "command -v nbdfuse && command -v losetup && test -e /dev/fuse"], {
-      stdio: "ignore",
-    });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveTools = rootWithTools(["nbdfuse", "losetup"]);
 
 let local: LocalProcess;
 let kubelet: string;

@@ -9,6 +9,7 @@ import { BLOCK, MiB, createSnapshot, createVolume } from "../csi/csi-fixtures.js
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "../csi/local-process.js";
 import { matching, scrape, total, type Sample } from "./exposition.js";
 import { havePrometheus, startPrometheus, waitFor, type PrometheusServer } from "./prometheus-server.js";
+import { rootWithTools } from "../node-tools.js";
 
 /**
  * The real binary in local mode with /metrics on a free port, a workload over CSI (volumes,
@@ -17,17 +18,7 @@ import { havePrometheus, startPrometheus, waitFor, type PrometheusServer } from 
  * scrapes it too. Without the node tools, the metrics only block I/O can move are left out of the
  * checks (listed in IO_ONLY) and the rest still runs.
  */
-const haveNodeTools = (() => {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync("sh", ["-c", "command -v nbdfuse && command -v losetup && test -e /dev/fuse"], {
-      stdio: "ignore",
-    });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const haveNodeTools = rootWithTools(["nbdfuse", "losetup"]);
 
 /** Metrics that have samples only after block I/O through an NBD export. */
 const IO_ONLY =
