@@ -64,7 +64,7 @@ async function runLocal(ctx: CliContext, config: LocalConfig): Promise<number> {
       logger,
       observer,
     }),
-    controller: controllerHandlers({ engine, logger, observer }),
+    ...controllerHandlers({ engine, logger, observer }),
     node: new NodeService({
       engine,
       volumes: nodeVolumes,

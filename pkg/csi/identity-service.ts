@@ -13,7 +13,10 @@ export interface IdentityOptions {
   pluginName?: string;
   /** The plugin's version, from package.json (cmd/ reads it). */
   vendorVersion: string;
-  /** Whether this process serves the Controller service (advertised as CONTROLLER_SERVICE). */
+  /**
+   * Whether this process serves the Controller and GroupController services (advertised as
+   * CONTROLLER_SERVICE and GROUP_CONTROLLER_SERVICE).
+   */
   controller: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
@@ -52,7 +55,13 @@ export function identityHandlers(options: IdentityOptions): UntypedServiceImplem
         // Volumes grow while in use: ControllerExpandVolume resizes, NodeExpandVolume grows the filesystem.
         { volumeExpansion: { type: "ONLINE" } },
       ];
-      if (options.controller) capabilities.unshift({ service: { type: "CONTROLLER_SERVICE" } });
+      if (options.controller) {
+        // The controller serves group snapshots too (CSI spec: GROUP_CONTROLLER_SERVICE).
+        capabilities.unshift(
+          { service: { type: "CONTROLLER_SERVICE" } },
+          { service: { type: "GROUP_CONTROLLER_SERVICE" } },
+        );
+      }
       return Promise.resolve({ capabilities });
     }),
     // CSI spec, Probe: "still initializing, but is otherwise perfectly healthy" is a successful

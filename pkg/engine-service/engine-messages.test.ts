@@ -36,6 +36,12 @@ describe("engine proto", () => {
         "ListTombstones",
         "ListChunks",
         "ReadChunks",
+        "CreateSnapshotGroup",
+        "HoldWrites",
+        "ReleaseWrites",
+        "PutGroupRecord",
+        "GetGroupRecord",
+        "DeleteGroupRecord",
       ].sort(),
     );
     for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
