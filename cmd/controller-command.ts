@@ -115,7 +115,7 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
       logger,
       observer: csiMetrics.observer,
     }),
-    controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    ...controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
     snapshotMetadata: snapshotMetadataHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
     extraServices: [
       { name: "Space", definition: spaceService(), implementation: spaceServiceHandlers(cluster, logger) },

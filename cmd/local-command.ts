@@ -71,7 +71,7 @@ async function runLocal(ctx: CliContext, config: LocalConfig): Promise<number> {
       logger,
       observer,
     }),
-    controller: controllerHandlers({ engine, logger, observer }),
+    ...controllerHandlers({ engine, logger, observer }),
     snapshotMetadata: snapshotMetadataHandlers({ engine, logger, observer }),
     node: new NodeService({
       engine,

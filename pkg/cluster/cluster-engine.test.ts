@@ -101,6 +101,14 @@ class FakeNode implements NodeEngine {
     };
     return { pool, volumes: [], snapshots: [] };
   };
+  // Group snapshots: not used by these tests (tested end to end with real processes).
+  createSnapshotGroup = (): Promise<EngineSnapshot[]> =>
+    Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  holdWrites = (): Promise<{ holdId: string }> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  releaseWrites = () => Promise.resolve({ heldThroughout: false });
+  putGroupRecord = (): Promise<void> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  getGroupRecord = (): Promise<Record<string, string> | undefined> => Promise.resolve(undefined);
+  deleteGroupRecord = (): Promise<void> => Promise.resolve();
   engineFor = (id: string) => (id === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);

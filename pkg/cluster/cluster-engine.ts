@@ -13,6 +13,8 @@ import type {
   EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
+  EngineCreateSnapshotGroupOptions,
+  EngineMeta,
   EngineCreateVolumeOptions,
   EngineListing,
   EnginePlacementRequest,
@@ -317,6 +319,36 @@ export class ClusterEngine implements EngineApi {
     await (await this.holder("snapshot", name)).deleteSnapshot(name);
   }
 
+  // Group snapshots and their records belong to nodes: the controller addresses each node's
+  // engine (engineFor), as it does for every id. Only a group of one node's volumes has a single
+  // node to go to here.
+
+  async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {
+    const first = o.members[0];
+    if (!first) return (await this.holder("volume", "")).createSnapshotGroup(o);
+    return (await this.holder("volume", first.volume)).createSnapshotGroup(o);
+  }
+
+  holdWrites(): Promise<{ holdId: string }> {
+    return Promise.reject(perNode("holdWrites"));
+  }
+
+  releaseWrites(): Promise<{ heldThroughout: boolean }> {
+    return Promise.reject(perNode("releaseWrites"));
+  }
+
+  putGroupRecord(): Promise<void> {
+    return Promise.reject(perNode("putGroupRecord"));
+  }
+
+  getGroupRecord(): Promise<EngineMeta | undefined> {
+    return Promise.reject(perNode("getGroupRecord"));
+  }
+
+  deleteGroupRecord(): Promise<void> {
+    return Promise.reject(perNode("deleteGroupRecord"));
+  }
+
   async capacity(): Promise<EngineCapacity> {
     const all = await Promise.all(this.nodeEngines().map((e) => e.capacity()));
     return {
@@ -375,6 +407,10 @@ export class ClusterEngine implements EngineApi {
     // Ids are per node: callers that page must list node by node (nodeEngines()).
     return { items: all.flatMap((l) => l.items), idWatermark: Math.max(0, ...all.map((l) => l.idWatermark)) };
   }
+}
+
+function perNode(method: string): StatusError {
+  return new StatusError("UNIMPLEMENTED", `${method} is per node: call it on engineFor(node)`);
 }
 
 function sum(values: number[]): number {

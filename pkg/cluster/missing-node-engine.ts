@@ -4,6 +4,7 @@ import type {
   EngineBlockMetadataPage,
   EngineCapacity,
   EngineListing,
+  EngineMeta,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
@@ -59,6 +60,24 @@ export class MissingNodeEngine implements EngineApi {
     return this.fail();
   }
   deleteSnapshot(): Promise<void> {
+    return this.fail();
+  }
+  createSnapshotGroup(): Promise<EngineSnapshot[]> {
+    return this.fail();
+  }
+  holdWrites(): Promise<{ holdId: string }> {
+    return this.fail();
+  }
+  releaseWrites(): Promise<{ heldThroughout: boolean }> {
+    return this.fail();
+  }
+  putGroupRecord(): Promise<void> {
+    return this.fail();
+  }
+  getGroupRecord(): Promise<EngineMeta | undefined> {
+    return this.fail();
+  }
+  deleteGroupRecord(): Promise<void> {
     return this.fail();
   }
   capacity(): Promise<EngineCapacity> {

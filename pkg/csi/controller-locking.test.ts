@@ -26,6 +26,14 @@ class SlowEngine implements EngineApi {
     this.gate = new Promise((r) => (this.release = r));
   }
   isReady = () => true;
+  // Group snapshots: not used by these tests (tested end to end with real processes).
+  createSnapshotGroup = (): Promise<EngineSnapshot[]> =>
+    Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  holdWrites = (): Promise<{ holdId: string }> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  releaseWrites = () => Promise.resolve({ heldThroughout: false });
+  putGroupRecord = (): Promise<void> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  getGroupRecord = (): Promise<Record<string, string> | undefined> => Promise.resolve(undefined);
+  deleteGroupRecord = (): Promise<void> => Promise.resolve();
   engineFor = (nodeId: string) => (nodeId === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);

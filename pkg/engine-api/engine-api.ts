@@ -131,6 +131,27 @@ export interface EngineCreateSnapshotOptions {
   limits?: EngineSnapshotLimits;
 }
 
+/** One snapshot of a group snapshot (EngineApi.createSnapshotGroup). */
+export interface EngineGroupMember {
+  volume: string;
+  name: string;
+  meta: EngineMeta;
+}
+
+export interface EngineCreateSnapshotGroupOptions {
+  /** Volumes of this node and the names of their snapshots, each volume once. */
+  members: EngineGroupMember[];
+  /**
+   * Take the snapshots under this hold (EngineApi.holdWrites on this node): the group has members
+   * on other nodes too. Without it the engine holds the volumes' writes itself for the moment of
+   * the records. Either way, one commit: every member or none.
+   */
+  holdId?: string;
+}
+
+/** The default bound of a write hold across nodes (docs/cluster.md, "Group snapshots"). */
+export const DEFAULT_GROUP_HOLD_MS = 2000;
+
 /** Per-volume snapshot limits, checked by the engine atomically with the snapshot's creation. */
 export interface EngineSnapshotLimits {
   /** Most snapshots the volume may have. */
@@ -276,6 +297,28 @@ export interface EngineApi {
    * maxResults < 1), OUT_OF_RANGE (startingOffset negative or past the snapshot's end).
    */
   blockMetadata(request: EngineBlockMetadataRequest): AsyncIterable<EngineBlockMetadataPage>;
+
+  /**
+   * Snapshots of several volumes of this node at one instant, in one commit: all or none, one
+   * consistent cut. Idempotent by name (members that all exist already, each of its volume, are
+   * returned; some existing is ALREADY_EXISTS). Filesystems are not frozen (docs/csi.md, "Group
+   * snapshots").
+   */
+  createSnapshotGroup(options: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]>;
+  /**
+   * Holds new writes to these volumes of this node, the writes in flight drained, for at most
+   * timeoutMs (then writes go on by themselves). CANCELLED (ABORTED) when they do not drain in time.
+   */
+  holdWrites(options: { volumes: string[]; timeoutMs: number }): Promise<{ holdId: string }>;
+  /** Ends a hold. heldThroughout: it had not expired (an unknown hold: false). */
+  releaseWrites(holdId: string): Promise<{ heldThroughout: boolean }>;
+  /**
+   * Group snapshot records, kept crash-safe with the node's metadata: small string maps by engine
+   * name (the CSI layer decides what is in them). undefined when there is no such record.
+   */
+  putGroupRecord(name: string, record: EngineMeta): Promise<void>;
+  getGroupRecord(name: string): Promise<EngineMeta | undefined>;
+  deleteGroupRecord(name: string): Promise<void>;
 
   capacity(): Promise<EngineCapacity>;
   /** Who holds the pool's space: per pool, per volume, per snapshot (computed on demand). */

@@ -37,6 +37,12 @@ describe("engine proto", () => {
         "ListChunks",
         "ReadChunks",
         "ListBlockMetadata",
+        "CreateSnapshotGroup",
+        "HoldWrites",
+        "ReleaseWrites",
+        "PutGroupRecord",
+        "GetGroupRecord",
+        "DeleteGroupRecord",
       ].sort(),
     );
     for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks", "ListBlockMetadata"]) {

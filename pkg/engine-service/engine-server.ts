@@ -25,6 +25,11 @@ import {
   type WireReplicateSnapshotRequest,
   type WireSetHoldersRequest,
   type WireCreateSnapshotRequest,
+  type WireCreateSnapshotGroupRequest,
+  type WireCreateSnapshotGroupResponse,
+  type WireGetGroupRecordResponse,
+  type WireGroupRecordRequest,
+  type WireHoldWritesRequest,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
   type WireGetVolumeResponse,
@@ -155,6 +160,13 @@ const ACCESS: Record<string, Access> = {
   GetSnapshot: "controller",
   ListSnapshots: "controller",
   DeleteSnapshot: "controller",
+  // Holding a node's writes stalls its workloads: only the controller, for a group snapshot.
+  CreateSnapshotGroup: "controller",
+  HoldWrites: "controller",
+  ReleaseWrites: "controller",
+  PutGroupRecord: "controller",
+  GetGroupRecord: "controller",
+  DeleteGroupRecord: "controller",
   GetCapacity: "controller",
   GetSpace: "controller",
   GetNodeInfo: "any",
@@ -283,6 +295,37 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     }),
     DeleteSnapshot: call("DeleteSnapshot", false, async (r: WireNameRequest) => {
       await engine.deleteSnapshot(r.name);
+      return {};
+    }),
+    CreateSnapshotGroup: call(
+      "CreateSnapshotGroup",
+      false,
+      async (r: WireCreateSnapshotGroupRequest): Promise<WireCreateSnapshotGroupResponse> => {
+        const made = await engine.createSnapshotGroup({
+          members: r.members.map((m) => ({ volume: m.volume, name: m.name, meta: m.meta })),
+          ...(r.holdId ? { holdId: r.holdId } : {}),
+        });
+        return { snapshots: made.map(toWireSnapshot) };
+      },
+    ),
+    HoldWrites: call("HoldWrites", false, (r: WireHoldWritesRequest) =>
+      engine.holdWrites({ volumes: r.volumes, timeoutMs: r.timeoutMs }),
+    ),
+    ReleaseWrites: call("ReleaseWrites", false, (r: { holdId: string }) => engine.releaseWrites(r.holdId)),
+    PutGroupRecord: call("PutGroupRecord", false, async (r: WireGroupRecordRequest) => {
+      await engine.putGroupRecord(r.name, r.record);
+      return {};
+    }),
+    GetGroupRecord: call(
+      "GetGroupRecord",
+      true,
+      async (r: WireNameRequest): Promise<WireGetGroupRecordResponse> => {
+        const record = await engine.getGroupRecord(r.name);
+        return { found: record !== undefined, record: { ...(record ?? {}) } };
+      },
+    ),
+    DeleteGroupRecord: call("DeleteGroupRecord", false, async (r: WireNameRequest) => {
+      await engine.deleteGroupRecord(r.name);
       return {};
     }),
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),

@@ -16,6 +16,8 @@ import {
   type WireReplicateSnapshotRequest,
   type WireCapacity,
   type WireCreateSnapshotRequest,
+  type WireCreateSnapshotGroupResponse,
+  type WireGetGroupRecordResponse,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
   type WireGetVolumeResponse,
@@ -38,6 +40,8 @@ import type {
   EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
+  EngineCreateSnapshotGroupOptions,
+  EngineMeta,
   EngineCreateVolumeOptions,
   EngineHolder,
   EngineListing,
@@ -181,6 +185,36 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     }
   }
 
+  async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {
+    const res = await this.call<WireCreateSnapshotGroupResponse>("CreateSnapshotGroup", {
+      members: o.members.map((m) => ({ volume: m.volume, name: m.name, meta: { ...m.meta } })),
+      holdId: o.holdId ?? "",
+    });
+    return res.snapshots.map(fromWireSnapshot);
+  }
+
+  holdWrites(o: { volumes: string[]; timeoutMs: number }): Promise<{ holdId: string }> {
+    // The hold is bounded on the node; the call need not wait much longer than that.
+    return this.call<{ holdId: string }>("HoldWrites", o, o.timeoutMs + 5000);
+  }
+
+  releaseWrites(holdId: string): Promise<{ heldThroughout: boolean }> {
+    return this.call<{ heldThroughout: boolean }>("ReleaseWrites", { holdId });
+  }
+
+  async putGroupRecord(name: string, record: EngineMeta): Promise<void> {
+    await this.call("PutGroupRecord", { name, record: { ...record } });
+  }
+
+  async getGroupRecord(name: string): Promise<EngineMeta | undefined> {
+    const res = await this.call<WireGetGroupRecordResponse>("GetGroupRecord", { name });
+    return res.found ? { ...res.record } : undefined;
+  }
+
+  async deleteGroupRecord(name: string): Promise<void> {
+    await this.call("DeleteGroupRecord", { name });
+  }
+
   capacity(): Promise<EngineCapacity> {
     return this.call<WireCapacity>("GetCapacity", {});
   }
@@ -283,9 +317,9 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     return (this.client as unknown as Record<string, unknown>)[name];
   }
 
-  private call<Res>(method: string, req: object): Promise<Res> {
+  private call<Res>(method: string, req: object, timeoutMs = this.timeoutMs): Promise<Res> {
     const fn = this.method(method) as UnaryMethod;
-    const deadline = new Date(Date.now() + this.timeoutMs);
+    const deadline = new Date(Date.now() + Math.min(timeoutMs, this.timeoutMs));
     return new Promise<Res>((resolve, reject) => {
       fn.call(this.client, req, addressedTo(this.nodeId), { deadline }, (err, res) => {
         if (err) {

@@ -6,6 +6,7 @@
  */
 export { Pool, DEFAULT_CHUNK_SIZE } from "./pool.js";
 export type { PoolOptions, PoolCreateOptions, RestoreOptions, SnapshotOptions } from "./pool.js";
+export { WriteHold } from "./write-hold.js";
 export { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 export { POOL_USAGE_LEVELS } from "./types.js";
 export type {

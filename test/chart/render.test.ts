@@ -749,3 +749,43 @@ describe("what the node plugin and the network let in", () => {
     }
   });
 });
+
+describe("group snapshots", () => {
+  it("are off by default: no flag, no group snapshot RBAC, no VolumeGroupSnapshotClass", async () => {
+    const objects = await render();
+    const snapshotter = controllerPod(objects).containers.find((c) => c.name === "csi-snapshotter")!;
+    expect(snapshotter.args).not.toContain("--enable-volume-group-snapshots");
+    expect(JSON.stringify(objects)).not.toContain("groupsnapshot.storage.k8s.io");
+  });
+
+  it("turn on csi-snapshotter's flag, its RBAC, and render the VolumeGroupSnapshotClasses", async () => {
+    const objects = await renderWith({
+      groupSnapshots: { enabled: true },
+      volumeGroupSnapshotClasses: [
+        { name: "fast", default: true, parameters: { "snapblock.dev/holdTimeout": "500ms" } },
+        { name: "kept", deletionPolicy: "Retain" },
+      ],
+    });
+    const snapshotter = controllerPod(objects).containers.find((c) => c.name === "csi-snapshotter")!;
+    expect(snapshotter.args).toContain("--enable-volume-group-snapshots");
+    const rules = one(objects, "ClusterRole", "snapblock-snapshotter").rules as PolicyRule[];
+    const allows = (group: string, resource: string, verb: string) =>
+      rules.some(
+        (r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb),
+      );
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch")).toBe(true);
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "patch")).toBe(true);
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents/status", "update")).toBe(true);
+    expect(allows("snapshot.storage.k8s.io", "volumesnapshotcontents", "create")).toBe(true);
+    const classes = objects.filter((o) => o.kind === "VolumeGroupSnapshotClass");
+    expect(classes.map((c) => [c.apiVersion, c.metadata.name, c.deletionPolicy])).toEqual([
+      ["groupsnapshot.storage.k8s.io/v1beta1", "fast", "Delete"],
+      ["groupsnapshot.storage.k8s.io/v1beta1", "kept", "Retain"],
+    ]);
+    expect(classes[0]!.driver).toBe(DRIVER);
+    expect(classes[0]!.parameters).toEqual({ "snapblock.dev/holdTimeout": "500ms" });
+    expect(classes[0]!.metadata.annotations).toEqual({
+      "groupsnapshot.storage.kubernetes.io/is-default-class": "true",
+    });
+  });
+});

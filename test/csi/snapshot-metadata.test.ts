@@ -71,7 +71,7 @@ beforeAll(async () => {
       ready: () => engine.isReady(),
       logger,
     }),
-    controller: controllerHandlers({ engine, logger }),
+    ...controllerHandlers({ engine, logger }),
     snapshotMetadata: snapshotMetadataHandlers({ engine, logger }),
   });
   clients = connectCsi(server.socketPath);
