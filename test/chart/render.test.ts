@@ -39,7 +39,7 @@ const API_VERSIONS: Record<string, string> = {
   ServiceMonitor: "monitoring.coreos.com/v1",
   Certificate: "cert-manager.io/v1",
   Issuer: "cert-manager.io/v1",
-  SnapshotMetadataService: "cbt.storage.k8s.io/v1alpha1",
+  SnapshotMetadataService: "cbt.storage.k8s.io/v1beta1",
   CustomResourceDefinition: "apiextensions.k8s.io/v1",
   PrometheusRule: "monitoring.coreos.com/v1",
   NetworkPolicy: "networking.k8s.io/v1",
