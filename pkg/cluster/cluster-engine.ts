@@ -9,6 +9,8 @@ import { Replicator, type ClusterView, type ReplicationObserver } from "./replic
 import type { Logger } from "../log/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateSnapshotGroupOptions,
@@ -306,6 +308,11 @@ export class ClusterEngine implements EngineApi {
 
   listSnapshots(): Promise<EngineListing<EngineSnapshot>> {
     return this.concat((e) => e.listSnapshots());
+  }
+
+  /** On the node holding the snapshot (a base snapshot of the same volume is on that node too). */
+  async *blockMetadata(request: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    yield* (await this.holder("snapshot", request.snapshot)).blockMetadata(request);
   }
 
   async deleteSnapshot(name: string): Promise<void> {

@@ -1,6 +1,7 @@
 import { SnapblockError } from "../errors/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
   EngineCapacity,
   EngineListing,
   EngineMeta,
@@ -48,6 +49,9 @@ export class MissingNodeEngine implements EngineApi {
   }
   createSnapshot(): Promise<EngineSnapshot> {
     return this.fail();
+  }
+  async *blockMetadata(): AsyncGenerator<EngineBlockMetadataPage> {
+    yield await this.fail();
   }
   getSnapshot(): Promise<EngineSnapshot | undefined> {
     return this.fail();

@@ -7,6 +7,7 @@ import { OperationLocks } from "./operation-locks.js";
 import type { CallScope } from "../rpc/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataRequest,
   EngineCreateVolumeOptions,
   EngineSnapshot,
   EngineVolume,
@@ -73,6 +74,12 @@ class SlowEngine implements EngineApi {
   getSnapshot = (name: string) => Promise.resolve(this.snapshots.get(name));
   listSnapshots = () => Promise.resolve({ items: [...this.snapshots.values()], idWatermark: this.nextId });
   deleteSnapshot = () => Promise.resolve();
+  // Nothing is ever written to these volumes: no ranges, only the snapshot's size.
+  blockMetadata = async function* (this: SlowEngine, r: EngineBlockMetadataRequest) {
+    const s = await this.getSnapshot(r.snapshot);
+    if (!s) throw new SnapblockError("NOT_FOUND", `no snapshot ${r.snapshot}`);
+    yield { sizeBytes: s.sizeBytes, ranges: [] };
+  };
   capacity = () =>
     Promise.resolve({
       totalBytes: 2 ** 40,

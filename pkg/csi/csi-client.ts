@@ -4,6 +4,7 @@ import type { ControllerClient } from "./generated/csi/v1/Controller.js";
 import type { GroupControllerClient } from "./generated/csi/v1/GroupController.js";
 import type { IdentityClient } from "./generated/csi/v1/Identity.js";
 import type { NodeClient } from "./generated/csi/v1/Node.js";
+import type { SnapshotMetadataClient } from "./generated/csi/v1/SnapshotMetadata.js";
 import { grpcUnixAddress } from "./unix-endpoint.js";
 
 /** grpc-js clients of the CSI services on one socket (the CLI, tests, cluster tooling). */
@@ -12,6 +13,7 @@ export interface CsiClients {
   controller: ControllerClient;
   groupController: GroupControllerClient;
   node: NodeClient;
+  snapshotMetadata: SnapshotMetadataClient;
   close(): void;
 }
 
@@ -23,13 +25,15 @@ export function connectCsi(socketPath: string): CsiClients {
   const controller = new proto.Controller(address, creds);
   const groupController = new proto.GroupController(address, creds);
   const node = new proto.Node(address, creds);
+  const snapshotMetadata = new proto.SnapshotMetadata(address, creds);
   return {
     identity,
     controller,
     groupController,
     node,
+    snapshotMetadata,
     close: () => {
-      for (const c of [identity, controller, groupController, node]) c.close();
+      for (const c of [identity, controller, groupController, node, snapshotMetadata]) c.close();
     },
   };
 }

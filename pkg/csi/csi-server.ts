@@ -18,6 +18,8 @@ export interface CsiServerOptions {
   /** The GroupController service (group snapshots), beside the Controller. */
   groupController?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
+  /** The SnapshotMetadata service (changed-block tracking), where the Controller is served. */
+  snapshotMetadata?: UntypedServiceImplementation;
   /**
    * Services of snapblock's own on the same socket (the operator service of `snapblock local`),
    * each with the name it is logged under.
@@ -36,8 +38,8 @@ const SOCKET_MODE = 0o660;
 /**
  * The CSI gRPC server: Identity, and Controller and/or Node, on one unix socket. Handlers are
  * registered for the methods the loaded proto defines; the rest of a service answers
- * UNIMPLEMENTED (grpc-js), and services not served at all (SnapshotMetadata; GroupController
- * in a node plugin) are unknown to the server.
+ * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController in a node plugin;
+ * SnapshotMetadata where it is not given) are unknown to the server.
  */
 export class CsiServer {
   private stopping: Promise<void> | undefined;
@@ -61,6 +63,12 @@ export class CsiServer {
         only(proto.GroupController.service, options.groupController),
       );
     if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
+    if (options.snapshotMetadata) {
+      server.addService(
+        proto.SnapshotMetadata.service,
+        only(proto.SnapshotMetadata.service, options.snapshotMetadata),
+      );
+    }
     for (const extra of options.extraServices ?? [])
       server.addService(extra.definition, extra.implementation);
     await prepareSocketPath(options.socketPath, "CSI");
@@ -84,6 +92,7 @@ export class CsiServer {
         ...(options.controller ? ["Controller"] : []),
         ...(options.groupController ? ["GroupController"] : []),
         ...(options.node ? ["Node"] : []),
+        ...(options.snapshotMetadata ? ["SnapshotMetadata"] : []),
         ...(options.extraServices ?? []).map((e) => e.name),
       ],
     });

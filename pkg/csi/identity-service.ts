@@ -18,6 +18,8 @@ export interface IdentityOptions {
    * CONTROLLER_SERVICE and GROUP_CONTROLLER_SERVICE).
    */
   controller: boolean;
+  /** Whether this process serves the SnapshotMetadata service (SNAPSHOT_METADATA_SERVICE). */
+  snapshotMetadata?: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
   logger: Logger;
@@ -62,6 +64,9 @@ export function identityHandlers(options: IdentityOptions): UntypedServiceImplem
           { service: { type: "GROUP_CONTROLLER_SERVICE" } },
         );
       }
+      // Changed-block tracking: the CO (external-snapshot-metadata) calls SnapshotMetadata only
+      // when this is advertised (CSI spec, PluginCapability.Service).
+      if (options.snapshotMetadata) capabilities.push({ service: { type: "SNAPSHOT_METADATA_SERVICE" } });
       return Promise.resolve({ capabilities });
     }),
     // CSI spec, Probe: "still initializing, but is otherwise perfectly healthy" is a successful

@@ -20,6 +20,12 @@ export {
 } from "./controller-service.js";
 export { NodeService, NODE_CAPABILITIES, type NodeEngine, type NodeOptions } from "./node-service.js";
 export {
+  snapshotMetadataHandlers,
+  DEFAULT_MAX_RESULTS,
+  MAX_RESULTS_CAP,
+  type SnapshotMetadataOptions,
+} from "./snapshot-metadata-service.js";
+export {
   unavailableNodeVolumeManager,
   type NodeVolumeManager,
   type NodeVolumeRef,

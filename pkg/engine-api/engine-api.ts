@@ -242,6 +242,34 @@ export interface EnginePlacementRequest {
   parameters?: Readonly<Record<string, string>>;
 }
 
+/** Which block metadata to list (EngineApi.blockMetadata; CSI SnapshotMetadata service). */
+export interface EngineBlockMetadataRequest {
+  /** Engine name of the snapshot. */
+  snapshot: string;
+  /**
+   * Engine name of an earlier snapshot of the same volume: list only the ranges where the two may
+   * differ (every byte that differs is in them). Without it: the snapshot's allocated ranges.
+   */
+  baseSnapshot?: string;
+  /** Byte offset to list from: ranges ending at or before it are left out, one across it clipped. */
+  startingOffset: number;
+  /** Most ranges per page (at least 1). */
+  maxResults: number;
+}
+
+/** A run of bytes of a snapshot: [offset, offset + length). */
+export interface EngineByteRange {
+  offset: number;
+  length: number;
+}
+
+/** One page of block metadata: ranges ascending, never overlapping, continuing the last page. */
+export interface EngineBlockMetadataPage {
+  /** Size of the (target) snapshot, the same on every page. */
+  sizeBytes: number;
+  ranges: EngineByteRange[];
+}
+
 export interface EngineApi {
   /** The node whose pool this engine serves ("cluster" for the engine over every node). */
   readonly nodeId: string;
@@ -260,6 +288,15 @@ export interface EngineApi {
   getSnapshot(name: string): Promise<EngineSnapshot | undefined>;
   listSnapshots(): Promise<EngineListing<EngineSnapshot>>;
   deleteSnapshot(name: string): Promise<void>;
+  /**
+   * Changed-block tracking: the allocated ranges of a snapshot, or the ranges where it differs
+   * from a base snapshot, page by page as the caller asks for them (a slow reader holds nothing
+   * but its place). 4 KiB granularity where a chunk was written in part, the chunk size
+   * otherwise. At least one page, possibly with no ranges (its size). Errors, raised by the
+   * first page: NOT_FOUND (either snapshot), INVALID_ARGUMENT (snapshots of different volumes,
+   * maxResults < 1), OUT_OF_RANGE (startingOffset negative or past the snapshot's end).
+   */
+  blockMetadata(request: EngineBlockMetadataRequest): AsyncIterable<EngineBlockMetadataPage>;
 
   /**
    * Snapshots of several volumes of this node at one instant, in one commit: all or none, one

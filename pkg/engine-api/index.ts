@@ -7,6 +7,9 @@
  */
 export type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
+  EngineByteRange,
   EngineCapacity,
   EngineCopyProgress,
   EngineCreateSnapshotOptions,

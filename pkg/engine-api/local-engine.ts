@@ -16,6 +16,8 @@ import {
 } from "../engine/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateSnapshotGroupOptions,
@@ -396,6 +398,37 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const { pool, meta } = this.ready();
     await pool.deleteSnapshot(name);
     await meta.delete("snapshot", name);
+  }
+
+  async *blockMetadata(request: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    const { maxResults } = request;
+    if (!Number.isInteger(maxResults) || maxResults < 1) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `max results per page must be at least 1, not ${maxResults}`,
+      );
+    }
+    const { pool } = this.ready();
+    const cursor =
+      request.baseSnapshot === undefined
+        ? pool.allocatedRanges(request.snapshot, request.startingOffset)
+        : pool.changedRanges(request.baseSnapshot, request.snapshot, request.startingOffset);
+    const { sizeBytes } = cursor;
+    let sent = false;
+    while (!cursor.done) {
+      this.ready(); // a pool closing ends the listing (CLOSED) rather than reading a closed pool
+      const ranges = cursor.next(maxResults);
+      if (ranges.length > 0) {
+        sent = true;
+        yield { sizeBytes, ranges };
+      } else {
+        // A page that found nothing in its bounded stretch (a large clean region): let other
+        // work run before the next one.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    // Nothing at all still tells the reader the snapshot's size.
+    if (!sent) yield { sizeBytes, ranges: [] };
   }
 
   /**

@@ -36,6 +36,7 @@ describe("engine proto", () => {
         "ListTombstones",
         "ListChunks",
         "ReadChunks",
+        "ListBlockMetadata",
         "CreateSnapshotGroup",
         "HoldWrites",
         "ReleaseWrites",
@@ -44,7 +45,7 @@ describe("engine proto", () => {
         "DeleteGroupRecord",
       ].sort(),
     );
-    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
+    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks", "ListBlockMetadata"]) {
       expect(service[stream]?.responseStream, stream).toBe(true);
     }
   });

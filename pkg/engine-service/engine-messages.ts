@@ -206,6 +206,18 @@ export interface WireTombstones {
   tombstones: { origin: string; id: number; deletedAtMs: number }[];
 }
 
+export interface WireListBlockMetadataRequest {
+  name: string;
+  baseName: string;
+  startingOffset: number;
+  maxResults: number;
+}
+
+export interface WireBlockMetadataPage {
+  sizeBytes: number;
+  ranges: { offset: number; length: number }[];
+}
+
 export interface WireListChunksRequest {
   name: string;
   chunkSize: number;

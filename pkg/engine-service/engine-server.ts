@@ -13,10 +13,12 @@ import {
   fromWireLimits,
   toWireSnapshot,
   toWireVolume,
+  type WireBlockMetadataPage,
   type WireCapacity,
   type WireChunkData,
   type WireChunkRuns,
   type WireGrantPullRequest,
+  type WireListBlockMetadataRequest,
   type WireListChunksRequest,
   type WireTombstones,
   type WireReadChunksRequest,
@@ -176,6 +178,7 @@ const ACCESS: Record<string, Access> = {
   ListTombstones: "controller",
   ListChunks: "pull",
   ReadChunks: "pull",
+  ListBlockMetadata: "controller",
 };
 
 /** The caller named by the connection's client certificate (undefined over plaintext). */
@@ -359,6 +362,21 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     ListTombstones: call("ListTombstones", true, async (): Promise<WireTombstones> => ({
       tombstones: await replication().listTombstones(),
     })),
+    // Back-pressured by serverStream: the next page is computed only once the last one is sent.
+    ListBlockMetadata: serverStream<WireListBlockMetadataRequest, WireBlockMetadataPage>(
+      "ListBlockMetadata",
+      options(false),
+      async function* (r, scope, c) {
+        await admit("ListBlockMetadata", r, scope, c);
+        if (r.baseName !== "") scope.note({ base: r.baseName });
+        yield* engine.blockMetadata({
+          snapshot: r.name,
+          ...(r.baseName !== "" ? { baseSnapshot: r.baseName } : {}),
+          startingOffset: r.startingOffset,
+          maxResults: r.maxResults,
+        });
+      },
+    ),
     ListChunks: serverStream<WireListChunksRequest, WireChunkRuns>(
       "ListChunks",
       options(false),

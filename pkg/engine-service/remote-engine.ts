@@ -6,7 +6,9 @@ import {
   fromWireVolume,
   toWireHolder,
   toWireKind,
+  type WireBlockMetadataPage,
   type WireChunkData,
+  type WireListBlockMetadataRequest,
   type WireChunkRuns,
   type WireListChunksRequest,
   type WireTombstones,
@@ -34,6 +36,8 @@ import { channelCredentials, channelOptions, type EngineTransportOptions } from 
 import { StatusError } from "../errors/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
   EngineCreateSnapshotGroupOptions,
@@ -163,6 +167,22 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   async deleteSnapshot(name: string): Promise<void> {
     await this.call("DeleteSnapshot", { name });
+  }
+
+  /** Pages arrive as they are read: grpc-js asks the server for more only as this is consumed. */
+  async *blockMetadata(r: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    const req: WireListBlockMetadataRequest = {
+      name: r.snapshot,
+      baseName: r.baseSnapshot ?? "",
+      startingOffset: r.startingOffset,
+      maxResults: r.maxResults,
+    };
+    for await (const page of this.stream<WireBlockMetadataPage>("ListBlockMetadata", req)) {
+      yield {
+        sizeBytes: page.sizeBytes,
+        ranges: page.ranges.map((x) => ({ offset: x.offset, length: x.length })),
+      };
+    }
   }
 
   async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {

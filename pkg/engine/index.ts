@@ -30,6 +30,7 @@ export type {
   WriteOptions,
 } from "./types.js";
 export type { Storage, StorageFile } from "./storage.js";
+export { BlockRangeCursor, type ByteRange } from "./block-ranges.js";
 export type { ChunkFetcher, FetchedChunk, PullOptions, PullProgress, PullState } from "./pending-fill.js";
 export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";

@@ -1,4 +1,5 @@
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { BlockRangeCursor } from "./block-ranges.js";
 import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.js";
 import { ChunkSpace } from "./chunk-space.js";
 import { ChunkTables } from "./chunk-tree.js";
@@ -1084,6 +1085,33 @@ export class Pool implements PoolCore {
     const chunks: number[] = [];
     this.tables.diff(a.table, b.table, (c) => chunks.push(c));
     return { chunkSize: this.chunkSize, chunks };
+  }
+
+  /**
+   * The allocated byte ranges of a snapshot from byte `from` on, page by page (changed-block
+   * tracking: block-ranges.ts has the granularity). NOT_FOUND for an unknown snapshot,
+   * OUT_OF_RANGE for `from` outside [0, size].
+   */
+  allocatedRanges(snapshotName: string, from: number): BlockRangeCursor {
+    this.ensureUsable();
+    return new BlockRangeCursor(this, this.find("snapshot", snapshotName), undefined, from);
+  }
+
+  /**
+   * The byte ranges from `from` on where snapshot `targetName` may differ from `baseName` (an
+   * earlier snapshot of the same volume), page by page; every byte that differs is in them.
+   */
+  changedRanges(baseName: string, targetName: string, from: number): BlockRangeCursor {
+    this.ensureUsable();
+    const base = this.find("snapshot", baseName);
+    const target = this.find("snapshot", targetName);
+    if (base.lineage !== target.lineage) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `snapshots '${baseName}' and '${targetName}' are not of the same volume; ask for the allocated ranges of '${targetName}' instead`,
+      );
+    }
+    return new BlockRangeCursor(this, target, base, from);
   }
 
   // ---------------------------------------------------------------- stats and check
