@@ -11,7 +11,16 @@ import {
   type CsiSnapshotOutput,
 } from "../../pkg/csi/index.js";
 import { failureCode } from "../csi/local-process.js";
-import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import {
+  controllerArgs,
+  controllerSocket,
+  freePort,
+  nodeArgs,
+  nodeSocket,
+  startSnapblock,
+  type SnapblockProcess,
+  type TestCluster,
+} from "./cluster-processes.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 import { loadEngineProto } from "../../pkg/engine-service/index.js";
 
@@ -42,30 +51,20 @@ describe("cluster mode: one controller, three node plugins", () => {
   const nodes = new Map<string, SnapblockProcess>();
   let controller: SnapblockProcess;
 
+  const cluster = (): TestCluster => ({ dir, pki, ports });
   const startNode = (node: string) =>
     startSnapblock(
-      [
-        "node",
-        ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M", "--attach", "none"],
-        ...["--engine-listen", `127.0.0.1:${ports.get(node)}`, "--log-level", "debug"],
-        ...["--metrics-address", `127.0.0.1:${metricsPorts.get(node)}`],
-        ...["--tls-ca", pki.node(node).caFile, "--tls-cert", pki.node(node).certFile],
-        ...["--tls-key", pki.node(node).keyFile],
-      ],
-      path.join(dir, node, "csi.sock"),
+      nodeArgs(cluster(), node, { metricsAddress: `127.0.0.1:${metricsPorts.get(node)}` }),
+      nodeSocket(cluster(), node),
     );
 
   const startController = () =>
     startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
-        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
-        ...["--metrics-address", `127.0.0.1:${metricsPorts.get("controller")}`],
-      ],
-      path.join(dir, "controller.sock"),
+      controllerArgs(cluster(), {
+        nodes: NODES,
+        metricsAddress: `127.0.0.1:${metricsPorts.get("controller")}`,
+      }),
+      controllerSocket(cluster()),
     );
 
   const createVolume = (name: string, extra: object = {}) =>

@@ -8,7 +8,16 @@ import { TOPOLOGY_KEY, callCsi, type CsiSnapshotOutput, type CsiVolumeOutput } f
 import { RemoteEngine } from "../../pkg/engine-service/index.js";
 import { AlternatingWriter, cutProblem, writeNumber } from "../csi/alternating-writer.js";
 import { failureCode } from "../csi/local-process.js";
-import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import {
+  controllerArgs,
+  controllerSocket,
+  freePort,
+  nodeArgs,
+  nodeSocket,
+  startSnapblock,
+  type SnapblockProcess,
+  type TestCluster,
+} from "./cluster-processes.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 
 /**
@@ -95,32 +104,14 @@ describe.skipIf(!haveTools || process.getuid?.() !== 0)("group snapshots across 
     dir = mkdtempSync(path.join(tmpdir(), "snapblock-groups-"));
     pki = makeTestPki(dir);
     for (const n of NODES) ports.set(n, await freePort());
+    const cluster: TestCluster = { dir, pki, ports };
     const started = await Promise.all(
       NODES.map((node) =>
-        startSnapblock(
-          [
-            "node",
-            ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M"],
-            ...["--attach", "nbdfuse-loop", "--engine-listen", `127.0.0.1:${ports.get(node)}`],
-            ...["--metrics-address", "none", "--log-level", "debug"],
-            ...["--tls-ca", pki.node(node).caFile, "--tls-cert", pki.node(node).certFile],
-            ...["--tls-key", pki.node(node).keyFile, "--path-root", path.join(dir, "kubelet")],
-          ],
-          path.join(dir, node, "csi.sock"),
-        ),
+        startSnapblock(nodeArgs(cluster, node, { attach: "nbdfuse-loop" }), nodeSocket(cluster, node)),
       ),
     );
     started.forEach((p, i) => nodes.set(NODES[i]!, p));
-    controller = await startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
-        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5", "--metrics-address", "none"],
-      ],
-      path.join(dir, "controller.sock"),
-    );
+    controller = await startSnapblock(controllerArgs(cluster), controllerSocket(cluster));
     for (const node of NODES) {
       const { volume } = await callCsi<{ volume: CsiVolumeOutput }>(
         controller.clients.controller,
