@@ -75,6 +75,9 @@ type UnaryMethod = (req: unknown, md: Metadata, opts: { deadline: Date }, cb: Ca
  * and cannot tell it from a LocalEngine. Failures come back as the same SnapblockErrors the engine
  * raised (engine-status.ts); a node that cannot be reached is CLOSED (UNAVAILABLE) with its name.
  */
+/** What a holder may send ahead of this node's reads, on one connection. */
+const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+
 export class RemoteEngine implements EngineApi, EngineReplication {
   readonly nodeId: string;
   readonly address: string;
@@ -94,6 +97,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     this.client = new EngineClient(options.address, creds, {
       ...channelOptions(options.transport),
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      // HTTP/2 flow control: this side receives the chunk streams (pulls, on-demand fetches).
+      // With the protocol's default 64 KiB window, one 64 KiB chunk is in flight per round trip
+      // on the whole connection; a larger window lets the holder stream ahead.
+      "grpc-node.flow_control_window": RECEIVE_WINDOW_BYTES,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2000,
