@@ -55,7 +55,7 @@ const server = await CsiServer.start({
     ready: () => engine.isReady(),
     logger,
   }),
-  controller: controllerHandlers({ engine, logger }),
+  ...controllerHandlers({ engine, logger }),
   node: new NodeService({ engine, volumes: unavailableNodeVolumeManager("bench"), logger }).handlers(),
 });
 const clients = connectCsi(server.socketPath);

@@ -1,6 +1,11 @@
 import { hostname } from "node:os";
 import { ClusterEngine, PoolUsageEvents } from "../pkg/cluster/index.js";
-import { CsiServer, controllerHandlers, identityHandlers } from "../pkg/csi/index.js";
+import {
+  CsiServer,
+  controllerHandlers,
+  identityHandlers,
+  snapshotMetadataHandlers,
+} from "../pkg/csi/index.js";
 import { RemoteEngine, spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 import {
   CsrSigner,
@@ -105,11 +110,13 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
       pluginName: config.pluginName,
       vendorVersion: packageVersion(),
       controller: true,
+      snapshotMetadata: true,
       ready: () => cluster.isReady(),
       logger,
       observer: csiMetrics.observer,
     }),
-    controller: controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    ...controllerHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
+    snapshotMetadata: snapshotMetadataHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
     extraServices: [
       { name: "Space", definition: spaceService(), implementation: spaceServiceHandlers(cluster, logger) },
     ],

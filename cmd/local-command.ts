@@ -1,4 +1,10 @@
-import { CsiServer, NodeService, controllerHandlers, identityHandlers } from "../pkg/csi/index.js";
+import {
+  CsiServer,
+  NodeService,
+  controllerHandlers,
+  identityHandlers,
+  snapshotMetadataHandlers,
+} from "../pkg/csi/index.js";
 import { createLogger } from "../pkg/log/index.js";
 import { UserExports } from "../pkg/node/index.js";
 import { OperatorService } from "../pkg/operator/index.js";
@@ -60,11 +66,13 @@ async function runLocal(ctx: CliContext, config: LocalConfig): Promise<number> {
       pluginName: config.pluginName,
       vendorVersion: packageVersion(),
       controller: true,
+      snapshotMetadata: true,
       ready: () => engine.isReady(),
       logger,
       observer,
     }),
-    controller: controllerHandlers({ engine, logger, observer }),
+    ...controllerHandlers({ engine, logger, observer }),
+    snapshotMetadata: snapshotMetadataHandlers({ engine, logger, observer }),
     node: new NodeService({
       engine,
       volumes: nodeVolumes,

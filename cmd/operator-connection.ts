@@ -57,6 +57,20 @@ export class OperatorConnection {
     return this.call(method, () => run(client));
   }
 
+  /** A server-streaming SnapshotMetadata call, message by message as they arrive. */
+  async *snapshotMetadata<Res>(method: string, request: object): AsyncGenerator<Res> {
+    const client = this.clients.snapshotMetadata as unknown as Record<
+      string,
+      (r: object) => AsyncIterable<Res>
+    >;
+    try {
+      yield* client[method]!.call(this.clients.snapshotMetadata, request);
+    } catch (err) {
+      const failure = err as ServiceError;
+      throw new OperatorError(describe(failure, this.socketPath, method), failure.code);
+    }
+  }
+
   close(): void {
     this.clients.close();
     this.operatorClient?.close();

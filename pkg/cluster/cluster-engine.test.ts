@@ -6,6 +6,8 @@ import { rankByRendezvous } from "./rendezvous-hashing.js";
 import { silentLogger } from "../log/index.js";
 import { toGrpcStatus } from "../rpc/index.js";
 import type {
+  EngineApi,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineSnapshot,
   EngineSpace,
@@ -78,6 +80,13 @@ class FakeNode implements NodeEngine {
       maxVolumeBytes: 2 ** 50,
     };
   };
+  /** One range per page naming this node in its offset (which node answered). */
+  blockMetadata = async function* (this: FakeNode, r: EngineBlockMetadataRequest) {
+    await this.up();
+    const s = this.snapshots.get(r.snapshot);
+    if (!s) throw new SnapblockError("NOT_FOUND", `no snapshot ${r.snapshot} on ${this.nodeId}`);
+    yield { sizeBytes: s.sizeBytes, ranges: [{ offset: this.nodeId.charCodeAt(0), length: 1 }] };
+  };
   space = async (): Promise<EngineSpace> => {
     await this.up();
     const pool = {
@@ -93,6 +102,14 @@ class FakeNode implements NodeEngine {
     };
     return { pool, volumes: [], snapshots: [] };
   };
+  // Group snapshots: not used by these tests (tested end to end with real processes).
+  createSnapshotGroup = (): Promise<EngineSnapshot[]> =>
+    Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  holdWrites = (): Promise<{ holdId: string }> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  releaseWrites = () => Promise.resolve({ heldThroughout: false });
+  putGroupRecord = (): Promise<void> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  getGroupRecord = (): Promise<Record<string, string> | undefined> => Promise.resolve(undefined);
+  deleteGroupRecord = (): Promise<void> => Promise.resolve();
   engineFor = (id: string) => (id === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);
@@ -345,6 +362,21 @@ describe("ClusterEngine placement", () => {
     expect((await engine.capacity()).availableBytes).toBe(20 * GiB);
     await engine.deleteVolume("rb");
     expect(await engine.getVolume("rb")).toBeUndefined();
+  });
+
+  it("lists a snapshot's block metadata on the node holding it; a missing node is UNAVAILABLE", async () => {
+    const { engine, nodes } = await cluster({ a: 10 * GiB, b: 10 * GiB });
+    await nodes.get("b")!.createVolume({ name: "vb", sizeBytes: 5 });
+    await engine.createSnapshot({ volume: "vb", name: "sb", meta: {} });
+    const pages = async (e: EngineApi, snapshot: string) => {
+      const out = [];
+      for await (const p of e.blockMetadata({ snapshot, startingOffset: 0, maxResults: 10 })) out.push(p);
+      return out;
+    };
+    expect(await pages(engine, "sb")).toEqual([{ sizeBytes: 1, ranges: [{ offset: 98, length: 1 }] }]);
+    expect(await pages(engine.engineFor("b"), "sb")).toHaveLength(1);
+    await expect(pages(engine, "nope")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(pages(engine.engineFor("q"), "sb")).rejects.toMatchObject({ code: "CLOSED" });
   });
 
   it("refresh connects new nodes and closes removed ones", async () => {

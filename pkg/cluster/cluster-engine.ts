@@ -9,8 +9,12 @@ import { Replicator, type ClusterView, type ReplicationObserver } from "./replic
 import type { Logger } from "../log/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
+  EngineCreateSnapshotGroupOptions,
+  EngineMeta,
   EngineCreateVolumeOptions,
   EngineListing,
   EnginePlacementRequest,
@@ -310,8 +314,43 @@ export class ClusterEngine implements EngineApi {
     return this.concat((e) => e.listSnapshots());
   }
 
+  /** On the node holding the snapshot (a base snapshot of the same volume is on that node too). */
+  async *blockMetadata(request: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    yield* (await this.holder("snapshot", request.snapshot)).blockMetadata(request);
+  }
+
   async deleteSnapshot(name: string): Promise<void> {
     await (await this.holder("snapshot", name)).deleteSnapshot(name);
+  }
+
+  // Group snapshots and their records belong to nodes: the controller addresses each node's
+  // engine (engineFor), as it does for every id. Only a group of one node's volumes has a single
+  // node to go to here.
+
+  async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {
+    const first = o.members[0];
+    if (!first) return (await this.holder("volume", "")).createSnapshotGroup(o);
+    return (await this.holder("volume", first.volume)).createSnapshotGroup(o);
+  }
+
+  holdWrites(): Promise<{ holdId: string }> {
+    return Promise.reject(perNode("holdWrites"));
+  }
+
+  releaseWrites(): Promise<{ heldThroughout: boolean }> {
+    return Promise.reject(perNode("releaseWrites"));
+  }
+
+  putGroupRecord(): Promise<void> {
+    return Promise.reject(perNode("putGroupRecord"));
+  }
+
+  getGroupRecord(): Promise<EngineMeta | undefined> {
+    return Promise.reject(perNode("getGroupRecord"));
+  }
+
+  deleteGroupRecord(): Promise<void> {
+    return Promise.reject(perNode("deleteGroupRecord"));
   }
 
   async capacity(): Promise<EngineCapacity> {
@@ -372,6 +411,10 @@ export class ClusterEngine implements EngineApi {
     // Ids are per node: callers that page must list node by node (nodeEngines()).
     return { items: all.flatMap((l) => l.items), idWatermark: Math.max(0, ...all.map((l) => l.idWatermark)) };
   }
+}
+
+function perNode(method: string): StatusError {
+  return new StatusError("UNIMPLEMENTED", `${method} is per node: call it on engineFor(node)`);
 }
 
 function sum(values: number[]): number {

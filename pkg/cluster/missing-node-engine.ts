@@ -1,8 +1,10 @@
 import { SnapblockError } from "../errors/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
   EngineCapacity,
   EngineListing,
+  EngineMeta,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
@@ -51,6 +53,9 @@ export class MissingNodeEngine implements EngineApi {
   createSnapshot(): Promise<EngineSnapshot> {
     return this.fail();
   }
+  async *blockMetadata(): AsyncGenerator<EngineBlockMetadataPage> {
+    yield await this.fail();
+  }
   getSnapshot(): Promise<EngineSnapshot | undefined> {
     return this.fail();
   }
@@ -58,6 +63,24 @@ export class MissingNodeEngine implements EngineApi {
     return this.fail();
   }
   deleteSnapshot(): Promise<void> {
+    return this.fail();
+  }
+  createSnapshotGroup(): Promise<EngineSnapshot[]> {
+    return this.fail();
+  }
+  holdWrites(): Promise<{ holdId: string }> {
+    return this.fail();
+  }
+  releaseWrites(): Promise<{ heldThroughout: boolean }> {
+    return this.fail();
+  }
+  putGroupRecord(): Promise<void> {
+    return this.fail();
+  }
+  getGroupRecord(): Promise<EngineMeta | undefined> {
+    return this.fail();
+  }
+  deleteGroupRecord(): Promise<void> {
     return this.fail();
   }
   capacity(): Promise<EngineCapacity> {

@@ -7,6 +7,7 @@ import { OperationLocks } from "./operation-locks.js";
 import type { CallScope } from "../rpc/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataRequest,
   EngineCreateVolumeOptions,
   EngineSnapshot,
   EngineVolume,
@@ -25,6 +26,14 @@ class SlowEngine implements EngineApi {
     this.gate = new Promise((r) => (this.release = r));
   }
   isReady = () => true;
+  // Group snapshots: not used by these tests (tested end to end with real processes).
+  createSnapshotGroup = (): Promise<EngineSnapshot[]> =>
+    Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  holdWrites = (): Promise<{ holdId: string }> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  releaseWrites = () => Promise.resolve({ heldThroughout: false });
+  putGroupRecord = (): Promise<void> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  getGroupRecord = (): Promise<Record<string, string> | undefined> => Promise.resolve(undefined);
+  deleteGroupRecord = (): Promise<void> => Promise.resolve();
   engineFor = (nodeId: string) => (nodeId === this.nodeId ? this : undefined);
   nodeEngines = () => [this];
   placeVolume = () => Promise.resolve(this);
@@ -66,6 +75,12 @@ class SlowEngine implements EngineApi {
   getSnapshot = (name: string) => Promise.resolve(this.snapshots.get(name));
   listSnapshots = () => Promise.resolve({ items: [...this.snapshots.values()], idWatermark: this.nextId });
   deleteSnapshot = () => Promise.resolve();
+  // Nothing is ever written to these volumes: no ranges, only the snapshot's size.
+  blockMetadata = async function* (this: SlowEngine, r: EngineBlockMetadataRequest) {
+    const s = await this.getSnapshot(r.snapshot);
+    if (!s) throw new SnapblockError("NOT_FOUND", `no snapshot ${r.snapshot}`);
+    yield { sizeBytes: s.sizeBytes, ranges: [] };
+  };
   capacity = () =>
     Promise.resolve({
       totalBytes: 2 ** 40,

@@ -1,6 +1,8 @@
 import type { UntypedServiceImplementation } from "@grpc/grpc-js";
 import { ControllerSnapshots } from "./controller-snapshots.js";
 import { ControllerVolumes } from "./controller-volumes.js";
+import { ControllerGroupSnapshots } from "./controller-group-snapshots.js";
+import type { GroupControllerGetCapabilitiesResponse } from "./generated/csi/v1/GroupControllerGetCapabilitiesResponse.js";
 import type { ControllerGetCapabilitiesResponse } from "./generated/csi/v1/ControllerGetCapabilitiesResponse.js";
 import type { ControllerServiceCapability } from "./generated/csi/v1/ControllerServiceCapability.js";
 import { OperationLocks } from "./operation-locks.js";
@@ -14,6 +16,14 @@ export interface ControllerOptions {
   logger: Logger;
   /** Metrics hooks, called for every RPC. */
   observer?: CallObserver;
+  /** Bound of the write hold of a group snapshot across nodes (default 2 s). */
+  groupHoldMs?: number;
+}
+
+/** The Controller and GroupController services of one process, sharing their locks. */
+export interface ControllerServices {
+  controller: UntypedServiceImplementation;
+  groupController: UntypedServiceImplementation;
 }
 
 /** Controller capabilities: every RPC group the Controller service serves (docs/csi.md). */
@@ -35,14 +45,23 @@ export const CONTROLLER_CAPABILITIES = [
   "SINGLE_NODE_MULTI_WRITER",
 ] as const;
 
+/** GroupController capabilities (CSI spec, GroupControllerGetCapabilities). */
+export const GROUP_CONTROLLER_CAPABILITIES = ["CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT"] as const;
+
 /**
  * The Controller service: its RPCs wired to ControllerVolumes and ControllerSnapshots through the
  * one call wrapper. RPCs snapblock does not offer (publish/unpublish: volumes are node-local and
  * need no attach step) answer UNIMPLEMENTED, as the CSI spec asks
  * of RPCs whose capability is not advertised.
  */
-export function controllerHandlers(options: ControllerOptions): UntypedServiceImplementation {
+export function controllerHandlers(options: ControllerOptions): ControllerServices {
   const locks = new OperationLocks();
+  const groups = new ControllerGroupSnapshots({
+    engine: options.engine,
+    locks,
+    logger: options.logger,
+    ...(options.groupHoldMs !== undefined ? { holdMs: options.groupHoldMs } : {}),
+  });
   const volumes = new ControllerVolumes({ engine: options.engine, locks });
   const snapshots = new ControllerSnapshots({ engine: options.engine, locks });
   const log = { logger: options.logger, observer: options.observer };
@@ -50,7 +69,7 @@ export function controllerHandlers(options: ControllerOptions): UntypedServiceIm
     unary(method, log, () =>
       Promise.reject(new StatusError("UNIMPLEMENTED", `${method} is not supported by snapblock: ${why}`)),
     );
-  return {
+  const controller: UntypedServiceImplementation = {
     CreateVolume: unary("CreateVolume", log, volumes.createVolume.bind(volumes)),
     DeleteVolume: unary("DeleteVolume", log, volumes.deleteVolume.bind(volumes)),
     ValidateVolumeCapabilities: unary(
@@ -98,4 +117,31 @@ export function controllerHandlers(options: ControllerOptions): UntypedServiceIm
       volumes.controllerModifyVolume.bind(volumes),
     ),
   };
+  // The GroupController service (CSI v1.12, GA): group snapshots (docs/csi.md, "Group snapshots").
+  const groupController: UntypedServiceImplementation = {
+    GroupControllerGetCapabilities: unary(
+      "GroupControllerGetCapabilities",
+      { ...log, quiet: true },
+      (): Promise<GroupControllerGetCapabilitiesResponse> =>
+        Promise.resolve({
+          capabilities: GROUP_CONTROLLER_CAPABILITIES.map((type) => ({ rpc: { type } })),
+        }),
+    ),
+    CreateVolumeGroupSnapshot: unary(
+      "CreateVolumeGroupSnapshot",
+      log,
+      groups.createVolumeGroupSnapshot.bind(groups),
+    ),
+    DeleteVolumeGroupSnapshot: unary(
+      "DeleteVolumeGroupSnapshot",
+      log,
+      groups.deleteVolumeGroupSnapshot.bind(groups),
+    ),
+    GetVolumeGroupSnapshot: unary(
+      "GetVolumeGroupSnapshot",
+      { ...log, quiet: true },
+      groups.getVolumeGroupSnapshot.bind(groups),
+    ),
+  };
+  return { controller, groupController };
 }

@@ -1,15 +1,19 @@
 import { Metadata, credentials, type Client, type ServiceError } from "@grpc/grpc-js";
 import { loadCsiProto } from "./csi-proto.js";
 import type { ControllerClient } from "./generated/csi/v1/Controller.js";
+import type { GroupControllerClient } from "./generated/csi/v1/GroupController.js";
 import type { IdentityClient } from "./generated/csi/v1/Identity.js";
 import type { NodeClient } from "./generated/csi/v1/Node.js";
+import type { SnapshotMetadataClient } from "./generated/csi/v1/SnapshotMetadata.js";
 import { grpcUnixAddress } from "./unix-endpoint.js";
 
-/** grpc-js clients of the three CSI services on one socket (the CLI, tests, cluster tooling). */
+/** grpc-js clients of the CSI services on one socket (the CLI, tests, cluster tooling). */
 export interface CsiClients {
   identity: IdentityClient;
   controller: ControllerClient;
+  groupController: GroupControllerClient;
   node: NodeClient;
+  snapshotMetadata: SnapshotMetadataClient;
   close(): void;
 }
 
@@ -19,13 +23,17 @@ export function connectCsi(socketPath: string): CsiClients {
   const creds = credentials.createInsecure();
   const identity = new proto.Identity(address, creds);
   const controller = new proto.Controller(address, creds);
+  const groupController = new proto.GroupController(address, creds);
   const node = new proto.Node(address, creds);
+  const snapshotMetadata = new proto.SnapshotMetadata(address, creds);
   return {
     identity,
     controller,
+    groupController,
     node,
+    snapshotMetadata,
     close: () => {
-      for (const c of [identity, controller, node]) c.close();
+      for (const c of [identity, controller, groupController, node, snapshotMetadata]) c.close();
     },
   };
 }

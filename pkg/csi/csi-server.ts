@@ -15,7 +15,11 @@ export interface CsiServerOptions {
   socketPath: string;
   identity: UntypedServiceImplementation;
   controller?: UntypedServiceImplementation;
+  /** The GroupController service (group snapshots), beside the Controller. */
+  groupController?: UntypedServiceImplementation;
   node?: UntypedServiceImplementation;
+  /** The SnapshotMetadata service (changed-block tracking), where the Controller is served. */
+  snapshotMetadata?: UntypedServiceImplementation;
   /**
    * Services of snapblock's own on the same socket (the operator service of `snapblock local`),
    * each with the name it is logged under.
@@ -34,8 +38,8 @@ const SOCKET_MODE = 0o660;
 /**
  * The CSI gRPC server: Identity, and Controller and/or Node, on one unix socket. Handlers are
  * registered for the methods the loaded proto defines; the rest of a service answers
- * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController, SnapshotMetadata)
- * are unknown to the server.
+ * UNIMPLEMENTED (grpc-js), and services not served at all (GroupController in a node plugin;
+ * SnapshotMetadata where it is not given) are unknown to the server.
  */
 export class CsiServer {
   private stopping: Promise<void> | undefined;
@@ -53,7 +57,18 @@ export class CsiServer {
     server.addService(proto.Identity.service, only(proto.Identity.service, options.identity));
     if (options.controller)
       server.addService(proto.Controller.service, only(proto.Controller.service, options.controller));
+    if (options.groupController)
+      server.addService(
+        proto.GroupController.service,
+        only(proto.GroupController.service, options.groupController),
+      );
     if (options.node) server.addService(proto.Node.service, only(proto.Node.service, options.node));
+    if (options.snapshotMetadata) {
+      server.addService(
+        proto.SnapshotMetadata.service,
+        only(proto.SnapshotMetadata.service, options.snapshotMetadata),
+      );
+    }
     for (const extra of options.extraServices ?? [])
       server.addService(extra.definition, extra.implementation);
     await prepareSocketPath(options.socketPath, "CSI");
@@ -75,7 +90,9 @@ export class CsiServer {
       services: [
         "Identity",
         ...(options.controller ? ["Controller"] : []),
+        ...(options.groupController ? ["GroupController"] : []),
         ...(options.node ? ["Node"] : []),
+        ...(options.snapshotMetadata ? ["SnapshotMetadata"] : []),
         ...(options.extraServices ?? []).map((e) => e.name),
       ],
     });

@@ -13,8 +13,13 @@ export interface IdentityOptions {
   pluginName?: string;
   /** The plugin's version, from package.json (cmd/ reads it). */
   vendorVersion: string;
-  /** Whether this process serves the Controller service (advertised as CONTROLLER_SERVICE). */
+  /**
+   * Whether this process serves the Controller and GroupController services (advertised as
+   * CONTROLLER_SERVICE and GROUP_CONTROLLER_SERVICE).
+   */
   controller: boolean;
+  /** Whether this process serves the SnapshotMetadata service (SNAPSHOT_METADATA_SERVICE). */
+  snapshotMetadata?: boolean;
   /** Probe readiness: true once the pool is open. */
   ready: () => boolean;
   logger: Logger;
@@ -52,7 +57,16 @@ export function identityHandlers(options: IdentityOptions): UntypedServiceImplem
         // Volumes grow while in use: ControllerExpandVolume resizes, NodeExpandVolume grows the filesystem.
         { volumeExpansion: { type: "ONLINE" } },
       ];
-      if (options.controller) capabilities.unshift({ service: { type: "CONTROLLER_SERVICE" } });
+      if (options.controller) {
+        // The controller serves group snapshots too (CSI spec: GROUP_CONTROLLER_SERVICE).
+        capabilities.unshift(
+          { service: { type: "CONTROLLER_SERVICE" } },
+          { service: { type: "GROUP_CONTROLLER_SERVICE" } },
+        );
+      }
+      // Changed-block tracking: the CO (external-snapshot-metadata) calls SnapshotMetadata only
+      // when this is advertised (CSI spec, PluginCapability.Service).
+      if (options.snapshotMetadata) capabilities.push({ service: { type: "SNAPSHOT_METADATA_SERVICE" } });
       return Promise.resolve({ capabilities });
     }),
     // CSI spec, Probe: "still initializing, but is otherwise perfectly healthy" is a successful

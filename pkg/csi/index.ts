@@ -11,8 +11,20 @@ export {
   DEFAULT_PLUGIN_NAME,
   type IdentityOptions,
 } from "./identity-service.js";
-export { controllerHandlers, CONTROLLER_CAPABILITIES, type ControllerOptions } from "./controller-service.js";
+export {
+  controllerHandlers,
+  CONTROLLER_CAPABILITIES,
+  GROUP_CONTROLLER_CAPABILITIES,
+  type ControllerOptions,
+  type ControllerServices,
+} from "./controller-service.js";
 export { NodeService, NODE_CAPABILITIES, type NodeEngine, type NodeOptions } from "./node-service.js";
+export {
+  snapshotMetadataHandlers,
+  DEFAULT_MAX_RESULTS,
+  MAX_RESULTS_CAP,
+  type SnapshotMetadataOptions,
+} from "./snapshot-metadata-service.js";
 export {
   unavailableNodeVolumeManager,
   type NodeVolumeManager,
@@ -34,6 +46,7 @@ export { engineNameFor } from "./engine-names.js";
 export { TOPOLOGY_KEY } from "./topology.js";
 export {
   PARAM_FREEZE,
+  PARAM_GROUP_HOLD_TIMEOUT,
   PARAM_FS_TYPE,
   PARAM_FULL_COPY,
   PARAM_MAX_SNAPSHOTS,

@@ -90,3 +90,7 @@ export const snapshotLock = (engineName: string, mode: LockMode): LockClaim => (
   key: `snapshot:${engineName}`,
   mode,
 });
+export const groupSnapshotLock = (engineName: string, mode: LockMode): LockClaim => ({
+  key: `group snapshot:${engineName}`,
+  mode,
+});

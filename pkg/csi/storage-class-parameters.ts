@@ -123,6 +123,32 @@ export function parseSnapshotParameters(
   return out;
 }
 
+/**
+ * VolumeGroupSnapshotClass parameter: how long writes may be held on the members of a group that
+ * spans nodes ("500ms", "2s"; default 2 s, at most 30 s). Past it the group fails (ABORTED) and
+ * leaves nothing behind (docs/csi.md, "Group snapshots").
+ */
+export const PARAM_GROUP_HOLD_TIMEOUT = "snapblock.dev/holdTimeout";
+const MAX_GROUP_HOLD_MS = 30_000;
+
+/**
+ * VolumeGroupSnapshotClass parameters: the hold bound; the CO's own keys are accepted and ignored.
+ * Filesystems are not frozen for groups, so snapblock.dev/freeze is not taken here.
+ */
+export function parseGroupSnapshotParameters(params: Record<string, string>): { holdMs?: number } {
+  rejectUnknown(params, [PARAM_GROUP_HOLD_TIMEOUT], "parameters");
+  const raw = params[PARAM_GROUP_HOLD_TIMEOUT];
+  if (raw === undefined) return {};
+  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(raw.trim());
+  const ms = m ? Number(m[1]) * (m[2] === "s" ? 1000 : 1) : NaN;
+  if (!(ms >= 1 && ms <= MAX_GROUP_HOLD_MS)) {
+    throw invalidArgument(
+      `parameters["${PARAM_GROUP_HOLD_TIMEOUT}"] must be a duration from 1ms to 30s ("500ms", "2s"), not ${JSON.stringify(raw)}`,
+    );
+  }
+  return { holdMs: Math.round(ms) };
+}
+
 function parseBoolean(params: Record<string, string>, key: string, field: string): boolean | undefined {
   const value = params[key];
   if (value === undefined) return undefined;

@@ -38,6 +38,8 @@ export const META = {
   rawUse: "csi.rawUse",
   /** Snapshot: what its source volume held when it was taken ("block", "filesystem:ext4", ...). */
   dataMode: "csi.dataMode",
+  /** Snapshot: the id of the group snapshot it was taken in (absent: taken alone). */
+  groupSnapshotId: "csi.groupSnapshotId",
 } as const;
 
 /** volume_context key: the filesystem, so the node knows what to make without asking. */
@@ -169,6 +171,8 @@ export function snapshotMessage(nodeId: string, s: EngineSnapshot): Snapshot {
     creationTime: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 },
     // Redirect-on-write: a snapshot shares the volume's chunks and is complete when it exists.
     readyToUse: true,
+    // CSI spec, Snapshot.group_snapshot_id: set for the members of a group snapshot.
+    ...(s.meta[META.groupSnapshotId] ? { groupSnapshotId: s.meta[META.groupSnapshotId] } : {}),
   };
 }
 

@@ -135,6 +135,27 @@ export interface EngineCreateSnapshotOptions {
   limits?: EngineSnapshotLimits;
 }
 
+/** One snapshot of a group snapshot (EngineApi.createSnapshotGroup). */
+export interface EngineGroupMember {
+  volume: string;
+  name: string;
+  meta: EngineMeta;
+}
+
+export interface EngineCreateSnapshotGroupOptions {
+  /** Volumes of this node and the names of their snapshots, each volume once. */
+  members: EngineGroupMember[];
+  /**
+   * Take the snapshots under this hold (EngineApi.holdWrites on this node): the group has members
+   * on other nodes too. Without it the engine holds the volumes' writes itself for the moment of
+   * the records. Either way, one commit: every member or none.
+   */
+  holdId?: string;
+}
+
+/** The default bound of a write hold across nodes (docs/cluster.md, "Group snapshots"). */
+export const DEFAULT_GROUP_HOLD_MS = 2000;
+
 /** Per-volume snapshot limits, checked by the engine atomically with the snapshot's creation. */
 export interface EngineSnapshotLimits {
   /** Most snapshots the volume may have. */
@@ -230,6 +251,34 @@ export interface EnginePlacementRequest {
   parameters?: Readonly<Record<string, string>>;
 }
 
+/** Which block metadata to list (EngineApi.blockMetadata; CSI SnapshotMetadata service). */
+export interface EngineBlockMetadataRequest {
+  /** Engine name of the snapshot. */
+  snapshot: string;
+  /**
+   * Engine name of an earlier snapshot of the same volume: list only the ranges where the two may
+   * differ (every byte that differs is in them). Without it: the snapshot's allocated ranges.
+   */
+  baseSnapshot?: string;
+  /** Byte offset to list from: ranges ending at or before it are left out, one across it clipped. */
+  startingOffset: number;
+  /** Most ranges per page (at least 1). */
+  maxResults: number;
+}
+
+/** A run of bytes of a snapshot: [offset, offset + length). */
+export interface EngineByteRange {
+  offset: number;
+  length: number;
+}
+
+/** One page of block metadata: ranges ascending, never overlapping, continuing the last page. */
+export interface EngineBlockMetadataPage {
+  /** Size of the (target) snapshot, the same on every page. */
+  sizeBytes: number;
+  ranges: EngineByteRange[];
+}
+
 export interface EngineApi {
   /** The node whose pool this engine serves ("cluster" for the engine over every node). */
   readonly nodeId: string;
@@ -253,6 +302,37 @@ export interface EngineApi {
   getSnapshot(name: string): Promise<EngineSnapshot | undefined>;
   listSnapshots(): Promise<EngineListing<EngineSnapshot>>;
   deleteSnapshot(name: string): Promise<void>;
+  /**
+   * Changed-block tracking: the allocated ranges of a snapshot, or the ranges where it differs
+   * from a base snapshot, page by page as the caller asks for them (a slow reader holds nothing
+   * but its place). 4 KiB granularity where a chunk was written in part, the chunk size
+   * otherwise. At least one page, possibly with no ranges (its size). Errors, raised by the
+   * first page: NOT_FOUND (either snapshot), INVALID_ARGUMENT (snapshots of different volumes,
+   * maxResults < 1), OUT_OF_RANGE (startingOffset negative or past the snapshot's end).
+   */
+  blockMetadata(request: EngineBlockMetadataRequest): AsyncIterable<EngineBlockMetadataPage>;
+
+  /**
+   * Snapshots of several volumes of this node at one instant, in one commit: all or none, one
+   * consistent cut. Idempotent by name (members that all exist already, each of its volume, are
+   * returned; some existing is ALREADY_EXISTS). Filesystems are not frozen (docs/csi.md, "Group
+   * snapshots").
+   */
+  createSnapshotGroup(options: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]>;
+  /**
+   * Holds new writes to these volumes of this node, the writes in flight drained, for at most
+   * timeoutMs (then writes go on by themselves). CANCELLED (ABORTED) when they do not drain in time.
+   */
+  holdWrites(options: { volumes: string[]; timeoutMs: number }): Promise<{ holdId: string }>;
+  /** Ends a hold. heldThroughout: it had not expired (an unknown hold: false). */
+  releaseWrites(holdId: string): Promise<{ heldThroughout: boolean }>;
+  /**
+   * Group snapshot records, kept crash-safe with the node's metadata: small string maps by engine
+   * name (the CSI layer decides what is in them). undefined when there is no such record.
+   */
+  putGroupRecord(name: string, record: EngineMeta): Promise<void>;
+  getGroupRecord(name: string): Promise<EngineMeta | undefined>;
+  deleteGroupRecord(name: string): Promise<void>;
 
   capacity(): Promise<EngineCapacity>;
   /** Who holds the pool's space: per pool, per volume, per snapshot (computed on demand). */

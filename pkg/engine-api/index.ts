@@ -7,9 +7,14 @@
  */
 export type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
+  EngineByteRange,
   EngineCapacity,
   EngineCopyProgress,
   EngineCreateSnapshotOptions,
+  EngineCreateSnapshotGroupOptions,
+  EngineGroupMember,
   EngineCreateVolumeOptions,
   EngineDeviceKind,
   EngineHolder,
@@ -28,7 +33,8 @@ export type {
   EngineVolumeSpace,
   VolumeQuiescer,
 } from "./engine-api.js";
-export { PVC_META } from "./engine-api.js";
+export { DEFAULT_GROUP_HOLD_MS, PVC_META } from "./engine-api.js";
+export { snapshotGroupAcrossNodes, type GroupPart } from "./group-cut.js";
 export {
   LocalEngine,
   type LocalEngineOptions,

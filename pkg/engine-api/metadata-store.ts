@@ -3,6 +3,9 @@ import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import { removeAtomicWriteLeftovers, writeFileAtomically } from "../files/index.js";
 import type { EngineDeviceKind, EngineMeta, EngineTombstone } from "./engine-api.js";
 
+/** What the store keeps string maps for: volumes, snapshots and group snapshot records. */
+export type MetaKind = EngineDeviceKind | "group";
+
 /**
  * The small persistent side store of the CSI layer: per volume and snapshot, string metadata the
  * engine does not keep (the CSI name, fsType, the requested capabilities, the CSI source id).
@@ -18,6 +21,8 @@ interface FileShape {
   version: number;
   volumes: Record<string, Record<string, string>>;
   snapshots: Record<string, Record<string, string>>;
+  /** Group snapshot records by engine name (the CSI layer's; absent in files written before them). */
+  groups?: Record<string, Record<string, string>>;
   /**
    * Snapshots deleted in the cluster, for holders that were down: "<node>/<name>" -> JSON
    * {"id": engine id or 0, "at": ms of the delete}.
@@ -46,25 +51,41 @@ export class MetadataStore {
     return store;
   }
 
-  get(kind: EngineDeviceKind, name: string): EngineMeta {
+  get(kind: MetaKind, name: string): EngineMeta {
     return { ...(this.table(kind)[name] ?? {}) };
   }
 
-  has(kind: EngineDeviceKind, name: string): boolean {
+  has(kind: MetaKind, name: string): boolean {
     return Object.hasOwn(this.table(kind), name);
   }
 
-  names(kind: EngineDeviceKind): string[] {
+  names(kind: MetaKind): string[] {
     return Object.keys(this.table(kind));
   }
 
-  set(kind: EngineDeviceKind, name: string, meta: EngineMeta): Promise<void> {
+  set(kind: MetaKind, name: string, meta: EngineMeta): Promise<void> {
     return this.change((s) => {
       table(s, kind)[name] = { ...meta };
     });
   }
 
-  delete(kind: EngineDeviceKind, name: string): Promise<void> {
+  /** Sets several entries in one write (the members of a group snapshot). */
+  setAll(kind: MetaKind, entries: readonly (readonly [string, EngineMeta])[]): Promise<void> {
+    return this.change((s) => {
+      for (const [name, meta] of entries) table(s, kind)[name] = { ...meta };
+    });
+  }
+
+  /** Deletes several entries in one write. */
+  deleteAll(kind: MetaKind, names: readonly string[]): Promise<void> {
+    const present = names.filter((n) => this.has(kind, n));
+    if (present.length === 0) return this.tail;
+    return this.change((s) => {
+      for (const n of present) delete table(s, kind)[n];
+    });
+  }
+
+  delete(kind: MetaKind, name: string): Promise<void> {
     if (!this.has(kind, name)) return this.tail;
     return this.change((s) => {
       delete table(s, kind)[name];
@@ -100,7 +121,7 @@ export class MetadataStore {
   }
 
   /** Drops entries whose volume or snapshot no longer exists (a crash between the two writes). */
-  prune(kind: EngineDeviceKind, keep: (name: string) => boolean): Promise<void> {
+  prune(kind: MetaKind, keep: (name: string) => boolean): Promise<void> {
     const stale = this.names(kind).filter((n) => !keep(n));
     if (stale.length === 0) return this.tail;
     return this.change((s) => {
@@ -108,7 +129,7 @@ export class MetadataStore {
     });
   }
 
-  private table(kind: EngineDeviceKind): Record<string, Record<string, string>> {
+  private table(kind: MetaKind): Record<string, Record<string, string>> {
     return table(this.state, kind);
   }
 
@@ -137,7 +158,8 @@ function readTombstone(origin: string, raw: string | undefined): EngineTombstone
   return undefined;
 }
 
-function table(state: FileShape, kind: EngineDeviceKind): Record<string, Record<string, string>> {
+function table(state: FileShape, kind: MetaKind): Record<string, Record<string, string>> {
+  if (kind === "group") return (state.groups ??= {});
   return kind === "volume" ? state.volumes : state.snapshots;
 }
 
@@ -167,7 +189,14 @@ function parse(text: string, file: string): FileShape {
     Object.values(shape.tombstones).every((v) => typeof v === "string")
       ? { tombstones: { ...shape.tombstones } }
       : {};
-  return { version: FORMAT_VERSION, volumes: shape.volumes, snapshots: shape.snapshots, ...tombstones };
+  const groups = isTable(shape.groups) ? { groups: shape.groups } : {};
+  return {
+    version: FORMAT_VERSION,
+    volumes: shape.volumes,
+    snapshots: shape.snapshots,
+    ...groups,
+    ...tombstones,
+  };
 }
 
 function isTable(value: unknown): value is Record<string, Record<string, string>> {

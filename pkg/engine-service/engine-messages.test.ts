@@ -37,9 +37,16 @@ describe("engine proto", () => {
         "ListTombstones",
         "ListChunks",
         "ReadChunks",
+        "ListBlockMetadata",
+        "CreateSnapshotGroup",
+        "HoldWrites",
+        "ReleaseWrites",
+        "PutGroupRecord",
+        "GetGroupRecord",
+        "DeleteGroupRecord",
       ].sort(),
     );
-    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks"]) {
+    for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks", "ListBlockMetadata"]) {
       expect(service[stream]?.responseStream, stream).toBe(true);
     }
   });

@@ -112,6 +112,36 @@ export interface WireCreateSnapshotRequest {
   limits: WireSnapshotLimits | null;
 }
 
+export interface WireGroupMember {
+  volume: string;
+  name: string;
+  meta: Record<string, string>;
+}
+
+export interface WireCreateSnapshotGroupRequest {
+  members: WireGroupMember[];
+  holdId: string;
+}
+
+export interface WireCreateSnapshotGroupResponse {
+  snapshots: WireSnapshot[];
+}
+
+export interface WireHoldWritesRequest {
+  volumes: string[];
+  timeoutMs: number;
+}
+
+export interface WireGroupRecordRequest {
+  name: string;
+  record: Record<string, string>;
+}
+
+export interface WireGetGroupRecordResponse {
+  found: boolean;
+  record: Record<string, string>;
+}
+
 export interface WireSnapshotLimits {
   maxSnapshots: number;
   maxSnapshotBytes: number;
@@ -182,6 +212,18 @@ export interface WireGrantPullRequest {
 
 export interface WireTombstones {
   tombstones: { origin: string; id: number; deletedAtMs: number }[];
+}
+
+export interface WireListBlockMetadataRequest {
+  name: string;
+  baseName: string;
+  startingOffset: number;
+  maxResults: number;
+}
+
+export interface WireBlockMetadataPage {
+  sizeBytes: number;
+  ranges: { offset: number; length: number }[];
 }
 
 export interface WireListChunksRequest {

@@ -13,16 +13,23 @@ import {
   fromWireLimits,
   toWireSnapshot,
   toWireVolume,
+  type WireBlockMetadataPage,
   type WireCapacity,
   type WireChunkData,
   type WireChunkRuns,
   type WireGrantPullRequest,
+  type WireListBlockMetadataRequest,
   type WireListChunksRequest,
   type WireTombstones,
   type WireReadChunksRequest,
   type WireReplicateSnapshotRequest,
   type WireSetHoldersRequest,
   type WireCreateSnapshotRequest,
+  type WireCreateSnapshotGroupRequest,
+  type WireCreateSnapshotGroupResponse,
+  type WireGetGroupRecordResponse,
+  type WireGroupRecordRequest,
+  type WireHoldWritesRequest,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
   type WireGetVolumeResponse,
@@ -155,6 +162,13 @@ const ACCESS: Record<string, Access> = {
   GetSnapshot: "controller",
   ListSnapshots: "controller",
   DeleteSnapshot: "controller",
+  // Holding a node's writes stalls its workloads: only the controller, for a group snapshot.
+  CreateSnapshotGroup: "controller",
+  HoldWrites: "controller",
+  ReleaseWrites: "controller",
+  PutGroupRecord: "controller",
+  GetGroupRecord: "controller",
+  DeleteGroupRecord: "controller",
   GetCapacity: "controller",
   GetSpace: "controller",
   GetNodeInfo: "any",
@@ -166,6 +180,7 @@ const ACCESS: Record<string, Access> = {
   ListTombstones: "controller",
   ListChunks: "pull",
   ReadChunks: "pull",
+  ListBlockMetadata: "controller",
 };
 
 /** The caller named by the connection's client certificate (undefined over plaintext). */
@@ -288,6 +303,37 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       await engine.deleteSnapshot(r.name);
       return {};
     }),
+    CreateSnapshotGroup: call(
+      "CreateSnapshotGroup",
+      false,
+      async (r: WireCreateSnapshotGroupRequest): Promise<WireCreateSnapshotGroupResponse> => {
+        const made = await engine.createSnapshotGroup({
+          members: r.members.map((m) => ({ volume: m.volume, name: m.name, meta: m.meta })),
+          ...(r.holdId ? { holdId: r.holdId } : {}),
+        });
+        return { snapshots: made.map(toWireSnapshot) };
+      },
+    ),
+    HoldWrites: call("HoldWrites", false, (r: WireHoldWritesRequest) =>
+      engine.holdWrites({ volumes: r.volumes, timeoutMs: r.timeoutMs }),
+    ),
+    ReleaseWrites: call("ReleaseWrites", false, (r: { holdId: string }) => engine.releaseWrites(r.holdId)),
+    PutGroupRecord: call("PutGroupRecord", false, async (r: WireGroupRecordRequest) => {
+      await engine.putGroupRecord(r.name, r.record);
+      return {};
+    }),
+    GetGroupRecord: call(
+      "GetGroupRecord",
+      true,
+      async (r: WireNameRequest): Promise<WireGetGroupRecordResponse> => {
+        const record = await engine.getGroupRecord(r.name);
+        return { found: record !== undefined, record: { ...(record ?? {}) } };
+      },
+    ),
+    DeleteGroupRecord: call("DeleteGroupRecord", false, async (r: WireNameRequest) => {
+      await engine.deleteGroupRecord(r.name);
+      return {};
+    }),
     GetCapacity: call("GetCapacity", true, (): Promise<WireCapacity> => engine.capacity()),
     GetSpace: call("GetSpace", true, (): Promise<WireSpace> => engine.space()),
     GetNodeInfo: call("GetNodeInfo", true, (): Promise<WireNodeInfo> =>
@@ -322,6 +368,21 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     ListTombstones: call("ListTombstones", true, async (): Promise<WireTombstones> => ({
       tombstones: await replication().listTombstones(),
     })),
+    // Back-pressured by serverStream: the next page is computed only once the last one is sent.
+    ListBlockMetadata: serverStream<WireListBlockMetadataRequest, WireBlockMetadataPage>(
+      "ListBlockMetadata",
+      options(false),
+      async function* (r, scope, c) {
+        await admit("ListBlockMetadata", r, scope, c);
+        if (r.baseName !== "") scope.note({ base: r.baseName });
+        yield* engine.blockMetadata({
+          snapshot: r.name,
+          ...(r.baseName !== "" ? { baseSnapshot: r.baseName } : {}),
+          startingOffset: r.startingOffset,
+          maxResults: r.maxResults,
+        });
+      },
+    ),
     ListChunks: serverStream<WireListChunksRequest, WireChunkRuns>(
       "ListChunks",
       options(false),

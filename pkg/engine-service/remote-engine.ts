@@ -6,7 +6,9 @@ import {
   fromWireVolume,
   toWireHolder,
   toWireKind,
+  type WireBlockMetadataPage,
   type WireChunkData,
+  type WireListBlockMetadataRequest,
   type WireChunkRuns,
   type WireListChunksRequest,
   type WireTombstones,
@@ -14,6 +16,8 @@ import {
   type WireReplicateSnapshotRequest,
   type WireCapacity,
   type WireCreateSnapshotRequest,
+  type WireCreateSnapshotGroupResponse,
+  type WireGetGroupRecordResponse,
   type WireCreateVolumeRequest,
   type WireGetSnapshotResponse,
   type WireGetVolumeResponse,
@@ -32,8 +36,12 @@ import { channelCredentials, channelOptions, type EngineTransportOptions } from 
 import { StatusError } from "../errors/index.js";
 import type {
   EngineApi,
+  EngineBlockMetadataPage,
+  EngineBlockMetadataRequest,
   EngineCapacity,
   EngineCreateSnapshotOptions,
+  EngineCreateSnapshotGroupOptions,
+  EngineMeta,
   EngineCreateVolumeOptions,
   EngineHolder,
   EngineListing,
@@ -67,6 +75,9 @@ type UnaryMethod = (req: unknown, md: Metadata, opts: { deadline: Date }, cb: Ca
  * and cannot tell it from a LocalEngine. Failures come back as the same SnapblockErrors the engine
  * raised (engine-status.ts); a node that cannot be reached is CLOSED (UNAVAILABLE) with its name.
  */
+/** What a holder may send ahead of this node's reads, on one connection. */
+const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
+
 export class RemoteEngine implements EngineApi, EngineReplication {
   readonly nodeId: string;
   readonly address: string;
@@ -86,6 +97,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     this.client = new EngineClient(options.address, creds, {
       ...channelOptions(options.transport),
       "grpc.max_receive_message_length": 4 * 1024 * 1024,
+      // HTTP/2 flow control: this side receives the chunk streams (pulls, on-demand fetches).
+      // With the protocol's default 64 KiB window, one 64 KiB chunk is in flight per round trip
+      // on the whole connection; a larger window lets the holder stream ahead.
+      "grpc-node.flow_control_window": RECEIVE_WINDOW_BYTES,
       // A restarted node plugin must be found again quickly, not after minutes of backoff.
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2000,
@@ -164,6 +179,52 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   async deleteSnapshot(name: string): Promise<void> {
     await this.call("DeleteSnapshot", { name });
+  }
+
+  /** Pages arrive as they are read: grpc-js asks the server for more only as this is consumed. */
+  async *blockMetadata(r: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
+    const req: WireListBlockMetadataRequest = {
+      name: r.snapshot,
+      baseName: r.baseSnapshot ?? "",
+      startingOffset: r.startingOffset,
+      maxResults: r.maxResults,
+    };
+    for await (const page of this.stream<WireBlockMetadataPage>("ListBlockMetadata", req)) {
+      yield {
+        sizeBytes: page.sizeBytes,
+        ranges: page.ranges.map((x) => ({ offset: x.offset, length: x.length })),
+      };
+    }
+  }
+
+  async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {
+    const res = await this.call<WireCreateSnapshotGroupResponse>("CreateSnapshotGroup", {
+      members: o.members.map((m) => ({ volume: m.volume, name: m.name, meta: { ...m.meta } })),
+      holdId: o.holdId ?? "",
+    });
+    return res.snapshots.map(fromWireSnapshot);
+  }
+
+  holdWrites(o: { volumes: string[]; timeoutMs: number }): Promise<{ holdId: string }> {
+    // The hold is bounded on the node; the call need not wait much longer than that.
+    return this.call<{ holdId: string }>("HoldWrites", o, o.timeoutMs + 5000);
+  }
+
+  releaseWrites(holdId: string): Promise<{ heldThroughout: boolean }> {
+    return this.call<{ heldThroughout: boolean }>("ReleaseWrites", { holdId });
+  }
+
+  async putGroupRecord(name: string, record: EngineMeta): Promise<void> {
+    await this.call("PutGroupRecord", { name, record: { ...record } });
+  }
+
+  async getGroupRecord(name: string): Promise<EngineMeta | undefined> {
+    const res = await this.call<WireGetGroupRecordResponse>("GetGroupRecord", { name });
+    return res.found ? { ...res.record } : undefined;
+  }
+
+  async deleteGroupRecord(name: string): Promise<void> {
+    await this.call("DeleteGroupRecord", { name });
   }
 
   capacity(): Promise<EngineCapacity> {
@@ -268,9 +329,9 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     return (this.client as unknown as Record<string, unknown>)[name];
   }
 
-  private call<Res>(method: string, req: object): Promise<Res> {
+  private call<Res>(method: string, req: object, timeoutMs = this.timeoutMs): Promise<Res> {
     const fn = this.method(method) as UnaryMethod;
-    const deadline = new Date(Date.now() + this.timeoutMs);
+    const deadline = new Date(Date.now() + Math.min(timeoutMs, this.timeoutMs));
     return new Promise<Res>((resolve, reject) => {
       fn.call(this.client, req, addressedTo(this.nodeId), { deadline }, (err, res) => {
         if (err) {

@@ -333,6 +333,104 @@ export class ChunkTables {
     return walk(a.root, a.levels, b.root, b.levels, levels, 0);
   }
 
+  /**
+   * Tree nodes entered by the resumable walks below (mappedFrom, diffFrom): a measure of their
+   * work that tests compare between volume sizes (it must follow what is mapped or changed, not
+   * the size).
+   */
+  nodesVisited = 0;
+
+  /**
+   * The mapped logical chunks of `t` from `lo` on, ascending, as a lazy sequence: the caller takes
+   * what it needs and stops (a page of changed-block metadata). Empty subtrees are never entered.
+   * The walk reads the tree as it is when each step runs: take a page in one synchronous stretch.
+   */
+  *mappedFrom(t: Table, lo: number): Generator<number> {
+    if (!t.root) return;
+    // An explicit stack (no recursive generators): one resumption per chunk yielded.
+    const stack: { node: TreeNode; h: number; base: number; i: number }[] = [];
+    const push = (node: TreeNode, h: number, base: number): void => {
+      this.nodesVisited++;
+      const width = h === 0 ? 1 : span(h - 1);
+      stack.push({ node, h, base, i: Math.max(0, Math.floor((lo - base) / width)) });
+    };
+    if (lo >= span(t.levels)) return;
+    push(t.root, t.levels, 0);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.i >= FANOUT) {
+        stack.pop();
+        continue;
+      }
+      const i = top.i++;
+      if (top.node.isLeaf) {
+        if (top.node.slots[i] !== 0) yield top.base + i;
+        continue;
+      }
+      const child = top.node.children[i];
+      if (child) push(child, top.h - 1, top.base + i * span(top.h - 1));
+    }
+  }
+
+  /**
+   * The logical chunks from `lo` on whose mapping differs between `a` and `b`, ascending, as a
+   * lazy sequence (diff() with a start and an early stop). Subtrees the two tables share are
+   * skipped without being entered, so the cost follows what changed, not the size.
+   */
+  *diffFrom(a: Table, b: Table, lo: number): Generator<number> {
+    const levels = Math.max(a.levels, b.levels);
+    if (lo >= span(levels)) return;
+    // A root lower than `levels` stands for child 0 of virtual inner nodes above it.
+    const childOf = (node: TreeNode | null, nodeH: number, h: number, i: number): TreeNode | null => {
+      if (!node) return null;
+      if (nodeH < h) return i === 0 ? node : null;
+      return (node as Inner).children[i] ?? null;
+    };
+    interface Frame {
+      x: TreeNode | null;
+      hx: number;
+      y: TreeNode | null;
+      hy: number;
+      h: number;
+      base: number;
+      i: number;
+    }
+    const stack: Frame[] = [];
+    const push = (f: Omit<Frame, "i">): void => {
+      if (f.x === f.y && (f.hx === f.hy || !f.x)) return; // shared (or both empty): nothing differs
+      this.nodesVisited++;
+      const width = f.h === 0 ? 1 : span(f.h - 1);
+      stack.push({ ...f, i: Math.max(0, Math.floor((lo - f.base) / width)) });
+    };
+    push({ x: a.root, hx: a.levels, y: b.root, hy: b.levels, h: levels, base: 0 });
+    while (stack.length > 0) {
+      const f = stack[stack.length - 1]!;
+      if (f.i >= FANOUT) {
+        stack.pop();
+        continue;
+      }
+      const i = f.i++;
+      if (f.h === 0) {
+        const xv = f.x ? (f.x as Leaf).slots[i]! : 0;
+        const yv = f.y ? (f.y as Leaf).slots[i]! : 0;
+        if (xv !== yv) yield f.base + i;
+        continue;
+      }
+      const cx = childOf(f.x, f.hx, f.h, i);
+      const cy = childOf(f.y, f.hy, f.h, i);
+      if (cx || cy) {
+        push({
+          x: cx,
+          hx: Math.min(f.hx, f.h - 1),
+          y: cy,
+          hy: Math.min(f.hy, f.h - 1),
+          h: f.h - 1,
+          base: f.base + i * span(f.h - 1),
+        });
+      }
+    }
+  }
+
   /** Returns `node` if only one parent holds it, else a private copy (the shadow). */
   private own<T extends TreeNode>(node: T, seq: number): T {
     if (node.rc === 1) return node;

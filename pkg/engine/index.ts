@@ -6,6 +6,7 @@
  */
 export { Pool, DEFAULT_CHUNK_SIZE } from "./pool.js";
 export type { PoolOptions, PoolCreateOptions, RestoreOptions, SnapshotOptions } from "./pool.js";
+export { WriteHold } from "./write-hold.js";
 export { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 export { POOL_USAGE_LEVELS } from "./types.js";
 export {
@@ -44,6 +45,7 @@ export type {
   WriteOptions,
 } from "./types.js";
 export type { Storage, StorageFile } from "./storage.js";
+export { BlockRangeCursor, type ByteRange } from "./block-ranges.js";
 export type { ChunkFetcher, FetchedChunk, PullOptions, PullProgress, PullState } from "./pending-fill.js";
 export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";

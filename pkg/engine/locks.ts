@@ -64,18 +64,32 @@ export class WriteGate {
     if (this.active === 0 && this.idle) this.idle();
   }
 
-  /** Waits for writes in flight to end, runs `fn` with new writes held back, then reopens. */
-  async exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
+  /**
+   * Closes the gate: waits for the writes in flight to end and holds new ones back until the
+   * returned function reopens it (calling it again does nothing).
+   */
+  async hold(): Promise<() => void> {
     while (this.closed) await this.closed;
     let reopen!: () => void;
     this.closed = new Promise<void>((resolve) => (reopen = resolve));
-    try {
-      if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
-      this.idle = undefined;
-      return await fn();
-    } finally {
+    if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    this.idle = undefined;
+    let open = false;
+    return () => {
+      if (open) return;
+      open = true;
       this.closed = undefined;
       reopen();
+    };
+  }
+
+  /** Waits for writes in flight to end, runs `fn` with new writes held back, then reopens. */
+  async exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
+    const release = await this.hold();
+    try {
+      return await fn();
+    } finally {
+      release();
     }
   }
 }

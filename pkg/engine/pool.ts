@@ -1,4 +1,5 @@
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
+import { BlockRangeCursor } from "./block-ranges.js";
 import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.js";
 import { ChunkSpace } from "./chunk-space.js";
 import { ChunkTables } from "./chunk-tree.js";
@@ -14,6 +15,7 @@ import {
   type JournalScan,
 } from "./journal.js";
 import { ChunkLocks, WriteGate } from "./locks.js";
+import { WriteHold } from "./write-hold.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
 import { isPointName, pointName } from "./point-names.js";
@@ -663,6 +665,108 @@ export class Pool implements PoolCore {
     return this.snapshotInfo(this.find("snapshot", name));
   }
 
+  /**
+   * Holds new writes on these volumes, with the writes in flight drained (write-hold.ts), for at
+   * most timeoutMs: the first half of a group snapshot whose members are on several pools. ABORTED
+   * when the writes in flight do not drain in time (then nothing stays held).
+   */
+  async holdWrites(volumeNames: readonly string[], o: { timeoutMs: number }): Promise<WriteHold> {
+    this.ensureUsable();
+    const vols = this.groupVolumes(volumeNames);
+    // Gates in volume id order: two holds of overlapping volumes cannot deadlock.
+    return WriteHold.acquire(
+      [...vols].sort((a, b) => a.id - b.id).map((v) => ({ id: v.id, gate: this.gate(v) })),
+      { timeoutMs: o.timeoutMs, what: describeVolumes(vols) },
+    );
+  }
+
+  /**
+   * Snapshots several volumes at one instant: one consistent cut, recorded in ONE journal batch
+   * (one commit), so that after a crash either every member exists or none does. New writes to
+   * all the volumes are held (in flight ones drained) while the records are made; with `hold`,
+   * the caller holds them already (members on several pools) and the snapshots are refused
+   * (ABORTED) when that hold no longer stands. Idempotent by name: members that all exist already,
+   * each of its volume, are returned as they are; some of them existing is ALREADY_EXISTS.
+   */
+  async createSnapshots(
+    members: readonly { volume: string; snapshot: string }[],
+    options: { hold?: WriteHold } = {},
+  ): Promise<SnapshotInfo[]> {
+    this.ensureUsable();
+    for (const m of members) validateName(m.snapshot, "snapshot");
+    const vols = this.groupVolumes(members.map((m) => m.volume));
+    const names = new Set(members.map((m) => m.snapshot));
+    if (names.size !== members.length) {
+      throw new SnapblockError("INVALID_ARGUMENT", "the snapshots of a group need distinct names");
+    }
+    const existing = members.filter((m) => this.meta.byName("snapshot").has(m.snapshot));
+    if (existing.length > 0) {
+      const same =
+        existing.length === members.length &&
+        members.every((m, i) => this.find("snapshot", m.snapshot).sourceId === vols[i]!.id);
+      if (same) return members.map((m) => this.getSnapshot(m.snapshot));
+      throw new SnapblockError(
+        "ALREADY_EXISTS",
+        `snapshot(s) ${existing.map((m) => `'${m.snapshot}'`).join(", ")} already exist, not as this group of ${describeVolumes(vols)}`,
+      );
+    }
+    const own = options.hold
+      ? undefined
+      : await this.holdWrites(
+          members.map((m) => m.volume),
+          { timeoutMs: Infinity },
+        );
+    const hold = options.hold ?? own!;
+    try {
+      // One synchronous stretch: every check and every record together, so that no write, no
+      // commit and no other snapshot comes between the members.
+      if (!hold.active) {
+        throw new SnapblockError(
+          "CANCELLED",
+          `the hold on writes to ${describeVolumes(vols)} ended (after at most ${hold.timeoutMs} ms) before the snapshots were taken; nothing was taken`,
+        );
+      }
+      for (const v of vols) {
+        if (!hold.volumeIds.has(v.id)) {
+          throw new SnapblockError(
+            "INVALID_ARGUMENT",
+            `the hold on writes does not cover volume '${v.name}'`,
+          );
+        }
+        if (!this.alive(v)) throw new SnapblockError("NOT_FOUND", `volume '${v.name}' was deleted`);
+      }
+      for (const m of members) this.ensureFree("snapshot", m.snapshot);
+      const createdAtMs = Date.now();
+      members.forEach((m, i) => {
+        const vol = vols[i]!;
+        this.record({
+          type: RecordType.Create,
+          id: this.meta.nextId,
+          kind: 2,
+          sourceId: vol.id,
+          sizeBytes: vol.sizeBytes,
+          createdAtMs,
+          name: m.snapshot,
+        });
+      });
+    } finally {
+      own?.release();
+    }
+    await this.commit();
+    return members.map((m) => this.getSnapshot(m.snapshot));
+  }
+
+  /** The volumes of a group, in the order given: at least one, each once. */
+  private groupVolumes(volumeNames: readonly string[]): Device[] {
+    if (volumeNames.length === 0) {
+      throw new SnapblockError("INVALID_ARGUMENT", "a group snapshot needs at least one volume");
+    }
+    if (new Set(volumeNames).size !== volumeNames.length) {
+      throw new SnapblockError("INVALID_ARGUMENT", "a volume can be in a group snapshot only once");
+    }
+    return volumeNames.map((n) => this.find("volume", n));
+  }
+
   private checkSnapshotLimits(vol: Device, limits: SnapshotLimits): void {
     const { maxSnapshots, maxSnapshotBytes, names = {} } = limits;
     if (maxSnapshots !== undefined) {
@@ -1139,6 +1243,33 @@ export class Pool implements PoolCore {
     return { chunkSize: this.chunkSize, chunks };
   }
 
+  /**
+   * The allocated byte ranges of a snapshot from byte `from` on, page by page (changed-block
+   * tracking: block-ranges.ts has the granularity). NOT_FOUND for an unknown snapshot,
+   * OUT_OF_RANGE for `from` outside [0, size].
+   */
+  allocatedRanges(snapshotName: string, from: number): BlockRangeCursor {
+    this.ensureUsable();
+    return new BlockRangeCursor(this, this.find("snapshot", snapshotName), undefined, from);
+  }
+
+  /**
+   * The byte ranges from `from` on where snapshot `targetName` may differ from `baseName` (an
+   * earlier snapshot of the same volume), page by page; every byte that differs is in them.
+   */
+  changedRanges(baseName: string, targetName: string, from: number): BlockRangeCursor {
+    this.ensureUsable();
+    const base = this.find("snapshot", baseName);
+    const target = this.find("snapshot", targetName);
+    if (base.lineage !== target.lineage) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `snapshots '${baseName}' and '${targetName}' are not of the same volume; ask for the allocated ranges of '${targetName}' instead`,
+      );
+    }
+    return new BlockRangeCursor(this, target, base, from);
+  }
+
   // ---------------------------------------------------------------- stats and check
 
   /**
@@ -1439,4 +1570,10 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
     if (!live.devices.has(o.id)) problems.push(`${o.kind} '${o.name}' is durable but missing from memory`);
   }
   return problems;
+}
+
+function describeVolumes(vols: readonly Device[]): string {
+  return vols.length === 1
+    ? `volume '${vols[0]!.name}'`
+    : `volumes ${vols.map((v) => `'${v.name}'`).join(", ")}`;
 }

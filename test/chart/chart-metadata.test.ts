@@ -37,6 +37,7 @@ describe("chart metadata", () => {
       ["tls.mode=certManager"],
       ["tls.mode=existingSecret", "tls.existingSecret.ca=my-ca"],
       ["metrics.serviceMonitor.enabled=true", "storageClasses=null", "volumeSnapshotClasses=null"],
+      ["snapshotMetadata.enabled=true"],
       ["networkPolicy.enabled=true"],
     ]) {
       const { stdout } = await helm(["lint", CHART_DIR, ...set.flatMap((s) => ["--set", s])]);

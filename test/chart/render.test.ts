@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -38,6 +39,7 @@ const API_VERSIONS: Record<string, string> = {
   ServiceMonitor: "monitoring.coreos.com/v1",
   Certificate: "cert-manager.io/v1",
   Issuer: "cert-manager.io/v1",
+  SnapshotMetadataService: "cbt.storage.k8s.io/v1beta1",
   CustomResourceDefinition: "apiextensions.k8s.io/v1",
   PrometheusRule: "monitoring.coreos.com/v1",
   NetworkPolicy: "networking.k8s.io/v1",
@@ -565,6 +567,71 @@ describe("non-default values", () => {
     expect(one(objects, "VolumeSnapshotClass").driver).toBe("csi.example.org");
   });
 
+  it("serves changed-block tracking when asked: sidecar, Service, certificate, SnapshotMetadataService, RBAC", async () => {
+    expect(find(await render(), "SnapshotMetadataService")).toEqual([]); // off by default
+    const objects = await renderWith({ snapshotMetadata: { enabled: true } });
+    for (const o of objects) expect(o.apiVersion, o.kind).toBe(API_VERSIONS[o.kind]);
+    const pod = controllerPod(objects);
+    const sidecar = container(pod, "csi-snapshot-metadata");
+    expect(sidecar.image).toMatch(/^registry\.k8s\.io\/sig-storage\/csi-snapshot-metadata:v\d/);
+    // It reads the CSI SnapshotMetadata service on the controller's socket.
+    expect(flag(sidecar, "csi-address")).toBe("/csi/csi.sock");
+    expect(mountOf(pod, sidecar, "/csi").name).toBe("socket-dir");
+    expect(mountOf(pod, container(pod, "snapblock"), "/csi").name).toBe("socket-dir");
+    const tlsVolume = mountOf(pod, sidecar, "/etc/snapshot-metadata") as { secret?: { secretName: string } };
+    expect(tlsVolume.secret?.secretName).toBe("snapblock-snapshot-metadata");
+    expect(flag(sidecar, "tls-cert")).toBe("/etc/snapshot-metadata/tls.crt");
+    // The Service reaches the sidecar's port; the object points clients at the Service.
+    const service = one(objects, "Service", "snapblock-snapshot-metadata").spec as {
+      ports: { port: number; targetPort: string }[];
+      selector: Record<string, string>;
+    };
+    const port = (sidecar as { ports?: { name: string; containerPort: number }[] }).ports?.find(
+      (p) => p.name === service.ports[0]!.targetPort,
+    );
+    expect(port?.containerPort).toBe(Number(flag(sidecar, "port")));
+    expect(service.selector["app.kubernetes.io/component"]).toBe("controller");
+    const sms = one(objects, "SnapshotMetadataService", DRIVER);
+    const spec = sms.spec as { address: string; audience: string; caCert: string };
+    expect(spec.address).toBe(`snapblock-snapshot-metadata.snapblock:${service.ports[0]!.port}`);
+    expect(spec.audience).toBe("snapblock-snapshot-metadata");
+    // The certificate is for the Service's name and signed by the CA the object hands clients.
+    const secret = one(objects, "Secret", "snapblock-snapshot-metadata").data as Record<string, string>;
+    const cert = new X509Certificate(Buffer.from(secret["tls.crt"]!, "base64"));
+    const ca = new X509Certificate(Buffer.from(spec.caCert, "base64"));
+    expect(cert.verify(ca.publicKey)).toBe(true);
+    expect(cert.checkHost("snapblock-snapshot-metadata.snapblock.svc")).toBeDefined();
+    expect(cert.checkHost("snapblock-snapshot-metadata.snapblock")).toBeDefined();
+    // RBAC: the controller's ServiceAccount (the pod's) may review tokens and access, read its
+    // object and resolve VolumeSnapshots; nothing more.
+    const binding = one(objects, "ClusterRoleBinding", "snapblock-snapshot-metadata");
+    expect((binding.subjects as { name: string }[]).map((x) => x.name)).toEqual([pod.serviceAccountName]);
+    const rules = one(objects, "ClusterRole", "snapblock-snapshot-metadata").rules as PolicyRule[];
+    const allows = (group: string, resource: string, verb: string) =>
+      rules.some(
+        (r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb),
+      );
+    expect(allows("authentication.k8s.io", "tokenreviews", "create")).toBe(true);
+    expect(allows("authorization.k8s.io", "subjectaccessreviews", "create")).toBe(true);
+    expect(allows("cbt.storage.k8s.io", "snapshotmetadataservices", "get")).toBe(true);
+    expect(allows("snapshot.storage.k8s.io", "volumesnapshotcontents", "get")).toBe(true);
+    expect(allows("cbt.storage.k8s.io", "snapshotmetadataservices", "delete")).toBe(false);
+    // Your own certificate instead: no Secret made, yours mounted, your CA in the object.
+    const own = await renderWith({
+      snapshotMetadata: {
+        enabled: true,
+        tls: { mode: "existingSecret", existingSecret: "my-cbt-tls", caCert: "PEM" },
+      },
+    });
+    expect(find(own, "Secret", "snapblock-snapshot-metadata")).toEqual([]);
+    const ownPod = controllerPod(own);
+    const ownVolume = mountOf(ownPod, container(ownPod, "csi-snapshot-metadata"), "/etc/snapshot-metadata");
+    expect((ownVolume as { secret?: { secretName: string } }).secret?.secretName).toBe("my-cbt-tls");
+    expect((one(own, "SnapshotMetadataService").spec as { caCert: string }).caCert).toBe(
+      Buffer.from("PEM").toString("base64"),
+    );
+  });
+
   it("refuses an unpinned image, an unknown TLS mode and values the schema rejects", async () => {
     const fails = async (set: string[]) => {
       const args = [
@@ -588,6 +655,8 @@ describe("non-default values", () => {
     await fails(["node.chunkSize=lots"]);
     await fails(["storageClasses[0].name=x", "storageClasses[0].fsType=btrfs"]);
     await fails(["contoller.replicas=2"]);
+    await fails(["snapshotMetadata.enabled=true", "snapshotMetadata.tls.mode=existingSecret"]);
+    await fails(["snapshotMetadata.enabled=true", "snapshotMetadata.image.tag=latest"]);
   });
 });
 
@@ -678,5 +747,45 @@ describe("what the node plugin and the network let in", () => {
       expect(node.ingress).toHaveLength(1);
       expect(node.ingress[0]!.ports).toEqual([{ port: 7443, protocol: "TCP" }]);
     }
+  });
+});
+
+describe("group snapshots", () => {
+  it("are off by default: no flag, no group snapshot RBAC, no VolumeGroupSnapshotClass", async () => {
+    const objects = await render();
+    const snapshotter = controllerPod(objects).containers.find((c) => c.name === "csi-snapshotter")!;
+    expect(snapshotter.args).not.toContain("--enable-volume-group-snapshots");
+    expect(JSON.stringify(objects)).not.toContain("groupsnapshot.storage.k8s.io");
+  });
+
+  it("turn on csi-snapshotter's flag, its RBAC, and render the VolumeGroupSnapshotClasses", async () => {
+    const objects = await renderWith({
+      groupSnapshots: { enabled: true },
+      volumeGroupSnapshotClasses: [
+        { name: "fast", default: true, parameters: { "snapblock.dev/holdTimeout": "500ms" } },
+        { name: "kept", deletionPolicy: "Retain" },
+      ],
+    });
+    const snapshotter = controllerPod(objects).containers.find((c) => c.name === "csi-snapshotter")!;
+    expect(snapshotter.args).toContain("--enable-volume-group-snapshots");
+    const rules = one(objects, "ClusterRole", "snapblock-snapshotter").rules as PolicyRule[];
+    const allows = (group: string, resource: string, verb: string) =>
+      rules.some(
+        (r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb),
+      );
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch")).toBe(true);
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "patch")).toBe(true);
+    expect(allows("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents/status", "update")).toBe(true);
+    expect(allows("snapshot.storage.k8s.io", "volumesnapshotcontents", "create")).toBe(true);
+    const classes = objects.filter((o) => o.kind === "VolumeGroupSnapshotClass");
+    expect(classes.map((c) => [c.apiVersion, c.metadata.name, c.deletionPolicy])).toEqual([
+      ["groupsnapshot.storage.k8s.io/v1beta1", "fast", "Delete"],
+      ["groupsnapshot.storage.k8s.io/v1beta1", "kept", "Retain"],
+    ]);
+    expect(classes[0]!.driver).toBe(DRIVER);
+    expect(classes[0]!.parameters).toEqual({ "snapblock.dev/holdTimeout": "500ms" });
+    expect(classes[0]!.metadata.annotations).toEqual({
+      "groupsnapshot.storage.kubernetes.io/is-default-class": "true",
+    });
   });
 });

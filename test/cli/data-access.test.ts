@@ -100,6 +100,8 @@ describe.skipIf(!haveTools)("reaching the data with the CLI", () => {
     expect(stdout).toMatch(/^local\/notes-monday +1 GiB +ext4 +published /m);
     expect(stdout).toMatch(/is_read_only: true/);
     expect(stdout).not.toMatch(/buy bread/);
+    expect(stdout).toMatch(/allocated of 1 GiB/);
+    expect(stdout).toMatch(/changed of 1 GiB/);
     expect(existsSync(path.join(work, "monday.qcow2"))).toBe(true);
     expect(mountsUnder(work)).toEqual([]);
   });

@@ -4,6 +4,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectCsi, type CsiClients } from "../../pkg/csi/index.js";
 import { waitReady } from "../csi/local-process.js";
+import type { TestPki } from "./test-certs.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -83,4 +84,75 @@ export async function startSnapblock(
       return exited;
     },
   };
+}
+
+/** Where a test cluster lives: its directory, certificates and each node's engine port on loopback. */
+export interface TestCluster {
+  dir: string;
+  pki: TestPki;
+  ports: ReadonlyMap<string, number>;
+}
+
+export interface NodeArgsOptions {
+  /** --attach (default none: no Node data path). */
+  attach?: "none" | "auto" | "nbdfuse-loop";
+  poolSize?: string;
+  /** --metrics-address (default none). */
+  metricsAddress?: string;
+  /** Flags of this test only. */
+  extra?: string[];
+}
+
+/**
+ * `snapblock node` as the tests run it: data under DIR/NODE, its engine on its loopback port with
+ * its own certificate, debug logs, staging and target paths under DIR/kubelet when it attaches.
+ * Its CSI socket is DIR/NODE/csi.sock (nodeSocket).
+ */
+export function nodeArgs(c: TestCluster, node: string, o: NodeArgsOptions = {}): string[] {
+  const attach = o.attach ?? "none";
+  return [
+    "node",
+    ...["--node-id", node, "--data", path.join(c.dir, node), "--pool-size", o.poolSize ?? "256M"],
+    ...["--attach", attach, "--engine-listen", `127.0.0.1:${c.ports.get(node)}`],
+    ...["--metrics-address", o.metricsAddress ?? "none", "--log-level", "debug"],
+    ...["--tls-ca", c.pki.node(node).caFile, "--tls-cert", c.pki.node(node).certFile],
+    ...["--tls-key", c.pki.node(node).keyFile],
+    ...(attach === "none" ? [] : ["--path-root", path.join(c.dir, "kubelet")]),
+    ...(o.extra ?? []),
+  ];
+}
+
+export function nodeSocket(c: TestCluster, node: string): string {
+  return path.join(c.dir, node, "csi.sock");
+}
+
+export interface ControllerArgsOptions {
+  /** The nodes it knows (default: every node with a port). */
+  nodes?: readonly string[];
+  /** --call-timeout in seconds (default 5). */
+  callTimeoutSeconds?: number;
+  /** --metrics-address (default none). */
+  metricsAddress?: string;
+  extra?: string[];
+}
+
+/**
+ * `snapblock controller` over every node of the cluster (a static --nodes list of their loopback
+ * engine ports) with the controller's certificate. Its CSI socket is DIR/controller.sock
+ * (controllerSocket).
+ */
+export function controllerArgs(c: TestCluster, o: ControllerArgsOptions = {}): string[] {
+  return [
+    "controller",
+    ...["--endpoint", `unix://${controllerSocket(c)}`, "--log-level", "debug"],
+    ...["--nodes", (o.nodes ?? [...c.ports.keys()]).map((n) => `${n}=127.0.0.1:${c.ports.get(n)}`).join(",")],
+    ...["--tls-ca", c.pki.controller.caFile, "--tls-cert", c.pki.controller.certFile],
+    ...["--tls-key", c.pki.controller.keyFile, "--call-timeout", String(o.callTimeoutSeconds ?? 5)],
+    ...["--metrics-address", o.metricsAddress ?? "none"],
+    ...(o.extra ?? []),
+  ];
+}
+
+export function controllerSocket(c: TestCluster): string {
+  return path.join(c.dir, "controller.sock");
 }

@@ -1,11 +1,26 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Metadata, credentials, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, credentials, status, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TOPOLOGY_KEY, callCsi, type CsiVolumeOutput, type CsiSnapshotOutput } from "../../pkg/csi/index.js";
+import {
+  TOPOLOGY_KEY,
+  callCsi,
+  loadCsiProto,
+  type CsiVolumeOutput,
+  type CsiSnapshotOutput,
+} from "../../pkg/csi/index.js";
 import { failureCode } from "../csi/local-process.js";
-import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import {
+  controllerArgs,
+  controllerSocket,
+  freePort,
+  nodeArgs,
+  nodeSocket,
+  startSnapblock,
+  type SnapblockProcess,
+  type TestCluster,
+} from "./cluster-processes.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 import { loadEngineProto } from "../../pkg/engine-service/index.js";
 
@@ -36,30 +51,20 @@ describe("cluster mode: one controller, three node plugins", () => {
   const nodes = new Map<string, SnapblockProcess>();
   let controller: SnapblockProcess;
 
+  const cluster = (): TestCluster => ({ dir, pki, ports });
   const startNode = (node: string) =>
     startSnapblock(
-      [
-        "node",
-        ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M", "--attach", "none"],
-        ...["--engine-listen", `127.0.0.1:${ports.get(node)}`, "--log-level", "debug"],
-        ...["--metrics-address", `127.0.0.1:${metricsPorts.get(node)}`],
-        ...["--tls-ca", pki.node(node).caFile, "--tls-cert", pki.node(node).certFile],
-        ...["--tls-key", pki.node(node).keyFile],
-      ],
-      path.join(dir, node, "csi.sock"),
+      nodeArgs(cluster(), node, { metricsAddress: `127.0.0.1:${metricsPorts.get(node)}` }),
+      nodeSocket(cluster(), node),
     );
 
   const startController = () =>
     startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
-        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5"],
-        ...["--metrics-address", `127.0.0.1:${metricsPorts.get("controller")}`],
-      ],
-      path.join(dir, "controller.sock"),
+      controllerArgs(cluster(), {
+        nodes: NODES,
+        metricsAddress: `127.0.0.1:${metricsPorts.get("controller")}`,
+      }),
+      controllerSocket(cluster()),
     );
 
   const createVolume = (name: string, extra: object = {}) =>
@@ -150,6 +155,65 @@ describe("cluster mode: one controller, three node plugins", () => {
     });
     expect(elsewhere.volumeId).toBe("node-b/restored-elsewhere");
     expect(elsewhere.contentSource?.snapshot?.snapshotId).toBe("node-a/snap-node-a");
+  });
+
+  it("serves changed-block metadata on the controller socket from the node holding the snapshot", async () => {
+    const { SnapshotMetadata } = loadCsiProto().csi.v1;
+    const client = new SnapshotMetadata(
+      `unix:${path.join(dir, "controller.sock")}`,
+      credentials.createInsecure(),
+    );
+    const read = async (method: string, request: object) => {
+      const fn = (client as unknown as Record<string, (r: object) => AsyncIterable<unknown>>)[method]!;
+      const out: unknown[] = [];
+      for await (const m of fn.call(client, request)) out.push(m);
+      return out;
+    };
+    const code = (method: string, request: object) =>
+      read(method, request).then(
+        () => "OK",
+        (e: unknown) => status[(e as ServiceError).code],
+      );
+    try {
+      await callCsi(controller.clients.controller, "CreateSnapshot", {
+        name: "snap-node-b-2",
+        sourceVolumeId: "node-b/pinned-node-b",
+      });
+      // Nothing was ever written to these volumes: one message, no ranges, the snapshot's size.
+      const empty = { blockMetadataType: "VARIABLE_LENGTH", volumeCapacityBytes: 8 * MiB, blockMetadata: [] };
+      expect(
+        await read("GetMetadataAllocated", { snapshotId: "node-c/snap-node-c", startingOffset: 0 }),
+      ).toEqual([empty]);
+      expect(
+        await read("GetMetadataDelta", {
+          baseSnapshotId: "node-b/snap-node-b",
+          targetSnapshotId: "node-b/snap-node-b-2",
+          startingOffset: 0,
+          maxResults: 10,
+        }),
+      ).toEqual([empty]);
+      expect(
+        await code("GetMetadataDelta", {
+          baseSnapshotId: "node-a/snap-node-a",
+          targetSnapshotId: "node-b/snap-node-b-2",
+          startingOffset: 0,
+        }),
+      ).toBe("INVALID_ARGUMENT");
+      expect(await code("GetMetadataAllocated", { snapshotId: "node-a/nope", startingOffset: 0 })).toBe(
+        "NOT_FOUND",
+      );
+      expect(
+        await code("GetMetadataAllocated", { snapshotId: "node-a/snap-node-a", startingOffset: 9 * MiB }),
+      ).toBe("OUT_OF_RANGE");
+      // The stream came from node-b's engine service, asked by the controller.
+      expect(
+        nodes
+          .get("node-b")!
+          .log.some((l) => l.includes('"method":"ListBlockMetadata"') && l.includes('"caller":"controller"')),
+      ).toBe(true);
+    } finally {
+      client.close();
+    }
   });
 
   it("reports capacity per topology segment", async () => {

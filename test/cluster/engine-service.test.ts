@@ -214,6 +214,63 @@ describe("engine service over mutual TLS", () => {
     expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
   });
 
+  it("lists a snapshot's block metadata to the controller page by page, as the engine computes it", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "cbt", sizeBytes: 8 * MiB, meta: {} });
+    const dev = engine.openVolumeDevice("cbt");
+    const cs = dev.chunkSize;
+    await dev.write(0, Buffer.alloc(cs, 1));
+    await dev.write(3 * MiB, Buffer.alloc(2 * cs, 2));
+    await r.createSnapshot({ volume: "cbt", name: "cbt-1", meta: {} });
+    for (let i = 0; i < 12; i++) await dev.write(4 * MiB + i * 2 * cs + 4096, Buffer.alloc(4096, 3 + i));
+    dev.close();
+    await r.createSnapshot({ volume: "cbt", name: "cbt-2", meta: {} });
+    const collect = async (
+      e: { blockMetadata: LocalEngine["blockMetadata"] },
+      request: Parameters<LocalEngine["blockMetadata"]>[0],
+    ) => {
+      const pages = [];
+      for await (const p of e.blockMetadata(request)) pages.push(p);
+      return pages;
+    };
+    const delta = { snapshot: "cbt-2", baseSnapshot: "cbt-1", startingOffset: 0, maxResults: 5 };
+    const remotePages = await collect(r, delta);
+    expect(remotePages).toEqual(await collect(engine, delta));
+    expect(remotePages.map((p) => p.ranges.length)).toEqual([5, 5, 2]);
+    expect(remotePages.every((p) => p.sizeBytes === 8 * MiB)).toBe(true);
+    expect(remotePages[0]!.ranges[0]).toEqual({ offset: 4 * MiB + 4096, length: 4096 });
+    const allocated = await collect(r, { snapshot: "cbt-1", startingOffset: cs / 2, maxResults: 100 });
+    expect(allocated).toEqual([
+      {
+        sizeBytes: 8 * MiB,
+        ranges: [
+          { offset: cs / 2, length: cs / 2 },
+          { offset: 3 * MiB, length: 2 * cs },
+        ],
+      },
+    ]);
+    // Nothing at all: still one page, with the size.
+    expect(await collect(r, { snapshot: "cbt-1", startingOffset: 8 * MiB, maxResults: 1 })).toEqual([
+      { sizeBytes: 8 * MiB, ranges: [] },
+    ]);
+    // The engine's errors arrive as the same codes.
+    const codeOf = (request: Parameters<LocalEngine["blockMetadata"]>[0]) =>
+      collect(r, request).then(
+        () => "OK",
+        (e: unknown) => (isSnapblockError(e) ? e.code : String(e)),
+      );
+    await r.createVolume({ name: "other", sizeBytes: MiB, meta: {} });
+    await r.createSnapshot({ volume: "other", name: "other-1", meta: {} });
+    expect(await codeOf({ snapshot: "nope", startingOffset: 0, maxResults: 1 })).toBe("NOT_FOUND");
+    expect(
+      await codeOf({ snapshot: "cbt-2", baseSnapshot: "other-1", startingOffset: 0, maxResults: 1 }),
+    ).toBe("INVALID_ARGUMENT");
+    expect(await codeOf({ snapshot: "cbt-2", startingOffset: 8 * MiB + 1, maxResults: 1 })).toBe(
+      "OUT_OF_RANGE",
+    );
+    expect(await codeOf({ snapshot: "cbt-2", startingOffset: 0, maxResults: 0 })).toBe("INVALID_ARGUMENT");
+  });
+
   it("refuses, in the handshake, a node whose certificate names another node than the one dialled", async () => {
     const wrong = new RemoteEngine({
       nodeId: "node-b",
@@ -320,6 +377,17 @@ describe("engine service over mutual TLS", () => {
         "ReadSnapshotChunks",
         async () => {
           for await (const _ of intruder.readSnapshotChunks("victim-snap")) void _;
+        },
+      ],
+      [
+        "ListBlockMetadata",
+        async () => {
+          for await (const _ of intruder.blockMetadata({
+            snapshot: "victim-snap",
+            startingOffset: 0,
+            maxResults: 9,
+          }))
+            void _;
         },
       ],
     ];

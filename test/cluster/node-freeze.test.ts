@@ -11,7 +11,16 @@ import {
 } from "../../pkg/csi/index.js";
 import { runCommand } from "../../pkg/mount/index.js";
 import { missingWrites, startFileWriter, type FileWriter } from "../csi/file-writer.js";
-import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import {
+  controllerArgs,
+  controllerSocket,
+  freePort,
+  nodeArgs,
+  nodeSocket,
+  startSnapblock,
+  type SnapblockProcess,
+  type TestCluster,
+} from "./cluster-processes.js";
 import { makeTestPki } from "./test-certs.js";
 import { rootWithTools } from "../node-tools.js";
 
@@ -36,27 +45,14 @@ describe.skipIf(!haveTools)("cluster mode: the node freezes what it has staged",
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "sb-cluster-freeze-"));
     const pki = makeTestPki(dir);
-    const port = await freePort();
+    const cluster: TestCluster = { dir, pki, ports: new Map([["node-a", await freePort()]]) };
     node = await startSnapblock(
-      [
-        "node",
-        ...["--node-id", "node-a", "--data", path.join(dir, "node-a"), "--pool-size", "512M"],
-        ...["--engine-listen", `127.0.0.1:${port}`, "--metrics-address", "none", "--log-level", "debug"],
-        ...["--path-root", path.join(dir, "kubelet")],
-        ...["--tls-ca", pki.node("node-a").caFile, "--tls-cert", pki.node("node-a").certFile],
-        ...["--tls-key", pki.node("node-a").keyFile],
-      ],
-      path.join(dir, "node-a", "csi.sock"),
+      nodeArgs(cluster, "node-a", { attach: "auto", poolSize: "512M" }),
+      nodeSocket(cluster, "node-a"),
     );
     controller = await startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--metrics-address", "none"],
-        ...["--nodes", `node-a=127.0.0.1:${port}`, "--call-timeout", "60"],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile],
-      ],
-      path.join(dir, "controller.sock"),
+      controllerArgs(cluster, { callTimeoutSeconds: 60 }),
+      controllerSocket(cluster),
     );
   });
 

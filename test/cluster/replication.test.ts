@@ -19,7 +19,16 @@ import { Pool } from "../../pkg/engine/index.js";
 import { replicaName, type EngineSnapshot } from "../../pkg/engine-api/index.js";
 import { RemoteEngine } from "../../pkg/engine-service/index.js";
 import { TOPOLOGY_KEY, callCsi, type CsiSnapshotOutput, type CsiVolumeOutput } from "../../pkg/csi/index.js";
-import { freePort, startSnapblock, type SnapblockProcess } from "./cluster-processes.js";
+import {
+  controllerArgs,
+  controllerSocket,
+  freePort,
+  nodeArgs,
+  nodeSocket,
+  startSnapblock,
+  type SnapblockProcess,
+  type TestCluster,
+} from "./cluster-processes.js";
 import { makeTestPki, type TestPki } from "./test-certs.js";
 
 const NODES = ["node-a", "node-b", "node-c", "node-d"] as const;
@@ -72,17 +81,11 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
   let controller: SnapblockProcess;
   const staged: { node: string; volumeId: string; staging: string; target: string }[] = [];
 
+  const cluster = (): TestCluster => ({ dir, pki, ports });
   const startNode = (node: string) =>
     startSnapblock(
-      [
-        "node",
-        ...["--node-id", node, "--data", path.join(dir, node), "--pool-size", "256M"],
-        ...["--attach", "nbdfuse-loop", "--engine-listen", `127.0.0.1:${ports.get(node)}`],
-        ...["--metrics-address", "none", "--pull-rate-limit", "2M", "--log-level", "debug"],
-        ...["--tls-ca", pki.node(node).caFile, "--tls-cert", pki.node(node).certFile],
-        ...["--tls-key", pki.node(node).keyFile, "--path-root", path.join(dir, "kubelet")],
-      ],
-      path.join(dir, node, "csi.sock"),
+      nodeArgs(cluster(), node, { attach: "nbdfuse-loop", extra: ["--pull-rate-limit", "2M"] }),
+      nodeSocket(cluster(), node),
     );
 
   /** The engine of a node as the controller sees it (to look at replicas and pulls). */
@@ -214,15 +217,8 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     const started = await Promise.all(NODES.map((n) => startNode(n)));
     started.forEach((p, i) => nodes.set(NODES[i]!, p));
     controller = await startSnapblock(
-      [
-        "controller",
-        ...["--endpoint", `unix://${path.join(dir, "controller.sock")}`, "--log-level", "debug"],
-        ...["--nodes", NODES.map((n) => `${n}=127.0.0.1:${ports.get(n)}`).join(",")],
-        ...["--tls-ca", pki.controller.caFile, "--tls-cert", pki.controller.certFile],
-        ...["--tls-key", pki.controller.keyFile, "--call-timeout", "5", "--metrics-address", "none"],
-        ...["--node-lost-after", "3", "--replica-check-every", "1"],
-      ],
-      path.join(dir, "controller.sock"),
+      controllerArgs(cluster(), { extra: ["--node-lost-after", "3", "--replica-check-every", "1"] }),
+      controllerSocket(cluster()),
     );
   }, 180_000);
 

@@ -52,7 +52,7 @@ beforeAll(async () => {
       ready: () => engine.isReady(),
       logger,
     }),
-    controller: controllerHandlers({ engine, logger }),
+    ...controllerHandlers({ engine, logger }),
     node: new NodeService({ engine, volumes: unavailableNodeVolumeManager("test"), logger }).handlers(),
   });
   clients = connectCsi(server.socketPath);

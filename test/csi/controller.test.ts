@@ -56,6 +56,7 @@ describe("Identity", () => {
       expect.arrayContaining([
         expect.objectContaining({ service: { type: "CONTROLLER_SERVICE" } }),
         expect.objectContaining({ service: { type: "VOLUME_ACCESSIBILITY_CONSTRAINTS" } }),
+        expect.objectContaining({ service: { type: "SNAPSHOT_METADATA_SERVICE" } }),
         expect.objectContaining({ volumeExpansion: { type: "ONLINE" } }),
       ]),
     );
