@@ -4,6 +4,7 @@ import type { CsiSnapshotOutput } from "../pkg/csi/index.js";
 import type { CliContext } from "./cli-context.js";
 import { OPERATOR_FLAGS, withConnection, type OperatorConnection } from "./operator-connection.js";
 import { failedWith } from "./operator-error.js";
+import { isPointId } from "./recovery-points.js";
 import { SpaceFigures } from "./space-figures.js";
 import { printFields, printJson, printTable, type Output } from "./table-output.js";
 import { UsageError } from "./usage-error.js";
@@ -20,9 +21,14 @@ export const SNAPSHOT_VERBS = {
   }),
   list: defineVerb({
     command: "snapshot list",
-    summary: "Lists the snapshots (of one volume with --volume).",
+    summary: "Lists the snapshots (of one volume with --volume); recovery points only with --points.",
     flags: {
       volume: { type: "string", value: "VOLUME_ID", help: "only this volume's snapshots" },
+      points: {
+        type: "boolean",
+        default: false,
+        help: "also list recovery points (volume points lists one volume's)",
+      },
       ...OPERATOR_FLAGS,
     },
   }),
@@ -117,7 +123,14 @@ export async function snapshotCommand(verb: string | undefined, ctx: CliContext)
     case "list":
       return run(S.list, (values) =>
         connect(values)(async (conn, out) => {
-          const entries = await listAll(conn, values.volume ?? "");
+          const all = await listAll(conn, values.volume ?? "");
+          // Recovery points can number hundreds per volume: `volume points` is their list.
+          const entries = values.points ? all : all.filter((s) => !isPointId(s.snapshotId));
+          const hidden = all.length - entries.length;
+          if (hidden > 0 && !out.json)
+            ctx.stderr(
+              `(${hidden} recovery point(s) not shown: --points, or snapblock volume points VOLUME_ID)\n`,
+            );
           const space = await SpaceFigures.fetch(conn);
           if (out.json)
             printJson(

@@ -7,6 +7,14 @@ import { withConnection, type OperatorConnection } from "./operator-connection.j
 import { failedWith } from "./operator-error.js";
 import { sizeFlag } from "./size-flag.js";
 import { SpaceFigures, poolLine } from "./space-figures.js";
+import {
+  kubernetesObjects,
+  parsePointRef,
+  parseTime,
+  pointAt,
+  protect,
+  showPoints,
+} from "./recovery-points.js";
 import { printFields, printJson, printTable, type Output } from "./table-output.js";
 import { UsageError } from "./usage-error.js";
 import { runVerb, usageError } from "./verb-spec.js";
@@ -52,9 +60,21 @@ export async function volumeCommand(verb: string | undefined, ctx: CliContext): 
     case "create":
       return run(V.create, (values, args) => creating(planCreate(V.create, "create", values, args), values));
     case "restore":
-      return run(V.restore, (values, args) =>
-        creating(planCreate(V.restore, "restore", values, args), values),
-      );
+      return run(V.restore, (values, args) => {
+        const ref = parsePointRef(args[0]!);
+        if (!ref) return creating(planCreate(V.restore, "restore", values, args), values);
+        // VOLUME_ID@TIME: the volume's newest recovery point at or before TIME.
+        return connect(values)(async (conn, out) => {
+          const point = await pointAt(conn, ref.volumeId, ref.atMs);
+          ctx.stderr(`restoring recovery point ${point.snapshotId} of ${point.time.toISOString()}\n`);
+          return create(
+            ctx,
+            conn,
+            out,
+            planCreate(V.restore, "restore", values, [point.snapshotId, args[1]!]),
+          );
+        });
+      });
     case "clone":
       return run(V.clone, (values, args) => creating(planCreate(V.clone, "clone", values, args), values));
     case "list":
@@ -96,6 +116,40 @@ export async function volumeCommand(verb: string | undefined, ctx: CliContext): 
           }),
         ),
       );
+    case "protect":
+      return run(V.protect, (values, [id]) => {
+        if (values.policy === undefined)
+          throw usageError(V.protect, 'volume protect needs --policy: e.g. "1s for 10m, 1m for 1h", or off');
+        const policy = values.policy;
+        return connect(values)((conn, out) => protect(conn, out, id!, policy));
+      });
+    case "points":
+      return run(V.points, (values, [id]) => {
+        if (values.kubernetes && values.at === undefined)
+          throw usageError(V.points, "--kubernetes prints the objects for one point: give --at TIME too");
+        const at = values.at === undefined ? undefined : parseTime(values.at, "(--at)");
+        return connect(values)(async (conn, out) => {
+          if (at === undefined) return showPoints(conn, out, id!);
+          const point = await pointAt(conn, id!, at);
+          if (values.kubernetes) {
+            const info = await conn.identity<{ name: string }>("GetPluginInfo", {});
+            out.write(
+              kubernetesObjects({
+                point,
+                driver: info.name,
+                namespace: values.namespace,
+                ...(values.name !== undefined ? { name: values.name } : {}),
+              }),
+            );
+          } else if (out.json) printJson(out, { ...point, time: point.time.toISOString() });
+          else
+            printFields(out, [
+              ["time", point.time.toISOString()],
+              ["point id", point.snapshotId],
+            ]);
+          return 0;
+        });
+      });
     case "unexport":
       return run(V.unexport, (values, [id]) =>
         connect(values)((conn, out) => unexportData(conn, out, { kind: "volume", id: id! })),
@@ -245,6 +299,12 @@ async function get(
             [
               "held by snapshots",
               `${formatByteSize(figures.snapshotOnlyBytes)} only its ${figures.snapshotCount} snapshot(s) hold (deleting them gives it back)`,
+            ],
+            [
+              "protection",
+              figures.protection === ""
+                ? `off${figures.pointCount > 0 ? ` (${figures.pointCount} recovery point(s) kept)` : ""}`
+                : `${figures.protection} (${figures.pointCount} recovery point(s); snapblock volume points)`,
             ],
           ] as Array<[string, string]>)
         : []),

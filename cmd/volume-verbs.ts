@@ -51,8 +51,9 @@ export const VOLUME_VERBS = {
   }),
   restore: defineVerb({
     command: "volume restore",
-    args: ["SNAPSHOT_ID", "NAME"],
-    summary: "Creates a volume with a snapshot's content, at once; it keeps the snapshot's mode.",
+    args: ["SNAPSHOT_ID|VOLUME_ID@TIME", "NAME"],
+    summary:
+      "Creates a volume with a snapshot's content, or a volume's at TIME (its newest recovery point at or before it), at once; it keeps the source's mode.",
     flags: { size: SOURCE_SIZE, ...MODE_FLAGS, ...COPY_FLAGS, ...OPERATOR_FLAGS },
   }),
   clone: defineVerb({
@@ -87,7 +88,7 @@ export const VOLUME_VERBS = {
   delete: defineVerb({
     command: "volume delete",
     args: ["VOLUME_ID"],
-    summary: "Deletes a volume; its snapshots and what was restored from them stay.",
+    summary: "Deletes a volume and its recovery points; its snapshots and what was restored from them stay.",
     flags: OPERATOR_FLAGS,
   }),
   attach: defineVerb({
@@ -112,6 +113,45 @@ export const VOLUME_VERBS = {
     summary: "Serves a volume over NBD and prints its NBD URI (for nbdinfo, nbdcopy, qemu-img, nbdfuse).",
     flags: {
       "read-only": { type: "boolean", default: false, help: "serve it read-only" },
+      ...OPERATOR_FLAGS,
+    },
+  }),
+  protect: defineVerb({
+    command: "volume protect",
+    args: ["VOLUME_ID"],
+    summary: "Sets a volume's protection policy: recovery points as often as every second, thinned.",
+    flags: {
+      policy: {
+        type: "string",
+        value: "POLICY",
+        help: 'the policy, e.g. "1s for 10m, 1m for 1h, 1h for 1d, 1d for 7d", or off (required)',
+      },
+      ...OPERATOR_FLAGS,
+    },
+  }),
+  points: defineVerb({
+    command: "volume points",
+    args: ["VOLUME_ID"],
+    summary: "Lists a volume's recovery points: time, id, what deleting each would give back.",
+    flags: {
+      at: { type: "string", value: "TIME", help: "only the point a restore at TIME would use (RFC 3339)" },
+      kubernetes: {
+        type: "boolean",
+        default: false,
+        help: "with --at: print a VolumeSnapshotContent and VolumeSnapshot for that point (kubectl apply -f -)",
+      },
+      namespace: {
+        type: "string",
+        value: "NS",
+        default: "default",
+        help: "with --kubernetes: the VolumeSnapshot's namespace",
+      },
+      name: {
+        type: "string",
+        value: "NAME",
+        defaultText: "point-<volume>-<time>",
+        help: "with --kubernetes: the VolumeSnapshot's name",
+      },
       ...OPERATOR_FLAGS,
     },
   }),

@@ -49,6 +49,7 @@ class FakeNode implements NodeEngine {
     { items: [...this.volumes.values()], idWatermark: this.nextId }
   );
   resizeVolume = (): Promise<EngineVolume> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  setProtection = (): Promise<EngineVolume> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
   deleteVolume = async (n: string) => void (await this.up(), this.volumes.delete(n));
   async createSnapshot(o: { volume: string; name: string }): Promise<EngineSnapshot> {
     await this.up();

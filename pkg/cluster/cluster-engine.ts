@@ -294,6 +294,10 @@ export class ClusterEngine implements EngineApi {
     return (await this.holder("volume", name)).resizeVolume(name, sizeBytes);
   }
 
+  async setProtection(name: string, policy: string): Promise<EngineVolume> {
+    return (await this.holder("volume", name)).setProtection(name, policy);
+  }
+
   async deleteVolume(name: string): Promise<void> {
     await (await this.holder("volume", name)).deleteVolume(name);
   }

@@ -44,6 +44,9 @@ export class MissingNodeEngine implements EngineApi {
   resizeVolume(): Promise<EngineVolume> {
     return this.fail();
   }
+  setProtection(): Promise<EngineVolume> {
+    return this.fail();
+  }
   deleteVolume(): Promise<void> {
     return this.fail();
   }

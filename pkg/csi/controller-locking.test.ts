@@ -52,6 +52,7 @@ class SlowEngine implements EngineApi {
   getVolume = (name: string) => Promise.resolve(this.volumes.get(name));
   listVolumes = () => Promise.resolve({ items: [...this.volumes.values()], idWatermark: this.nextId });
   resizeVolume = (): Promise<EngineVolume> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
+  setProtection = (): Promise<EngineVolume> => Promise.reject(new SnapblockError("INTERNAL", "unused"));
   deleteVolume = (name: string): Promise<void> =>
     this.volumes.delete(name) ? Promise.resolve() : Promise.reject(new SnapblockError("NOT_FOUND", "gone"));
   async createSnapshot(o: {

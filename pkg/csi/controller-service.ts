@@ -38,6 +38,8 @@ export const CONTROLLER_CAPABILITIES = [
   "GET_CAPACITY",
   "GET_VOLUME",
   "VOLUME_CONDITION",
+  // ControllerModifyVolume with mutable_parameters (the protection policy).
+  "MODIFY_VOLUME",
   // We accept SINGLE_NODE_SINGLE_WRITER and SINGLE_NODE_MULTI_WRITER (CSI spec: advertise this
   // capability when supporting them).
   "SINGLE_NODE_MULTI_WRITER",
@@ -49,7 +51,7 @@ export const GROUP_CONTROLLER_CAPABILITIES = ["CREATE_DELETE_GET_VOLUME_GROUP_SN
 /**
  * The Controller service: its RPCs wired to ControllerVolumes and ControllerSnapshots through the
  * one call wrapper. RPCs snapblock does not offer (publish/unpublish: volumes are node-local and
- * need no attach step; modify: no mutable parameters) answer UNIMPLEMENTED, as the CSI spec asks
+ * need no attach step) answer UNIMPLEMENTED, as the CSI spec asks
  * of RPCs whose capability is not advertised.
  */
 export function controllerHandlers(options: ControllerOptions): ControllerServices {
@@ -109,7 +111,11 @@ export function controllerHandlers(options: ControllerOptions): ControllerServic
       "ControllerUnpublishVolume",
       "volumes are node-local and need no attach step",
     ),
-    ControllerModifyVolume: unimplemented("ControllerModifyVolume", "there are no mutable parameters"),
+    ControllerModifyVolume: unary(
+      "ControllerModifyVolume",
+      log,
+      volumes.controllerModifyVolume.bind(volumes),
+    ),
   };
   // The GroupController service (CSI v1.12, GA): group snapshots (docs/csi.md, "Group snapshots").
   const groupController: UntypedServiceImplementation = {

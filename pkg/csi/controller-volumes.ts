@@ -11,6 +11,8 @@ import { invalidArgument, notFound } from "./request-errors.js";
 import { engineNameFor, validateCsiName } from "./engine-names.js";
 import type { ControllerExpandVolumeRequest__Output } from "./generated/csi/v1/ControllerExpandVolumeRequest.js";
 import type { ControllerExpandVolumeResponse } from "./generated/csi/v1/ControllerExpandVolumeResponse.js";
+import type { ControllerModifyVolumeRequest__Output } from "./generated/csi/v1/ControllerModifyVolumeRequest.js";
+import type { ControllerModifyVolumeResponse } from "./generated/csi/v1/ControllerModifyVolumeResponse.js";
 import type { ControllerGetVolumeRequest__Output } from "./generated/csi/v1/ControllerGetVolumeRequest.js";
 import type { ControllerGetVolumeResponse } from "./generated/csi/v1/ControllerGetVolumeResponse.js";
 import type { CreateVolumeRequest__Output } from "./generated/csi/v1/CreateVolumeRequest.js";
@@ -26,6 +28,7 @@ import type { ValidateVolumeCapabilitiesResponse } from "./generated/csi/v1/Vali
 import type { VolumeContentSource__Output } from "./generated/csi/v1/VolumeContentSource.js";
 import { snapshotLock, volumeLock, type LockClaim, type OperationLocks } from "./operation-locks.js";
 import { compareCursors, decodePageToken, paginate, validateMaxEntries } from "./page-token.js";
+import { PARAM_PROTECTION, parseMutableParameters } from "./protection-parameter.js";
 import { parseResourceId } from "./resource-id.js";
 import {
   PARAM_MAX_SNAPSHOTS,
@@ -96,6 +99,9 @@ export class ControllerVolumes {
     const name = validateCsiName(req.name, "volume");
     const capabilities = requireCapabilities(req.volumeCapabilities, "volume_capabilities");
     const params = parseVolumeParameters(req.parameters);
+    // CSI v1.12: mutable_parameters (a VolumeAttributesClass) win over the StorageClass's.
+    const protection =
+      parseMutableParameters(req.mutableParameters, "mutable_parameters").protection ?? params.protection;
     const range = readCapacityRange(req.capacityRange, "capacity_range");
     const capsFs = requestedFsType(capabilities, "volume_capabilities");
     if (capsFs && params.fsType && capsFs !== params.fsType) {
@@ -149,6 +155,10 @@ export class ControllerVolumes {
         // ALREADY_EXISTS when it "is incompatible with the specified capacity_range,
         // volume_capabilities, parameters, accessibility_requirements or volume_content_source".
         this.ensureCompatible(existing, wanted, range);
+        // An earlier attempt that made the volume but failed before setting its policy: set it
+        // now. A volume with a policy keeps it (it may have been modified since).
+        if (protection !== undefined && protection !== "off" && existing.protection === undefined)
+          await target.setProtection(engineName, protection);
         return { volume: volumeMessage(target.nodeId, existing) };
       }
       const origin = source ? await this.describeSource(source) : undefined;
@@ -168,6 +178,7 @@ export class ControllerVolumes {
           name: engineName,
           sizeBytes,
           meta: wanted,
+          ...(protection !== undefined && protection !== "off" ? { protection } : {}),
           ...(source
             ? {
                 // The node holding the source: another node's snapshot is copied from there.
@@ -219,6 +230,7 @@ export class ControllerVolumes {
     scope.note({ volumeId: req.volumeId });
     const checks = req.volumeCapabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
     const params = parseVolumeParameters(req.parameters);
+    const mutable = parseMutableParameters(req.mutableParameters, "mutable_parameters");
     const found = locate(this.deps.engine, req.volumeId);
     if (found === undefined) throw notFound("volume", req.volumeId);
     const { engine, engineName } = found;
@@ -248,14 +260,18 @@ export class ControllerVolumes {
         for (const [k, v] of Object.entries(req.volumeContext)) {
           if (context[k] !== v) problems.push(`volume_context["${k}"] does not match the volume's`);
         }
-        if (Object.keys(req.mutableParameters).length > 0)
-          problems.push("mutable_parameters are not supported (no MODIFY_VOLUME)");
+        if (mutable.protection !== undefined && mutable.protection !== (volume.protection ?? "off")) {
+          problems.push(
+            `mutable_parameters["${PARAM_PROTECTION}"] is "${mutable.protection}", the volume's policy is "${volume.protection ?? "off"}"`,
+          );
+        }
         if (problems.length > 0) return { message: problems.join("; ") };
         return {
           confirmed: {
             volumeContext: req.volumeContext,
             volumeCapabilities: req.volumeCapabilities,
             parameters: req.parameters,
+            mutableParameters: req.mutableParameters,
           },
         };
       },
@@ -356,6 +372,32 @@ export class ControllerVolumes {
         : volumeFacts(volume).capabilities.some((c) => c.accessType === "mount") ||
           volumeFacts(volume).capabilities.length === 0;
       return { capacityBytes: current.sizeBytes, nodeExpansionRequired: mounted };
+    });
+  }
+
+  /**
+   * ControllerModifyVolume (CSI v1.12, MODIFY_VOLUME): sets the volume's protection policy, the
+   * one mutable parameter. Idempotent: the policy the volume has already changes nothing.
+   */
+  async controllerModifyVolume(
+    req: ControllerModifyVolumeRequest__Output,
+    scope: CallScope,
+  ): Promise<ControllerModifyVolumeResponse> {
+    // validate (CSI spec: volume_id and mutable_parameters are REQUIRED)
+    if (req.volumeId === "") throw invalidArgument("volume_id is required");
+    const { protection } = parseMutableParameters(req.mutableParameters, "mutable_parameters");
+    if (protection === undefined)
+      throw invalidArgument(`mutable_parameters is required (accepted: ${PARAM_PROTECTION})`);
+    scope.note({ volumeId: req.volumeId });
+    const found = locate(this.deps.engine, req.volumeId);
+    if (found === undefined) throw notFound("volume", req.volumeId);
+    const { engine, engineName } = found;
+    // lock -> delegate
+    return this.deps.locks.with([volumeLock(engineName, "exclusive")], "ControllerModifyVolume", async () => {
+      const volume = await engine.getVolume(engineName);
+      if (!volume) throw notFound("volume", req.volumeId);
+      if ((volume.protection ?? "off") !== protection) await engine.setProtection(engineName, protection);
+      return {};
     });
   }
 

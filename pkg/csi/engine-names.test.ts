@@ -23,6 +23,7 @@ describe("engine names", () => {
       ".dot-first",
       "a/b",
       `${HASH_PREFIX}abc`,
+      "rp--12-1796051045000",
     ]) {
       const mapped = engineNameFor(name);
       expect(mapped).toMatch(/^h--[0-9a-f]{40}$/);

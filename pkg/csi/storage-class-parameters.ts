@@ -1,4 +1,5 @@
 import { parseByteQuantity } from "./byte-quantity.js";
+import { PARAM_PROTECTION, readProtection } from "./protection-parameter.js";
 import { invalidArgument } from "./request-errors.js";
 import { SUPPORTED_FS_TYPES, type FsType } from "./volume-capabilities.js";
 
@@ -32,6 +33,8 @@ export interface VolumeParameters {
   /** Most bytes its snapshots may hold that nothing else maps (at least 1). */
   maxSnapshotBytes?: number;
   allowModeChange: boolean;
+  /** Protection policy (canonical text, "off" for none), when the parameter is given. */
+  protection?: string;
 }
 
 export function parseVolumeParameters(
@@ -40,7 +43,14 @@ export function parseVolumeParameters(
 ): VolumeParameters {
   rejectUnknown(
     params,
-    [PARAM_FS_TYPE, PARAM_FULL_COPY, PARAM_ALLOW_MODE_CHANGE, PARAM_MAX_SNAPSHOTS, PARAM_MAX_SNAPSHOT_SPACE],
+    [
+      PARAM_FS_TYPE,
+      PARAM_FULL_COPY,
+      PARAM_ALLOW_MODE_CHANGE,
+      PARAM_MAX_SNAPSHOTS,
+      PARAM_MAX_SNAPSHOT_SPACE,
+      PARAM_PROTECTION,
+    ],
     field,
   );
   const out: VolumeParameters = {
@@ -70,6 +80,8 @@ export function parseVolumeParameters(
   const space = params[PARAM_MAX_SNAPSHOT_SPACE];
   if (space !== undefined)
     out.maxSnapshotBytes = parseByteQuantity(space, `${field}["${PARAM_MAX_SNAPSHOT_SPACE}"]`);
+  const protection = params[PARAM_PROTECTION];
+  if (protection !== undefined) out.protection = readProtection(protection, field);
   return out;
 }
 

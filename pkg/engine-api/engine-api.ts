@@ -65,6 +65,8 @@ export interface EngineVolume {
   copy?: EngineCopyProgress;
   /** While content is still arriving from another node. */
   pull?: EnginePullProgress;
+  /** Its protection policy (recovery points, docs/protection.md), canonical text; absent: off. */
+  protection?: string;
   meta: EngineMeta;
 }
 
@@ -115,6 +117,8 @@ export interface EngineCreateVolumeOptions {
   source?: { kind: EngineDeviceKind; name: string; nodeId?: string; holders?: EngineHolder[] };
   /** With a source: copy every chunk in the background so nothing stays shared. */
   fullCopy?: boolean;
+  /** A protection policy (recovery points) to set on the new volume; validated before anything is made. */
+  protection?: string;
 }
 
 export interface EngineCreateSnapshotOptions {
@@ -197,7 +201,12 @@ export interface EngineVolumeSpace {
   sharedBytes: number;
   /** Bytes only its snapshots hold: what deleting all of them would give back. */
   snapshotOnlyBytes: number;
+  /** Its snapshots, recovery points included. */
   snapshotCount: number;
+  /** Its recovery points (docs/protection.md). */
+  pointCount: number;
+  /** Its protection policy, canonical text; "" when off (the wire has no absence). */
+  protection: string;
 }
 
 export interface EngineSnapshotSpace {
@@ -282,6 +291,11 @@ export interface EngineApi {
   listVolumes(): Promise<EngineListing<EngineVolume>>;
   /** Grows a volume (volumes never shrink). */
   resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume>;
+  /**
+   * Sets a volume's protection policy ("off" turns it off); INVALID_ARGUMENT for a bad policy,
+   * NOT_FOUND for no such volume. Setting the policy it has changes nothing.
+   */
+  setProtection(name: string, policy: string): Promise<EngineVolume>;
   deleteVolume(name: string): Promise<void>;
 
   createSnapshot(options: EngineCreateSnapshotOptions): Promise<EngineSnapshot>;

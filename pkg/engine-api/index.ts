@@ -46,3 +46,5 @@ export { META_KEY_MAX_BYTES, META_MAX_BYTES, checkEngineMeta } from "./engine-me
 export { NODE_ID_MAX, isNodeId, validateNodeId } from "./node-id.js";
 export { REPLICA_META, cloneSourceName, replicaName } from "./replica-name.js";
 export { MAX_DEVICE_BYTES as MAX_VOLUME_BYTES, POOL_USAGE_LEVELS } from "../engine/index.js";
+/** The policy grammar is the engine's; the CSI layer validates parameters with it before any call. */
+export { parseProtectionPolicy, POINT_PREFIX } from "../engine/index.js";

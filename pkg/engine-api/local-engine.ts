@@ -2,6 +2,8 @@ import { randomUUID } from "node:crypto";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
   MAX_DEVICE_BYTES,
+  PointScheduler,
+  parseProtectionPolicy,
   Pool,
   type BlockDevice,
   type ChunkFetcher,
@@ -67,6 +69,11 @@ export interface LocalEngineOptions {
   tombstoneMs?: number;
   /** Where the end of a cross-node copy, and the pool's crossings of 80/90/100 % use, are logged. */
   logger?: Logger;
+  /**
+   * The recovery-point scheduler (docs/protection.md): the share of the pool's free space points
+   * may hold (default 0.25), and how often it runs in ms (default 1000; 0: not at all).
+   */
+  points?: { maxShareOfFree?: number; tickMs?: number };
 }
 
 /**
@@ -102,6 +109,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private readonly overcommit: number;
   private readonly replicating = new Map<string, Promise<EngineSnapshot>>();
   private quiescer: VolumeQuiescer | undefined;
+  private points: PointScheduler | undefined;
   /** Write holds of group snapshots across nodes, by id, until released (or expired a while). */
   private readonly holds = new Map<string, WriteHold>();
 
@@ -152,6 +160,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
       this.meta = meta;
       this.pool = pool;
       this.resumePulls();
+      this.startPoints(pool);
     } catch (err) {
       this.pool = undefined;
       await pool.close();
@@ -183,6 +192,21 @@ export class LocalEngine implements EngineApi, EngineReplication {
           seconds: e.seconds,
         });
       },
+      pointsDeleted: (e) => {
+        if (e.reason === "space") {
+          logger.warn(
+            "recovery points held more than their share of the pool's free space: the oldest were deleted",
+            {
+              pool: this.options.poolDir,
+              volume: e.volume,
+              deleted: e.count,
+              heldBytes: e.heldBytes,
+              budgetBytes: e.budgetBytes,
+            },
+          );
+        }
+        base.pointsDeleted?.(e);
+      },
       usageLevel: (e: PoolUsageEvent) => {
         const fields = {
           pool: this.options.poolDir,
@@ -209,9 +233,26 @@ export class LocalEngine implements EngineApi, EngineReplication {
     return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
+  /** Takes and thins the recovery points of the pool's protected volumes until close. */
+  private startPoints(pool: Pool): void {
+    const logger = this.options.logger;
+    this.points = new PointScheduler({
+      pool,
+      ...(this.options.points?.maxShareOfFree !== undefined
+        ? { maxShareOfFree: this.options.points.maxShareOfFree }
+        : {}),
+      ...(this.options.points?.tickMs !== undefined ? { tickMs: this.options.points.tickMs } : {}),
+      onError: (volume, err) =>
+        logger?.warn("recovery point failed", { pool: this.options.poolDir, volume, error: err.message }),
+    });
+    this.points.start();
+  }
+
   /** Closes the pool (after the CSI server has finished its calls). */
   async close(): Promise<void> {
     this.closing = true;
+    await this.points?.stop();
+    this.points = undefined;
     const pool = this.pool;
     this.pool = undefined;
     if (pool) await pool.close();
@@ -222,6 +263,16 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async createVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
+    // A bad policy is refused before anything is made.
+    if (o.protection !== undefined) parseProtectionPolicy(o.protection);
+    const created = await this.makeVolume(o);
+    if (o.protection === undefined) return created;
+    // A crash between the two leaves an unprotected volume; the controller sets the policy again
+    // when a retried CreateVolume finds it without one.
+    return this.setProtection(o.name, o.protection);
+  }
+
+  private async makeVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
     checkEngineMeta(o.meta, `volume '${o.name}'`);
     const { pool, meta } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
@@ -268,6 +319,11 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const info = pool.getVolume(name);
     await meta.set("volume", name, { ...meta.get("volume", name), ...patch });
     return this.volume(info);
+  }
+
+  async setProtection(name: string, policy: string): Promise<EngineVolume> {
+    const { pool } = this.ready();
+    return this.volume(await pool.setProtection(name, policy));
   }
 
   async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
@@ -686,6 +742,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
         sharedBytes: v.sharedBytes,
         snapshotOnlyBytes: v.snapshotOnlyBytes,
         snapshotCount: v.snapshotCount,
+        pointCount: v.pointCount,
+        protection: v.protection ?? "",
       })),
       snapshots: st.snapshots.map((s) => ({
         name: s.name,
@@ -750,6 +808,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
     if (v.copy) out.copy = { ...v.copy };
     const pull = this.pullOf(v.pending);
     if (pull) out.pull = pull;
+    if (v.protection !== undefined) out.protection = v.protection;
     return out;
   }
 

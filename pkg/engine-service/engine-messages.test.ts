@@ -29,6 +29,7 @@ describe("engine proto", () => {
         "ListVolumes",
         "ReadSnapshotChunks",
         "ResizeVolume",
+        "SetProtection",
         "ReplicateSnapshot",
         "SetHolders",
         "GrantPull",
@@ -60,6 +61,7 @@ describe("engine proto", () => {
       createdAt: new Date(1_700_000_000_123),
       source: { kind: "snapshot", name: "snap-1" },
       copy: { state: "failed", copiedChunks: 3, totalChunks: 9, error: "disk full" },
+      protection: "1s for 10m, 1m for 1h",
       meta: { "csi.name": "pvc-1" },
     };
     // Through the real serializer of the response type, as grpc-js would send it.
@@ -115,6 +117,8 @@ describe("space and limits on the wire", () => {
           sharedBytes: 2 ** 30,
           snapshotOnlyBytes: 5 * 65536,
           snapshotCount: 3,
+          pointCount: 2,
+          protection: "1s for 10m",
         },
       ],
       snapshots: [

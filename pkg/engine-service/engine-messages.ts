@@ -57,6 +57,8 @@ export interface WireVolume {
   copy: WireCopyProgress | null;
   meta: Record<string, string>;
   pull: WirePullProgress | null;
+  /** "" when off (proto3 strings have no absence). */
+  protection: string;
 }
 
 export interface WireSnapshot {
@@ -75,6 +77,12 @@ export interface WireCreateVolumeRequest {
   meta: Record<string, string>;
   source: WireSource | null;
   fullCopy: boolean;
+  protection: string;
+}
+
+export interface WireSetProtectionRequest {
+  name: string;
+  policy: string;
 }
 
 export interface WireNameRequest {
@@ -296,6 +304,7 @@ export function toWireVolume(v: EngineVolume): WireVolume {
     copy: v.copy ? { ...v.copy, error: v.copy.error ?? "" } : null,
     meta: { ...v.meta },
     pull: toWirePull(v.pull),
+    protection: v.protection ?? "",
   };
 }
 
@@ -321,6 +330,7 @@ export function fromWireVolume(w: WireVolume): EngineVolume {
   }
   const pull = fromWirePull(w.pull);
   if (pull) out.pull = pull;
+  if (w.protection !== "") out.protection = w.protection;
   return out;
 }
 

@@ -39,6 +39,7 @@ import {
   type WireNodeInfo,
   type WireReadSnapshotChunksRequest,
   type WireResizeVolumeRequest,
+  type WireSetProtectionRequest,
   type WireSnapshot,
   type WireSnapshotChunk,
   type WireSpace,
@@ -155,6 +156,7 @@ const ACCESS: Record<string, Access> = {
   GetVolume: "controller",
   ListVolumes: "controller",
   ResizeVolume: "controller",
+  SetProtection: "controller",
   DeleteVolume: "controller",
   CreateSnapshot: "controller",
   GetSnapshot: "controller",
@@ -251,6 +253,7 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
               fullCopy: r.fullCopy,
             }
           : {}),
+        ...(r.protection !== "" ? { protection: r.protection } : {}),
       });
       return toWireVolume(v);
     }),
@@ -264,6 +267,9 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     }),
     ResizeVolume: call("ResizeVolume", false, async (r: WireResizeVolumeRequest) =>
       toWireVolume(await engine.resizeVolume(r.name, r.sizeBytes)),
+    ),
+    SetProtection: call("SetProtection", false, async (r: WireSetProtectionRequest) =>
+      toWireVolume(await engine.setProtection(r.name, r.policy)),
     ),
     DeleteVolume: call("DeleteVolume", false, async (r: WireNameRequest) => {
       await engine.deleteVolume(r.name);

@@ -129,6 +129,7 @@ export class RemoteEngine implements EngineApi, EngineReplication {
           }
         : null,
       fullCopy: o.fullCopy ?? false,
+      protection: o.protection ?? "",
     };
     return fromWireVolume(await this.call<WireVolume>("CreateVolume", req));
   }
@@ -145,6 +146,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   async resizeVolume(name: string, sizeBytes: number): Promise<EngineVolume> {
     return fromWireVolume(await this.call<WireVolume>("ResizeVolume", { name, sizeBytes }));
+  }
+
+  async setProtection(name: string, policy: string): Promise<EngineVolume> {
+    return fromWireVolume(await this.call<WireVolume>("SetProtection", { name, policy }));
   }
 
   async deleteVolume(name: string): Promise<void> {

@@ -16,8 +16,11 @@ import type { DeviceKind } from "./types.js";
  * numbered from 1), then devices. See docs/engine-format.md for each field.
  */
 const MAGIC = "SBCKPT01";
-/** 2 added the pending-chunks section; version 1 files (without it) still load. */
-const VERSION = 2;
+/**
+ * 2 added the pending-chunks section, 3 the protection-policy section; older files (without
+ * them) still load.
+ */
+const VERSION = 3;
 export const CHECKPOINT_HEADER = 64;
 
 const TAG_LEAF_SPARSE = 1;
@@ -142,6 +145,13 @@ export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
       w.u32(count);
     }
   }
+  // Protection policies (version 3): device id u32, policy str.
+  const protectedVolumes = [...meta.devices.values()].filter((d) => d.protection !== undefined);
+  w.u32(protectedVolumes.length);
+  for (const d of protectedVolumes) {
+    w.u32(d.id);
+    w.str(d.protection!);
+  }
   const buf = w.buf.subarray(0, w.off);
   buf.write(MAGIC, 0, "latin1");
   buf.writeUInt32LE(VERSION, 8);
@@ -165,7 +175,7 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
   if (buf.length < CHECKPOINT_HEADER || buf.toString("latin1", 0, 8) !== MAGIC) fail("bad magic");
   if (buf.readUInt32LE(60) !== crc32(buf.subarray(0, 60))) fail("header checksum mismatch");
   const version = buf.readUInt32LE(8);
-  if (version !== 1 && version !== VERSION) fail(`version ${version} not supported`);
+  if (version < 1 || version > VERSION) fail(`version ${version} not supported`);
   if (!buf.subarray(12, 28).equals(uuid)) fail("belongs to another pool (uuid mismatch)");
   const payloadLen = buf.readUInt32LE(48);
   if (buf.length !== CHECKPOINT_HEADER + payloadLen) fail("length mismatch");
@@ -281,6 +291,12 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
       pending.add(first, count);
     }
     if (pending.count > 0) meta.setPending(d, pending);
+  }
+  const protectedCount = version >= 3 ? u32() : 0;
+  for (let i = 0; i < protectedCount; i++) {
+    const d = meta.devices.get(u32()) ?? fail("protection policy of a device that does not exist");
+    if (d.kind !== "volume") fail(`protection policy on snapshot ${d.id}`);
+    d.protection = str();
   }
   if (off !== buf.length) fail("trailing bytes after the last section");
   for (const n of nodes) {

@@ -285,6 +285,19 @@ export class ChunkTables {
    * skipped without being visited, so the cost follows what changed, not the volume's size.
    */
   diff(a: Table, b: Table, visit: (chunk: number) => void): void {
+    this.walkDiff(a, b, (chunk) => {
+      visit(chunk);
+      return false;
+    });
+  }
+
+  /** Whether any logical chunk's mapping differs between `a` and `b` (stops at the first). */
+  differs(a: Table, b: Table): boolean {
+    return this.walkDiff(a, b, () => true);
+  }
+
+  /** The walk of diff(); `visit` returns true to stop, and then so does this. */
+  private walkDiff(a: Table, b: Table, visit: (chunk: number) => boolean): boolean {
     const levels = Math.max(a.levels, b.levels);
     // A root lower than `levels` stands for child 0 of virtual inner nodes above it.
     const childOf = (node: TreeNode | null, nodeH: number, h: number, i: number): TreeNode | null => {
@@ -299,22 +312,25 @@ export class ChunkTables {
       hy: number,
       h: number,
       base: number,
-    ): void => {
-      if (x === y && hx === hy) return;
+    ): boolean => {
+      if (x === y && hx === hy) return false;
       if (h === 0) {
         const xs = x ? (x as Leaf).slots : undefined;
         const ys = y ? (y as Leaf).slots : undefined;
-        for (let i = 0; i < FANOUT; i++) if ((xs?.[i] ?? 0) !== (ys?.[i] ?? 0)) visit(base + i);
-        return;
+        for (let i = 0; i < FANOUT; i++)
+          if ((xs?.[i] ?? 0) !== (ys?.[i] ?? 0) && visit(base + i)) return true;
+        return false;
       }
       const childSpan = span(h - 1);
       for (let i = 0; i < FANOUT; i++) {
         const cx = childOf(x, hx, h, i);
         const cy = childOf(y, hy, h, i);
-        if (cx || cy) walk(cx, Math.min(hx, h - 1), cy, Math.min(hy, h - 1), h - 1, base + i * childSpan);
+        if ((cx || cy) && walk(cx, Math.min(hx, h - 1), cy, Math.min(hy, h - 1), h - 1, base + i * childSpan))
+          return true;
       }
+      return false;
     };
-    walk(a.root, a.levels, b.root, b.levels, levels, 0);
+    return walk(a.root, a.levels, b.root, b.levels, levels, 0);
   }
 
   /**

@@ -30,6 +30,8 @@ const samples: MetaRecord[] = [
   { type: RecordType.MapPartial, id: 7, chunk: 1, phys: 2, backing: 5, valid: Uint8Array.of(0x80) },
   { type: RecordType.PartialValid, id: 2, valid: Uint8Array.of(1, 2, 3) },
   { type: RecordType.PartialDone, id: 2 },
+  { type: RecordType.Protect, id: 7, policy: "1s for 10m, 1m for 1h" },
+  { type: RecordType.Protect, id: 7, policy: "" },
 ];
 
 function newMeta(capacity = 1000, chunkSize = 65536): Metadata {

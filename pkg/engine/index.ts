@@ -9,6 +9,20 @@ export type { PoolOptions, PoolCreateOptions, RestoreOptions, SnapshotOptions } 
 export { WriteHold } from "./write-hold.js";
 export { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 export { POOL_USAGE_LEVELS } from "./types.js";
+export {
+  PointScheduler,
+  DEFAULT_POINT_SHARE,
+  type PointSchedulerOptions,
+  type TickReport,
+} from "./recovery-points.js";
+export {
+  parseProtectionPolicy,
+  formatDuration,
+  type ProtectionPolicy,
+  type ProtectionTier,
+} from "./protection-policy.js";
+export { pointsToKeep } from "./point-retention.js";
+export { POINT_PREFIX, isPointName } from "./point-names.js";
 export type {
   BlockDevice,
   CheckReport,
@@ -21,6 +35,7 @@ export type {
   PendingInfo,
   PoolStats,
   PoolUsageEvent,
+  PointsDeletedEvent,
   SnapshotInfo,
   SnapshotLimits,
   SnapshotSpace,

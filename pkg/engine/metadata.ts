@@ -23,6 +23,8 @@ export interface Device {
   copying: boolean;
   /** Chunks whose content is still to arrive from elsewhere (pending-chunks.ts). */
   pending?: PendingChunks;
+  /** A volume's protection policy (canonical text, protection-policy.ts); unset: off. */
+  protection?: string;
 }
 
 /**
@@ -231,6 +233,14 @@ export class Metadata {
       case RecordType.CopyState:
         this.device(r.id).copying = r.copying;
         return;
+      case RecordType.Protect: {
+        const d = this.device(r.id);
+        if (d.kind !== "volume")
+          throw new SnapblockError("CORRUPT", `protection policy set on snapshot ${d.id}`);
+        if (r.policy === "") delete d.protection;
+        else d.protection = r.policy;
+        return;
+      }
       case RecordType.MapPartial: {
         const d = this.claimMapped(r, replay);
         if (d.pending?.has(r.chunk)) {

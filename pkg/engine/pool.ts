@@ -18,11 +18,19 @@ import { ChunkLocks, WriteGate } from "./locks.js";
 import { WriteHold } from "./write-hold.js";
 import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
+import { isPointName, pointName } from "./point-names.js";
+import { parseProtectionPolicy } from "./protection-policy.js";
 import { NodeStorage, type IoMode } from "./node-storage.js";
 import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
-import { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
+import {
+  SpaceMemo,
+  accountSpace,
+  accountSpaceSliced,
+  type SnapshotGroupOf,
+  type SpaceAccount,
+} from "./space-accounting.js";
 import {
   SUPERBLOCK_SIZE,
   decodeSuperblock,
@@ -150,6 +158,9 @@ export class Pool implements PoolCore {
   private slicedAccountingFailed = false;
   /** Chunks each full copy was admitted with, until it ends (held back from new copies). */
   private readonly copyClaims = new Map<number, number>();
+  /** Accounting with recovery points as the snapshot groups (pointSpace). */
+  private pointAccount: SpaceAccount | undefined;
+  private pointMemo: SpaceMemo | undefined;
   /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
   private usageLevel = 0;
 
@@ -595,6 +606,13 @@ export class Pool implements PoolCore {
       if (!this.alive(d)) return;
       this.ensureNotOpen(d);
       this.record({ type: RecordType.Delete, id: d.id });
+      // Its recovery points are its protection history: nothing else would ever thin them.
+      // Points exported for reading stay (they are deleted as snapshots once closed).
+      for (const p of this.pointDevices(d.id)) {
+        if ((this.handles.get(p.id) ?? 0) > 0) continue;
+        this.record({ type: RecordType.Delete, id: p.id });
+        this.gates.delete(p.id);
+      }
     });
     this.gates.delete(d.id);
     this.finishedJobs.delete(d.id);
@@ -612,6 +630,12 @@ export class Pool implements PoolCore {
   ): Promise<SnapshotInfo> {
     this.ensureUsable();
     validateName(snapshotName, "snapshot");
+    if (isPointName(snapshotName)) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `snapshot name '${snapshotName}' starts with "rp--", which is reserved for recovery points; choose another name`,
+      );
+    }
     const vol = this.find("volume", volumeName);
     this.ensureFree("snapshot", snapshotName);
     // The space limit reads the volume's snapshot space: computed before, in slices if large.
@@ -747,7 +771,9 @@ export class Pool implements PoolCore {
     const { maxSnapshots, maxSnapshotBytes, names = {} } = limits;
     if (maxSnapshots !== undefined) {
       let count = 0;
-      for (const d of this.meta.snapshots.values()) if (d.sourceId === vol.id) count++;
+      // Recovery points have their own budget (recovery-points.ts) and do not count here.
+      for (const d of this.meta.snapshots.values())
+        if (d.sourceId === vol.id && !isPointName(d.name)) count++;
       if (count >= maxSnapshots) {
         throw new SnapblockError(
           "NO_SPACE",
@@ -782,6 +808,136 @@ export class Pool implements PoolCore {
     this.gates.delete(d.id);
     await this.commit();
     this.kickFiller(); // partial chunks backed by its chunks may now be worth completing
+  }
+
+  // ---------------------------------------------------------------- recovery points
+
+  /**
+   * Sets a volume's protection policy (protection-policy.ts; "off" or "" turns it off). Stored
+   * in the pool's metadata with the volume; the points it already has stay until thinned.
+   */
+  async setProtection(volumeName: string, policy: string): Promise<VolumeInfo> {
+    this.ensureUsable();
+    const d = this.find("volume", volumeName);
+    const text = parseProtectionPolicy(policy)?.text ?? "";
+    if ((d.protection ?? "") !== text) {
+      this.record({ type: RecordType.Protect, id: d.id, policy: text });
+      await this.commit();
+    }
+    return this.volumeInfo(d);
+  }
+
+  /**
+   * Takes a recovery point of a volume, stamped `atMs`, unless nothing was written to it since
+   * its newest point: then undefined. "Written" is read from the chunk tables: after a point
+   * every chunk of the volume is shared with it, so any write, trim or zeroing of data remaps a
+   * chunk (redirect-on-write), and a volume whose table still equals its newest point's holds
+   * the same content. Like createSnapshot, it waits only for writes in flight on the volume.
+   */
+  async takePoint(volumeName: string, atMs: number): Promise<SnapshotInfo | undefined> {
+    this.ensureUsable();
+    const vol = this.find("volume", volumeName);
+    let taken: string | undefined;
+    await this.gate(vol).exclusive(() => {
+      if (!this.alive(vol)) throw new SnapblockError("NOT_FOUND", `volume '${volumeName}' was deleted`);
+      const points = this.pointDevices(vol.id);
+      const newest = points[points.length - 1];
+      if (newest && newest.sizeBytes === vol.sizeBytes && !this.tables.differs(vol.table, newest.table))
+        return;
+      // Stamps only grow: a clock that stepped back cannot put a point before an older one.
+      const stamp = Math.max(Math.floor(atMs), newest ? newest.createdAtMs + 1 : 0);
+      const name = pointName(vol.id, stamp);
+      this.record({
+        type: RecordType.Create,
+        id: this.meta.nextId,
+        kind: 2,
+        sourceId: vol.id,
+        sizeBytes: vol.sizeBytes,
+        createdAtMs: stamp,
+        name,
+      });
+      taken = name;
+    });
+    if (taken === undefined) return undefined;
+    await this.commit();
+    return this.getSnapshot(taken);
+  }
+
+  /** A volume's recovery points, oldest first. */
+  listPoints(volumeName: string): SnapshotInfo[] {
+    const vol = this.find("volume", volumeName);
+    return this.pointDevices(vol.id).map((d) => this.snapshotInfo(d));
+  }
+
+  /** The newest point of a volume taken at or before `atMs`; NOT_FOUND when there is none. */
+  pointAt(volumeName: string, atMs: number): SnapshotInfo {
+    const points = this.listPoints(volumeName);
+    let found: SnapshotInfo | undefined;
+    for (const p of points) if (p.createdAt.getTime() <= atMs) found = p;
+    if (!found) {
+      const oldest = points[0];
+      throw new SnapblockError(
+        "NOT_FOUND",
+        `volume '${volumeName}' has no recovery point at or before ${new Date(atMs).toISOString()}${oldest ? `; its oldest is ${oldest.createdAt.toISOString()}` : " (it has none)"}`,
+      );
+    }
+    return found;
+  }
+
+  /**
+   * Deletes recovery points (metadata only) in one commit. Points that are open (exported) or
+   * already gone are skipped; returns the names deleted.
+   */
+  async deletePoints(names: string[]): Promise<string[]> {
+    this.ensureUsable();
+    const deleted: string[] = [];
+    for (const name of names) {
+      const d = this.meta.snapshots.get(name);
+      if (!d || !isPointName(name) || (this.handles.get(d.id) ?? 0) > 0) continue;
+      this.record({ type: RecordType.Delete, id: d.id });
+      this.gates.delete(d.id);
+      deleted.push(name);
+    }
+    if (deleted.length === 0) return deleted;
+    await this.commit();
+    this.kickFiller();
+    return deleted;
+  }
+
+  /**
+   * Bytes held only by each volume's recovery points (one or several of them), by volume name:
+   * what deleting all of its points would give back. A full accounting pass (space-accounting.ts)
+   * with the points as the snapshot groups, cached until the metadata changes.
+   */
+  pointSpace(): Map<string, number> {
+    if (this.pointAccount?.seq !== this.meta.seq) {
+      const groupOf: SnapshotGroupOf = (d) =>
+        d.kind === "snapshot" && isPointName(d.name) ? d.sourceId : undefined;
+      this.pointAccount = accountSpace(this.meta, this.space, {
+        groupOf,
+        memo: (this.pointMemo ??= new SpaceMemo()),
+      });
+    }
+    const out = new Map<string, number>();
+    for (const vol of this.meta.volumes.values())
+      out.set(vol.name, (this.pointAccount.snapshotOnly.get(vol.id) ?? 0) * this.chunkSize);
+    return out;
+  }
+
+  /** Volumes with a protection policy, and the policy. */
+  protectedVolumes(): { name: string; policy: string }[] {
+    const out: { name: string; policy: string }[] = [];
+    for (const d of this.meta.volumes.values())
+      if (d.protection !== undefined) out.push({ name: d.name, policy: d.protection });
+    return out;
+  }
+
+  /** The recovery points of volume `volumeId`, oldest first. */
+  private pointDevices(volumeId: number): Device[] {
+    const out: Device[] = [];
+    for (const d of this.meta.snapshots.values())
+      if (d.sourceId === volumeId && isPointName(d.name)) out.push(d);
+    return out.sort((a, b) => a.createdAtMs - b.createdAtMs || a.id - b.id);
   }
 
   // ---------------------------------------------------------------- restore and clone
@@ -1208,8 +1364,11 @@ export class Pool implements PoolCore {
       };
     };
     const snapshotCounts = new Map<number, number>();
-    for (const d of this.meta.snapshots.values())
+    const pointCounts = new Map<number, number>();
+    for (const d of this.meta.snapshots.values()) {
       snapshotCounts.set(d.sourceId, (snapshotCounts.get(d.sourceId) ?? 0) + 1);
+      if (isPointName(d.name)) pointCounts.set(d.sourceId, (pointCounts.get(d.sourceId) ?? 0) + 1);
+    }
     const volumes = [...this.meta.volumes.values()].sort((a, b) => a.id - b.id);
     const snapshots = [...this.meta.snapshots.values()].sort((a, b) => a.id - b.id);
     return {
@@ -1226,6 +1385,8 @@ export class Pool implements PoolCore {
         ...usage(d),
         snapshotOnlyBytes: (account.snapshotOnly.get(d.id) ?? 0) * cs,
         snapshotCount: snapshotCounts.get(d.id) ?? 0,
+        pointCount: pointCounts.get(d.id) ?? 0,
+        ...(d.protection !== undefined ? { protection: d.protection } : {}),
       })),
       snapshots: snapshots.map((d) => ({
         name: d.name,
@@ -1332,6 +1493,7 @@ export class Pool implements PoolCore {
     const copy = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
     if (copy) info.copy = copy;
     if (d.pending) info.pending = pendingInfo(d);
+    if (d.protection !== undefined) info.protection = d.protection;
     return info;
   }
 
@@ -1345,6 +1507,7 @@ export class Pool implements PoolCore {
       sourceVolume: d.sourceName ?? "",
       sourceVolumeId: d.sourceId,
       ...(d.pending ? { pending: pendingInfo(d) } : {}),
+      ...(isPointName(d.name) ? { point: true } : {}),
     };
   }
 }
@@ -1389,6 +1552,9 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
     }
     const pendingOf = (x: Device): string =>
       x.pending ? `${x.pending.source}:${x.pending.ranges().join(";")}` : "";
+    if (d.protection !== o.protection) {
+      problems.push(`${d.kind} '${d.name}': protection policy in memory differs from the durable one`);
+    }
     if (pendingOf(d) !== pendingOf(o)) {
       problems.push(`${d.kind} '${d.name}': pending chunks in memory differ from the durable ones`);
     }

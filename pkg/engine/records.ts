@@ -24,6 +24,8 @@ export const enum RecordType {
   Fill = 11,
   /** A pending chunk arrived as a hole (zeroes): unmapped in every device in `ids` (`id`: the chunk). */
   FillHole = 12,
+  /** A volume's protection policy (recovery points) is set; an empty policy turns it off. */
+  Protect = 13,
 }
 
 export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
@@ -64,7 +66,8 @@ export type MetaRecord =
       ranges: [number, number][];
     }
   | { type: RecordType.Fill; id: number; chunk: number; ids: number[] }
-  | { type: RecordType.FillHole; id: number; ids: number[] };
+  | { type: RecordType.FillHole; id: number; ids: number[] }
+  | { type: RecordType.Protect; id: number; policy: string };
 
 /** -1 (no backing: missing blocks read as zeroes) is stored as 0xffffffff. */
 const NO_BACKING = 0xffffffff;
@@ -95,6 +98,8 @@ export function encodedSize(r: MetaRecord): number {
       return 1 + 4 + 4 + 2 + 4 * r.ids.length;
     case RecordType.FillHole:
       return 1 + 4 + 2 + 4 * r.ids.length;
+    case RecordType.Protect:
+      return 1 + 4 + 2 + Buffer.byteLength(r.policy, "utf8");
   }
 }
 
@@ -155,6 +160,11 @@ export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
       return writeIds(buf, off, r.ids);
     case RecordType.FillHole:
       return writeIds(buf, off, r.ids);
+    case RecordType.Protect: {
+      const len = buf.write(r.policy, off + 2, "utf8");
+      buf.writeUInt16LE(len, off);
+      return off + 2 + len;
+    }
   }
 }
 
@@ -263,6 +273,13 @@ export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; ne
     case RecordType.FillHole: {
       const ids = readIds(off);
       return { record: { type, id, ids: ids.ids }, next: ids.next };
+    }
+    case RecordType.Protect: {
+      need(2);
+      const len = buf.readUInt16LE(off);
+      off += 2;
+      need(len);
+      return { record: { type, id, policy: buf.toString("utf8", off, off + len) }, next: off + len };
     }
     default:
       throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);

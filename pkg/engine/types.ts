@@ -60,6 +60,8 @@ export interface VolumeInfo {
   copy?: CopyProgress;
   /** Present while some of its content is still to arrive from elsewhere (a cross-node restore). */
   pending?: PendingInfo;
+  /** Its protection policy (recovery points), canonical text; absent: off. */
+  protection?: string;
 }
 
 /** Content of a device still to arrive from `source` (pending-chunks.ts). */
@@ -82,6 +84,8 @@ export interface SnapshotInfo {
   sourceVolumeId: number;
   /** Present while some of its content is still to arrive from elsewhere (a replica being made). */
   pending?: PendingInfo;
+  /** A recovery point (taken on the volume's protection policy), not a user's snapshot. */
+  point?: boolean;
 }
 
 /**
@@ -116,8 +120,12 @@ export interface VolumeSpace extends SpaceUsage {
    * deleting all of its snapshots would give back.
    */
   snapshotOnlyBytes: number;
-  /** Snapshots taken of this volume that still exist. */
+  /** Snapshots taken of this volume that still exist (its recovery points included). */
   snapshotCount: number;
+  /** Its recovery points (snapshots on its protection policy). */
+  pointCount: number;
+  /** Its protection policy, canonical text; absent: off. */
+  protection?: string;
 }
 
 export interface SnapshotSpace extends SpaceUsage {
@@ -208,6 +216,23 @@ export interface EngineObserver {
    * up or down. `full` is true when a write was refused for lack of space.
    */
   usageLevel?: (event: PoolUsageEvent) => void;
+  /** The point scheduler took a recovery point of a volume (recovery-points.ts). */
+  pointTaken?: (event: { volume: string; name: string }) => void;
+  /**
+   * Recovery points of a volume were deleted: `thinning` by its policy, or `space` because the
+   * points held more than their share of the pool's free space (oldest first; `heldBytes` and
+   * `budgetBytes` say how far over they were).
+   */
+  pointsDeleted?: (event: PointsDeletedEvent) => void;
+}
+
+export interface PointsDeletedEvent {
+  volume: string;
+  count: number;
+  reason: "thinning" | "space";
+  /** With reason "space": bytes all points held before, and what they may hold. */
+  heldBytes?: number;
+  budgetBytes?: number;
 }
 
 /** Levels of pool use, in percent of its chunks, that are reported when crossed. */

@@ -38,6 +38,10 @@ describe("EngineMetrics on a real pool", () => {
       await device.write(0, Buffer.alloc(2 * CHUNK, 2));
       await device.read(0, CHUNK);
       device.close();
+      // Recovery points: counted per volume, no per-snapshot series of their own.
+      await pool.createVolume("pv", CHUNK);
+      await pool.setProtection("pv", "1s for 1m");
+      await pool.takePoint("pv", Date.now());
       await pool.check();
 
       const t = { pool: "t" };
@@ -58,6 +62,14 @@ describe("EngineMetrics on a real pool", () => {
           volume: "vol",
         }),
       ).toBe(2 * CHUNK);
+      const pv = { ...t, volume: "pv" };
+      expect(await sampleValue(registry, "snapblock_volume_recovery_points", pv)).toBe(1);
+      expect(await sampleValue(registry, "snapblock_volume_recovery_points", v)).toBe(0);
+      expect(await sampleValue(registry, "snapblock_volume_snapshots", pv)).toBe(1);
+      const point = pool.listPoints("pv")[0]!.name;
+      expect(
+        await sampleValue(registry, "snapblock_snapshot_size_bytes", { ...t, snapshot: point, volume: "pv" }),
+      ).toBeUndefined();
       expect(await sampleValue(registry, "snapblock_engine_chunks", { ...t, sharing: "shared" })).toBe(2);
       expect(await sampleValue(registry, "snapblock_engine_pool_allocated_bytes", t)).toBe(6 * CHUNK);
       expect(await sampleValue(registry, "snapblock_engine_check_ok", t)).toBe(1);

@@ -24,6 +24,7 @@ function poolStats(volumes: string[], snapshots: Array<[string, string]> = []): 
       sharedBytes: 64 * KiB,
       snapshotOnlyBytes: snapshots.some(([, v]) => v === name) ? 192 * KiB : 0,
       snapshotCount: snapshots.filter(([, v]) => v === name).length,
+      pointCount: 0,
     })),
     snapshots: snapshots.map(([name, sourceVolume]) => ({
       name,

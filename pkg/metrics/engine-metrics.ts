@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { DataOp, EngineObserver, PoolStats } from "../engine/index.js";
+import { isPointName, type DataOp, type EngineObserver, type PoolStats } from "../engine/index.js";
 import { IO_SECONDS_BUCKETS } from "./latency-buckets.js";
 import { OVERFLOW_LABEL, SeriesLimit } from "./series-limit.js";
 
@@ -139,7 +139,25 @@ export class EngineMetrics {
       labelNames: ["pool"],
       registers,
     });
+    // Recovery points (docs/protection.md).
+    const pointsTaken = new Counter({
+      name: "snapblock_engine_recovery_points_taken_total",
+      help: "Recovery points taken by volumes' protection policies.",
+      labelNames: ["pool"],
+      registers,
+    });
+    const pointsDeleted = new Counter({
+      name: "snapblock_engine_recovery_points_deleted_total",
+      help: "Recovery points deleted, by why: thinning (the policy no longer keeps them) or space (points held more than their share of the pool's free space; the oldest went first).",
+      labelNames: ["pool", "reason"],
+      registers,
+    });
+    pointsTaken.inc({ pool: this.pool }, 0);
+    pointsDeleted.inc({ pool: this.pool, reason: "thinning" }, 0);
+    pointsDeleted.inc({ pool: this.pool, reason: "space" }, 0);
     this.observer = {
+      pointTaken: () => pointsTaken.inc({ pool: this.pool }),
+      pointsDeleted: (e) => pointsDeleted.inc({ pool: this.pool, reason: e.reason }, e.count),
       chunkFilled: (e) => {
         pullBytes.inc({ pool: this.pool }, e.bytes);
         pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
@@ -250,7 +268,13 @@ export class EngineMetrics {
   private applyDevices(stats: PoolStats, d: VolumeMetrics): void {
     const gone = this.volumes.retain(new Set(stats.volumes.map((v) => v.name)));
     for (const volume of gone) d.forget({ pool: this.pool, volume });
-    this.snapshots.retain(new Set(stats.snapshots.map((s) => s.name)));
+    // Recovery points come and go every second: they get no series of their own (they would
+    // churn the series and take every per-snapshot place), only a count per volume.
+    const userSnapshots = stats.snapshots.filter((s) => !isPointName(s.name));
+    const points = new Map<string, number>();
+    for (const s of stats.snapshots)
+      if (isPointName(s.name)) points.set(s.sourceVolume, (points.get(s.sourceVolume) ?? 0) + 1);
+    this.snapshots.retain(new Set(userSnapshots.map((s) => s.name)));
     for (const v of stats.volumes) {
       const labels = { pool: this.pool, volume: this.volumes.labelFor(v.name) };
       // inc, not set: every volume past the limit adds into the one `_other` series.
@@ -259,8 +283,9 @@ export class EngineMetrics {
       d.exclusive.inc(labels, v.exclusiveBytes);
       d.snapshotOnly.inc(labels, v.snapshotOnlyBytes);
       d.snapshotCount.inc(labels, v.snapshotCount);
+      d.pointCount.inc(labels, points.get(v.name) ?? 0);
     }
-    for (const s of stats.snapshots) {
+    for (const s of userSnapshots) {
       const snapshot = this.snapshots.labelFor(s.name);
       const labels = {
         pool: this.pool,
@@ -394,7 +419,14 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
       "snapblock_volume_snapshot_only_bytes",
       "Bytes only this volume's snapshots hold (one or several of them): what deleting all of them would give back.",
     ),
-    snapshotCount: volumeGauge("snapblock_volume_snapshots", "Snapshots of this volume."),
+    snapshotCount: volumeGauge(
+      "snapblock_volume_snapshots",
+      "Snapshots of this volume (its recovery points included).",
+    ),
+    pointCount: volumeGauge(
+      "snapblock_volume_recovery_points",
+      "Recovery points of this volume (docs/protection.md).",
+    ),
   };
   return {
     ...m,
@@ -408,6 +440,7 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
         m.snapshotShared,
         m.snapshotOnly,
         m.snapshotCount,
+        m.pointCount,
       ])
         g.reset();
     },

@@ -120,6 +120,27 @@ describe("engine service over mutual TLS", () => {
     expect(await r.getVolume("vol-3")).toBeUndefined();
   });
 
+  it("sets a volume's protection policy for the controller, at creation and after", async () => {
+    const r = remote(pki.controller);
+    const v = await r.createVolume({ name: "guarded", sizeBytes: MiB, meta: {}, protection: "60s for 1h" });
+    expect(v.protection).toBe("1m for 1h");
+    expect((await r.setProtection("guarded", "1s for 10m, 1m for 1h")).protection).toBe(
+      "1s for 10m, 1m for 1h",
+    );
+    expect((await engine.getVolume("guarded"))?.protection).toBe("1s for 10m, 1m for 1h");
+    const bad = await r.setProtection("guarded", "1h for 1m").catch((e: unknown) => e);
+    expect(isSnapblockError(bad, "INVALID_ARGUMENT")).toBe(true);
+    const missing = await r.setProtection("nope", "off").catch((e: unknown) => e);
+    expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
+    // A bad policy at creation makes nothing.
+    const refused = await r
+      .createVolume({ name: "unguarded", sizeBytes: MiB, meta: {}, protection: "soon" })
+      .catch((e: unknown) => e);
+    expect(isSnapblockError(refused, "INVALID_ARGUMENT")).toBe(true);
+    expect(await r.getVolume("unguarded")).toBeUndefined();
+    expect((await r.setProtection("guarded", "off")).protection).toBeUndefined();
+  });
+
   it("carries engine errors back as the same SnapblockError codes (and thus the same CSI statuses)", async () => {
     const r = remote(pki.controller);
     await r.createVolume({ name: "dup", sizeBytes: MiB, meta: {} });
@@ -351,6 +372,7 @@ describe("engine service over mutual TLS", () => {
       ["DeleteSnapshot", () => intruder.deleteSnapshot("victim-snap")],
       ["DeleteVolume", () => intruder.deleteVolume("victim")],
       ["GetCapacity", () => intruder.capacity()],
+      ["SetProtection", () => intruder.setProtection("victim", "off")],
       [
         "ReadSnapshotChunks",
         async () => {

@@ -1,0 +1,198 @@
+import { asSnapblockError, type SnapblockError } from "../errors/index.js";
+import { pointsToKeep } from "./point-retention.js";
+import type { Pool } from "./pool.js";
+import { parseProtectionPolicy, type ProtectionPolicy } from "./protection-policy.js";
+
+/**
+ * Default share of the pool's free space that recovery points may hold: points may hold at most
+ * this share of the space that would be free without them (free + held by points). A quarter
+ * leaves three quarters of that space to the volumes' own growth and to user snapshots.
+ */
+export const DEFAULT_POINT_SHARE = 0.25;
+
+export interface PointSchedulerOptions {
+  pool: Pool;
+  /** The clock (ms since the epoch); tests pass a simulated one. Default Date.now. */
+  now?: () => number;
+  /** How often the scheduler runs by itself, in ms (default 1000; 0: only when tick() is called). */
+  tickMs?: number;
+  /** Share of the pool's free space points may hold, in (0, 1] (default DEFAULT_POINT_SHARE). */
+  maxShareOfFree?: number;
+  /**
+   * Least time between two accountings of the points' space, in ms of the clock (default 10000):
+   * the accounting walks the pool's tables, too much to do every second on a large pool. The
+   * cheap bound is checked on every tick.
+   */
+  spaceCheckMs?: number;
+  /** A volume's tick failed (the others go on); the scheduler keeps running. */
+  onError?: (volume: string, err: SnapblockError) => void;
+}
+
+export interface TickReport {
+  /** Names of points taken. */
+  taken: string[];
+  /** Volumes due for a point that had nothing new written. */
+  skipped: string[];
+  /** Points deleted by thinning, and to keep points within their share of free space. */
+  thinned: number;
+  evicted: number;
+}
+
+/**
+ * Takes and thins recovery points for every volume of a pool with a protection policy
+ * (docs/protection.md). On each tick, for each protected volume: a point is due when the clock
+ * is in a later bucket of the finest interval than the newest point (buckets aligned to the
+ * epoch); a due point is skipped when nothing was written since the newest one (Pool.takePoint);
+ * then the points the policy no longer keeps (point-retention.ts) are deleted, metadata only.
+ * Last, if all points together hold more than their share of free space, the oldest points of
+ * the pool go first (never a volume's newest), and pointsDeleted reports it with reason "space".
+ */
+export class PointScheduler {
+  private readonly pool: Pool;
+  private readonly now: () => number;
+  private readonly share: number;
+  private readonly policies = new Map<string, ProtectionPolicy | undefined>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<TickReport> | undefined;
+  private stopped = false;
+  private lastSpaceCheck: number | undefined;
+
+  constructor(private readonly options: PointSchedulerOptions) {
+    this.pool = options.pool;
+    this.now = options.now ?? Date.now;
+    const share = options.maxShareOfFree ?? DEFAULT_POINT_SHARE;
+    if (!(share > 0 && share <= 1)) throw new RangeError(`point share ${share} must be in (0, 1]`);
+    this.share = share;
+  }
+
+  /** Runs tick() every tickMs until stop(). */
+  start(): void {
+    const every = this.options.tickMs ?? 1000;
+    if (every <= 0 || this.timer || this.stopped) return;
+    const loop = (): void => {
+      this.timer = setTimeout(() => {
+        void this.tick()
+          .catch((err: unknown) => this.options.onError?.("", asSnapblockError(err, "recovery points")))
+          .finally(() => {
+            if (!this.stopped) loop();
+          });
+      }, every);
+      this.timer.unref();
+    };
+    loop();
+  }
+
+  /** Stops the timer and waits for a tick in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One pass over the protected volumes (ticks never overlap: a second call waits its turn). */
+  async tick(): Promise<TickReport> {
+    while (this.running) await this.running.catch(() => undefined);
+    this.running = this.runTick();
+    try {
+      return await this.running;
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  private async runTick(): Promise<TickReport> {
+    const report: TickReport = { taken: [], skipped: [], thinned: 0, evicted: 0 };
+    const now = this.now();
+    for (const { name, policy: text } of this.pool.protectedVolumes()) {
+      try {
+        await this.tickVolume(name, text, now, report);
+      } catch (err) {
+        this.options.onError?.(name, asSnapblockError(err, `recovery points of volume '${name}'`));
+      }
+    }
+    report.evicted = await this.keepWithinShare(now);
+    return report;
+  }
+
+  private async tickVolume(volume: string, text: string, now: number, report: TickReport): Promise<void> {
+    const policy = this.policyOf(text);
+    if (!policy) return;
+    const finest = policy.tiers[0]!.intervalMs;
+    const before = this.pool.listPoints(volume);
+    const newest = before[before.length - 1];
+    if (!newest || Math.floor(now / finest) > Math.floor(newest.createdAt.getTime() / finest)) {
+      const point = await this.pool.takePoint(volume, now);
+      if (point) {
+        report.taken.push(point.name);
+        this.pool.observer.pointTaken?.({ volume, name: point.name });
+      } else report.skipped.push(volume);
+    }
+    const points = this.pool.listPoints(volume).map((p) => ({ name: p.name, atMs: p.createdAt.getTime() }));
+    const keep = pointsToKeep(policy.tiers, points, now);
+    const drop = points.filter((p) => !keep.has(p)).map((p) => p.name);
+    if (drop.length === 0) return;
+    const deleted = await this.pool.deletePoints(drop);
+    report.thinned += deleted.length;
+    if (deleted.length > 0)
+      this.pool.observer.pointsDeleted?.({ volume, count: deleted.length, reason: "thinning" });
+  }
+
+  /**
+   * Deletes the pool's oldest points (never a volume's newest) while all points together hold
+   * more than `share` of (free + held by points). Returns how many went.
+   */
+  private async keepWithinShare(now: number): Promise<number> {
+    const usage = this.pool.usage();
+    // Points hold at most what is allocated: when even that fits the share, nothing to do (the
+    // common case). Without points, nothing to do either.
+    if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return 0;
+    if (!this.pool.listVolumes().some((v) => this.pool.listPoints(v.name).length > 1)) return 0;
+    const every = this.options.spaceCheckMs ?? 10_000;
+    if (this.lastSpaceCheck !== undefined && now - this.lastSpaceCheck < every) return 0;
+    this.lastSpaceCheck = now;
+    let evicted = 0;
+    const perVolume = new Map<string, number>();
+    let first: { held: number; budget: number } | undefined;
+    for (;;) {
+      let held = 0;
+      for (const bytes of this.pool.pointSpace().values()) held += bytes;
+      const budget = Math.floor(this.share * (this.pool.usage().freeBytes + held));
+      first ??= { held, budget };
+      if (held <= budget) break;
+      const victim = this.oldestEvictable();
+      if (!victim) break;
+      const deleted = await this.pool.deletePoints([victim.name]);
+      if (deleted.length === 0) break;
+      evicted++;
+      perVolume.set(victim.volume, (perVolume.get(victim.volume) ?? 0) + 1);
+    }
+    for (const [volume, count] of perVolume) {
+      this.pool.observer.pointsDeleted?.({
+        volume,
+        count,
+        reason: "space",
+        heldBytes: first.held,
+        budgetBytes: first.budget,
+      });
+    }
+    return evicted;
+  }
+
+  private oldestEvictable(): { name: string; volume: string } | undefined {
+    let best: { name: string; volume: string; at: number } | undefined;
+    for (const vol of this.pool.listVolumes()) {
+      const points = this.pool.listPoints(vol.name);
+      for (const p of points.slice(0, -1)) {
+        const at = p.createdAt.getTime();
+        if (!best || at < best.at) best = { name: p.name, volume: vol.name, at };
+      }
+    }
+    return best;
+  }
+
+  private policyOf(text: string): ProtectionPolicy | undefined {
+    if (!this.policies.has(text)) this.policies.set(text, parseProtectionPolicy(text));
+    return this.policies.get(text);
+  }
+}

@@ -1,0 +1,151 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { removeDataDir, startLocal, type LocalProcess } from "../csi/local-process.js";
+import { runCli } from "./run-cli.js";
+import { rootWithTools } from "../node-tools.js";
+
+/**
+ * Recovery points with the CLI alone, against the real `snapblock local` and real NBD clients: a
+ * writer writes through NBD and logs what it wrote and when; each retained point, restored with
+ * `volume restore VOL@TIME`, holds what the log says was there at that time. The control-plane
+ * part (protect, points, errors) runs everywhere; writing needs qemu-io.
+ */
+const haveTools = rootWithTools(["qemu-io"]);
+
+let local: LocalProcess;
+let work: string;
+const cli = (...args: string[]) => runCli(local.socketPath, args, { cwd: work });
+const ok = async (...args: string[]) => {
+  const res = await cli(...args);
+  if (res.code !== 0) throw new Error(`snapblock ${args.join(" ")} exited ${res.code}: ${res.stderr}`);
+  return res.stdout;
+};
+interface Point {
+  snapshotId: string;
+  time: string;
+  sizeBytes: number;
+  exclusiveBytes?: number;
+}
+const points = async (volume: string): Promise<Point[]> =>
+  JSON.parse(await ok("volume", "points", volume, "--json")) as Point[];
+
+/** Waits (the scheduler runs once a second) for a point taken after `afterMs`, for at most 20 s. */
+async function pointAfter(volume: string, afterMs: number): Promise<Point> {
+  const until = Date.now() + 20_000;
+  for (;;) {
+    const p = (await points(volume)).find((x) => Date.parse(x.time) > afterMs);
+    if (p) return p;
+    if (Date.now() > until) throw new Error(`no point of ${volume} after ${new Date(afterMs).toISOString()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function qemuIo(uri: string, command: string, readOnly = false): string {
+  return execFileSync("qemu-io", [...(readOnly ? ["-r"] : []), "-f", "raw", "-c", command, uri]).toString();
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "sb-points-"));
+  local = await startLocal({ dataDir: path.join(work, "snapblock-data") });
+});
+afterAll(async () => {
+  await local.stop();
+  removeDataDir(work);
+});
+
+describe("recovery points with the CLI", () => {
+  it("protects a volume, lists its points, and refuses what it cannot do with a clear message", async () => {
+    await ok("volume", "create", "guarded", "--size", "4M", "--block");
+    const bad = await cli("volume", "protect", "local/guarded", "--policy", "1m for 1s");
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/INVALID_ARGUMENT.*at least the interval/);
+    const missing = await cli("volume", "protect", "local/guarded");
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/needs --policy/);
+    expect(await ok("volume", "protect", "local/guarded", "--policy", "1s for 10m, 1m for 1h")).toBe(
+      "volume local/guarded is protected: 1s for 10m, 1m for 1h\n",
+    );
+    const first = await pointAfter("local/guarded", 0);
+    expect(first.snapshotId).toMatch(/^local\/rp--\d+-\d+$/);
+    expect(first.sizeBytes).toBe(4 << 20);
+    expect(await ok("volume", "get", "local/guarded")).toMatch(
+      /protection:\s+1s for 10m, 1m for 1h \(\d+ recovery point\(s\); snapblock volume points\)/,
+    );
+    const table = await ok("volume", "points", "local/guarded");
+    expect(table).toMatch(/^TIME\s+POINT ID\s+EXCLUSIVE/);
+    expect(table).toContain(first.snapshotId);
+    // `snapshot list` leaves points out unless asked, and says so.
+    const snaps = await cli("snapshot", "list", "--volume", "local/guarded");
+    expect(snaps.stdout).not.toContain(first.snapshotId);
+    expect(snaps.stderr).toMatch(/recovery point\(s\) not shown/);
+    expect(await ok("snapshot", "list", "--volume", "local/guarded", "--points")).toContain(first.snapshotId);
+    // Before the first point: nothing to restore, and the message says what there is.
+    const early = await cli("volume", "restore", "local/guarded@2020-01-01T00:00:00Z", "too-early");
+    expect(early.code).not.toBe(0);
+    expect(early.stderr).toMatch(/no recovery point at or before 2020-01-01T00:00:00.000Z; its oldest is/);
+    const zoneless = await cli("volume", "restore", "local/guarded@2026-11-30T15:04:05", "x");
+    expect(zoneless.code).toBe(2);
+    expect(zoneless.stderr).toMatch(/RFC 3339 with a zone/);
+    const unknown = await cli("volume", "points", "local/nope");
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/NOT_FOUND/);
+    // The objects that make the point a VolumeSnapshot in Kubernetes.
+    const yaml = await ok(
+      "volume",
+      "points",
+      "local/guarded",
+      "--at",
+      first.time,
+      "--kubernetes",
+      "--namespace",
+      "apps",
+    );
+    expect(yaml).toContain(`snapshotHandle: "${first.snapshotId}"`);
+    expect(yaml).toContain('driver: "csi.snapblock.dev"');
+    expect(yaml).toMatch(/kind: VolumeSnapshot\n[\s\S]*namespace: "apps"[\s\S]*volumeSnapshotContentName:/);
+    expect(await ok("volume", "protect", "local/guarded", "--policy", "off")).toMatch(
+      /not protected any more/,
+    );
+    expect(await ok("volume", "get", "local/guarded")).toMatch(
+      /protection:\s+off \(\d+ recovery point\(s\) kept\)/,
+    );
+  });
+
+  it.skipIf(!haveTools)(
+    "restores each retained point with the content a writer logged at its time",
+    async () => {
+      await ok("volume", "create", "logged", "--size", "4M", "--block");
+      await ok("volume", "protect", "local/logged", "--policy", "1s for 10m");
+      const uri = (await ok("volume", "export", "local/logged")).trim();
+      const log: Array<{ value: number; started: number; done: number }> = [];
+      for (let value = 1; value <= 4; value++) {
+        const started = Date.now();
+        qemuIo(uri, `write -P ${value} 0 64k`);
+        const done = Date.now();
+        log.push({ value, started, done });
+        // The next write waits for a point that holds this one, so no point is taken mid-write.
+        await pointAfter("local/logged", done);
+      }
+      await ok("volume", "unexport", "local/logged");
+      const retained = (await points("local/logged")).filter((p) => Date.parse(p.time) > log[0]!.done);
+      expect(retained.length).toBeGreaterThanOrEqual(4);
+      for (const [i, p] of retained.entries()) {
+        const at = Date.parse(p.time);
+        const expected = log.filter((w) => w.done < at).pop()!;
+        // No write was in flight at a point's time.
+        expect(log.some((w) => w.started <= at && at <= w.done)).toBe(false);
+        // Restore a little after the point's time: the newest point at or before it is this one.
+        const name = `logged-at-${i}`;
+        await ok("volume", "restore", `local/logged@${new Date(at + 1).toISOString()}`, name);
+        const back = (await ok("volume", "export", `local/${name}`)).trim();
+        const read = qemuIo(back, `read -P ${expected.value} 0 64k`, true);
+        expect(read).not.toMatch(/verification failed/i);
+        expect(read).toMatch(/read 65536\/65536 bytes/);
+        await ok("volume", "unexport", `local/${name}`);
+      }
+    },
+  );
+});
