@@ -32,9 +32,9 @@ interface Point {
 const points = async (volume: string): Promise<Point[]> =>
   JSON.parse(await ok("volume", "points", volume, "--json")) as Point[];
 
-/** Waits (the scheduler runs once a second) for a point taken after `afterMs`, for at most 20 s. */
-async function pointAfter(volume: string, afterMs: number): Promise<Point> {
-  const until = Date.now() + 20_000;
+/** Waits (the scheduler runs once a second) for a point taken after `afterMs`, 20 s at most by default. */
+async function pointAfter(volume: string, afterMs: number, waitMs = 20_000): Promise<Point> {
+  const until = Date.now() + waitMs;
   for (;;) {
     const p = (await points(volume)).find((x) => Date.parse(x.time) > afterMs);
     if (p) return p;
@@ -126,24 +126,38 @@ describe("recovery points with the CLI", () => {
         qemuIo(uri, `write -P ${value} 0 64k`);
         const done = Date.now();
         log.push({ value, started, done });
-        // The next write waits for a point that holds this one, so no point is taken mid-write.
-        await pointAfter("local/logged", done);
+        // The next write waits for a point taken after this one started. A point taken while the
+        // write was in flight may already hold it, and then no later point comes (the volume is
+        // idle again): that is fine, the check below accepts either value for such a point.
+        await pointAfter("local/logged", started);
+        await pointAfter("local/logged", done, 2_000).catch(() => undefined);
       }
       await ok("volume", "unexport", "local/logged");
       const retained = (await points("local/logged")).filter((p) => Date.parse(p.time) > log[0]!.done);
-      expect(retained.length).toBeGreaterThanOrEqual(4);
+      // Writes 2-4 each started after a point had been waited for, and each was followed by one.
+      expect(retained.length).toBeGreaterThanOrEqual(3);
       for (const [i, p] of retained.entries()) {
         const at = Date.parse(p.time);
-        const expected = log.filter((w) => w.done < at).pop()!;
-        // No write was in flight at a point's time.
-        expect(log.some((w) => w.started <= at && at <= w.done)).toBe(false);
+        // What the point may hold: the last write done before it, or one in flight at its time
+        // (crash-consistent: a write not yet acknowledged may or may not be in it).
+        const candidates = [
+          log.filter((w) => w.done < at).pop()!.value,
+          ...log.filter((w) => w.started <= at && at <= w.done).map((w) => w.value),
+        ];
         // Restore a little after the point's time: the newest point at or before it is this one.
         const name = `logged-at-${i}`;
         await ok("volume", "restore", `local/logged@${new Date(at + 1).toISOString()}`, name);
         const back = (await ok("volume", "export", `local/${name}`)).trim();
-        const read = qemuIo(back, `read -P ${expected.value} 0 64k`, true);
-        expect(read).not.toMatch(/verification failed/i);
-        expect(read).toMatch(/read 65536\/65536 bytes/);
+        const matches = candidates.filter((v) => {
+          let read: string;
+          try {
+            read = qemuIo(back, `read -P ${v} 0 64k`, true);
+          } catch (err) {
+            read = String(err); // a qemu-io that exits non-zero on a mismatch
+          }
+          return !/verification failed/i.test(read) && /read 65536\/65536 bytes/.test(read);
+        });
+        expect(matches.length, `point ${p.snapshotId} holds one of ${candidates.join(", ")}`).toBe(1);
         await ok("volume", "unexport", `local/${name}`);
       }
     },
