@@ -33,7 +33,7 @@ import {
   readNbdDevice,
   type NbdDeviceState,
 } from "./nbd-devices.js";
-import { sleep } from "./process-table.js";
+import { sleep } from "../proc/index.js";
 import { AttachmentStateStore, type AttachmentRecord } from "./state-store.js";
 import { listAttachments } from "./list-attachments.js";
 

@@ -53,7 +53,7 @@ import {
   readProcess,
   stopProcess,
   type ProcessInfo,
-} from "./process-table.js";
+} from "../proc/index.js";
 import { AttachmentStateStore, type AttachmentRecord } from "./state-store.js";
 import { listAttachments } from "./list-attachments.js";
 import { cleanupFailedAttach, recordMatches, toAttachment, assertSocket } from "./attach-steps.js";

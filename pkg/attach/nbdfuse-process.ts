@@ -12,7 +12,7 @@ import { promises as fs } from "node:fs";
 import path from "node:path";
 import { SnapblockError } from "../errors/index.js";
 import { describeCommand, findMount, type MountInfoOptions } from "../mount/index.js";
-import { sleep } from "./process-table.js";
+import { sleep } from "../proc/index.js";
 
 export interface NbdfuseLaunch {
   /** MOUNTPOINT/FILENAME: the FUSE mount directory and the name of the one file in it. */

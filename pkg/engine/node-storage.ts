@@ -1,37 +1,24 @@
-import { constants as fsc, existsSync, readFileSync, readSync, writeSync, writevSync } from "node:fs";
+import { constants as fsc, existsSync, readSync, writeSync, writevSync } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SnapblockError } from "../errors/index.js";
+import { isLive, readProcess } from "../proc/index.js";
 import type { Storage, StorageFile } from "./storage.js";
 
 /** Lock files this process holds: a second open of the same pool in one process is refused too. */
 const heldLocks = new Set<string>();
 
-function processExists(pid: number): boolean {
+/** Is the pool lock's owner alive? A killed owner not reaped yet (a zombie) holds nothing. */
+async function processExists(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
   } catch (err) {
     // EPERM: it exists but belongs to someone else.
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
-  return !isZombie(pid);
-}
-
-/**
- * A killed process stays in the process table as a zombie until its parent (or, once orphaned,
- * init) reaps it; it answers signal 0 but holds nothing. State is the field after the command
- * name in /proc/PID/stat (the name may itself contain spaces and parentheses, hence the last ")").
- */
-function isZombie(pid: number): boolean {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch (err) {
-    // Gone since signal 0 answered: it holds nothing. No procfs: trust signal 0.
-    return (err as NodeJS.ErrnoException).code === "ENOENT" && existsSync("/proc/self/stat");
-  }
-  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-  return state === "Z" || state === "X";
+  // No procfs, or /proc will not say: trust signal 0.
+  if (!existsSync("/proc/self/stat")) return true;
+  return isLive(await readProcess(pid).catch(() => ({ pid, state: "?", argv: [] })));
 }
 
 /**
@@ -117,7 +104,7 @@ export class NodeStorage implements Storage {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
       const owner = Number((await readFile(path, "utf8").catch(() => "")).trim());
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processExists(owner)) {
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && (await processExists(owner))) {
         throw new SnapblockError(
           "BUSY",
           `pool at ${this.location} is in use by process ${owner}; stop it first (or remove ${path} if that process is not snapblock)`,

@@ -1,7 +1,8 @@
 /**
- * Just enough of /proc to manage the nbdfuse processes we start: is a pid still ours (a pid can be
- * reused after a reboot or a long time, so its command line is checked before any signal is
- * sent), is it alive (a zombie is not), and which processes serve a given FUSE file.
+ * Just enough of /proc to manage the nbdfuse processes the node starts and to judge a pool lock's
+ * owner: is a pid still ours (a pid can be reused after a reboot or a long time, so its command
+ * line is checked before any signal is sent), is it alive (a zombie is not), and which processes
+ * serve a given FUSE file.
  */
 import { promises as fs } from "node:fs";
 import path from "node:path";
