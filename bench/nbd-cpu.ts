@@ -89,9 +89,10 @@ function peer(name: string, command: string, args: (image: string, socket: strin
   };
 }
 
-const ALL_TARGETS: Target[] = [
-  {
-    name: "snapblock",
+/** snapblock's bench server (bench/nbd-server.ts) with its data file in one I/O mode. */
+function snapblock(name: string, env: Record<string, string>): Target {
+  return {
+    name,
     exportName: "bench",
     async start(dir, socket) {
       const child = spawn(
@@ -104,14 +105,21 @@ const ALL_TARGETS: Target[] = [
           socket,
           String(SIZE_MIB * 2 ** 20),
         ],
-        { stdio: ["ignore", "pipe", "inherit"] },
+        { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
       );
       const lines = createInterface({ input: child.stdout });
       const first = await new Promise<string>((resolve) => lines.once("line", resolve));
       if (first !== "ready") throw new Error(`snapblock bench server said ${first}`);
       return child;
     },
-  },
+  };
+}
+
+const ALL_TARGETS: Target[] = [
+  snapblock("snapblock", { BENCH_DATA_IO: "buffered" }),
+  snapblock("snapblock-direct", { BENCH_DATA_IO: "direct" }),
+  snapblock("snapblock-direct-uring", { BENCH_DATA_IO: "direct", UV_USE_IO_URING: "1" }),
+  snapblock("snapblock-hybrid", { BENCH_DATA_IO: "hybrid" }),
   peer("qemu-nbd-none", "qemu-nbd", (image, socket) => [
     ...["-k", socket, "-f", "raw", "--cache=none", "--aio=native", "-t", "-e", "8", image],
   ]),
@@ -208,13 +216,14 @@ try {
   console.log(`# load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`);
   console.log();
   const names = targets.map((t) => t.name);
-  console.log(`| workload | figure | ${names.join(" | ")} | snapblock / best peer |`);
+  // HEADLINE: which snapblock target the last column compares with the best peer.
+  const sb = names.indexOf(process.env.HEADLINE ?? "snapblock");
+  console.log(`| workload | figure | ${names.join(" | ")} | ${names[sb] ?? "snapblock"} / best peer |`);
   console.log(`|---|---|${names.map(() => "---:|").join("")}---:|`);
   for (const w of WORKLOADS) {
     const rate = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.rate)));
     const cpu = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.cpu)));
-    const sb = names.indexOf("snapblock");
-    const peers = names.map((_, i) => i).filter((i) => i !== sb);
+    const peers = names.map((_, i) => i).filter((i) => !names[i]!.startsWith("snapblock"));
     const bestRate = Math.max(...peers.map((i) => rate[i]!));
     const leastCpu = Math.min(...peers.map((i) => cpu[i]!));
     const ratio = (a: number, b: number): string => (sb >= 0 && b > 0 ? `${(a / b).toFixed(2)}x` : "-");

@@ -13,8 +13,8 @@ import { writeFile } from "node:fs/promises";
 
 const [dir, socketPath, sizeArg, chunkArg] = process.argv.slice(2);
 const size = Number(sizeArg);
-// BENCH_DATA_IO=direct|buffered: the data file with or without the page cache.
-const dataIo = process.env.BENCH_DATA_IO === "direct" ? "direct" : "buffered";
+// BENCH_DATA_IO=buffered|direct|hybrid: how the data file meets the page cache.
+const dataIo = (["direct", "hybrid"] as const).find((m) => m === process.env.BENCH_DATA_IO) ?? "buffered";
 const pool = await Pool.create({
   dir: dir!,
   sizeBytes: size * 3,

@@ -68,7 +68,7 @@ export const POOL_FLAGS = {
     type: "string",
     value: "MODE",
     default: "buffered",
-    help: "the pool's data file through the page cache (buffered) or bypassing it (direct, O_DIRECT)",
+    help: "the pool's data file through the page cache (buffered), bypassing it (direct, O_DIRECT), or direct for requests of 256K and more (hybrid)",
   },
   "metrics-volume-series": {
     type: "string",
@@ -162,8 +162,8 @@ export function poolConfig(
   if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach))
     throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
   const dataIo = values["data-io"];
-  if (dataIo !== "buffered" && dataIo !== "direct")
-    throw new UsageError(`--data-io ${dataIo}: use buffered or direct`);
+  if (dataIo !== "buffered" && dataIo !== "direct" && dataIo !== "hybrid")
+    throw new UsageError(`--data-io ${dataIo}: use buffered, direct or hybrid`);
   return {
     dataDir,
     socketPath: socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, cwd),

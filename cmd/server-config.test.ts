@@ -83,7 +83,7 @@ describe("snapblock local flags", () => {
   it("refuses bad values with the flag's name", () => {
     expect(refusal(() => local("--overcommit", "0.5"))).toBe("--overcommit 0.5: a number >= 1");
     expect(refusal(() => local("--attach", "iscsi"))).toMatch(/^--attach iscsi: use auto/);
-    expect(refusal(() => local("--data-io", "mmap"))).toBe("--data-io mmap: use buffered or direct");
+    expect(refusal(() => local("--data-io", "mmap"))).toBe("--data-io mmap: use buffered, direct or hybrid");
     expect(refusal(() => local("--max-volumes", "-1"))).toBe("--max-volumes -1: a whole number >= 0");
     expect(refusal(() => local("--shutdown-grace", "soon"))).toBe("--shutdown-grace soon: seconds >= 0");
     expect(refusal(() => local("--log-level", "loud"))).toMatch(/^--log-level loud: use debug, info/);

@@ -44,10 +44,16 @@ export type IoMode = "adaptive" | "inline" | "threadpool";
 /**
  * How the pool's data file meets the disk:
  * - "buffered": through the page cache (the I/O mode above decides which thread);
- * - "direct": O_DIRECT, no page cache (direct-file.ts says why and what it costs).
+ * - "direct": O_DIRECT, no page cache (direct-file.ts says why and what it costs);
+ * - "hybrid": requests of 256 KiB and more O_DIRECT, smaller ones through the page cache. Large
+ *   buffered writes leave large folios in the cache, and on current kernels every later 4 KiB
+ *   write into one walks all its blocks (ext4_block_write_begin: 38-42% of the server's CPU
+ *   under random 4 KiB writes, BENCHMARKS.md); large requests gain nothing from the cache anyway.
+ *   The kernel keeps the two paths coherent (a direct write flushes and invalidates cached pages
+ *   of its range before and after), and the engine never writes one block from two requests.
  * Metadata files (journal, checkpoint, superblock) are always buffered: small, and fsynced.
  */
-export type DataIo = "buffered" | "direct";
+export type DataIo = "buffered" | "direct" | "hybrid";
 
 export interface NodeStorageOptions {
   io?: IoMode;
@@ -74,10 +80,17 @@ export class NodeStorage implements Storage {
 
   async open(name: string, options: StorageOpenOptions): Promise<StorageFile> {
     const flags = fsc.O_RDWR | (options.create ? fsc.O_CREAT : 0);
-    if (options.bulk && this.dataIo === "direct") {
+    if (options.bulk && this.dataIo !== "buffered") {
       this.aligned ??= new AlignedBuffers(this.location);
       const handle = await open(join(this.location, name), flags | fsc.O_DIRECT, 0o600);
-      return new DirectFile(handle, this.aligned);
+      const direct = new DirectFile(handle, this.aligned);
+      if (this.dataIo === "direct") return direct;
+      try {
+        return new HybridFile(await open(join(this.location, name), flags, 0o600), direct);
+      } catch (err) {
+        await direct.close();
+        throw err;
+      }
     }
     const handle = await open(join(this.location, name), flags, 0o600);
     if (this.io === "threadpool") return new NodeFile(handle);
@@ -263,6 +276,38 @@ class AdaptiveFile extends InlineFile {
     let total = 0;
     for (const b of buffers) total += b.length;
     return total >= LARGE ? this.pooledWrite(buffers, position) : super.write(buffers, position);
+  }
+}
+
+/** Large requests O_DIRECT, small ones as AdaptiveFile does (see DataIo "hybrid"). */
+class HybridFile extends AdaptiveFile {
+  constructor(
+    handle: FileHandle,
+    private readonly direct: DirectFile,
+  ) {
+    super(handle);
+  }
+
+  override read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
+    return length >= LARGE
+      ? this.direct.read(buffer, bufferOffset, length, position)
+      : super.read(buffer, bufferOffset, length, position);
+  }
+
+  override write(buffers: readonly Buffer[], position: number): Promise<void> {
+    let total = 0;
+    for (const b of buffers) total += b.length;
+    return total >= LARGE ? this.direct.write(buffers, position) : super.write(buffers, position);
+  }
+
+  // sync: one fdatasync of the file covers the writes of both descriptors (same inode).
+
+  override async close(): Promise<void> {
+    try {
+      await super.close();
+    } finally {
+      await this.direct.close();
+    }
   }
 }
 

@@ -90,8 +90,8 @@ async function runSequence(seed: number, onDisk: boolean, dataIo: DataIo = "buff
 describe("engine against a reference model", () => {
   for (let s = 1; s <= SEQUENCES; s++) {
     const onDisk = s % 4 === 0;
-    // Every other on-disk sequence opens the data file O_DIRECT (unaligned writes included).
-    const dataIo: DataIo = s % 8 === 0 ? "direct" : "buffered";
+    // On-disk sequences take turns at the data I/O modes (direct includes unaligned writes).
+    const dataIo = (["hybrid", "buffered", "direct"] as const satisfies DataIo[])[(s / 4) % 3]!;
     const where = onDisk ? `real files, ${dataIo} data` : "in-memory storage";
     it(`sequence ${s} (${where})`, async () => {
       await runSequence(1000 + s, onDisk, dataIo);
