@@ -64,10 +64,20 @@ export class Transmission {
   private inFlightBytes = 0;
   private served = 0;
   private draining = false;
-  private readonly tasks = new Set<Promise<void>>();
+  /** Set while run() waits for the requests in flight to finish. */
+  private whenIdle: (() => void) | undefined;
   private wakeReader: (() => void) | undefined;
 
-  constructor(private readonly options: TransmissionOptions) {}
+  constructor(private readonly options: TransmissionOptions) {
+    this.context = {
+      size: 0,
+      readOnly: options.export.readOnly,
+      structuredReplies: options.structuredReplies,
+      metaContextSelected: options.baseAllocationContextId !== undefined,
+      minimumBlockSize: options.export.blockSize.minimum,
+      maxPayloadBytes: options.export.blockSize.maximum,
+    };
+  }
 
   get inFlightRequests(): number {
     return this.inFlight;
@@ -87,7 +97,12 @@ export class Transmission {
       end = { reason: err.message };
     }
     // proto.md "NBD_CMD_DISC": the server MUST handle all outstanding requests before closing.
-    await Promise.all([...this.tasks]);
+    while (this.inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        this.whenIdle = resolve;
+      });
+    }
+    this.whenIdle = undefined;
     return end;
   }
 
@@ -105,9 +120,12 @@ export class Transmission {
   private async readRequests(): Promise<TransmissionEnd> {
     const { reader } = this.options;
     for (;;) {
-      await this.waitForCapacity();
+      // Requests that arrived together are parsed back to back without a promise each: the
+      // waits below are taken only when capacity or bytes are really missing.
+      if (!this.hasCapacity()) await this.waitForCapacity();
       if (this.draining && this.inFlight === 0) return { reason: "the export is being stopped" };
-      const parsed = parseRequestHeader(await reader.readExact(REQUEST_HEADER_LENGTH));
+      const header = reader.tryTake(REQUEST_HEADER_LENGTH) ?? (await reader.readExact(REQUEST_HEADER_LENGTH));
+      const parsed = parseRequestHeader(header);
       if (!parsed.ok) return { reason: parsed.reason, violation: "bad_request_magic" };
       const request = parsed.request;
       if (request.type === NBD_CMD_DISC) return { reason: "the client sent NBD_CMD_DISC" };
@@ -119,8 +137,9 @@ export class Transmission {
       if (request.type === NBD_CMD_WRITE) {
         // The payload follows the header whatever we think of the request; a refused write's
         // payload is consumed without being kept (bounded memory even for a 4 GiB length).
-        if (verdict.ok) payload = request.length === 0 ? EMPTY : await reader.readExact(request.length);
-        else await reader.discard(request.length);
+        if (!verdict.ok) await reader.discard(request.length);
+        else if (request.length === 0) payload = EMPTY;
+        else payload = reader.tryTake(request.length) ?? (await reader.readExact(request.length));
       }
       if (!verdict.ok) {
         this.refuse(request, verdict.errno, verdict.message);
@@ -130,16 +149,12 @@ export class Transmission {
     }
   }
 
+  /** One context object, refreshed per request (the size changes when the volume is expanded). */
+  private readonly context: RequestContext;
+
   private requestContext(): RequestContext {
-    const { export: exported, structuredReplies, baseAllocationContextId } = this.options;
-    return {
-      size: exported.backend.size,
-      readOnly: exported.readOnly,
-      structuredReplies,
-      metaContextSelected: baseAllocationContextId !== undefined,
-      minimumBlockSize: exported.blockSize.minimum,
-      maxPayloadBytes: exported.blockSize.maximum,
-    };
+    this.context.size = this.options.export.backend.size;
+    return this.context;
   }
 
   private refuse(request: NbdRequest, errno: number, message: string): void {
@@ -164,27 +179,35 @@ export class Transmission {
   }
 
   private dispatch(request: NbdRequest, payload: Buffer | undefined): void {
-    const { observer, export: exported, writer, logger } = this.options;
-    const command = commandName(request.type);
     const cost = request.type === NBD_CMD_READ || request.type === NBD_CMD_WRITE ? request.length : 0;
     this.inFlight += 1;
     this.inFlightBytes += cost;
+    // execute() never rejects: it answers every failure itself.
+    void this.execute(request, payload, cost);
+  }
+
+  /** One request from execution to reply and accounting, as a single promise. */
+  private async execute(request: NbdRequest, payload: Buffer | undefined, cost: number): Promise<void> {
+    const { observer, export: exported, writer, logger } = this.options;
+    const command = commandName(request.type);
     observer.requestStarted({ exportName: exported.name, command });
     const started = performance.now();
-
-    const task = executeRequest(request, payload, {
-      backend: exported.backend,
-      exportName: exported.name,
-      structuredReplies: this.options.structuredReplies,
-      baseAllocationContextId: this.options.baseAllocationContextId,
-      logger,
-    })
-      .catch((err: unknown): ExecutionResult => {
+    try {
+      let result: ExecutionResult;
+      try {
+        result = await executeRequest(request, payload, {
+          backend: exported.backend,
+          exportName: exported.name,
+          structuredReplies: this.options.structuredReplies,
+          baseAllocationContextId: this.options.baseAllocationContextId,
+          logger,
+        });
+      } catch (err) {
         // executeRequest maps every backend error itself; reaching here is a bug in this module.
         logger.error("nbd request failed unexpectedly", { ...this.options.logFields, command, err });
-        return errorResult(request, NBD_EIO, "internal server error", this.options.structuredReplies);
-      })
-      .then((result) => {
+        result = errorResult(request, NBD_EIO, "internal server error", this.options.structuredReplies);
+      }
+      try {
         writer.send(result.frames);
         observer.requestCompleted({
           exportName: exported.name,
@@ -193,19 +216,27 @@ export class Transmission {
           bytes: result.bytes,
           durationMs: performance.now() - started,
         });
-      })
-      .catch((err: unknown) => {
+      } catch (err) {
         logger.error("nbd reply failed", { ...this.options.logFields, command, err });
-      })
-      .finally(() => {
-        this.inFlight -= 1;
-        this.inFlightBytes -= cost;
-        this.served += 1;
-        this.tasks.delete(task);
-        this.stopIfDrained();
-        this.wake();
-      });
-    this.tasks.add(task);
+      }
+    } finally {
+      this.inFlight -= 1;
+      this.inFlightBytes -= cost;
+      this.served += 1;
+      if (this.inFlight === 0) this.whenIdle?.();
+      this.stopIfDrained();
+      this.wake();
+    }
+  }
+
+  private hasCapacity(): boolean {
+    const { limits, writer } = this.options;
+    return (
+      this.draining ||
+      (this.inFlight < limits.maxInFlightRequests &&
+        this.inFlightBytes < limits.maxInFlightBytes &&
+        writer.queuedBytes <= limits.maxQueuedReplyBytes)
+    );
   }
 
   private async waitForCapacity(): Promise<void> {
