@@ -105,6 +105,26 @@ describe("group snapshots in one pool", () => {
     expect(seq).toBeGreaterThan(30);
   });
 
+  it("holds back even a write into a chunk the volume owns (the synchronous in-place path)", async () => {
+    const h = pool.openVolume("b");
+    // A whole chunk written: a complete chunk of its own, so the next write goes in place.
+    await h.write(CS, Buffer.alloc(CS, 1));
+    await h.write(CS + 8192, Buffer.alloc(4096, 2));
+    const hold = await pool.holdWrites(["b"], { timeoutMs: 5000 });
+    let written = false;
+    const write = h.write(CS + 8192, Buffer.alloc(4096, 3)).then(() => (written = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(written).toBe(false);
+    await pool.createSnapshots([{ volume: "b", snapshot: "owned-held" }], { hold });
+    hold.release();
+    await write;
+    const snap = pool.openSnapshot("owned-held");
+    expect((await snap.read(CS + 8192, 1))[0]).toBe(2);
+    snap.close();
+    expect((await h.read(CS + 8192, 1))[0]).toBe(3);
+    h.close();
+  });
+
   it("holds new writes until released; an expired hold takes no snapshot", async () => {
     const h = pool.openVolume("a");
     const hold = await pool.holdWrites(["a", "b"], { timeoutMs: 5000 });

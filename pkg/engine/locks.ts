@@ -11,6 +11,11 @@
 export class ChunkLocks {
   private readonly tails = new Map<number, Promise<void>>();
 
+  /** Whether nobody holds or waits for `key`. */
+  isFree(key: number): boolean {
+    return !this.tails.has(key);
+  }
+
   /** Locks all `keys` (sorted ascending, so two lockers of overlapping sets cannot deadlock). */
   async lockAll(keys: readonly number[]): Promise<() => void> {
     // Fast path: nobody holds any of the keys, so take them all at once without waiting.
@@ -53,6 +58,11 @@ export class WriteGate {
   private active = 0;
   private closed: Promise<void> | undefined;
   private idle: (() => void) | undefined;
+
+  /** False while a snapshot or clone holds new writes back. */
+  get open(): boolean {
+    return this.closed === undefined;
+  }
 
   async enter(): Promise<void> {
     while (this.closed) await this.closed;

@@ -228,19 +228,28 @@ class InlineFile extends NodeFile {
 
   override write(buffers: readonly Buffer[], position: number): Promise<void> {
     try {
-      let pos = position;
-      let pending = buffers.filter((b) => b.length > 0);
-      while (pending.length > 0) {
-        const n =
-          pending.length === 1
-            ? writeSync(this.fd, pending[0]!, 0, pending[0]!.length, pos)
-            : writevSync(this.fd, pending, pos);
-        pos += n;
-        pending = skipBytes(pending, n);
-      }
+      this.writeInline(buffers, position);
       return Promise.resolve();
     } catch (err) {
       return Promise.reject(toError(err));
+    }
+  }
+
+  writeNow(buffers: readonly Buffer[], position: number): boolean {
+    this.writeInline(buffers, position);
+    return true;
+  }
+
+  private writeInline(buffers: readonly Buffer[], position: number): void {
+    let pos = position;
+    let pending = buffers.filter((b) => b.length > 0);
+    while (pending.length > 0) {
+      const n =
+        pending.length === 1
+          ? writeSync(this.fd, pending[0]!, 0, pending[0]!.length, pos)
+          : writevSync(this.fd, pending, pos);
+      pos += n;
+      pending = skipBytes(pending, n);
     }
   }
 }
@@ -273,9 +282,13 @@ class AdaptiveFile extends InlineFile {
   }
 
   override write(buffers: readonly Buffer[], position: number): Promise<void> {
-    let total = 0;
-    for (const b of buffers) total += b.length;
-    return total >= LARGE ? this.pooledWrite(buffers, position) : super.write(buffers, position);
+    return totalLength(buffers) >= LARGE
+      ? this.pooledWrite(buffers, position)
+      : super.write(buffers, position);
+  }
+
+  override writeNow(buffers: readonly Buffer[], position: number): boolean {
+    return totalLength(buffers) < LARGE && super.writeNow(buffers, position);
   }
 }
 
@@ -295,9 +308,9 @@ class HybridFile extends AdaptiveFile {
   }
 
   override write(buffers: readonly Buffer[], position: number): Promise<void> {
-    let total = 0;
-    for (const b of buffers) total += b.length;
-    return total >= LARGE ? this.direct.write(buffers, position) : super.write(buffers, position);
+    return totalLength(buffers) >= LARGE
+      ? this.direct.write(buffers, position)
+      : super.write(buffers, position);
   }
 
   // sync: one fdatasync of the file covers the writes of both descriptors (same inode).
@@ -309,6 +322,12 @@ class HybridFile extends AdaptiveFile {
       await this.direct.close();
     }
   }
+}
+
+function totalLength(buffers: readonly Buffer[]): number {
+  let total = 0;
+  for (const b of buffers) total += b.length;
+  return total;
 }
 
 function toError(err: unknown): Error {

@@ -11,6 +11,13 @@ export interface StorageFile {
   read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number>;
   /** Writes all of `buffers`, back to back, starting at `position`. */
   write(buffers: readonly Buffer[], position: number): Promise<void>;
+  /**
+   * Writes `buffers` at `position` before returning, on the calling thread, when this file does
+   * such writes inline (small writes through the page cache); returns false, having written
+   * nothing, when it does not. Throws what the write throws. Optional: storage without it always
+   * takes the asynchronous `write`.
+   */
+  writeNow?(buffers: readonly Buffer[], position: number): boolean;
   /** Makes every completed write to this file durable (fdatasync). */
   sync(): Promise<void>;
   size(): Promise<number>;
