@@ -35,7 +35,8 @@ const CALLS = Number(process.env.BENCH_CALLS ?? 50);
 let syncs = 0;
 {
   const probe = await open(import.meta.filename, "r");
-  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void>; datasync(): Promise<void> };
+  type Sync = (this: unknown) => Promise<void>;
+  const proto = Object.getPrototypeOf(probe) as { sync: Sync; datasync: Sync };
   await probe.close();
   for (const method of ["sync", "datasync"] as const) {
     const original = proto[method];

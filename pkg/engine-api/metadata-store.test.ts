@@ -43,7 +43,7 @@ describe("CSI metadata in the pool's journal", () => {
     expect(store.get("volume", "pvc-1")).toEqual({ "csi.name": "pvc-1", fsType: "xfs" });
     expect(store.get("snapshot", "s-1")).toEqual({ "csi.name": "s 1" });
     expect(store.get("group", "g-1")).toEqual({ members: "s-1" });
-    expect(store.tombstones()).toEqual([{ origin: "b/old", id: 3, deletedAtMs: expect.any(Number) }]);
+    expect(store.tombstones().map((t) => [t.origin, t.id])).toEqual([["b/old", 3]]);
     await pool.deleteSnapshot("s-1");
     expect(store.has("snapshot", "s-1")).toBe(false);
     expect(store.get("snapshot", "s-1")).toEqual({});

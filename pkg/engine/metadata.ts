@@ -113,7 +113,7 @@ export class Metadata {
     if (!Number.isInteger(table) || table < 1) throw new SnapblockError("CORRUPT", `note table ${table}`);
     let entries = this.notes.get(table);
     if (map) {
-      if (!entries) this.notes.set(table, (entries = new Map()));
+      if (!entries) this.notes.set(table, (entries = new Map<string, StringMap>()));
       entries.set(name, { ...map });
     } else if (entries) {
       entries.delete(name);
