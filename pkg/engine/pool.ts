@@ -57,14 +57,17 @@ import {
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 /**
- * Partial chunks beyond this many are completed whatever backs them. It bounds their memory, and
- * it bounds how many a later snapshot can capture: a shared partial chunk is rewritten whole (read
- * and write of a full chunk) on its next write, and the filler cannot tell a shared partial chunk
- * from an exclusive one (sharing is per table node). 16,384 let a 1 GiB rewrite after a second
- * snapshot cost 9.6x at QD16 through NBD; 4,096 measured 3.3x (and 2.5x at QD1, where the
- * filler then competes with the writes; BENCHMARKS.md).
+ * Partial chunks beyond this many are completed whatever backs them: it bounds their memory
+ * (about 290 bytes each in the chunk space's map, so at most about 19 MiB). It used to be 4,096
+ * to bound how many partial chunks a later snapshot could capture, since a shared partial chunk
+ * was rewritten whole on its next write (16,384 let a 1 GiB rewrite after a second snapshot cost
+ * 9.6x at QD16 through NBD). A shared partial chunk is now redirected to a new partial chunk over
+ * the same backing (data-path.ts, "partialOver"), so the bound is for memory only; and a low one
+ * costs first writes: past it the filler copies whole chunks as fast as it can, beside the
+ * writes (first-write probe, 1 GiB after a second snapshot, QD1: 10.9x at 4,096, 2.0x at 65,536;
+ * BENCHMARKS.md).
  */
-const PARTIAL_PILE = 4096;
+const PARTIAL_PILE = 65536;
 /**
  * Tables up to this size (memory of the chunk tables) are accounted synchronously when figures
  * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
@@ -95,6 +98,8 @@ export interface PoolOptions {
   resumeCopies?: boolean;
   /** Complete partial chunks in the background (default true; tests turn it off to keep them). */
   fillPartials?: boolean;
+  /** Partial chunks beyond this many are completed whatever backs them (default PARTIAL_PILE). */
+  partialChunkLimit?: number;
   /** Metrics hooks. */
   observer?: EngineObserver;
 }
@@ -163,6 +168,7 @@ export class Pool implements PoolCore {
   private fillerRunning = false;
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
+  private readonly partialPile: number;
   /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
   private account: SpaceAccount | undefined;
   private spaceMemo: SpaceMemo | undefined;
@@ -195,6 +201,7 @@ export class Pool implements PoolCore {
     this.filler = new PendingFiller(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
+    this.partialPile = options.partialChunkLimit ?? PARTIAL_PILE;
     this.observer = options.observer ?? {};
     this.space.exhausted = () => this.noteUsage(true);
     const every = options.autoCommitMs ?? 1000;
@@ -421,7 +428,7 @@ export class Pool implements PoolCore {
         if (this.fillPartialsStopped || this.failure) return;
         while (
           performance.now() - this.io.lastForegroundIo < QUIET_MS &&
-          this.space.partials.size < PARTIAL_PILE
+          this.space.partials.size < this.partialPile
         ) {
           await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
         }
@@ -450,7 +457,7 @@ export class Pool implements PoolCore {
     // No leaf maps the backing chunk any more (several partial chunks may still be backed by
     // it): completing them frees it.
     return (
-      this.space.partials.size >= PARTIAL_PILE || (backing >= 0 && this.space.leafRefCount(backing) === 0)
+      this.space.partials.size >= this.partialPile || (backing >= 0 && this.space.leafRefCount(backing) === 0)
     );
   }
 
@@ -470,7 +477,7 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
-    if (r.type === RecordType.MapPartial && this.space.partials.size >= PARTIAL_PILE) this.kickFiller();
+    if (r.type === RecordType.MapPartial && this.space.partials.size >= this.partialPile) this.kickFiller();
     return seq;
   }
 
