@@ -13,6 +13,8 @@
 # Env: PEERS (path to peers.sh; default ../shared/bench/peers.sh beside the repo), SIZE (4G),
 #      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench), ROUNDS (3),
 #      SECTIONS (which of "peers kpath penalty" to run; default all). Needs root (loop, FUSE).
+#      Each penalty round keeps 1 GiB of chunks for its snapshot and the pool is 3x SIZE: with
+#      ROUNDS=3 (six snapshots over both QDs) SIZE must be at least 4G.
 set -u
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
