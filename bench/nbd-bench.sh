@@ -6,11 +6,15 @@
 #    custom target: the same fio nbd-engine workloads over a unix socket.
 # 2. snapblock through the kernel path this machine has: nbdfuse -> loop device -> fio libaio.
 # 3. The first-write-after-snapshot penalty: 4 KiB writes, one per 64 KiB chunk (fio rw=write:60k),
-#    over the same 1 GiB region, in steady state and just after a snapshot, QD1 and QD16, for
-#    snapblock and for qcow2 through qemu-nbd (internal snapshot, 64 KiB clusters).
+#    over the same 1 GiB region, in steady state and then just after each of ROUNDS snapshots
+#    (each round rewrites the blocks the round before left in chunks a new snapshot shares), QD1
+#    and QD16, for snapblock and for qcow2 through qemu-nbd (internal snapshot, 64 KiB clusters).
 # Output: "<target> <figure> <value>" lines (peers.sh's format) and a Markdown summary.
 # Env: PEERS (path to peers.sh; default ../shared/bench/peers.sh beside the repo), SIZE (4G),
-#      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench). Needs root (loop, FUSE).
+#      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench), ROUNDS (3),
+#      SECTIONS (which of "peers kpath penalty" to run; default all). Needs root (loop, FUSE).
+#      Each penalty round keeps 1 GiB of chunks for its snapshot and the pool is 3x SIZE: with
+#      ROUNDS=3 (six snapshots over both QDs) SIZE must be at least 4G.
 set -u
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +22,9 @@ REPO=$(cd "$HERE/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers.sh}
 SIZE=${SIZE:-4G}
 RUNTIME=${RUNTIME:-4}
+ROUNDS=${ROUNDS:-3}
+SECTIONS=${SECTIONS:-peers kpath penalty}
+section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/snapblock-nbd-bench}
 BYTES=$(numfmt --from=iec "$SIZE")
 SB_DIR=$BENCH_DIR/snapblock
@@ -54,7 +61,9 @@ echo "# snapblock server: $SIZE volume, 64 KiB chunks, filled before measuring" 
 start_snapblock
 
 # ---------------------------------------------------------------- 1. peers table + snapblock
-if [ -x "$PEERS" ] || [ -f "$PEERS" ]; then
+if ! section peers; then
+  :
+elif [ -x "$PEERS" ] || [ -f "$PEERS" ]; then
   CUSTOM_URI=$SB_URI KPATH=1 SIZE=$SIZE RUNTIME=$RUNTIME BENCH_DIR=$BENCH_DIR/peers bash "$PEERS" \
     | sed 's/^custom /snapblock /' | tee -a "$OUT"
 else
@@ -62,6 +71,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. snapblock kernel path
+if section kpath; then
 nbdfuse "$BENCH_DIR/mnt/disk" --unix "$SB_SOCK" >/dev/null 2>&1 &
 FUSEPID=$!
 for i in $(seq 50); do [ -f "$BENCH_DIR/mnt/disk" ] && break; sleep 0.1; done
@@ -78,6 +88,7 @@ for w in seqwrite:write:1M:4 seqread:read:1M:4 randwrite_qd1:randwrite:4k:1 rand
 done
 losetup -d "$LOOP"; LOOP=""
 umount "$BENCH_DIR/mnt"; kill "$FUSEPID" 2>/dev/null; wait "$FUSEPID" 2>/dev/null; FUSEPID=""
+fi
 
 # ---------------------------------------------------------------- 3. first write after a snapshot
 # One 4 KiB write per 64 KiB chunk over 1 GiB (16,384 writes), ending with a flush.
@@ -87,10 +98,13 @@ penalty_run() { # uri qd label
          --end_fsync=1 --output-format=terse --terse-version=3 2>/dev/null | grep '^3;' | head -1)
   echo "$3 $(cut -d';' -f49 <<< "$line")"
 }
+if section penalty; then
 for qd in 1 16; do
   penalty_run "$SB_URI" $qd "snapblock penalty_steady_qd${qd}_IOPS" | tee -a "$OUT"
-  snapblock_snapshot
-  penalty_run "$SB_URI" $qd "snapblock penalty_after_snapshot_qd${qd}_IOPS" | tee -a "$OUT"
+  for r in $(seq "$ROUNDS"); do
+    snapblock_snapshot
+    penalty_run "$SB_URI" $qd "snapblock penalty_after_snapshot${r}_qd${qd}_IOPS" | tee -a "$OUT"
+  done
 done
 
 QSOCK=$BENCH_DIR/q.sock
@@ -107,14 +121,17 @@ stop_qemu() { kill "$QPID"; wait "$QPID" 2>/dev/null; QPID=""; rm -f "$QSOCK"; }
 n=0
 for qd in 1 16; do
   start_qemu; penalty_run "$QURI" $qd "qemu-nbd-qcow2 penalty_steady_qd${qd}_IOPS" | tee -a "$OUT"; stop_qemu
-  n=$((n + 1)); qemu-img snapshot -c "s$n" "$BENCH_DIR/pen.qcow2"
-  start_qemu; penalty_run "$QURI" $qd "qemu-nbd-qcow2 penalty_after_snapshot_qd${qd}_IOPS" | tee -a "$OUT"; stop_qemu
+  for r in $(seq "$ROUNDS"); do
+    n=$((n + 1)); qemu-img snapshot -c "s$n" "$BENCH_DIR/pen.qcow2"
+    start_qemu; penalty_run "$QURI" $qd "qemu-nbd-qcow2 penalty_after_snapshot${r}_qd${qd}_IOPS" | tee -a "$OUT"; stop_qemu
+  done
 done
+fi
 
 # ---------------------------------------------------------------- summary
 echo
 echo "## Summary (ratios)"
-awk '
+awk -v rounds="$ROUNDS" '
   $1 !~ /^#/ && NF == 3 { v[$1" "$2] = $3; t[$1] = 1; w[$2] = 1 }
   END {
     n = split("seqwrite_MiBps seqread_MiBps randwrite_qd1_IOPS randwrite_qd16_IOPS randread_qd1_IOPS randread_qd16_IOPS", ws, " ")
@@ -129,8 +146,8 @@ awk '
     print "| first write after a snapshot | steady IOPS | after-snapshot IOPS | penalty |"
     print "|---|---:|---:|---:|"
     split("snapblock qemu-nbd-qcow2", ts, " ")
-    for (j = 1; j <= 2; j++) for (qd = 1; qd <= 16; qd += 15) {
-      a = v[ts[j] " penalty_steady_qd" qd "_IOPS"]; b = v[ts[j] " penalty_after_snapshot_qd" qd "_IOPS"]
-      printf "| %s QD%d | %s | %s | %s |\n", ts[j], qd, a, b, (b > 0 ? sprintf("%.2fx", a / b) : "-")
+    for (j = 1; j <= 2; j++) for (qd = 1; qd <= 16; qd += 15) for (r = 1; r <= rounds; r++) {
+      a = v[ts[j] " penalty_steady_qd" qd "_IOPS"]; b = v[ts[j] " penalty_after_snapshot" r "_qd" qd "_IOPS"]
+      printf "| %s QD%d, snapshot %d | %s | %s | %s |\n", ts[j], qd, r, a, b, (b > 0 ? sprintf("%.2fx", a / b) : "-")
     }
   }' "$OUT"

@@ -2,9 +2,9 @@ import { SnapblockError } from "../errors/index.js";
 import type { EngineMeta } from "./engine-api.js";
 
 /**
- * Bounds of the metadata a caller may keep with a volume or snapshot. Every entry is written into
- * the node's metadata file, which is rewritten whole on each change, so an unbounded map would let
- * one call make every later one slow (a review sent 3 MB). The CSI spec ("Size Limits") bounds a
+ * Bounds of the metadata a caller may keep with a volume or snapshot. Every entry is a journal
+ * record of the node's pool and part of every checkpoint, which the pool holds in memory, so an
+ * unbounded map would let one call make every later one slow (a review sent 3 MB). The CSI spec ("Size Limits") bounds a
  * string field at 128 bytes and a map<string, string> at 4 KiB; one engine map carries several
  * CSI fields together (the name, the capabilities with their mount flags, the content source, and
  * for a snapshot replica where its copies are), so it gets four CSI maps' worth.

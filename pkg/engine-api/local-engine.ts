@@ -41,6 +41,7 @@ import type {
 import { REPLICA_META, replicaName } from "./replica-name.js";
 import type { Logger } from "../log/index.js";
 import { checkEngineMeta } from "./engine-meta.js";
+import { importLegacyMetadata } from "./legacy-metadata-file.js";
 import { MetadataStore } from "./metadata-store.js";
 
 export interface LocalEngineOptions {
@@ -48,8 +49,12 @@ export interface LocalEngineOptions {
   nodeId: string;
   /** Directory of the pool. */
   poolDir: string;
-  /** JSON side store of the CSI metadata (metadata-store.ts). */
-  metadataFile: string;
+  /**
+   * Where an earlier release kept the CSI metadata (a JSON file): imported into the pool's journal
+   * once at open, then renamed to `<file>.imported` (legacy-metadata-file.ts). The metadata itself
+   * lives in the pool (metadata-store.ts).
+   */
+  metadataFile?: string;
   /** Create the pool with these settings when the directory holds none yet. */
   createIfMissing?: { sizeBytes: number; chunkSize?: number };
   /** The data file through the page cache or O_DIRECT (default "buffered"; pkg/engine DataIo). */
@@ -160,12 +165,12 @@ export class LocalEngine implements EngineApi, EngineReplication {
       created = true;
     }
     try {
-      const meta = await MetadataStore.open(this.options.metadataFile);
-      const volumes = new Set(pool.listVolumes().map((v) => v.name));
-      const snapshots = new Set(pool.listSnapshots().map((s) => s.name));
-      await meta.prune("volume", (n) => volumes.has(n));
-      await meta.prune("snapshot", (n) => snapshots.has(n));
-      this.meta = meta;
+      if (this.options.metadataFile !== undefined) {
+        const imported = await importLegacyMetadata(pool, this.options.metadataFile);
+        if (imported.found)
+          this.options.logger?.info("CSI metadata file imported into the pool", { ...imported });
+      }
+      this.meta = new MetadataStore(pool);
       this.pool = pool;
       this.resumePulls();
       this.startPoints(pool);
@@ -282,25 +287,18 @@ export class LocalEngine implements EngineApi, EngineReplication {
 
   private async makeVolume(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
     checkEngineMeta(o.meta, `volume '${o.name}'`);
-    const { pool, meta } = this.ready();
+    const { pool } = this.ready();
     if (absentAsUndefined(() => pool.getVolume(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `volume '${o.name}' already exists`);
     }
     if (o.source?.nodeId !== undefined && o.source.nodeId !== this.nodeId) return this.createFromOtherNode(o);
-    // Metadata first: a crash after this write leaves an entry without a volume, which open()
-    // prunes and a retried CreateVolume overwrites; the reverse order would leave a volume the
-    // CSI layer cannot recognise.
-    await meta.set("volume", o.name, o.meta);
-    try {
-      const restore = { sizeBytes: o.sizeBytes, fullCopy: o.fullCopy ?? false };
-      if (!o.source) await pool.createVolume(o.name, o.sizeBytes);
-      else if (o.source.kind === "snapshot") await pool.restoreSnapshot(o.source.name, o.name, restore);
-      else await pool.cloneVolume(o.source.name, o.name, restore);
-    } catch (err) {
-      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
-      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
-      throw err;
-    }
+    // The metadata is the volume's annotations, in the same commit as the volume: after a crash
+    // there is either both or neither.
+    const annotations = o.meta;
+    const restore = { sizeBytes: o.sizeBytes, fullCopy: o.fullCopy ?? false, annotations };
+    if (!o.source) await pool.createVolume(o.name, o.sizeBytes, { annotations });
+    else if (o.source.kind === "snapshot") await pool.restoreSnapshot(o.source.name, o.name, restore);
+    else await pool.cloneVolume(o.source.name, o.name, restore);
     return this.volume(pool.getVolume(o.name));
   }
 
@@ -340,19 +338,22 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async deleteVolume(name: string): Promise<void> {
-    const { pool, meta } = this.ready();
-    await pool.deleteVolume(name);
-    await meta.delete("volume", name);
+    // Its metadata goes with it (the same record).
+    await this.ready().pool.deleteVolume(name);
   }
 
   async createSnapshot(o: EngineCreateSnapshotOptions): Promise<EngineSnapshot> {
     checkEngineMeta(o.meta, `snapshot '${o.name}'`);
-    const { pool, meta } = this.ready();
+    const { pool } = this.ready();
     if (absentAsUndefined(() => pool.getSnapshot(o.name))) {
       throw new SnapblockError("ALREADY_EXISTS", `snapshot '${o.name}' already exists`);
     }
-    await meta.set("snapshot", o.name, o.meta);
-    const take = () => pool.createSnapshot(o.volume, o.name, o.limits ? { limits: o.limits } : {});
+    // One commit: the snapshot and its metadata (annotations) in the same journal batch.
+    const take = () =>
+      pool.createSnapshot(o.volume, o.name, {
+        annotations: o.meta,
+        ...(o.limits ? { limits: o.limits } : {}),
+      });
     try {
       if (o.freezeFilesystem !== false && this.quiescer) await this.quiescer.quiesce(o.volume, take);
       else await take();
@@ -362,7 +363,6 @@ export class LocalEngine implements EngineApi, EngineReplication {
       // A failed call leaves nothing: not even a snapshot the quiescer could not keep consistent
       // until it was taken (thawed early), which a retry would otherwise find and return.
       if (absentAsUndefined(() => pool.getSnapshot(o.name))) await pool.deleteSnapshot(o.name);
-      await meta.delete("snapshot", o.name);
       throw err;
     }
     return this.snapshot(pool.getSnapshot(o.name));
@@ -370,7 +370,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
 
   async createSnapshotGroup(o: EngineCreateSnapshotGroupOptions): Promise<EngineSnapshot[]> {
     for (const m of o.members) checkEngineMeta(m.meta, `snapshot '${m.name}'`);
-    const { pool, meta } = this.ready();
+    const { pool } = this.ready();
     let hold: WriteHold | undefined;
     if (o.holdId !== undefined) {
       hold = this.holds.get(o.holdId);
@@ -381,31 +381,12 @@ export class LocalEngine implements EngineApi, EngineReplication {
         );
       }
     }
-    const pairs = o.members.map((m) => ({ volume: m.volume, snapshot: m.name }));
+    // Every member with its metadata (annotations), all in one commit.
+    const pairs = o.members.map((m) => ({ volume: m.volume, snapshot: m.name, annotations: m.meta }));
     const take = () => pool.createSnapshots(pairs, hold ? { hold } : {});
     // Members that exist already: the pool answers (idempotent retry, or ALREADY_EXISTS) and
     // their metadata stays as it is.
-    if (o.members.some((m) => absentAsUndefined(() => pool.getSnapshot(m.name)))) {
-      return (await take()).map((s) => this.snapshot(s));
-    }
-    // Metadata first, as for single snapshots: a crash between the two leaves entries without
-    // snapshots, which open() prunes.
-    await meta.setAll(
-      "snapshot",
-      o.members.map((m) => [m.name, m.meta] as const),
-    );
-    try {
-      await take();
-    } catch (err) {
-      if (!isSnapblockError(err, "ALREADY_EXISTS")) {
-        await meta.deleteAll(
-          "snapshot",
-          o.members.map((m) => m.name).filter((n) => !absentAsUndefined(() => pool.getSnapshot(n))),
-        );
-      }
-      throw err;
-    }
-    return o.members.map((m) => this.snapshot(pool.getSnapshot(m.name)));
+    return (await take()).map((s) => this.snapshot(s));
   }
 
   async holdWrites(o: { volumes: string[]; timeoutMs: number }): Promise<{ holdId: string }> {
@@ -441,7 +422,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async deleteGroupRecord(name: string): Promise<void> {
-    await this.ready().meta.delete("group", name);
+    await this.ready().meta.deleteGroup(name);
   }
 
   getSnapshot(name: string): Promise<EngineSnapshot | undefined> {
@@ -459,9 +440,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   async deleteSnapshot(name: string): Promise<void> {
-    const { pool, meta } = this.ready();
-    await pool.deleteSnapshot(name);
-    await meta.delete("snapshot", name);
+    // Its metadata goes with it (the same record).
+    await this.ready().pool.deleteSnapshot(name);
   }
 
   async *blockMetadata(request: EngineBlockMetadataRequest): AsyncGenerator<EngineBlockMetadataPage> {
@@ -501,7 +481,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
    * fetched on demand and pulled in the background from the holders.
    */
   private async createFromOtherNode(o: EngineCreateVolumeOptions): Promise<EngineVolume> {
-    const { pool, meta } = this.ready();
+    const { pool } = this.ready();
     const source = o.source!;
     if (source.kind !== "snapshot") {
       throw new StatusError(
@@ -523,21 +503,14 @@ export class LocalEngine implements EngineApi, EngineReplication {
         `volume size ${o.sizeBytes} is smaller than its source snapshot ${origin} (${sourceBytes} bytes)`,
       );
     }
-    const stored = { ...o.meta, [REPLICA_META.holders]: JSON.stringify(holders) };
-    await meta.set("volume", o.name, stored);
-    try {
-      await pool.createFromSource({
-        kind: "volume",
-        name: o.name,
-        sizeBytes: o.sizeBytes,
-        source: origin,
-        ranges: runs,
-      });
-    } catch (err) {
-      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
-      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("volume", o.name);
-      throw err;
-    }
+    await pool.createFromSource({
+      kind: "volume",
+      name: o.name,
+      sizeBytes: o.sizeBytes,
+      source: origin,
+      ranges: runs,
+      annotations: { ...o.meta, [REPLICA_META.holders]: JSON.stringify(holders) },
+    });
     this.startPull(origin, holders);
     return this.volume(pool.getVolume(o.name));
   }
@@ -588,26 +561,19 @@ export class LocalEngine implements EngineApi, EngineReplication {
       chunkSize: pool.chunkSize,
       ...(usable ? { baseOrigin: o.baseOrigin! } : {}),
     });
-    const stored = {
-      ...o.meta,
-      [REPLICA_META.origin]: o.origin,
-      [REPLICA_META.holders]: JSON.stringify(o.holders),
-    };
-    await meta.set("snapshot", name, stored);
-    try {
-      await pool.createFromSource({
-        kind: "snapshot",
-        name,
-        sizeBytes: Math.max(o.sizeBytes, content.sizeBytes),
-        source: o.origin,
-        ranges: content.runs,
-        ...(usable && content.incremental ? { base: { kind: "snapshot" as const, name: usable.name } } : {}),
-      });
-    } catch (err) {
-      // ALREADY_EXISTS: a concurrent request made it first; its metadata is the one to keep.
-      if (!isSnapblockError(err, "ALREADY_EXISTS")) await meta.delete("snapshot", name);
-      throw err;
-    }
+    await pool.createFromSource({
+      kind: "snapshot",
+      name,
+      sizeBytes: Math.max(o.sizeBytes, content.sizeBytes),
+      source: o.origin,
+      ranges: content.runs,
+      ...(usable && content.incremental ? { base: { kind: "snapshot" as const, name: usable.name } } : {}),
+      annotations: {
+        ...o.meta,
+        [REPLICA_META.origin]: o.origin,
+        [REPLICA_META.holders]: JSON.stringify(o.holders),
+      },
+    });
     this.startPull(o.origin, o.holders);
     this.options.logger?.info("replica started", {
       origin: o.origin,
@@ -622,10 +588,14 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const { pool, meta } = this.ready();
     const entry = pool.pendingSources().find((s) => s.source === origin);
     if (!entry) return; // nothing waits for it any more
-    for (const d of entry.devices) {
-      const current = meta.get(d.kind, d.name);
-      await meta.set(d.kind, d.name, { ...current, [REPLICA_META.holders]: JSON.stringify(holders) });
-    }
+    // Every device waiting for the source, in one commit.
+    await meta.setAll(
+      entry.devices.map((d) => ({
+        kind: d.kind,
+        name: d.name,
+        meta: { ...meta.get(d.kind, d.name), [REPLICA_META.holders]: JSON.stringify(holders) },
+      })),
+    );
     this.startPull(origin, holders);
   }
 

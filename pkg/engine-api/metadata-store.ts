@@ -1,210 +1,121 @@
-import { promises as fs } from "node:fs";
-import { SnapblockError, asSnapblockError } from "../errors/index.js";
-import { removeAtomicWriteLeftovers, writeFileAtomically } from "../files/index.js";
+import type { Pool } from "../engine/index.js";
 import type { EngineDeviceKind, EngineMeta, EngineTombstone } from "./engine-api.js";
 
 /** What the store keeps string maps for: volumes, snapshots and group snapshot records. */
 export type MetaKind = EngineDeviceKind | "group";
 
 /**
- * The small persistent side store of the CSI layer: per volume and snapshot, string metadata the
- * engine does not keep (the CSI name, fsType, the requested capabilities, the CSI source id).
- * One JSON file, rewritten atomically on every change (temporary file, fsync, rename, fsync of
- * the directory): after a crash it holds the old or the new content, whole.
- *
- * Writes are serialized; a failed write leaves the in-memory state as it was before the change,
- * so memory and file never disagree.
+ * The pool's note tables this layer uses (docs/engine-format.md, NOTE records): the engine keeps
+ * them without reading them.
  */
-const FORMAT_VERSION = 1;
+export const NOTE_TABLES = {
+  /** Group snapshot records, by group name. */
+  groups: 1,
+  /** Snapshots deleted in the cluster, by origin "<node>/<name>": {"id", "at"} as decimal text. */
+  tombstones: 2,
+  /** Files of an older release imported into the pool (legacy-metadata-file.ts), by file name. */
+  imports: 3,
+} as const;
 
-interface FileShape {
-  version: number;
-  volumes: Record<string, Record<string, string>>;
-  snapshots: Record<string, Record<string, string>>;
-  /** Group snapshot records by engine name (the CSI layer's; absent in files written before them). */
-  groups?: Record<string, Record<string, string>>;
-  /**
-   * Snapshots deleted in the cluster, for holders that were down: "<node>/<name>" -> JSON
-   * {"id": engine id or 0, "at": ms of the delete}.
-   */
-  tombstones?: Record<string, string>;
-}
-
+/**
+ * The CSI layer's string metadata per volume and snapshot (the CSI name, fsType, the requested
+ * capabilities, the CSI source id), per group snapshot, and its tombstones, kept in the pool's own
+ * journal: a volume's or snapshot's metadata is its annotations (ANNOTATE records), made in the
+ * same commit as the device itself when it is created and gone with it when it is deleted; groups
+ * and tombstones are entries of note tables. Every change is one journal commit, whatever the
+ * number of volumes; after a crash a device has the metadata it was made or last changed with.
+ *
+ * Devices get their first metadata where they are created (Pool options `annotations`); this
+ * store reads it and changes it afterwards.
+ */
 export class MetadataStore {
-  private state: FileShape = { version: FORMAT_VERSION, volumes: {}, snapshots: {} };
-  private tail: Promise<void> = Promise.resolve();
-
-  private constructor(private readonly file: string) {}
-
-  static async open(file: string): Promise<MetadataStore> {
-    const store = new MetadataStore(file);
-    await removeAtomicWriteLeftovers(file);
-    let text: string | undefined;
-    try {
-      text = await fs.readFile(file, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        throw asSnapblockError(err, `reading CSI metadata ${file}`);
-      }
-    }
-    if (text !== undefined) store.state = parse(text, file);
-    return store;
-  }
+  constructor(private readonly pool: Pool) {}
 
   get(kind: MetaKind, name: string): EngineMeta {
-    return { ...(this.table(kind)[name] ?? {}) };
+    if (kind === "group") return { ...this.pool.notes(NOTE_TABLES.groups).get(name) };
+    return this.has(kind, name) ? this.pool.annotations(kind, name) : {};
   }
 
   has(kind: MetaKind, name: string): boolean {
-    return Object.hasOwn(this.table(kind), name);
+    if (kind === "group") return this.pool.notes(NOTE_TABLES.groups).has(name);
+    return this.pool.has(kind, name);
   }
 
-  names(kind: MetaKind): string[] {
-    return Object.keys(this.table(kind));
+  /**
+   * Replaces the metadata of an existing volume or snapshot (NOT_FOUND when there is none), or
+   * sets a group record; durable when it returns.
+   */
+  async set(kind: MetaKind, name: string, meta: EngineMeta): Promise<void> {
+    if (kind === "group") {
+      await this.pool.annotateAll({ notes: [{ table: NOTE_TABLES.groups, name, map: meta }] });
+    } else await this.pool.annotate(kind, name, meta);
   }
 
-  set(kind: MetaKind, name: string, meta: EngineMeta): Promise<void> {
-    return this.change((s) => {
-      table(s, kind)[name] = { ...meta };
+  /** Replaces the metadata of several volumes and snapshots in one commit. */
+  async setAll(
+    entries: readonly { kind: EngineDeviceKind; name: string; meta: EngineMeta }[],
+  ): Promise<void> {
+    await this.pool.annotateAll({
+      devices: entries.map((e) => ({ kind: e.kind, name: e.name, annotations: e.meta })),
     });
   }
 
-  /** Sets several entries in one write (the members of a group snapshot). */
-  setAll(kind: MetaKind, entries: readonly (readonly [string, EngineMeta])[]): Promise<void> {
-    return this.change((s) => {
-      for (const [name, meta] of entries) table(s, kind)[name] = { ...meta };
-    });
-  }
-
-  /** Deletes several entries in one write. */
-  deleteAll(kind: MetaKind, names: readonly string[]): Promise<void> {
-    const present = names.filter((n) => this.has(kind, n));
-    if (present.length === 0) return this.tail;
-    return this.change((s) => {
-      for (const n of present) delete table(s, kind)[n];
-    });
-  }
-
-  delete(kind: MetaKind, name: string): Promise<void> {
-    if (!this.has(kind, name)) return this.tail;
-    return this.change((s) => {
-      delete table(s, kind)[name];
-    });
+  /** Removes a group record (a volume's or snapshot's metadata goes with the device). */
+  async deleteGroup(name: string): Promise<void> {
+    await this.pool.annotateAll({ notes: [{ table: NOTE_TABLES.groups, name, map: undefined }] });
   }
 
   /**
    * Records deleted snapshots, keeping per snapshot the latest incarnation deleted, and drops
-   * tombstones older than `keepMs`.
+   * tombstones older than `keepMs`; one commit.
    */
-  addTombstones(tombstones: EngineTombstone[], now: Date, keepMs: number): Promise<void> {
-    return this.change((s) => {
-      const t = (s.tombstones ??= {});
-      for (const n of tombstones) {
-        const old = readTombstone(n.origin, t[n.origin]);
-        if (old && old.id >= n.id && old.deletedAtMs >= n.deletedAtMs) continue;
-        const id = Math.max(old?.id ?? 0, n.id);
-        const at = Math.max(old?.deletedAtMs ?? 0, n.deletedAtMs);
-        t[n.origin] = JSON.stringify({ id, at });
-      }
-      for (const [o, raw] of Object.entries(t)) {
-        const stone = readTombstone(o, raw);
-        if (!stone || now.getTime() - stone.deletedAtMs > keepMs) delete t[o];
-      }
+  async addTombstones(tombstones: EngineTombstone[], now: Date, keepMs: number): Promise<void> {
+    const current = new Map(this.tombstones().map((t) => [t.origin, t]));
+    const changed = new Map<string, EngineTombstone | undefined>();
+    for (const n of tombstones) {
+      const old = changed.get(n.origin) ?? current.get(n.origin);
+      if (old && old.id >= n.id && old.deletedAtMs >= n.deletedAtMs) continue;
+      const stone = {
+        origin: n.origin,
+        id: Math.max(old?.id ?? 0, n.id),
+        deletedAtMs: Math.max(old?.deletedAtMs ?? 0, n.deletedAtMs),
+      };
+      changed.set(n.origin, stone);
+      current.set(n.origin, stone);
+    }
+    for (const [origin, stone] of current) {
+      if (now.getTime() - stone.deletedAtMs > keepMs) changed.set(origin, undefined);
+    }
+    // Unreadable entries bury nothing: they go too.
+    for (const origin of this.pool.notes(NOTE_TABLES.tombstones).keys()) {
+      if (!current.has(origin)) changed.set(origin, undefined);
+    }
+    await this.pool.annotateAll({
+      notes: [...changed].map(([name, stone]) => ({
+        table: NOTE_TABLES.tombstones,
+        name,
+        map: stone && tombstoneMap(stone),
+      })),
     });
   }
 
   tombstones(): EngineTombstone[] {
-    return Object.entries(this.state.tombstones ?? {}).flatMap(([o, raw]) => {
-      const stone = readTombstone(o, raw);
+    return [...this.pool.notes(NOTE_TABLES.tombstones)].flatMap(([origin, map]) => {
+      const stone = readTombstone(origin, map);
       return stone ? [stone] : [];
     });
   }
-
-  /** Drops entries whose volume or snapshot no longer exists (a crash between the two writes). */
-  prune(kind: MetaKind, keep: (name: string) => boolean): Promise<void> {
-    const stale = this.names(kind).filter((n) => !keep(n));
-    if (stale.length === 0) return this.tail;
-    return this.change((s) => {
-      for (const n of stale) delete table(s, kind)[n];
-    });
-  }
-
-  private table(kind: MetaKind): Record<string, Record<string, string>> {
-    return table(this.state, kind);
-  }
-
-  private change(mutate: (state: FileShape) => void): Promise<void> {
-    const run = async (): Promise<void> => {
-      const next = structuredClone(this.state);
-      mutate(next);
-      await writeFileAtomically(this.file, `${JSON.stringify(next, null, 2)}\n`, { what: "CSI metadata" });
-      this.state = next;
-    };
-    const result = this.tail.then(run, run);
-    // The queue continues after a failure; the failed caller gets the error.
-    this.tail = result.catch(() => undefined);
-    return result;
-  }
 }
 
-function readTombstone(origin: string, raw: string | undefined): EngineTombstone | undefined {
-  if (raw === undefined) return undefined;
-  try {
-    const v = JSON.parse(raw) as { id?: unknown; at?: unknown };
-    if (typeof v.id === "number" && typeof v.at === "number") return { origin, id: v.id, deletedAtMs: v.at };
-  } catch {
-    // Not JSON: an unreadable entry buries nothing (it is dropped at the next change).
-  }
-  return undefined;
+export function tombstoneMap(t: EngineTombstone): Record<string, string> {
+  return { id: String(t.id), at: String(t.deletedAtMs) };
 }
 
-function table(state: FileShape, kind: MetaKind): Record<string, Record<string, string>> {
-  if (kind === "group") return (state.groups ??= {});
-  return kind === "volume" ? state.volumes : state.snapshots;
-}
-
-function parse(text: string, file: string): FileShape {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new SnapblockError("CORRUPT", `CSI metadata ${file} is not valid JSON`, { cause: err });
+function readTombstone(origin: string, map: Readonly<Record<string, string>>): EngineTombstone | undefined {
+  const id = Number(map.id);
+  const at = Number(map.at);
+  if (map.id === undefined || map.at === undefined || !Number.isFinite(id) || !Number.isFinite(at)) {
+    return undefined;
   }
-  const shape = raw as Partial<FileShape> | null;
-  if (
-    shape === null ||
-    typeof shape !== "object" ||
-    shape.version !== FORMAT_VERSION ||
-    !isTable(shape.volumes) ||
-    !isTable(shape.snapshots)
-  ) {
-    throw new SnapblockError(
-      "CORRUPT",
-      `CSI metadata ${file} has an unknown layout (expected version ${FORMAT_VERSION})`,
-    );
-  }
-  const tombstones =
-    shape.tombstones &&
-    typeof shape.tombstones === "object" &&
-    Object.values(shape.tombstones).every((v) => typeof v === "string")
-      ? { tombstones: { ...shape.tombstones } }
-      : {};
-  const groups = isTable(shape.groups) ? { groups: shape.groups } : {};
-  return {
-    version: FORMAT_VERSION,
-    volumes: shape.volumes,
-    snapshots: shape.snapshots,
-    ...groups,
-    ...tombstones,
-  };
-}
-
-function isTable(value: unknown): value is Record<string, Record<string, string>> {
-  if (value === null || typeof value !== "object") return false;
-  return Object.values(value).every(
-    (entry) =>
-      entry !== null &&
-      typeof entry === "object" &&
-      Object.values(entry as object).every((v) => typeof v === "string"),
-  );
+  return { origin, id, deletedAtMs: at };
 }

@@ -230,21 +230,31 @@ describe("changed-block tracking from the chunk tables", () => {
     // After another snapshot, a partial write to a whole chunk the snapshot shares (chunk 9):
     // again a partial chunk over it, so only its block counts.
     await dev.write(9 * CS + 12 * KiB, Buffer.alloc(4 * KiB, 7));
-    // A write to chunk 0, partial and shared with s2: the redirect merges it into a complete new
-    // chunk (data-path.ts, mode "merge"), which no longer reads through the chunk s2 maps, so the
-    // whole chunk may differ and counts whole (chunk rounding, never less than what changed).
+    // A write to chunk 0, partial and shared with s2: the redirect makes a new partial chunk over
+    // the same backing (data-path.ts, mode "partialOver") holding the old partial's own block
+    // (copied) and the written one. Both blocks count: the copied one did not change, but blocks
+    // a partial chunk holds itself are reported (never less than what changed).
     await dev.write(40 * KiB, Buffer.alloc(4 * KiB, 8));
     await pool.createSnapshot("vol", "s3");
     expect(drain(pool.changedRanges("s2", "s3", 0), 100)).toEqual([
-      { offset: 0, length: CS },
+      { offset: 16 * KiB, length: 4 * KiB },
+      { offset: 40 * KiB, length: 4 * KiB },
       { offset: 9 * CS + 12 * KiB, length: 4 * KiB },
     ]);
-    // s1 to s3 spans both: chunk 0 whole, chunk 5's two blocks, chunk 9 whole (a hole in s1).
+    // s1 to s3 spans both: chunk 0's two blocks, chunk 5's two blocks, chunk 9 whole (a hole in s1).
     expect(drain(pool.changedRanges("s1", "s3", 0), 100)).toEqual([
-      { offset: 0, length: CS },
+      { offset: 16 * KiB, length: 4 * KiB },
+      { offset: 40 * KiB, length: 4 * KiB },
       { offset: 5 * CS, length: 8 * KiB },
       { offset: 9 * CS, length: CS },
     ]);
+    const s3 = pool.openSnapshot("s3");
+    const chunk0 = await s3.read(0, CS);
+    s3.close();
+    const want = Buffer.alloc(CS, 1);
+    want.fill(4, 16 * KiB, 20 * KiB);
+    want.fill(8, 40 * KiB, 44 * KiB);
+    expect(chunk0.equals(want)).toBe(true);
     dev.close();
   });
 

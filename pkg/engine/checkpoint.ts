@@ -3,6 +3,7 @@ import { SnapblockError } from "../errors/index.js";
 import { FANOUT, type TreeNode } from "./chunk-tree.js";
 import type { Device, Metadata } from "./metadata.js";
 import { PendingChunks } from "./pending-chunks.js";
+import { mapSize, readMap, writeMap, type StringMap } from "./string-maps.js";
 import type { DeviceKind } from "./types.js";
 
 /**
@@ -17,10 +18,10 @@ import type { DeviceKind } from "./types.js";
  */
 const MAGIC = "SBCKPT01";
 /**
- * 2 added the pending-chunks section, 3 the protection-policy section; older files (without
- * them) still load.
+ * 2 added the pending-chunks section, 3 the protection-policy section, 4 the annotation and note
+ * sections; older files (without them) still load.
  */
-const VERSION = 3;
+const VERSION = 4;
 export const CHECKPOINT_HEADER = 64;
 
 const TAG_LEAF_SPARSE = 1;
@@ -55,6 +56,11 @@ class Writer {
   u64(v: number): void {
     this.ensure(8);
     this.off = this.buf.writeBigUInt64LE(BigInt(v), this.off);
+  }
+  map(m: StringMap): void {
+    const n = mapSize(m);
+    this.ensure(n);
+    this.off = writeMap(this.buf, this.off, m);
   }
   str(s: string): void {
     const len = Buffer.byteLength(s, "utf8");
@@ -151,6 +157,24 @@ export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
   for (const d of protectedVolumes) {
     w.u32(d.id);
     w.str(d.protection!);
+  }
+  // Annotations (version 4): device id u32, string map.
+  const annotated = [...meta.devices.values()].filter((d) => d.annotations !== undefined);
+  w.u32(annotated.length);
+  for (const d of annotated) {
+    w.u32(d.id);
+    w.map(d.annotations!);
+  }
+  // Notes (version 4): table u32, name str, string map.
+  let noteCount = 0;
+  for (const entries of meta.notes.values()) noteCount += entries.size;
+  w.u32(noteCount);
+  for (const [table, entries] of meta.notes) {
+    for (const [name, map] of entries) {
+      w.u32(table);
+      w.str(name);
+      w.map(map);
+    }
   }
   const buf = w.buf.subarray(0, w.off);
   buf.write(MAGIC, 0, "latin1");
@@ -297,6 +321,22 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     const d = meta.devices.get(u32()) ?? fail("protection policy of a device that does not exist");
     if (d.kind !== "volume") fail(`protection policy on snapshot ${d.id}`);
     d.protection = str();
+  }
+  const annotatedCount = version >= 4 ? u32() : 0;
+  for (let i = 0; i < annotatedCount; i++) {
+    const d = meta.devices.get(u32()) ?? fail("annotations of a device that does not exist");
+    const { map, next } = readMap(buf, off, buf.length);
+    off = next;
+    d.annotations = map;
+  }
+  const noteCount = version >= 4 ? u32() : 0;
+  for (let i = 0; i < noteCount; i++) {
+    const table = u32();
+    const name = str();
+    const { map, next } = readMap(buf, off, buf.length);
+    off = next;
+    if (table < 1) fail(`note table ${table}`);
+    meta.setNote(table, name, map);
   }
   if (off !== buf.length) fail("trailing bytes after the last section");
   for (const n of nodes) {

@@ -90,7 +90,7 @@ export class ChunkSpace {
       this.refs.byteLength +
       this.freeStack.byteLength +
       (this.pending.length - this.pendingHead) * 24 +
-      this.partials.size * 96 +
+      this.partials.size * 288 +
       this.backingRefs.size * 48
     );
   }

@@ -15,6 +15,12 @@ type Mode =
   | "full"
   /** Redirect of a partial chunk: read its whole content, merge, write a complete chunk. */
   | "merge"
+  /**
+   * Redirect of part of a partial chunk (it became shared: a snapshot after the one it was made
+   * for): a new partial chunk with the same backing, holding the blocks the old one held itself
+   * (copied) and the blocks written. Backing chains stay one deep.
+   */
+  | "partialOver"
   /** Redirect of part of a chunk: write only the touched blocks to a new partial chunk. */
   | "partialNew";
 
@@ -35,6 +41,17 @@ interface Piece {
 /** Whether a piece goes to a newly reserved chunk (any mode but the two in-place ones). */
 function redirects(p: Piece): boolean {
   return p.mode !== "inPlace" && p.mode !== "inPlacePartial";
+}
+
+/**
+ * Whether a write of bytes [start, end) of a chunk, with the chunk's own blocks `valid`, leaves no
+ * block to its backing: then the redirect writes a complete chunk (merge) instead of a partial.
+ */
+function coversRest(valid: Uint8Array, start: number, end: number, cs: number): boolean {
+  const b0 = Math.floor(start / BLOCK);
+  const b1 = Math.ceil(end / BLOCK);
+  for (let b = 0; b < cs / BLOCK; b++) if ((b < b0 || b >= b1) && !bitSet(valid, b)) return false;
+  return true;
 }
 
 const NO_LOCKED_PARTIALS: ReadonlySet<number> = new Set();
@@ -266,13 +283,17 @@ export class DataPath {
       const end = Math.min(cs, offset + length - chunk * cs);
       const lk = tables.lookup(device.table, chunk, this.core.committedSeq);
       let mode: Mode;
-      const partial = lk.chunk >= 0 && space.partials.has(lk.chunk);
+      const partial = lk.chunk >= 0 ? space.partials.get(lk.chunk) : undefined;
+      // Both modes that use a partial chunk's own state need its physical lock (against the
+      // filler); without it (not taken, or the chunk became partial after the locks were taken)
+      // the piece falls back to a mode that is safe anyway.
+      const lockedPartial = !lockedPartials || lockedPartials.has(physKey(lk.chunk));
       if (lk.inPlace && !partial) mode = "inPlace";
-      else if (lk.inPlace && (!lockedPartials || lockedPartials.has(physKey(lk.chunk))))
-        mode = "inPlacePartial";
+      else if (lk.inPlace && lockedPartial) mode = "inPlacePartial";
       else if (start === 0 && end === cs) mode = "full";
-      else if (partial) mode = "merge";
-      else mode = "partialNew";
+      else if (partial) {
+        mode = lockedPartial && !coversRest(partial.valid, start, end, cs) ? "partialOver" : "merge";
+      } else mode = "partialNew";
       pieces.push({ chunk, start, end, bufOffset: pos - offset, phys: lk.chunk, mode, target: -1 });
       pos += end - start;
     }
@@ -284,9 +305,10 @@ export class DataPath {
     if (!this.core.alive(device)) {
       throw new SnapblockError("NOT_FOUND", `volume '${device.name}' was deleted`);
     }
-    // Partial chunks written in place are also locked by physical chunk, against the filler.
+    // Partial chunks written in place or redirected onto their backing are also locked by
+    // physical chunk, against the filler (whose completion would drop the backing's reference).
     const partialKeys = (space.partials.size === 0 ? [] : this.plan(device, offset, data.length))
-      .filter((p) => p.mode === "inPlacePartial")
+      .filter((p) => p.mode === "inPlacePartial" || p.mode === "partialOver")
       .map((p) => physKey(p.phys))
       .sort((a, b) => a - b);
     const unlockPhys = partialKeys.length > 0 ? await this.core.locks.lockAll(partialKeys) : undefined;
@@ -329,6 +351,7 @@ export class DataPath {
         const fresh = { full: 0, partial: 0 };
         for (const p of pieces) {
           if (p.mode === "merge") shared.merged++;
+          else if (p.mode === "partialOver") shared.partial++;
           else if (p.mode === "full" || p.mode === "partialNew") {
             const kind = p.mode === "full" ? "full" : "partial";
             if (p.phys >= 0) shared[kind]++;
@@ -366,6 +389,48 @@ export class DataPath {
           overlays.push(() => slice.copy(whole, p.start));
           writes.push({ pos: p.target * cs, buf: whole });
           records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+          break;
+        }
+        case "partialOver": {
+          // Held under the chunk's physical lock: its backing and bitmap cannot change.
+          const partial = this.core.space.partials.get(p.phys)!;
+          const b0 = Math.floor(p.start / BLOCK);
+          const b1 = Math.ceil(p.end / BLOCK);
+          const valid = Uint8Array.from(partial.valid);
+          setBits(valid, b0, b1);
+          // One buffer per run of blocks the new chunk holds: the written range (its edge blocks
+          // completed from the old chunk's content) and the old chunk's own blocks.
+          for (let next = 0; next < blocksPerChunk;) {
+            if (!bitSet(valid, next)) {
+              next++;
+              continue;
+            }
+            const r0 = next;
+            let r1 = r0 + 1;
+            while (r1 < blocksPerChunk && bitSet(valid, r1)) r1++;
+            const run = Buffer.alloc((r1 - r0) * BLOCK);
+            const copy = (from: number, to: number): void => {
+              if (to > from)
+                this.readChunkRange(p.phys, from * BLOCK, to * BLOCK, run, (from - r0) * BLOCK, reads);
+            };
+            if (b0 >= r0 && b1 <= r1) {
+              copy(r0, b0);
+              if (p.start % BLOCK !== 0) copy(b0, b0 + 1);
+              if (p.end % BLOCK !== 0) copy(b1 - 1, b1);
+              copy(b1, r1);
+              overlays.push(() => slice.copy(run, p.start - r0 * BLOCK));
+            } else copy(r0, r1);
+            writes.push({ pos: p.target * cs + r0 * BLOCK, buf: run });
+            next = r1;
+          }
+          records.push({
+            type: RecordType.MapPartial,
+            id: device.id,
+            chunk: p.chunk,
+            phys: p.target,
+            backing: partial.backing,
+            valid,
+          });
           break;
         }
         case "inPlacePartial":

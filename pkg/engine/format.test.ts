@@ -1,3 +1,4 @@
+import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.js";
 import { ChunkSpace } from "./chunk-space.js";
@@ -32,6 +33,10 @@ const samples: MetaRecord[] = [
   { type: RecordType.PartialDone, id: 2 },
   { type: RecordType.Protect, id: 7, policy: "1s for 10m, 1m for 1h" },
   { type: RecordType.Protect, id: 7, policy: "" },
+  { type: RecordType.Annotate, id: 7, map: { "csi.name": "pvc-ü", empty: "", big: "x".repeat(70000) } },
+  { type: RecordType.Annotate, id: 7, map: {} },
+  { type: RecordType.Note, id: 1, name: "group-1", map: { members: "a,b" } },
+  { type: RecordType.Note, id: 2, name: "node-a/snap", map: undefined },
 ];
 
 function newMeta(capacity = 1000, chunkSize = 65536): Metadata {
@@ -56,6 +61,20 @@ describe("records", () => {
     expect(() => decodeRecord(buf.subarray(0, buf.length - 1), 0)).toThrow(/runs past/);
     buf[0] = 99;
     expect(() => decodeRecord(buf, 0)).toThrow(/unknown journal record type 99/);
+    const note = samples.find((r) => r.type === RecordType.Annotate)!;
+    const nbuf = Buffer.alloc(encodedSize(note));
+    encodeRecord(note, nbuf, 0);
+    expect(() => decodeRecord(nbuf.subarray(0, nbuf.length - 1), 0)).toThrow(/runs past/);
+  });
+
+  it("keep a key named __proto__ as data", () => {
+    const map = JSON.parse('{"__proto__": "x", "a": "b"}') as Record<string, string>;
+    const r: MetaRecord = { type: RecordType.Annotate, id: 1, map };
+    const buf = Buffer.alloc(encodedSize(r));
+    encodeRecord(r, buf, 0);
+    const back = decodeRecord(buf, 0).record as { map: Record<string, string> };
+    expect(Object.keys(back.map)).toEqual(["__proto__", "a"]);
+    expect(Object.getPrototypeOf(back.map)).toBe(Object.prototype);
   });
 });
 
@@ -122,6 +141,73 @@ describe("superblock and checkpoint", () => {
     expect(back.snapshots.get("d3")!.table.root).toBe(snap.table.root);
     image[image.length - 1] = image[image.length - 1]! ^ 1;
     expect(() => decodeCheckpoint(image, uuid, newMeta())).toThrow(/checksum/);
+  });
+});
+
+describe("annotations and notes", () => {
+  it("apply, survive a checkpoint and go with their device", () => {
+    const meta = newMeta();
+    const apply = (r: MetaRecord): void => meta.apply(r, meta.seq + 1, true);
+    apply({
+      type: RecordType.Create,
+      id: 1,
+      kind: 1,
+      sourceId: 0,
+      sizeBytes: 1 << 20,
+      createdAtMs: 5,
+      name: "v",
+    });
+    apply({
+      type: RecordType.Create,
+      id: 2,
+      kind: 2,
+      sourceId: 1,
+      sizeBytes: 1 << 20,
+      createdAtMs: 6,
+      name: "s",
+    });
+    apply({ type: RecordType.Annotate, id: 1, map: { "csi.name": "pvc-1" } });
+    apply({ type: RecordType.Annotate, id: 2, map: { "csi.name": "snap 1", fs: "ext4" } });
+    apply({ type: RecordType.Note, id: 1, name: "g", map: { a: "1" } });
+    apply({ type: RecordType.Note, id: 2, name: "n/x", map: { id: "3", at: "4" } });
+    apply({ type: RecordType.Note, id: 2, name: "n/y", map: { id: "5", at: "6" } });
+    apply({ type: RecordType.Note, id: 2, name: "n/y", map: undefined });
+    const back = newMeta();
+    decodeCheckpoint(encodeCheckpoint(meta, uuid), uuid, back);
+    expect(back.volumes.get("v")!.annotations).toEqual({ "csi.name": "pvc-1" });
+    expect(back.snapshots.get("s")!.annotations).toEqual({ "csi.name": "snap 1", fs: "ext4" });
+    expect([...back.notes].map(([t, e]) => [t, [...e]])).toEqual([
+      [1, [["g", { a: "1" }]]],
+      [2, [["n/x", { id: "3", at: "4" }]]],
+    ]);
+    apply({ type: RecordType.Annotate, id: 1, map: {} });
+    expect(meta.volumes.get("v")!.annotations).toBeUndefined();
+    apply({ type: RecordType.Delete, id: 2 });
+    const again = newMeta();
+    decodeCheckpoint(encodeCheckpoint(meta, uuid), uuid, again);
+    expect(again.devices.size).toBe(1);
+    expect(again.volumes.get("v")!.annotations).toBeUndefined();
+    expect(() => apply({ type: RecordType.Annotate, id: 2, map: { a: "b" } })).toThrow(/does not exist/);
+  });
+
+  it("loads a version 3 checkpoint (written before them)", () => {
+    const meta = newMeta();
+    meta.apply(
+      { type: RecordType.Create, id: 1, kind: 1, sourceId: 0, sizeBytes: 1 << 20, createdAtMs: 5, name: "v" },
+      1,
+      true,
+    );
+    const v4 = encodeCheckpoint(meta, uuid);
+    // Version 3 is version 4 without the two trailing sections (two zero counts here).
+    const v3 = Buffer.from(v4.subarray(0, v4.length - 8));
+    v3.writeUInt32LE(3, 8);
+    v3.writeUInt32LE(v3.length - 64, 48);
+    v3.writeUInt32LE(crc32(v3.subarray(64)), 52);
+    v3.writeUInt32LE(crc32(v3.subarray(0, 60)), 60);
+    const back = newMeta();
+    decodeCheckpoint(v3, uuid, back);
+    expect(back.volumes.get("v")!.annotations).toBeUndefined();
+    expect(back.notes.size).toBe(0);
   });
 });
 

@@ -5,7 +5,15 @@
  * here: the NBD server and the CSI services use this API in-process.
  */
 export { Pool, DEFAULT_CHUNK_SIZE } from "./pool.js";
-export type { PoolOptions, PoolCreateOptions, RestoreOptions, SnapshotOptions } from "./pool.js";
+export type {
+  AnnotationChanges,
+  CreateOptions,
+  PoolOptions,
+  PoolCreateOptions,
+  RestoreOptions,
+  SnapshotOptions,
+} from "./pool.js";
+export type { StringMap } from "./string-maps.js";
 export { WriteHold } from "./write-hold.js";
 export { SpaceMemo, accountSpace, accountSpaceSliced, type SpaceAccount } from "./space-accounting.js";
 export { POOL_USAGE_LEVELS } from "./types.js";

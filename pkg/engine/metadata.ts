@@ -3,6 +3,7 @@ import type { ChunkSpace } from "./chunk-space.js";
 import { type ChunkTables, type Table } from "./chunk-tree.js";
 import { PendingChunks } from "./pending-chunks.js";
 import { RecordType, type MetaRecord } from "./records.js";
+import type { StringMap } from "./string-maps.js";
 import type { DeviceKind } from "./types.js";
 
 /** One volume or snapshot as the metadata knows it. */
@@ -25,6 +26,8 @@ export interface Device {
   pending?: PendingChunks;
   /** A volume's protection policy (canonical text, protection-policy.ts); unset: off. */
   protection?: string;
+  /** The layer above's string map for this device (ANNOTATE records); unset: none. */
+  annotations?: StringMap;
 }
 
 /**
@@ -41,6 +44,8 @@ export class Metadata {
   seq = 0;
   /** Devices with pending chunks, by source: whom a fill of that source completes. */
   readonly pendingBySource = new Map<string, Set<Device>>();
+  /** Note tables (NOTE records): table number -> entry name -> string map. */
+  readonly notes = new Map<number, Map<string, StringMap>>();
 
   constructor(
     readonly space: ChunkSpace,
@@ -100,6 +105,19 @@ export class Metadata {
     if (d.pending.count === 0) {
       this.untrackPending(d);
       d.pending = undefined;
+    }
+  }
+
+  /** Sets (a map) or removes (undefined) one entry of note table `table`. */
+  setNote(table: number, name: string, map: StringMap | undefined): void {
+    if (!Number.isInteger(table) || table < 1) throw new SnapblockError("CORRUPT", `note table ${table}`);
+    let entries = this.notes.get(table);
+    if (map) {
+      if (!entries) this.notes.set(table, (entries = new Map<string, StringMap>()));
+      entries.set(name, { ...map });
+    } else if (entries) {
+      entries.delete(name);
+      if (entries.size === 0) this.notes.delete(table);
     }
   }
 
@@ -241,6 +259,15 @@ export class Metadata {
         else d.protection = r.policy;
         return;
       }
+      case RecordType.Annotate: {
+        const d = this.device(r.id);
+        if (Object.keys(r.map).length === 0) delete d.annotations;
+        else d.annotations = { ...r.map };
+        return;
+      }
+      case RecordType.Note:
+        this.setNote(r.id, r.name, r.map);
+        return;
       case RecordType.MapPartial: {
         const d = this.claimMapped(r, replay);
         if (d.pending?.has(r.chunk)) {

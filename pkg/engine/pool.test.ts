@@ -172,6 +172,91 @@ describe("snapshots, restores and clones", () => {
     v.close();
   });
 
+  it("rewrites a chunk still partial from an earlier snapshot as a new partial chunk, not whole", async () => {
+    const merges = { merged: 0, partial: 0 };
+    const p = await Pool.create({
+      dir: join(dir, "partials"),
+      sizeBytes: 64 * CS,
+      autoCommitMs: 0,
+      fillPartials: false,
+      observer: {
+        redirected: (e) => {
+          merges.merged += e.shared.merged;
+          merges.partial += e.shared.partial;
+        },
+      },
+    });
+    await p.createVolume("v", 4 * CS);
+    const v = p.openVolume("v");
+    const model = Buffer.alloc(4 * CS);
+    const write = async (off: number, len: number, byte: number): Promise<void> => {
+      await v.write(off, Buffer.alloc(len, byte));
+      model.fill(byte, off, off + len);
+    };
+    await write(0, 4 * CS, 0x10);
+    const taken: [string, Buffer][] = [];
+    // Each round: a snapshot, then writes into chunks that are partial from the round before
+    // (the same block, another block, an unaligned range across two blocks).
+    for (let round = 1; round <= 3; round++) {
+      await p.createSnapshot("v", `s${round}`);
+      taken.push([`s${round}`, Buffer.from(model)]);
+      await write(8192, 4096, 0x20 + round); // chunk 0: the same block every round
+      await write(CS + round * 8192, 4096, 0x30 + round); // chunk 1: another block each round
+      await write(2 * CS + 4000 + round * 100, 300, 0x40 + round); // chunk 2: unaligned
+    }
+    expect(merges).toEqual({ merged: 0, partial: 9 });
+    // Each round left its own partial chunks to its snapshot: all read from the original chunk.
+    expect(p.space.partials.size).toBe(9);
+    for (const c of [...p.space.partials.values()]) expect(c.backing).toBeGreaterThanOrEqual(0);
+    const check = async (pool: Pool): Promise<void> => {
+      const h = pool.openVolume("v");
+      expect((await h.read(0, 4 * CS)).equals(model)).toBe(true);
+      h.close();
+      for (const [name, content] of taken) {
+        const s = pool.openSnapshot(name);
+        expect((await s.read(0, 4 * CS)).equals(content), name).toBe(true);
+        s.close();
+      }
+      expect((await pool.check()).problems).toEqual([]);
+    };
+    v.close();
+    await check(p);
+    await p.close();
+    const again = await Pool.open({ dir: join(dir, "partials"), autoCommitMs: 0, fillPartials: false });
+    await check(again);
+    // Completing them changes nothing anyone reads.
+    await again.completePartials();
+    expect(again.space.partials.size).toBe(0);
+    await check(again);
+    await again.close();
+  });
+
+  it("completes partial chunks past the pool's limit, whatever backs them, changing no content", async () => {
+    const p = await Pool.create({
+      dir: join(dir, "pile"),
+      sizeBytes: 64 * CS,
+      autoCommitMs: 0,
+      partialChunkLimit: 4,
+    });
+    await p.createVolume("v", 8 * CS);
+    const v = p.openVolume("v");
+    await v.write(0, Buffer.alloc(8 * CS, 0x10));
+    await p.createSnapshot("v", "s");
+    for (let c = 0; c < 8; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, c + 1));
+    // The snapshot holds every backing chunk: only the limit makes the filler complete them.
+    for (let i = 0; i < 200 && p.space.partials.size >= 4; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(p.space.partials.size).toBeLessThan(4);
+    const want = Buffer.alloc(8 * CS, 0x10);
+    for (let c = 0; c < 8; c++) want.fill(c + 1, c * CS + 4096, c * CS + 8192);
+    expect((await v.read(0, 8 * CS)).equals(want)).toBe(true);
+    const s = p.openSnapshot("s");
+    expect((await s.read(0, 8 * CS)).equals(Buffer.alloc(8 * CS, 0x10))).toBe(true);
+    s.close();
+    v.close();
+    expect((await p.check()).problems).toEqual([]);
+    await p.close();
+  });
+
   it("deletes in any order whatever depends on what", async () => {
     await pool.createVolume("v", 4 * CS);
     const v = pool.openVolume("v");

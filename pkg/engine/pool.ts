@@ -24,6 +24,7 @@ import { NodeStorage, type DataIo, type IoMode } from "./node-storage.js";
 import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
+import { validateStringMap, type StringMap } from "./string-maps.js";
 import {
   SpaceMemo,
   accountSpace,
@@ -56,14 +57,17 @@ import {
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 /**
- * Partial chunks beyond this many are completed whatever backs them. It bounds their memory, and
- * it bounds how many a later snapshot can capture: a shared partial chunk is rewritten whole (read
- * and write of a full chunk) on its next write, and the filler cannot tell a shared partial chunk
- * from an exclusive one (sharing is per table node). 16,384 let a 1 GiB rewrite after a second
- * snapshot cost 9.6x at QD16 through NBD; 4,096 measured 3.3x (and 2.5x at QD1, where the
- * filler then competes with the writes; BENCHMARKS.md).
+ * Partial chunks beyond this many are completed whatever backs them: it bounds their memory
+ * (about 290 bytes each in the chunk space's map, so at most about 19 MiB). It used to be 4,096
+ * to bound how many partial chunks a later snapshot could capture, since a shared partial chunk
+ * was rewritten whole on its next write (16,384 let a 1 GiB rewrite after a second snapshot cost
+ * 9.6x at QD16 through NBD). A shared partial chunk is now redirected to a new partial chunk over
+ * the same backing (data-path.ts, "partialOver"), so the bound is for memory only; and a low one
+ * costs first writes: past it the filler copies whole chunks as fast as it can, beside the
+ * writes (first-write probe, 1 GiB after a second snapshot, QD1: 10.9x at 4,096, 2.0x at 65,536;
+ * BENCHMARKS.md).
  */
-const PARTIAL_PILE = 4096;
+const PARTIAL_PILE = 65536;
 /**
  * Tables up to this size (memory of the chunk tables) are accounted synchronously when figures
  * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
@@ -96,6 +100,8 @@ export interface PoolOptions {
   resumeCopies?: boolean;
   /** Complete partial chunks in the background (default true; tests turn it off to keep them). */
   fillPartials?: boolean;
+  /** Partial chunks beyond this many are completed whatever backs them (default PARTIAL_PILE). */
+  partialChunkLimit?: number;
   /** Metrics hooks. */
   observer?: EngineObserver;
 }
@@ -110,9 +116,23 @@ export interface PoolCreateOptions extends PoolOptions {
 export interface SnapshotOptions {
   /** Refuse the snapshot (NO_SPACE) when the volume is at one of these limits. */
   limits?: SnapshotLimits;
+  /** The snapshot's annotations, recorded in the same commit as the snapshot. */
+  annotations?: StringMap;
 }
 
-export interface RestoreOptions {
+export interface CreateOptions {
+  /** The new device's annotations, recorded in the same commit as the device. */
+  annotations?: StringMap;
+}
+
+/** Changes of annotations and notes made together in one commit (annotateAll). */
+export interface AnnotationChanges {
+  devices?: { kind: "volume" | "snapshot"; name: string; annotations: StringMap }[];
+  /** `map` undefined removes the entry. */
+  notes?: { table: number; name: string; map: StringMap | undefined }[];
+}
+
+export interface RestoreOptions extends CreateOptions {
   /** Size of the new volume; at least the source's (default: the source's size). */
   sizeBytes?: number;
   /** Copy every chunk in the background so the new volume shares nothing with its source. */
@@ -150,6 +170,7 @@ export class Pool implements PoolCore {
   private fillerRunning = false;
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
+  private readonly partialPile: number;
   /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
   private account: SpaceAccount | undefined;
   private spaceMemo: SpaceMemo | undefined;
@@ -182,6 +203,7 @@ export class Pool implements PoolCore {
     this.filler = new PendingFiller(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
+    this.partialPile = options.partialChunkLimit ?? PARTIAL_PILE;
     this.observer = options.observer ?? {};
     this.space.exhausted = () => this.noteUsage(true);
     const every = options.autoCommitMs ?? 1000;
@@ -408,7 +430,7 @@ export class Pool implements PoolCore {
         if (this.fillPartialsStopped || this.failure) return;
         while (
           performance.now() - this.io.lastForegroundIo < QUIET_MS &&
-          this.space.partials.size < PARTIAL_PILE
+          this.space.partials.size < this.partialPile
         ) {
           await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
         }
@@ -437,7 +459,7 @@ export class Pool implements PoolCore {
     // No leaf maps the backing chunk any more (several partial chunks may still be backed by
     // it): completing them frees it.
     return (
-      this.space.partials.size >= PARTIAL_PILE || (backing >= 0 && this.space.leafRefCount(backing) === 0)
+      this.space.partials.size >= this.partialPile || (backing >= 0 && this.space.leafRefCount(backing) === 0)
     );
   }
 
@@ -457,7 +479,7 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
-    if (r.type === RecordType.MapPartial && this.space.partials.size >= PARTIAL_PILE) this.kickFiller();
+    if (r.type === RecordType.MapPartial && this.space.partials.size >= this.partialPile) this.kickFiller();
     return seq;
   }
 
@@ -551,10 +573,11 @@ export class Pool implements PoolCore {
 
   // ---------------------------------------------------------------- volumes
 
-  async createVolume(name: string, sizeBytes: number): Promise<VolumeInfo> {
+  async createVolume(name: string, sizeBytes: number, options: CreateOptions = {}): Promise<VolumeInfo> {
     this.ensureUsable();
     validateName(name, "volume");
     validateSize(sizeBytes, "volume size");
+    const annotations = checkAnnotations(options.annotations, `volume '${name}'`);
     this.ensureFree("volume", name);
     const id = this.meta.nextId;
     this.record({
@@ -566,6 +589,7 @@ export class Pool implements PoolCore {
       createdAtMs: Date.now(),
       name,
     });
+    this.recordAnnotations(id, annotations);
     await this.commit();
     return this.getVolume(name);
   }
@@ -640,6 +664,7 @@ export class Pool implements PoolCore {
     }
     const vol = this.find("volume", volumeName);
     this.ensureFree("snapshot", snapshotName);
+    const annotations = checkAnnotations(options.annotations, `snapshot '${snapshotName}'`);
     // The space limit reads the volume's snapshot space: computed before, in slices if large.
     if (options.limits?.maxSnapshotBytes !== undefined) await this.refreshSpace();
     await this.gate(vol).exclusive(() => {
@@ -658,6 +683,9 @@ export class Pool implements PoolCore {
         createdAtMs: Date.now(),
         name: snapshotName,
       });
+      // The same synchronous stretch, so the same journal batch: no crash can leave the snapshot
+      // without its annotations or the reverse.
+      this.recordAnnotations(id, annotations);
     });
     await this.commit();
     return this.getSnapshot(snapshotName);
@@ -691,11 +719,12 @@ export class Pool implements PoolCore {
    * each of its volume, are returned as they are; some of them existing is ALREADY_EXISTS.
    */
   async createSnapshots(
-    members: readonly { volume: string; snapshot: string }[],
+    members: readonly { volume: string; snapshot: string; annotations?: StringMap }[],
     options: { hold?: WriteHold } = {},
   ): Promise<SnapshotInfo[]> {
     this.ensureUsable();
     for (const m of members) validateName(m.snapshot, "snapshot");
+    const annotations = members.map((m) => checkAnnotations(m.annotations, `snapshot '${m.snapshot}'`));
     const vols = this.groupVolumes(members.map((m) => m.volume));
     const names = new Set(members.map((m) => m.snapshot));
     if (names.size !== members.length) {
@@ -741,15 +770,17 @@ export class Pool implements PoolCore {
       const createdAtMs = Date.now();
       members.forEach((m, i) => {
         const vol = vols[i]!;
+        const id = this.meta.nextId;
         this.record({
           type: RecordType.Create,
-          id: this.meta.nextId,
+          id,
           kind: 2,
           sourceId: vol.id,
           sizeBytes: vol.sizeBytes,
           createdAtMs,
           name: m.snapshot,
         });
+        this.recordAnnotations(id, annotations[i]);
       });
     } finally {
       own?.release();
@@ -942,6 +973,71 @@ export class Pool implements PoolCore {
     return out.sort((a, b) => a.createdAtMs - b.createdAtMs || a.id - b.id);
   }
 
+  // ---------------------------------------------------------------- annotations and notes
+
+  /** Whether a volume or snapshot of that name exists. */
+  has(kind: "volume" | "snapshot", name: string): boolean {
+    return this.meta.byName(kind).has(name);
+  }
+
+  /** A device's annotations (a copy; empty when it has none). NOT_FOUND for an unknown device. */
+  annotations(kind: "volume" | "snapshot", name: string): Record<string, string> {
+    return { ...this.find(kind, name).annotations };
+  }
+
+  /** Replaces a device's annotations; durable when it returns. */
+  async annotate(kind: "volume" | "snapshot", name: string, annotations: StringMap): Promise<void> {
+    await this.annotateAll({ devices: [{ kind, name, annotations }] });
+  }
+
+  /** The entries of note table `table` (copies), by name. */
+  notes(table: number): Map<string, Record<string, string>> {
+    const out = new Map<string, Record<string, string>>();
+    for (const [name, map] of this.meta.notes.get(table) ?? []) out.set(name, { ...map });
+    return out;
+  }
+
+  /**
+   * Applies annotation and note changes in one commit: after a crash all of them hold or none.
+   * Devices are found first (NOT_FOUND before anything is recorded); unchanged entries record
+   * nothing, and nothing to record costs no commit.
+   */
+  async annotateAll(changes: AnnotationChanges): Promise<void> {
+    this.ensureUsable();
+    const devices = (changes.devices ?? []).map((c) => ({
+      device: this.find(c.kind, c.name),
+      map: checkAnnotations(c.annotations, `${c.kind} '${c.name}'`) ?? {},
+    }));
+    const notes = (changes.notes ?? []).map((n) => {
+      if (!Number.isInteger(n.table) || n.table < 1 || n.table > 0xffffffff) {
+        throw new SnapblockError("INVALID_ARGUMENT", `note table ${n.table} must be a whole number from 1`);
+      }
+      if (typeof n.name !== "string" || Buffer.byteLength(n.name, "utf8") > 0xffff) {
+        throw new SnapblockError("INVALID_ARGUMENT", "a note name is a string of at most 65,535 bytes");
+      }
+      return { ...n, map: n.map === undefined ? undefined : validateStringMap(n.map, `note '${n.name}'`) };
+    });
+    let recorded = false;
+    for (const { device, map } of devices) {
+      if (!this.alive(device) || sameMap(device.annotations ?? {}, map)) continue;
+      this.record({ type: RecordType.Annotate, id: device.id, map: { ...map } });
+      recorded = true;
+    }
+    for (const n of notes) {
+      const had = this.meta.notes.get(n.table)?.get(n.name);
+      if (n.map === undefined ? had === undefined : had !== undefined && sameMap(had, n.map)) continue;
+      this.record({ type: RecordType.Note, id: n.table, name: n.name, map: n.map && { ...n.map } });
+      recorded = true;
+    }
+    if (recorded) await this.commit();
+  }
+
+  private recordAnnotations(id: number, annotations: StringMap | undefined): void {
+    if (annotations && Object.keys(annotations).length > 0) {
+      this.record({ type: RecordType.Annotate, id, map: { ...annotations } });
+    }
+  }
+
   // ---------------------------------------------------------------- restore and clone
 
   /** A new volume with the snapshot's content, sharing its chunks; ready at once. */
@@ -977,6 +1073,7 @@ export class Pool implements PoolCore {
       );
     }
     this.ensureFree("volume", volumeName);
+    const annotations = checkAnnotations(options.annotations, `volume '${volumeName}'`);
     let created: Device | undefined;
     await this.gate(src).exclusive(() => {
       if (!this.alive(src)) throw new SnapblockError("NOT_FOUND", `${src.kind} '${src.name}' was deleted`);
@@ -994,6 +1091,7 @@ export class Pool implements PoolCore {
         createdAtMs: Date.now(),
         name: volumeName,
       });
+      this.recordAnnotations(id, annotations);
       if (options.fullCopy) {
         this.record({ type: RecordType.CopyState, id, copying: true });
         this.copyClaims.set(id, claim);
@@ -1093,6 +1191,7 @@ export class Pool implements PoolCore {
     source: string;
     ranges: [number, number][];
     base?: { kind: "volume" | "snapshot"; name: string };
+    annotations?: StringMap;
   }): Promise<VolumeInfo | SnapshotInfo> {
     this.ensureUsable();
     const { kind, name, sizeBytes, source } = options;
@@ -1100,6 +1199,7 @@ export class Pool implements PoolCore {
     validateSize(sizeBytes, `${kind} size`);
     if (source === "")
       throw new SnapblockError("INVALID_ARGUMENT", "the source of pending content is required");
+    const annotations = checkAnnotations(options.annotations, `${kind} '${name}'`);
     this.ensureFree(kind, name);
     const base = options.base ? this.find(options.base.kind, options.base.name) : undefined;
     if (base?.pending) {
@@ -1143,6 +1243,7 @@ export class Pool implements PoolCore {
         createdAtMs: Date.now(),
         name,
       });
+      this.recordAnnotations(id, annotations);
       // Large lists go in several records (a record's run count is a u32, a batch stays small).
       const RUNS = 8192;
       for (let i = 0; i < options.ranges.length || i === 0; i += RUNS) {
@@ -1514,6 +1615,16 @@ export class Pool implements PoolCore {
   }
 }
 
+/** Validates optional annotations before anything is recorded (an unencodable record would fail the pool). */
+function checkAnnotations(annotations: StringMap | undefined, what: string): StringMap | undefined {
+  return annotations === undefined ? undefined : validateStringMap(annotations, `annotations of ${what}`);
+}
+
+function sameMap(a: StringMap, b: StringMap): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
 function pendingInfo(d: Device): PendingInfo {
   const p = d.pending!;
   return { source: p.source, chunks: p.count, totalChunks: Math.max(p.total, p.count) };
@@ -1560,6 +1671,9 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
     if (d.protection !== o.protection) {
       problems.push(`${d.kind} '${d.name}': protection policy in memory differs from the durable one`);
     }
+    if (!sameMap(d.annotations ?? {}, o.annotations ?? {})) {
+      problems.push(`${d.kind} '${d.name}': annotations in memory differ from the durable ones`);
+    }
     if (pendingOf(d) !== pendingOf(o)) {
       problems.push(`${d.kind} '${d.name}': pending chunks in memory differ from the durable ones`);
     }
@@ -1574,6 +1688,16 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
   for (const o of durable.devices.values()) {
     if (!live.devices.has(o.id)) problems.push(`${o.kind} '${o.name}' is durable but missing from memory`);
   }
+  const noteCount = (m: Metadata): number => [...m.notes.values()].reduce((n, e) => n + e.size, 0);
+  const notesDiffer =
+    noteCount(live) !== noteCount(durable) ||
+    [...live.notes].some(([table, entries]) =>
+      [...entries].some(([name, map]) => {
+        const o = durable.notes.get(table)?.get(name);
+        return o === undefined || !sameMap(map, o);
+      }),
+    );
+  if (notesDiffer) problems.push("notes in memory differ from the durable ones");
   return problems;
 }
 

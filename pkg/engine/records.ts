@@ -1,4 +1,5 @@
 import { SnapblockError } from "../errors/index.js";
+import { mapSize, readMap, writeMap, type StringMap } from "./string-maps.js";
 
 /**
  * Metadata records: every change to a pool's tables is one record, applied to memory at once and
@@ -26,6 +27,13 @@ export const enum RecordType {
   FillHole = 12,
   /** A volume's protection policy (recovery points) is set; an empty policy turns it off. */
   Protect = 13,
+  /**
+   * A device's annotations (string map kept for the layer above, e.g. the CSI name), replaced
+   * whole; they live and die with the device.
+   */
+  Annotate = 14,
+  /** A named string map in one of the pool's note tables (`id` carries the table), or its removal. */
+  Note = 15,
 }
 
 export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
@@ -67,7 +75,10 @@ export type MetaRecord =
     }
   | { type: RecordType.Fill; id: number; chunk: number; ids: number[] }
   | { type: RecordType.FillHole; id: number; ids: number[] }
-  | { type: RecordType.Protect; id: number; policy: string };
+  | { type: RecordType.Protect; id: number; policy: string }
+  | { type: RecordType.Annotate; id: number; map: StringMap }
+  /** `map` undefined: the entry is removed. */
+  | { type: RecordType.Note; id: number; name: string; map: StringMap | undefined };
 
 /** -1 (no backing: missing blocks read as zeroes) is stored as 0xffffffff. */
 const NO_BACKING = 0xffffffff;
@@ -100,6 +111,10 @@ export function encodedSize(r: MetaRecord): number {
       return 1 + 4 + 2 + 4 * r.ids.length;
     case RecordType.Protect:
       return 1 + 4 + 2 + Buffer.byteLength(r.policy, "utf8");
+    case RecordType.Annotate:
+      return 1 + 4 + mapSize(r.map);
+    case RecordType.Note:
+      return 1 + 4 + 2 + Buffer.byteLength(r.name, "utf8") + 1 + (r.map ? mapSize(r.map) : 0);
   }
 }
 
@@ -164,6 +179,15 @@ export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
       const len = buf.write(r.policy, off + 2, "utf8");
       buf.writeUInt16LE(len, off);
       return off + 2 + len;
+    }
+    case RecordType.Annotate:
+      return writeMap(buf, off, r.map);
+    case RecordType.Note: {
+      const len = buf.write(r.name, off + 2, "utf8");
+      buf.writeUInt16LE(len, off);
+      off += 2 + len;
+      buf[off++] = r.map ? 1 : 0;
+      return r.map ? writeMap(buf, off, r.map) : off;
     }
   }
 }
@@ -280,6 +304,22 @@ export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; ne
       off += 2;
       need(len);
       return { record: { type, id, policy: buf.toString("utf8", off, off + len) }, next: off + len };
+    }
+    case RecordType.Annotate: {
+      const { map, next } = readMap(buf, off, buf.length);
+      return { record: { type, id, map }, next };
+    }
+    case RecordType.Note: {
+      need(2);
+      const len = buf.readUInt16LE(off);
+      off += 2;
+      need(len + 1);
+      const name = buf.toString("utf8", off, off + len);
+      off += len;
+      const present = buf[off++] === 1;
+      if (!present) return { record: { type, id, name, map: undefined }, next: off };
+      const { map, next } = readMap(buf, off, buf.length);
+      return { record: { type, id, name, map }, next };
     }
     default:
       throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);

@@ -99,14 +99,24 @@ describe("CreateSnapshot under write load", () => {
     await new Promise((r) => setTimeout(r, 20));
 
     const bounds = new Map<string, { ackedAtStart: number }>();
-    const calls = [...Array(50).keys()].map(async (n) => {
+    // All 50 calls are in flight together, each started once the writer has written again since
+    // the previous one started: a snapshot is one quick commit now, and calls arriving at one
+    // instant would all be taken at one cut, which would leave the cuts between writes untested.
+    const calls: Promise<{ snapshot: SnapshotOut }>[] = [];
+    for (let n = 0; n < 50; n++) {
       const name = `snap-busy-${n}`;
+      const before = acked;
+      for (let waited = 0; acked === before && waited < 200; waited++) {
+        await new Promise((r) => setImmediate(r));
+      }
       bounds.set(name, { ackedAtStart: acked });
-      return callCsi<{ snapshot: SnapshotOut }>(clients.controller, "CreateSnapshot", {
-        name,
-        sourceVolumeId: volume.volumeId,
-      });
-    });
+      calls.push(
+        callCsi<{ snapshot: SnapshotOut }>(clients.controller, "CreateSnapshot", {
+          name,
+          sourceVolumeId: volume.volumeId,
+        }),
+      );
+    }
     const results = await Promise.all(calls);
     const issuedAtEnd = issued;
     writing = false;

@@ -19,6 +19,15 @@ export type Op =
   | { t: "deleteSnapshot"; name: string }
   | { t: "resize"; vol: string; size: number };
 
+/**
+ * The annotations every device is created with (what the CSI layer keeps there: its name), made
+ * in the same commit as the device: after a crash a device exists with exactly these or not at
+ * all. Derived from the name, so the ops (and their random draws) are as they were before.
+ */
+export function annotationsOf(name: string): Record<string, string> {
+  return { "csi.name": `csi-${name}`, "csi.params": JSON.stringify({ name, fsType: "ext4" }) };
+}
+
 /** Whether a completed op made everything before it durable (flush, FUA, metadata operations). */
 export function isDurabilityPoint(op: Op): boolean {
   return op.t !== "write" && op.t !== "zero" && op.t !== "read" ? true : op.t === "write" && op.fua;
@@ -141,7 +150,7 @@ export class Model {
 export async function runOp(pool: Pool, op: Op): Promise<Buffer | undefined> {
   switch (op.t) {
     case "createVolume":
-      await pool.createVolume(op.name, op.size);
+      await pool.createVolume(op.name, op.size, { annotations: annotationsOf(op.name) });
       return;
     case "write": {
       const h = pool.openVolume(op.vol);
@@ -180,15 +189,19 @@ export async function runOp(pool: Pool, op: Op): Promise<Buffer | undefined> {
       return;
     }
     case "snapshot":
-      await pool.createSnapshot(op.vol, op.name);
+      await pool.createSnapshot(op.vol, op.name, { annotations: annotationsOf(op.name) });
       return;
     case "restore": {
       const size = pool.getSnapshot(op.snap).sizeBytes + op.grow;
-      await pool.restoreSnapshot(op.snap, op.name, { fullCopy: op.full, sizeBytes: size });
+      await pool.restoreSnapshot(op.snap, op.name, {
+        fullCopy: op.full,
+        sizeBytes: size,
+        annotations: annotationsOf(op.name),
+      });
       return;
     }
     case "clone":
-      await pool.cloneVolume(op.vol, op.name, { fullCopy: op.full });
+      await pool.cloneVolume(op.vol, op.name, { fullCopy: op.full, annotations: annotationsOf(op.name) });
       return;
     case "deleteVolume":
       await pool.deleteVolume(op.name);
@@ -226,13 +239,22 @@ const SECTOR = 512;
  * - every snapshot that existed durably exists and reads exactly as in the model;
  * - every volume's every sector holds that sector's content in one of the states (old or new,
  *   never another block's or another device's);
- * - devices created or deleted after the durability point may or may not exist.
+ * - devices created or deleted after the durability point may or may not exist;
+ * - every device that exists has exactly the annotations it was created with (never none).
  * Returns a list of problems (empty when the pool keeps the contract).
  */
 export async function verifyRecovered(pool: Pool, states: Model[]): Promise<string[]> {
   const problems: string[] = [];
   const durable = states[0]!;
   const actual = await modelFromPool(pool);
+  for (const kind of ["volume", "snapshot"] as const) {
+    for (const name of (kind === "volume" ? actual.volumes : actual.snapshots).keys()) {
+      const got = JSON.stringify(pool.annotations(kind, name));
+      if (got !== JSON.stringify(annotationsOf(name))) {
+        problems.push(`${kind} ${name} has annotations ${got} after the crash, not those it was made with`);
+      }
+    }
+  }
   for (const [name, content] of durable.snapshots) {
     const got = actual.snapshots.get(name);
     const stillThere = states.every((s) => s.snapshots.has(name));
