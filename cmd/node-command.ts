@@ -116,6 +116,7 @@ async function runNode(ctx: CliContext, config: NodeConfig): Promise<number> {
     // In-flight NBD requests finish and every export is flushed before the pool closes.
     await nbd.shutdown();
     await nodeVolumes.close();
+    await side.dataPlane.close();
     await engine.close();
     remote.close();
   });

@@ -66,7 +66,7 @@ export interface VolumeFacts {
   rawUse: boolean;
 }
 
-export function volumeFacts(v: EngineVolume): VolumeFacts {
+export function volumeFacts(v: Pick<EngineVolume, "name" | "meta">): VolumeFacts {
   const fs = v.meta[META.fsType];
   const capabilities = parseCapabilities(v.meta[META.capabilities]);
   const facts: VolumeFacts = {
