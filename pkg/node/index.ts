@@ -18,3 +18,4 @@ export {
   type UserExport,
   type UserExportsOptions,
 } from "./user-exports.js";
+export { DataPlaneWatch, type DataPlaneWatchOptions } from "./data-plane-watch.js";
