@@ -128,6 +128,7 @@ export async function openPool(side: NodeSide, pool: PoolConfig, logger: Logger)
         ...recovery,
       });
     await side.dataPlane.resume();
+    await side.dataPlane.watchHealth();
     logger.info(created ? "created pool" : "opened pool", {
       data: pool.dataDir,
       socket: pool.socketPath,
@@ -200,8 +201,10 @@ async function nodeDataPlane(o: {
     });
     o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
     const dataPlane = new LocalDataPlane({ ...common, attacher: chosen.attacher });
-    // Snapshots of volumes staged here with a filesystem are taken with it frozen.
+    // Snapshots of volumes staged here with a filesystem are taken with it frozen; volumes whose
+    // device here is broken say so in the engine's answers.
     o.engine.useQuiescer(dataPlane);
+    o.engine.useAttachmentHealth(dataPlane);
     return dataPlane;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);

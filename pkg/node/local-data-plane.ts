@@ -2,7 +2,12 @@ import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
 import { KeyedMutex, type Attachment, type BlockAttacher, type FindOptions } from "../attach/index.js";
 import { SnapblockError, StatusError, isSnapblockError } from "../errors/index.js";
-import type { EngineMeta, VolumeDevice, VolumeQuiescer } from "../engine-api/index.js";
+import type {
+  AttachmentHealthSource,
+  EngineMeta,
+  VolumeDevice,
+  VolumeQuiescer,
+} from "../engine-api/index.js";
 import { PARAM_FREEZE } from "../csi/index.js";
 import type { Logger } from "../log/index.js";
 import { findMountsOfDevice, withFrozenFilesystem } from "../mount/index.js";
@@ -44,8 +49,11 @@ export interface LocalDataPlaneOptions {
  * the mount table, because this process is the one that takes snapshots and is always there when
  * one is taken (the node plugin may be restarting).
  */
-export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer {
+export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, AttachmentHealthSource {
   private readonly devices = new Map<string, VolumeDevice>();
+  /** The broken attachments at the last look (watchHealth), by engine name: why each is broken. */
+  private broken = new Map<string, string>();
+  private healthTimer: NodeJS.Timeout | undefined;
   private readonly claims: VolumeClaims;
   /** Per volume: a snapshot's freeze and the node plugin's exclusive sections never interleave. */
   private readonly serial = new KeyedMutex();
@@ -106,6 +114,43 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer {
     return this.serial.run(engineName, fn);
   }
 
+  /** AttachmentHealthSource: what the last look found (the engine's volumes carry it to the controller). */
+  attachmentProblem(engineName: string): string | undefined {
+    return this.broken.get(engineName);
+  }
+
+  /**
+   * Looks at every attachment now and then every intervalMs (I/O probe included), so that a
+   * device that broke says so within seconds in the engine's volumes (ControllerGetVolume), and
+   * in the log once, with what to do.
+   */
+  async watchHealth(intervalMs = 3000): Promise<void> {
+    await this.lookAtHealth();
+    this.healthTimer = setInterval(() => void this.lookAtHealth(), intervalMs);
+    this.healthTimer.unref();
+  }
+
+  private async lookAtHealth(): Promise<void> {
+    let all;
+    try {
+      all = await this.attachments();
+    } catch (err) {
+      this.options.logger.warn("cannot look at the health of the node's block devices", { err });
+      return;
+    }
+    const now = new Map(
+      all.filter((a) => a.health === "broken").map((a) => [a.engineName, a.problems.join("; ")]),
+    );
+    for (const [name, why] of now) {
+      if (!this.broken.has(name))
+        this.options.logger.warn(
+          "a staged volume's block device is broken: I/O on it fails; unpublish and unstage it, then stage and publish it again (Kubernetes: delete the pods using it)",
+          { volume: name, problems: why },
+        );
+    }
+    this.broken = now;
+  }
+
   /** Every volume attached on this node, with its device's health and mounts (for `volume list`). */
   async attachments(): Promise<VolumeAttachmentFacts[]> {
     const a = this.options.attacher;
@@ -153,6 +198,7 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer {
             volume: now.exportName,
           });
         } else {
+          this.broken.set(now.exportName, now.problems.join("; "));
           this.options.logger.warn(
             "a staged volume's block device is broken after the restart: unstage and stage it again (Kubernetes: restart the pods using it)",
             { volume: now.exportName, problems: now.problems },
@@ -227,6 +273,7 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer {
 
   /** Releases the volume handles; call after the NBD server has shut down (it flushes them). */
   close(): Promise<void> {
+    clearInterval(this.healthTimer);
     for (const [name, device] of this.devices) {
       device.close();
       this.devices.delete(name);

@@ -66,7 +66,8 @@ export interface SplitNode {
   /** A client of the data plane service, as the node plugin has. */
   dataPlane: DataPlaneClient;
   dataplaneProcess: Child;
-  startDataPlane(): Promise<Child>;
+  /** Starts the data plane (again); with metricsPort, serving /metrics on 127.0.0.1:metricsPort. */
+  startDataPlane(o?: { metricsPort?: number }): Promise<Child>;
   /** Starts a node plugin; with `ready`, waits until its Probe says ready. */
   startPlugin(o?: { ready?: boolean }): Promise<{ process: Child; clients: CsiClients }>;
   close(): void;
@@ -96,12 +97,13 @@ export async function startSplitNode(dir: string, nodeId = "node-a"): Promise<Sp
       callTimeoutMs: 60_000,
     }),
     dataplaneProcess: undefined as unknown as Child,
-    async startDataPlane() {
+    async startDataPlane(o = {}) {
       const child = spawnSnapblock([
         "dataplane",
         ...["--node-id", nodeId, "--data", path.join(dir, "data"), "--pool-size", "512M"],
         ...["--engine-listen", `127.0.0.1:${port}`, "--insecure-loopback", "--attach", "nbdfuse-loop"],
-        ...["--socket", dataplaneSocket, "--metrics-address", "none", "--log-level", "debug"],
+        ...["--socket", dataplaneSocket, "--log-level", "debug"],
+        ...["--metrics-address", o.metricsPort === undefined ? "none" : `127.0.0.1:${o.metricsPort}`],
       ]);
       node.dataplaneProcess = child;
       const deadline = Date.now() + 60_000;
