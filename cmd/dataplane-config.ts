@@ -53,5 +53,6 @@ export function dataplaneConfig(
     cwd,
     socket ?? path.join(config.dataDir, "dataplane", "dataplane.sock"),
   );
-  return { ...config, dataplaneSocket };
+  // The data plane serves no CSI socket: the socket its logs name is this one.
+  return { ...config, socketPath: dataplaneSocket, dataplaneSocket };
 }
