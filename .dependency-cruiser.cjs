@@ -8,6 +8,7 @@
  *     errors, log, files <- rpc <- csi, engine-service
  *     engine <- engine-api <- csi (the interface only), engine-service, cluster, node
  *     engine-service <- cluster <- k8s
+ *     attach, mount, nbd <- node <- dataplane (the transport between a node's two processes)
  *   so pkg/csi never reaches the engine, NBD, attach or mount internals, and only pkg/k8s talks
  *   to Kubernetes.
  */
@@ -54,7 +55,22 @@ module.exports = {
       comment:
         "pkg/csi speaks CSI over the EngineApi and NodeVolumeManager interfaces; the engine, NBD, block devices, mounts, the engine service and Kubernetes are behind them.",
       from: { path: "^pkg/csi/" },
-      to: { path: "^pkg/(engine|nbd|attach|mount|node|engine-service|cluster|k8s|metrics)/" },
+      to: { path: "^pkg/(engine|nbd|attach|mount|node|dataplane|engine-service|cluster|k8s|metrics)/" },
+    },
+    {
+      name: "dataplane-service-is-transport-only",
+      severity: "error",
+      comment:
+        "pkg/dataplane carries NodeDataPlane calls between a node's two processes; what the data plane does (exports, devices, mounts) is pkg/node's, and CSI sits above it.",
+      from: { path: "^pkg/dataplane/" },
+      to: { path: "^pkg/(csi|engine|nbd|mount|cluster|k8s|metrics)/" },
+    },
+    {
+      name: "node-knows-no-transport",
+      severity: "error",
+      comment: "pkg/node defines NodeDataPlane; the gRPC transport of it (pkg/dataplane) sits above.",
+      from: { path: "^pkg/node/" },
+      to: { path: "^pkg/(dataplane|engine-service)/" },
     },
     {
       name: "engine-api-below-the-services",

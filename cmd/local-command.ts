@@ -95,6 +95,7 @@ async function runLocal(ctx: CliContext, config: LocalConfig): Promise<number> {
     await nbd.shutdown();
     userExports.close();
     await nodeVolumes.close();
+    await side.dataPlane.close();
     await engine.close();
     await metrics?.close();
   });

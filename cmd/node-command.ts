@@ -1,4 +1,5 @@
 import { CsiServer, NodeService, identityHandlers } from "../pkg/csi/index.js";
+import { DataPlaneServer } from "../pkg/dataplane/index.js";
 import { EngineServer, HolderContent } from "../pkg/engine-service/index.js";
 import { NodeAnnouncer, connectKube, type NodeCertificate } from "../pkg/k8s/index.js";
 import { createLogger } from "../pkg/log/index.js";
@@ -12,16 +13,35 @@ import { runVerb } from "./verb-spec.js";
 
 export { NODE_VERB };
 
-/** `snapblock node`: the flags (node-config.ts), then the wiring. */
+/**
+ * `snapblock node`: the flags (node-config.ts), then the wiring: the CSI node plugin over a data
+ * plane process (--dataplane-socket, node-plugin.ts), or both in this process.
+ */
 export function nodeCommand(ctx: CliContext): Promise<number> {
-  return runVerb(ctx)(NODE_VERB, (values) => runNode(ctx, nodeConfig(values, ctx.cwd)));
+  return runVerb(ctx)(NODE_VERB, async (values) => {
+    const config = nodeConfig(values, ctx.cwd);
+    if (config.dataplaneSocket !== undefined) {
+      const { runNodePlugin } = await import("./node-plugin.js");
+      return runNodePlugin(ctx, { ...config, dataplaneSocket: config.dataplaneSocket });
+    }
+    return runNode(ctx, config, { serve: "csi" });
+  });
 }
 
-async function runNode(ctx: CliContext, config: NodeConfig): Promise<number> {
+/**
+ * The pool's side of a node: pool, NBD, engine service, announcement; and then either the CSI
+ * socket (`snapblock node` alone: the node plugin in this process) or the data plane service on
+ * its unix socket (`snapblock dataplane`, for a node plugin in another process).
+ */
+export async function runNode(
+  ctx: CliContext,
+  config: NodeConfig,
+  o: { serve: "csi" } | { serve: "dataplane"; socketPath: string },
+): Promise<number> {
   const logger = createLogger({
     level: config.logLevel,
     write: ctx.stderr,
-    base: { component: "snapblock-node", node: config.nodeId },
+    base: { component: o.serve === "csi" ? "snapblock-node" : "snapblock-dataplane", node: config.nodeId },
   });
   const { transport, bootstrap } = nodeTls(config.tls, {
     cwd: ctx.cwd,
@@ -45,7 +65,7 @@ async function runNode(ctx: CliContext, config: NodeConfig): Promise<number> {
   // controller for long, and the CSI socket's Probe says ready only once the pool is open.
   if (!(await openPool(side, config, logger))) return 1;
   let engineServer: EngineServer;
-  let csi: CsiServer;
+  let socketServer: CsiServer | DataPlaneServer;
   let certificate: NodeCertificate | undefined;
   try {
     if (bootstrap) {
@@ -62,26 +82,29 @@ async function runNode(ctx: CliContext, config: NodeConfig): Promise<number> {
       version: packageVersion(),
       logger,
     });
-    csi = await CsiServer.start({
-      socketPath: config.socketPath,
-      logger,
-      identity: identityHandlers({
-        pluginName: config.pluginName,
-        vendorVersion: packageVersion(),
-        controller: false,
-        ready: () => engine.isReady(),
-        logger,
-        observer: csiMetrics.observer,
-      }),
-      node: new NodeService({
-        engine,
-        volumes: nodeVolumes,
-        maxVolumesPerNode: config.maxVolumes,
-        pathRoots: config.pathRoots,
-        logger,
-        observer: csiMetrics.observer,
-      }).handlers(),
-    });
+    socketServer =
+      o.serve === "dataplane"
+        ? await DataPlaneServer.start({ dataPlane: side.dataPlane, socketPath: o.socketPath, logger })
+        : await CsiServer.start({
+            socketPath: config.socketPath,
+            logger,
+            identity: identityHandlers({
+              pluginName: config.pluginName,
+              vendorVersion: packageVersion(),
+              controller: false,
+              ready: () => engine.isReady(),
+              logger,
+              observer: csiMetrics.observer,
+            }),
+            node: new NodeService({
+              engine,
+              volumes: nodeVolumes,
+              maxVolumesPerNode: config.maxVolumes,
+              pathRoots: config.pathRoots,
+              logger,
+              observer: csiMetrics.observer,
+            }).handlers(),
+          });
   } catch (err) {
     logger.error("cannot start serving", { err });
     await engine.close();
@@ -111,11 +134,12 @@ async function runNode(ctx: CliContext, config: NodeConfig): Promise<number> {
   return untilSignal(logger, async () => {
     announcer?.stop();
     certificate?.stop();
-    await Promise.all([csi.shutdown(config.graceMs), engineServer.shutdown(config.graceMs)]);
+    await Promise.all([socketServer.shutdown(config.graceMs), engineServer.shutdown(config.graceMs)]);
     await metrics?.close();
     // In-flight NBD requests finish and every export is flushed before the pool closes.
     await nbd.shutdown();
     await nodeVolumes.close();
+    await side.dataPlane.close();
     await engine.close();
     remote.close();
   });

@@ -1,3 +1,4 @@
+import path from "node:path";
 import { parseHostPort } from "../pkg/engine-service/index.js";
 import {
   POOL_FLAGS,
@@ -32,6 +33,11 @@ export const NODE_VERB = defineVerb({
       help: "data directory: pool, CSI metadata, NBD sockets",
     },
     endpoint: { type: "string", value: "EP", defaultText: "unix://DIR/csi.sock", help: "CSI socket" },
+    "dataplane-socket": {
+      type: "string",
+      value: "PATH",
+      help: "be the CSI node plugin only (Identity + Node: filesystems and mounts), over the data plane (`snapblock dataplane`) serving this socket; without it, this process is its own data plane. The pool, TLS, engine and announce flags belong to the data plane then",
+    },
     "engine-listen": {
       type: "string",
       value: "ADDR",
@@ -67,6 +73,8 @@ export const NODE_VERB = defineVerb({
 });
 
 export interface NodeConfig extends PoolConfig, ProcessConfig {
+  /** Set: this process is the CSI node plugin only, over the data plane at this socket. */
+  dataplaneSocket: string | undefined;
   engineListen: string;
   /** The TLS flags, for engine-tls-setup.ts (which reads the files and checks their identity). */
   tls: TlsFlags;
@@ -85,6 +93,8 @@ export function nodeConfig(values: FlagValues<typeof NODE_VERB.flags>, cwd: stri
   return {
     ...poolConfig({ ...values, "node-id": nodeId }, cwd),
     ...processConfig(values),
+    dataplaneSocket:
+      values["dataplane-socket"] === undefined ? undefined : path.resolve(cwd, values["dataplane-socket"]),
     engineListen: values["engine-listen"],
     tls: {
       "tls-ca": values["tls-ca"],

@@ -22,7 +22,12 @@ import {
   type MetricsServer,
 } from "../pkg/metrics/index.js";
 import { NbdServer, type NbdStats } from "../pkg/nbd/index.js";
-import { NbdNodeVolumes, VolumeClaims, type VolumeAttachmentFacts } from "../pkg/node/index.js";
+import {
+  LocalDataPlane,
+  NbdNodeVolumes,
+  VolumeClaims,
+  type VolumeAttachmentFacts,
+} from "../pkg/node/index.js";
 import type { PoolConfig } from "./common-flags.js";
 
 const MIN_POOL = 64 * 2 ** 20;
@@ -33,6 +38,8 @@ export interface NodeSide {
   csiMetrics: CsiMetrics;
   engine: LocalEngine;
   nbd: NbdServer;
+  /** The data plane's block path: exports, attached devices, the snapshot freeze. */
+  dataPlane: LocalDataPlane;
   nodeVolumes: NodeVolumeManager;
   /** Every block device attached on this node, with its health (none without a block path). */
   attachments: () => Promise<VolumeAttachmentFacts[]>;
@@ -86,15 +93,25 @@ export async function buildNodeSide(o: {
     observer: nbdMetrics.observer,
   });
   const claims = new VolumeClaims();
-  const nodeVolumes = await nodeDataPath({ ...o, engine, nbd, claims });
-  const attachments = (): Promise<VolumeAttachmentFacts[]> =>
-    nodeVolumes instanceof NbdNodeVolumes ? nodeVolumes.attachments() : Promise.resolve([]);
+  const dataPlane = await nodeDataPlane({ ...o, engine, nbd, claims });
+  const nodeVolumes = await dataPlane.info().then((info) =>
+    info.attacherKind === undefined
+      ? unavailableNodeVolumeManager(info.reason)
+      : new NbdNodeVolumes({
+          dataPlane,
+          publicationDir: path.join(pool.dataDir, "published"),
+          pathRoots: o.pathRoots ?? pool.pathRoots,
+          logger: o.logger,
+        }),
+  );
+  const attachments = (): Promise<VolumeAttachmentFacts[]> => dataPlane.attachments();
   new AttachmentMetrics({ registry, attachments });
   return {
     registry,
     csiMetrics: new CsiMetrics({ registry }),
     engine,
     nbd,
+    dataPlane,
     nodeVolumes,
     attachments,
     claims,
@@ -111,7 +128,8 @@ export async function openPool(side: NodeSide, pool: PoolConfig, logger: Logger)
         data: pool.dataDir,
         ...recovery,
       });
-    if (side.nodeVolumes instanceof NbdNodeVolumes) await side.nodeVolumes.resume();
+    await side.dataPlane.resume();
+    await side.dataPlane.watchHealth();
     logger.info(created ? "created pool" : "opened pool", {
       data: pool.dataDir,
       socket: pool.socketPath,
@@ -152,47 +170,49 @@ export async function serveMetrics(o: {
 }
 
 /**
- * The Node data path: NBD export (pkg/nbd) -> kernel block device (pkg/attach, the kind chosen
- * for this machine) -> filesystem and mounts (pkg/mount). When no block path is available here
- * (or --attach none), the Node service still validates and answers UNIMPLEMENTED with the reason.
+ * The node's data plane: NBD export (pkg/nbd) -> kernel block device (pkg/attach, the kind chosen
+ * for this machine), and the engine's quiescer (snapshots freeze staged filesystems). When no
+ * block path is available here (or --attach none), it says why, and the Node service answers
+ * UNIMPLEMENTED with the reason.
  */
-async function nodeDataPath(o: {
+async function nodeDataPlane(o: {
   mode: "local" | "node";
   pool: PoolConfig;
-  /** Staging and target paths must resolve inside these (default: --path-root). */
-  pathRoots?: readonly string[];
   engine: LocalEngine;
   nbd: NbdServer;
   claims: VolumeClaims;
   logger: Logger;
-}): Promise<NodeVolumeManager> {
+}): Promise<LocalDataPlane> {
+  const common = {
+    pool: o.engine,
+    nbd: o.nbd,
+    socketDir: path.join(o.pool.dataDir, "nbd"),
+    claims: o.claims,
+    logger: o.logger,
+  };
   if (o.pool.attach === "none")
-    return unavailableNodeVolumeManager(`snapblock ${o.mode} was started with --attach none`);
+    return new LocalDataPlane({
+      ...common,
+      attacher: { unavailable: `snapblock ${o.mode} was started with --attach none` },
+    });
   try {
     const chosen = await chooseAttacher({
       stateDir: path.join(o.pool.dataDir, "attach"),
       prefer: o.pool.attach,
     });
     o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
-    const volumes = new NbdNodeVolumes({
-      volumes: o.engine,
-      nbd: o.nbd,
-      attacher: chosen.attacher,
-      socketDir: path.join(o.pool.dataDir, "nbd"),
-      publicationDir: path.join(o.pool.dataDir, "published"),
-      pathRoots: o.pathRoots ?? o.pool.pathRoots,
-      claims: o.claims,
-      logger: o.logger,
-    });
-    // Snapshots of volumes staged here with a filesystem are taken with it frozen.
-    o.engine.useQuiescer(volumes);
-    return volumes;
+    const dataPlane = new LocalDataPlane({ ...common, attacher: chosen.attacher });
+    // Snapshots of volumes staged here with a filesystem are taken with it frozen; volumes whose
+    // device here is broken say so in the engine's answers.
+    o.engine.useQuiescer(dataPlane);
+    o.engine.useAttachmentHealth(dataPlane);
+    return dataPlane;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     o.logger.warn("no node block path on this machine: NodeStage/Publish will answer UNIMPLEMENTED", {
       reason,
     });
-    return unavailableNodeVolumeManager(reason);
+    return new LocalDataPlane({ ...common, attacher: { unavailable: reason } });
   }
 }
 

@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { CONTROLLER_VERB, controllerConfig } from "./controller-config.js";
+import { DATAPLANE_VERB, dataplaneConfig } from "./dataplane-config.js";
 import { LOCAL_VERB, localConfig } from "./local-config.js";
 import { NODE_VERB, nodeConfig } from "./node-config.js";
 import { helpText, parseVerb } from "./verb-spec.js";
 
 const local = (...args: string[]) => localConfig(parseVerb(LOCAL_VERB, args).values, "/work");
 const node = (...args: string[]) => nodeConfig(parseVerb(NODE_VERB, args).values, "/work");
+const dataplane = (...args: string[]) => dataplaneConfig(parseVerb(DATAPLANE_VERB, args).values, "/work");
 const controller = (env: NodeJS.ProcessEnv, ...args: string[]) =>
   controllerConfig(parseVerb(CONTROLLER_VERB, args).values, { cwd: "/work", env, hostname: "host-1" });
 const refusal = (fn: () => unknown) => {
@@ -138,6 +140,28 @@ describe("snapblock node flags", () => {
     expect(refusal(() => node("--node-id", "n1", "--pull-rate-limit", "fast"))).toMatch(
       /^--pull-rate-limit "fast" is not a size/,
     );
+  });
+});
+
+describe("snapblock node and dataplane flags, split", () => {
+  it("makes the node a node plugin over a data plane socket, and gives the data plane its socket", () => {
+    expect(node("--node-id", "n1").dataplaneSocket).toBeUndefined();
+    expect(node("--node-id", "n1", "--dataplane-socket", "dp/s.sock").dataplaneSocket).toBe(
+      "/work/dp/s.sock",
+    );
+    expect(dataplane("--node-id", "n1", "--data", "d")).toMatchObject({
+      dataDir: "/work/d",
+      dataplaneSocket: "/work/d/dataplane/dataplane.sock",
+      socketPath: "/work/d/dataplane/dataplane.sock",
+    });
+    expect(dataplane("--node-id", "n1", "--socket", "/run/dp.sock").dataplaneSocket).toBe("/run/dp.sock");
+    expect(refusal(() => dataplane("--node-id", "n1", "--socket", ""))).toMatch(/^--socket: give a path/);
+    // The node plugin's own flags are not the data plane's.
+    for (const flag of ["--endpoint", "--path-root", "--max-volumes", "--dataplane-socket"])
+      expect(
+        refusal(() => dataplane("--node-id", "n1", flag, "x")),
+        flag,
+      ).not.toBe("accepted");
   });
 });
 

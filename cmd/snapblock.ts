@@ -2,7 +2,8 @@
 /**
  * The snapblock binary (docs/design.md section 1): wiring only. Subcommands:
  *   local                 Identity + Controller + Node over one pool on one socket
- *   node                  cluster mode: engine service + Identity + Node over this node's pool
+ *   node                  cluster mode: the CSI node plugin (over a data plane, or with its own)
+ *   dataplane             cluster mode: this node's pool, NBD exports, block devices, engine service
  *   controller            cluster mode: Identity + Controller over the nodes' engine services
  *   volume <verb> ...     operator CLI: volumes over CSI
  *   snapshot <verb> ...   operator CLI: snapshots over CSI
@@ -21,7 +22,9 @@ const USAGE = `snapblock ${packageVersion()}: Kubernetes CSI driver for node-loc
 
 usage:
   snapblock local [options]                 one process: CSI over one pool, no Kubernetes needed
-  snapblock node --node-id ID [options]     cluster mode: the node plugin
+  snapblock node --node-id ID [options]     cluster mode: the CSI node plugin
+  snapblock dataplane --node-id ID [options]
+                                            cluster mode: the node's data plane (pool, devices)
   snapblock controller (--nodes LIST | --nodes-file FILE | --kube-discovery) [options]
                                             cluster mode: the controller
   snapblock volume <verb> [options]         operator CLI: volumes (of snapblock local)
@@ -47,6 +50,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import("./local-command.js")).localCommand(ctx(rest));
     case "node":
       return (await import("./node-command.js")).nodeCommand(ctx(rest));
+    case "dataplane":
+      return (await import("./dataplane-command.js")).dataplaneCommand(ctx(rest));
     case "controller":
       return (await import("./controller-command.js")).controllerCommand(ctx(rest));
     case "volume":

@@ -18,7 +18,13 @@ export {
   type ControllerOptions,
   type ControllerServices,
 } from "./controller-service.js";
-export { NodeService, NODE_CAPABILITIES, type NodeEngine, type NodeOptions } from "./node-service.js";
+export {
+  NodeService,
+  NODE_CAPABILITIES,
+  type NodeEngine,
+  type NodeOptions,
+  type NodeVolumeSource,
+} from "./node-service.js";
 export {
   snapshotMetadataHandlers,
   DEFAULT_MAX_RESULTS,

@@ -33,9 +33,20 @@ export interface NodeEngine extends EngineApi {
   updateVolumeMeta(name: string, patch: EngineMeta): Promise<EngineVolume>;
 }
 
+/**
+ * What the Node service needs of the pool: a volume's size and metadata, and recording what the
+ * node learns about its use. The pool in-process (LocalEngine), or the node's data plane process
+ * when the node plugin runs apart from it.
+ */
+export interface NodeVolumeSource {
+  readonly nodeId: string;
+  getVolume(name: string): Promise<Pick<EngineVolume, "name" | "sizeBytes" | "meta"> | undefined>;
+  updateVolumeMeta(name: string, patch: EngineMeta): Promise<unknown>;
+}
+
 export interface NodeOptions {
-  /** The node's pool (the node plugin always holds its engine in-process). */
-  engine: NodeEngine;
+  /** The node's pool, in this process or behind the node's data plane. */
+  engine: NodeVolumeSource;
   /** The data half: NBD export, kernel block device, filesystem and mounts. */
   volumes: NodeVolumeManager;
   /** NodeGetInfo.max_volumes_per_node (0: the CO decides). */
@@ -256,7 +267,7 @@ export class NodeService {
     return { volumeId, engineName: parsed.engineName };
   }
 
-  private async existing(ref: NodeVolumeRef): Promise<EngineVolume> {
+  private async existing(ref: NodeVolumeRef): Promise<Pick<EngineVolume, "name" | "sizeBytes" | "meta">> {
     const volume = await this.options.engine.getVolume(ref.engineName);
     if (!volume) throw notFound("volume", ref.volumeId);
     return volume;

@@ -66,7 +66,7 @@ export interface VolumeFacts {
   rawUse: boolean;
 }
 
-export function volumeFacts(v: EngineVolume): VolumeFacts {
+export function volumeFacts(v: Pick<EngineVolume, "name" | "meta">): VolumeFacts {
   const fs = v.meta[META.fsType];
   const capabilities = parseCapabilities(v.meta[META.capabilities]);
   const facts: VolumeFacts = {
@@ -131,6 +131,12 @@ export function volumeMessage(nodeId: string, v: EngineVolume): Volume {
  * "full copy <state>: <copied>/<total> chunks (<percent>%)".
  */
 export function volumeCondition(v: EngineVolume): VolumeCondition {
+  if (v.attachmentProblem !== undefined) {
+    return {
+      abnormal: true,
+      message: `its block device on its node is broken, I/O on it fails: ${v.attachmentProblem}; unpublish and unstage it, then stage and publish it again (Kubernetes: delete the pods using it) and the node plugin re-attaches it`,
+    };
+  }
   const pull = v.pull;
   if (pull) {
     const done = pull.totalChunks - pull.pendingChunks;

@@ -67,7 +67,18 @@ export interface EngineVolume {
   pull?: EnginePullProgress;
   /** Its protection policy (recovery points, docs/protection.md), canonical text; absent: off. */
   protection?: string;
+  /**
+   * Set while the volume's block device on its node is broken (I/O on it fails, e.g. its NBD
+   * connection died with a data plane that was killed): why, as the node's data plane sees it.
+   */
+  attachmentProblem?: string;
   meta: EngineMeta;
+}
+
+/** The node's view of its block devices, for the volumes the engine reports (LocalEngine.useAttachmentHealth). */
+export interface AttachmentHealthSource {
+  /** Why the volume's block device on this node is broken; undefined when it is fine or not attached. */
+  attachmentProblem(engineName: string): string | undefined;
 }
 
 export interface EngineSnapshot {

@@ -32,6 +32,7 @@ export type {
   EngineVolume,
   EngineVolumeSpace,
   VolumeQuiescer,
+  AttachmentHealthSource,
 } from "./engine-api.js";
 export { DEFAULT_GROUP_HOLD_MS, PVC_META } from "./engine-api.js";
 export { snapshotGroupAcrossNodes, type GroupPart } from "./group-cut.js";

@@ -36,6 +36,7 @@ import type {
   EngineSpace,
   EngineVolume,
   VolumeQuiescer,
+  AttachmentHealthSource,
   EngineTombstone,
 } from "./engine-api.js";
 import { REPLICA_META, replicaName } from "./replica-name.js";
@@ -117,6 +118,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private readonly overcommit: number;
   private readonly replicating = new Map<string, Promise<EngineSnapshot>>();
   private quiescer: VolumeQuiescer | undefined;
+  private attachmentHealth: AttachmentHealthSource | undefined;
   private points: PointScheduler | undefined;
   /** Write holds of group snapshots across nodes, by id, until released (or expired a while). */
   private readonly holds = new Map<string, WriteHold>();
@@ -138,6 +140,14 @@ export class LocalEngine implements EngineApi, EngineReplication {
    */
   useQuiescer(quiescer: VolumeQuiescer): void {
     this.quiescer = quiescer;
+  }
+
+  /**
+   * The node's data plane: volumes whose block device here is broken say so (and why) wherever
+   * the engine's volumes are shown (ControllerGetVolume and ListVolumes' volume condition).
+   */
+  useAttachmentHealth(source: AttachmentHealthSource): void {
+    this.attachmentHealth = source;
   }
 
   /** Opens (or creates) the pool and the metadata store; Probe reports ready afterwards. */
@@ -787,6 +797,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const pull = this.pullOf(v.pending);
     if (pull) out.pull = pull;
     if (v.protection !== undefined) out.protection = v.protection;
+    const problem = this.attachmentHealth?.attachmentProblem(v.name);
+    if (problem !== undefined) out.attachmentProblem = problem;
     return out;
   }
 

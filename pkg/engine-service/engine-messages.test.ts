@@ -62,6 +62,7 @@ describe("engine proto", () => {
       source: { kind: "snapshot", name: "snap-1" },
       copy: { state: "failed", copiedChunks: 3, totalChunks: 9, error: "disk full" },
       protection: "1s for 10m, 1m for 1h",
+      attachmentProblem: "nbdfuse (pid 42) is not running",
       meta: { "csi.name": "pvc-1" },
     };
     // Through the real serializer of the response type, as grpc-js would send it.

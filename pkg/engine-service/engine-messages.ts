@@ -59,6 +59,8 @@ export interface WireVolume {
   pull: WirePullProgress | null;
   /** "" when off (proto3 strings have no absence). */
   protection: string;
+  /** "" when the block device is fine or not attached. */
+  attachmentProblem: string;
 }
 
 export interface WireSnapshot {
@@ -305,6 +307,7 @@ export function toWireVolume(v: EngineVolume): WireVolume {
     meta: { ...v.meta },
     pull: toWirePull(v.pull),
     protection: v.protection ?? "",
+    attachmentProblem: v.attachmentProblem ?? "",
   };
 }
 
@@ -331,6 +334,7 @@ export function fromWireVolume(w: WireVolume): EngineVolume {
   const pull = fromWirePull(w.pull);
   if (pull) out.pull = pull;
   if (w.protection !== "") out.protection = w.protection;
+  if (w.attachmentProblem !== "") out.attachmentProblem = w.attachmentProblem;
   return out;
 }
 

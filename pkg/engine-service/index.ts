@@ -35,6 +35,7 @@ export {
   type PemPair,
 } from "./certificates.js";
 export { loadEngineProto, type EngineProto } from "./engine-proto.js";
+export { fromEngineStatus, toEngineStatus } from "./engine-status.js";
 export type {
   WireNodeInfo as EngineNodeInfo,
   WireSnapshotChunk as SnapshotChunk,

@@ -1,5 +1,5 @@
 /**
- * Every flag the chart passes to `snapblock controller` and `snapblock node` must be one the
+ * Every flag the chart passes to `snapblock controller`, `node` and `dataplane` must be one the
  * binary accepts: the pods would crash-loop on an unknown flag, and no cluster runs in CI.
  */
 import { execFile } from "node:child_process";
@@ -48,13 +48,14 @@ describe("the chart's command lines against the snapblock binary", () => {
   });
 
   for (const values of Object.keys(VALUE_SETS)) {
-    for (const [kind, command] of [
-      ["Deployment", "controller"],
-      ["DaemonSet", "node"],
+    for (const [kind, command, name] of [
+      ["Deployment", "controller", "snapblock-controller"],
+      ["DaemonSet", "node", "snapblock-node"],
+      ["DaemonSet", "dataplane", "snapblock-dataplane"],
     ] as const) {
       it(`snapblock ${command} accepts every flag the ${kind} passes (${values} values)`, async () => {
         const objects = rendered.get(values) ?? [];
-        const args = (container(podSpec(one(objects, kind)), "snapblock").args ?? []).map((a) =>
+        const args = (container(podSpec(one(objects, kind, name)), "snapblock").args ?? []).map((a) =>
           a.replace(/\$\((\w+)\)/g, (_, v: string) => ENV[v] ?? `$(${v})`),
         );
         expect(args[0]).toBe(command);

@@ -34,6 +34,7 @@ export interface Container {
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string; readOnly?: boolean }[];
   securityContext?: Record<string, unknown>;
   livenessProbe?: Record<string, unknown>;
+  readinessProbe?: Record<string, unknown>;
 }
 
 export interface Volume {

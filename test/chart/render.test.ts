@@ -73,6 +73,10 @@ function nodePod(objects: K8sObject[]): PodSpec {
   return podSpec(one(objects, "DaemonSet", "snapblock-node"));
 }
 
+function dataplanePod(objects: K8sObject[]): PodSpec {
+  return podSpec(one(objects, "DaemonSet", "snapblock-dataplane"));
+}
+
 /** Every image of every pod, init containers included. */
 function images(objects: K8sObject[]): string[] {
   return objects
@@ -185,19 +189,38 @@ describe("default render", () => {
     expect(flag(snapblock, "path-root")).toBe("/var/lib/kubelet");
   });
 
-  it("runs the node plugin privileged with /dev, /sys and the pool's host path", () => {
+  it("runs the data plane privileged with /dev, /sys and the pool's host path, and the node plugin over its socket", () => {
+    const dpPod = dataplanePod(objects);
+    const dp = container(dpPod, "snapblock");
+    expect(dp.args?.[0]).toBe("dataplane");
+    expect(dp.securityContext?.privileged).toBe(true);
+    expect(mountOf(dpPod, dp, "/dev").hostPath?.path).toBe("/dev");
+    expect(mountOf(dpPod, dp, "/sys").hostPath?.path).toBe("/sys");
+    expect(flag(dp, "data")).toBe("/var/lib/snapblock");
+    expect(mountOf(dpPod, dp, "/var/lib/snapblock").hostPath?.path).toBe("/var/lib/snapblock");
+    expect(flag(dp, "node-id")).toBe("$(KUBE_NODE_NAME)");
+    expect(flag(dp, "chunk-size")).toBe("64K");
+    expect(flag(dp, "log-level")).toBe("info");
+    // It sees the node plugin's mounts (a snapshot freezes the staged filesystem), mounts nothing.
+    const kubelet = dp.volumeMounts?.find((m) => m.mountPath === "/var/lib/kubelet");
+    expect(kubelet).toMatchObject({ mountPropagation: "HostToContainer", readOnly: true });
+    expect(dpPod.priorityClassName).toBe("system-node-critical");
     const pod = nodePod(objects);
     const snapblock = container(pod, "snapblock");
     expect(snapblock.securityContext?.privileged).toBe(true);
     expect(mountOf(pod, snapblock, "/dev").hostPath?.path).toBe("/dev");
-    expect(mountOf(pod, snapblock, "/sys").hostPath?.path).toBe("/sys");
     expect(flag(snapblock, "data")).toBe("/var/lib/snapblock");
+    expect(flag(snapblock, "dataplane-socket")).toBe(flag(dp, "socket"));
+    expect(flag(dp, "socket")).toBe("/var/lib/snapblock/dataplane/dataplane.sock");
     expect(mountOf(pod, snapblock, "/var/lib/snapblock").hostPath?.path).toBe("/var/lib/snapblock");
     expect(flag(snapblock, "node-id")).toBe("$(KUBE_NODE_NAME)");
-    expect(flag(snapblock, "chunk-size")).toBe("64K");
-    expect(flag(snapblock, "log-level")).toBe("info");
+    // The pool's flags belong to the data plane.
+    for (const f of ["chunk-size", "engine-listen", "tls-bootstrap", "announce", "attach"])
+      expect(hasFlag(snapblock, f), f).toBe(false);
     expect(pod.priorityClassName).toBe("system-node-critical");
-    // Only the node plugin is privileged; the controller runs as a non-root user.
+    // It never calls the API server: no token in the pod.
+    expect((pod as { automountServiceAccountToken?: boolean }).automountServiceAccountToken).toBe(false);
+    // Only the node's two processes are privileged; the controller runs as a non-root user.
     const controller = controllerPod(objects);
     expect(controller.securityContext?.runAsNonRoot).toBe(true);
     for (const c of [...controller.containers, container(pod, "node-driver-registrar")]) {
@@ -208,7 +231,7 @@ describe("default render", () => {
 
   it("pins every image (a tag that is not latest, or a digest)", () => {
     const all = images(objects);
-    expect(all.length).toBe(8);
+    expect(all.length).toBe(9);
     for (const image of all) {
       expect(image, image).toMatch(/^[a-z0-9.-]+(\/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$/);
       expect(image).not.toMatch(/:latest$/);
@@ -350,9 +373,15 @@ describe("default render", () => {
     expect(Buffer.from(data["tls.crt"] ?? "", "base64").toString()).toContain("BEGIN CERTIFICATE");
     expect(objects.filter((o) => o.kind === "Secret")).toHaveLength(1);
     const controllerSpec = controllerPod(objects);
-    const nodeSpec = nodePod(objects);
+    const nodeSpec = dataplanePod(objects);
     const controller = container(controllerSpec, "snapblock");
     const node = container(nodeSpec, "snapblock");
+    // The node plugin has no TLS at all: the engine service is the data plane's.
+    const plugin = container(nodePod(objects), "snapblock");
+    expect(plugin.args?.some((a) => a.startsWith("--tls"))).toBe(false);
+    expect(nodePod(objects).volumes.some((v) => v.configMap !== undefined || v.secret !== undefined)).toBe(
+      false,
+    );
     expect(mountOf(controllerSpec, controller, "/etc/snapblock/ca").secret?.secretName).toBe(
       "snapblock-engine-ca",
     );
@@ -361,7 +390,7 @@ describe("default render", () => {
     expect(hasFlag(controller, "sign-node-certificates")).toBe(true);
     expect(flag(controller, "node-service-account")).toBe("snapblock/snapblock-node");
     expect(flag(controller, "ca-configmap")).toBe("snapblock-engine-ca");
-    // The node plugin never sees the CA's key: it mounts the ConfigMap with the CA certificate.
+    // The data plane never sees the CA's key: it mounts the ConfigMap with the CA certificate.
     const nodeCa = mountOf(nodeSpec, node, "/etc/snapblock/ca");
     expect(nodeCa.secret).toBeUndefined();
     expect(nodeCa.configMap?.name).toBe("snapblock-engine-ca");
@@ -385,7 +414,7 @@ describe("default render", () => {
     expect(flag(controller, "identity")).toBe("$(POD_NAME)");
     expect(hasFlag(controller, "kube-events")).toBe(true);
     expect(controller.env?.map((e) => e.name)).toEqual(expect.arrayContaining(["POD_NAMESPACE", "POD_NAME"]));
-    const node = container(nodePod(objects), "snapblock");
+    const node = container(dataplanePod(objects), "snapblock");
     const port = flag(node, "engine-listen")?.split(":").pop();
     expect(flag(node, "announce")).toBe(`$(POD_IP):${port}`);
     expect(node.env?.map((e) => e.name)).toContain("POD_IP");
@@ -403,11 +432,15 @@ describe("default render", () => {
       "app.kubernetes.io/name": "snapblock",
       "app.kubernetes.io/instance": "snapblock",
     });
-    for (const pod of [controllerPod(objects), nodePod(objects)]) {
+    for (const pod of [controllerPod(objects), dataplanePod(objects)]) {
       const c = container(pod, "snapblock");
       expect(flag(c, "metrics-address")).toBe("0.0.0.0:9808");
       expect(c.ports?.find((p) => p.name === "metrics")?.containerPort).toBe(9808);
     }
+    // The node plugin's CSI metrics, on a port of its own; the Service reaches it by port name.
+    const plugin = container(nodePod(objects), "snapblock");
+    expect(flag(plugin, "metrics-address")).toBe("0.0.0.0:9809");
+    expect(plugin.ports?.find((p) => p.name === "metrics")?.containerPort).toBe(9809);
     const dashboard = one(objects, "ConfigMap", "snapblock-dashboard");
     expect(dashboard.metadata.labels?.grafana_dashboard).toBe("1");
     const json = (dashboard.data as Record<string, string>)["snapblock.json"] ?? "";
@@ -548,8 +581,16 @@ describe("non-default values", () => {
     expect(flag(snapblock, "path-root")).toBe(dir);
     expect(flag(snapblock, "data")).toBe("/mnt/fast/snapblock");
     expect(mountOf(pod, snapblock, "/mnt/fast/snapblock").hostPath?.path).toBe("/mnt/fast/snapblock");
-    expect(flag(snapblock, "chunk-size")).toBe("128K");
-    expect(flag(snapblock, "pool-size")).toBe("100G");
+    expect(flag(snapblock, "dataplane-socket")).toBe("/mnt/fast/snapblock/dataplane/dataplane.sock");
+    const dpPod = dataplanePod(objects);
+    const dp = container(dpPod, "snapblock");
+    expect(flag(dp, "chunk-size")).toBe("128K");
+    expect(flag(dp, "pool-size")).toBe("100G");
+    expect(flag(dp, "socket")).toBe("/mnt/fast/snapblock/dataplane/dataplane.sock");
+    expect(mountOf(dpPod, dp, "/mnt/fast/snapblock").hostPath?.path).toBe("/mnt/fast/snapblock");
+    // Wherever the node plugin runs, its data plane runs.
+    expect(dpPod.nodeSelector).toEqual(pod.nodeSelector);
+    expect(dpPod.tolerations).toBeUndefined();
     expect(flag(snapblock, "log-level")).toBe("debug");
     expect(flag(snapblock, "plugin-name")).toBe("csi.example.org");
     expect(pod.nodeSelector).toEqual({ "snapblock.dev/disk": "true" });
@@ -660,6 +701,32 @@ describe("non-default values", () => {
   });
 });
 
+describe("upgrades", () => {
+  it("roll the node plugin, and leave the data plane until its pod is deleted", async () => {
+    const objects = await render();
+    const strategy = (name: string) =>
+      (one(objects, "DaemonSet", name).spec as { updateStrategy: unknown }).updateStrategy;
+    expect(strategy("snapblock-node")).toEqual({
+      type: "RollingUpdate",
+      rollingUpdate: { maxUnavailable: 1 },
+    });
+    expect(strategy("snapblock-dataplane")).toEqual({ type: "OnDelete" });
+    // No liveness probe restarts a data plane (it would break the node's volumes); readiness only.
+    const dp = container(dataplanePod(objects), "snapblock");
+    expect(dp.livenessProbe).toBeUndefined();
+    expect(dp.readinessProbe).toMatchObject({ tcpSocket: { port: "engine" } });
+    const changed = await renderWith({
+      dataplane: { updateStrategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 1 } } },
+    });
+    expect(
+      (one(changed, "DaemonSet", "snapblock-dataplane").spec as { updateStrategy: unknown }).updateStrategy,
+    ).toEqual({
+      type: "RollingUpdate",
+      rollingUpdate: { maxUnavailable: 1 },
+    });
+  });
+});
+
 describe("what the node plugin and the network let in", () => {
   interface Peer {
     podSelector?: { matchLabels: Record<string, string> };
@@ -681,12 +748,15 @@ describe("what the node plugin and the network let in", () => {
     "app.kubernetes.io/component": c,
   });
 
-  it("mounts /sys read-only: the node only reads device state there", async () => {
+  it("mounts /sys read-only: the data plane only reads device state there", async () => {
     const objects = await render();
-    const snapblock = container(nodePod(objects), "snapblock");
+    const snapblock = container(dataplanePod(objects), "snapblock");
     const sys = snapblock.volumeMounts?.find((m) => m.mountPath === "/sys");
     expect(sys?.readOnly).toBe(true);
-    expect(mountOf(nodePod(objects), snapblock, "/sys").hostPath?.path).toBe("/sys");
+    expect(mountOf(dataplanePod(objects), snapblock, "/sys").hostPath?.path).toBe("/sys");
+    expect(container(nodePod(objects), "snapblock").volumeMounts?.some((m) => m.mountPath === "/sys")).toBe(
+      false,
+    );
   });
 
   it("renders no NetworkPolicy unless asked", async () => {
@@ -701,20 +771,22 @@ describe("what the node plugin and the network let in", () => {
       },
     });
     const nodeLabels = (
-      one(objects, "DaemonSet").spec as { template: { metadata: { labels: Record<string, string> } } }
+      one(objects, "DaemonSet", "snapblock-dataplane").spec as {
+        template: { metadata: { labels: Record<string, string> } };
+      }
     ).template.metadata.labels;
     const controllerLabels = (
       one(objects, "Deployment").spec as { template: { metadata: { labels: Record<string, string> } } }
     ).template.metadata.labels;
-    const node = policy(objects, "snapblock-node");
-    expect(node.podSelector.matchLabels).toEqual(component("node"));
-    expect(nodeLabels).toMatchObject(component("node"));
+    const node = policy(objects, "snapblock-dataplane");
+    expect(node.podSelector.matchLabels).toEqual(component("dataplane"));
+    expect(nodeLabels).toMatchObject(component("dataplane"));
     expect(node.policyTypes).toEqual(["Ingress"]);
     expect(node.ingress).toEqual([
       {
         from: [
           { podSelector: { matchLabels: component("controller") } },
-          { podSelector: { matchLabels: component("node") } },
+          { podSelector: { matchLabels: component("dataplane") } },
         ],
         ports: [{ port: 7443, protocol: "TCP" }],
       },
@@ -723,8 +795,18 @@ describe("what the node plugin and the network let in", () => {
         ports: [{ port: 9808, protocol: "TCP" }],
       },
     ]);
-    // The engine port in the policy is the one the node listens on.
-    expect(flag(container(nodePod(objects), "snapblock"), "engine-listen")).toBe("0.0.0.0:7443");
+    // The engine port in the policy is the one the data plane listens on.
+    expect(flag(container(dataplanePod(objects), "snapblock"), "engine-listen")).toBe("0.0.0.0:7443");
+    // The node plugin serves /metrics only.
+    expect(policy(objects, "snapblock-node")).toMatchObject({
+      podSelector: { matchLabels: component("node") },
+      ingress: [
+        {
+          from: [{ namespaceSelector: { matchLabels: { team: "observability" } } }],
+          ports: [{ port: 9809, protocol: "TCP" }],
+        },
+      ],
+    });
     const controller = policy(objects, "snapblock-controller");
     expect(controller.podSelector.matchLabels).toEqual(component("controller"));
     expect(controllerLabels).toMatchObject(component("controller"));
@@ -743,7 +825,8 @@ describe("what the node plugin and the network let in", () => {
     ]) {
       const objects = await renderWith(values);
       expect(policy(objects, "snapblock-controller").ingress).toEqual([]);
-      const node = policy(objects, "snapblock-node");
+      expect(policy(objects, "snapblock-node").ingress).toEqual([]);
+      const node = policy(objects, "snapblock-dataplane");
       expect(node.ingress).toHaveLength(1);
       expect(node.ingress[0]!.ports).toEqual([{ port: 7443, protocol: "TCP" }]);
     }

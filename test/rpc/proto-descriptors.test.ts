@@ -22,7 +22,7 @@ describe("the parsed protos of a build (proto/build-descriptors.js)", () => {
   it("define exactly what parsing the .proto files defines", () => {
     execFileSync(process.execPath, [path.join(ROOT, "proto/build-descriptors.js"), out]);
     const protos = readdirSync(path.join(ROOT, "proto")).filter((f) => f.endsWith(".proto"));
-    expect(protos.sort()).toEqual(["csi.proto", "engine.proto", "operator.proto"]);
+    expect(protos.sort()).toEqual(["csi.proto", "dataplane.proto", "engine.proto", "operator.proto"]);
     for (const name of protos) {
       const parsed = loadSync(path.join(ROOT, "proto", name), PROTO_LOADER_OPTIONS);
       const built = fromJSON(
