@@ -160,6 +160,12 @@ export class Pool implements PoolCore {
   private readonly copyClaims = new Map<number, number>();
   /** Accounting with recovery points as the snapshot groups (pointSpace). */
   private pointAccount: SpaceAccount | undefined;
+  /**
+   * When this process began protecting each volume (open, or setProtection turning it on): the
+   * protection lag of a volume without any point yet counts from here.
+   */
+  private readonly protectedSince = new Map<number, number>();
+  private readonly openedAtMs = Date.now();
   private pointMemo: SpaceMemo | undefined;
   /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
   private usageLevel = 0;
@@ -821,6 +827,7 @@ export class Pool implements PoolCore {
     const d = this.find("volume", volumeName);
     const text = parseProtectionPolicy(policy)?.text ?? "";
     if ((d.protection ?? "") !== text) {
+      if (d.protection === undefined) this.protectedSince.set(d.id, Date.now());
       this.record({ type: RecordType.Protect, id: d.id, policy: text });
       await this.commit();
     }
@@ -930,6 +937,21 @@ export class Pool implements PoolCore {
     for (const d of this.meta.volumes.values())
       if (d.protection !== undefined) out.push({ name: d.name, policy: d.protection });
     return out;
+  }
+
+  /**
+   * Seconds the newest content of a protected volume has had no recovery point (docs/metrics.md):
+   * 0 while nothing was written since its newest point (the same test as takePoint's); else the
+   * age of its newest point, or without any point, the time since this process began protecting
+   * it. Cheap: a table comparison stops at the first difference and skips shared subtrees.
+   */
+  private protectionLag(vol: Device, nowMs: number): number {
+    const points = this.pointDevices(vol.id);
+    const newest = points[points.length - 1];
+    if (newest && newest.sizeBytes === vol.sizeBytes && !this.tables.differs(vol.table, newest.table))
+      return 0;
+    const from = newest?.createdAtMs ?? this.protectedSince.get(vol.id) ?? this.openedAtMs;
+    return Math.max(0, (nowMs - from) / 1000);
   }
 
   /** The recovery points of volume `volumeId`, oldest first. */
@@ -1371,6 +1393,7 @@ export class Pool implements PoolCore {
     }
     const volumes = [...this.meta.volumes.values()].sort((a, b) => a.id - b.id);
     const snapshots = [...this.meta.snapshots.values()].sort((a, b) => a.id - b.id);
+    const nowMs = Date.now();
     return {
       chunkSize: cs,
       sizeBytes: this.space.capacity * cs,
@@ -1386,7 +1409,9 @@ export class Pool implements PoolCore {
         snapshotOnlyBytes: (account.snapshotOnly.get(d.id) ?? 0) * cs,
         snapshotCount: snapshotCounts.get(d.id) ?? 0,
         pointCount: pointCounts.get(d.id) ?? 0,
-        ...(d.protection !== undefined ? { protection: d.protection } : {}),
+        ...(d.protection !== undefined
+          ? { protection: d.protection, protectionLagSeconds: this.protectionLag(d, nowMs) }
+          : {}),
       })),
       snapshots: snapshots.map((d) => ({
         name: d.name,
