@@ -8,6 +8,7 @@
  * At the end (protected arm) it restores random retained points and verifies them.
  * Prints one JSON line (RunResult). Args: a JSON object (RunArgs).
  */
+import { isSnapblockError } from "../pkg/errors/index.js";
 import { LocalEngine } from "../pkg/engine-api/index.js";
 import { isPointName, Prng } from "../pkg/engine/index.js";
 import { cpuSeconds } from "./process-cpu.js";
@@ -63,6 +64,8 @@ export interface RunResult {
   heldBytes: number;
   allocatedBytes: number;
   restores: RestoreCheck[];
+  /** Points chosen for a restore that thinning deleted before it began. */
+  thinnedBeforeRestore: number;
 }
 
 const BLOCK = 4096;
@@ -191,16 +194,25 @@ const lat = Array.from(latency.subarray(1, seq + 1)).sort((a, b) => a - b);
 const pct = (p: number): number => lat[Math.min(lat.length - 1, Math.floor((lat.length * p) / 100))] ?? 0;
 
 const restores: RestoreCheck[] = [];
+let thinnedBeforeRestore = 0;
 if (args.policy) {
-  const points = (await engine.listSnapshots()).items.filter(
-    (s) => s.sourceVolume === VOL && isPointName(s.name),
-  );
+  // A point is chosen from the list just before its restore: the scheduler keeps thinning while
+  // the restores run, and a point thinned between list and restore is not an error of the point
+  // (it is counted, and another one is chosen).
   const pick = new Prng(args.seed + 1);
-  const chosen = new Set<string>();
-  while (chosen.size < Math.min(args.restores, points.length))
-    chosen.add(points[pick.int(points.length)]!.name);
-  for (const name of chosen)
-    restores.push(await verifyRestore(name, points.find((p) => p.name === name)!.createdAt));
+  for (let attempt = 0; restores.length < args.restores && attempt < args.restores * 4; attempt++) {
+    const points = (await engine.listSnapshots()).items.filter(
+      (s) => s.sourceVolume === VOL && isPointName(s.name),
+    );
+    if (points.length === 0) break;
+    const p = points[pick.int(points.length)]!;
+    try {
+      restores.push(await verifyRestore(p.name, p.createdAt));
+    } catch (err) {
+      if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+      thinnedBeforeRestore++;
+    }
+  }
 }
 
 /**
@@ -270,6 +282,7 @@ const result: RunResult = {
   heldBytes: space.volumes.find((v) => v.name === VOL)?.snapshotOnlyBytes ?? 0,
   allocatedBytes: space.pool.allocatedBytes,
   restores,
+  thinnedBeforeRestore,
 };
 dev.close();
 await engine.close();
