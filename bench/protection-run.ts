@@ -22,6 +22,8 @@ export interface RunArgs {
   poolBytes: number;
   /** Writes in flight at once. */
   depth: number;
+  /** Writes go to the first this many bytes of the volume (its working set). */
+  workingSetBytes: number;
   seed: number;
   /** Random retained points restored and verified at the end (protected arm). */
   restores: number;
@@ -72,6 +74,7 @@ const BLOCK = 4096;
 const MAGIC = 0x5b10c4;
 const args = JSON.parse(process.argv[2] ?? "{}") as RunArgs;
 const blocks = args.volumeBytes / BLOCK;
+const hotBlocks = Math.min(blocks, Math.floor(args.workingSetBytes / BLOCK));
 
 let taken = 0;
 let thinned = 0;
@@ -165,10 +168,10 @@ const sampler = setInterval(() => {
 async function worker(): Promise<void> {
   const buf = Buffer.alloc(BLOCK);
   while (performance.now() < endAt) {
-    let block = rng.int(blocks);
+    let block = rng.int(hotBlocks);
     // One write per block at a time, so a block's writes are ordered and the log can tell
     // which values a point may hold.
-    while (inFlight.has(block)) block = rng.int(blocks);
+    while (inFlight.has(block)) block = rng.int(hotBlocks);
     inFlight.add(block);
     const s = ++seq;
     if (s >= cap) grow();
