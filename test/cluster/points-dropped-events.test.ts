@@ -5,8 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PoolUsageEvents } from "../../pkg/cluster/index.js";
 import { LocalEngine, PVC_META, type EngineApi } from "../../pkg/engine-api/index.js";
 import { EngineServer, RemoteEngine } from "../../pkg/engine-service/index.js";
-import { KubeEventRecorder } from "../../pkg/k8s/index.js";
-import { FakeKube } from "../../pkg/k8s/fake-kube.testing.js";
+import { KubeEventRecorder, type KubeApi, type KubeEvent } from "../../pkg/k8s/index.js";
 import { createLogger, silentLogger } from "../../pkg/log/index.js";
 import { makeTestPki } from "./test-certs.js";
 
@@ -17,7 +16,7 @@ const MiB = 2 ** 20;
  * second, points allowed 10 % of the free space) deletes its oldest points as a writer rewrites
  * the volume; the node logs a warning and reports the count through the engine service (GetCapacity
  * over mutual TLS); the controller's look at the pools raises one Warning Event on the volume's
- * PVC (through the KubeApi, here its fake) with how many went and the share, and none again until
+ * PVC (through the real KubeEventRecorder to a fake KubeApi) with how many went and the share, and none again until
  * more go.
  */
 describe("recovery points dropped for space", () => {
@@ -70,8 +69,20 @@ describe("recovery points dropped for space", () => {
       meta: { [PVC_META.namespace]: "apps", [PVC_META.name]: "data" },
       protection: "1s for 1h",
     });
-    const kube = new FakeKube();
-    const events = new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger: silentLogger });
+    // The Kubernetes API as the recorder sees it: the one call it makes, keeping what it is given
+    // (pkg/k8s's FakeKube does the same; test/ reaches pkg/k8s only through its index).
+    const kube = {
+      events: [] as KubeEvent[],
+      createEvent(e: KubeEvent) {
+        this.events.push(e);
+        return Promise.resolve();
+      },
+    };
+    const events = new KubeEventRecorder({
+      api: kube as unknown as KubeApi,
+      source: "snapblock-controller",
+      logger: silentLogger,
+    });
     const controller = { nodeEngines: () => [remote] } as unknown as EngineApi;
     const watch = new PoolUsageEvents({ engine: controller, events, logger: silentLogger });
     const dropped = () => kube.events.filter((e) => e.reason === "RecoveryPointsDropped");
