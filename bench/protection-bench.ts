@@ -151,7 +151,7 @@ console.log(
 );
 console.log("");
 console.log(
-  "| figure | plain (median) | protected (median) | protection costs (median of per-round ratios) |",
+  "| figure | plain (median) | protected (median) | protected vs plain (median of per-round ratios) |",
 );
 console.log("|---|---:|---:|---|");
 console.log(
