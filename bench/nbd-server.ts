@@ -8,10 +8,19 @@
 import { Pool, Prng } from "../pkg/engine/index.js";
 import { NbdServer } from "../pkg/nbd/index.js";
 import { silentLogger } from "../pkg/log/index.js";
+import { Session } from "node:inspector/promises";
+import { writeFile } from "node:fs/promises";
 
 const [dir, socketPath, sizeArg, chunkArg] = process.argv.slice(2);
 const size = Number(sizeArg);
-const pool = await Pool.create({ dir: dir!, sizeBytes: size * 3, chunkSize: Number(chunkArg ?? 65536) });
+// BENCH_DATA_IO=direct|buffered: the data file with or without the page cache.
+const dataIo = process.env.BENCH_DATA_IO === "direct" ? "direct" : "buffered";
+const pool = await Pool.create({
+  dir: dir!,
+  sizeBytes: size * 3,
+  chunkSize: Number(chunkArg ?? 65536),
+  dataIo,
+});
 await pool.createVolume("bench", size);
 const vol = pool.openVolume("bench");
 // Written through, like the peers' images, so reads hit real data and writes go in place.
@@ -21,6 +30,14 @@ for (let off = 0; off < size; off += buf.length)
 await vol.flush();
 const server = new NbdServer({ logger: silentLogger });
 await server.startExport({ backend: vol, listen: { socketPath: socketPath! }, name: "bench" });
+// BENCH_CPU_PROF=<file>: a CPU profile of the serving only (not the fill), written at SIGTERM.
+const profileFile = process.env.BENCH_CPU_PROF;
+const profiler = profileFile ? new Session() : undefined;
+if (profiler) {
+  profiler.connect();
+  await profiler.post("Profiler.enable");
+  await profiler.post("Profiler.start");
+}
 let snapshots = 0;
 process.on("SIGUSR1", () => {
   const name = `bench-snap-${++snapshots}`;
@@ -32,6 +49,10 @@ process.on("SIGUSR1", () => {
 process.on("SIGTERM", () => {
   void (async () => {
     await server.shutdown();
+    if (profiler) {
+      const { profile } = await profiler.post("Profiler.stop");
+      await writeFile(profileFile!, JSON.stringify(profile));
+    }
     vol.close();
     await pool.close();
     process.exit(0);

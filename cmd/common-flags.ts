@@ -1,6 +1,7 @@
 import path from "node:path";
 import { DEFAULT_PLUGIN_NAME, socketPathOf, validatePluginName } from "../pkg/csi/index.js";
 import { validateNodeId } from "../pkg/engine-api/index.js";
+import type { DataIo } from "../pkg/engine/index.js";
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { LOG_LEVELS, type LogLevel } from "../pkg/log/index.js";
 import { DEFAULT_DEVICE_SERIES, DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from "../pkg/metrics/index.js";
@@ -63,6 +64,12 @@ export const POOL_FLAGS = {
     default: "auto",
     help: "node block path: auto, nbd-client, nbdfuse-loop, or none (stage/publish answer UNIMPLEMENTED)",
   },
+  "data-io": {
+    type: "string",
+    value: "MODE",
+    default: "buffered",
+    help: "the pool's data file through the page cache (buffered) or bypassing it (direct, O_DIRECT)",
+  },
   "metrics-volume-series": {
     type: "string",
     value: "N",
@@ -111,6 +118,7 @@ export interface PoolConfig {
   pathRoots: string[];
   maxVolumes: number;
   attach: AttachKind;
+  dataIo: DataIo;
   deviceSeries: number;
 }
 
@@ -141,6 +149,7 @@ export function poolConfig(
     "path-root"?: string[] | undefined;
     "max-volumes": string;
     attach: string;
+    "data-io": string;
     "metrics-volume-series": string;
   },
   cwd: string,
@@ -152,6 +161,9 @@ export function poolConfig(
   const attach = values.attach;
   if (!["auto", "nbd-client", "nbdfuse-loop", "none"].includes(attach))
     throw new UsageError(`--attach ${attach}: use auto, nbd-client, nbdfuse-loop or none`);
+  const dataIo = values["data-io"];
+  if (dataIo !== "buffered" && dataIo !== "direct")
+    throw new UsageError(`--data-io ${dataIo}: use buffered or direct`);
   return {
     dataDir,
     socketPath: socketPathOf(values.endpoint ?? `unix://${path.join(dataDir, "csi.sock")}`, cwd),
@@ -163,6 +175,7 @@ export function poolConfig(
     pathRoots: (values["path-root"] ?? []).map((p) => path.resolve(cwd, p)),
     maxVolumes: wholeNumberFlag(values["max-volumes"], "--max-volumes"),
     attach: attach as AttachKind,
+    dataIo,
     deviceSeries: wholeNumberFlag(values["metrics-volume-series"], "--metrics-volume-series"),
   };
 }

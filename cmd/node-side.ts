@@ -72,6 +72,7 @@ export async function buildNodeSide(o: {
     metadataFile: path.join(pool.dataDir, "csi-metadata.json"),
     createIfMissing: { sizeBytes: poolSize, ...(pool.chunkSize ? { chunkSize: pool.chunkSize } : {}) },
     overcommitRatio: pool.overcommit,
+    dataIo: pool.dataIo,
     observer: engineMetrics.observer,
     logger: o.logger,
     ...o.engine,

@@ -29,6 +29,7 @@ describe("snapblock local flags", () => {
       pathRoots: [],
       maxVolumes: 0,
       attach: "auto",
+      dataIo: "buffered",
       deviceSeries: 100,
       pluginName: "csi.snapblock.dev",
       metricsAddress: { host: "127.0.0.1", port: 9808 },
@@ -58,6 +59,8 @@ describe("snapblock local flags", () => {
         "/b",
         "--attach",
         "none",
+        "--data-io",
+        "direct",
         "--metrics-address",
         "none",
         "--shutdown-grace",
@@ -71,6 +74,7 @@ describe("snapblock local flags", () => {
       overcommit: 2.5,
       pathRoots: ["/work/a", "/b"],
       attach: "none",
+      dataIo: "direct",
       metricsAddress: undefined,
       graceMs: 0,
     });
@@ -79,6 +83,7 @@ describe("snapblock local flags", () => {
   it("refuses bad values with the flag's name", () => {
     expect(refusal(() => local("--overcommit", "0.5"))).toBe("--overcommit 0.5: a number >= 1");
     expect(refusal(() => local("--attach", "iscsi"))).toMatch(/^--attach iscsi: use auto/);
+    expect(refusal(() => local("--data-io", "mmap"))).toBe("--data-io mmap: use buffered or direct");
     expect(refusal(() => local("--max-volumes", "-1"))).toBe("--max-volumes -1: a whole number >= 0");
     expect(refusal(() => local("--shutdown-grace", "soon"))).toBe("--shutdown-grace soon: seconds >= 0");
     expect(refusal(() => local("--log-level", "loud"))).toMatch(/^--log-level loud: use debug, info/);

@@ -9,6 +9,7 @@ import {
   type BlockDevice,
   type ChunkFetcher,
   type ChunkList,
+  type DataIo,
   type EngineObserver,
   type PendingInfo,
   type PoolStats,
@@ -54,6 +55,8 @@ export interface LocalEngineOptions {
   metadataFile: string;
   /** Create the pool with these settings when the directory holds none yet. */
   createIfMissing?: { sizeBytes: number; chunkSize?: number };
+  /** The data file through the page cache or O_DIRECT (default "buffered"; pkg/engine DataIo). */
+  dataIo?: DataIo;
   /**
    * Thin-provisioning limit: the sum of volume sizes may reach the pool size times this
    * (default 1: no overcommit, so a pool can never run out of space by writes alone).
@@ -147,12 +150,17 @@ export class LocalEngine implements EngineApi, EngineReplication {
     let created = false;
     let pool: Pool;
     try {
-      pool = await Pool.open({ dir: this.options.poolDir, observer: this.observer() });
+      pool = await Pool.open({
+        dir: this.options.poolDir,
+        observer: this.observer(),
+        ...(this.options.dataIo ? { dataIo: this.options.dataIo } : {}),
+      });
     } catch (err) {
       if (!isSnapblockError(err, "NOT_FOUND") || !this.options.createIfMissing) throw err;
       pool = await Pool.create({
         dir: this.options.poolDir,
         observer: this.observer(),
+        ...(this.options.dataIo ? { dataIo: this.options.dataIo } : {}),
         ...this.options.createIfMissing,
       });
       created = true;

@@ -47,7 +47,7 @@ export type {
 export type { Storage, StorageFile } from "./storage.js";
 export { BlockRangeCursor, type ByteRange } from "./block-ranges.js";
 export type { ChunkFetcher, FetchedChunk, PullOptions, PullProgress, PullState } from "./pending-fill.js";
-export { NodeStorage, type IoMode, type NodeStorageOptions } from "./node-storage.js";
+export { NodeStorage, type DataIo, type IoMode, type NodeStorageOptions } from "./node-storage.js";
 export { FaultStorage, PowerLossError, type FaultImage, type FaultStorageOptions } from "./fault-storage.js";
 export { Prng } from "./prng.js";
 export { validateName, validateSize, MAX_DEVICE_BYTES } from "./names.js";

@@ -3,7 +3,9 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile, type FileHandle } f
 import { join, resolve } from "node:path";
 import { SnapblockError } from "../errors/index.js";
 import { isLive, readProcess } from "../proc/index.js";
-import type { Storage, StorageFile } from "./storage.js";
+import { AlignedBuffers } from "./aligned-buffers.js";
+import { DirectFile } from "./direct-file.js";
+import type { Storage, StorageFile, StorageOpenOptions } from "./storage.js";
 
 /** Lock files this process holds: a second open of the same pool in one process is refused too. */
 const heldLocks = new Set<string>();
@@ -39,18 +41,30 @@ async function processExists(pid: number): Promise<boolean> {
  */
 export type IoMode = "adaptive" | "inline" | "threadpool";
 
+/**
+ * How the pool's data file meets the disk:
+ * - "buffered": through the page cache (the I/O mode above decides which thread);
+ * - "direct": O_DIRECT, no page cache (direct-file.ts says why and what it costs).
+ * Metadata files (journal, checkpoint, superblock) are always buffered: small, and fsynced.
+ */
+export type DataIo = "buffered" | "direct";
+
 export interface NodeStorageOptions {
   io?: IoMode;
+  dataIo?: DataIo;
 }
 
 /** Storage on a real directory through Node's fs (positional I/O). */
 export class NodeStorage implements Storage {
   readonly location: string;
   private readonly io: IoMode;
+  private readonly dataIo: DataIo;
+  private aligned: AlignedBuffers | undefined;
 
   constructor(dir: string, options: NodeStorageOptions = {}) {
     this.location = dir;
     this.io = options.io ?? "adaptive";
+    this.dataIo = options.dataIo ?? "buffered";
   }
 
   static async create(dir: string, options: NodeStorageOptions = {}): Promise<NodeStorage> {
@@ -58,8 +72,13 @@ export class NodeStorage implements Storage {
     return new NodeStorage(dir, options);
   }
 
-  async open(name: string, options: { create: boolean }): Promise<StorageFile> {
+  async open(name: string, options: StorageOpenOptions): Promise<StorageFile> {
     const flags = fsc.O_RDWR | (options.create ? fsc.O_CREAT : 0);
+    if (options.bulk && this.dataIo === "direct") {
+      this.aligned ??= new AlignedBuffers(this.location);
+      const handle = await open(join(this.location, name), flags | fsc.O_DIRECT, 0o600);
+      return new DirectFile(handle, this.aligned);
+    }
     const handle = await open(join(this.location, name), flags, 0o600);
     if (this.io === "threadpool") return new NodeFile(handle);
     return this.io === "inline" ? new InlineFile(handle) : new AdaptiveFile(handle);

@@ -20,7 +20,7 @@ import { Metadata, type Device } from "./metadata.js";
 import { validateName, validateSize } from "./names.js";
 import { isPointName, pointName } from "./point-names.js";
 import { parseProtectionPolicy } from "./protection-policy.js";
-import { NodeStorage, type IoMode } from "./node-storage.js";
+import { NodeStorage, type DataIo, type IoMode } from "./node-storage.js";
 import { PendingFiller, type ChunkFetcher, type PullOptions, type PullProgress } from "./pending-fill.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType, type MetaRecord } from "./records.js";
@@ -86,6 +86,8 @@ export interface PoolOptions {
   storage?: Storage;
   /** With `dir`: where data I/O runs (see NodeStorageOptions; default "adaptive"). */
   io?: IoMode;
+  /** With `dir`: whether the data file goes through the page cache (see NodeStorage's DataIo). */
+  dataIo?: DataIo;
   /** Commit metadata in the background this often, in ms, when there is something to commit (0: never). */
   autoCommitMs?: number;
   /** Write a checkpoint and start a new journal when the journal grows past this many bytes. */
@@ -222,7 +224,7 @@ export class Pool implements PoolCore {
       throw new SnapblockError("ALREADY_EXISTS", `a pool already exists at ${storage.location}`);
     }
     const sb = newSuperblock(chunkSize, capacityChunks);
-    const data = await storage.open(FILES.data, { create: true });
+    const data = await storage.open(FILES.data, { create: true, bulk: true });
     try {
       await data.truncate(0);
       await data.sync();
@@ -259,7 +261,7 @@ export class Pool implements PoolCore {
       } finally {
         await sbFile.close();
       }
-      const data = await storage.open(FILES.data, { create: true });
+      const data = await storage.open(FILES.data, { create: true, bulk: true });
       let journal: StorageFile;
       try {
         journal = await storage.open(FILES.journal, { create: false });
@@ -1545,7 +1547,10 @@ function pendingInfo(d: Device): PendingInfo {
 async function storageOf(options: PoolOptions): Promise<Storage> {
   if (options.storage) return options.storage;
   if (!options.dir) throw new SnapblockError("INVALID_ARGUMENT", "a pool needs a directory");
-  return NodeStorage.create(options.dir, { io: options.io ?? "adaptive" });
+  return NodeStorage.create(options.dir, {
+    io: options.io ?? "adaptive",
+    dataIo: options.dataIo ?? "buffered",
+  });
 }
 
 /** tmp file, sync, rename over the target, sync the directory: the target is old or new, whole. */

@@ -18,10 +18,19 @@ export interface StorageFile {
   close(): Promise<void>;
 }
 
+export interface StorageOpenOptions {
+  create: boolean;
+  /**
+   * The pool's data file: bulk block I/O the engine aligns to 4 KiB where it can, which storage
+   * may serve without the page cache (NodeStorage's "direct" data I/O).
+   */
+  bulk?: boolean;
+}
+
 export interface Storage {
   /** A human-readable location for messages (the pool directory). */
   readonly location: string;
-  open(name: string, options: { create: boolean }): Promise<StorageFile>;
+  open(name: string, options: StorageOpenOptions): Promise<StorageFile>;
   exists(name: string): Promise<boolean>;
   rename(from: string, to: string): Promise<void>;
   remove(name: string): Promise<void>;

@@ -1,0 +1,240 @@
+/**
+ * CPU per I/O (`npm run bench:nbd-cpu`, also the fourth part of `npm run bench:nbd`): the server
+ * process's CPU time (user + system, all threads, from /proc) per 4 KiB random I/O and per MiB of
+ * sequential I/O, snapblock beside qemu-nbd and nbdkit in both cache modes, through fio's nbd
+ * engine on a unix socket. Throughput on this shared 2-vCPU machine moves with its neighbours; the
+ * CPU a server spends per request moves much less, and says whether a gap is ours.
+ *
+ * Every server serves its own preallocated, fully written 1 GiB image (snapblock: a volume written
+ * through, as bench/nbd-server.ts does), all running at once and idle between runs, so only the
+ * measured server works during a run. Rounds are interleaved (the target order rotates each round)
+ * and the table reports medians. Env: BENCH_DIR, SIZE_MIB (1024), RUNTIME (s, 4), ROUNDS (3),
+ * TARGETS (comma list, default all). Needs fio, qemu-nbd, nbdkit.
+ */
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { cpuSeconds, loadAverage } from "./process-cpu.js";
+
+const run = promisify(execFile);
+const HERE = dirname(fileURLToPath(import.meta.url));
+const SIZE_MIB = Number(process.env.SIZE_MIB ?? 1024);
+const RUNTIME = Number(process.env.RUNTIME ?? 4);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+
+interface Workload {
+  name: string;
+  rw: string;
+  bs: string;
+  qd: number;
+  /** Per-op figures for 4 KiB workloads, per-MiB for sequential ones. */
+  unit: "op" | "MiB";
+}
+const WORKLOADS: Workload[] = [
+  { name: "randwrite_qd16", rw: "randwrite", bs: "4k", qd: 16, unit: "op" },
+  { name: "randwrite_qd1", rw: "randwrite", bs: "4k", qd: 1, unit: "op" },
+  { name: "seqwrite", rw: "write", bs: "1M", qd: 4, unit: "MiB" },
+  { name: "randread_qd16", rw: "randread", bs: "4k", qd: 16, unit: "op" },
+  { name: "seqread", rw: "read", bs: "1M", qd: 4, unit: "MiB" },
+];
+
+interface Target {
+  name: string;
+  /** Starts the server on `socket` for `image`; resolves with its process once it listens. */
+  start(dir: string, socket: string): Promise<ChildProcess>;
+  /** Which NBD export name fio asks for. */
+  exportName: string;
+}
+
+async function waitForSocket(socket: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (existsSync(socket)) return;
+    if (child.exitCode !== null) throw new Error(`server exited (${child.exitCode}) before listening`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server did not listen on ${socket}`);
+}
+
+/** A raw image written through with incompressible data, so reads hit real blocks. */
+async function filledImage(dir: string): Promise<string> {
+  const image = join(dir, "image.raw");
+  await run("fio", [
+    "--name=fill",
+    `--filename=${image}`,
+    `--size=${SIZE_MIB}M`,
+    "--rw=write",
+    "--bs=1M",
+    "--ioengine=libaio",
+    "--direct=1",
+    "--output=/dev/null",
+  ]);
+  return image;
+}
+
+function peer(name: string, command: string, args: (image: string, socket: string) => string[]): Target {
+  return {
+    name,
+    exportName: "",
+    async start(dir, socket) {
+      const image = await filledImage(dir);
+      const child = spawn(command, args(image, socket), { stdio: "ignore" });
+      await waitForSocket(socket, child);
+      return child;
+    },
+  };
+}
+
+const ALL_TARGETS: Target[] = [
+  {
+    name: "snapblock",
+    exportName: "bench",
+    async start(dir, socket) {
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          join(HERE, "nbd-server.ts"),
+          join(dir, "pool"),
+          socket,
+          String(SIZE_MIB * 2 ** 20),
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      const lines = createInterface({ input: child.stdout });
+      const first = await new Promise<string>((resolve) => lines.once("line", resolve));
+      if (first !== "ready") throw new Error(`snapblock bench server said ${first}`);
+      return child;
+    },
+  },
+  peer("qemu-nbd-none", "qemu-nbd", (image, socket) => [
+    ...["-k", socket, "-f", "raw", "--cache=none", "--aio=native", "-t", "-e", "8", image],
+  ]),
+  peer("qemu-nbd-writeback", "qemu-nbd", (image, socket) => [
+    ...["-k", socket, "-f", "raw", "--cache=writeback", "--aio=threads", "-t", "-e", "8", image],
+  ]),
+  peer("nbdkit-file", "nbdkit", (image, socket) => ["-f", "-U", socket, "file", `file=${image}`]),
+  peer("nbdkit-file-none", "nbdkit", (image, socket) => [
+    ...["-f", "-U", socket, "file", `file=${image}`, "cache=none"],
+  ]),
+];
+
+interface Sample {
+  /** Operations (4 KiB) or MiB moved per second. */
+  rate: number;
+  /** Server CPU seconds per op or per MiB. */
+  cpu: number;
+}
+
+async function fio(uri: string, w: Workload): Promise<{ ops: number; bytes: number; seconds: number }> {
+  const args = [
+    `--name=${w.name}`,
+    "--ioengine=nbd",
+    `--uri=${uri}`,
+    `--rw=${w.rw}`,
+    `--bs=${w.bs}`,
+    `--iodepth=${w.qd}`,
+    `--size=${SIZE_MIB}M`,
+    `--runtime=${RUNTIME}`,
+    "--time_based",
+    "--output-format=json",
+    ...(w.rw.includes("write") ? ["--end_fsync=1"] : []),
+  ];
+  const { stdout } = await run("fio", args, { maxBuffer: 16 << 20 });
+  const job = (JSON.parse(stdout.slice(stdout.indexOf("{"))) as { jobs: FioJob[] }).jobs[0]!;
+  const side = w.rw.includes("write") ? job.write : job.read;
+  return { ops: side.total_ios, bytes: side.io_bytes, seconds: job.job_runtime / 1000 };
+}
+interface FioJob {
+  job_runtime: number;
+  read: { total_ios: number; io_bytes: number };
+  write: { total_ios: number; io_bytes: number };
+}
+
+async function measure(t: Target, pid: number, socket: string, w: Workload): Promise<Sample> {
+  const uri = `nbd+unix:///${t.exportName}?socket=${socket}`;
+  const before = cpuSeconds(pid);
+  const r = await fio(uri, w);
+  const cpu = cpuSeconds(pid) - before;
+  const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
+  return { rate: amount / r.seconds, cpu: cpu / amount };
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const wanted = process.env.TARGETS?.split(",");
+const targets = ALL_TARGETS.filter((t) => !wanted || wanted.includes(t.name));
+const root = process.env.BENCH_DIR ?? (await mkdtemp(join(tmpdir(), "snapblock-nbd-cpu-")));
+const running = new Map<string, { child: ChildProcess; socket: string }>();
+const stopAll = (): void => {
+  for (const { child } of running.values()) child.kill("SIGTERM");
+};
+process.on("exit", stopAll);
+const samples = new Map<string, Sample[]>();
+try {
+  for (const t of targets) {
+    const dir = join(root, t.name);
+    await run("mkdir", ["-p", dir]);
+    const socket = join(dir, "nbd.sock");
+    running.set(t.name, { child: await t.start(dir, socket), socket });
+  }
+  const loadBefore = loadAverage();
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const w of WORKLOADS) {
+      for (let i = 0; i < targets.length; i++) {
+        const t = targets[(i + round) % targets.length]!;
+        const { child, socket } = running.get(t.name)!;
+        const s = await measure(t, child.pid!, socket, w);
+        const key = `${t.name} ${w.name}`;
+        samples.set(key, [...(samples.get(key) ?? []), s]);
+        process.stderr.write(
+          `round ${round + 1} ${key}: ${s.rate.toFixed(0)}/s, ` +
+            `${(s.cpu * (w.unit === "op" ? 1e6 : 1e3)).toFixed(1)} ${w.unit === "op" ? "us/op" : "ms/MiB"}\n`,
+        );
+      }
+    }
+  }
+  const loadAfter = loadAverage();
+  console.log(`# server CPU per I/O: ${SIZE_MIB} MiB images, ${RUNTIME} s runs, ${ROUNDS} rounds, medians`);
+  console.log(`# load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`);
+  console.log();
+  const names = targets.map((t) => t.name);
+  console.log(`| workload | figure | ${names.join(" | ")} | snapblock / best peer |`);
+  console.log(`|---|---|${names.map(() => "---:|").join("")}---:|`);
+  for (const w of WORKLOADS) {
+    const rate = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.rate)));
+    const cpu = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.cpu)));
+    const sb = names.indexOf("snapblock");
+    const peers = names.map((_, i) => i).filter((i) => i !== sb);
+    const bestRate = Math.max(...peers.map((i) => rate[i]!));
+    const leastCpu = Math.min(...peers.map((i) => cpu[i]!));
+    const ratio = (a: number, b: number): string => (sb >= 0 && b > 0 ? `${(a / b).toFixed(2)}x` : "-");
+    const unit = w.unit === "op" ? "IOPS" : "MiB/s";
+    console.log(
+      `| ${w.name} | ${unit} | ${rate.map((r) => r.toFixed(0)).join(" | ")} | ${ratio(rate[sb]!, bestRate)} |`,
+    );
+    const scale = w.unit === "op" ? 1e6 : 1e3;
+    const cpuUnit = w.unit === "op" ? "CPU us/op" : "CPU ms/MiB";
+    console.log(
+      `| ${w.name} | ${cpuUnit} | ${cpu.map((c) => (c * scale).toFixed(1)).join(" | ")} | ${ratio(cpu[sb]!, leastCpu)} |`,
+    );
+  }
+} finally {
+  const exits = [...running.values()].map(
+    ({ child }) =>
+      new Promise((resolve) => (child.exitCode !== null ? resolve(0) : child.once("exit", resolve))),
+  );
+  stopAll();
+  await Promise.all(exits);
+  running.clear();
+  if (!process.env.BENCH_DIR) await rm(root, { recursive: true, force: true });
+}
