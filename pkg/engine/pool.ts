@@ -167,6 +167,12 @@ export class Pool implements PoolCore {
    * protection lag of a volume without any point yet counts from here.
    */
   private readonly protectedSince = new Map<number, number>();
+  /**
+   * Points taken but not yet committed, by name: their record's sequence number. Listings leave
+   * them out until a commit covers them: a point someone saw listed must survive a crash, and
+   * until the journal holds it a kill would lose it (takePoint's caller is told after the commit).
+   */
+  private readonly uncommittedPoints = new Map<string, number>();
   private readonly openedAtMs = Date.now();
   private pointMemo: SpaceMemo | undefined;
   /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
@@ -670,7 +676,18 @@ export class Pool implements PoolCore {
   }
 
   getSnapshot(name: string): SnapshotInfo {
-    return this.snapshotInfo(this.find("snapshot", name));
+    const d = this.find("snapshot", name);
+    if (!this.listed(d)) throw new SnapblockError("NOT_FOUND", `snapshot '${name}' does not exist yet`);
+    return this.snapshotInfo(d);
+  }
+
+  /** Whether a listing shows the snapshot: a point only once a commit covers it. */
+  private listed(d: Device): boolean {
+    const seq = this.uncommittedPoints.get(d.name);
+    if (seq === undefined) return true;
+    if (seq > this.committedSeq) return false;
+    this.uncommittedPoints.delete(d.name);
+    return true;
   }
 
   /**
@@ -802,7 +819,7 @@ export class Pool implements PoolCore {
 
   listSnapshots(volumeName?: string): SnapshotInfo[] {
     return [...this.meta.snapshots.values()]
-      .filter((d) => volumeName === undefined || d.sourceName === volumeName)
+      .filter((d) => (volumeName === undefined || d.sourceName === volumeName) && this.listed(d))
       .sort((a, b) => a.id - b.id)
       .map((d) => this.snapshotInfo(d));
   }
@@ -856,7 +873,7 @@ export class Pool implements PoolCore {
       // Stamps only grow: a clock that stepped back cannot put a point before an older one.
       const stamp = Math.max(Math.floor(atMs), newest ? newest.createdAtMs + 1 : 0);
       const name = pointName(vol.id, stamp);
-      this.record({
+      const seq = this.record({
         type: RecordType.Create,
         id: this.meta.nextId,
         kind: 2,
@@ -865,17 +882,21 @@ export class Pool implements PoolCore {
         createdAtMs: stamp,
         name,
       });
+      this.uncommittedPoints.set(name, seq);
       taken = name;
     });
     if (taken === undefined) return undefined;
     await this.commit();
+    this.uncommittedPoints.delete(taken);
     return this.getSnapshot(taken);
   }
 
-  /** A volume's recovery points, oldest first. */
+  /** A volume's recovery points, oldest first (those committed: see uncommittedPoints). */
   listPoints(volumeName: string): SnapshotInfo[] {
     const vol = this.find("volume", volumeName);
-    return this.pointDevices(vol.id).map((d) => this.snapshotInfo(d));
+    return this.pointDevices(vol.id)
+      .filter((d) => this.listed(d))
+      .map((d) => this.snapshotInfo(d));
   }
 
   /** The newest point of a volume taken at or before `atMs`; NOT_FOUND when there is none. */

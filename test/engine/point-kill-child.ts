@@ -43,6 +43,12 @@ const scheduler = new PointScheduler({
 });
 print({ ready: true, realStart, clockStart });
 scheduler.start();
+// What a reader of the pool's listings sees (`snapblock volume points` asks the same listing):
+// printed too, as a point a user saw must survive like one the scheduler reported.
+setInterval(() => {
+  const listed = VOLUMES.flatMap((v) => pool.listPoints(v).map((p) => [p.name, v, p.createdAt.getTime()]));
+  print({ listed });
+}, 5).unref();
 const g = new Prng(Number(seedArg));
 const handles = VOLUMES.map((v) => pool.openVolume(v));
 const block = Buffer.alloc(CHUNK);

@@ -12,8 +12,9 @@ import { Pool, Prng, parseProtectionPolicy, pointsToKeep } from "../../pkg/engin
  * the point scheduler on a pool on real files, a point every (policy) second on two volumes under
  * writes, and prints each point once taken; it is killed at a random moment soon after a point,
  * when the next take or the thinning is likely under way. After each kill the pool is reopened:
- * the consistency check is clean, the policies are still set, every point printed that the policy
- * would still keep at the moment of the kill is there, and no point appears that was not printed
+ * the consistency check is clean, the policies are still set, every point printed (by the
+ * scheduler once taken, or seen in the pool's listing, which `snapblock volume points` reads) that
+ * the policy would still keep at the moment of the kill is there, and no point appears that was not printed
  * except the one take a kill may interrupt (per volume, newer than every printed one). The same
  * pool goes through POINT_KILLS kills (default 6; set more for the long campaign).
  */
@@ -32,6 +33,8 @@ afterAll(async () => {
 interface Generation {
   /** Points printed as taken, by name: volume and stamp. */
   taken: Map<string, { volume: string; at: number }>;
+  /** Points seen in the pool's listing, by name (a user listing them must find them again). */
+  listed: Map<string, { volume: string; at: number }>;
   thinned: number;
   /** The child's clock when it was killed (an upper bound: read after it died). */
   clockAtKill: number;
@@ -50,7 +53,7 @@ function runChild(o: {
     const args = ["--import", "tsx", child, o.poolDir, String(o.seed), String(o.clockStart), POLICY];
     if (o.create) args.push("create");
     const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const gen: Generation = { taken: new Map(), thinned: 0, clockAtKill: 0 };
+    const gen: Generation = { taken: new Map(), listed: new Map(), thinned: 0, clockAtKill: 0 };
     let start: { realStart: number; clockStart: number } | undefined;
     let stderr = "";
     let killed = false;
@@ -66,7 +69,9 @@ function runChild(o: {
         deleted?: number;
         reason?: string;
         error?: string;
+        listed?: [string, string, number][];
       };
+      for (const [name, volume, at] of msg.listed ?? []) gen.listed.set(name, { volume, at });
       if (msg.ready) start = { realStart: msg.realStart!, clockStart: msg.clockStart! };
       if (msg.taken) gen.taken.set(msg.taken, { volume: msg.volume!, at: msg.at! });
       if (msg.deleted && msg.reason === "thinning") gen.thinned += msg.deleted;
@@ -113,7 +118,7 @@ describe("recovery points under SIGKILL", () => {
         });
         printed += gen.taken.size;
         thinned += gen.thinned;
-        for (const [name, p] of gen.taken) known.set(name, p);
+        for (const [name, p] of [...gen.listed, ...gen.taken]) known.set(name, p);
         const pool = await Pool.open({ dir: poolDir, autoCommitMs: 0 });
         try {
           const where = `kill ${k}`;
