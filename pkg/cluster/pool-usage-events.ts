@@ -1,4 +1,5 @@
-import { POOL_USAGE_LEVELS, PVC_META, type EngineApi } from "../engine-api/index.js";
+import { formatByteSize } from "../byte-size/index.js";
+import { POOL_USAGE_LEVELS, PVC_META, type EngineApi, type EngineCapacity } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
 import type { EventRecorder, ObjectRef } from "./event-recorder.js";
 
@@ -22,10 +23,14 @@ const HYSTERESIS = 2;
  * describe pvc` and the namespace's events tell the people whose writes are about to fail, not
  * only the operator reading the node's log. Going back below 80 % gives a Normal PoolSpaceFreed.
  * PVCs are known from what the controller kept with each volume at creation (the provisioner's
- * --extra-create-metadata); volumes without it are counted in the log line only.
+ * --extra-create-metadata); volumes without it are counted in the log line only. The same look
+ * finds recovery points a node deleted for space and tells the volume's PVC
+ * (RecoveryPointsDropped, checkPointsDropped).
  */
 export class PoolUsageEvents {
   private readonly levels = new Map<string, number>();
+  /** Points dropped for space, by node and volume, as last seen (the engines' counts since open). */
+  private readonly dropped = new Map<string, Map<string, number>>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
 
@@ -63,6 +68,7 @@ export class PoolUsageEvents {
 
   private async checkNode(engine: EngineApi): Promise<void> {
     const c = await engine.capacity();
+    await this.checkPointsDropped(engine, c);
     if (c.totalBytes <= 0) return;
     const percent = ((c.totalBytes - c.freeBytes) / c.totalBytes) * 100;
     let level = 0;
@@ -100,12 +106,61 @@ export class PoolUsageEvents {
     });
   }
 
-  private async pvcsOn(engine: EngineApi): Promise<ObjectRef[]> {
-    const { items } = await engine.listVolumes();
-    return items.flatMap((v) => {
-      const name = v.meta[PVC_META.name];
-      const namespace = v.meta[PVC_META.namespace];
-      return name && namespace ? [{ kind: "PersistentVolumeClaim", apiVersion: "v1", namespace, name }] : [];
+  /**
+   * Recovery points deleted for space (docs/protection.md, "Space"): each volume whose count grew
+   * since the last look gets a Warning Event on its PVC with how many went and the share. An
+   * engine that restarted counts from 0 again; a controller that started (or took over) reports
+   * what the engines counted before it once.
+   */
+  private async checkPointsDropped(engine: EngineApi, c: EngineCapacity): Promise<void> {
+    const seen = this.dropped.get(engine.nodeId) ?? new Map<string, number>();
+    this.dropped.set(engine.nodeId, seen);
+    const now = new Map((c.pointsDroppedForSpace ?? []).map((d) => [d.volume, d]));
+    const grown = [...now.values()].flatMap((d) => {
+      const before = seen.get(d.volume) ?? 0;
+      const count = d.count >= before ? d.count - before : d.count; // fewer: the engine restarted
+      return count > 0 ? [{ ...d, count }] : [];
     });
+    seen.clear();
+    for (const d of now.values()) seen.set(d.volume, d.count);
+    if (grown.length === 0) return;
+    const pvcs = await this.pvcsByVolume(engine);
+    for (const d of grown) {
+      const involved = pvcs.get(d.volume);
+      const share = `${Math.round(d.shareOfFree * 100)}%`;
+      this.o.logger.warn("recovery points were deleted for space", {
+        node: engine.nodeId,
+        volume: d.volume,
+        deleted: d.count,
+        heldBytes: d.heldBytes,
+        budgetBytes: d.budgetBytes,
+        shareOfFree: d.shareOfFree,
+        pvc: involved ? `${involved.namespace}/${involved.name}` : undefined,
+      });
+      if (!involved) continue;
+      this.o.events.record({
+        involved,
+        type: "Warning",
+        reason: "RecoveryPointsDropped",
+        message: `${d.count} recovery point(s) of this volume were deleted, oldest first: the recovery points in the snapblock pool on node ${engine.nodeId} held ${formatByteSize(d.heldBytes)}, more than their share (${share} of the pool's free space, ${formatByteSize(d.budgetBytes)}); free space on that node or use a coarser protection policy to keep more history`,
+      });
+    }
+  }
+
+  private async pvcsOn(engine: EngineApi): Promise<ObjectRef[]> {
+    return [...(await this.pvcsByVolume(engine)).values()];
+  }
+
+  private async pvcsByVolume(engine: EngineApi): Promise<Map<string, ObjectRef>> {
+    const { items } = await engine.listVolumes();
+    return new Map(
+      items.flatMap((v) => {
+        const name = v.meta[PVC_META.name];
+        const namespace = v.meta[PVC_META.namespace];
+        return name && namespace
+          ? [[v.name, { kind: "PersistentVolumeClaim", apiVersion: "v1", namespace, name }] as const]
+          : [];
+      }),
+    );
   }
 }

@@ -114,6 +114,23 @@ export interface EngineCapacity {
   availableBytes: number;
   /** Largest single volume the engine can make. */
   maxVolumeBytes: number;
+  /**
+   * Volumes whose recovery points were deleted because all points of the pool held more than
+   * their share of its free space (docs/protection.md, "Space"), since the engine opened: the
+   * controller raises a Warning Event on each one's PVC when its count grows. Absent: none.
+   */
+  pointsDroppedForSpace?: EnginePointsDropped[];
+}
+
+export interface EnginePointsDropped {
+  volume: string;
+  /** Points of this volume deleted for space since the engine opened. */
+  count: number;
+  /** At the last such deletion: bytes all points held, and what they may hold. */
+  heldBytes: number;
+  budgetBytes: number;
+  /** The share of the pool's free space points may hold. */
+  shareOfFree: number;
 }
 
 export interface EngineCreateVolumeOptions {

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { SnapblockError, isSnapblockError, StatusError } from "../errors/index.js";
 import {
+  DEFAULT_POINT_SHARE,
   MAX_DEVICE_BYTES,
   PointScheduler,
   parseProtectionPolicy,
@@ -13,6 +14,7 @@ import {
   type PendingInfo,
   type PoolStats,
   type PoolUsageEvent,
+  type PointsDeletedEvent,
   type SnapshotInfo,
   type VolumeInfo,
   type WriteHold,
@@ -29,6 +31,7 @@ import type {
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,
+  EnginePointsDropped,
   EnginePullProgress,
   EngineReplicateOptions,
   EngineReplication,
@@ -80,9 +83,10 @@ export interface LocalEngineOptions {
   logger?: Logger;
   /**
    * The recovery-point scheduler (docs/protection.md): the share of the pool's free space points
-   * may hold (default 0.25), and how often it runs in ms (default 1000; 0: not at all).
+   * may hold (default 0.25), how often it runs in ms (default 1000; 0: not at all), and the least
+   * time between two accountings of the points' space in ms (default 10000).
    */
-  points?: { maxShareOfFree?: number; tickMs?: number };
+  points?: { maxShareOfFree?: number; tickMs?: number; spaceCheckMs?: number };
 }
 
 /**
@@ -120,6 +124,8 @@ export class LocalEngine implements EngineApi, EngineReplication {
   private quiescer: VolumeQuiescer | undefined;
   private attachmentHealth: AttachmentHealthSource | undefined;
   private points: PointScheduler | undefined;
+  /** Recovery points deleted for space since open, by volume (capacity() reports them). */
+  private readonly pointsDropped = new Map<string, EnginePointsDropped>();
   /** Write holds of group snapshots across nodes, by id, until released (or expired a while). */
   private readonly holds = new Map<string, WriteHold>();
 
@@ -197,13 +203,37 @@ export class LocalEngine implements EngineApi, EngineReplication {
   }
 
   /**
-   * The pool's hooks: the caller's metrics, a log line when a copy from another node ends, and a
-   * log line when the pool's use crosses a level (80/90/100 %: warnings going up).
+   * The pool's hooks: the caller's metrics, a log line when a copy from another node ends, a
+   * warning and a count for capacity() when recovery points are deleted for space, and a log
+   * line when the pool's use crosses a level (80/90/100 %: warnings going up).
    */
   private observer(): EngineObserver {
     const base = this.options.observer ?? {};
     const logger = this.options.logger;
-    if (!logger) return base;
+    const pointsDeleted = (e: PointsDeletedEvent): void => {
+      if (e.reason === "space") {
+        const seen = this.pointsDropped.get(e.volume);
+        this.pointsDropped.set(e.volume, {
+          volume: e.volume,
+          count: (seen?.count ?? 0) + e.count,
+          heldBytes: e.heldBytes ?? 0,
+          budgetBytes: e.budgetBytes ?? 0,
+          shareOfFree: this.options.points?.maxShareOfFree ?? DEFAULT_POINT_SHARE,
+        });
+        logger?.warn(
+          "recovery points held more than their share of the pool's free space: the oldest were deleted",
+          {
+            pool: this.options.poolDir,
+            volume: e.volume,
+            deleted: e.count,
+            heldBytes: e.heldBytes,
+            budgetBytes: e.budgetBytes,
+          },
+        );
+      }
+      base.pointsDeleted?.(e);
+    };
+    if (!logger) return { ...base, pointsDeleted };
     return {
       ...base,
       pullFinished: (e) => {
@@ -215,21 +245,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
           seconds: e.seconds,
         });
       },
-      pointsDeleted: (e) => {
-        if (e.reason === "space") {
-          logger.warn(
-            "recovery points held more than their share of the pool's free space: the oldest were deleted",
-            {
-              pool: this.options.poolDir,
-              volume: e.volume,
-              deleted: e.count,
-              heldBytes: e.heldBytes,
-              budgetBytes: e.budgetBytes,
-            },
-          );
-        }
-        base.pointsDeleted?.(e);
-      },
+      pointsDeleted,
       usageLevel: (e: PoolUsageEvent) => {
         const fields = {
           pool: this.options.poolDir,
@@ -265,6 +281,9 @@ export class LocalEngine implements EngineApi, EngineReplication {
         ? { maxShareOfFree: this.options.points.maxShareOfFree }
         : {}),
       ...(this.options.points?.tickMs !== undefined ? { tickMs: this.options.points.tickMs } : {}),
+      ...(this.options.points?.spaceCheckMs !== undefined
+        ? { spaceCheckMs: this.options.points.spaceCheckMs }
+        : {}),
       onError: (volume, err) =>
         logger?.warn("recovery point failed", { pool: this.options.poolDir, volume, error: err.message }),
     });
@@ -703,6 +722,9 @@ export class LocalEngine implements EngineApi, EngineReplication {
       provisionedBytes,
       availableBytes: Math.max(0, Math.min(headroom, usable)),
       maxVolumeBytes: MAX_DEVICE_BYTES,
+      ...(this.pointsDropped.size > 0
+        ? { pointsDroppedForSpace: [...this.pointsDropped.values()].map((d) => ({ ...d })) }
+        : {}),
     });
   }
 

@@ -227,8 +227,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
     await this.call("DeleteGroupRecord", { name });
   }
 
-  capacity(): Promise<EngineCapacity> {
-    return this.call<WireCapacity>("GetCapacity", {});
+  async capacity(): Promise<EngineCapacity> {
+    // proto3 sends no empty list: absent arrives as [], which the engine means as "none" (absent).
+    const { pointsDroppedForSpace, ...c } = await this.call<WireCapacity>("GetCapacity", {});
+    return pointsDroppedForSpace?.length ? { ...c, pointsDroppedForSpace } : c;
   }
 
   async space(): Promise<EngineSpace> {

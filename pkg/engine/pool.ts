@@ -183,6 +183,18 @@ export class Pool implements PoolCore {
   private readonly copyClaims = new Map<number, number>();
   /** Accounting with recovery points as the snapshot groups (pointSpace). */
   private pointAccount: SpaceAccount | undefined;
+  /**
+   * When this process began protecting each volume (open, or setProtection turning it on): the
+   * protection lag of a volume without any point yet counts from here.
+   */
+  private readonly protectedSince = new Map<number, number>();
+  /**
+   * Points taken but not yet committed, by name: their record's sequence number. Listings leave
+   * them out until a commit covers them: a point someone saw listed must survive a crash, and
+   * until the journal holds it a kill would lose it (takePoint's caller is told after the commit).
+   */
+  private readonly uncommittedPoints = new Map<string, number>();
+  private readonly openedAtMs = Date.now();
   private pointMemo: SpaceMemo | undefined;
   /** The usage level last reported (POOL_USAGE_LEVELS, 0 below them). */
   private usageLevel = 0;
@@ -692,7 +704,18 @@ export class Pool implements PoolCore {
   }
 
   getSnapshot(name: string): SnapshotInfo {
-    return this.snapshotInfo(this.find("snapshot", name));
+    const d = this.find("snapshot", name);
+    if (!this.listed(d)) throw new SnapblockError("NOT_FOUND", `snapshot '${name}' does not exist yet`);
+    return this.snapshotInfo(d);
+  }
+
+  /** Whether a listing shows the snapshot: a point only once a commit covers it. */
+  private listed(d: Device): boolean {
+    const seq = this.uncommittedPoints.get(d.name);
+    if (seq === undefined) return true;
+    if (seq > this.committedSeq) return false;
+    this.uncommittedPoints.delete(d.name);
+    return true;
   }
 
   /**
@@ -827,7 +850,7 @@ export class Pool implements PoolCore {
 
   listSnapshots(volumeName?: string): SnapshotInfo[] {
     return [...this.meta.snapshots.values()]
-      .filter((d) => volumeName === undefined || d.sourceName === volumeName)
+      .filter((d) => (volumeName === undefined || d.sourceName === volumeName) && this.listed(d))
       .sort((a, b) => a.id - b.id)
       .map((d) => this.snapshotInfo(d));
   }
@@ -854,6 +877,7 @@ export class Pool implements PoolCore {
     const d = this.find("volume", volumeName);
     const text = parseProtectionPolicy(policy)?.text ?? "";
     if ((d.protection ?? "") !== text) {
+      if (d.protection === undefined) this.protectedSince.set(d.id, Date.now());
       this.record({ type: RecordType.Protect, id: d.id, policy: text });
       await this.commit();
     }
@@ -880,7 +904,7 @@ export class Pool implements PoolCore {
       // Stamps only grow: a clock that stepped back cannot put a point before an older one.
       const stamp = Math.max(Math.floor(atMs), newest ? newest.createdAtMs + 1 : 0);
       const name = pointName(vol.id, stamp);
-      this.record({
+      const seq = this.record({
         type: RecordType.Create,
         id: this.meta.nextId,
         kind: 2,
@@ -889,17 +913,21 @@ export class Pool implements PoolCore {
         createdAtMs: stamp,
         name,
       });
+      this.uncommittedPoints.set(name, seq);
       taken = name;
     });
     if (taken === undefined) return undefined;
     await this.commit();
+    this.uncommittedPoints.delete(taken);
     return this.getSnapshot(taken);
   }
 
-  /** A volume's recovery points, oldest first. */
+  /** A volume's recovery points, oldest first (those committed: see uncommittedPoints). */
   listPoints(volumeName: string): SnapshotInfo[] {
     const vol = this.find("volume", volumeName);
-    return this.pointDevices(vol.id).map((d) => this.snapshotInfo(d));
+    return this.pointDevices(vol.id)
+      .filter((d) => this.listed(d))
+      .map((d) => this.snapshotInfo(d));
   }
 
   /** The newest point of a volume taken at or before `atMs`; NOT_FOUND when there is none. */
@@ -963,6 +991,21 @@ export class Pool implements PoolCore {
     for (const d of this.meta.volumes.values())
       if (d.protection !== undefined) out.push({ name: d.name, policy: d.protection });
     return out;
+  }
+
+  /**
+   * Seconds the newest content of a protected volume has had no recovery point (docs/metrics.md):
+   * 0 while nothing was written since its newest point (the same test as takePoint's); else the
+   * age of its newest point, or without any point, the time since this process began protecting
+   * it. Cheap: a table comparison stops at the first difference and skips shared subtrees.
+   */
+  private protectionLag(vol: Device, nowMs: number): number {
+    const points = this.pointDevices(vol.id);
+    const newest = points[points.length - 1];
+    if (newest && newest.sizeBytes === vol.sizeBytes && !this.tables.differs(vol.table, newest.table))
+      return 0;
+    const from = newest?.createdAtMs ?? this.protectedSince.get(vol.id) ?? this.openedAtMs;
+    return Math.max(0, (nowMs - from) / 1000);
   }
 
   /** The recovery points of volume `volumeId`, oldest first. */
@@ -1474,6 +1517,7 @@ export class Pool implements PoolCore {
     }
     const volumes = [...this.meta.volumes.values()].sort((a, b) => a.id - b.id);
     const snapshots = [...this.meta.snapshots.values()].sort((a, b) => a.id - b.id);
+    const nowMs = Date.now();
     return {
       chunkSize: cs,
       sizeBytes: this.space.capacity * cs,
@@ -1489,7 +1533,9 @@ export class Pool implements PoolCore {
         snapshotOnlyBytes: (account.snapshotOnly.get(d.id) ?? 0) * cs,
         snapshotCount: snapshotCounts.get(d.id) ?? 0,
         pointCount: pointCounts.get(d.id) ?? 0,
-        ...(d.protection !== undefined ? { protection: d.protection } : {}),
+        ...(d.protection !== undefined
+          ? { protection: d.protection, protectionLagSeconds: this.protectionLag(d, nowMs) }
+          : {}),
       })),
       snapshots: snapshots.map((d) => ({
         name: d.name,

@@ -168,6 +168,39 @@ describe("recovery points", () => {
     expect((await pool.check()).ok).toBe(true);
   });
 
+  it("accounts again before the period when free space falls fast, so points cannot fill the pool", async () => {
+    await pool.close();
+    await rm(join(dir, "pool"), { recursive: true });
+    pool = await openPool(true, 512 * CS);
+    await pool.createVolume("hot", 64 * CS);
+    await pool.setProtection("hot", "1s for 1d");
+    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
+    // An accounting period far longer than the run: only a fast fall of free space brings one.
+    const scheduler = new PointScheduler({
+      pool,
+      now: () => now,
+      tickMs: 0,
+      maxShareOfFree: 0.25,
+      spaceCheckMs: H,
+    });
+    // Each second rewrites the whole volume: every point holds 64 chunks only it maps, so
+    // without further accountings the points would take the pool within eight seconds.
+    let evicted = 0;
+    for (let s = 0; s < 30; s++) {
+      for (let c = 0; c < 64; c++) await writeChunk("hot", c, s + 1);
+      evicted += (await scheduler.tick()).evicted;
+      now += 1000;
+      const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
+      const free = pool.usage().freeBytes;
+      // Within the share, plus what may fall before the next accounting (half the budget) and
+      // one second of writes.
+      expect(held, `second ${s}`).toBeLessThanOrEqual(0.25 * (free + held) * 1.5 + 64 * CS);
+    }
+    expect(evicted).toBeGreaterThan(1);
+    expect(pool.usage().freeBytes).toBeGreaterThan(128 * CS);
+    expect((await pool.check()).problems).toEqual([]);
+  });
+
   it("restores the point at or before a time with the content written then", async () => {
     await pool.createVolume("log", 8 * CS);
     await pool.setProtection("log", "1s for 1h");

@@ -21,7 +21,8 @@ export interface PointSchedulerOptions {
   /**
    * Least time between two accountings of the points' space, in ms of the clock (default 10000):
    * the accounting walks the pool's tables, too much to do every second on a large pool. The
-   * cheap bound is checked on every tick.
+   * cheap bound is checked on every tick, and free space falling by more than half the last
+   * budget since the last accounting brings the next one forward.
    */
   spaceCheckMs?: number;
   /** A volume's tick failed (the others go on); the scheduler keeps running. */
@@ -55,7 +56,8 @@ export class PointScheduler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<TickReport> | undefined;
   private stopped = false;
-  private lastSpaceCheck: number | undefined;
+  /** The last accounting of the points' space: when, the free space after it, the budget then. */
+  private lastSpaceCheck: { atMs: number; freeBytes: number; budgetBytes: number } | undefined;
 
   constructor(private readonly options: PointSchedulerOptions) {
     this.pool = options.pool;
@@ -149,8 +151,13 @@ export class PointScheduler {
     if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return 0;
     if (!this.pool.listVolumes().some((v) => this.pool.listPoints(v.name).length > 1)) return 0;
     const every = this.options.spaceCheckMs ?? 10_000;
-    if (this.lastSpaceCheck !== undefined && now - this.lastSpaceCheck < every) return 0;
-    this.lastSpaceCheck = now;
+    const last = this.lastSpaceCheck;
+    // Free space falling fast does not wait for the period: under a heavy random-write load every
+    // point holds what the next second rewrites, and ten seconds of that can fill a pool (writes
+    // then fail with ENOSPC). A fall of more than half the last budget since the last accounting
+    // may be points past their share: account now (at most once a tick).
+    const falling = last !== undefined && usage.freeBytes < last.freeBytes - last.budgetBytes / 2;
+    if (last !== undefined && now - last.atMs < every && !falling) return 0;
     let evicted = 0;
     const perVolume = new Map<string, number>();
     let first: { held: number; budget: number } | undefined;
@@ -167,6 +174,11 @@ export class PointScheduler {
       evicted++;
       perVolume.set(victim.volume, (perVolume.get(victim.volume) ?? 0) + 1);
     }
+    this.lastSpaceCheck = {
+      atMs: now,
+      freeBytes: this.pool.usage().freeBytes,
+      budgetBytes: first?.budget ?? 0,
+    };
     for (const [volume, count] of perVolume) {
       this.pool.observer.pointsDeleted?.({
         volume,

@@ -126,6 +126,11 @@ export interface VolumeSpace extends SpaceUsage {
   pointCount: number;
   /** Its protection policy, canonical text; absent: off. */
   protection?: string;
+  /**
+   * With a policy: seconds its newest content has had no recovery point (0 while nothing was
+   * written since its newest point; Pool.protectionLag).
+   */
+  protectionLagSeconds?: number;
 }
 
 export interface SnapshotSpace extends SpaceUsage {

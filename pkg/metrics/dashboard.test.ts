@@ -65,6 +65,9 @@ describe("the Grafana dashboard", () => {
       "Top volumes by snapshot space",
       "Pool usage",
       "Snapshots per volume",
+      "Recovery points per volume",
+      "Protection lag",
+      "Recovery points dropped for space",
     ]) {
       expect(titles).toContain(t);
     }

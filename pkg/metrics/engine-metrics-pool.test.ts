@@ -2,12 +2,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Pool } from "../engine/index.js";
+import { PointScheduler, Pool } from "../engine/index.js";
 import { EngineMetrics } from "./engine-metrics.js";
 import { createMetricsRegistry } from "./metrics-registry.js";
 import { sampleValue } from "./test-samples.js";
 
 const CHUNK = 64 * 1024;
+/** EngineMetrics reads the pool once per turn of the event loop: the next reading is after one. */
+const nextReading = () => new Promise((resolve) => setImmediate(resolve));
 let dir: string | undefined;
 afterEach(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -76,6 +78,60 @@ describe("EngineMetrics on a real pool", () => {
       expect(
         await sampleValue(registry, "snapblock_engine_commit_duration_seconds_count", t),
       ).toBeGreaterThan(0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("shows a protected volume's protection lag, policy interval and deleted points", async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "sb-metrics-lag-"));
+    const registry = createMetricsRegistry({ defaultMetrics: false });
+    const opened: { pool?: Pool } = {};
+    const metrics = new EngineMetrics({ registry, pool: "t", stats: () => opened.pool?.stats() });
+    const pool = await Pool.create({ dir, sizeBytes: 64 * CHUNK, observer: metrics.observer });
+    opened.pool = pool;
+    try {
+      await pool.createVolume("pv", 4 * CHUNK);
+      await pool.createVolume("plain", 4 * CHUNK);
+      await pool.setProtection("pv", "1s for 10s, 1h for 1d");
+      const pv = { pool: "t", volume: "pv" };
+      const lag = () => sampleValue(registry, "snapblock_volume_protection_lag_seconds", pv);
+      // No point yet: counted from when protection began (just now).
+      expect(await lag()).toBeLessThan(5);
+      expect(await sampleValue(registry, "snapblock_volume_protection_interval_seconds", pv)).toBe(1);
+      expect(
+        await sampleValue(registry, "snapblock_volume_protection_lag_seconds", {
+          pool: "t",
+          volume: "plain",
+        }),
+      ).toBeUndefined();
+      // Two points in the same hour an hour ago, written between: nothing written since the
+      // newest, so no lag, however old it is.
+      const hourAgo = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
+      const h = pool.openVolume("pv");
+      await pool.takePoint("pv", hourAgo + 1000);
+      await h.write(0, Buffer.alloc(CHUNK, 1));
+      await pool.takePoint("pv", hourAgo + 2000);
+      await nextReading();
+      expect(await lag()).toBe(0);
+      // Written since: the lag is the newest point's age.
+      await h.write(CHUNK, Buffer.alloc(CHUNK, 2));
+      const age = (Date.now() - (hourAgo + 2000)) / 1000;
+      await nextReading();
+      expect(await lag()).toBeGreaterThanOrEqual(age - 1);
+      expect(await lag()).toBeLessThan(age + 5);
+      const deleted = (reason: string) =>
+        sampleValue(registry, "snapblock_volume_recovery_points_deleted_total", { ...pv, reason });
+      expect(await deleted("thinning")).toBe(0);
+      // A tick takes a point (lag back to 0) and thins the second of the two (not first in its hour).
+      const report = await new PointScheduler({ pool, tickMs: 0 }).tick();
+      expect(report.taken).toHaveLength(1);
+      expect(report.thinned).toBe(1);
+      await nextReading();
+      expect(await lag()).toBe(0);
+      expect(await deleted("thinning")).toBe(1);
+      expect(await deleted("space")).toBe(0);
+      h.close();
     } finally {
       await pool.close();
     }

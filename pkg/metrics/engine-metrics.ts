@@ -1,5 +1,11 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { isPointName, type DataOp, type EngineObserver, type PoolStats } from "../engine/index.js";
+import {
+  isPointName,
+  parseProtectionPolicy,
+  type DataOp,
+  type EngineObserver,
+  type PoolStats,
+} from "../engine/index.js";
 import { IO_SECONDS_BUCKETS } from "./latency-buckets.js";
 import { OVERFLOW_LABEL, SeriesLimit } from "./series-limit.js";
 
@@ -157,7 +163,13 @@ export class EngineMetrics {
     pointsDeleted.inc({ pool: this.pool, reason: "space" }, 0);
     this.observer = {
       pointTaken: () => pointsTaken.inc({ pool: this.pool }),
-      pointsDeleted: (e) => pointsDeleted.inc({ pool: this.pool, reason: e.reason }, e.count),
+      pointsDeleted: (e) => {
+        pointsDeleted.inc({ pool: this.pool, reason: e.reason }, e.count);
+        this.perDevice?.pointsDeleted.inc(
+          { pool: this.pool, volume: this.volumes.labelFor(e.volume), reason: e.reason },
+          e.count,
+        );
+      },
       chunkFilled: (e) => {
         pullBytes.inc({ pool: this.pool }, e.bytes);
         pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
@@ -275,6 +287,10 @@ export class EngineMetrics {
     for (const s of stats.snapshots)
       if (isPointName(s.name)) points.set(s.sourceVolume, (points.get(s.sourceVolume) ?? 0) + 1);
     this.snapshots.retain(new Set(userSnapshots.map((s) => s.name)));
+    // Lag and interval of protected volumes: the `_other` series holds the largest lag and the
+    // smallest interval of the volumes it stands for (a sum would mean nothing, and the alert
+    // compares the two).
+    const lag = new Map<string, { lag: number; interval: number }>();
     for (const v of stats.volumes) {
       const labels = { pool: this.pool, volume: this.volumes.labelFor(v.name) };
       // inc, not set: every volume past the limit adds into the one `_other` series.
@@ -284,6 +300,21 @@ export class EngineMetrics {
       d.snapshotOnly.inc(labels, v.snapshotOnlyBytes);
       d.snapshotCount.inc(labels, v.snapshotCount);
       d.pointCount.inc(labels, points.get(v.name) ?? 0);
+      const tiers = v.protection ? parseProtectionPolicy(v.protection)?.tiers : undefined;
+      if (tiers && v.protectionLagSeconds !== undefined) {
+        const interval = tiers[0]!.intervalMs / 1000;
+        const seen = lag.get(labels.volume);
+        lag.set(labels.volume, {
+          lag: Math.max(seen?.lag ?? 0, v.protectionLagSeconds),
+          interval: Math.min(seen?.interval ?? Infinity, interval),
+        });
+        // The deletion counters exist from the volume's protection on, so increase() works at once.
+        for (const reason of ["thinning", "space"]) d.pointsDeleted.inc({ ...labels, reason }, 0);
+      }
+    }
+    for (const [volume, l] of lag) {
+      d.protectionLag.set({ pool: this.pool, volume }, l.lag);
+      d.protectionInterval.set({ pool: this.pool, volume }, l.interval);
     }
     for (const s of userSnapshots) {
       const snapshot = this.snapshots.labelFor(s.name);
@@ -427,6 +458,20 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
       "snapblock_volume_recovery_points",
       "Recovery points of this volume (docs/protection.md).",
     ),
+    protectionLag: volumeGauge(
+      "snapblock_volume_protection_lag_seconds",
+      "Protected volumes only: seconds the volume's newest content has had no recovery point (0 while nothing was written since its newest point; else the newest point's age).",
+    ),
+    protectionInterval: volumeGauge(
+      "snapblock_volume_protection_interval_seconds",
+      "Protected volumes only: the finest interval of the volume's protection policy (how often it should get a point while written).",
+    ),
+    pointsDeleted: new Counter({
+      name: "snapblock_volume_recovery_points_deleted_total",
+      help: "Recovery points of the volume deleted, by why: thinning (its policy no longer keeps them) or space (points held more than their share of the pool's free space).",
+      labelNames: ["pool", "volume", "reason"],
+      registers,
+    }),
   };
   return {
     ...m,
@@ -441,6 +486,8 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
         m.snapshotOnly,
         m.snapshotCount,
         m.pointCount,
+        m.protectionLag,
+        m.protectionInterval,
       ])
         g.reset();
     },
@@ -448,6 +495,7 @@ function volumeMetrics(registers: Registry[], collect: () => void) {
     forget: (labels: { pool: string; volume: string }) => {
       m.readBytes.remove(labels);
       m.writtenBytes.remove(labels);
+      for (const reason of ["thinning", "space"]) m.pointsDeleted.remove({ ...labels, reason });
       for (const op of DATA_OPS) {
         m.operations.remove({ ...labels, op });
         m.seconds.remove({ ...labels, op });

@@ -180,12 +180,72 @@ describe("PrometheusRule alerts", () => {
       "SnapblockPoolAlmostFull",
       "SnapblockPoolFull",
       "SnapblockConsistencyCheckFailed",
+      "SnapblockProtectionLagging",
     ]);
     expect(groups[0]!.rules[0]!.labels).toEqual({ severity: "warning", team: "storage" });
     const file = path.join(tmp, "rules.yaml");
     await writeFile(file, stringify(rule.spec));
     const { stdout } = await run("promtool", ["check", "rules", file]);
-    expect(stdout).toMatch(/SUCCESS: 4 rules found/);
+    expect(stdout).toMatch(/SUCCESS: 5 rules found/);
+  });
+
+  it("warn of a protected volume whose points fall behind, and only of it (promtool test rules)", async () => {
+    const objects = await render({
+      set: ["metrics.alerts.enabled=true", "metrics.alerts.protectionLag.for=2m"],
+    });
+    const rules = path.join(tmp, "lag-rules.yaml");
+    await writeFile(rules, stringify(one(objects, "PrometheusRule").spec));
+    // Three volumes scraped every minute for 10 minutes: "behind" written and without a point for
+    // 5 minutes of a 1 s policy; "busy" a few seconds behind all the time (points every few
+    // ticks on a loaded node); "hourly" 30 minutes behind on a 1 h policy.
+    const at = (volume: string) => `{pool="p", volume="${volume}", instance="n1", job="snapblock"}`;
+    const test = {
+      rule_files: [rules],
+      evaluation_interval: "1m",
+      tests: [
+        {
+          interval: "1m",
+          input_series: [
+            {
+              series: `snapblock_volume_protection_lag_seconds${at("behind")}`,
+              values: "0 60 120 180 240 300 360 420 480 540 600",
+            },
+            { series: `snapblock_volume_protection_interval_seconds${at("behind")}`, values: "1x10" },
+            { series: `snapblock_volume_protection_lag_seconds${at("busy")}`, values: "3x10" },
+            { series: `snapblock_volume_protection_interval_seconds${at("busy")}`, values: "1x10" },
+            { series: `snapblock_volume_protection_lag_seconds${at("hourly")}`, values: "1800x10" },
+            { series: `snapblock_volume_protection_interval_seconds${at("hourly")}`, values: "3600x10" },
+          ],
+          alert_rule_test: [
+            { eval_time: "1m", alertname: "SnapblockProtectionLagging", exp_alerts: [] },
+            {
+              eval_time: "5m",
+              alertname: "SnapblockProtectionLagging",
+              exp_alerts: [
+                {
+                  exp_labels: {
+                    severity: "warning",
+                    pool: "p",
+                    volume: "behind",
+                    instance: "n1",
+                    job: "snapblock",
+                  },
+                  exp_annotations: {
+                    summary: "recovery points of volume behind on n1 are falling behind",
+                    description:
+                      "Written 5m 0s ago and no recovery point since, more than 10 times its policy's interval: data written since could not be restored. See the node plugin's log for \"recovery point failed\" and snapblock volume points.",
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    };
+    const file = path.join(tmp, "lag-test.yaml");
+    await writeFile(file, stringify(test));
+    const { stdout } = await run("promtool", ["test", "rules", file]);
+    expect(stdout).toMatch(/SUCCESS/);
   });
 
   it("are left out without metrics", async () => {

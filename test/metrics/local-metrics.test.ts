@@ -136,6 +136,13 @@ beforeAll(async () => {
     volumeContentSource: { snapshot: { snapshotId: snapshot.snapshotId } },
     parameters: { [PARAM_FULL_COPY]: "true" },
   });
+  // A protected volume: its recovery-point series (count, lag, interval, deletions) exist.
+  await createVolume(c, {
+    name: "pvc-metrics-protected",
+    volumeCapabilities: [BLOCK],
+    capacityRange: { requiredBytes: 4 * MiB },
+    parameters: { "snapblock.dev/protection": "1s for 1m" },
+  });
   // The full copy runs in the background: wait until it reports progress.
   const copied = haveNodeTools ? MiB : 0;
   await waitFor(async () => {
@@ -180,7 +187,7 @@ describe("/metrics of snapblock local", () => {
     const ok = { method: "CreateVolume", code: "OK" };
     expect(
       total(after, "snapblock_csi_calls_total", ok) - total(before, "snapblock_csi_calls_total", ok),
-    ).toBe(2);
+    ).toBe(3);
     expect(
       total(after, "snapblock_csi_calls_total", { method: "CreateVolume", code: "INVALID_ARGUMENT" }),
     ).toBe(1);
@@ -194,17 +201,38 @@ describe("/metrics of snapblock local", () => {
   });
 
   it("reports the pool's volumes, snapshots, space and background copies", () => {
-    expect(total(after, "snapblock_engine_volumes")).toBe(2);
-    expect(total(after, "snapblock_engine_snapshots")).toBe(1);
-    expect(total(after, "snapblock_engine_pool_provisioned_bytes")).toBe(128 * MiB);
+    expect(total(after, "snapblock_engine_volumes")).toBe(3);
+    // The snapshot, and the protected volume's recovery points (one a second from its creation).
+    expect(
+      total(after, "snapblock_engine_snapshots") - total(after, "snapblock_volume_recovery_points"),
+    ).toBe(1);
+    expect(total(after, "snapblock_engine_pool_provisioned_bytes")).toBe(132 * MiB);
     expect(total(after, "snapblock_engine_pool_size_bytes")).toBe(1024 * MiB);
     expect(
       total(after, "snapblock_engine_pool_allocated_bytes") +
         total(after, "snapblock_engine_pool_free_bytes"),
     ).toBe(1024 * MiB);
     expect(matching(after, "snapblock_snapshot_size_bytes")).toHaveLength(1);
-    expect(matching(after, "snapblock_volume_size_bytes")).toHaveLength(2);
+    expect(matching(after, "snapblock_volume_size_bytes")).toHaveLength(3);
     expect(total(after, "snapblock_engine_copies", { state: "done" })).toBe(1);
+  });
+
+  it("reports the protected volume's recovery points, and only its", () => {
+    const protectedVolume = { volume: "pvc-metrics-protected" };
+    const interval = matching(after, "snapblock_volume_protection_interval_seconds");
+    expect(interval).toHaveLength(1);
+    expect(interval[0]!.labels).toMatchObject(protectedVolume);
+    expect(interval[0]!.value).toBe(1);
+    const lag = matching(after, "snapblock_volume_protection_lag_seconds");
+    expect(lag).toHaveLength(1);
+    expect(lag[0]!.labels).toMatchObject(protectedVolume);
+    // Nothing was written to it: no lag, whatever its points' age.
+    expect(lag[0]!.value).toBeLessThan(60);
+    expect(
+      matching(after, "snapblock_volume_recovery_points_deleted_total", protectedVolume).map(
+        (s) => s.labels.reason,
+      ),
+    ).toEqual(expect.arrayContaining(["thinning", "space"]));
   });
 
   it.skipIf(!haveNodeTools)("moves the I/O, ROW, space and NBD series with block I/O", () => {
