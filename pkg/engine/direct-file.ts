@@ -1,6 +1,6 @@
 import type { FileHandle } from "node:fs/promises";
 import { DIRECT_ALIGN, type AlignedBuffers } from "./aligned-buffers.js";
-import type { StorageFile } from "./storage.js";
+import { NodeFile } from "./node-file.js";
 
 /**
  * The pool's data file opened O_DIRECT: reads and writes go between the disk and aligned
@@ -26,13 +26,20 @@ import type { StorageFile } from "./storage.js";
  * cache and the file's block allocation in the filesystem's journal, so the commit's `fdatasync`
  * stays exactly where it was.
  */
-export class DirectFile implements StorageFile {
+export class DirectFile extends NodeFile {
   constructor(
-    private readonly handle: FileHandle,
+    handle: FileHandle,
     private readonly buffers: AlignedBuffers,
-  ) {}
+  ) {
+    super(handle);
+  }
 
-  async read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
+  override async read(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+  ): Promise<number> {
     if (length === 0) return 0;
     const start = alignDown(position);
     const end = alignUp(position + length);
@@ -48,7 +55,7 @@ export class DirectFile implements StorageFile {
     }
   }
 
-  async write(buffers: readonly Buffer[], position: number): Promise<void> {
+  override async write(buffers: readonly Buffer[], position: number): Promise<void> {
     let total = 0;
     for (const b of buffers) total += b.length;
     if (total === 0) return;
@@ -70,21 +77,7 @@ export class DirectFile implements StorageFile {
     }
   }
 
-  async sync(): Promise<void> {
-    await this.handle.datasync();
-  }
-
-  async size(): Promise<number> {
-    return (await this.handle.stat()).size;
-  }
-
-  async truncate(length: number): Promise<void> {
-    await this.handle.truncate(length);
-  }
-
-  async close(): Promise<void> {
-    await this.handle.close();
-  }
+  // sync, size, truncate and close as NodeFile: fdatasync, fstat, ftruncate, close of the handle.
 
   /** Reads from aligned `position` until `into` is full or the file ends; returns bytes read. */
   private async readInto(into: Buffer, position: number): Promise<number> {

@@ -5,6 +5,7 @@ import { SnapblockError } from "../errors/index.js";
 import { isLive, readProcess } from "../proc/index.js";
 import { AlignedBuffers } from "./aligned-buffers.js";
 import { DirectFile } from "./direct-file.js";
+import { NodeFile, skipBytes } from "./node-file.js";
 import type { Storage, StorageFile, StorageOpenOptions } from "./storage.js";
 
 /** Lock files this process holds: a second open of the same pool in one process is refused too. */
@@ -157,44 +158,6 @@ export class NodeStorage implements Storage {
   }
 }
 
-class NodeFile implements StorageFile {
-  constructor(protected readonly handle: FileHandle) {}
-
-  async read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
-    const { bytesRead } = await this.handle.read(buffer, bufferOffset, length, position);
-    return bytesRead;
-  }
-
-  async write(buffers: readonly Buffer[], position: number): Promise<void> {
-    let pos = position;
-    let pending = buffers.filter((b) => b.length > 0);
-    while (pending.length > 0) {
-      const { bytesWritten } =
-        pending.length === 1
-          ? await this.handle.write(pending[0]!, 0, pending[0]!.length, pos)
-          : await this.handle.writev(pending, pos);
-      pos += bytesWritten;
-      pending = skipBytes(pending, bytesWritten);
-    }
-  }
-
-  async sync(): Promise<void> {
-    await this.handle.datasync();
-  }
-
-  async size(): Promise<number> {
-    return (await this.handle.stat()).size;
-  }
-
-  async truncate(length: number): Promise<void> {
-    await this.handle.truncate(length);
-  }
-
-  async close(): Promise<void> {
-    await this.handle.close();
-  }
-}
-
 /** Positional reads and writes on the calling thread; sync, size, truncate, close as NodeFile. */
 class InlineFile extends NodeFile {
   private readonly fd: number;
@@ -241,6 +204,13 @@ class InlineFile extends NodeFile {
   }
 
   private writeInline(buffers: readonly Buffer[], position: number): void {
+    // The data path's usual case, one buffer, without building a list.
+    if (buffers.length === 1) {
+      const buf = buffers[0]!;
+      for (let done = 0; done < buf.length;)
+        done += writeSync(this.fd, buf, done, buf.length - done, position + done);
+      return;
+    }
     let pos = position;
     let pending = buffers.filter((b) => b.length > 0);
     while (pending.length > 0) {
@@ -332,19 +302,4 @@ function totalLength(buffers: readonly Buffer[]): number {
 
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
-}
-
-/** Drops the first `n` bytes of a buffer list (a short positional write continues after them). */
-function skipBytes(buffers: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  let skip = n;
-  for (const b of buffers) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
 }
