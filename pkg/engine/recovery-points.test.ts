@@ -362,8 +362,13 @@ describe("pinned recovery points", () => {
       [b.name, true],
       [c.name, false],
     ]);
-    // DeleteSnapshot of a pinned point deletes it (the pin goes with it).
+    // DeleteSnapshot of a pinned point deletes it (the pin goes with it); a volume restored
+    // from it keeps its content (chunks are counted, not owned).
+    await pool.restoreSnapshot(a.name, "from-a");
     await pool.deleteSnapshot(a.name);
+    const r = pool.openVolume("from-a");
+    expect((await r.read(0, CS)).every((x) => x === 1)).toBe(true);
+    r.close();
     expect(() => pool.getSnapshot(a.name)).toThrow(/does not exist/);
     expect(isSnapblockError(await pool.pinPoint(a.name, true).catch((e: unknown) => e), "NOT_FOUND")).toBe(
       true,
