@@ -272,7 +272,8 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     const id = u32();
     const kind = kinds[u8()] ?? fail("bad device kind");
     const flags = u8();
-    if (flags & ~(version >= 5 ? FLAG_COPYING | FLAG_PINNED : FLAG_COPYING)) fail(`device ${id} has flags ${flags}`);
+    if (flags & ~(version >= 5 ? FLAG_COPYING | FLAG_PINNED : FLAG_COPYING))
+      fail(`device ${id} has flags ${flags}`);
     const levels = u8();
     const rootId = u32();
     const root = rootId ? node(rootId) : null;

@@ -221,7 +221,15 @@ describe("pinned recovery points", () => {
       true,
     );
     meta.apply(
-      { type: RecordType.Create, id: 2, kind: 2, sourceId: 1, sizeBytes: 1 << 20, createdAtMs: 6, name: "rp--1-6" },
+      {
+        type: RecordType.Create,
+        id: 2,
+        kind: 2,
+        sourceId: 1,
+        sizeBytes: 1 << 20,
+        createdAtMs: 6,
+        name: "rp--1-6",
+      },
       meta.seq + 1,
       true,
     );
