@@ -88,7 +88,8 @@ export const VOLUME_VERBS = {
   delete: defineVerb({
     command: "volume delete",
     args: ["VOLUME_ID"],
-    summary: "Deletes a volume and its recovery points; its snapshots and what was restored from them stay.",
+    summary:
+      "Deletes a volume and its recovery points; its snapshots, pinned points and what was restored from them stay.",
     flags: OPERATOR_FLAGS,
   }),
   attach: defineVerb({

@@ -53,6 +53,32 @@ function times(volume: string): number[] {
   return pool.listPoints(volume).map((p) => p.createdAt.getTime());
 }
 
+/**
+ * Replaces the pool with one of `poolChunks` chunks holding one volume protected "1s for 1d", and
+ * returns a scheduler on a simulated clock (points may hold a quarter of the free space).
+ */
+async function smallProtectedPool(o: {
+  poolChunks: number;
+  volume: string;
+  volumeChunks: number;
+  spaceCheckMs: number;
+}): Promise<{ clock: { now: number }; scheduler: PointScheduler }> {
+  await pool.close();
+  await rm(join(dir, "pool"), { recursive: true });
+  pool = await openPool(true, o.poolChunks * CS);
+  await pool.createVolume(o.volume, o.volumeChunks * CS);
+  await pool.setProtection(o.volume, "1s for 1d");
+  const clock = { now: Date.UTC(2026, 10, 30, 0, 0, 0) };
+  const scheduler = new PointScheduler({
+    pool,
+    now: () => clock.now,
+    tickMs: 0,
+    maxShareOfFree: 0.25,
+    spaceCheckMs: o.spaceCheckMs,
+  });
+  return { clock, scheduler };
+}
+
 describe("recovery points", () => {
   it("are taken on the policy, thinned to exactly the policy's set, and survive a reopen", async () => {
     await pool.createVolume("vol", 64 * CS);
@@ -126,17 +152,10 @@ describe("recovery points", () => {
   });
 
   it("keeps points within their share of free space, oldest first, and frees the space", async () => {
-    await pool.close();
-    await rm(join(dir, "pool"), { recursive: true });
-    pool = await openPool(true, 256 * CS);
-    await pool.createVolume("big", 256 * CS);
-    await pool.setProtection("big", "1s for 1d");
-    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
-    const scheduler = new PointScheduler({
-      pool,
-      now: () => now,
-      tickMs: 0,
-      maxShareOfFree: 0.25,
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 256,
+      volume: "big",
+      volumeChunks: 256,
       spaceCheckMs: 0,
     });
     // Each second rewrites the same 16 chunks: each point keeps 16 chunks nobody else maps.
@@ -145,7 +164,7 @@ describe("recovery points", () => {
       for (let c = 0; c < 16; c++) await writeChunk("big", c, s + 1);
       const report = await scheduler.tick();
       evicted += report.evicted;
-      now += 1000;
+      clock.now += 1000;
       const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // After every tick the points hold at most a quarter of (free + held), or only the newest
@@ -158,7 +177,7 @@ describe("recovery points", () => {
     expect(space[0]!.heldBytes).toBeGreaterThan(space[0]!.budgetBytes!);
     // The oldest went: what is left are the newest points, in one run of seconds.
     const left = times("big");
-    expect(left[left.length - 1]).toBe(now - 1000);
+    expect(left[left.length - 1]).toBe(clock.now - 1000);
     left.forEach((t, i) => expect(t).toBe(left[0]! + i * 1000));
     expect((await pool.check()).problems).toEqual([]);
     // Deleting the points gave their chunks back.
@@ -170,18 +189,11 @@ describe("recovery points", () => {
   });
 
   it("accounts again before the period when free space falls fast, so points cannot fill the pool", async () => {
-    await pool.close();
-    await rm(join(dir, "pool"), { recursive: true });
-    pool = await openPool(true, 512 * CS);
-    await pool.createVolume("hot", 64 * CS);
-    await pool.setProtection("hot", "1s for 1d");
-    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
     // An accounting period far longer than the run: only a fast fall of free space brings one.
-    const scheduler = new PointScheduler({
-      pool,
-      now: () => now,
-      tickMs: 0,
-      maxShareOfFree: 0.25,
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 512,
+      volume: "hot",
+      volumeChunks: 64,
       spaceCheckMs: H,
     });
     // Each second rewrites the whole volume: every point holds 64 chunks only it maps, so
@@ -190,7 +202,7 @@ describe("recovery points", () => {
     for (let s = 0; s < 30; s++) {
       for (let c = 0; c < 64; c++) await writeChunk("hot", c, s + 1);
       evicted += (await scheduler.tick()).evicted;
-      now += 1000;
+      clock.now += 1000;
       const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // Within the share, plus what may fall before the next accounting (half the budget) and
@@ -310,17 +322,10 @@ describe("pinned recovery points", () => {
   });
 
   it("are never deleted for space: the rule deletes only unpinned points", async () => {
-    await pool.close();
-    await rm(join(dir, "pool"), { recursive: true });
-    pool = await openPool(true, 256 * CS);
-    await pool.createVolume("big", 256 * CS);
-    await pool.setProtection("big", "1s for 1d");
-    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
-    const scheduler = new PointScheduler({
-      pool,
-      now: () => now,
-      tickMs: 0,
-      maxShareOfFree: 0.25,
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 256,
+      volume: "big",
+      volumeChunks: 256,
       spaceCheckMs: 0,
     });
     const pinned: string[] = [];
@@ -331,7 +336,7 @@ describe("pinned recovery points", () => {
       const report = await scheduler.tick();
       if (s < 2) pinned.push((await pool.pinPoint(report.taken[0]!, true)).name);
       evicted += report.evicted;
-      now += 1000;
+      clock.now += 1000;
     }
     expect(evicted).toBeGreaterThan(0);
     // Both pinned points are there, the oldest of the pool, though the rule goes oldest first.

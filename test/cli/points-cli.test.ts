@@ -94,29 +94,13 @@ describe("recovery points with the CLI", () => {
     const unknown = await cli("volume", "points", "local/nope");
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toMatch(/NOT_FOUND/);
+    const toKubernetes = (...more: string[]) =>
+      cli("volume", "points", "local/guarded", "--at", first.time, "--kubernetes", ...more);
     // A bad object name is refused before anything is pinned.
-    const badName = await cli(
-      "volume",
-      "points",
-      "local/guarded",
-      "--at",
-      first.time,
-      "--kubernetes",
-      "--name",
-      "Bad_Name",
-    );
+    const badName = await toKubernetes("--name", "Bad_Name");
     expect(badName.code).toBe(2);
     // The objects that make the point a VolumeSnapshot in Kubernetes; the point is pinned.
-    const exported = await cli(
-      "volume",
-      "points",
-      "local/guarded",
-      "--at",
-      first.time,
-      "--kubernetes",
-      "--namespace",
-      "apps",
-    );
+    const exported = await toKubernetes("--namespace", "apps");
     expect(exported.code).toBe(0);
     expect(exported.stderr).toContain(`pinned recovery point ${first.snapshotId}`);
     const yaml = exported.stdout;
