@@ -29,10 +29,10 @@ describe("kubernetesObjects", () => {
     sizeBytes: 1 << 20,
   };
 
-  it("binds a Retain VolumeSnapshotContent naming the point to its VolumeSnapshot", () => {
+  it("binds a Delete VolumeSnapshotContent naming the (pinned) point to its VolumeSnapshot", () => {
     const yaml = kubernetesObjects({ point, driver: "csi.snapblock.dev", namespace: "apps" });
     const name = "point-rp--7-1796051045000-20261130t150405z";
-    expect(yaml).toContain(`  name: "${name}-content"\nspec:\n  deletionPolicy: Retain`);
+    expect(yaml).toContain(`  name: "${name}-content"\nspec:\n  deletionPolicy: Delete`);
     expect(yaml).toContain('    snapshotHandle: "node-1/rp--7-1796051045000"');
     expect(yaml).toContain(`  volumeSnapshotRef:\n    name: "${name}"\n    namespace: "apps"`);
     expect(yaml).toContain(`    volumeSnapshotContentName: "${name}-content"`);

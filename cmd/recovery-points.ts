@@ -2,7 +2,7 @@ import { status } from "@grpc/grpc-js";
 import { formatByteSize } from "../pkg/byte-size/index.js";
 import { parseResourceId } from "../pkg/csi/index.js";
 import type { OperatorConnection } from "./operator-connection.js";
-import { OperatorError } from "./operator-error.js";
+import { OperatorError, failedWith } from "./operator-error.js";
 import { SpaceFigures } from "./space-figures.js";
 import { printJson, printTable, type Output } from "./table-output.js";
 import { UsageError } from "./usage-error.js";
@@ -26,6 +26,11 @@ export interface PointRow {
   sizeBytes: number;
   /** What deleting it would give back, when the Space service answers. */
   exclusiveBytes?: number;
+  /**
+   * Pinned by an export to Kubernetes (pinForKubernetes): never thinned. Absent when the endpoint
+   * has no operator service to say.
+   */
+  pinned?: boolean;
 }
 
 interface SnapshotEntry {
@@ -120,6 +125,68 @@ export async function protect(
   return 0;
 }
 
+/**
+ * Marks the points the operator service says are pinned (rows of one volume); leaves `pinned`
+ * absent when the endpoint has no operator service.
+ */
+export async function markPinned(
+  conn: OperatorConnection,
+  volumeId: string,
+  rows: PointRow[],
+): Promise<void> {
+  let ids: string[];
+  try {
+    ids = (await conn.operator("ListPinnedPoints", (c) => c.listPinnedPoints(volumeId))).snapshotIds;
+  } catch (err) {
+    if (failedWith(err, status.UNIMPLEMENTED)) return;
+    throw err;
+  }
+  const pinned = new Set(ids);
+  for (const r of rows) r.pinned = pinned.has(r.snapshotId);
+}
+
+/**
+ * Pins the point a restore at `atMs` would use, for its export as a VolumeSnapshot: from now on
+ * its policy does not thin it; DeleteSnapshot (the VolumeSnapshotContent deleted, deletionPolicy
+ * Delete) deletes it, `volume unpin` releases it. A point thinned between the listing and the pin
+ * is looked up again (the point at that time is then an older one).
+ */
+export async function pinForKubernetes(
+  conn: OperatorConnection,
+  volumeId: string,
+  atMs: number,
+): Promise<PointRow> {
+  for (let attempt = 1; ; attempt++) {
+    const point = await pointAt(conn, volumeId, atMs);
+    try {
+      await conn.operator("SetPointPinned", (c) => c.setPointPinned(point.snapshotId, true));
+      return { ...point, pinned: true };
+    } catch (err) {
+      if (attempt < 3 && failedWith(err, status.NOT_FOUND)) continue;
+      throw err;
+    }
+  }
+}
+
+/** `volume unpin`: hands a pinned point back to its policy (which may thin it at its next tick). */
+export async function unpin(conn: OperatorConnection, out: Output, ref: string): Promise<number> {
+  const at = parsePointRef(ref);
+  let point: Pick<PointRow, "snapshotId"> & { time?: Date };
+  if (at) point = await pointAt(conn, at.volumeId, at.atMs);
+  else if (isPointId(ref)) point = { snapshotId: ref };
+  else
+    throw new UsageError(
+      `${JSON.stringify(ref)} is neither VOLUME_ID@TIME nor a recovery point id (NODE/rp--...)`,
+    );
+  const res = await conn.operator("SetPointPinned", (c) => c.setPointPinned(point.snapshotId, false));
+  if (out.json) printJson(out, { snapshotId: point.snapshotId, pinned: res.pinned });
+  else
+    out.write(
+      `recovery point ${point.snapshotId}${point.time ? ` of ${point.time.toISOString()}` : ""} is not pinned: its policy may thin it from now on, and a VolumeSnapshot made of it then loses its content\n`,
+    );
+  return 0;
+}
+
 export async function showPoints(conn: OperatorConnection, out: Output, volumeId: string): Promise<number> {
   const points = await listPoints(conn, volumeId);
   const space = await SpaceFigures.fetch(conn);
@@ -127,6 +194,7 @@ export async function showPoints(conn: OperatorConnection, out: Output, volumeId
     const figures = space?.snapshot(p.snapshotId);
     if (figures) p.exclusiveBytes = figures.exclusiveBytes;
   }
+  await markPinned(conn, volumeId, points);
   if (out.json) {
     printJson(
       out,
@@ -136,20 +204,30 @@ export async function showPoints(conn: OperatorConnection, out: Output, volumeId
   }
   printTable(
     out,
-    ["TIME", "POINT ID", "EXCLUSIVE"],
+    ["TIME", "POINT ID", "EXCLUSIVE", "PINNED"],
     points.map((p) => [
       p.time.toISOString(),
       p.snapshotId,
       p.exclusiveBytes === undefined ? "?" : formatByteSize(p.exclusiveBytes),
+      p.pinned === undefined ? "?" : p.pinned ? "PINNED" : "-",
     ]),
   );
   return 0;
 }
 
+/** A Kubernetes object name (DNS subdomain), or a usage error saying what it is not. */
+export function checkObjectName(name: string): string {
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name))
+    throw new UsageError(
+      `${JSON.stringify(name)} is not a Kubernetes object name (lowercase letters, digits, '-', '.')`,
+    );
+  return name;
+}
+
 /**
- * A pre-provisioned VolumeSnapshotContent and its VolumeSnapshot for a point, as YAML for
- * `kubectl apply -f -`. deletionPolicy Retain: deleting the VolumeSnapshot leaves the point to
- * its policy's thinning (which may delete it later: restore it into a PVC soon).
+ * A pre-provisioned VolumeSnapshotContent and its VolumeSnapshot for a (pinned) point, as YAML
+ * for `kubectl apply -f -`. deletionPolicy Delete: deleting the VolumeSnapshot deletes the point
+ * (csi-snapshotter's DeleteSnapshot), which also ends its pin.
  */
 export function kubernetesObjects(o: {
   point: PointRow;
@@ -159,12 +237,9 @@ export function kubernetesObjects(o: {
 }): string {
   const ref = parseResourceId(o.point.snapshotId);
   const stamp = o.point.time.toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "").toLowerCase();
-  const name =
-    o.name ?? `point-${(ref?.engineName ?? "x").replace(/[^a-z0-9-]/g, "-").slice(0, 40)}-${stamp}`;
-  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name))
-    throw new UsageError(
-      `${JSON.stringify(name)} is not a Kubernetes object name (lowercase letters, digits, '-', '.')`,
-    );
+  const name = checkObjectName(
+    o.name ?? `point-${(ref?.engineName ?? "x").replace(/[^a-z0-9-]/g, "-").slice(0, 40)}-${stamp}`,
+  );
   const q = JSON.stringify;
   return [
     "apiVersion: snapshot.storage.k8s.io/v1",
@@ -172,7 +247,7 @@ export function kubernetesObjects(o: {
     "metadata:",
     `  name: ${q(`${name}-content`)}`,
     "spec:",
-    "  deletionPolicy: Retain",
+    "  deletionPolicy: Delete",
     `  driver: ${q(o.driver)}`,
     "  source:",
     `    snapshotHandle: ${q(o.point.snapshotId)}`,

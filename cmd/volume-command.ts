@@ -8,12 +8,16 @@ import { failedWith } from "./operator-error.js";
 import { sizeFlag } from "./size-flag.js";
 import { SpaceFigures, poolLine } from "./space-figures.js";
 import {
+  checkObjectName,
   kubernetesObjects,
+  markPinned,
   parsePointRef,
   parseTime,
+  pinForKubernetes,
   pointAt,
   protect,
   showPoints,
+  unpin,
 } from "./recovery-points.js";
 import { printFields, printJson, printTable, type Output } from "./table-output.js";
 import { UsageError } from "./usage-error.js";
@@ -128,11 +132,17 @@ export async function volumeCommand(verb: string | undefined, ctx: CliContext): 
         if (values.kubernetes && values.at === undefined)
           throw usageError(V.points, "--kubernetes prints the objects for one point: give --at TIME too");
         const at = values.at === undefined ? undefined : parseTime(values.at, "(--at)");
+        // Checked before anything is pinned.
+        if (values.kubernetes && values.name !== undefined) checkObjectName(values.name);
         return connect(values)(async (conn, out) => {
           if (at === undefined) return showPoints(conn, out, id!);
-          const point = await pointAt(conn, id!, at);
           if (values.kubernetes) {
             const info = await conn.identity<{ name: string }>("GetPluginInfo", {});
+            // Pinned first: a VolumeSnapshot of a point its policy could thin would lose its data.
+            const point = await pinForKubernetes(conn, id!, at);
+            ctx.stderr(
+              `pinned recovery point ${point.snapshotId} of ${point.time.toISOString()}: its policy no longer thins it; deleting the VolumeSnapshot deletes it (snapblock volume unpin releases it)\n`,
+            );
             out.write(
               kubernetesObjects({
                 point,
@@ -141,15 +151,24 @@ export async function volumeCommand(verb: string | undefined, ctx: CliContext): 
                 ...(values.name !== undefined ? { name: values.name } : {}),
               }),
             );
-          } else if (out.json) printJson(out, { ...point, time: point.time.toISOString() });
+            return 0;
+          }
+          const point = await pointAt(conn, id!, at);
+          await markPinned(conn, id!, [point]);
+          if (out.json) printJson(out, { ...point, time: point.time.toISOString() });
           else
             printFields(out, [
               ["time", point.time.toISOString()],
               ["point id", point.snapshotId],
+              ...(point.pinned === undefined
+                ? []
+                : [["pinned", point.pinned ? "yes" : "no"] as [string, string]]),
             ]);
           return 0;
         });
       });
+    case "unpin":
+      return run(V.unpin, (values, [ref]) => connect(values)((conn, out) => unpin(conn, out, ref!)));
     case "unexport":
       return run(V.unexport, (values, [id]) =>
         connect(values)((conn, out) => unexportData(conn, out, { kind: "volume", id: id! })),

@@ -88,7 +88,8 @@ export const VOLUME_VERBS = {
   delete: defineVerb({
     command: "volume delete",
     args: ["VOLUME_ID"],
-    summary: "Deletes a volume and its recovery points; its snapshots and what was restored from them stay.",
+    summary:
+      "Deletes a volume and its recovery points; its snapshots, pinned points and what was restored from them stay.",
     flags: OPERATOR_FLAGS,
   }),
   attach: defineVerb({
@@ -138,7 +139,7 @@ export const VOLUME_VERBS = {
       kubernetes: {
         type: "boolean",
         default: false,
-        help: "with --at: print a VolumeSnapshotContent and VolumeSnapshot for that point (kubectl apply -f -)",
+        help: "with --at: pin that point (its policy no longer thins it) and print a VolumeSnapshotContent and VolumeSnapshot for it (kubectl apply -f -)",
       },
       namespace: {
         type: "string",
@@ -154,6 +155,13 @@ export const VOLUME_VERBS = {
       },
       ...OPERATOR_FLAGS,
     },
+  }),
+  unpin: defineVerb({
+    command: "volume unpin",
+    args: ["VOLUME_ID@TIME|POINT_ID"],
+    summary:
+      "Hands a recovery point pinned by points --kubernetes back to its policy, which may then thin it.",
+    flags: OPERATOR_FLAGS,
   }),
   unexport: defineVerb({
     command: "volume unexport",

@@ -90,7 +90,23 @@ export interface EngineSnapshot {
   sourceVolume: string;
   /** While a replica's content is still arriving from another node. */
   pull?: EnginePullProgress;
+  /** A recovery point pinned by an export (EnginePointPins): never thinned. Absent: not pinned. */
+  pinned?: boolean;
   meta: EngineMeta;
+}
+
+/**
+ * Pinning recovery points (docs/protection.md, "Exported points"): a point exported to
+ * Kubernetes as a VolumeSnapshot is a user's snapshot, kept from thinning and from the space
+ * rule until DeleteSnapshot deletes it or it is unpinned. The node's own engine (the operator
+ * service of `snapblock local`); not part of EngineApi, which the CSI controller uses.
+ */
+export interface EnginePointPins {
+  /**
+   * Pins (`pinned` true) or releases a point by engine name; durable when it returns, idempotent.
+   * NOT_FOUND when there is no such point, INVALID_ARGUMENT for a snapshot that is not a point.
+   */
+  pinPoint(name: string, pinned: boolean): Promise<EngineSnapshot>;
 }
 
 export interface EngineListing<T> {

@@ -25,6 +25,7 @@ export type {
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,
+  EnginePointPins,
   EngineSnapshot,
   EngineSnapshotLimits,
   EngineSnapshotSpace,

@@ -31,6 +31,7 @@ import type {
   EngineListing,
   EngineMeta,
   EnginePlacementRequest,
+  EnginePointPins,
   EnginePointsDropped,
   EnginePullProgress,
   EngineReplicateOptions,
@@ -114,7 +115,7 @@ export type VolumeDevice = BlockDevice & { close(): void };
  * The in-process EngineApi: a Pool of pkg/engine plus the CSI metadata store. It is also what the
  * node plugin opens volumes through (openVolumeDevice), since the node always holds its pool.
  */
-export class LocalEngine implements EngineApi, EngineReplication {
+export class LocalEngine implements EngineApi, EngineReplication, EnginePointPins {
   readonly nodeId: string;
   private pool: Pool | undefined;
   private meta: MetadataStore | undefined;
@@ -354,6 +355,10 @@ export class LocalEngine implements EngineApi, EngineReplication {
     const info = pool.getVolume(name);
     await meta.set("volume", name, { ...meta.get("volume", name), ...patch });
     return this.volume(info);
+  }
+
+  async pinPoint(name: string, pinned: boolean): Promise<EngineSnapshot> {
+    return this.snapshot(await this.ready().pool.pinPoint(name, pinned));
   }
 
   async setProtection(name: string, policy: string): Promise<EngineVolume> {
@@ -833,6 +838,7 @@ export class LocalEngine implements EngineApi, EngineReplication {
       createdAt: s.createdAt,
       sourceVolume: s.sourceVolume,
       ...(pull ? { pull } : {}),
+      ...(s.pinned ? { pinned: true } : {}),
       meta: this.ready().meta.get("snapshot", s.name),
     };
   }

@@ -19,9 +19,9 @@ import type { DeviceKind } from "./types.js";
 const MAGIC = "SBCKPT01";
 /**
  * 2 added the pending-chunks section, 3 the protection-policy section, 4 the annotation and note
- * sections; older files (without them) still load.
+ * sections, 5 the pinned bit of a device's flags; older files (without them) still load.
  */
-const VERSION = 4;
+const VERSION = 5;
 export const CHECKPOINT_HEADER = 64;
 
 const TAG_LEAF_SPARSE = 1;
@@ -29,6 +29,9 @@ const TAG_LEAF_DENSE = 2;
 const TAG_INNER = 3;
 
 const KIND_CODE: Record<DeviceKind, number> = { volume: 1, snapshot: 2 };
+/** Device flags: a full background copy is unfinished; a recovery point is pinned (version 5). */
+const FLAG_COPYING = 1;
+const FLAG_PINNED = 2;
 
 class Writer {
   buf = Buffer.alloc(1 << 16);
@@ -116,7 +119,7 @@ export function encodeCheckpoint(meta: Metadata, uuid: Buffer): Buffer {
   for (const d of meta.devices.values()) {
     w.u32(d.id);
     w.u8(KIND_CODE[d.kind]);
-    w.u8(d.copying ? 1 : 0);
+    w.u8((d.copying ? FLAG_COPYING : 0) | (d.pinned ? FLAG_PINNED : 0));
     w.u8(d.table.levels);
     w.u32(roots.get(d.id) ?? 0);
     w.u64(d.sizeBytes);
@@ -268,7 +271,9 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
   for (let i = 0; i < deviceCount; i++) {
     const id = u32();
     const kind = kinds[u8()] ?? fail("bad device kind");
-    const copying = u8() === 1;
+    const flags = u8();
+    if (flags & ~(version >= 5 ? FLAG_COPYING | FLAG_PINNED : FLAG_COPYING))
+      fail(`device ${id} has flags ${flags}`);
     const levels = u8();
     const rootId = u32();
     const root = rootId ? node(rootId) : null;
@@ -276,7 +281,8 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     const d: Device = {
       id,
       kind,
-      copying,
+      copying: (flags & FLAG_COPYING) !== 0,
+      ...((flags & FLAG_PINNED) !== 0 ? { pinned: true } : {}),
       table: { root, levels },
       sizeBytes: u64(),
       createdAtMs: u64(),
@@ -288,6 +294,7 @@ export function decodeCheckpoint(buf: Buffer, uuid: Buffer, meta: Metadata): voi
     };
     const sourceName = str();
     d.sourceName = d.sourceKind ? sourceName : undefined;
+    if (d.pinned && kind !== "snapshot") fail(`volume ${id} is pinned`);
     meta.addDevice(d);
   }
   const partialCount = u32();

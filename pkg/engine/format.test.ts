@@ -37,6 +37,8 @@ const samples: MetaRecord[] = [
   { type: RecordType.Annotate, id: 7, map: {} },
   { type: RecordType.Note, id: 1, name: "group-1", map: { members: "a,b" } },
   { type: RecordType.Note, id: 2, name: "node-a/snap", map: undefined },
+  { type: RecordType.Pin, id: 8, pinned: true },
+  { type: RecordType.Pin, id: 8, pinned: false },
 ];
 
 function newMeta(capacity = 1000, chunkSize = 65536): Metadata {
@@ -208,6 +210,71 @@ describe("annotations and notes", () => {
     decodeCheckpoint(v3, uuid, back);
     expect(back.volumes.get("v")!.annotations).toBeUndefined();
     expect(back.notes.size).toBe(0);
+  });
+});
+
+describe("pinned recovery points", () => {
+  const create = (meta: Metadata): void => {
+    meta.apply(
+      { type: RecordType.Create, id: 1, kind: 1, sourceId: 0, sizeBytes: 1 << 20, createdAtMs: 5, name: "v" },
+      meta.seq + 1,
+      true,
+    );
+    meta.apply(
+      {
+        type: RecordType.Create,
+        id: 2,
+        kind: 2,
+        sourceId: 1,
+        sizeBytes: 1 << 20,
+        createdAtMs: 6,
+        name: "rp--1-6",
+      },
+      meta.seq + 1,
+      true,
+    );
+  };
+
+  it("apply to snapshots only and survive a checkpoint as a device flag", () => {
+    const meta = newMeta();
+    create(meta);
+    meta.apply({ type: RecordType.Pin, id: 2, pinned: true }, meta.seq + 1, true);
+    meta.apply({ type: RecordType.CopyState, id: 1, copying: true }, meta.seq + 1, true);
+    expect(() => meta.apply({ type: RecordType.Pin, id: 1, pinned: true }, meta.seq + 1, true)).toThrow(
+      /pin of volume 1/,
+    );
+    const image = encodeCheckpoint(meta, uuid);
+    expect(image.readUInt32LE(8)).toBe(5);
+    const back = newMeta();
+    decodeCheckpoint(image, uuid, back);
+    expect(back.snapshots.get("rp--1-6")!.pinned).toBe(true);
+    expect(back.snapshots.get("rp--1-6")!.copying).toBe(false);
+    expect(back.volumes.get("v")!.copying).toBe(true);
+    expect(back.volumes.get("v")!.pinned).toBeUndefined();
+    meta.apply({ type: RecordType.Pin, id: 2, pinned: false }, meta.seq + 1, true);
+    const again = newMeta();
+    decodeCheckpoint(encodeCheckpoint(meta, uuid), uuid, again);
+    expect(again.snapshots.get("rp--1-6")!.pinned).toBeUndefined();
+  });
+
+  it("load from a version 4 checkpoint (no pins), which cannot carry the pinned bit", () => {
+    const meta = newMeta();
+    create(meta);
+    meta.apply({ type: RecordType.Pin, id: 2, pinned: true }, meta.seq + 1, true);
+    const v5 = encodeCheckpoint(meta, uuid);
+    const asVersion = (image: Buffer, version: number): Buffer => {
+      const out = Buffer.from(image);
+      out.writeUInt32LE(version, 8);
+      out.writeUInt32LE(crc32(out.subarray(64)), 52);
+      out.writeUInt32LE(crc32(out.subarray(0, 60)), 60);
+      return out;
+    };
+    // Version 4 has the same layout; its writers never set the pinned bit.
+    expect(() => decodeCheckpoint(asVersion(v5, 4), uuid, newMeta())).toThrow(/device 2 has flags 2/);
+    meta.apply({ type: RecordType.Pin, id: 2, pinned: false }, meta.seq + 1, true);
+    const back = newMeta();
+    decodeCheckpoint(asVersion(encodeCheckpoint(meta, uuid), 4), uuid, back);
+    expect(back.snapshots.get("rp--1-6")!.pinned).toBeUndefined();
   });
 });
 

@@ -20,6 +20,7 @@ export { POOL_USAGE_LEVELS } from "./types.js";
 export {
   PointScheduler,
   DEFAULT_POINT_SHARE,
+  nextTickDelay,
   type PointSchedulerOptions,
   type TickReport,
 } from "./recovery-points.js";

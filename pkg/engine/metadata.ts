@@ -28,6 +28,8 @@ export interface Device {
   protection?: string;
   /** The layer above's string map for this device (ANNOTATE records); unset: none. */
   annotations?: StringMap;
+  /** A recovery point pinned by an export (PIN records): thinning and the space rule leave it. */
+  pinned?: boolean;
 }
 
 /**
@@ -268,6 +270,13 @@ export class Metadata {
       case RecordType.Note:
         this.setNote(r.id, r.name, r.map);
         return;
+      case RecordType.Pin: {
+        const d = this.device(r.id);
+        if (d.kind !== "snapshot") throw new SnapblockError("CORRUPT", `pin of volume ${d.id}`);
+        if (r.pinned) d.pinned = true;
+        else delete d.pinned;
+        return;
+      }
       case RecordType.MapPartial: {
         const d = this.claimMapped(r, replay);
         if (d.pending?.has(r.chunk)) {

@@ -645,9 +645,10 @@ export class Pool implements PoolCore {
       this.ensureNotOpen(d);
       this.record({ type: RecordType.Delete, id: d.id });
       // Its recovery points are its protection history: nothing else would ever thin them.
-      // Points exported for reading stay (they are deleted as snapshots once closed).
+      // Points exported for reading stay (they are deleted as snapshots once closed), and so do
+      // pinned ones: they are a user's snapshots now, and a volume's snapshots outlive it.
       for (const p of this.pointDevices(d.id)) {
-        if ((this.handles.get(p.id) ?? 0) > 0) continue;
+        if ((this.handles.get(p.id) ?? 0) > 0 || p.pinned) continue;
         this.record({ type: RecordType.Delete, id: p.id });
         this.gates.delete(p.id);
       }
@@ -946,15 +947,39 @@ export class Pool implements PoolCore {
   }
 
   /**
-   * Deletes recovery points (metadata only) in one commit. Points that are open (exported) or
-   * already gone are skipped; returns the names deleted.
+   * Pins a recovery point (`pinned` true) or releases it; durable when it returns, idempotent.
+   * A pinned point is a user's snapshot (exported to Kubernetes as a VolumeSnapshot): thinning,
+   * the space rule (deletePoints) and deleting its volume leave it; deleteSnapshot deletes it.
+   * NOT_FOUND when there is no such point (thinned already), INVALID_ARGUMENT for a snapshot that
+   * is not a point (nothing thins those).
+   */
+  async pinPoint(name: string, pinned: boolean): Promise<SnapshotInfo> {
+    this.ensureUsable();
+    const d = this.find("snapshot", name);
+    if (!this.listed(d)) throw new SnapblockError("NOT_FOUND", `recovery point '${name}' does not exist yet`);
+    if (!isPointName(name)) {
+      throw new SnapblockError(
+        "INVALID_ARGUMENT",
+        `snapshot '${name}' is not a recovery point: only points are thinned, a snapshot stays until deleted`,
+      );
+    }
+    if ((d.pinned ?? false) !== pinned) {
+      this.record({ type: RecordType.Pin, id: d.id, pinned });
+      await this.commit();
+    }
+    return this.snapshotInfo(d);
+  }
+
+  /**
+   * Deletes recovery points (metadata only) in one commit: what thinning and the space rule do.
+   * Points that are pinned, open (exported) or already gone are skipped; returns the names deleted.
    */
   async deletePoints(names: string[]): Promise<string[]> {
     this.ensureUsable();
     const deleted: string[] = [];
     for (const name of names) {
       const d = this.meta.snapshots.get(name);
-      if (!d || !isPointName(name) || (this.handles.get(d.id) ?? 0) > 0) continue;
+      if (!d || !isPointName(name) || d.pinned || (this.handles.get(d.id) ?? 0) > 0) continue;
       this.record({ type: RecordType.Delete, id: d.id });
       this.gates.delete(d.id);
       deleted.push(name);
@@ -966,14 +991,16 @@ export class Pool implements PoolCore {
   }
 
   /**
-   * Bytes held only by each volume's recovery points (one or several of them), by volume name:
-   * what deleting all of its points would give back. A full accounting pass (space-accounting.ts)
-   * with the points as the snapshot groups, cached until the metadata changes.
+   * Bytes held only by each volume's unpinned recovery points (one or several of them), by volume
+   * name: what deleting all the points the space rule may delete would give back. Pinned points
+   * count as user snapshots (a chunk they share with unpinned points is not given back by those).
+   * A full accounting pass (space-accounting.ts) with the points as the snapshot groups, cached
+   * until the metadata changes.
    */
   pointSpace(): Map<string, number> {
     if (this.pointAccount?.seq !== this.meta.seq) {
       const groupOf: SnapshotGroupOf = (d) =>
-        d.kind === "snapshot" && isPointName(d.name) ? d.sourceId : undefined;
+        d.kind === "snapshot" && isPointName(d.name) && !d.pinned ? d.sourceId : undefined;
       this.pointAccount = accountSpace(this.meta, this.space, {
         groupOf,
         memo: (this.pointMemo ??= new SpaceMemo()),
@@ -1657,6 +1684,7 @@ export class Pool implements PoolCore {
       sourceVolumeId: d.sourceId,
       ...(d.pending ? { pending: pendingInfo(d) } : {}),
       ...(isPointName(d.name) ? { point: true } : {}),
+      ...(d.pinned ? { pinned: true } : {}),
     };
   }
 }
@@ -1719,6 +1747,9 @@ function compareMetadata(live: Metadata, durable: Metadata): string[] {
     }
     if (!sameMap(d.annotations ?? {}, o.annotations ?? {})) {
       problems.push(`${d.kind} '${d.name}': annotations in memory differ from the durable ones`);
+    }
+    if ((d.pinned ?? false) !== (o.pinned ?? false)) {
+      problems.push(`${d.kind} '${d.name}': pin in memory differs from the durable one`);
     }
     if (pendingOf(d) !== pendingOf(o)) {
       problems.push(`${d.kind} '${d.name}': pending chunks in memory differ from the durable ones`);

@@ -34,6 +34,11 @@ export const enum RecordType {
   Annotate = 14,
   /** A named string map in one of the pool's note tables (`id` carries the table), or its removal. */
   Note = 15,
+  /**
+   * A recovery point is pinned (exported as a user's snapshot: thinning and the space rule leave
+   * it) or unpinned. The pin lives and dies with the device.
+   */
+  Pin = 16,
 }
 
 export type DeviceKindCode = 1 | 2; // 1 volume, 2 snapshot
@@ -77,6 +82,7 @@ export type MetaRecord =
   | { type: RecordType.FillHole; id: number; ids: number[] }
   | { type: RecordType.Protect; id: number; policy: string }
   | { type: RecordType.Annotate; id: number; map: StringMap }
+  | { type: RecordType.Pin; id: number; pinned: boolean }
   /** `map` undefined: the entry is removed. */
   | { type: RecordType.Note; id: number; name: string; map: StringMap | undefined };
 
@@ -115,6 +121,8 @@ export function encodedSize(r: MetaRecord): number {
       return 1 + 4 + mapSize(r.map);
     case RecordType.Note:
       return 1 + 4 + 2 + Buffer.byteLength(r.name, "utf8") + 1 + (r.map ? mapSize(r.map) : 0);
+    case RecordType.Pin:
+      return 1 + 4 + 1;
   }
 }
 
@@ -189,6 +197,9 @@ export function encodeRecord(r: MetaRecord, buf: Buffer, off: number): number {
       buf[off++] = r.map ? 1 : 0;
       return r.map ? writeMap(buf, off, r.map) : off;
     }
+    case RecordType.Pin:
+      buf[off] = r.pinned ? 1 : 0;
+      return off + 1;
   }
 }
 
@@ -320,6 +331,12 @@ export function decodeRecord(buf: Buffer, off: number): { record: MetaRecord; ne
       if (!present) return { record: { type, id, name, map: undefined }, next: off };
       const { map, next } = readMap(buf, off, buf.length);
       return { record: { type, id, name, map }, next };
+    }
+    case RecordType.Pin: {
+      need(1);
+      const flag = buf[off]!;
+      if (flag > 1) throw new SnapblockError("CORRUPT", `journal record pins with flag ${flag}`);
+      return { record: { type, id, pinned: flag === 1 }, next: off + 1 };
     }
     default:
       throw new SnapblockError("CORRUPT", `unknown journal record type ${String(type)}`);

@@ -1,11 +1,12 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { isSnapblockError } from "../errors/index.js";
 import {
   PointScheduler,
   Pool,
+  nextTickDelay,
   parseProtectionPolicy,
   pointsToKeep,
   type PointsDeletedEvent,
@@ -50,6 +51,32 @@ async function writeChunk(volume: string, chunk: number, value: number): Promise
 
 function times(volume: string): number[] {
   return pool.listPoints(volume).map((p) => p.createdAt.getTime());
+}
+
+/**
+ * Replaces the pool with one of `poolChunks` chunks holding one volume protected "1s for 1d", and
+ * returns a scheduler on a simulated clock (points may hold a quarter of the free space).
+ */
+async function smallProtectedPool(o: {
+  poolChunks: number;
+  volume: string;
+  volumeChunks: number;
+  spaceCheckMs: number;
+}): Promise<{ clock: { now: number }; scheduler: PointScheduler }> {
+  await pool.close();
+  await rm(join(dir, "pool"), { recursive: true });
+  pool = await openPool(true, o.poolChunks * CS);
+  await pool.createVolume(o.volume, o.volumeChunks * CS);
+  await pool.setProtection(o.volume, "1s for 1d");
+  const clock = { now: Date.UTC(2026, 10, 30, 0, 0, 0) };
+  const scheduler = new PointScheduler({
+    pool,
+    now: () => clock.now,
+    tickMs: 0,
+    maxShareOfFree: 0.25,
+    spaceCheckMs: o.spaceCheckMs,
+  });
+  return { clock, scheduler };
 }
 
 describe("recovery points", () => {
@@ -125,17 +152,10 @@ describe("recovery points", () => {
   });
 
   it("keeps points within their share of free space, oldest first, and frees the space", async () => {
-    await pool.close();
-    await rm(join(dir, "pool"), { recursive: true });
-    pool = await openPool(true, 256 * CS);
-    await pool.createVolume("big", 256 * CS);
-    await pool.setProtection("big", "1s for 1d");
-    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
-    const scheduler = new PointScheduler({
-      pool,
-      now: () => now,
-      tickMs: 0,
-      maxShareOfFree: 0.25,
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 256,
+      volume: "big",
+      volumeChunks: 256,
       spaceCheckMs: 0,
     });
     // Each second rewrites the same 16 chunks: each point keeps 16 chunks nobody else maps.
@@ -144,7 +164,7 @@ describe("recovery points", () => {
       for (let c = 0; c < 16; c++) await writeChunk("big", c, s + 1);
       const report = await scheduler.tick();
       evicted += report.evicted;
-      now += 1000;
+      clock.now += 1000;
       const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // After every tick the points hold at most a quarter of (free + held), or only the newest
@@ -157,7 +177,7 @@ describe("recovery points", () => {
     expect(space[0]!.heldBytes).toBeGreaterThan(space[0]!.budgetBytes!);
     // The oldest went: what is left are the newest points, in one run of seconds.
     const left = times("big");
-    expect(left[left.length - 1]).toBe(now - 1000);
+    expect(left[left.length - 1]).toBe(clock.now - 1000);
     left.forEach((t, i) => expect(t).toBe(left[0]! + i * 1000));
     expect((await pool.check()).problems).toEqual([]);
     // Deleting the points gave their chunks back.
@@ -169,18 +189,11 @@ describe("recovery points", () => {
   });
 
   it("accounts again before the period when free space falls fast, so points cannot fill the pool", async () => {
-    await pool.close();
-    await rm(join(dir, "pool"), { recursive: true });
-    pool = await openPool(true, 512 * CS);
-    await pool.createVolume("hot", 64 * CS);
-    await pool.setProtection("hot", "1s for 1d");
-    let now = Date.UTC(2026, 10, 30, 0, 0, 0);
     // An accounting period far longer than the run: only a fast fall of free space brings one.
-    const scheduler = new PointScheduler({
-      pool,
-      now: () => now,
-      tickMs: 0,
-      maxShareOfFree: 0.25,
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 512,
+      volume: "hot",
+      volumeChunks: 64,
       spaceCheckMs: H,
     });
     // Each second rewrites the whole volume: every point holds 64 chunks only it maps, so
@@ -189,7 +202,7 @@ describe("recovery points", () => {
     for (let s = 0; s < 30; s++) {
       for (let c = 0; c < 64; c++) await writeChunk("hot", c, s + 1);
       evicted += (await scheduler.tick()).evicted;
-      now += 1000;
+      clock.now += 1000;
       const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // Within the share, plus what may fall before the next accounting (half the budget) and
@@ -253,5 +266,200 @@ describe("recovery points", () => {
     expect(isSnapblockError(err, "INVALID_ARGUMENT")).toBe(true);
     expect(pool.getVolume("v").protection).toBe("1s for 1m");
     expect(pointsToKeep(parseProtectionPolicy("1s for 1m")!.tiers, [], 0).size).toBe(0);
+  });
+});
+
+describe("pinned recovery points", () => {
+  it("survive thinning over simulated hours, take no slot of the policy, and survive a reopen", async () => {
+    await pool.createVolume("vol", 64 * CS);
+    await pool.setProtection("vol", "1m for 10m, 10m for 1h");
+    const start = Date.UTC(2026, 10, 30, 0, 0, 0);
+    let now = start;
+    const scheduler = new PointScheduler({ pool, now: () => now, tickMs: 0 });
+    const pointAtMinute = (m: number): string => pool.pointAt("vol", start + m * M).name;
+    let pinnedAt5 = "";
+    for (let minute = 0; minute < 3 * 60; minute++) {
+      now = start + minute * M;
+      await writeChunk("vol", minute % 64, (minute % 250) + 1);
+      expect((await scheduler.tick()).taken).toHaveLength(1);
+      // Exported right after they were taken: minute 5 (the policy keeps it for ten minutes
+      // only) and minute 20 (the first of its ten-minute bucket).
+      if (minute === 5) pinnedAt5 = (await pool.pinPoint(pointAtMinute(5), true)).name;
+      if (minute === 20) expect((await pool.pinPoint(pointAtMinute(20), true)).pinned).toBe(true);
+      if (minute === 40) {
+        // The pinned point of minute 20 holds no slot: minute 21, now the first unpinned point of
+        // that bucket, is the policy's ten-minute point for it.
+        expect(times("vol")).toEqual(
+          [0, 5, 10, 20, 21, 30, ...[31, 32, 33, 34, 35, 36, 37, 38, 39, 40]].map((m) => start + m * M),
+        );
+      }
+    }
+    // At 02:59: the policy's own points are exactly those of the unpinned history (one-minute
+    // points 02:50-02:59, ten-minute points 02:00-02:40), and the two pinned ones besides.
+    const policyOwn = [120, 130, 140, 150, 160, ...Array.from({ length: 10 }, (_, i) => 170 + i)];
+    expect(times("vol")).toEqual([5, 20, ...policyOwn].map((m) => start + m * M));
+    expect(
+      pool
+        .listPoints("vol")
+        .filter((p) => p.pinned)
+        .map((p) => p.createdAt.getTime()),
+    ).toEqual([start + 5 * M, start + 20 * M]);
+    expect((await pool.check()).problems).toEqual([]);
+
+    // The pin is in the durable metadata (journal, then checkpoint).
+    await pool.close();
+    pool = await openPool(false);
+    expect(pool.getSnapshot(pinnedAt5).pinned).toBe(true);
+    expect(times("vol")).toEqual([5, 20, ...policyOwn].map((m) => start + m * M));
+
+    // Unpinned, a point is the policy's again: the next tick thins it away. Idempotent.
+    await pool.pinPoint(pinnedAt5, false);
+    expect((await pool.pinPoint(pinnedAt5, false)).pinned).toBeUndefined();
+    const again = new PointScheduler({ pool, now: () => now, tickMs: 0 });
+    await again.tick();
+    expect(() => pool.getSnapshot(pinnedAt5)).toThrow(/does not exist/);
+    expect((await pool.check()).ok).toBe(true);
+  });
+
+  it("are never deleted for space: the rule deletes only unpinned points", async () => {
+    const { clock, scheduler } = await smallProtectedPool({
+      poolChunks: 256,
+      volume: "big",
+      volumeChunks: 256,
+      spaceCheckMs: 0,
+    });
+    const pinned: string[] = [];
+    let evicted = 0;
+    // Each second rewrites 16 chunks; the first two points are pinned (32 chunks they alone hold).
+    for (let s = 0; s < 20; s++) {
+      for (let c = 0; c < 16; c++) await writeChunk("big", c, s + 1);
+      const report = await scheduler.tick();
+      if (s < 2) pinned.push((await pool.pinPoint(report.taken[0]!, true)).name);
+      evicted += report.evicted;
+      clock.now += 1000;
+    }
+    expect(evicted).toBeGreaterThan(0);
+    // Both pinned points are there, the oldest of the pool, though the rule goes oldest first.
+    const left = pool.listPoints("big");
+    expect(left.slice(0, 2).map((p) => p.name)).toEqual(pinned);
+    expect(left.slice(0, 2).every((p) => p.pinned)).toBe(true);
+    // What the rule counts is the unpinned points' space, within the share after every tick.
+    const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
+    expect(held).toBeLessThanOrEqual(0.25 * (pool.usage().freeBytes + held));
+    // Pinned points cannot be deleted as points at all (what thinning and the rule call).
+    expect(await pool.deletePoints(pinned)).toEqual([]);
+    expect((await pool.check()).problems).toEqual([]);
+  });
+
+  it("go with deleteSnapshot, outlive their volume as snapshots, and refuse what is not a point", async () => {
+    await pool.createVolume("v", 4 * CS);
+    await pool.setProtection("v", "1s for 1m");
+    await writeChunk("v", 0, 1);
+    const a = (await pool.takePoint("v", 1000))!;
+    await writeChunk("v", 0, 2);
+    const b = (await pool.takePoint("v", 2000))!;
+    await writeChunk("v", 0, 3);
+    const c = (await pool.takePoint("v", 3000))!;
+    await pool.pinPoint(a.name, true);
+    await pool.pinPoint(b.name, true);
+    expect(pool.listPoints("v").map((p) => [p.name, p.pinned ?? false])).toEqual([
+      [a.name, true],
+      [b.name, true],
+      [c.name, false],
+    ]);
+    // DeleteSnapshot of a pinned point deletes it (the pin goes with it); a volume restored
+    // from it keeps its content (chunks are counted, not owned).
+    await pool.restoreSnapshot(a.name, "from-a");
+    await pool.deleteSnapshot(a.name);
+    const r = pool.openVolume("from-a");
+    expect((await r.read(0, CS)).every((x) => x === 1)).toBe(true);
+    r.close();
+    expect(() => pool.getSnapshot(a.name)).toThrow(/does not exist/);
+    expect(isSnapblockError(await pool.pinPoint(a.name, true).catch((e: unknown) => e), "NOT_FOUND")).toBe(
+      true,
+    );
+    await pool.createSnapshot("v", "mine");
+    const notPoint = await pool.pinPoint("mine", true).catch((e: unknown) => e);
+    expect(isSnapblockError(notPoint, "INVALID_ARGUMENT")).toBe(true);
+    expect(String(notPoint)).toMatch(/not a recovery point/);
+    // Deleting the volume deletes its points but, like its snapshots, not the pinned one.
+    await pool.deleteVolume("v");
+    expect(pool.listSnapshots().map((s) => [s.name, s.pinned ?? false])).toEqual([
+      [b.name, true],
+      ["mine", false],
+    ]);
+    const h = pool.openSnapshot(b.name);
+    expect((await h.read(0, CS)).every((x) => x === 2)).toBe(true);
+    h.close();
+    expect((await pool.check()).problems).toEqual([]);
+  });
+});
+
+describe("the scheduler's cadence", () => {
+  it("aims at a fixed grid: at most one tick a slot, the next at once when a tick overran its slot", () => {
+    // Slot 10 served, now 10.3 s: wait for 11 s and the aim (50 ms in).
+    expect(nextTickDelay(1000, 10, 10_300)).toBe(750);
+    // A timer that fired a millisecond early is still in its slot.
+    expect(nextTickDelay(1000, 10, 10_049)).toBe(1001);
+    // The tick ended in slot 11, which nobody served: now.
+    expect(nextTickDelay(1000, 10, 11_200)).toBe(0);
+    // A tick of slot 10 that ended in slot 12: one tick now, for slot 12; slot 11, passed over,
+    // is not caught up, and after the tick of slot 12 the next waits for slot 13.
+    expect(nextTickDelay(1000, 10, 12_400)).toBe(0);
+    expect(nextTickDelay(1000, 12, 12_900)).toBe(150);
+    expect(nextTickDelay(100, 7, 750)).toBe(60);
+  });
+
+  it("takes a point every second under slow ticks, where waiting a period after each tick took fewer", async () => {
+    await pool.createVolume("busy", 64 * CS);
+    await pool.setProtection("busy", "1s for 10m");
+    vi.useFakeTimers({
+      toFake: ["setTimeout", "clearTimeout", "Date"],
+      now: Date.UTC(2026, 10, 30, 9, 0, 0, 300),
+    });
+    const run = async (tickCostMs: number): Promise<number[]> => {
+      const scheduler = new PointScheduler({ pool, tickMs: 1000 });
+      const starts: number[] = [];
+      let busy = false;
+      const tick = scheduler.tick.bind(scheduler);
+      // Each tick writes first (so no point is skipped) and costs tickCostMs of the clock.
+      scheduler.tick = async () => {
+        busy = true;
+        starts.push(Date.now());
+        try {
+          await writeChunk("busy", starts.length % 64, (starts.length % 250) + 1);
+          return await tick();
+        } finally {
+          vi.setSystemTime(Date.now() + tickCostMs);
+          busy = false;
+        }
+      };
+      scheduler.start();
+      const end = Date.now() + 60_000;
+      while (Date.now() < end) {
+        await vi.advanceTimersByTimeAsync(10);
+        // The tick's pool I/O is real: let it finish before the clock moves on.
+        for (let i = 0; busy && i < 10_000; i++) await new Promise((r) => setImmediate(r));
+      }
+      await scheduler.stop();
+      return starts;
+    };
+    try {
+      const fast = await run(600);
+      // A tick in every one of the 60 seconds (the first at the first slot after start).
+      expect(fast.length).toBeGreaterThanOrEqual(59);
+      const slots = fast.map((t) => Math.floor(t / 1000));
+      expect(new Set(slots).size).toBe(slots.length);
+      // Ticks that overrun their slot are not caught up: still one a slot at most, never two in a row.
+      const slow = await run(1300);
+      const slowSlots = slow.map((t) => Math.floor(t / 1000));
+      expect(new Set(slowSlots).size).toBe(slowSlots.length);
+      expect(slow.length).toBeGreaterThanOrEqual(40);
+      expect(slow.length).toBeLessThanOrEqual(47);
+      for (let i = 1; i < slow.length; i++) expect(slow[i]! - slow[i - 1]!).toBeGreaterThanOrEqual(1300);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(pool.listPoints("busy").length).toBeGreaterThan(59);
   });
 });

@@ -2,6 +2,7 @@ import { asSnapblockError, type SnapblockError } from "../errors/index.js";
 import { pointsToKeep } from "./point-retention.js";
 import type { Pool } from "./pool.js";
 import { parseProtectionPolicy, type ProtectionPolicy } from "./protection-policy.js";
+import type { SnapshotInfo } from "./types.js";
 
 /**
  * Default share of the pool's free space that recovery points may hold: points may hold at most
@@ -14,7 +15,11 @@ export interface PointSchedulerOptions {
   pool: Pool;
   /** The clock (ms since the epoch); tests pass a simulated one. Default Date.now. */
   now?: () => number;
-  /** How often the scheduler runs by itself, in ms (default 1000; 0: only when tick() is called). */
+  /**
+   * How often the scheduler runs by itself, in ms (default 1000; 0: only when tick() is called).
+   * Ticks aim at a fixed grid of the process's clock (nextTickDelay), not at a period after the
+   * previous tick ended, so a slow tick does not stretch the cadence.
+   */
   tickMs?: number;
   /** Share of the pool's free space points may hold, in (0, 1] (default DEFAULT_POINT_SHARE). */
   maxShareOfFree?: number;
@@ -40,13 +45,38 @@ export interface TickReport {
 }
 
 /**
+ * Where within its slot of the tick grid a tick aims: a little after the slot begins (slots are
+ * whole multiples of the period since the epoch, like the policy's buckets), so that a timer
+ * that fires a millisecond early still lands in the slot it was aimed at.
+ */
+export function tickAimMs(everyMs: number): number {
+  return Math.min(50, everyMs / 10);
+}
+
+/**
+ * How long to wait before the next tick (docs/protection.md, "Taking points"): ticks aim at a
+ * fixed grid, slot k being [k * every, (k + 1) * every) of the clock, at most one tick per slot.
+ * `servedSlot` is the slot of the last tick. A tick that ended in a later slot than the one it
+ * served leaves that slot unserved: the next runs at once (0). Otherwise the next waits for the
+ * aim point of the following slot. Slots passed over entirely by a long tick are skipped, not
+ * caught up: ticks never bunch.
+ */
+export function nextTickDelay(everyMs: number, servedSlot: number, nowMs: number): number {
+  if (Math.floor(nowMs / everyMs) > servedSlot) return 0;
+  return Math.max(0, (servedSlot + 1) * everyMs + tickAimMs(everyMs) - nowMs);
+}
+
+/**
  * Takes and thins recovery points for every volume of a pool with a protection policy
  * (docs/protection.md). On each tick, for each protected volume: a point is due when the clock
  * is in a later bucket of the finest interval than the newest point (buckets aligned to the
  * epoch); a due point is skipped when nothing was written since the newest one (Pool.takePoint);
  * then the points the policy no longer keeps (point-retention.ts) are deleted, metadata only.
- * Last, if all points together hold more than their share of free space, the oldest points of
- * the pool go first (never a volume's newest), and pointsDeleted reports it with reason "space".
+ * Pinned points (Pool.pinPoint: exported as a user's snapshot) are not thinned and do not take a
+ * slot of the policy: the policy's points are chosen among the unpinned ones as if the pinned
+ * did not exist. Last, if all unpinned points together hold more than their share of free
+ * space, the oldest unpinned points of the pool go first (never a volume's newest), and
+ * pointsDeleted reports it with reason "space".
  */
 export class PointScheduler {
   private readonly pool: Pool;
@@ -67,18 +97,26 @@ export class PointScheduler {
     this.share = share;
   }
 
-  /** Runs tick() every tickMs until stop(). */
+  /**
+   * Runs tick() once in every slot of tickMs until stop(), the first in the next slot
+   * (nextTickDelay: a fixed grid of Date.now, whatever clock `now` is).
+   */
   start(): void {
     const every = this.options.tickMs ?? 1000;
     if (every <= 0 || this.timer || this.stopped) return;
+    let served = Math.floor(Date.now() / every);
     const loop = (): void => {
-      this.timer = setTimeout(() => {
-        void this.tick()
-          .catch((err: unknown) => this.options.onError?.("", asSnapblockError(err, "recovery points")))
-          .finally(() => {
-            if (!this.stopped) loop();
-          });
-      }, every);
+      this.timer = setTimeout(
+        () => {
+          served = Math.floor(Date.now() / every);
+          void this.tick()
+            .catch((err: unknown) => this.options.onError?.("", asSnapblockError(err, "recovery points")))
+            .finally(() => {
+              if (!this.stopped) loop();
+            });
+        },
+        nextTickDelay(every, served, Date.now()),
+      );
       this.timer.unref();
     };
     loop();
@@ -130,7 +168,11 @@ export class PointScheduler {
         this.pool.observer.pointTaken?.({ volume, name: point.name });
       } else report.skipped.push(volume);
     }
-    const points = this.pool.listPoints(volume).map((p) => ({ name: p.name, atMs: p.createdAt.getTime() }));
+    // Pinned points are a user's snapshots: the policy keeps its own among the others.
+    const points = this.pool
+      .listPoints(volume)
+      .filter((p) => !p.pinned)
+      .map((p) => ({ name: p.name, atMs: p.createdAt.getTime() }));
     const keep = pointsToKeep(policy.tiers, points, now);
     const drop = points.filter((p) => !keep.has(p)).map((p) => p.name);
     if (drop.length === 0) return;
@@ -149,7 +191,7 @@ export class PointScheduler {
     // Points hold at most what is allocated: when even that fits the share, nothing to do (the
     // common case). Without points, nothing to do either.
     if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return 0;
-    if (!this.pool.listVolumes().some((v) => this.pool.listPoints(v.name).length > 1)) return 0;
+    if (!this.pool.listVolumes().some((v) => this.evictable(v.name).length > 0)) return 0;
     const every = this.options.spaceCheckMs ?? 10_000;
     const last = this.lastSpaceCheck;
     // Free space falling fast does not wait for the period: under a heavy random-write load every
@@ -191,11 +233,18 @@ export class PointScheduler {
     return evicted;
   }
 
+  /** Points of a volume the space rule may delete: unpinned, and not the volume's newest. */
+  private evictable(volume: string): SnapshotInfo[] {
+    return this.pool
+      .listPoints(volume)
+      .slice(0, -1)
+      .filter((p) => !p.pinned);
+  }
+
   private oldestEvictable(): { name: string; volume: string } | undefined {
     let best: { name: string; volume: string; at: number } | undefined;
     for (const vol of this.pool.listVolumes()) {
-      const points = this.pool.listPoints(vol.name);
-      for (const p of points.slice(0, -1)) {
+      for (const p of this.evictable(vol.name)) {
         const at = p.createdAt.getTime();
         if (!best || at < best.at) best = { name: p.name, volume: vol.name, at };
       }

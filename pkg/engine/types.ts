@@ -88,6 +88,8 @@ export interface SnapshotInfo {
   pending?: PendingInfo;
   /** A recovery point (taken on the volume's protection policy), not a user's snapshot. */
   point?: boolean;
+  /** A pinned recovery point (Pool.pinPoint): exported as a user's snapshot, never thinned. */
+  pinned?: boolean;
 }
 
 /**

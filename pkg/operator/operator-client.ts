@@ -4,7 +4,9 @@ import type {
   WireDescribeSnapshotResponse,
   WireExport,
   WireGetInfoResponse,
+  WireListPinnedPointsResponse,
   WireListVolumeStatesResponse,
+  WireSetPointPinnedResponse,
   WireStopExportResponse,
 } from "./operator-messages.js";
 import { loadOperatorProto } from "./operator-proto.js";
@@ -39,6 +41,14 @@ export class OperatorClient {
 
   stopExport(target: { volumeId: string } | { snapshotId: string }): Promise<WireStopExportResponse> {
     return callCsi(this.client, "StopExport", target);
+  }
+
+  setPointPinned(snapshotId: string, pinned: boolean): Promise<WireSetPointPinnedResponse> {
+    return callCsi(this.client, "SetPointPinned", { snapshotId, pinned });
+  }
+
+  listPinnedPoints(volumeId: string): Promise<WireListPinnedPointsResponse> {
+    return callCsi(this.client, "ListPinnedPoints", { volumeId });
   }
 
   close(): void {

@@ -51,3 +51,20 @@ export interface WireStopExportRequest {
 export interface WireStopExportResponse {
   stopped: boolean;
 }
+
+export interface WireSetPointPinnedRequest {
+  snapshotId: string;
+  pinned: boolean;
+}
+
+export interface WireSetPointPinnedResponse {
+  pinned: boolean;
+}
+
+export interface WireListPinnedPointsRequest {
+  volumeId: string;
+}
+
+export interface WireListPinnedPointsResponse {
+  snapshotIds: string[];
+}

@@ -1,5 +1,5 @@
 import type { ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
-import { SnapblockError } from "../errors/index.js";
+import { SnapblockError, isSnapblockError } from "../errors/index.js";
 import {
   RAW_USE_META,
   parseResourceId,
@@ -7,6 +7,7 @@ import {
   volumeFacts,
   type NodeEngine,
 } from "../csi/index.js";
+import type { EnginePointPins } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
 import { unary, type CallScope } from "../rpc/index.js";
 import type { DataPathExport, ExportKind, NodeDataPath } from "./data-path.js";
@@ -15,7 +16,11 @@ import type {
   WireDescribeSnapshotResponse,
   WireExport,
   WireGetInfoResponse,
+  WireListPinnedPointsRequest,
+  WireListPinnedPointsResponse,
   WireListVolumeStatesResponse,
+  WireSetPointPinnedRequest,
+  WireSetPointPinnedResponse,
   WireStartExportRequest,
   WireStopExportRequest,
   WireStopExportResponse,
@@ -25,8 +30,11 @@ import { loadOperatorProto } from "./operator-proto.js";
 import { volumeUse } from "./volume-state.js";
 
 export interface OperatorServiceOptions {
-  /** The node's pool (in-process): volumes, snapshots, and the record of a volume's raw use. */
-  engine: NodeEngine;
+  /**
+   * The node's pool (in-process): volumes, snapshots, the record of a volume's raw use, and the
+   * pins of recovery points exported to Kubernetes.
+   */
+  engine: NodeEngine & EnginePointPins;
   dataPath: NodeDataPath;
   /** Absolute directory under which `snapblock volume attach` stages volumes (GetInfo). */
   attachDir: string;
@@ -56,6 +64,8 @@ export class OperatorService {
       DescribeSnapshot: unary("DescribeSnapshot", quiet, this.describeSnapshot.bind(this)),
       StartExport: unary("StartExport", log, this.startExport.bind(this)),
       StopExport: unary("StopExport", log, this.stopExport.bind(this)),
+      SetPointPinned: unary("SetPointPinned", log, this.setPointPinned.bind(this)),
+      ListPinnedPoints: unary("ListPinnedPoints", quiet, this.listPinnedPoints.bind(this)),
     };
   }
 
@@ -121,6 +131,35 @@ export class OperatorService {
     const { kind, id } = exportTarget(req);
     const engineName = this.engineName(id, `${kind}_id`, kind, scope);
     return { stopped: await this.options.dataPath.stopExport(kind, engineName) };
+  }
+
+  async setPointPinned(
+    req: WireSetPointPinnedRequest,
+    scope: CallScope,
+  ): Promise<WireSetPointPinnedResponse> {
+    const name = this.engineName(req.snapshotId, "snapshot_id", "snapshot", scope);
+    try {
+      return { pinned: (await this.options.engine.pinPoint(name, req.pinned)).pinned === true };
+    } catch (err) {
+      if (isSnapblockError(err, "NOT_FOUND"))
+        throw new SnapblockError(
+          "NOT_FOUND",
+          `recovery point ${JSON.stringify(req.snapshotId)} does not exist (thinned by its policy, or deleted)`,
+          { cause: err },
+        );
+      throw err;
+    }
+  }
+
+  async listPinnedPoints(
+    req: WireListPinnedPointsRequest,
+    scope: CallScope,
+  ): Promise<WireListPinnedPointsResponse> {
+    const volume = this.engineName(req.volumeId, "volume_id", "volume", scope);
+    const { items } = await this.options.engine.listSnapshots();
+    return {
+      snapshotIds: items.filter((s) => s.pinned && s.sourceVolume === volume).map((s) => this.id(s.name)),
+    };
   }
 
   private id(engineName: string): string {

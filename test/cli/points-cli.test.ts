@@ -28,6 +28,7 @@ interface Point {
   time: string;
   sizeBytes: number;
   exclusiveBytes?: number;
+  pinned?: boolean;
 }
 const points = async (volume: string): Promise<Point[]> =>
   JSON.parse(await ok("volume", "points", volume, "--json")) as Point[];
@@ -75,7 +76,8 @@ describe("recovery points with the CLI", () => {
       /protection:\s+1s for 10m, 1m for 1h \(\d+ recovery point\(s\); snapblock volume points\)/,
     );
     const table = await ok("volume", "points", "local/guarded");
-    expect(table).toMatch(/^TIME\s+POINT ID\s+EXCLUSIVE/);
+    expect(table).toMatch(/^TIME\s+POINT ID\s+EXCLUSIVE\s+PINNED/);
+    expect(first.pinned).toBe(false);
     expect(table).toContain(first.snapshotId);
     // `snapshot list` leaves points out unless asked, and says so.
     const snaps = await cli("snapshot", "list", "--volume", "local/guarded");
@@ -92,18 +94,33 @@ describe("recovery points with the CLI", () => {
     const unknown = await cli("volume", "points", "local/nope");
     expect(unknown.code).not.toBe(0);
     expect(unknown.stderr).toMatch(/NOT_FOUND/);
-    // The objects that make the point a VolumeSnapshot in Kubernetes.
-    const yaml = await ok(
-      "volume",
-      "points",
-      "local/guarded",
-      "--at",
-      first.time,
-      "--kubernetes",
-      "--namespace",
-      "apps",
-    );
+    const toKubernetes = (...more: string[]) =>
+      cli("volume", "points", "local/guarded", "--at", first.time, "--kubernetes", ...more);
+    // A bad object name is refused before anything is pinned.
+    const badName = await toKubernetes("--name", "Bad_Name");
+    expect(badName.code).toBe(2);
+    // The objects that make the point a VolumeSnapshot in Kubernetes; the point is pinned.
+    const exported = await toKubernetes("--namespace", "apps");
+    expect(exported.code).toBe(0);
+    expect(exported.stderr).toContain(`pinned recovery point ${first.snapshotId}`);
+    const yaml = exported.stdout;
+    expect(yaml).toContain("deletionPolicy: Delete");
     expect(yaml).toContain(`snapshotHandle: "${first.snapshotId}"`);
+    expect((await points("local/guarded")).find((p) => p.snapshotId === first.snapshotId)?.pinned).toBe(true);
+    // The table marks it.
+    const table2 = await ok("volume", "points", "local/guarded");
+    expect(table2.split("\n").find((l) => l.includes(first.snapshotId))).toMatch(/\sPINNED$/);
+    // Released by volume unpin (by VOLUME@TIME or by id), idempotently.
+    expect(await ok("volume", "unpin", `local/guarded@${first.time}`)).toMatch(
+      /is not pinned: its policy may thin it/,
+    );
+    expect(JSON.parse(await ok("volume", "unpin", first.snapshotId, "--json"))).toEqual({
+      snapshotId: first.snapshotId,
+      pinned: false,
+    });
+    const notPoint = await cli("volume", "unpin", "local/guarded");
+    expect(notPoint.code).toBe(2);
+    expect(notPoint.stderr).toMatch(/neither VOLUME_ID@TIME nor a recovery point id/);
     expect(yaml).toContain('driver: "csi.snapblock.dev"');
     expect(yaml).toMatch(/kind: VolumeSnapshot\n[\s\S]*namespace: "apps"[\s\S]*volumeSnapshotContentName:/);
     expect(await ok("volume", "protect", "local/guarded", "--policy", "off")).toMatch(

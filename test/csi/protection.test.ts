@@ -1,6 +1,7 @@
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi } from "../../pkg/csi/index.js";
+import { OperatorClient } from "../../pkg/operator/index.js";
 import { BLOCK, MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
 
@@ -30,11 +31,22 @@ async function listSnapshots(sourceVolumeId: string): Promise<SnapshotOut[]> {
 
 /** Polls (the scheduler runs once a second) until the volume has a point, for at most 20 s. */
 async function firstPoint(volumeId: string): Promise<SnapshotOut> {
+  return pointWhere(volumeId, () => true);
+}
+
+async function pointIds(volumeId: string): Promise<string[]> {
+  return (await listSnapshots(volumeId)).map((s) => s.snapshotId).filter((id) => id.includes("/rp--"));
+}
+
+/** Polls until the volume has a point that `test` accepts, for at most 20 s. */
+async function pointWhere(volumeId: string, test: (id: string) => boolean): Promise<SnapshotOut> {
   const until = Date.now() + 20_000;
   for (;;) {
-    const point = (await listSnapshots(volumeId)).find((s) => s.snapshotId.includes("/rp--"));
+    const point = (await listSnapshots(volumeId)).find(
+      (s) => s.snapshotId.includes("/rp--") && test(s.snapshotId),
+    );
     if (point) return point;
-    if (Date.now() > until) throw new Error(`no recovery point of ${volumeId} within 20 s`);
+    if (Date.now() > until) throw new Error(`no such recovery point of ${volumeId} within 20 s`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
@@ -165,4 +177,80 @@ describe("protection through CSI", () => {
     });
     expect((await validate({ [KEY]: "off" })).confirmed).not.toBeNull();
   });
+
+  it(
+    "keeps a pinned point from thinning until DeleteSnapshot deletes it, idempotently",
+    { timeout: 90_000 },
+    async () => {
+      const operator = new OperatorClient(local.socketPath);
+      try {
+        const { volume } = await createVolume(controller(), {
+          name: "pvc-pinned",
+          volumeCapabilities: [BLOCK],
+          capacityRange: { requiredBytes: MiB },
+          parameters: { [KEY]: "1s for 2s" },
+        });
+        const pinned = await firstPoint(volume.volumeId);
+        expect(await operator.setPointPinned(pinned.snapshotId, true)).toEqual({ pinned: true });
+        expect(await operator.setPointPinned(pinned.snapshotId, true)).toEqual({ pinned: true });
+        expect(await operator.listPinnedPoints(volume.volumeId)).toEqual({
+          snapshotIds: [pinned.snapshotId],
+        });
+        // A volume that grows differs from its points: each expand brings a new one. The policy
+        // keeps only points younger than 2 s besides the newest: the unpinned second point goes,
+        // the pinned first one stays.
+        const grow = (bytes: number) =>
+          callCsi(controller(), "ControllerExpandVolume", {
+            volumeId: volume.volumeId,
+            capacityRange: { requiredBytes: bytes },
+            volumeCapability: BLOCK,
+          });
+        await grow(2 * MiB);
+        const second = await pointWhere(volume.volumeId, (id) => id !== pinned.snapshotId);
+        await grow(3 * MiB);
+        const third = await pointWhere(
+          volume.volumeId,
+          (id) => id !== pinned.snapshotId && id !== second.snapshotId,
+        );
+        const until = Date.now() + 20_000;
+        while ((await pointIds(volume.volumeId)).includes(second.snapshotId)) {
+          if (Date.now() > until) throw new Error(`point ${second.snapshotId} was not thinned within 20 s`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+        expect(await pointIds(volume.volumeId)).toEqual([pinned.snapshotId, third.snapshotId]);
+
+        // A volume restored from it is independent of it (it shares chunks, counted).
+        const restored = await createVolume(controller(), {
+          name: "pvc-from-pinned",
+          volumeCapabilities: [BLOCK],
+          volumeContentSource: { snapshot: { snapshotId: pinned.snapshotId } },
+        });
+        // Deleting the volume deletes its points but not the pinned one: a volume's snapshots outlive it.
+        await callCsi(controller(), "DeleteVolume", { volumeId: volume.volumeId });
+        const all = async () =>
+          (
+            await callCsi<{ entries: Array<{ snapshot: SnapshotOut }> }>(controller(), "ListSnapshots", {})
+          ).entries.map((e) => e.snapshot.snapshotId);
+        expect(await all()).toContain(pinned.snapshotId);
+        expect(await all()).not.toContain(third.snapshotId);
+
+        // What csi-snapshotter sends when the VolumeSnapshotContent (deletionPolicy Delete) goes:
+        // the point is deleted with its pin; a second call is OK (CSI spec).
+        for (let i = 0; i < 2; i++)
+          expect(await callCsi(controller(), "DeleteSnapshot", { snapshotId: pinned.snapshotId })).toEqual(
+            {},
+          );
+        expect(await all()).not.toContain(pinned.snapshotId);
+        const gone = await failureCode(operator.setPointPinned(pinned.snapshotId, false));
+        expect(gone.code).toBe(status.NOT_FOUND);
+        expect(gone.details).toMatch(/thinned by its policy, or deleted/);
+        const got = await callCsi<{ volume: { volumeId: string } }>(controller(), "ControllerGetVolume", {
+          volumeId: restored.volume.volumeId,
+        });
+        expect(got.volume.volumeId).toBe(restored.volume.volumeId);
+      } finally {
+        operator.close();
+      }
+    },
+  );
 });

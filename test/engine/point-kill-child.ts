@@ -4,7 +4,8 @@
  * keeps writing to two protected volumes, and prints a JSON line for every point taken once its
  * take has returned (the point is committed then; stdout to a pipe is synchronous on Linux, so a
  * printed point was durable before any kill). The scheduler's clock runs SPEED times faster than
- * the real one from `clockStart`, so a second of policy time passes in 1/SPEED s.
+ * the real one from `clockStart`, so a second of policy time passes in 1/SPEED s. Now and then it
+ * pins a listed point (as `snapblock volume points --kubernetes` does) and prints it once pinned.
  * Usage: point-kill-child.ts <pool-dir> <seed> <clock-start-ms> <policy> [create]
  */
 import { PointScheduler, Pool, Prng, type EngineObserver } from "../../pkg/engine/index.js";
@@ -52,7 +53,21 @@ setInterval(() => {
 const g = new Prng(Number(seedArg));
 const handles = VOLUMES.map((v) => pool.openVolume(v));
 const block = Buffer.alloc(CHUNK);
+let pins = 0;
 for (let i = 0; ; i++) {
+  if (i % 150 === 149 && pins < 3) {
+    const volume = VOLUMES[g.int(VOLUMES.length)]!;
+    const candidates = pool.listPoints(volume).filter((p) => !p.pinned);
+    const point = candidates[g.int(candidates.length)];
+    if (point) {
+      // Thinned meanwhile (NOT_FOUND): another one next time.
+      const pinned = await pool.pinPoint(point.name, true).catch(() => undefined);
+      if (pinned) {
+        pins++;
+        print({ pinned: pinned.name, volume, at: pinned.createdAt.getTime() });
+      }
+    }
+  }
   const h = handles[g.int(handles.length)]!;
   block.fill(g.int(255) + 1);
   await h.write(g.int(VOLUME_BYTES / CHUNK) * CHUNK, block);

@@ -15,8 +15,10 @@ import { Pool, Prng, parseProtectionPolicy, pointsToKeep } from "../../pkg/engin
  * the consistency check is clean, the policies are still set, every point printed (by the
  * scheduler once taken, or seen in the pool's listing, which `snapblock volume points` reads) that
  * the policy would still keep at the moment of the kill is there, and no point appears that was not printed
- * except the one take a kill may interrupt (per volume, newer than every printed one). The same
- * pool goes through POINT_KILLS kills (default 6; set more for the long campaign).
+ * except the one take a kill may interrupt (per volume, newer than every printed one). Every point
+ * the child printed as pinned is there and still pinned, however old (pinning is durable, and
+ * thinning leaves pinned points). The same pool goes through POINT_KILLS kills (default 6; set
+ * more for the long campaign).
  */
 const KILLS = Number(process.env.POINT_KILLS ?? 6);
 /** Must match point-kill-child.ts. */
@@ -35,6 +37,8 @@ interface Generation {
   taken: Map<string, { volume: string; at: number }>;
   /** Points seen in the pool's listing, by name (a user listing them must find them again). */
   listed: Map<string, { volume: string; at: number }>;
+  /** Points printed as pinned (the pin returned), by name. */
+  pinned: Map<string, { volume: string; at: number }>;
   thinned: number;
   /** The child's clock when it was killed (an upper bound: read after it died). */
   clockAtKill: number;
@@ -53,7 +57,13 @@ function runChild(o: {
     const args = ["--import", "tsx", child, o.poolDir, String(o.seed), String(o.clockStart), POLICY];
     if (o.create) args.push("create");
     const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const gen: Generation = { taken: new Map(), listed: new Map(), thinned: 0, clockAtKill: 0 };
+    const gen: Generation = {
+      taken: new Map(),
+      listed: new Map(),
+      pinned: new Map(),
+      thinned: 0,
+      clockAtKill: 0,
+    };
     let start: { realStart: number; clockStart: number } | undefined;
     let stderr = "";
     let killed = false;
@@ -70,10 +80,12 @@ function runChild(o: {
         reason?: string;
         error?: string;
         listed?: [string, string, number][];
+        pinned?: string;
       };
       for (const [name, volume, at] of msg.listed ?? []) gen.listed.set(name, { volume, at });
       if (msg.ready) start = { realStart: msg.realStart!, clockStart: msg.clockStart! };
       if (msg.taken) gen.taken.set(msg.taken, { volume: msg.volume!, at: msg.at! });
+      if (msg.pinned) gen.pinned.set(msg.pinned, { volume: msg.volume!, at: msg.at! });
       if (msg.deleted && msg.reason === "thinning") gen.thinned += msg.deleted;
       if (msg.error) reject(new Error(`the child's scheduler failed: ${msg.error}`));
       if (!killed && gen.taken.size >= o.points) {
@@ -103,10 +115,14 @@ describe("recovery points under SIGKILL", () => {
       const g = new Prng(1414);
       /** Every point ever printed or found, by name: volume and stamp. */
       const known = new Map<string, { volume: string; at: number }>();
+      /** Every point printed as pinned. */
+      const pinned = new Map<string, { volume: string; at: number }>();
       let clock = Date.UTC(2026, 11, 1, 6, 0, 0);
       let printed = 0;
       let thinned = 0;
       let interrupted = 0;
+      /** Pinned points found at a reopen that the policy alone would have thinned by then. */
+      let keptByPin = 0;
       for (let k = 0; k < KILLS; k++) {
         const gen = await runChild({
           poolDir,
@@ -119,6 +135,7 @@ describe("recovery points under SIGKILL", () => {
         printed += gen.taken.size;
         thinned += gen.thinned;
         for (const [name, p] of [...gen.listed, ...gen.taken]) known.set(name, p);
+        for (const [name, p] of gen.pinned) pinned.set(name, p);
         const pool = await Pool.open({ dir: poolDir, autoCommitMs: 0 });
         try {
           const where = `kill ${k}`;
@@ -152,6 +169,16 @@ describe("recovery points under SIGKILL", () => {
               .map(([name, p]) => ({ name, atMs: p.at }));
             for (const p of pointsToKeep(tiers, all, gen.clockAtKill))
               expect(names.has(p.name), `${where}: point ${p.name} of ${volume} lost`).toBe(true);
+            // Every pinned point is there, pinned, whatever its age: thinning leaves it, and the
+            // pin was durable when the child printed it. (The check above stays true: pinned
+            // points take no slot of the policy, so it keeps at least what it kept without them.)
+            const policyKeeps = new Set([...pointsToKeep(tiers, all, gen.clockAtKill)].map((p) => p.name));
+            for (const [name, p] of pinned) {
+              if (p.volume !== volume) continue;
+              if (!policyKeeps.has(name)) keptByPin++;
+              expect(names.has(name), `${where}: pinned point ${name} of ${volume} lost`).toBe(true);
+              expect(pool.getSnapshot(name).pinned, `${where}: ${name} not pinned any more`).toBe(true);
+            }
             // Every point is readable.
             for (const p of recovered) {
               const h = pool.openSnapshot(p.name);
@@ -167,8 +194,9 @@ describe("recovery points under SIGKILL", () => {
       // The campaign did what it is for: points were taken and thinned across the kills.
       expect(printed).toBeGreaterThan(KILLS * 2);
       expect(thinned).toBeGreaterThan(0);
+      expect(keptByPin).toBeGreaterThan(0);
       console.log(
-        `point kill campaign: ${KILLS} kills, ${printed} points printed, ${thinned} thinned, ${interrupted} interrupted takes found`,
+        `point kill campaign: ${KILLS} kills, ${printed} points printed, ${thinned} thinned, ${pinned.size} pinned (found ${keptByPin} times past their policy), ${interrupted} interrupted takes found`,
       );
     },
   );
