@@ -31,6 +31,7 @@ describe("snapblock local flags", () => {
       pathRoots: [],
       maxVolumes: 0,
       attach: "auto",
+      nbdDeadConnTimeoutSeconds: 120,
       dataIo: "buffered",
       deviceSeries: 100,
       pluginName: "csi.snapblock.dev",

@@ -182,9 +182,10 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
 
   /**
    * After a restart of the data plane: serve again the exports of the attachments recorded on this
-   * node, so that their devices can reconnect (nbd-client) or be re-attached by the node plugin's
-   * next stage. A device whose NBD connection died with the old process is logged as broken,
-   * with what to do; NodeGetVolumeStats and `volume list` say the same.
+   * node, so that their devices can reconnect (kernel nbd through the netlink helper: reconnected
+   * here) or be re-attached by the node plugin's next stage. A device whose NBD connection died
+   * with the old process and cannot be reconnected is logged as broken, with what to do;
+   * NodeGetVolumeStats and `volume list` say the same.
    */
   async resume(): Promise<void> {
     const a = this.options.attacher;
@@ -192,6 +193,14 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
     for (const attachment of await a.list()) {
       try {
         await this.ensureExport(attachment.exportName);
+        if (a.reconnect !== undefined) {
+          const result = await a.reconnect(attachment.key);
+          if (result.reconnected)
+            this.options.logger.info("reconnected a staged volume's kernel nbd device after restart", {
+              volume: attachment.exportName,
+              detail: result.message,
+            });
+        }
         const now = (await a.find(attachment.key, { probeIo: true })) ?? attachment;
         if (now.health === "ok") {
           this.options.logger.info("re-exported a staged volume after restart; its device answers I/O", {
