@@ -29,6 +29,7 @@ export {
   NbdNetlinkHelper,
   bundledNbdNetlinkHelper,
   findNbdNetlinkHelper,
+  parseHelperOutput,
 } from "./nbd-netlink.js";
 export {
   NbdfuseLoopAttacher,

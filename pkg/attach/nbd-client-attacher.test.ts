@@ -247,7 +247,7 @@ function fakeNetlinkKernel(options: { exportBytes: number; busy?: number; failRe
     });
     const index = Number(flag(o.args, "--index"));
     const block = path.join(sysfs, "block", `nbd${index}`);
-    switch (o.args[0]) {
+    switch (o.args[0] ?? "") {
       case "connect":
         if (index === options.busy) return result(4, "", `connect nbd${index}: the device is busy`);
         configured.add(index);
@@ -388,7 +388,7 @@ describe("NbdClientAttacher through snapblock-nbd-netlink (fake kernel)", () => 
     const restarted = netlinkAttacher(kernel.runner);
     const result = await restarted.reconnect("vol-1");
     expect(result.reconnected).toBe(false);
-    expect(result.message).toMatch(/no longer holds its configuration.*unstage the volume/);
+    expect(result.message).toMatch(/no longer holds its configuration.*I\/O on it fails/);
     expect(kernel.calls.at(-1)?.[1]).toBe("status");
     const found = await restarted.find("vol-1");
     expect(found).toMatchObject({ health: "broken", problems: [result.message] });
@@ -404,7 +404,7 @@ describe("NbdClientAttacher through snapblock-nbd-netlink (fake kernel)", () => 
     const result = await restarted.reconnect("vol-1");
     expect(result).toMatchObject({
       reconnected: false,
-      message: /Connection refused.*delete the pods using it/,
+      message: /Connection refused.*I\/O on it fails/,
     });
     expect((await restarted.find("vol-1"))?.health).toBe("broken");
     // Heal: unstage (detach) + stage (attach) gives a healthy device again.

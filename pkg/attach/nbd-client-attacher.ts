@@ -189,7 +189,7 @@ export class NbdClientAttacher implements BlockAttacher {
       const helper = this.helper!;
       const nbd = record.nbd!;
       const failed = (why: string): ReconnectResult => {
-        const problem = `nbd${nbd.index} could not be reconnected to its export after the data plane restarted (${why}); I/O on it fails: ${HEAL}`;
+        const problem = `nbd${nbd.index} could not be reconnected to its export after the data plane restarted (${why}), so I/O on it fails`;
         this.restartProblems.set(key, problem);
         return { reconnected: false, message: problem };
       };
@@ -417,9 +417,6 @@ export class NbdClientAttacher implements BlockAttacher {
   }
 }
 
-const HEAL =
-  "unpublish and unstage the volume, then stage and publish it again (Kubernetes: delete the pods using it)";
-
 export type ReconnectPlan =
   | { action: "reconnect" }
   /** Nothing to do here: find() already reports what is wrong (or nothing is). */
@@ -449,13 +446,13 @@ export function planReconnect(
   if (nbd.via !== "netlink") {
     return {
       action: "broken",
-      problem: `nbd${nbd.index} was attached with nbd-client, which cannot reconnect: its connection ended with the previous data plane and I/O on it fails; ${HEAL}`,
+      problem: `nbd${nbd.index} was attached with nbd-client, which cannot reconnect: its connection ended with the previous data plane, so I/O on it fails`,
     };
   }
   if (!found.helperAvailable) {
     return {
       action: "broken",
-      problem: `nbd${nbd.index} was attached through ${NBD_NETLINK_HELPER}, which this data plane cannot find, so it cannot be reconnected and I/O on it fails once its dead-connection timeout is over; install the helper (native/nbd-netlink/build.sh), or ${HEAL}`,
+      problem: `nbd${nbd.index} was attached through ${NBD_NETLINK_HELPER}, which this data plane cannot find (native/nbd-netlink/build.sh builds it), so it cannot be reconnected and I/O on it fails once its dead-connection timeout is over`,
     };
   }
   return { action: "reconnect" };
