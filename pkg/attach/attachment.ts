@@ -79,7 +79,16 @@ export interface BlockAttacher {
    * to its export, which must be served again first. Does not throw for a device that cannot be
    * reconnected: says why, and find() reports the attachment broken from then on.
    */
-  reconnect?(key: string): Promise<ReconnectResult>;
+  reconnect?(key: string, options?: ReconnectOptions): Promise<ReconnectResult>;
+}
+
+export interface ReconnectOptions {
+  /**
+   * How long the server was gone (the previous data plane's last sign of life until now), when
+   * known: a device that waited longer than its dead-connection timeout failed I/O meanwhile,
+   * so the filesystem on it may have seen errors, and it is reported broken even once reconnected.
+   */
+  awayMs?: number;
 }
 
 export interface ReconnectResult {

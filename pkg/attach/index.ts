@@ -13,6 +13,7 @@ export {
   type AttachmentHealth,
   type BlockAttacher,
   type FindOptions,
+  type ReconnectOptions,
   type ReconnectResult,
 } from "./attachment.js";
 export { chooseAttacher, type ChooseAttacherOptions, type ChosenAttacher } from "./choose-attacher.js";

@@ -380,6 +380,24 @@ describe("NbdClientAttacher through snapblock-nbd-netlink (fake kernel)", () => 
     expect(await fs.readdir(path.join(dir, "state"))).toEqual([]);
   });
 
+  it("reconnects, but reports broken, a device that waited longer than its dead-connection timeout", async () => {
+    const kernel = fakeNetlinkKernel({ exportBytes: 64 * MiB });
+    await netlinkAttacher(kernel.runner).attach(request());
+    const restarted = netlinkAttacher(kernel.runner);
+    expect(await restarted.reconnect("vol-1", { awayMs: 119_000 })).toMatchObject({
+      reconnected: true,
+      message: /new connection/,
+    });
+    expect((await restarted.find("vol-1"))?.health).toBe("ok");
+    const result = await restarted.reconnect("vol-1", { awayMs: 300_000 });
+    expect(result).toEqual({
+      reconnected: true,
+      message:
+        "nbd0 was reconnected, but the data plane was away about 300 s, longer than its dead-connection timeout (120 s): I/O on it failed meanwhile and the filesystem on it may have recorded errors",
+    });
+    expect(await restarted.find("vol-1")).toMatchObject({ health: "broken", problems: [result.message] });
+  });
+
   it("reports broken, with what to do, when the kernel dropped the device's configuration meanwhile", async () => {
     const kernel = fakeNetlinkKernel({ exportBytes: 64 * MiB });
     await netlinkAttacher(kernel.runner).attach(request());

@@ -28,6 +28,7 @@ import {
   type Attachment,
   type BlockAttacher,
   type FindOptions,
+  type ReconnectOptions,
   type ReconnectResult,
 } from "./attachment.js";
 import { assertSocket, cleanupFailedAttach, recordMatches, toAttachment } from "./attach-steps.js";
@@ -169,7 +170,7 @@ export class NbdClientAttacher implements BlockAttacher {
    * caller serves again first). A device that cannot be reconnected is reported broken by find()
    * with what to do.
    */
-  async reconnect(key: string): Promise<ReconnectResult> {
+  async reconnect(key: string, options: ReconnectOptions = {}): Promise<ReconnectResult> {
     assertAttachmentKey(key);
     return this.locks.run(key, async () => {
       const record = await this.store.read(key);
@@ -205,6 +206,14 @@ export class NbdClientAttacher implements BlockAttacher {
         });
       } catch (err) {
         return failed((err as Error).message);
+      }
+      const timeout = nbd.deadConnTimeoutSeconds;
+      if (options.awayMs !== undefined && timeout !== undefined && options.awayMs > timeout * 1000) {
+        // Reconnected, but the kernel failed I/O once the timeout was over: what sits on the
+        // device may have seen errors, which only a person (or a fresh stage) should judge.
+        const problem = `nbd${nbd.index} was reconnected, but the data plane was away about ${Math.round(options.awayMs / 1000)} s, longer than its dead-connection timeout (${timeout} s): I/O on it failed meanwhile and the filesystem on it may have recorded errors`;
+        this.restartProblems.set(key, problem);
+        return { reconnected: true, message: problem };
       }
       this.restartProblems.delete(key);
       return {

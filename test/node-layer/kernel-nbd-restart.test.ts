@@ -127,6 +127,7 @@ describe.skipIf("skip" in built)("data plane restart with kernel nbd (played ker
     const kernel = playedKernel(helper());
     const log: string[] = [];
     const first = startDataPlane(helper(), kernel.runner, log);
+    await first.watchHealth(60_000); // its first look writes the heartbeat
     const attached = await first.attach({ engineName: "vol-a", label: "pvc-a" });
     expect(attached).toMatchObject({ health: "ok", devicePath: path.join(dir, "dev", "nbd0") });
     const socketPath = kernel.calls[0]![kernel.calls[0]!.indexOf("--unix") + 1];
@@ -144,6 +145,25 @@ describe.skipIf("skip" in built)("data plane restart with kernel nbd (played ker
     expect(second.attachmentProblem("vol-a")).toBeUndefined();
     // (attachments() would also list the device's mounts, which needs a real device node.)
     expect(await second.find("vol-a")).toMatchObject({ health: "ok", problems: [] });
+  });
+
+  it("reconnects but reports broken when the data plane was away longer than the dead-connection timeout", async () => {
+    const kernel = playedKernel(helper());
+    const log: string[] = [];
+    const first = startDataPlane(helper(), kernel.runner, log);
+    await first.watchHealth(60_000);
+    await first.attach({ engineName: "vol-a", label: "pvc-a" });
+    await killFirst();
+    // Its last heartbeat was 5 minutes ago: the kernel failed I/O on nbd0 after 120 s of waiting.
+    const then = new Date(Date.now() - 300_000);
+    await fs.utimes(path.join(dir, "nbd", "dataplane.alive"), then, then);
+
+    const second = startDataPlane(helper(), kernel.runner, log);
+    await second.resume();
+    expect(kernel.calls.at(-1)?.[0]).toBe("reconfigure");
+    expect(second.attachmentProblem("vol-a")).toMatch(
+      /^nbd0 was reconnected, but the data plane was away about 30\d s, longer than its dead-connection timeout \(120 s\)/,
+    );
   });
 
   it("reports broken, with what to do, when the kernel let go of the device meanwhile", async () => {
