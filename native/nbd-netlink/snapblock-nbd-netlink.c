@@ -486,27 +486,27 @@ static int cmd_reconfigure(const struct options *o) {
   return 0;
 }
 
-static int cmd_disconnect(const struct options *o) {
-  need(o->index >= 0, "disconnect", "--index N");
+/* A command about one device, by index; the kernel's answer's attributes go to on_reply. */
+static void device_command(const struct options *o, uint8_t cmd, const char *name, reply_fn on_reply,
+                           void *ctx) {
+  need(o->index >= 0, name, "--index N");
   int nl = genl_socket();
   struct msg m;
-  msg_init(&m, nbd_family(nl), NBD_CMD_DISCONNECT, NBD_GENL_VERSION);
+  msg_init(&m, nbd_family(nl), cmd, NBD_GENL_VERSION);
   put_u32(&m, NBD_ATTR_INDEX, (uint32_t)o->index);
-  int err = transact(nl, &m, NULL, NULL);
-  if (err != 0) fail_device(err, "disconnect", o->index);
+  int err = transact(nl, &m, on_reply, ctx);
+  if (err != 0) fail_device(err, name, o->index);
+}
+
+static int cmd_disconnect(const struct options *o) {
+  device_command(o, NBD_CMD_DISCONNECT, "disconnect", NULL, NULL);
   printf("index=%lld\n", o->index);
   return 0;
 }
 
 static int cmd_status(const struct options *o) {
-  need(o->index >= 0, "status", "--index N");
-  int nl = genl_socket();
-  struct msg m;
-  msg_init(&m, nbd_family(nl), NBD_CMD_STATUS, NBD_GENL_VERSION);
-  put_u32(&m, NBD_ATTR_INDEX, (uint32_t)o->index);
   struct status s = {.index = o->index};
-  int err = transact(nl, &m, status_reply, &s);
-  if (err != 0) fail_device(err, "status", o->index);
+  device_command(o, NBD_CMD_STATUS, "status", status_reply, &s);
   if (!s.found) die(EXIT_NOT_CONFIGURED, "status nbd%lld: no such nbd device", o->index);
   /* "connected": the device holds a configuration (its sockets may be dead and awaiting reconnect). */
   printf("index=%lld connected=%d\n", o->index, s.connected);

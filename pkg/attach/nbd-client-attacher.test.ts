@@ -115,15 +115,12 @@ describe("nbd device selection", () => {
   });
 });
 
-describe("NbdClientAttacher (fake sysfs)", () => {
-  const request = () => ({
-    key: "vol-1",
-    socketPath,
-    exportName: "vol-1",
-    readOnly: false,
-    sizeBytes: 64 * MiB,
-  });
+/** The attach request every test here makes (socketPath is set per test). */
+function request() {
+  return { key: "vol-1", socketPath, exportName: "vol-1", readOnly: false, sizeBytes: 64 * MiB };
+}
 
+describe("NbdClientAttacher (fake sysfs)", () => {
   it("connects the first free device, records it, and is idempotent", async () => {
     const kernel = fakeKernel({ exportBytes: 64 * MiB });
     const a = attacher(kernel.runner);
@@ -299,14 +296,6 @@ function netlinkAttacher(
 }
 
 describe("NbdClientAttacher through snapblock-nbd-netlink (fake kernel)", () => {
-  const request = () => ({
-    key: "vol-1",
-    socketPath,
-    exportName: "vol-1",
-    readOnly: false,
-    sizeBytes: 64 * MiB,
-  });
-
   it("connects with a dead-connection timeout and records how, so that a restart can reconnect", async () => {
     const kernel = fakeNetlinkKernel({ exportBytes: 64 * MiB, busy: 0 });
     const attachment = await netlinkAttacher(kernel.runner).attach({ ...request(), readOnly: true });
