@@ -5,6 +5,7 @@ import type { DataIo } from "../pkg/engine/index.js";
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { LOG_LEVELS, type LogLevel } from "../pkg/log/index.js";
 import { DEFAULT_DEVICE_SERIES, DEFAULT_METRICS_ADDRESS, parseMetricsAddress } from "../pkg/metrics/index.js";
+import { DEFAULT_DEAD_CONN_TIMEOUT_SECONDS } from "../pkg/attach/index.js";
 import { sizeFlag } from "./size-flag.js";
 import { UsageError } from "./usage-error.js";
 import { HELP_FLAG, type FlagSpec } from "./verb-spec.js";
@@ -64,6 +65,12 @@ export const POOL_FLAGS = {
     default: "auto",
     help: "node block path: auto, nbd-client, nbdfuse-loop, or none (stage/publish answer UNIMPLEMENTED)",
   },
+  "nbd-dead-conn-timeout": {
+    type: "string",
+    value: "SEC",
+    default: String(DEFAULT_DEAD_CONN_TIMEOUT_SECONDS),
+    help: "kernel nbd devices (attached through snapblock-nbd-netlink) hold I/O this long for the data plane to come back after a restart, then fail it",
+  },
   "data-io": {
     type: "string",
     value: "MODE",
@@ -118,6 +125,8 @@ export interface PoolConfig {
   pathRoots: string[];
   maxVolumes: number;
   attach: AttachKind;
+  /** Dead-connection timeout of kernel nbd devices, in whole seconds. */
+  nbdDeadConnTimeoutSeconds: number;
   dataIo: DataIo;
   deviceSeries: number;
 }
@@ -149,6 +158,7 @@ export function poolConfig(
     "path-root"?: string[] | undefined;
     "max-volumes": string;
     attach: string;
+    "nbd-dead-conn-timeout": string;
     "data-io": string;
     "metrics-volume-series": string;
   },
@@ -175,9 +185,18 @@ export function poolConfig(
     pathRoots: (values["path-root"] ?? []).map((p) => path.resolve(cwd, p)),
     maxVolumes: wholeNumberFlag(values["max-volumes"], "--max-volumes"),
     attach: attach as AttachKind,
+    nbdDeadConnTimeoutSeconds: deadConnFlag(values["nbd-dead-conn-timeout"]),
     dataIo,
     deviceSeries: wholeNumberFlag(values["metrics-volume-series"], "--metrics-volume-series"),
   };
+}
+
+/** Whole seconds from 1 to a day: the kernel takes seconds, and 0 would turn reconnecting off. */
+function deadConnFlag(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 86400 || text.trim() === "")
+    throw new UsageError(`--nbd-dead-conn-timeout ${text}: whole seconds from 1 to 86400`);
+  return n;
 }
 
 export function logLevelFlag(level: string): LogLevel {

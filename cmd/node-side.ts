@@ -199,6 +199,7 @@ async function nodeDataPlane(o: {
     const chosen = await chooseAttacher({
       stateDir: path.join(o.pool.dataDir, "attach"),
       prefer: o.pool.attach,
+      nbdClient: { deadConnTimeoutSeconds: o.pool.nbdDeadConnTimeoutSeconds },
     });
     o.logger.info("node block path", { kind: chosen.attacher.kind, reason: chosen.reason });
     const dataPlane = new LocalDataPlane({ ...common, attacher: chosen.attacher });

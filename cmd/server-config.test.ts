@@ -31,6 +31,7 @@ describe("snapblock local flags", () => {
       pathRoots: [],
       maxVolumes: 0,
       attach: "auto",
+      nbdDeadConnTimeoutSeconds: 120,
       dataIo: "buffered",
       deviceSeries: 100,
       pluginName: "csi.snapblock.dev",
@@ -86,6 +87,13 @@ describe("snapblock local flags", () => {
     expect(refusal(() => local("--overcommit", "0.5"))).toBe("--overcommit 0.5: a number >= 1");
     expect(refusal(() => local("--attach", "iscsi"))).toMatch(/^--attach iscsi: use auto/);
     expect(refusal(() => local("--data-io", "mmap"))).toBe("--data-io mmap: use buffered, direct or hybrid");
+    for (const bad of ["0", "1.5", "86401", ""])
+      expect(refusal(() => local("--nbd-dead-conn-timeout", bad))).toBe(
+        `--nbd-dead-conn-timeout ${bad}: whole seconds from 1 to 86400`,
+      );
+    expect(dataplane("--node-id", "n1", "--nbd-dead-conn-timeout", "600").nbdDeadConnTimeoutSeconds).toBe(
+      600,
+    );
     expect(refusal(() => local("--max-volumes", "-1"))).toBe("--max-volumes -1: a whole number >= 0");
     expect(refusal(() => local("--shutdown-grace", "soon"))).toBe("--shutdown-grace soon: seconds >= 0");
     expect(refusal(() => local("--log-level", "loud"))).toMatch(/^--log-level loud: use debug, info/);

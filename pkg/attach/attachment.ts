@@ -73,6 +73,28 @@ export interface BlockAttacher {
   list(): Promise<Attachment[]>;
   /** Asks the kernel to re-read the size of the device; returns the device size afterwards. */
   refreshSize(key: string): Promise<number>;
+  /**
+   * Only where the device can outlive its NBD server (kernel nbd attached with a dead-connection
+   * timeout): after a restart of the server (the data plane), gives the device a new connection
+   * to its export, which must be served again first. Does not throw for a device that cannot be
+   * reconnected: says why, and find() reports the attachment broken from then on.
+   */
+  reconnect?(key: string, options?: ReconnectOptions): Promise<ReconnectResult>;
+}
+
+export interface ReconnectOptions {
+  /**
+   * How long the server was gone (the previous data plane's last sign of life until now), when
+   * known: a device that waited longer than its dead-connection timeout failed I/O meanwhile,
+   * so the filesystem on it may have seen errors, and it is reported broken even once reconnected.
+   */
+  awayMs?: number;
+}
+
+export interface ReconnectResult {
+  reconnected: boolean;
+  /** What was done, or why not (one sentence, with what to do when the device stays broken). */
+  message: string;
 }
 
 const KEY_SHAPE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -16,7 +16,12 @@ afterEach(async () => {
 });
 
 const everything = (name: string) => Promise.resolve(`/usr/bin/${name}`);
-const noNbdClient = (name: string) => Promise.resolve(name === "nbd-client" ? undefined : `/usr/bin/${name}`);
+const without =
+  (...missing: string[]) =>
+  (name: string) =>
+    Promise.resolve(missing.includes(name) ? undefined : `/usr/bin/${name}`);
+const noHelper = without("snapblock-nbd-netlink");
+const noKernelNbdTools = without("nbd-client", "snapblock-nbd-netlink");
 
 function modprobe(loads: boolean): { runner: CommandRunner; calls: string[][] } {
   const calls: string[][] = [];
@@ -40,9 +45,39 @@ describe("chooseAttacher", () => {
   it("uses the kernel nbd driver when the module is loaded and nbd-client is installed", async () => {
     await fs.mkdir(path.join(dir, "sys", "module", "nbd"));
     const { runner, calls } = modprobe(true);
-    const chosen = await chooseAttacher({ ...base(), runner, findProgram: everything });
+    const chosen = await chooseAttacher({ ...base(), runner, findProgram: noHelper });
     expect(chosen.attacher.kind).toBe("nbd-client");
+    expect(chosen.reason).toMatch(
+      /nbd-client is installed; connecting with nbd-client: no snapblock-nbd-netlink.*do not survive/,
+    );
     expect(calls).toEqual([]);
+  });
+
+  it("connects through snapblock-nbd-netlink when it is there, with or without nbd-client", async () => {
+    await fs.mkdir(path.join(dir, "sys", "module", "nbd"));
+    for (const findProgram of [everything, without("nbd-client")]) {
+      const chosen = await chooseAttacher({ ...base(), runner: modprobe(true).runner, findProgram });
+      expect(chosen.attacher.kind).toBe("nbd-client");
+      expect(chosen.reason).toBe(
+        "the kernel nbd module is loaded; connecting with /usr/bin/snapblock-nbd-netlink, dead-connection timeout 120 s: devices reconnect after a data plane restart",
+      );
+    }
+    const configured = await chooseAttacher({
+      ...base(),
+      runner: modprobe(true).runner,
+      findProgram: everything,
+      nbdClient: { deadConnTimeoutSeconds: 45 },
+    });
+    expect(configured.reason).toMatch(/dead-connection timeout 45 s/);
+  });
+
+  it("does not use the helper without the nbd module", async () => {
+    const chosen = await chooseAttacher({
+      ...base(),
+      runner: modprobe(false).runner,
+      findProgram: everything,
+    });
+    expect(chosen.attacher.kind).toBe("nbdfuse-loop");
   });
 
   it("loads the module with modprobe when it can", async () => {
@@ -63,15 +98,17 @@ describe("chooseAttacher", () => {
     expect(chosen.reason).toMatch(/Module nbd not found/);
   });
 
-  it("falls back when nbd-client is missing and names the package", async () => {
+  it("falls back when neither the helper nor nbd-client is there and names the package", async () => {
     await fs.mkdir(path.join(dir, "sys", "module", "nbd"));
     const chosen = await chooseAttacher({
       ...base(),
       runner: modprobe(true).runner,
-      findProgram: noNbdClient,
+      findProgram: noKernelNbdTools,
     });
     expect(chosen.attacher.kind).toBe("nbdfuse-loop");
-    expect(chosen.reason).toMatch(/Debian package nbd-client/);
+    expect(chosen.reason).toMatch(
+      /neither snapblock-nbd-netlink nor nbd-client \(Debian package nbd-client\)/,
+    );
   });
 
   it("keeps the kind of attachments already recorded", async () => {

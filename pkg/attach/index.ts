@@ -13,9 +13,25 @@ export {
   type AttachmentHealth,
   type BlockAttacher,
   type FindOptions,
+  type ReconnectOptions,
+  type ReconnectResult,
 } from "./attachment.js";
 export { chooseAttacher, type ChooseAttacherOptions, type ChosenAttacher } from "./choose-attacher.js";
-export { NbdClientAttacher, type NbdClientAttacherOptions } from "./nbd-client-attacher.js";
+export {
+  NbdClientAttacher,
+  planReconnect,
+  type NbdClientAttacherOptions,
+  type ReconnectPlan,
+} from "./nbd-client-attacher.js";
+export {
+  DEFAULT_DEAD_CONN_TIMEOUT_SECONDS,
+  NBD_NETLINK_HELPER,
+  NbdNetlinkError,
+  NbdNetlinkHelper,
+  bundledNbdNetlinkHelper,
+  findNbdNetlinkHelper,
+  parseHelperOutput,
+} from "./nbd-netlink.js";
 export {
   NbdfuseLoopAttacher,
   nbdfuseLoopMissing,

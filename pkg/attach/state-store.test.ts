@@ -59,6 +59,21 @@ describe("AttachmentStateStore", () => {
     const noPid = { ...record("z"), nbdfuse: { mountDir: "/m", file: "/m/disk", logPath: "/l", pid: "1" } };
     await fs.writeFile(path.join(dir, "z.json"), JSON.stringify(noPid));
     await expect(store.read("z")).rejects.toThrow(/nbdfuse.pid/);
+    const nbd = (extra: Record<string, unknown>) => ({
+      ...record("n"),
+      kind: "nbd-client",
+      nbdfuse: undefined,
+      nbd: { index: 2, ...extra },
+    });
+    await fs.writeFile(path.join(dir, "n.json"), JSON.stringify(nbd({ via: "ioctl" })));
+    await expect(store.read("n")).rejects.toThrow(/bad nbd.via/);
+    await fs.writeFile(path.join(dir, "n.json"), JSON.stringify(nbd({ via: "netlink", connections: -1 })));
+    await expect(store.read("n")).rejects.toThrow(/bad nbd.connections/);
+    await fs.writeFile(
+      path.join(dir, "n.json"),
+      JSON.stringify(nbd({ via: "netlink", deadConnTimeoutSeconds: 120 })),
+    );
+    expect((await store.read("n"))?.nbd).toEqual({ index: 2, via: "netlink", deadConnTimeoutSeconds: 120 });
   });
 
   it("rejects keys that could name other files", () => {

@@ -26,7 +26,22 @@ export interface AttachmentRecord {
   devicePath?: string;
   createdAt: string;
   nbdfuse?: { mountDir: string; file: string; logPath: string; pid?: number };
-  nbd?: { index: number; kernelPid?: number };
+  nbd?: NbdRecord;
+}
+
+/** A kernel nbd attachment: the device, and how it was connected (what a reconnect needs). */
+export interface NbdRecord {
+  index: number;
+  kernelPid?: number;
+  /**
+   * "netlink": through snapblock-nbd-netlink with a dead-connection timeout, so the data plane
+   * can reconnect the device after a restart. Absent: nbd-client, which cannot.
+   */
+  via?: "netlink";
+  /** Connections handed to the kernel (a reconnect replaces each). Absent: 1. */
+  connections?: number;
+  /** The dead-connection timeout given at connect, in seconds. */
+  deadConnTimeoutSeconds?: number;
 }
 
 const SUFFIX = ".json";
@@ -157,6 +172,12 @@ export function parseRecord(text: string, file: string, key: string): Attachment
     if (typeof n !== "object" || n === null || !Number.isSafeInteger(n.index))
       throw corrupt("nbd section missing");
     if (n.kernelPid !== undefined && !Number.isSafeInteger(n.kernelPid)) throw corrupt("bad nbd.kernelPid");
+    if (n.via !== undefined && n.via !== "netlink") throw corrupt("bad nbd.via");
+    for (const field of ["connections", "deadConnTimeoutSeconds"] as const) {
+      const value = n[field];
+      if (value !== undefined && (!Number.isSafeInteger(value) || (value as number) < 0))
+        throw corrupt(`bad nbd.${field}`);
+    }
   }
   return value as AttachmentRecord;
 }

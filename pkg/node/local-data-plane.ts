@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { promises as fs } from "node:fs";
+import path from "node:path";
 import { KeyedMutex, type Attachment, type BlockAttacher, type FindOptions } from "../attach/index.js";
 import { SnapblockError, StatusError, isSnapblockError } from "../errors/index.js";
 import type {
@@ -131,6 +132,7 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
   }
 
   private async lookAtHealth(): Promise<void> {
+    await this.noteAlive();
     let all;
     try {
       all = await this.attachments();
@@ -182,16 +184,26 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
 
   /**
    * After a restart of the data plane: serve again the exports of the attachments recorded on this
-   * node, so that their devices can reconnect (nbd-client) or be re-attached by the node plugin's
-   * next stage. A device whose NBD connection died with the old process is logged as broken,
-   * with what to do; NodeGetVolumeStats and `volume list` say the same.
+   * node, so that their devices can reconnect (kernel nbd through the netlink helper: reconnected
+   * here) or be re-attached by the node plugin's next stage. A device whose NBD connection died
+   * with the old process and cannot be reconnected is logged as broken, with what to do;
+   * NodeGetVolumeStats and `volume list` say the same.
    */
   async resume(): Promise<void> {
     const a = this.options.attacher;
     if (!("kind" in a)) return;
+    const awayMs = await this.awayMs();
     for (const attachment of await a.list()) {
       try {
         await this.ensureExport(attachment.exportName);
+        if (a.reconnect !== undefined) {
+          const result = await a.reconnect(attachment.key, awayMs === undefined ? {} : { awayMs });
+          if (result.reconnected)
+            this.options.logger.info("reconnected a staged volume's kernel nbd device after restart", {
+              volume: attachment.exportName,
+              detail: result.message,
+            });
+        }
         const now = (await a.find(attachment.key, { probeIo: true })) ?? attachment;
         if (now.health === "ok") {
           this.options.logger.info("re-exported a staged volume after restart; its device answers I/O", {
@@ -207,6 +219,35 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
       } catch (err) {
         this.options.logger.warn("cannot re-export a staged volume", { volume: attachment.exportName, err });
       }
+    }
+  }
+
+  /**
+   * The heartbeat: the modification time of ALIVE_FILE in socketDir, set at every look at health
+   * (every few seconds), tells the next data plane how long this one has been gone - which says
+   * whether kernel nbd devices waited longer than their dead-connection timeout, so that I/O on
+   * them failed meanwhile. Not fsynced: a heartbeat lost to a power cut only makes the next start
+   * think the gap was longer (stricter), never shorter.
+   */
+  private async noteAlive(): Promise<void> {
+    const file = path.join(this.options.socketDir, ALIVE_FILE);
+    const now = new Date();
+    try {
+      await fs.utimes(file, now, now);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") return;
+      await fs.mkdir(this.options.socketDir, { recursive: true, mode: 0o700 }).catch(() => undefined);
+      await fs.writeFile(file, "", { mode: 0o600 }).catch(() => undefined);
+    }
+  }
+
+  /** How long ago the previous data plane last noted it was alive, or undefined when unknown. */
+  private async awayMs(): Promise<number | undefined> {
+    try {
+      const stat = await fs.stat(path.join(this.options.socketDir, ALIVE_FILE));
+      return Math.max(0, Date.now() - stat.mtimeMs);
+    } catch {
+      return undefined;
     }
   }
 
@@ -323,6 +364,9 @@ export class LocalDataPlane implements NodeDataPlane, VolumeQuiescer, Attachment
     this.claims.release(engineName, "staged");
   }
 }
+
+/** The heartbeat file in socketDir (noteAlive). */
+const ALIVE_FILE = "dataplane.alive";
 
 /** pkg/attach keys: [A-Za-z0-9._-]{1,128}; engine names of CSI volumes always fit. */
 function attachmentKey(engineName: string): string {

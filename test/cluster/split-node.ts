@@ -66,8 +66,11 @@ export interface SplitNode {
   /** A client of the data plane service, as the node plugin has. */
   dataPlane: DataPlaneClient;
   dataplaneProcess: Child;
-  /** Starts the data plane (again); with metricsPort, serving /metrics on 127.0.0.1:metricsPort. */
-  startDataPlane(o?: { metricsPort?: number }): Promise<Child>;
+  /**
+   * Starts the data plane (again); with metricsPort, serving /metrics on 127.0.0.1:metricsPort;
+   * attachArgs replace `--attach nbdfuse-loop`.
+   */
+  startDataPlane(o?: { metricsPort?: number; attachArgs?: string[] }): Promise<Child>;
   /** Starts a node plugin; with `ready`, waits until its Probe says ready. */
   startPlugin(o?: { ready?: boolean }): Promise<{ process: Child; clients: CsiClients }>;
   close(): void;
@@ -101,7 +104,8 @@ export async function startSplitNode(dir: string, nodeId = "node-a"): Promise<Sp
       const child = spawnSnapblock([
         "dataplane",
         ...["--node-id", nodeId, "--data", path.join(dir, "data"), "--pool-size", "512M"],
-        ...["--engine-listen", `127.0.0.1:${port}`, "--insecure-loopback", "--attach", "nbdfuse-loop"],
+        ...["--engine-listen", `127.0.0.1:${port}`, "--insecure-loopback"],
+        ...(o.attachArgs ?? ["--attach", "nbdfuse-loop"]),
         ...["--socket", dataplaneSocket, "--log-level", "debug"],
         ...["--metrics-address", o.metricsPort === undefined ? "none" : `127.0.0.1:${o.metricsPort}`],
       ]);
