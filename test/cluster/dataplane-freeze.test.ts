@@ -1,12 +1,13 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callCsi, type CsiClients } from "../../pkg/csi/index.js";
 import { rootWithTools } from "../node-tools.js";
+import { scrub } from "../node-layer/harness.js";
 import { startSplitNode, type Child, type SplitNode } from "./split-node.js";
 
 /**
@@ -32,13 +33,19 @@ describe.skipIf(!haveTools)("snapshot freezes on a split node", () => {
   }, 120_000);
 
   afterAll(async () => {
-    plugin?.clients.close();
-    await plugin?.process.stop();
-    if (node) {
-      expect(await node.dataplaneProcess.stop()).toBe(0);
-      node.close();
+    let code: number | null | undefined = 0;
+    try {
+      plugin?.clients.close();
+      await plugin?.process.stop();
+      if (node) {
+        code = await node.dataplaneProcess.stop();
+        node.close();
+      }
+    } finally {
+      // Whatever a failed test left staged, frozen or attached goes too (never rm through a mount).
+      await scrub(dir);
     }
-    rmSync(dir, { recursive: true, force: true });
+    expect(code).toBe(0);
   });
 
   it("freezes in the data plane, waits for a hold, and a vanished holder releases it", async () => {

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,6 +23,7 @@ import {
 } from "./cluster-processes.js";
 import { makeTestPki } from "./test-certs.js";
 import { rootWithTools } from "../node-tools.js";
+import { scrub } from "../node-layer/harness.js";
 
 /**
  * Cluster mode: the controller holds no mount, so the freeze happens on the node that has the
@@ -57,10 +58,16 @@ describe.skipIf(!haveTools)("cluster mode: the node freezes what it has staged",
   });
 
   afterAll(async () => {
-    await writer?.stop();
-    await controller?.stop();
-    expect(await node?.stop()).toBe(0);
-    rmSync(dir, { recursive: true, force: true });
+    let code: number | null | undefined;
+    try {
+      await writer?.stop();
+      await controller?.stop();
+      code = await node?.stop();
+    } finally {
+      // Whatever a failed test left staged, frozen or attached goes too (never rm through a mount).
+      await scrub(dir);
+    }
+    expect(code).toBe(0);
   });
 
   const staged = (name: string) => ({

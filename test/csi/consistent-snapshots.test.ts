@@ -8,7 +8,8 @@ import { PARAM_ALLOW_MODE_CHANGE, PARAM_FREEZE, callCsi } from "../../pkg/csi/in
 import { checkFilesystem, runCommand } from "../../pkg/mount/index.js";
 import { MiB, createVolume, type SnapshotOut } from "./csi-fixtures.js";
 import { missingWrites, startFileWriter, type FileWriter } from "./file-writer.js";
-import { failureCode, removeDataDir, startLocal, type LocalProcess } from "./local-process.js";
+import { failureCode, startLocal, type LocalProcess } from "./local-process.js";
+import { scrub } from "../node-layer/harness.js";
 import { rootWithTools } from "../node-tools.js";
 
 /**
@@ -41,9 +42,17 @@ afterEach(async () => {
 });
 afterAll(async () => {
   if (!haveTools) return;
-  expect(await local.stop()).toBe(0);
-  expect(mounted(local.dataDir)).toEqual([]);
-  removeDataDir(local.dataDir);
+  let code: number | null = null;
+  let left: string[] = [];
+  try {
+    code = await local.stop();
+    left = mounted(local.dataDir);
+  } finally {
+    // Whatever a failed test left staged, frozen or attached goes too (never rm through a mount).
+    await scrub(local.dataDir);
+  }
+  expect(code).toBe(0);
+  expect(left).toEqual([]);
 });
 
 function mounted(dir: string): string[] {

@@ -16,7 +16,7 @@ import {
   type CommandRunner,
 } from "../../pkg/mount/index.js";
 import { startFileWriter, type FileWriter } from "../csi/file-writer.js";
-import { makeTempDir, scrub, skipReason } from "./harness.js";
+import { leftoversUnder, makeTempDir, scrub, skipReason } from "./harness.js";
 
 const skip =
   (await skipReason()) ?? ((await findExecutable("fsfreeze")) ? undefined : "missing fsfreeze (util-linux)");
@@ -55,6 +55,20 @@ async function stalled(w: FileWriter, ms: number): Promise<boolean> {
   await sleep(ms);
   return w.acked() === before;
 }
+
+describe.skipIf(skip !== undefined)("scrub after a failed freeze test", () => {
+  it("thaws a filesystem left frozen, then removes the mount, the loop device and the directory", async () => {
+    const m = await mountedExt4();
+    await fs.writeFile(path.join(m, "f"), "x");
+    await runCommand({ command: "fsfreeze", args: ["--freeze", m] });
+    const scrubbed = dir;
+    mnt = ""; // scrub alone, not afterEach's thaw
+    await scrub(scrubbed);
+    dir = "";
+    expect(await leftoversUnder(scrubbed)).toEqual({ mounts: [], loops: [], pids: [] });
+    await expect(fs.stat(scrubbed)).rejects.toThrow(/ENOENT/);
+  });
+});
 
 describe.skipIf(skip !== undefined)("withFrozenFilesystem", () => {
   it("holds the writers while the operation runs and lets them go after", async () => {

@@ -126,9 +126,9 @@ export async function leftoversUnder(
 }
 
 /**
- * Removes everything a test made under `dir`, in dependency order: mounts (deepest first, lazily
- * if a normal unmount fails, since this only runs after a failure), loop devices, processes (by
- * pid, SIGKILL), then the directory. Errors are collected and thrown together at the end.
+ * Removes everything a test made under `dir`, in dependency order: frozen filesystems thawed,
+ * mounts (deepest first, lazily if a normal unmount fails, since this only runs after a failure),
+ * loop devices, processes (by pid, SIGKILL), then the directory. Errors are collected and thrown together at the end.
  */
 export async function scrub(dir: string): Promise<void> {
   const errors: string[] = [];
@@ -143,6 +143,16 @@ export async function scrub(dir: string): Promise<void> {
       );
     }
   };
+  // A test that failed between a freeze and its thaw leaves a frozen filesystem: writes to it
+  // (and an unmount's sync) would wait for ever. Thawing one that is not frozen fails: ignored.
+  for (const m of await readMountInfo()) {
+    if (m.mountPoint.startsWith(`${dir}/`) && !m.fsType.startsWith("fuse"))
+      await runCommand({
+        command: "fsfreeze",
+        args: ["--unfreeze", m.mountPoint],
+        acceptExitCodes: [1],
+      }).catch(() => undefined);
+  }
   // Filesystems on the loop devices first, then the loop devices, then the FUSE mounts under them.
   await unmountAll((fsType) => !fsType.startsWith("fuse"));
   let left = await leftoversUnder(dir);
