@@ -70,6 +70,13 @@ class FakeNode implements NodeEngine {
     { items: [...this.snapshots.values()], idWatermark: this.nextId }
   );
   deleteSnapshot = async (n: string) => void (await this.up(), this.snapshots.delete(n));
+  pinPoint = async (n: string, pinned: boolean): Promise<EngineSnapshot> => {
+    await this.up();
+    const s = this.snapshots.get(n);
+    if (!s) throw new SnapblockError("NOT_FOUND", `no point ${n} on ${this.nodeId}`);
+    s.pinned = pinned;
+    return s;
+  };
   capacity = async (): Promise<EngineCapacity> => {
     await this.up();
     return {
