@@ -122,7 +122,10 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
       { name: "Space", definition: spaceService(), implementation: spaceServiceHandlers(cluster, logger) },
       // Pins of exported recovery points (`snapblock volume points --kubernetes`), made on the
       // point's node through its engine service.
-      { name: "Operator", ...controllerOperatorService({ engineFor: (id) => cluster.engineFor(id), logger }) },
+      {
+        name: "Operator",
+        ...controllerOperatorService({ engineFor: (id) => cluster.engineFor(id), logger }),
+      },
     ],
   });
   // A node pool crossing 80/90/100 % use becomes Events on the PVCs it holds.

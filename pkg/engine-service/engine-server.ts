@@ -203,7 +203,8 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     return o.replication;
   };
   const pointPins = (): EnginePointPins => {
-    if (!o.pointPins) throw new StatusError("UNIMPLEMENTED", "this engine service does not pin recovery points");
+    if (!o.pointPins)
+      throw new StatusError("UNIMPLEMENTED", "this engine service does not pin recovery points");
     return o.pointPins;
   };
   const snapshots = (): SnapshotOpener => {

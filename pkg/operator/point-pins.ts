@@ -102,6 +102,7 @@ function locate(
   scope.note({ [`${kind}Id`]: id });
   const parsed = parseResourceId(id);
   const engine = parsed ? o.engineFor(parsed.nodeId) : undefined;
-  if (!parsed || !engine) throw new SnapblockError("NOT_FOUND", `${kind} ${JSON.stringify(id)} does not exist`);
+  if (!parsed || !engine)
+    throw new SnapblockError("NOT_FOUND", `${kind} ${JSON.stringify(id)} does not exist`);
   return { engine, nodeId: parsed.nodeId, engineName: parsed.engineName };
 }

@@ -57,7 +57,8 @@ describe("cluster mode: pinned recovery points", () => {
   afterAll(async () => {
     operator?.close();
     for (const e of engines) e.close();
-    await Promise.all([controller, ...nodes].map((p) => p?.stop().catch(() => null)));
+    const started = [controller, ...nodes].filter((p): p is SnapblockProcess => p !== undefined);
+    await Promise.all(started.map((p) => p.stop().catch(() => null)));
     rmSync(c.dir, { recursive: true, force: true });
   });
 
@@ -150,9 +151,10 @@ describe("cluster mode: pinned recovery points", () => {
       const third = (
         await waitPoints(volumeId, "no third point", (ids) => ids.some((id) => id !== first && id !== second))
       ).find((id) => id !== first && id !== second)!;
-      expect(
-        await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!)),
-      ).toEqual([first, third]);
+      expect(await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!))).toEqual([
+        first,
+        third,
+      ]);
 
       // What csi-snapshotter sends when the VolumeSnapshotContent (deletionPolicy Delete) goes:
       // the point is deleted with its pin; a second call is OK (CSI spec).
