@@ -1,5 +1,5 @@
 import type { ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
-import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { SnapblockError, StatusError, isSnapblockError } from "../errors/index.js";
 import { parseResourceId } from "../csi/index.js";
 import type { EngineApi, EnginePointPins } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
@@ -48,13 +48,26 @@ export function pointPinHandlers(o: PointPinsOptions): UntypedServiceImplementat
 /**
  * The operator service as the controller serves it in cluster mode: the pins only. Exports and
  * volume states belong to a node's data path, which the controller has not got: those calls answer
- * UNIMPLEMENTED (grpc-js's answer for a method without a handler).
+ * UNIMPLEMENTED naming the Operator service (the CLI then says what needs `snapblock local`, or
+ * shows what it cannot know as "?").
  */
 export function controllerOperatorService(o: PointPinsOptions): {
   definition: ServiceDefinition;
   implementation: UntypedServiceImplementation;
 } {
-  return { definition: loadOperatorProto().service, implementation: pointPinHandlers(o) };
+  const definition = loadOperatorProto().service;
+  const implementation = pointPinHandlers(o);
+  for (const method of Object.keys(definition)) {
+    implementation[method] ??= unary(method, { logger: o.logger, service: "operator", quiet: true }, () =>
+      Promise.reject(
+        new StatusError(
+          "UNIMPLEMENTED",
+          `the controller's Operator service has only the pins of recovery points; ${method} needs \`snapblock local\``,
+        ),
+      ),
+    );
+  }
+  return { definition, implementation };
 }
 
 async function setPointPinned(

@@ -129,6 +129,10 @@ describe("cluster mode: pinned recovery points", () => {
         .catch((e: unknown) => e);
       expect(toGrpcStatus(denied).codeName).toBe("PERMISSION_DENIED");
       expect((await nodeB(c.pki.controller).getSnapshot(firstName))?.pinned).toBe(true);
+      // The controller's operator service has the pins only: exports and volume states are a node's.
+      const noInfo = await failureCode(operator!.getInfo());
+      expect(noInfo.code).toBe(status.UNIMPLEMENTED);
+      expect(noInfo.details).toMatch(/Operator service has only the pins.*GetInfo needs `snapblock local`/);
       // An id of a node the controller does not know: UNAVAILABLE, never a silent "not found".
       expect((await failureCode(operator!.setPointPinned("node-z/rp--x-1", true))).code).toBe(
         status.UNAVAILABLE,
