@@ -15,6 +15,7 @@ import {
   connectKube,
 } from "../pkg/k8s/index.js";
 import { createLogger, type Logger } from "../pkg/log/index.js";
+import { controllerOperatorService } from "../pkg/operator/index.js";
 import { CsiMetrics, ReplicationMetrics, createMetricsRegistry } from "../pkg/metrics/index.js";
 import type { CliContext } from "./cli-context.js";
 import { CONTROLLER_VERB, controllerConfig, type ControllerConfig } from "./controller-config.js";
@@ -119,6 +120,12 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
     snapshotMetadata: snapshotMetadataHandlers({ engine: cluster, logger, observer: csiMetrics.observer }),
     extraServices: [
       { name: "Space", definition: spaceService(), implementation: spaceServiceHandlers(cluster, logger) },
+      // Pins of exported recovery points (`snapblock volume points --kubernetes`), made on the
+      // point's node through its engine service.
+      {
+        name: "Operator",
+        ...controllerOperatorService({ engineFor: (id) => cluster.engineFor(id), logger }),
+      },
     ],
   });
   // A node pool crossing 80/90/100 % use becomes Events on the PVCs it holds.

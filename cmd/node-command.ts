@@ -76,6 +76,7 @@ export async function runNode(
       engine,
       snapshots: engine,
       replication: engine,
+      pointPins: engine,
       pullGrants: { allows: (name, node) => engine.allowsPull(name, node) },
       address: config.engineListen,
       transport,

@@ -70,6 +70,13 @@ class FakeNode implements NodeEngine {
     { items: [...this.snapshots.values()], idWatermark: this.nextId }
   );
   deleteSnapshot = async (n: string) => void (await this.up(), this.snapshots.delete(n));
+  pinPoint = async (n: string, pinned: boolean): Promise<EngineSnapshot> => {
+    await this.up();
+    const s = this.snapshots.get(n);
+    if (!s) throw new SnapblockError("NOT_FOUND", `no point ${n} on ${this.nodeId}`);
+    s.pinned = pinned;
+    return s;
+  };
   capacity = async (): Promise<EngineCapacity> => {
     await this.up();
     return {
@@ -362,6 +369,18 @@ describe("ClusterEngine placement", () => {
     expect((await engine.capacity()).availableBytes).toBe(20 * GiB);
     await engine.deleteVolume("rb");
     expect(await engine.getVolume("rb")).toBeUndefined();
+  });
+
+  it("pins a point on the node holding it, by name or through engineFor; a missing node is UNAVAILABLE", async () => {
+    const { engine, nodes } = await cluster({ a: 10 * GiB, b: 10 * GiB });
+    await nodes.get("b")!.createVolume({ name: "vb", sizeBytes: 5 });
+    await nodes.get("b")!.createSnapshot({ volume: "vb", name: "rp--vb-1" });
+    expect((await engine.pinPoint("rp--vb-1", true)).pinned).toBe(true);
+    expect(nodes.get("b")!.snapshots.get("rp--vb-1")?.pinned).toBe(true);
+    expect((await engine.engineFor("b").pinPoint("rp--vb-1", false)).pinned).toBe(false);
+    expect(nodes.get("b")!.snapshots.get("rp--vb-1")?.pinned).toBe(false);
+    await expect(engine.pinPoint("nope", true)).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await expect(engine.engineFor("q").pinPoint("rp--vb-1", true)).rejects.toMatchObject({ code: "CLOSED" });
   });
 
   it("lists a snapshot's block metadata on the node holding it; a missing node is UNAVAILABLE", async () => {

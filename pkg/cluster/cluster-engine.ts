@@ -18,6 +18,7 @@ import type {
   EngineCreateVolumeOptions,
   EngineListing,
   EnginePlacementRequest,
+  EnginePointPins,
   EngineReplication,
   EngineSnapshot,
   EngineSpace,
@@ -25,7 +26,7 @@ import type {
 } from "../engine-api/index.js";
 
 /** A node's engine as the cluster holds it: RemoteEngine in production. */
-export type NodeEngine = EngineApi & EngineReplication & { close(): void };
+export type NodeEngine = EngineApi & EngineReplication & EnginePointPins & { close(): void };
 
 export interface ClusterEngineOptions {
   discovery: NodeDiscovery;
@@ -65,7 +66,7 @@ interface Probe {
  * docs/cluster.md). The data methods by name below exist for completeness of the interface (and
  * operator tooling): they search the nodes, which the CSI controller never needs to do.
  */
-export class ClusterEngine implements EngineApi {
+export class ClusterEngine implements EngineApi, EnginePointPins {
   readonly nodeId = "cluster";
   private members = new Map<string, Member>();
   private discovered = false;
@@ -114,7 +115,7 @@ export class ClusterEngine implements EngineApi {
   }
 
   /** The node's engine as the CSI controller uses it (snapshots beyond the node folded in). */
-  private facade(engine: EngineApi): EngineApi {
+  private facade<E extends EngineApi>(engine: E): E {
     return replicaAware(engine, this.replicator, this.options.logger);
   }
 
@@ -168,7 +169,8 @@ export class ClusterEngine implements EngineApi {
     return this.discovered;
   }
 
-  engineFor(nodeId: string): EngineApi {
+  /** Pins too: a recovery point is pinned on the node that holds it (and thins it). */
+  engineFor(nodeId: string): EngineApi & EnginePointPins {
     return this.facade(this.members.get(nodeId)?.engine ?? new MissingNodeEngine(nodeId));
   }
 
@@ -321,6 +323,10 @@ export class ClusterEngine implements EngineApi {
 
   async deleteSnapshot(name: string): Promise<void> {
     await (await this.holder("snapshot", name)).deleteSnapshot(name);
+  }
+
+  async pinPoint(name: string, pinned: boolean): Promise<EngineSnapshot> {
+    return this.engineFor((await this.holder("snapshot", name)).nodeId).pinPoint(name, pinned);
   }
 
   // Group snapshots and their records belong to nodes: the controller addresses each node's

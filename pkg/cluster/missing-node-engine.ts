@@ -5,6 +5,7 @@ import type {
   EngineCapacity,
   EngineListing,
   EngineMeta,
+  EnginePointPins,
   EngineSnapshot,
   EngineSpace,
   EngineVolume,
@@ -16,7 +17,7 @@ import type {
  * "not found" would let DeleteVolume succeed and orphan the data on a node that is only missing
  * for a while.
  */
-export class MissingNodeEngine implements EngineApi {
+export class MissingNodeEngine implements EngineApi, EnginePointPins {
   constructor(readonly nodeId: string) {}
 
   isReady(): boolean {
@@ -63,6 +64,9 @@ export class MissingNodeEngine implements EngineApi {
     return this.fail();
   }
   deleteSnapshot(): Promise<void> {
+    return this.fail();
+  }
+  pinPoint(): Promise<EngineSnapshot> {
     return this.fail();
   }
   createSnapshotGroup(): Promise<EngineSnapshot[]> {

@@ -24,7 +24,7 @@ import type { Replicator } from "./replicator.js";
  * - replicas are nobody's CSI snapshots: listings leave them out, and deleted snapshots whose
  *   copies are kept for a running restore are hidden.
  */
-export function replicaAware(engine: EngineApi, replicator: Replicator, logger: Logger): EngineApi {
+export function replicaAware<E extends EngineApi>(engine: E, replicator: Replicator, logger: Logger): E {
   const node = engine.nodeId;
   const visible = (s: EngineSnapshot): boolean =>
     s.meta[REPLICA_META.origin] === undefined &&

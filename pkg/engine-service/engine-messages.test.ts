@@ -44,6 +44,7 @@ describe("engine proto", () => {
         "PutGroupRecord",
         "GetGroupRecord",
         "DeleteGroupRecord",
+        "PinPoint",
       ].sort(),
     );
     for (const stream of ["ReadSnapshotChunks", "ListChunks", "ReadChunks", "ListBlockMetadata"]) {
@@ -82,6 +83,14 @@ describe("engine proto", () => {
     };
     const snapBytes = service.CreateSnapshot!.responseSerialize(toWireSnapshot(snap));
     expect(fromWireSnapshot(service.CreateSnapshot!.responseDeserialize(snapBytes) as never)).toEqual(snap);
+    // A pinned point says so; an unpinned one has no `pinned` (as LocalEngine answers).
+    const pinned = { ...snap, name: "rp--v-9", pinned: true };
+    const pinnedBytes = service.PinPoint!.responseSerialize(toWireSnapshot(pinned));
+    expect(fromWireSnapshot(service.PinPoint!.responseDeserialize(pinnedBytes) as never)).toEqual(pinned);
+    const request = { name: "rp--v-9", pinned: true };
+    expect(service.PinPoint!.requestDeserialize(service.PinPoint!.requestSerialize(request))).toEqual(
+      request,
+    );
   });
 
   it("carries the freeze flag of CreateSnapshot; a request without it asks for the freeze", () => {

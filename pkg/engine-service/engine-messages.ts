@@ -71,6 +71,7 @@ export interface WireSnapshot {
   sourceVolume: string;
   meta: Record<string, string>;
   pull: WirePullProgress | null;
+  pinned: boolean;
 }
 
 export interface WireCreateVolumeRequest {
@@ -89,6 +90,11 @@ export interface WireSetProtectionRequest {
 
 export interface WireNameRequest {
   name: string;
+}
+
+export interface WirePinPointRequest {
+  name: string;
+  pinned: boolean;
 }
 
 export interface WireGetVolumeResponse {
@@ -351,6 +357,7 @@ export function toWireSnapshot(s: EngineSnapshot): WireSnapshot {
     sourceVolume: s.sourceVolume,
     meta: { ...s.meta },
     pull: toWirePull(s.pull),
+    pinned: s.pinned === true,
   };
 }
 
@@ -363,6 +370,7 @@ export function fromWireSnapshot(w: WireSnapshot): EngineSnapshot {
     sourceVolume: w.sourceVolume,
     meta: { ...w.meta },
     ...(w.pull ? { pull: fromWirePull(w.pull)! } : {}),
+    ...(w.pinned ? { pinned: true } : {}),
   };
 }
 

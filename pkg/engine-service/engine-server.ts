@@ -37,6 +37,7 @@ import {
   type WireListVolumesResponse,
   type WireNameRequest,
   type WireNodeInfo,
+  type WirePinPointRequest,
   type WireReadSnapshotChunksRequest,
   type WireResizeVolumeRequest,
   type WireSetProtectionRequest,
@@ -59,7 +60,7 @@ import {
   type SnapshotOpener,
 } from "./snapshot-chunks.js";
 import type { LogFields, Logger } from "../log/index.js";
-import type { EngineApi, EngineReplication } from "../engine-api/index.js";
+import type { EngineApi, EnginePointPins, EngineReplication } from "../engine-api/index.js";
 
 export interface EngineServerOptions {
   /** The engine to serve: in a node plugin, the node's LocalEngine. */
@@ -76,6 +77,8 @@ export interface EngineServerOptions {
   pullGrants?: PullGrants;
   /** Snapshots beyond this node (replicas, cross-node restores); without it those calls are UNIMPLEMENTED. */
   replication?: EngineReplication;
+  /** Pins of exported recovery points (PinPoint); without it that call is UNIMPLEMENTED. */
+  pointPins?: EnginePointPins;
 }
 
 /**
@@ -181,6 +184,8 @@ const ACCESS: Record<string, Access> = {
   ListChunks: "pull",
   ReadChunks: "pull",
   ListBlockMetadata: "controller",
+  // A pin decides what thinning may delete: the controller's, like DeleteSnapshot.
+  PinPoint: "controller",
 };
 
 /** The caller named by the connection's client certificate (undefined over plaintext). */
@@ -196,6 +201,11 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
     if (!o.replication)
       throw new StatusError("UNIMPLEMENTED", "this engine service does not copy snapshots between nodes");
     return o.replication;
+  };
+  const pointPins = (): EnginePointPins => {
+    if (!o.pointPins)
+      throw new StatusError("UNIMPLEMENTED", "this engine service does not pin recovery points");
+    return o.pointPins;
   };
   const snapshots = (): SnapshotOpener => {
     if (!o.snapshots) throw new StatusError("UNIMPLEMENTED", "this engine service cannot stream snapshots");
@@ -365,6 +375,9 @@ function handlers(o: EngineServerOptions, tls: boolean): UntypedServiceImplement
       await replication().addTombstones(r.tombstones);
       return {};
     }),
+    PinPoint: call("PinPoint", false, async (r: WirePinPointRequest) =>
+      toWireSnapshot(await pointPins().pinPoint(r.name, r.pinned)),
+    ),
     ListTombstones: call("ListTombstones", true, async (): Promise<WireTombstones> => ({
       tombstones: await replication().listTombstones(),
     })),

@@ -46,6 +46,7 @@ import type {
   EngineHolder,
   EngineListing,
   EnginePlacementRequest,
+  EnginePointPins,
   EngineReplicateOptions,
   EngineReplication,
   EngineSnapshot,
@@ -78,7 +79,7 @@ type UnaryMethod = (req: unknown, md: Metadata, opts: { deadline: Date }, cb: Ca
 /** What a holder may send ahead of this node's reads, on one connection. */
 const RECEIVE_WINDOW_BYTES = 16 * 1024 * 1024;
 
-export class RemoteEngine implements EngineApi, EngineReplication {
+export class RemoteEngine implements EngineApi, EngineReplication, EnginePointPins {
   readonly nodeId: string;
   readonly address: string;
   private readonly client: Client;
@@ -179,6 +180,10 @@ export class RemoteEngine implements EngineApi, EngineReplication {
 
   async deleteSnapshot(name: string): Promise<void> {
     await this.call("DeleteSnapshot", { name });
+  }
+
+  async pinPoint(name: string, pinned: boolean): Promise<EngineSnapshot> {
+    return fromWireSnapshot(await this.call<WireSnapshot>("PinPoint", { name, pinned }));
   }
 
   /** Pages arrive as they are read: grpc-js asks the server for more only as this is consumed. */

@@ -1,5 +1,5 @@
 import type { ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
-import { SnapblockError, isSnapblockError } from "../errors/index.js";
+import { SnapblockError } from "../errors/index.js";
 import {
   RAW_USE_META,
   parseResourceId,
@@ -16,17 +16,14 @@ import type {
   WireDescribeSnapshotResponse,
   WireExport,
   WireGetInfoResponse,
-  WireListPinnedPointsRequest,
-  WireListPinnedPointsResponse,
   WireListVolumeStatesResponse,
-  WireSetPointPinnedRequest,
-  WireSetPointPinnedResponse,
   WireStartExportRequest,
   WireStopExportRequest,
   WireStopExportResponse,
   WireVolumeState,
 } from "./operator-messages.js";
 import { loadOperatorProto } from "./operator-proto.js";
+import { pointPinHandlers } from "./point-pins.js";
 import { volumeUse } from "./volume-state.js";
 
 export interface OperatorServiceOptions {
@@ -56,6 +53,7 @@ export class OperatorService {
   handlers(): UntypedServiceImplementation {
     const log = { logger: this.options.logger, service: "operator" };
     const quiet = { ...log, quiet: true };
+    const { engine } = this.options;
     return {
       GetInfo: unary("GetInfo", quiet, (): Promise<WireGetInfoResponse> =>
         Promise.resolve({ nodeId: this.options.engine.nodeId, attachDir: this.options.attachDir }),
@@ -64,8 +62,10 @@ export class OperatorService {
       DescribeSnapshot: unary("DescribeSnapshot", quiet, this.describeSnapshot.bind(this)),
       StartExport: unary("StartExport", log, this.startExport.bind(this)),
       StopExport: unary("StopExport", log, this.stopExport.bind(this)),
-      SetPointPinned: unary("SetPointPinned", log, this.setPointPinned.bind(this)),
-      ListPinnedPoints: unary("ListPinnedPoints", quiet, this.listPinnedPoints.bind(this)),
+      ...pointPinHandlers({
+        engineFor: (nodeId) => (nodeId === engine.nodeId ? engine : undefined),
+        logger: this.options.logger,
+      }),
     };
   }
 
@@ -131,35 +131,6 @@ export class OperatorService {
     const { kind, id } = exportTarget(req);
     const engineName = this.engineName(id, `${kind}_id`, kind, scope);
     return { stopped: await this.options.dataPath.stopExport(kind, engineName) };
-  }
-
-  async setPointPinned(
-    req: WireSetPointPinnedRequest,
-    scope: CallScope,
-  ): Promise<WireSetPointPinnedResponse> {
-    const name = this.engineName(req.snapshotId, "snapshot_id", "snapshot", scope);
-    try {
-      return { pinned: (await this.options.engine.pinPoint(name, req.pinned)).pinned === true };
-    } catch (err) {
-      if (isSnapblockError(err, "NOT_FOUND"))
-        throw new SnapblockError(
-          "NOT_FOUND",
-          `recovery point ${JSON.stringify(req.snapshotId)} does not exist (thinned by its policy, or deleted)`,
-          { cause: err },
-        );
-      throw err;
-    }
-  }
-
-  async listPinnedPoints(
-    req: WireListPinnedPointsRequest,
-    scope: CallScope,
-  ): Promise<WireListPinnedPointsResponse> {
-    const volume = this.engineName(req.volumeId, "volume_id", "volume", scope);
-    const { items } = await this.options.engine.listSnapshots();
-    return {
-      snapshotIds: items.filter((s) => s.pinned && s.sourceVolume === volume).map((s) => this.id(s.name)),
-    };
   }
 
   private id(engineName: string): string {

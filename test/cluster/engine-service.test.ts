@@ -48,6 +48,7 @@ describe("engine service over mutual TLS", () => {
     server = await EngineServer.start({
       engine,
       snapshots: engine,
+      pointPins: engine,
       address: "127.0.0.1:0",
       transport: { tls: pki.node("node-a") },
       version: "test",
@@ -404,6 +405,31 @@ describe("engine service over mutual TLS", () => {
     expect(err?.code).toBe(14);
   });
 
+  it("pins a recovery point for the controller: idempotent, listed as pinned, errors as the engine's", async () => {
+    const r = remote(pki.controller);
+    await r.createVolume({ name: "pin-me", sizeBytes: MiB, meta: {}, protection: "1s for 1m" });
+    let point: string | undefined;
+    const until = Date.now() + 20_000;
+    while (!point) {
+      point = (await r.listSnapshots()).items.find((s) => s.sourceVolume === "pin-me")?.name;
+      if (!point && Date.now() > until) throw new Error("no recovery point within 20 s");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await r.getSnapshot(point))?.pinned).toBeUndefined();
+    for (let i = 0; i < 2; i++) expect((await r.pinPoint(point, true)).pinned).toBe(true);
+    expect((await r.getSnapshot(point))?.pinned).toBe(true);
+    expect((await r.listSnapshots()).items.find((s) => s.name === point)?.pinned).toBe(true);
+    expect((await engine.getSnapshot(point))?.pinned).toBe(true);
+    expect((await r.pinPoint(point, false)).pinned).toBeUndefined();
+    expect((await engine.getSnapshot(point))?.pinned).toBeUndefined();
+    await r.createSnapshot({ volume: "pin-me", name: "pin-me-snap", meta: {} });
+    const notPoint = await r.pinPoint("pin-me-snap", true).catch((e: unknown) => e);
+    expect(toGrpcStatus(notPoint).codeName).toBe("INVALID_ARGUMENT");
+    const missing = await r.pinPoint("rp--no-such-point", true).catch((e: unknown) => e);
+    expect(toGrpcStatus(missing).codeName).toBe("NOT_FOUND");
+    await r.deleteVolume("pin-me");
+  });
+
   it("a client that does not trust the node's CA refuses the node", async () => {
     const r = remote(pki.stranger);
     const err = await r.capacity().catch((e: unknown) => e);
@@ -422,6 +448,8 @@ describe("engine service over mutual TLS", () => {
       ["DeleteVolume", () => intruder.deleteVolume("victim")],
       ["GetCapacity", () => intruder.capacity()],
       ["SetProtection", () => intruder.setProtection("victim", "off")],
+      // Unpinning a point would let its node thin it under a user's VolumeSnapshot.
+      ["PinPoint", () => intruder.pinPoint("victim-snap", false)],
       [
         "ReadSnapshotChunks",
         async () => {
