@@ -9,9 +9,8 @@
  * - pull: the snapshot restored onto node-b; MiB/s of its background pull (the node's own
  *   "pull finished" figures) and the CPU seconds of the pulling and the serving node processes
  *   (user + system from /proc/<pid>/stat) per GiB;
- * - disk: the same bytes written to a file on the pools' filesystem in 1 MiB writes (a pull
- *   message's run of chunks) with an fdatasync every 256 MiB, as the pull commits (the disk's
- *   share of the pull's work);
+ * - disk: the same bytes written to a file on the pools' filesystem in chunk-sized writes with an
+ *   fdatasync every 256 chunks, as the pull commits (the disk's share of the pull's work);
  *   the three rotate in order from round to round;
  * - first read: the snapshot restored onto node-c, staged (nbdfuse + loop) and the last allocated
  *   chunk read from the block device (the background pull goes in chunk order: that chunk is the
@@ -336,7 +335,7 @@ try {
     };
     let disk: DiskWriteResult | undefined;
     const diskWrite = () => {
-      disk = runDiskWrite({ dir, bytes: ALLOCATED_BYTES, writeBytes: MiB, syncEvery: 256 });
+      disk = runDiskWrite({ dir, bytes: ALLOCATED_BYTES, writeBytes: CHUNK, syncEvery: 256 });
       return Promise.resolve();
     };
     // The three rotate: each goes first, second and third in turn.

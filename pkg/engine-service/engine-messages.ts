@@ -251,16 +251,12 @@ export interface WireReadChunksRequest {
   name: string;
   chunkSize: number;
   chunks: number[];
-  /** 0 or absent: one chunk per message. */
-  maxMessageBytes?: number;
 }
 
 export interface WireChunkData {
   chunk: number;
   data: Buffer;
   hole: boolean;
-  /** Consecutive chunks from `chunk` on (0 or absent: 1). */
-  count?: number;
 }
 
 const PULL_STATES: ReadonlySet<string> = new Set(["running", "stalled", "done", "stopped"]);

@@ -1,7 +1,5 @@
 import type { ServiceClientConstructor, ServiceDefinition } from "@grpc/grpc-js";
 import { loadProtoFile } from "../rpc/index.js";
-import { encodeWithHeadroom } from "./chunk-data-encoding.js";
-import type { WireChunkData } from "./engine-messages.js";
 
 /**
  * proto/engine.proto, loaded once with the same loader options as the CSI proto (pkg/rpc), so that
@@ -20,11 +18,6 @@ export function loadEngineProto(): EngineProto {
       snapblock: { engine: { v1: { Engine: ServiceClientConstructor } } };
     };
     const Client = pkg.snapblock.engine.v1.Engine;
-    // ReadChunks' messages built with room for their header go out without a copy of their data.
-    const readChunks = Client.service.ReadChunks!;
-    const encode = readChunks.responseSerialize;
-    readChunks.responseSerialize = (message: WireChunkData): Buffer =>
-      encodeWithHeadroom(message) ?? encode(message);
     cached = { service: Client.service, Client };
   }
   return cached;

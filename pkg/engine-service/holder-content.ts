@@ -4,7 +4,6 @@ import { replicaName, type EngineHolder, type RemoteContent } from "../engine-ap
 import type { Logger } from "../log/index.js";
 import type { EngineTransportOptions } from "./engine-tls.js";
 import { RemoteEngine } from "./remote-engine.js";
-import { MAX_CHUNK_MESSAGE_BYTES } from "./snapshot-chunks.js";
 
 export interface HolderContentOptions {
   /** This node's transport (its own node certificate: holders check it and their grants). */
@@ -84,14 +83,9 @@ export class HolderContent implements RemoteContent {
                 name: holder.name,
                 chunkSize,
                 chunks: want.slice(i, i + batch),
-                maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES,
               })) {
-                // A run of chunks (a holder from before runs sends one per message).
-                const count = Math.max(1, item.count ?? 0);
-                let fresh = 0;
-                for (let c = item.chunk; c < item.chunk + count; c++) if (remaining.delete(c)) fresh++;
-                if (fresh === 0) continue;
-                yield { chunk: item.chunk, count, data: item.hole ? null : item.data };
+                if (!remaining.delete(item.chunk)) continue;
+                yield { chunk: item.chunk, data: item.hole ? null : item.data };
               }
             }
             preferred = index; // it answers: ask it first next time

@@ -1,7 +1,6 @@
 import { SnapblockError } from "../errors/index.js";
 import type { WireChunkData, WireChunkRuns, WireSnapshotChunk } from "./engine-messages.js";
 import type { VolumeDevice } from "../engine-api/index.js";
-import { allocWithHeadroom, HEADER_ROOM, withHeadroom } from "./chunk-data-encoding.js";
 
 /** What the chunk streams need from the node's pool: LocalEngine has it. */
 export interface SnapshotOpener {
@@ -77,39 +76,19 @@ export function* listChunkRuns(
   }
 }
 
-/** Messages read ahead of the one being sent: the disk (or page cache) works while the stream waits. */
+/** Chunks read ahead of the one being sent: the disk (or page cache) works while the stream waits. */
 const READ_AHEAD = 4;
 
 /**
- * The asked chunks cut into the messages that carry them: runs of chunks that follow each other
- * in the list and in number, all holes or all holding data, at most `perMessage` chunks each.
- */
-export function chunkMessages(
-  chunks: readonly number[],
-  perMessage: number,
-  allocated: (chunk: number) => boolean,
-): { chunk: number; count: number; hole: boolean }[] {
-  const out: { chunk: number; count: number; hole: boolean }[] = [];
-  let run: { chunk: number; count: number; hole: boolean } | undefined;
-  for (const c of chunks) {
-    const hole = !allocated(c);
-    if (run && run.hole === hole && run.chunk + run.count === c && run.count < perMessage) run.count++;
-    else out.push((run = { chunk: c, count: 1, hole }));
-  }
-  return out;
-}
-
-/**
  * The content of the asked chunks of snapshot `name`, in the caller's chunk size, in the order
- * asked; a chunk with nothing allocated is sent as a hole. With `maxMessageBytes`, chunks that
- * follow each other travel together, read with one call (a message per chunk cost more than the
- * bytes: bench:cluster). Up to READ_AHEAD messages are read ahead of the one being sent; a chunk
- * that cannot be read fails the stream at its turn, after the messages before it were sent. The
- * snapshot stays open (so it cannot be deleted) until the stream ends and no read is running.
+ * asked; a chunk with nothing allocated is sent as a hole. Up to READ_AHEAD chunks are read ahead
+ * of the one being sent; a chunk that cannot be read fails the stream at its turn, after the
+ * chunks before it were sent. The snapshot stays open (so it cannot be deleted) until the stream
+ * ends and no read is running.
  */
 export async function* readChunkContents(
   opener: SnapshotOpener,
-  request: { name: string; chunkSize: number; chunks: number[]; maxMessageBytes?: number },
+  request: { name: string; chunkSize: number; chunks: number[] },
 ): AsyncGenerator<WireChunkData> {
   const cs = request.chunkSize;
   if (!Number.isInteger(cs) || cs < 4096 || cs > 1 << 20 || (cs & (cs - 1)) !== 0) {
@@ -119,33 +98,26 @@ export async function* readChunkContents(
     );
   }
   const device = opener.openSnapshotDevice(request.name);
-  const ahead: Promise<WireChunkData>[] = [];
-  try {
-    for (const c of request.chunks) {
-      if (!Number.isSafeInteger(c * cs) || c * cs >= device.size) {
-        throw new SnapblockError("OUT_OF_RANGE", `chunk ${c} is past the end of snapshot '${request.name}'`);
-      }
+  const readOne = async (chunk: number): Promise<WireChunkData> => {
+    const from = chunk * cs;
+    if (!Number.isSafeInteger(from) || from >= device.size) {
+      throw new SnapblockError(
+        "OUT_OF_RANGE",
+        `chunk ${chunk} is past the end of snapshot '${request.name}'`,
+      );
     }
-    const limit = Math.min(request.maxMessageBytes ?? 0, MAX_CHUNK_MESSAGE_BYTES);
-    const perMessage = Math.max(1, Math.floor(limit / cs));
-    const messages = chunkMessages(request.chunks, perMessage, (c) =>
-      device.extents(c * cs, Math.min(cs, device.size - c * cs)).some((e) => e.allocated),
-    );
-    const readOne = async (m: { chunk: number; count: number; hole: boolean }): Promise<WireChunkData> => {
-      const from = m.chunk * cs;
-      if (m.hole) return { chunk: m.chunk, data: Buffer.alloc(0), hole: true, count: m.count };
-      const length = Math.min(m.count * cs, device.size - from);
-      if (!device.readInto) {
-        return { chunk: m.chunk, data: await device.read(from, length), hole: false, count: m.count };
-      }
-      const buffer = allocWithHeadroom(length);
-      await device.readInto(from, length, buffer, HEADER_ROOM);
-      return withHeadroom(m.chunk, m.count, buffer);
-    };
-    let next = 0;
-    while (next < messages.length || ahead.length > 0) {
-      while (ahead.length < READ_AHEAD && next < messages.length) {
-        const read = readOne(messages[next++]!);
+    const length = Math.min(cs, device.size - from);
+    const allocated = device.extents(from, length).some((e) => e.allocated);
+    return allocated
+      ? { chunk, data: await device.read(from, length), hole: false }
+      : { chunk, data: Buffer.alloc(0), hole: true };
+  };
+  const ahead: Promise<WireChunkData>[] = [];
+  let next = 0;
+  try {
+    while (next < request.chunks.length || ahead.length > 0) {
+      while (ahead.length < READ_AHEAD && next < request.chunks.length) {
+        const read = readOne(request.chunks[next++]!);
         // Its failure is reported when its turn comes (below), not as an unhandled rejection.
         read.catch(() => undefined);
         ahead.push(read);

@@ -109,12 +109,12 @@ export class DataPath {
     to: number,
     into: Buffer,
     at: number,
-    reads: Promise<unknown>[],
+    reads: Promise<number>[],
   ): void {
     const cs = this.core.chunkSize;
     const partial = this.core.space.partials.get(phys);
     if (!partial) {
-      reads.push(this.readFile(into, at, to - from, phys * cs + from));
+      reads.push(this.core.data.read(into, at, to - from, phys * cs + from));
       return;
     }
     for (let pos = from; pos < to;) {
@@ -125,7 +125,8 @@ export class DataPath {
         runEnd = Math.min(to, runEnd + BLOCK);
       }
       const source = own ? phys : partial.backing;
-      if (source >= 0) reads.push(this.readFile(into, at + pos - from, runEnd - pos, source * cs + pos));
+      if (source >= 0)
+        reads.push(this.core.data.read(into, at + pos - from, runEnd - pos, source * cs + pos));
       else into.fill(0, at + pos - from, at + runEnd - from);
       pos = runEnd;
     }
@@ -148,26 +149,10 @@ export class DataPath {
   }
 
   async read(device: Device, offset: number, length: number): Promise<Buffer> {
-    // Not zero-filled: readInto writes every byte of the range.
-    const out = Buffer.allocUnsafe(length);
-    await this.readInto(device, offset, length, out, 0);
-    return out;
-  }
-
-  /**
-   * Reads `length` bytes of `device` at `offset` into `into` at `at`. Every byte of the range is
-   * written: what nothing holds (holes, short reads past the data file's end) as zeroes.
-   */
-  async readInto(device: Device, offset: number, length: number, into: Buffer, at: number): Promise<void> {
     this.core.ensureUsable();
     this.checkRange(device, offset, length, "read");
-    if (at < 0 || at + length > into.length) {
-      throw new SnapblockError(
-        "INVALID_ARGUMENT",
-        `a read of ${length} bytes does not fit its buffer at ${at}`,
-      );
-    }
-    if (length === 0) return;
+    const out = Buffer.alloc(length);
+    if (length === 0) return out;
     this.lastForegroundIo = performance.now();
     // Content still on its source is fetched first: a pending chunk never reads as zeroes.
     const pending = this.pendingIn(device, offset, length, false);
@@ -175,12 +160,12 @@ export class DataPath {
     const { space, tables, chunkSize: cs } = this.core;
     const io = space.beginIo();
     try {
-      const reads: Promise<void>[] = [];
+      const reads: Promise<number>[] = [];
       let runPos = -1;
       let runBuf = 0;
       let runLen = 0;
       const flushRun = (): void => {
-        if (runLen > 0) reads.push(this.readFile(into, runBuf, runLen, runPos));
+        if (runLen > 0) reads.push(this.core.data.read(out, runBuf, runLen, runPos));
         runLen = 0;
       };
       for (let pos = offset; pos < offset + length;) {
@@ -190,10 +175,9 @@ export class DataPath {
         const phys = tables.physical(device.table, chunk);
         if (phys < 0) {
           flushRun();
-          into.fill(0, at + pos - offset, at + pos - offset + end - start);
         } else if (space.partials.has(phys)) {
           flushRun();
-          this.readChunkRange(phys, start, end, into, at + pos - offset, reads);
+          this.readChunkRange(phys, start, end, out, pos - offset, reads);
         } else {
           const filePos = phys * cs + start;
           if (runLen > 0 && runPos + runLen === filePos) {
@@ -201,25 +185,21 @@ export class DataPath {
           } else {
             flushRun();
             runPos = filePos;
-            runBuf = at + pos - offset;
+            runBuf = pos - offset;
             runLen = end - start;
           }
         }
         pos += end - start;
       }
       flushRun();
+      // Short reads past the end of the data file are zero: the buffer already is.
       await Promise.all(reads);
+      return out;
     } catch (err) {
       throw asSnapblockError(err, `read of ${device.kind} '${device.name}'`);
     } finally {
       space.endIo(io);
     }
-  }
-
-  /** A read of the data file; what lies past its end reads as zeroes. */
-  private async readFile(into: Buffer, at: number, length: number, position: number): Promise<void> {
-    const n = await this.core.data.read(into, at, length, position);
-    if (n < length) into.fill(0, at + n, at + length);
   }
 
   async write(device: Device, offset: number, data: Buffer): Promise<void> {

@@ -74,10 +74,6 @@ export class DeviceHandle implements BlockDevice {
     return this.observed("read", length, () => this.io.read(this.device, offset, length));
   }
 
-  readInto(offset: number, length: number, into: Buffer, at: number): Promise<void> {
-    return this.observed("read", length, () => this.io.readInto(this.device, offset, length, into, at));
-  }
-
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {
     return this.observed("write", data.length, async () => {
       await this.io.write(this.device, offset, data);

@@ -3,22 +3,17 @@ import type { Device } from "./metadata.js";
 import type { PoolCore } from "./pool-core.js";
 import { RecordType } from "./records.js";
 
-/**
- * One chunk's content as its source has it, or `count` consecutive chunks' back to back: null for
- * a hole (they read as zeroes).
- */
+/** One chunk's content as its source has it: null for a hole (it reads as zeroes). */
 export interface FetchedChunk {
   chunk: number;
-  /** Chunks from `chunk` on that `data` holds (absent: 1). */
-  count?: number;
   data: Buffer | null;
 }
 
 /**
  * Where the content of pending chunks comes from (the upper layer: another node's engine
- * service). fetch() yields the asked chunks in any order, each once (alone or in runs of
- * consecutive chunks); a chunk it cannot get is an error (never zeroes in its place). Data is
- * chunkSize bytes per chunk (the last chunk of a device may be shorter; it is padded with zeroes).
+ * service). fetch() yields the asked chunks in any order, each once; a chunk it cannot get is an
+ * error (never zeroes in its place). Data is chunkSize bytes (the last chunk of a device may be
+ * shorter; it is padded with zeroes).
  */
 export interface ChunkFetcher {
   fetch(chunks: number[]): AsyncIterable<FetchedChunk>;
@@ -48,13 +43,8 @@ export interface PullProgress {
 
 /** Chunks asked for in one fetch by the background pull (bounded memory: a batch in flight). */
 const BATCH = 64;
-/**
- * Bytes a background pull fills between commits. A commit makes the pull's progress durable, and
- * nothing else: what was filled and not committed is pending again after a crash and fetched
- * again, so acknowledged writes never depend on it. Every 16 MiB kept the pull waiting on
- * fdatasync (bench:cluster); 256 MiB bounds the work a crash repeats to a second or so.
- */
-const COMMIT_EVERY_BYTES = 256 * 1024 * 1024;
+/** Background fills between commits (progress becomes durable at least this often). */
+const COMMIT_EVERY = 256;
 /**
  * Batches a background pull keeps in flight: while one batch's chunks are written here, the next
  * ones are read and sent by the holder (one batch at a time left both sides idle half the time;
@@ -173,7 +163,7 @@ export class PendingFiller {
     source: string,
     chunks: number[],
     foreground: boolean,
-    onFilled?: (chunks: number, bytes: number) => void | Promise<void>,
+    onChunk?: (bytes: number) => void | Promise<void>,
   ): Promise<void> {
     const waits: Promise<void>[] = [];
     const mine: number[] = [];
@@ -190,7 +180,7 @@ export class PendingFiller {
           `the content of ${mine.length} chunk(s) is still on ${source}, and no way to reach it is known yet`,
         );
       }
-      const run = this.fetchAndFill(source, route.fetcher, mine, foreground, onFilled);
+      const run = this.fetchAndFill(source, route.fetcher, mine, foreground, onChunk);
       const settled = run.then(
         () => undefined,
         () => undefined,
@@ -215,21 +205,16 @@ export class PendingFiller {
     fetcher: ChunkFetcher,
     chunks: number[],
     onDemand: boolean,
-    onFilled?: (chunks: number, bytes: number) => void | Promise<void>,
+    onChunk?: (bytes: number) => void | Promise<void>,
   ): Promise<void> {
     const wanted = new Set(chunks);
-    const cs = this.core.chunkSize;
     try {
-      for await (const { chunk, count = 1, data } of fetcher.fetch(chunks)) {
-        // Chunks not asked for, or sent twice, are ignored.
-        const run: number[] = [];
-        for (let c = chunk; c < chunk + count; c++) if (wanted.delete(c)) run.push(c);
-        if (run.length === 0) continue;
-        await this.fillRun(source, chunk, run, data);
-        const bytes = data === null ? 0 : Math.min(data.length, run.length * cs);
-        this.core.observer.chunkFilled?.({ source, chunks: run.length, bytes, onDemand });
+      for await (const { chunk, data } of fetcher.fetch(chunks)) {
+        if (!wanted.delete(chunk)) continue; // not asked for, or twice: ignore
+        await this.fillOne(source, chunk, data);
+        this.core.observer.chunkFilled?.({ source, bytes: data?.length ?? 0, onDemand });
         // The background pull's rate limit waits here, which holds the stream back too.
-        await onFilled?.(run.length, bytes);
+        await onChunk?.(data?.length ?? 0);
       }
     } catch (err) {
       throw asSnapblockError(err, `fetching ${chunks.length} chunk(s) from ${source}`);
@@ -239,65 +224,40 @@ export class PendingFiller {
     }
   }
 
-  /**
-   * Writes the content of `chunks` (taken from `data`, which holds the chunks from `first` on)
-   * to new chunks, with one write per run of adjacent new chunks, and maps each into every device
-   * still waiting for it.
-   */
-  private async fillRun(source: string, first: number, chunks: number[], data: Buffer | null): Promise<void> {
+  /** Writes one chunk's content and maps it into every device still waiting for it. */
+  private async fillOne(source: string, chunk: number, data: Buffer | null): Promise<void> {
     const { core } = this;
     core.ensureUsable();
-    const cs = core.chunkSize;
-    const holes: number[] = [];
-    const full: { chunk: number; content: Buffer }[] = [];
-    for (const chunk of chunks) {
-      if (core.meta.pendingAt(source, chunk).length === 0) continue; // written over meanwhile
-      const at = (chunk - first) * cs;
-      const content = data === null ? null : data.subarray(at, Math.min(data.length, at + cs));
-      if (content !== null && content.length === 0) {
-        // Never zeroes in place of content that did not arrive.
-        throw new SnapblockError(
-          "IO",
-          `${source} sent ${data!.length} bytes for a run that holds chunk ${chunk}`,
-        );
-      }
-      if (content === null || isZero(content)) holes.push(chunk);
-      else full.push({ chunk, content: content.length === cs ? content : padTo(content, cs) });
-    }
-    for (const chunk of holes) {
+    if (core.meta.pendingAt(source, chunk).length === 0) return; // written over meanwhile
+    if (data === null || isZero(data)) {
       const ids = core.meta.pendingAt(source, chunk).map((d) => d.id);
       if (ids.length > 0) core.record({ type: RecordType.FillHole, id: chunk, ids });
+      return;
     }
-    if (full.length === 0) return;
+    const cs = core.chunkSize;
+    const content = data.length === cs ? data : padTo(data, cs);
     core.space.reclaim(core.committedSeq);
-    const targets = core.space.reserve(full.length);
+    const [target] = core.space.reserve(1);
     const io = core.space.beginIo();
     try {
-      for (let i = 0; i < full.length;) {
-        let j = i + 1;
-        while (j < full.length && targets[j] === targets[j - 1]! + 1) j++;
-        await core.data.write(
-          full.slice(i, j).map((f) => f.content),
-          targets[i]! * cs,
-        );
-        i = j;
-      }
+      await core.data.write([content], target! * cs);
     } catch (err) {
-      for (const t of targets) core.space.unreserve(t);
-      throw asSnapblockError(err, `writing fetched chunks from ${source}`);
+      core.space.unreserve(target!);
+      throw asSnapblockError(err, `writing a fetched chunk from ${source}`);
     } finally {
       core.space.endIo(io);
     }
-    // Synchronously from here: whoever still waits for a chunk gets it in one record.
-    full.forEach(({ chunk }, i) => {
-      const ids = core.meta.pendingAt(source, chunk).map((d) => d.id);
-      if (ids.length === 0) core.space.unreserve(targets[i]!);
-      else core.record({ type: RecordType.Fill, id: targets[i]!, chunk, ids });
-    });
+    // Synchronously from here: whoever still waits for the chunk gets it in one record.
+    const ids = core.meta.pendingAt(source, chunk).map((d) => d.id);
+    if (ids.length === 0) {
+      core.space.unreserve(target!);
+      return;
+    }
+    core.record({ type: RecordType.Fill, id: target!, chunk, ids });
   }
 
-  commitEveryBytes(): number {
-    return COMMIT_EVERY_BYTES;
+  commitEvery(): number {
+    return COMMIT_EVERY;
   }
 
   get poolCore(): PoolCore {
@@ -309,14 +269,8 @@ function key(source: string, chunk: number): string {
   return `${chunk}@${source}`;
 }
 
-const ZEROES = Buffer.alloc(1 << 20);
-
 function isZero(buf: Buffer): boolean {
-  // Compared natively, a slice at a time (a chunk is at most 1 MiB).
-  for (let at = 0; at < buf.length; at += ZEROES.length) {
-    const part = buf.subarray(at, at + ZEROES.length);
-    if (!part.equals(ZEROES.subarray(0, part.length))) return false;
-  }
+  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
   return true;
 }
 
@@ -338,7 +292,7 @@ class Pull {
   private stopped = false;
   private readonly sleepers = new Set<() => void>();
   private cursor = 0;
-  private sinceCommitBytes = 0;
+  private sinceCommit = 0;
   private windowStart = performance.now();
   private windowBytes = 0;
   private readonly samples: { at: number; bytes: number }[] = [];
@@ -404,10 +358,9 @@ class Pull {
       this.cursor = chunks[chunks.length - 1]! + 1;
       try {
         const limit = route.options.bytesPerSecond ?? 0;
-        await this.filler.fill(this.source, chunks, false, async (count, bytes) => {
-          this.filled += count;
+        await this.filler.fill(this.source, chunks, false, async (bytes) => {
+          this.filled++;
           this.bytes += bytes;
-          this.sinceCommitBytes += bytes;
           this.windowBytes += bytes;
           this.samples.push({ at: performance.now(), bytes });
           if (this.samples.length > 4096) this.samples.splice(0, 2048);
@@ -424,8 +377,9 @@ class Pull {
         this.state = "running";
         this.error = undefined;
         backoff = 250;
-        if (this.sinceCommitBytes >= this.filler.commitEveryBytes()) {
-          this.sinceCommitBytes = 0;
+        this.sinceCommit += chunks.length;
+        if (this.sinceCommit >= this.filler.commitEvery()) {
+          this.sinceCommit = 0;
           await core.commit();
         }
       } catch (err) {

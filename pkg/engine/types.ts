@@ -26,8 +26,6 @@ export interface BlockDevice {
   /** The pool's chunk size: the unit of allocation, sharing and trim. */
   readonly chunkSize: number;
   read(offset: number, length: number): Promise<Buffer>;
-  /** read() into the caller's buffer at `at` (every byte of the range is written). */
-  readInto?(offset: number, length: number, into: Buffer, at: number): Promise<void>;
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
   /** Makes every write completed before the call durable (NBD_CMD_FLUSH semantics). */
   flush(): Promise<void>;
@@ -217,7 +215,7 @@ export interface EngineObserver {
    * A pending chunk arrived and was filled (`bytes` 0: it was a hole). `onDemand`: a read or a
    * partial write waited for it; otherwise the background pull brought it.
    */
-  chunkFilled?: (event: { source: string; chunks: number; bytes: number; onDemand: boolean }) => void;
+  chunkFilled?: (event: { source: string; bytes: number; onDemand: boolean }) => void;
   /** Nothing is pending from `source` any more: what its pull fetched, and how long it took. */
   pullFinished?: (event: { source: string; chunks: number; bytes: number; seconds: number }) => void;
   /**

@@ -172,7 +172,7 @@ export class EngineMetrics {
       },
       chunkFilled: (e) => {
         pullBytes.inc({ pool: this.pool }, e.bytes);
-        pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" }, e.chunks);
+        pullChunks.inc({ pool: this.pool, mode: e.onDemand ? "on_demand" : "background" });
       },
       pullFinished: () => pullsFinished.inc({ pool: this.pool }),
       ioCompleted: (e) => {

@@ -216,54 +216,6 @@ describe("engine service over mutual TLS", () => {
     expect(isSnapblockError(missing, "NOT_FOUND")).toBe(true);
   });
 
-  it("sends the chunks a pull asks for in runs of consecutive chunks, holes apart, in the order asked", async () => {
-    const r = remote(pki.controller);
-    const puller = remote(pki.node("node-b"));
-    await r.createVolume({ name: "runs", sizeBytes: 4 * MiB, meta: {} });
-    const dev = engine.openVolumeDevice("runs");
-    const cs = dev.chunkSize;
-    // Chunks 0-2 and 5 hold data (each its own byte); 3-4 are holes; the last chunk holds data.
-    const last = (4 * MiB) / cs - 1;
-    for (const c of [0, 1, 2, 5, last]) await dev.write(c * cs, Buffer.alloc(cs, c + 1));
-    await dev.flush();
-    dev.close();
-    await r.createSnapshot({ volume: "runs", name: "runs-snap", meta: {} });
-    grants.add("runs-snap@node-b");
-    const read = async (chunks: number[], maxMessageBytes?: number) => {
-      const out: { chunk: number; count: number; hole: boolean; data: Buffer }[] = [];
-      for await (const m of puller.readChunks({ name: "runs-snap", chunkSize: cs, chunks, maxMessageBytes }))
-        out.push({ chunk: m.chunk, count: m.count || 1, hole: m.hole, data: m.data });
-      return out;
-    };
-    const asked = [0, 1, 2, 3, 4, 5, 6, last, 9];
-    const runs = await read(asked, 2 * cs);
-    expect(runs.map((m) => [m.chunk, m.count, m.hole])).toEqual([
-      [0, 2, false],
-      [2, 1, false],
-      [3, 2, true],
-      [5, 1, false],
-      [6, 1, true],
-      [last, 1, false],
-      [9, 1, true],
-    ]);
-    for (const m of runs.filter((x) => !x.hole)) {
-      expect(m.data.length).toBe(m.count * cs);
-      for (let i = 0; i < m.count; i++)
-        expect(m.data.subarray(i * cs, (i + 1) * cs).equals(Buffer.alloc(cs, m.chunk + i + 1))).toBe(true);
-    }
-    // A caller from before runs (no maxMessageBytes) gets one chunk per message, the same bytes.
-    const single = await read(asked);
-    expect(single.map((m) => [m.chunk, m.count, m.hole])).toEqual(
-      asked.map((c) => [c, 1, c === 3 || c === 4 || c === 6 || c === 9]),
-    );
-    expect(Buffer.concat(single.map((m) => m.data)).equals(Buffer.concat(runs.map((m) => m.data)))).toBe(
-      true,
-    );
-    // A chunk past the end is refused before anything is sent.
-    const past = await read([0, last + 1], 2 * cs).catch((e: unknown) => e);
-    expect(isSnapblockError(past, "OUT_OF_RANGE")).toBe(true);
-  });
-
   it("lists a snapshot's block metadata to the controller page by page, as the engine computes it", async () => {
     const r = remote(pki.controller);
     await r.createVolume({ name: "cbt", sizeBytes: 8 * MiB, meta: {} });
