@@ -200,6 +200,7 @@ describe("default render", () => {
     expect(mountOf(dpPod, dp, "/var/lib/snapblock").hostPath?.path).toBe("/var/lib/snapblock");
     expect(flag(dp, "node-id")).toBe("$(KUBE_NODE_NAME)");
     expect(flag(dp, "chunk-size")).toBe("64K");
+    expect(flag(dp, "nbd-dead-conn-timeout")).toBe("120");
     expect(flag(dp, "log-level")).toBe("info");
     // It sees the node plugin's mounts (a snapshot freezes the staged filesystem), mounts nothing.
     const kubelet = dp.volumeMounts?.find((m) => m.mountPath === "/var/lib/kubelet");
@@ -561,6 +562,7 @@ describe("non-default values", () => {
         dataDir: "/mnt/fast/snapblock",
         chunkSize: "128K",
         poolSize: "100G",
+        nbdDeadConnTimeoutSeconds: 600,
         nodeSelector: { "snapblock.dev/disk": "true" },
         tolerations: [],
         priorityClassName: "",
@@ -586,6 +588,7 @@ describe("non-default values", () => {
     const dp = container(dpPod, "snapblock");
     expect(flag(dp, "chunk-size")).toBe("128K");
     expect(flag(dp, "pool-size")).toBe("100G");
+    expect(flag(dp, "nbd-dead-conn-timeout")).toBe("600");
     expect(flag(dp, "socket")).toBe("/mnt/fast/snapblock/dataplane/dataplane.sock");
     expect(mountOf(dpPod, dp, "/mnt/fast/snapblock").hostPath?.path).toBe("/mnt/fast/snapblock");
     // Wherever the node plugin runs, its data plane runs.
@@ -694,6 +697,7 @@ describe("non-default values", () => {
     await fails(["logLevel=verbose"]);
     await fails(["node.attach=magic"]);
     await fails(["node.chunkSize=lots"]);
+    await fails(["node.nbdDeadConnTimeoutSeconds=0"]);
     await fails(["storageClasses[0].name=x", "storageClasses[0].fsType=btrfs"]);
     await fails(["contoller.replicas=2"]);
     await fails(["snapshotMetadata.enabled=true", "snapshotMetadata.tls.mode=existingSecret"]);
