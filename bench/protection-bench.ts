@@ -16,6 +16,7 @@
  * BENCH_PROTECTION_POLICY (default "1s for 10s, 5s for 20s, 10s for 30s"),
  * BENCH_PROTECTION_VOLUME_MIB (default 2048; the pool is 8 times that), BENCH_PROTECTION_DEPTH (writes in flight, 8),
  * BENCH_PROTECTION_WORKING_SET_MIB (writes go to this much of the volume's start; default all of it),
+ * BENCH_PROTECTION_CHUNK_KIB (the pool's chunk size; default the engine's, 64),
  * BENCH_DIR (where pools go; default a temporary directory).
  * Not a test: it prints Markdown for BENCHMARKS.md.
  */
@@ -35,6 +36,9 @@ const VOLUME_BYTES = Number(env.BENCH_PROTECTION_VOLUME_MIB ?? 2048) * 2 ** 20;
 const DEPTH = Number(env.BENCH_PROTECTION_DEPTH ?? 8);
 const WORKING_SET_BYTES = Number(env.BENCH_PROTECTION_WORKING_SET_MIB ?? VOLUME_BYTES / 2 ** 20) * 2 ** 20;
 const MiB = 2 ** 20;
+const CHUNK_BYTES = env.BENCH_PROTECTION_CHUNK_KIB
+  ? Number(env.BENCH_PROTECTION_CHUNK_KIB) * 1024
+  : undefined;
 
 /** The longest window of the policy: thinning is in steady state after it. */
 function steadyAfterSeconds(policy: string): number {
@@ -56,6 +60,7 @@ function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
     workingSetBytes: WORKING_SET_BYTES,
     seed,
     restores: 3,
+    ...(CHUNK_BYTES !== undefined ? { chunkBytes: CHUNK_BYTES } : {}),
   };
   const child = spawn(
     process.execPath,
@@ -147,7 +152,7 @@ console.log(
   `Machine: ${cpus().length} x ${model}, kernel ${kernel}, disk ${diskName}, Node.js ${process.version}; load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`,
 );
 console.log(
-  `Load: random 4 KiB writes, ${DEPTH} in flight, over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first; policy "${POLICY}" (steady after ${steadyFrom - 5} s)`,
+  `Load: random 4 KiB writes, ${DEPTH} in flight, over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (steady after ${steadyFrom - 5} s)`,
 );
 console.log("");
 console.log(

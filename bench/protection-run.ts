@@ -27,6 +27,8 @@ export interface RunArgs {
   seed: number;
   /** Random retained points restored and verified at the end (protected arm). */
   restores: number;
+  /** The pool's chunk size (absent: the engine's default). */
+  chunkBytes?: number;
 }
 
 export interface Sample {
@@ -85,7 +87,10 @@ const engine = new LocalEngine({
   nodeId: "bench",
   poolDir: `${args.dir}/pool`,
   metadataFile: `${args.dir}/csi-metadata.json`,
-  createIfMissing: { sizeBytes: args.poolBytes },
+  createIfMissing: {
+    sizeBytes: args.poolBytes,
+    ...(args.chunkBytes !== undefined ? { chunkSize: args.chunkBytes } : {}),
+  },
   observer: {
     pointTaken: (e) => {
       taken++;
