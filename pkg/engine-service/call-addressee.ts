@@ -17,7 +17,12 @@ export function addressedTo(nodeId: string): Metadata {
 /** Throws FAILED_PRECONDITION when the call was meant for another node (no header: any node). */
 export function checkAddressee(md: Metadata, servedNodeId: string): void {
   const wanted = md.get(ADDRESSEE_KEY)[0];
-  if (typeof wanted === "string" && wanted !== servedNodeId) {
+  refuseOtherAddressee(typeof wanted === "string" ? wanted : undefined, servedNodeId);
+}
+
+/** The same check for a request that names its node itself (the chunk channel's). */
+export function refuseOtherAddressee(wanted: string | undefined, servedNodeId: string): void {
+  if (wanted !== undefined && wanted !== servedNodeId) {
     throw new StatusError(
       "FAILED_PRECONDITION",
       `the engine service at this address serves node ${servedNodeId}, not ${wanted}: fix the controller's node list`,

@@ -53,6 +53,7 @@ import { authorize, type Access, type PullGrants } from "./engine-access.js";
 import { describeIdentity, identityOfCertificate, type EngineIdentity } from "./engine-identity.js";
 import { parseHostPort, readTls, serverTls, type EngineTransportOptions } from "./engine-tls.js";
 import { listenTls, type TlsListener } from "./tls-listener.js";
+import { CHUNK_CHANNEL_PROTOCOL, ChunkChannelServer } from "./chunk-channel.js";
 import {
   listChunkRuns,
   readAllocatedChunks,
@@ -79,6 +80,11 @@ export interface EngineServerOptions {
   replication?: EngineReplication;
   /** Pins of exported recovery points (PinPoint); without it that call is UNIMPLEMENTED. */
   pointPins?: EnginePointPins;
+  /**
+   * Offer the chunk channel beside gRPC on the TLS port (chunk-channel.ts; default true). Off,
+   * the port speaks gRPC only, as before the channel existed, and pulls use ReadChunks.
+   */
+  chunkChannel?: boolean;
 }
 
 /**
@@ -95,6 +101,7 @@ export class EngineServer {
     private readonly tls: TlsListener | undefined,
     readonly port: number,
     private readonly logger: Logger,
+    private readonly chunkChannel: ChunkChannelServer | undefined,
   ) {}
 
   static async start(options: EngineServerOptions): Promise<EngineServer> {
@@ -102,14 +109,28 @@ export class EngineServer {
     const server = new Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
     server.addService(loadEngineProto().service, handlers(options, pem !== undefined));
     let tlsListener: TlsListener | undefined;
+    let chunkChannel: ChunkChannelServer | undefined;
     let port: number;
     if (pem) {
-      // TLS ends in our own listener; the gRPC server sees only verified connections.
+      // TLS ends in our own listener; the gRPC server sees only verified connections, and a
+      // connection that chose the chunk channel in the handshake goes to it instead.
       const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+      const offered = options.chunkChannel ?? true;
+      const channel = new ChunkChannelServer({
+        nodeId: options.engine.nodeId,
+        ...(options.snapshots ? { snapshots: options.snapshots } : {}),
+        ...(options.pullGrants ? { pullGrants: options.pullGrants } : {}),
+        logger: options.logger,
+      });
+      if (offered) chunkChannel = channel;
       tlsListener = await listenTls({
         at: parseHostPort(options.address),
         pem,
-        onConnection: (socket) => injector.injectConnection(socket),
+        protocols: offered ? [CHUNK_CHANNEL_PROTOCOL, "h2"] : ["h2"],
+        onConnection: (socket) =>
+          socket.alpnProtocol === CHUNK_CHANNEL_PROTOCOL
+            ? channel.serve(socket)
+            : injector.injectConnection(socket),
         logger: options.logger,
       });
       port = tlsListener.port;
@@ -126,7 +147,7 @@ export class EngineServer {
       port,
       tls: pem !== undefined,
     });
-    return new EngineServer(server, tlsListener, port, options.logger);
+    return new EngineServer(server, tlsListener, port, options.logger, chunkChannel);
   }
 
   /** Reads the TLS source again and serves new connections with it (after a renewal). */
@@ -138,6 +159,7 @@ export class EngineServer {
   shutdown(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
       const listenerClosed = this.tls?.close();
+      this.chunkChannel?.close();
       let timer: NodeJS.Timeout | undefined;
       const graceful = new Promise<boolean>((resolve) => this.server.tryShutdown(() => resolve(true)));
       const timedOut = new Promise<boolean>((resolve) => {

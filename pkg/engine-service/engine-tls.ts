@@ -100,14 +100,22 @@ export function channelCredentials(
   if (!o.tls) return credentials.createInsecure();
   const pem = readTls(o.tls);
   return credentials.createSsl(pem.ca, pem.key, pem.cert, {
-    checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-      const identity = identityOfCertificate(cert);
-      if (identity?.role === "node" && identity.nodeId === expectedNodeId) return undefined;
-      return new Error(
-        `the engine service at ${address} presented a certificate for ${describeIdentity(identity)}, not node/${expectedNodeId}: check the node's announced address`,
-      );
-    },
+    checkServerIdentity: nodeIdentityCheck(address, expectedNodeId),
   });
+}
+
+/** A TLS client's server check: the certificate must name node `expectedNodeId`. */
+export function nodeIdentityCheck(
+  address: string,
+  expectedNodeId: string,
+): (host: string, cert: PeerCertificate) => Error | undefined {
+  return (_host, cert) => {
+    const identity = identityOfCertificate(cert);
+    if (identity?.role === "node" && identity.nodeId === expectedNodeId) return undefined;
+    return new Error(
+      `the engine service at ${address} presented a certificate for ${describeIdentity(identity)}, not node/${expectedNodeId}: check the node's announced address`,
+    );
+  };
 }
 
 /**

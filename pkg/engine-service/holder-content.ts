@@ -3,6 +3,8 @@ import type { ChunkFetcher, FetchedChunk } from "../engine/index.js";
 import { replicaName, type EngineHolder, type RemoteContent } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
 import type { EngineTransportOptions } from "./engine-tls.js";
+import type { WireChunkData, WireReadChunksRequest } from "./engine-messages.js";
+import { ChunkChannelClient, ChunkChannelUnsupported } from "./chunk-channel.js";
 import { RemoteEngine } from "./remote-engine.js";
 
 export interface HolderContentOptions {
@@ -12,6 +14,11 @@ export interface HolderContentOptions {
   callTimeoutMs?: number;
   /** Chunks asked for in one ReadChunks stream. */
   batch?: number;
+  /**
+   * Read chunks over the chunk channel (chunk-channel.ts) where the holder offers it (default
+   * true; false: always gRPC's ReadChunks).
+   */
+  chunkChannel?: boolean;
 }
 
 /**
@@ -22,12 +29,17 @@ export interface HolderContentOptions {
  */
 export class HolderContent implements RemoteContent {
   private readonly clients = new Map<string, RemoteEngine>();
+  private readonly channels = new Map<string, ChunkChannelClient>();
+  /** Holders that answered without the chunk channel (older nodes): gRPC from then on. */
+  private readonly withoutChannel = new Set<string>();
 
   constructor(private readonly o: HolderContentOptions) {}
 
   close(): void {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
+    for (const c of this.channels.values()) c.close();
+    this.channels.clear();
   }
 
   async chunkRuns(request: {
@@ -67,7 +79,8 @@ export class HolderContent implements RemoteContent {
 
   fetcher(holders: EngineHolder[], chunkSize: number): ChunkFetcher {
     const batch = this.o.batch ?? 64;
-    const client = (holder: EngineHolder): RemoteEngine => this.client(holder);
+    const read = (holder: EngineHolder, request: WireReadChunksRequest): AsyncGenerator<WireChunkData> =>
+      this.readChunks(holder, request);
     let preferred = 0;
     return {
       async *fetch(chunks: number[]): AsyncIterable<FetchedChunk> {
@@ -79,7 +92,7 @@ export class HolderContent implements RemoteContent {
           try {
             const want = [...remaining];
             for (let i = 0; i < want.length; i += batch) {
-              for await (const item of client(holder).readChunks({
+              for await (const item of read(holder, {
                 name: holder.name,
                 chunkSize,
                 chunks: want.slice(i, i + batch),
@@ -102,8 +115,41 @@ export class HolderContent implements RemoteContent {
     };
   }
 
+  /** The chunk channel where the holder has it, else gRPC's ReadChunks. */
+  private async *readChunks(
+    holder: EngineHolder,
+    request: WireReadChunksRequest,
+  ): AsyncGenerator<WireChunkData> {
+    const key = keyOf(holder);
+    if ((this.o.chunkChannel ?? true) && this.o.transport.tls && !this.withoutChannel.has(key)) {
+      let channel = this.channels.get(key);
+      if (!channel) {
+        channel = new ChunkChannelClient({
+          nodeId: holder.nodeId,
+          address: holder.address,
+          transport: this.o.transport,
+          timeoutMs: this.o.callTimeoutMs ?? 60_000,
+        });
+        this.channels.set(key, channel);
+      }
+      try {
+        yield* channel.readChunks(request);
+        return;
+      } catch (err) {
+        // Unsupported is known at connect time, before any chunk was yielded.
+        if (!(err instanceof ChunkChannelUnsupported)) throw err;
+        this.withoutChannel.add(key);
+        this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
+          holder: holder.nodeId,
+          address: holder.address,
+        });
+      }
+    }
+    yield* this.client(holder).readChunks(request);
+  }
+
   private client(holder: EngineHolder): RemoteEngine {
-    const key = `${holder.nodeId}@${holder.address}`;
+    const key = keyOf(holder);
     let c = this.clients.get(key);
     if (!c) {
       c = new RemoteEngine({
@@ -125,4 +171,8 @@ export class HolderContent implements RemoteContent {
 export function nameOn(holder: EngineHolder, origin: string): string {
   const slash = origin.indexOf("/");
   return origin.slice(0, slash) === holder.nodeId ? origin.slice(slash + 1) : replicaName(origin);
+}
+
+function keyOf(holder: EngineHolder): string {
+  return `${holder.nodeId}@${holder.address}`;
 }

@@ -43,3 +43,9 @@ export type {
 export { MAX_CHUNK_MESSAGE_BYTES, type SnapshotOpener } from "./snapshot-chunks.js";
 export { fetchSpace, spaceService, spaceServiceHandlers, type NodeSpaceReport } from "./space-service.js";
 export { HolderContent, nameOn, type HolderContentOptions } from "./holder-content.js";
+export {
+  CHUNK_CHANNEL_PROTOCOL,
+  ChunkChannelClient,
+  ChunkChannelUnsupported,
+  type ChunkChannelClientOptions,
+} from "./chunk-channel.js";

@@ -89,6 +89,8 @@ const READ_AHEAD = 4;
 export async function* readChunkContents(
   opener: SnapshotOpener,
   request: { name: string; chunkSize: number; chunks: number[] },
+  /** Buffers of chunkSize bytes to read into (reused by the caller); fresh ones without it. */
+  buffer?: () => Buffer,
 ): AsyncGenerator<WireChunkData> {
   const cs = request.chunkSize;
   if (!Number.isInteger(cs) || cs < 4096 || cs > 1 << 20 || (cs & (cs - 1)) !== 0) {
@@ -109,7 +111,7 @@ export async function* readChunkContents(
     const length = Math.min(cs, device.size - from);
     const allocated = device.extents(from, length).some((e) => e.allocated);
     return allocated
-      ? { chunk, data: await device.read(from, length), hole: false }
+      ? { chunk, data: await device.read(from, length, buffer?.()), hole: false }
       : { chunk, data: Buffer.alloc(0), hole: true };
   };
   const ahead: Promise<WireChunkData>[] = [];

@@ -21,8 +21,13 @@ export interface TlsListener {
 export interface TlsListenerOptions {
   at: HostPort;
   pem: TlsPem;
-  /** Receives each connection whose client certificate verified. */
+  /**
+   * Receives each connection whose client certificate verified; its `alpnProtocol` says which of
+   * `protocols` the client chose.
+   */
   onConnection: (socket: tls.TLSSocket) => void;
+  /** ALPN protocols offered, in order of preference (default: gRPC's "h2" only). */
+  protocols?: string[];
   logger: Logger;
 }
 
@@ -55,7 +60,7 @@ export async function listenTls(o: TlsListenerOptions): Promise<TlsListener> {
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: "TLSv1.3",
-    ALPNProtocols: ["h2"],
+    ALPNProtocols: o.protocols ?? ["h2"],
   });
   // The peer's address, read from the TCP socket as it is accepted: a TLS socket whose peer has
   // reset (or that Node destroyed after refusing its certificate) can no longer tell it, and a

@@ -148,10 +148,14 @@ export class DataPath {
     return out;
   }
 
-  async read(device: Device, offset: number, length: number): Promise<Buffer> {
+  async read(device: Device, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.core.ensureUsable();
     this.checkRange(device, offset, length, "read");
-    const out = Buffer.alloc(length);
+    if (into && into.length < length) {
+      throw new SnapblockError("INVALID_ARGUMENT", `read of ${length} bytes into a buffer of ${into.length}`);
+    }
+    // Holes and short reads past the end of the data file rely on the buffer being zero.
+    const out = into ? into.subarray(0, length).fill(0) : Buffer.alloc(length);
     if (length === 0) return out;
     this.lastForegroundIo = performance.now();
     // Content still on its source is fetched first: a pending chunk never reads as zeroes.

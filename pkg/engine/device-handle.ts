@@ -70,8 +70,8 @@ export class DeviceHandle implements BlockDevice {
     }
   }
 
-  read(offset: number, length: number): Promise<Buffer> {
-    return this.observed("read", length, () => this.io.read(this.device, offset, length));
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.observed("read", length, () => this.io.read(this.device, offset, length, into));
   }
 
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void> {

@@ -25,7 +25,11 @@ export interface BlockDevice {
   readonly size: number;
   /** The pool's chunk size: the unit of allocation, sharing and trim. */
   readonly chunkSize: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /**
+   * Reads `length` bytes at `offset`; into `into` (its first `length` bytes, returned) when given,
+   * so that a caller reading many chunks can reuse its buffers.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
   /** Makes every write completed before the call durable (NBD_CMD_FLUSH semantics). */
   flush(): Promise<void>;
