@@ -11,7 +11,11 @@
  *   (user + system from /proc/<pid>/stat) per GiB;
  * - disk: the same bytes written to a file on the pools' filesystem in chunk-sized writes with an
  *   fdatasync every 256 chunks, as the pull commits (the disk's share of the pull's work);
- *   the three rotate in order from round to round;
+ * - plain copy: the ceiling's copy with the receiver writing what arrives to a file on the
+ *   pools' filesystem as the disk reference does (chunk-sized writes, an fdatasync every 256 and
+ *   at the end): a copy of the same bytes over the same link that lands them on the other side's
+ *   disk, what a pull does without the engine;
+ *   the four rotate in order from round to round;
  * - first read: the snapshot restored onto node-c, staged (nbdfuse + loop) and the last allocated
  *   chunk read from the block device (the background pull goes in chunk order: that chunk is the
  *   last it would copy); then chunks not copied yet read over the volume's NBD export (on-demand
@@ -162,6 +166,8 @@ interface PullRound {
   tlsMiBps: number;
   disk: DiskWriteResult;
   diskMiBps: number;
+  copy: TlsCopyResult;
+  copyMiBps: number;
   pullBytes: number;
   pullSeconds: number;
   pullMiBps: number;
@@ -294,7 +300,11 @@ try {
     // 1. The TLS ceiling, the pull and the disk reference, in rotating order.
     let tls: TlsCopyResult | undefined;
     let pull:
-      Omit<PullRound, "round" | "order" | "tls" | "tlsMiBps" | "disk" | "diskMiBps" | "load1"> | undefined;
+      | Omit<
+          PullRound,
+          "round" | "order" | "tls" | "tlsMiBps" | "disk" | "diskMiBps" | "copy" | "copyMiBps" | "load1"
+        >
+      | undefined;
     const ceiling = async () => {
       tls = await runTlsCopy({
         server: cluster.pki.node("node-a"),
@@ -338,11 +348,24 @@ try {
       disk = runDiskWrite({ dir, bytes: ALLOCATED_BYTES, writeBytes: CHUNK, syncEvery: 256 });
       return Promise.resolve();
     };
-    // The three rotate: each goes first, second and third in turn.
+    let copy: TlsCopyResult | undefined;
+    const plainCopy = async () => {
+      const file = path.join(dir, "plain-copy.bin");
+      copy = await runTlsCopy({
+        server: cluster.pki.node("node-a"),
+        client: cluster.pki.node("node-b"),
+        bytes: ALLOCATED_BYTES,
+        messageBytes: CHUNK,
+        toFile: { path: file, syncEvery: 256 },
+      });
+      rmSync(file, { force: true });
+    };
+    // The four rotate: each goes first, second, third and last in turn.
     const steps = [
       { name: "ceiling", run: ceiling },
       { name: "pull", run: restore },
       { name: "disk", run: diskWrite },
+      { name: "copy", run: plainCopy },
     ];
     const rotated = steps.map((_, i) => steps[(i + round - 1) % steps.length]!);
     for (const step of rotated) await step.run();
@@ -354,6 +377,8 @@ try {
       tlsMiBps: tls!.bytes / MiB / tls!.seconds,
       disk: disk!,
       diskMiBps: disk!.bytes / MiB / disk!.seconds,
+      copy: copy!,
+      copyMiBps: copy!.bytes / MiB / copy!.seconds,
       ...pull!,
       load1: loadAverage()[0],
     });
@@ -449,14 +474,14 @@ const perGiB = (cpu: number, bytes: number) => cpu / (bytes / GiB);
 const out: string[] = [];
 out.push(
   "",
-  `Background pull of a snapshot restored onto another node (${ALLOCATED_MIB} MiB allocated of ${VOLUME_BYTES / MiB} MiB) vs the mutual-TLS loopback copy of the same bytes (bench/tls-copy.ts) and vs writing them to the pools' disk with the pull's fdatasync interval; CPU = user + system seconds per GiB`,
+  `Background pull of a snapshot restored onto another node (${ALLOCATED_MIB} MiB allocated of ${VOLUME_BYTES / MiB} MiB) vs the mutual-TLS loopback copy of the same bytes (bench/tls-copy.ts) and vs writing them to the pools' disk with the pull's fdatasync interval, and vs a plain copy (the TLS copy written to a file on the other side, same fdatasync interval); CPU = user + system seconds per GiB`,
   "",
-  "| round | order | pull MiB/s | tls-copy MiB/s | pull / tls-copy | disk write MiB/s | pull / disk | restore call to pull done (s) | CPU/GiB pulling node | CPU/GiB serving node | CPU/GiB tls-copy fetch | CPU/GiB tls-copy serve | load (1 min) |",
-  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  "| round | order | pull MiB/s | tls-copy MiB/s | pull / tls-copy | disk write MiB/s | pull / disk | plain copy MiB/s | pull / plain copy | restore call to pull done (s) | CPU/GiB pulling node | CPU/GiB serving node | CPU/GiB tls-copy fetch | CPU/GiB tls-copy serve | load (1 min) |",
+  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
 );
 for (const r of pullRounds) {
   out.push(
-    `| ${r.round} | ${r.order} | ${f(r.pullMiBps)} | ${f(r.tlsMiBps)} | ${f(r.pullMiBps / r.tlsMiBps, 2)}x | ${f(r.diskMiBps)} | ${f(r.pullMiBps / r.diskMiBps, 2)}x | ${f(r.restoreToDoneSeconds, 2)} | ${f(perGiB(r.pullingCpu, r.pullBytes), 2)} | ${f(perGiB(r.servingCpu, r.pullBytes), 2)} | ${f(perGiB(r.tls.fetchCpu, r.tls.bytes), 2)} | ${f(perGiB(r.tls.serveCpu, r.tls.bytes), 2)} | ${f(r.load1, 2)} |`,
+    `| ${r.round} | ${r.order} | ${f(r.pullMiBps)} | ${f(r.tlsMiBps)} | ${f(r.pullMiBps / r.tlsMiBps, 2)}x | ${f(r.diskMiBps)} | ${f(r.pullMiBps / r.diskMiBps, 2)}x | ${f(r.copyMiBps)} | ${f(r.pullMiBps / r.copyMiBps, 2)}x | ${f(r.restoreToDoneSeconds, 2)} | ${f(perGiB(r.pullingCpu, r.pullBytes), 2)} | ${f(perGiB(r.servingCpu, r.pullBytes), 2)} | ${f(perGiB(r.tls.fetchCpu, r.tls.bytes), 2)} | ${f(perGiB(r.tls.serveCpu, r.tls.bytes), 2)} | ${f(r.load1, 2)} |`,
   );
 }
 const med = <T>(rows: T[], get: (r: T) => number) => median(rows.map(get));
@@ -476,6 +501,11 @@ out.push(
       med(pullRounds, (r) => r.pullMiBps / r.diskMiBps),
       2,
     )}x`,
+    `**${f(med(pullRounds, (r) => r.copyMiBps))}**`,
+    `**${f(
+      med(pullRounds, (r) => r.pullMiBps / r.copyMiBps),
+      2,
+    )}x**`,
     f(
       med(pullRounds, (r) => r.restoreToDoneSeconds),
       2,

@@ -34,6 +34,8 @@ export async function runTlsCopy(o: {
   client: TlsFiles;
   bytes: number;
   messageBytes: number;
+  /** A plain copy: the receiver writes what arrives to this file (see bench/tls-copy.ts). */
+  toFile?: { path: string; syncEvery: number };
 }): Promise<TlsCopyResult> {
   const script = path.join("bench", "tls-copy.ts");
   const files = (f: TlsFiles) => [f.caFile, f.certFile, f.keyFile];
@@ -43,6 +45,7 @@ export async function runTlsCopy(o: {
     const fetch = start([
       ...[script, "fetch", ...files(o.client)],
       ...[String(port), String(o.bytes), String(o.messageBytes)],
+      ...(o.toFile ? [o.toFile.path, String(o.toFile.syncEvery)] : []),
     ]);
     try {
       await fetch.next(); // {"ready":true}

@@ -5,14 +5,16 @@
  * written to disk: this is what Node's TLS can carry between two processes on this machine.
  *
  *   tsx bench/tls-copy.ts serve CA CERT KEY            prints {"port":N} once listening
- *   tsx bench/tls-copy.ts fetch CA CERT KEY PORT BYTES MESSAGE_BYTES
+ *   tsx bench/tls-copy.ts fetch CA CERT KEY PORT BYTES MESSAGE_BYTES [FILE SYNC_EVERY]
  *       prints {"ready":true}, waits for a line on stdin (so the caller can read its CPU time
- *       first), copies, prints {"bytes":N,"seconds":S}.
+ *       first), copies, prints {"bytes":N,"seconds":S}. With FILE, a plain copy: what arrives is
+ *       written to FILE in MESSAGE_BYTES writes with an fdatasync every SYNC_EVERY writes and at
+ *       the end (the pull's commit interval), and the time includes the last fdatasync.
  *
  * The server sends BYTES in MESSAGE_BYTES writes, waiting for 'drain' when the socket buffers
  * fill (as a gRPC server stream does); the client counts what arrives.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fdatasyncSync, openSync, readFileSync, writeSync } from "node:fs";
 import { createInterface } from "node:readline";
 import tls from "node:tls";
 
@@ -56,6 +58,31 @@ if (mode === "serve") {
   const port = Number(rest[0]);
   const total = Number(rest[1]);
   const size = Number(rest[2]);
+  const file = rest[3];
+  const syncEvery = Number(rest[4] ?? 0);
+  const fd = file ? openSync(file, "w") : -1;
+  // Received bytes gather here until a message's worth can be written.
+  const pending = Buffer.alloc(size);
+  let pendingBytes = 0;
+  let written = 0;
+  let writes = 0;
+  const writeOut = (buf: Buffer): void => {
+    writeSync(fd, buf, 0, buf.length, written);
+    written += buf.length;
+    if (syncEvery > 0 && ++writes % syncEvery === 0) fdatasyncSync(fd);
+  };
+  const keep = (data: Buffer): void => {
+    for (let at = 0; at < data.length;) {
+      const n = Math.min(size - pendingBytes, data.length - at);
+      data.copy(pending, pendingBytes, at, at + n);
+      pendingBytes += n;
+      at += n;
+      if (pendingBytes === size) {
+        writeOut(pending);
+        pendingBytes = 0;
+      }
+    }
+  };
   console.log(JSON.stringify({ ready: true }));
   const lines = createInterface({ input: process.stdin });
   lines.once("line", () => {
@@ -70,8 +97,14 @@ if (mode === "serve") {
     });
     socket.on("data", (data: Buffer) => {
       received += data.length;
+      if (fd >= 0) keep(data);
     });
     socket.on("end", () => {
+      if (fd >= 0) {
+        if (pendingBytes > 0) writeOut(pending.subarray(0, pendingBytes));
+        fdatasyncSync(fd);
+        closeSync(fd);
+      }
       const seconds = (performance.now() - started) / 1000;
       console.log(JSON.stringify({ bytes: received, seconds, protocol: socket.getProtocol() }));
       socket.destroy();
