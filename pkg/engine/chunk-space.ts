@@ -5,6 +5,12 @@ export interface Partial {
   backing: number;
   /** One bit per 4 KiB block of the chunk, set where the chunk holds its own data. */
   valid: Uint8Array;
+  /**
+   * The volume whose write made it, and where in that volume (memory only: unknown for partial
+   * chunks loaded from a checkpoint). Whether that volume still maps it tells the filler whether a
+   * volume or only snapshots hold it (pool.ts, worthFilling).
+   */
+  owner?: { device: number; chunk: number };
 }
 
 /** Granularity of partial chunks: the block size every file system and the page cache use. */
@@ -168,12 +174,12 @@ export class ChunkSpace {
   private sweptAt = -1;
 
   /** Makes `chunk` partial: blocks in `valid` are its own, the rest read from `backing`. */
-  setPartial(chunk: number, backing: number, valid: Uint8Array): void {
+  setPartial(chunk: number, backing: number, valid: Uint8Array, owner?: Partial["owner"]): void {
     if (backing >= 0) {
       this.ref(backing);
       this.addBacking(backing);
     }
-    this.partials.set(chunk, { backing, valid });
+    this.partials.set(chunk, owner ? { backing, valid, owner } : { backing, valid });
   }
 
   /** Loading a checkpoint: a partial chunk and its reference on the backing chunk. */

@@ -290,7 +290,7 @@ export class Metadata {
           );
         }
         // The partial takes its reference on the backing chunk before the leaf drops its own.
-        this.space.setPartial(r.phys, r.backing, r.valid);
+        this.space.setPartial(r.phys, r.backing, r.valid, { device: d.id, chunk: r.chunk });
         this.tables.set(d.table, r.chunk, r.phys, seq);
         return;
       }

@@ -1,7 +1,7 @@
 import { SnapblockError, asSnapblockError } from "../errors/index.js";
 import { BlockRangeCursor } from "./block-ranges.js";
 import { decodeCheckpoint, encodeCheckpoint } from "./checkpoint.js";
-import { ChunkSpace } from "./chunk-space.js";
+import { ChunkSpace, type Partial as PartialChunk } from "./chunk-space.js";
 import { ChunkTables } from "./chunk-tree.js";
 import { checkConsistency } from "./consistency-check.js";
 import { CopyJob } from "./copy-job.js";
@@ -68,6 +68,11 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024;
  * BENCHMARKS.md).
  */
 const PARTIAL_PILE = 65536;
+/**
+ * Below this share of the pool free, partial chunks are completed to free their backing chunk
+ * even when only snapshots hold them (pool.ts, worthFilling).
+ */
+const LOW_SPACE_SHARE = 0.1;
 /**
  * Tables up to this size (memory of the chunk tables) are accounted synchronously when figures
  * are asked for: a few milliseconds. Larger ones are accounted in slices in the background while
@@ -447,7 +452,7 @@ export class Pool implements PoolCore {
           await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
         }
         const partial = this.space.partials.get(chunk);
-        if (!partial || !this.worthFilling(partial.backing)) continue;
+        if (!partial || !this.worthFilling(chunk, partial)) continue;
         try {
           await this.io.fillPartial(chunk);
         } catch (err) {
@@ -461,24 +466,45 @@ export class Pool implements PoolCore {
   }
 
   /**
-   * Filling costs the copy that the redirect saved, so it is done only where it pays: when the
-   * backing chunk is held by partial chunks alone (the snapshot that shared it is gone),
-   * completing the partial chunk frees it. While a snapshot still holds the backing chunk, filling
-   * would free nothing, and the partial chunk stays partial (its reads take two preads). When
-   * partial chunks pile up past PARTIAL_PILE (bounded memory), any of them is filled.
+   * Filling costs the copy that the redirect saved, so it is done only where it pays: when no
+   * table maps the backing chunk any more (the snapshot that shared it is gone), completing the
+   * partial chunks it backs frees it. While a snapshot still holds the backing chunk, filling
+   * would free nothing, and the partial chunk stays partial (its reads take two preads).
+   *
+   * Several partial chunks can read from one backing chunk: a shared partial chunk written again
+   * is redirected to a new partial chunk over the same backing, so frequent snapshots (a recovery
+   * point every second) leave one per snapshot, each held by that snapshot alone once the volume
+   * has moved on. Copying every one of them to free one chunk cost several times the writes
+   * themselves (bench:protection: the filler copied 5x what the redirects did). So a partial
+   * chunk that only snapshots hold is not filled while others share its backing: it goes when its
+   * snapshot is deleted, and the last one left, or one a volume maps, is filled. Where the pool
+   * runs short of space (less than LOW_SPACE_SHARE free), or partial chunks pile up past
+   * PARTIAL_PILE (bounded memory), all are filled.
    */
-  private worthFilling(backing: number): boolean {
-    // No leaf maps the backing chunk any more (several partial chunks may still be backed by
-    // it): completing them frees it.
-    return (
-      this.space.partials.size >= this.partialPile || (backing >= 0 && this.space.leafRefCount(backing) === 0)
-    );
+  private worthFilling(phys: number, partial: PartialChunk): boolean {
+    const { space } = this;
+    if (space.partials.size >= this.partialPile) return true;
+    const { backing } = partial;
+    if (backing < 0 || space.leafRefCount(backing) !== 0) return false;
+    return space.backingRefCount(backing) === 1 || this.shortOfSpace() || this.volumeMaps(phys, partial);
+  }
+
+  private shortOfSpace(): boolean {
+    return this.space.free < this.space.capacity * LOW_SPACE_SHARE;
+  }
+
+  /** Whether the volume whose write made the partial chunk still maps it (unknown: yes). */
+  private volumeMaps(phys: number, partial: PartialChunk): boolean {
+    const { owner } = partial;
+    if (!owner) return true;
+    const device = this.meta.devices.get(owner.device);
+    return device?.kind === "volume" && this.tables.physical(device.table, owner.chunk) === phys;
   }
 
   private partialsWorthFilling(): number[] {
     const out: number[] = [];
     for (const [chunk, partial] of this.space.partials)
-      if (this.worthFilling(partial.backing)) out.push(chunk);
+      if (this.worthFilling(chunk, partial)) out.push(chunk);
     return out;
   }
 
@@ -491,7 +517,11 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
-    if (r.type === RecordType.MapPartial && this.space.partials.size >= this.partialPile) this.kickFiller();
+    if (
+      r.type === RecordType.MapPartial &&
+      (this.space.partials.size >= this.partialPile || this.shortOfSpace())
+    )
+      this.kickFiller();
     return seq;
   }
 

@@ -304,6 +304,71 @@ describe("space accounting", () => {
     }
   });
 
+  it("partial chunks only snapshots hold are not copied while others share their backing: they go with their snapshots", async () => {
+    CS = 64 * 1024;
+    const pool = await Pool.create({ dir: join(dir, "p3"), sizeBytes: 64 * CS, autoCommitMs: 0 });
+    const settle = async (): Promise<void> => {
+      // The filler runs in the background after deletes; give it time, then make it durable.
+      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+      await pool.commit();
+    };
+    try {
+      await pool.createVolume("v", CS);
+      const h = pool.openVolume("v");
+      const expected = new Map<string, Buffer>();
+      const content = Buffer.alloc(CS, 1);
+      await h.write(0, content);
+      // Four "points": after each, one 4 KiB block is written. The first write makes a partial
+      // chunk over the original chunk B; each later one redirects the shared partial chunk to a
+      // new one over the same B (data-path.ts, partialOver): four partial chunks back on B.
+      for (let i = 0; i < 4; i++) {
+        await pool.createSnapshot("v", `s${i}`);
+        expected.set(`s${i}`, Buffer.from(content));
+        const block = Buffer.alloc(BLOCK, 10 + i);
+        await h.write(i * 2 * BLOCK, block);
+        block.copy(content, i * 2 * BLOCK);
+      }
+      const b = pool.tables.physical(pool.meta.snapshots.get("s0")!.table, 0);
+      expect(pool.space.backingRefCount(b)).toBe(4);
+      const filledBefore = pool.stats().partialChunks;
+      expect(filledBefore).toBe(4);
+
+      // Deleting s0 leaves B mapped by no table. The volume's own partial chunk is completed
+      // (one copy); the three that snapshots s1-s3 hold are not copied.
+      await pool.deleteSnapshot("s0");
+      await settle();
+      expect(pool.stats().partialChunks).toBe(3);
+      expect(pool.space.backingRefCount(b)).toBe(3);
+      expect(pool.space.refCount(b)).toBe(3);
+      for (const [name, want] of expected) {
+        if (name === "s0") continue;
+        const sh = pool.openSnapshot(name);
+        expect((await sh.read(0, CS)).equals(want)).toBe(true);
+        sh.close();
+      }
+      expect((await h.read(0, CS)).equals(content)).toBe(true);
+
+      // As their snapshots go, so do they; the last one's backing goes with it, nothing copied.
+      await pool.deleteSnapshot("s1");
+      await pool.deleteSnapshot("s2");
+      await settle();
+      // One left on B: it is completed, which frees B.
+      expect(pool.stats().partialChunks).toBe(0);
+      expect(pool.space.refCount(b)).toBe(0);
+      const s3 = pool.openSnapshot("s3");
+      expect((await s3.read(0, CS)).equals(expected.get("s3")!)).toBe(true);
+      s3.close();
+      await pool.deleteSnapshot("s3");
+      await settle();
+      expect(pool.stats()).toMatchObject({ partialChunks: 0, allocatedBytes: CS, reclaimableBytes: 0 });
+      expect((await h.read(0, CS)).equals(content)).toBe(true);
+      h.close();
+      expect((await pool.check()).ok).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("large tables are accounted in slices that let I/O run, serving the last figures meanwhile", async () => {
     CS = 4096;
     const pool = await Pool.create({

@@ -12,9 +12,10 @@ import type { Device, Metadata } from "./metadata.js";
  *
  * Partial chunks: a partial chunk P also holds a reference on the chunk B it replaced, for the
  * blocks it has not written yet. That reference is not a mapping: once no table maps B, the
- * background filler completes P from B (P is already allocated) and B is freed. So B counts for
- * the devices that map B, and a B that no table maps any more counts as *reclaimable* (the filler
- * is giving it back). With this rule the exclusive bytes of a device are exactly what deleting it
+ * background filler completes P from B (P is already allocated) and B is freed (or, where only
+ * snapshots hold P and other partial chunks read from B too, B goes when those snapshots do:
+ * pool.ts, worthFilling). So B counts for the devices that map B, and a B that no table maps
+ * any more counts as *reclaimable* (the filler, or deleting those snapshots, gives it back). With this rule the exclusive bytes of a device are exactly what deleting it
  * frees once the filler has run, and
  *
  *   allocated = sum of exclusive + shared + reclaimable
