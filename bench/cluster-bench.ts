@@ -385,6 +385,8 @@ try {
 
     // 2. First read and on-demand reads on node-c.
     {
+      const c = cluster.node("node-c");
+      const marks = { controller: cluster.controllerLog.length, c: c.log.length, a: a.log.length };
       const t0 = performance.now();
       const { volume } = await cluster.createBlockVolume(`restored-c-${round}`, {
         node: "node-c",
@@ -392,6 +394,17 @@ try {
         fromSnapshot: restoreSource,
       });
       const t1 = performance.now();
+      if (t1 - t0 > 5000) {
+        // Far beyond the usual tens of milliseconds: say what the processes logged meanwhile.
+        console.error(`# CreateVolume on node-c took ${f(t1 - t0)} ms; what was logged meanwhile:`);
+        for (const [who, lines, from] of [
+          ["controller", cluster.controllerLog, marks.controller],
+          ["node-c", c.log, marks.c],
+          ["node-a", a.log, marks.a],
+        ] as const) {
+          for (const line of lines.slice(from)) console.error(`#   ${who}: ${line}`);
+        }
+      }
       const device = await cluster.stage("node-c", volume.volumeId);
       const t2 = performance.now();
       const last = allocated[allocated.length - 1]!;

@@ -28,6 +28,11 @@ export class ClusterUnderTest {
   private readonly staged = new Map<string, { node: string; staging: string; target: string }>();
   private controllerProcess: SnapblockProcess | undefined;
 
+  /** The controller's log so far (JSON lines). */
+  get controllerLog(): string[] {
+    return this.controllerProcess?.log ?? [];
+  }
+
   private constructor(
     readonly dir: string,
     readonly pki: TestPki,
