@@ -6,6 +6,7 @@ import {
   SnapblockError,
   StatusError,
   asSnapblockError,
+  isSnapblockError,
   type ErrorCode,
   type StatusOnly,
 } from "../errors/index.js";
@@ -76,7 +77,7 @@ class SocketReader {
   private pieces: Buffer[] = [];
   private head = 0;
   private size = 0;
-  private ended = false;
+  private closedOrEnded = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
 
@@ -88,11 +89,11 @@ class SocketReader {
       this.notify();
     });
     socket.on("end", () => {
-      this.ended = true;
+      this.closedOrEnded = true;
       this.notify();
     });
     socket.on("close", () => {
-      this.ended = true;
+      this.closedOrEnded = true;
       this.notify();
     });
     socket.on("error", (err) => {
@@ -104,6 +105,11 @@ class SocketReader {
   /** Bytes buffered and not yet read. */
   get buffered(): number {
     return this.size;
+  }
+
+  /** The peer closed (or the connection failed). */
+  get ended(): boolean {
+    return this.closedOrEnded || this.failure !== undefined;
   }
 
   private notify(): void {
@@ -119,7 +125,7 @@ class SocketReader {
   async read(n: number): Promise<Buffer | undefined> {
     while (this.size < n) {
       if (this.failure) throw this.failure;
-      if (this.ended) {
+      if (this.closedOrEnded) {
         if (this.size === 0) return undefined;
         throw new SnapblockError("CLOSED", `the connection closed in the middle of a frame`);
       }
@@ -129,7 +135,7 @@ class SocketReader {
       });
     }
     const out = this.take(n);
-    if (this.size < READ_HIGH_WATER && this.socket.isPaused() && !this.ended) this.socket.resume();
+    if (this.size < READ_HIGH_WATER && this.socket.isPaused() && !this.closedOrEnded) this.socket.resume();
     return out;
   }
 
@@ -424,7 +430,26 @@ export class ChunkChannelClient {
    * yielding anything when the node answers without the channel.
    */
   async *readChunks(request: WireReadChunksRequest): AsyncGenerator<WireChunkData> {
-    const conn = await this.acquire();
+    for (let attempt = 0; ; attempt++) {
+      const { conn, reused } = await this.acquire();
+      const state = { answered: false };
+      try {
+        yield* this.exchange(conn, request, state);
+        return;
+      } catch (err) {
+        // A kept connection the node closed meanwhile (it restarted, or dropped idle ones)
+        // fails before any answer: that is not the node being unavailable; once more, afresh.
+        if (reused && !state.answered && attempt === 0 && isSnapblockError(err, "CLOSED")) continue;
+        throw err;
+      }
+    }
+  }
+
+  private async *exchange(
+    conn: Connection,
+    request: WireReadChunksRequest,
+    state: { answered: boolean },
+  ): AsyncGenerator<WireChunkData> {
     const { socket, reader } = conn;
     let reusable = false;
     try {
@@ -443,6 +468,7 @@ export class ChunkChannelClient {
       for (;;) {
         const h = await reader.read(HEADER_BYTES);
         if (!h) throw new SnapblockError("CLOSED", `${this.where} closed the chunk channel`);
+        state.answered = true;
         const kind: number = h.readUInt8(0);
         const chunk = h.readUInt32BE(4);
         const size = h.readUInt32BE(8);
@@ -483,15 +509,16 @@ export class ChunkChannelClient {
     this.idle.push(conn);
   }
 
-  private async acquire(): Promise<Connection> {
+  private async acquire(): Promise<{ conn: Connection; reused: boolean }> {
     if (this.closed) throw new SnapblockError("CLOSED", `the chunk channel to ${this.where} is closed`);
     for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-      if (!c.socket.destroyed) {
+      if (!c.socket.destroyed && !c.reader.ended) {
         c.socket.setTimeout(this.o.timeoutMs ?? 60_000);
-        return c;
+        return { conn: c, reused: true };
       }
+      c.socket.destroy();
     }
-    return this.connect();
+    return { conn: await this.connect(), reused: false };
   }
 
   private async connect(): Promise<Connection> {

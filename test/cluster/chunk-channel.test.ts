@@ -269,6 +269,42 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
     expect(got.map((g) => g.chunk)).toEqual([1, 2]);
   });
 
+  it("a node restarted on the same port: the client's kept connection is replaced, no error reaches the reader", async () => {
+    const first = await EngineServer.start({
+      engine,
+      snapshots: engine,
+      address: "127.0.0.1:0",
+      transport: { tls: pki.node("node-a") },
+      version: "test",
+      logger: createLogger({ level: "error", write: () => undefined }),
+      pullGrants: {
+        allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
+      },
+    });
+    const at = `127.0.0.1:${first.port}`;
+    const c = channel(pki.node("node-b"), "node-a", at);
+    expect((await readAll(c, "snap", [0])).length).toBe(1);
+    expect((c as unknown as { idle: unknown[] }).idle).toHaveLength(1);
+    await first.shutdown(100);
+    const second = await EngineServer.start({
+      engine,
+      snapshots: engine,
+      address: at,
+      transport: { tls: pki.node("node-a") },
+      version: "test",
+      logger: createLogger({ level: "error", write: () => undefined }),
+      pullGrants: {
+        allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
+      },
+    });
+    try {
+      const got = await readAll(c, "snap", [1, 4]);
+      expect(got.map((g) => g.chunk)).toEqual([1, 4]);
+    } finally {
+      await second.shutdown(100);
+    }
+  });
+
   it("a node without the channel answers gRPC only: the client says so, and HolderContent pulls over gRPC", async () => {
     const at = `127.0.0.1:${grpcOnly.port}`;
     const c = channel(pki.node("node-b"), "node-a", at);
