@@ -29,7 +29,8 @@
  * Prints markdown tables (per round and medians); BENCH_JSON=FILE also writes the figures as JSON.
  * Env: BENCH_ALLOCATED_MIB (1024), BENCH_ROUNDS (3), BENCH_LATENCY_READS (100),
  * BENCH_LATENCY_PULL_LIMIT (node-c's --pull-rate-limit, 4M), BENCH_DIR (kept if given),
- * BENCH_CPU_PROF (a directory: the node processes write V8 CPU profiles there).
+ * BENCH_CPU_PROF (a directory: the node processes write V8 CPU profiles there), BENCH_NODE_ARGS
+ * (more arguments for every node process, e.g. "--data-io direct").
  */
 import {
   closeSync,
@@ -201,6 +202,8 @@ interface ReplicaRound {
 const keepDir = process.env.BENCH_DIR !== undefined;
 const dir = process.env.BENCH_DIR ?? mkdtempSync(path.join(tmpdir(), "snapblock-cluster-bench-"));
 const profDir = process.env.BENCH_CPU_PROF;
+/** More arguments for every node process, e.g. "--data-io direct" (split at spaces). */
+const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
 const started = new Date();
 const loadAtStart = loadAverage();
 console.log(`# snapblock cluster benchmark: ${machine()}, ${started.toISOString()}`);
@@ -215,6 +218,7 @@ const cluster = await ClusterUnderTest.start({
     { id: "node-c", poolSize: `${3 * ALLOCATED_MIB + 256}M`, pullRateLimit: LATENCY_PULL_LIMIT },
   ],
   ...(profDir ? { nodeOptions: ["--cpu-prof", "--cpu-prof-dir", path.resolve(profDir)] } : {}),
+  ...(nodeArgs.length > 0 ? { nodeArgs } : {}),
 }).catch((err: unknown) => {
   // The processes that started are stopped already; their directory goes too.
   if (!keepDir) rmSync(dir, { recursive: true, force: true });

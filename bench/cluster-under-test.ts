@@ -43,6 +43,8 @@ export class ClusterUnderTest {
     dir: string;
     nodes: BenchNode[];
     nodeOptions?: string[];
+    /** More arguments for every node process (`snapblock node ...`). */
+    nodeArgs?: string[];
   }): Promise<ClusterUnderTest> {
     const pki = makeTestPki(o.dir);
     const ports = new Map<string, number>();
@@ -59,6 +61,7 @@ export class ClusterUnderTest {
               ...["--metrics-address", "none", "--pull-rate-limit", n.pullRateLimit, "--overcommit", "4"],
               ...["--tls-ca", pki.node(n.id).caFile, "--tls-cert", pki.node(n.id).certFile],
               ...["--tls-key", pki.node(n.id).keyFile, "--path-root", path.join(o.dir, "kubelet")],
+              ...(o.nodeArgs ?? []),
             ],
             path.join(o.dir, n.id, "csi.sock"),
             { nodeOptions: o.nodeOptions ?? [] },

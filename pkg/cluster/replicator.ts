@@ -258,7 +258,8 @@ export class Replicator {
     const { nodeId, name } = splitOrigin(origin);
     const members = this.view.members();
     const listings = await this.listings();
-    const pulling = pullersOf(listings).get(origin) ?? [];
+    // Volumes restoring from it keep its copies; replicas still being made are copies themselves.
+    const restoring = (pullersOf(listings).get(origin) ?? []).some((p) => p.kind === "volume");
     const own = members.get(nodeId);
     // Which incarnation is deleted: the snapshot's own id, else what a replica says.
     const atOwn = listings
@@ -272,7 +273,7 @@ export class Replicator {
       id: atOwn?.id ?? (Number(fromReplica?.meta[REPLICA_META.originId]) || 0),
       deletedAtMs: this.now(),
     };
-    if (own && pulling.length === 0) {
+    if (own && !restoring) {
       const gone = await this.ask(nodeId, async () => {
         await own.engine.deleteSnapshot(name).catch((err: unknown) => {
           if (!isSnapblockError(err, "NOT_FOUND")) throw err;
@@ -301,7 +302,7 @@ export class Replicator {
       throw new SnapblockError("CLOSED", `no node could record the deletion of snapshot ${origin}; retry`);
     }
     this.remember(tombstone);
-    if (pulling.length > 0) return; // reconcile() deletes the copies once nothing pulls from them
+    if (restoring) return; // reconcile() deletes the copies once no volume pulls from them
     await this.deleteReplicas(origin, listings, tombstone);
   }
 
@@ -355,9 +356,12 @@ export class Replicator {
     const origins = originsOf(listings);
 
     // Deletions that holders missed while they were down (only the incarnation deleted: a
-    // snapshot made again under the same name stays).
+    // snapshot made again under the same name stays). Copies wait while a volume still restores
+    // from them; a replica still being made is itself a copy to delete (a holder killed before
+    // its replica's completion was durable comes back with it pulling from an origin that is
+    // gone: waiting for it would wait forever).
     for (const t of this.tombstones.values()) {
-      if ((pullers.get(t.origin) ?? []).length > 0) continue;
+      if ((pullers.get(t.origin) ?? []).some((p) => p.kind === "volume")) continue;
       const { nodeId, name } = splitOrigin(t.origin);
       let stone = t;
       for (const l of listings) {
@@ -683,15 +687,29 @@ function originsOf(listings: NodeListing[]): Map<string, OriginState> {
 }
 
 /** Devices still filling from each origin: node, name, pull state. */
-function pullersOf(listings: NodeListing[]): Map<string, { nodeId: string; name: string; state: string }[]> {
-  const out = new Map<string, { nodeId: string; name: string; state: string }[]>();
+interface Puller {
+  nodeId: string;
+  name: string;
+  state: string;
+  /** A volume restoring from the origin, or a snapshot: a replica of it being made. */
+  kind: "volume" | "snapshot";
+}
+
+function pullersOf(listings: NodeListing[]): Map<string, Puller[]> {
+  const out = new Map<string, Puller[]>();
+  const add = (
+    nodeId: string,
+    d: { name: string; pull?: { origin: string; state: string } },
+    kind: Puller["kind"],
+  ) => {
+    if (!d.pull) return;
+    const list = out.get(d.pull.origin) ?? [];
+    list.push({ nodeId, name: d.name, state: d.pull.state, kind });
+    out.set(d.pull.origin, list);
+  };
   for (const l of listings) {
-    for (const d of [...l.volumes, ...l.snapshots]) {
-      if (!d.pull) continue;
-      const list = out.get(d.pull.origin) ?? [];
-      list.push({ nodeId: l.nodeId, name: d.name, state: d.pull.state });
-      out.set(d.pull.origin, list);
-    }
+    for (const v of l.volumes) add(l.nodeId, v, "volume");
+    for (const s of l.snapshots) add(l.nodeId, s, "snapshot");
   }
   return out;
 }

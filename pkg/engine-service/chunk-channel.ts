@@ -11,6 +11,7 @@ import {
   type StatusOnly,
 } from "../errors/index.js";
 import type { LogFields, Logger } from "../log/index.js";
+import { toGrpcStatus } from "../rpc/index.js";
 import { authorize, type PullGrants } from "./engine-access.js";
 import { refuseOtherAddressee } from "./call-addressee.js";
 import { describeIdentity, identityOfCertificate } from "./engine-identity.js";
@@ -191,7 +192,16 @@ async function send(socket: tls.TLSSocket, parts: Buffer[], written?: () => void
   });
   socket.uncork();
   if (!room) {
-    await Promise.race([once(socket, "drain"), once(socket, "close")]);
+    // Not events.once: a listener left on the event that did not come would pile up.
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
     if (socket.destroyed) throw new SnapblockError("CLOSED", "the peer closed the chunk channel");
   }
 }
@@ -378,7 +388,9 @@ export class ChunkChannelServer {
         this.o.logger.debug("engine call ended by the caller", fields);
         throw e;
       }
-      this.o.logger.warn("engine call failed", fields);
+      // As gRPC calls are logged (pkg/rpc): an expected refusal is information, the rest errors.
+      if (toGrpcStatus(e).unexpected) this.o.logger.error("engine call failed unexpectedly", fields);
+      else this.o.logger.info("engine call", fields);
       const payload = errorPayload(e);
       await send(socket, [header(Kind.Error, 0, payload.length), payload]);
     }

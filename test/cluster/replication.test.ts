@@ -433,6 +433,31 @@ describe.skipIf(!haveTools)("snapshots beyond one node: restore anywhere, replic
     expect(bytes, logsOf()).toBeLessThanOrEqual(1.1 * 10 * CS);
   });
 
+  it("a holder killed while its replica is still arriving, the snapshot deleted meanwhile: it drops the unfinished copy when it returns", async () => {
+    const src = await volumeWithData("src-6", "node-b");
+    const { snapshot: snap } = await snapshot("snap-6", src.id, 1);
+    // The pull is rate-limited (2 MiB/s for 4 MiB): caught while chunks are still pending.
+    const holder = await until("the replica to be on its way", async () => {
+      for (const n of NODES) {
+        const s = await replicaOn(n, snap.snapshotId).catch(() => undefined);
+        if (s?.pull && s.pull.pendingChunks > 0) return n;
+      }
+      return undefined;
+    });
+    await nodes.get(holder)!.kill();
+    await callCsi(ctl(), "DeleteSnapshot", { snapshotId: snap.snapshotId });
+    // It comes back with its replica still pulling, from an origin that is gone: the tombstone
+    // must not wait for that pull (it would wait forever).
+    nodes.set(holder, await startNode(holder));
+    await until("the returning holder to drop its unfinished replica", async () =>
+      (await replicaOn(holder, snap.snapshotId)) === undefined ? true : undefined,
+    );
+    const got = await callCsi<{ entries: unknown[] }>(ctl(), "ListSnapshots", {
+      snapshotId: snap.snapshotId,
+    });
+    expect(got.entries).toEqual([]);
+  });
+
   it("DeleteSnapshot with a holder down: the holder drops its copy when it returns, and nothing leaks", async () => {
     const src = await volumeWithData("src-5", "node-b");
     const { snapshot: snap } = await snapshot("snap-5", src.id, 1);
