@@ -21,14 +21,30 @@ export interface SnapblockProcess {
 }
 
 /** A free TCP port on loopback (the node's engine port must be known before it starts). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+export async function freePort(): Promise<number> {
+  // A port found with listen(0) and released is free only until someone else gets it: the test
+  // files run in parallel, and once a controller's metrics port was bound by another file's
+  // process first (the scrape read that process's /metrics). So ports come from outside the
+  // kernel's ephemeral range (32768-60999 by default), from a block of 1000 per vitest worker,
+  // and never twice from one process.
+  const worker = Number(process.env.VITEST_POOL_ID ?? 0) % 12;
+  const base = 20_000 + worker * 1000;
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = base + Math.floor(Math.random() * 1000);
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free port found between ${base} and ${base + 999}`);
+}
+
+const handedOut = new Set<number>();
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
