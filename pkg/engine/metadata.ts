@@ -46,6 +46,12 @@ export class Metadata {
   seq = 0;
   /** Devices with pending chunks, by source: whom a fill of that source completes. */
   readonly pendingBySource = new Map<string, Set<Device>>();
+  /**
+   * Devices whose last pending chunk settled, by device id: at which record, from which source,
+   * out of how many chunks. Until that record is committed a crash would bring the chunks back, so
+   * the pull is not reported complete before then (the pool drops entries once committed).
+   */
+  readonly settledAt = new Map<number, { seq: number; source: string; total: number }>();
   /** Note tables (NOTE records): table number -> entry name -> string map. */
   readonly notes = new Map<number, Map<string, StringMap>>();
 
@@ -105,6 +111,7 @@ export class Metadata {
     if (count === 1) d.pending.clear(first);
     else d.pending.clearRange(first, count);
     if (d.pending.count === 0) {
+      this.settledAt.set(d.id, { seq: this.seq, source: d.pending.source, total: d.pending.total });
       this.untrackPending(d);
       d.pending = undefined;
     }

@@ -123,6 +123,36 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
     expect((await y.check()).problems).toEqual([]);
   });
 
+  it("a pull is reported complete only once its last chunk's arrival is committed", async () => {
+    await y.createFromSource({
+      kind: "volume",
+      name: "copy",
+      sizeBytes: SIZE,
+      source: "x/snap",
+      ranges: allocated(),
+    });
+    const copy = y.openVolume("copy");
+    // Chunks written whole stop being pending (no fetch); the pool commits only when asked.
+    for (const chunk of [0, 1, 2, 5, 17, 18, 40, 63]) await copy.write(chunk * CS, Buffer.alloc(CS, 9));
+    // Nothing pending any more, but not durable: a crash now would bring the chunks back.
+    expect(y.getVolume("copy").pending).toEqual({ source: "x/snap", chunks: 0, totalChunks: 8 });
+    await copy.flush();
+    expect(y.getVolume("copy").pending).toBeUndefined();
+    copy.close();
+    // A snapshot filled the same way (a replica) says the same.
+    await y.createFromSource({
+      kind: "snapshot",
+      name: "rep",
+      sizeBytes: SIZE,
+      source: "x/snap",
+      ranges: allocated(),
+    });
+    expect(y.getSnapshot("rep").pending).toMatchObject({ chunks: 8 });
+    y.setChunkFetcher("x/snap", new PoolFetcher(x, "snap"));
+    await until(() => y.getSnapshot("rep").pending === undefined, "the replica's pull, committed");
+    expect((await y.check()).problems).toEqual([]);
+  });
+
   it("keeps writes made during the pull, whole or partial, and snapshots taken during it", async () => {
     await y.createFromSource({
       kind: "volume",

@@ -569,6 +569,7 @@ export class Pool implements PoolCore {
     }
     this.committedSeq = Math.max(this.committedSeq, lastSeq);
     this.space.reclaim(this.committedSeq);
+    this.forgetSettled();
     this.observer.committed?.({ records: records.length, seconds: (performance.now() - started) / 1000 });
     this.noteUsage();
     if (this.journalSize > this.checkpointBytes) await this.checkpoint();
@@ -594,6 +595,12 @@ export class Pool implements PoolCore {
     this.pending = kept > 0 ? this.pending.slice(this.pending.length - kept) : [];
     this.committedSeq = Math.max(this.committedSeq, seq);
     this.space.reclaim(this.committedSeq);
+    this.forgetSettled();
+  }
+
+  /** Completed pulls whose completion is durable now: reported complete from here on. */
+  private forgetSettled(): void {
+    for (const [id, s] of this.meta.settledAt) if (s.seq <= this.committedSeq) this.meta.settledAt.delete(id);
   }
 
   private backgroundCommit(): void {
@@ -1698,12 +1705,25 @@ export class Pool implements PoolCore {
     if (d.sourceKind && d.sourceName) info.source = { kind: d.sourceKind, name: d.sourceName };
     const copy = this.jobs.get(d.id)?.progress() ?? this.finishedJobs.get(d.id);
     if (copy) info.copy = copy;
-    if (d.pending) info.pending = pendingInfo(d);
+    const pending = this.pendingOf(d);
+    if (pending) info.pending = pending;
     if (d.protection !== undefined) info.protection = d.protection;
     return info;
   }
 
+  /**
+   * What is still to arrive for `d`: its pending chunks, or none left but the last of them not
+   * yet committed (a crash would bring them back), which reads as 0 pending, not complete.
+   */
+  private pendingOf(d: Device): PendingInfo | undefined {
+    if (d.pending) return pendingInfo(d);
+    const settled = this.meta.settledAt.get(d.id);
+    if (!settled || settled.seq <= this.committedSeq) return undefined;
+    return { source: settled.source, chunks: 0, totalChunks: settled.total };
+  }
+
   private snapshotInfo(d: Device): SnapshotInfo {
+    const pending = this.pendingOf(d);
     return {
       kind: "snapshot",
       id: d.id,
@@ -1712,7 +1732,7 @@ export class Pool implements PoolCore {
       createdAt: new Date(d.createdAtMs),
       sourceVolume: d.sourceName ?? "",
       sourceVolumeId: d.sourceId,
-      ...(d.pending ? { pending: pendingInfo(d) } : {}),
+      ...(pending ? { pending } : {}),
       ...(isPointName(d.name) ? { point: true } : {}),
       ...(d.pinned ? { pinned: true } : {}),
     };
