@@ -222,7 +222,11 @@ export class Pool implements PoolCore {
     this.fillPartials = options.fillPartials ?? true;
     this.partialPile = options.partialChunkLimit ?? PARTIAL_PILE;
     this.observer = options.observer ?? {};
-    this.space.exhausted = () => this.noteUsage(true);
+    this.space.exhausted = () => {
+      this.noteUsage(true);
+      // Backing chunks kept for snapshot-held partial chunks can be given back now.
+      this.kickFiller();
+    };
     const every = options.autoCommitMs ?? 1000;
     if (every > 0) {
       this.timer = setInterval(() => this.backgroundCommit(), every);
@@ -1624,6 +1628,8 @@ export class Pool implements PoolCore {
    * USAGE_HYSTERESIS points below the level; `full`: a write was just refused for lack of space.
    */
   private noteUsage(full = false): void {
+    // Short of space (after every commit): partial chunks worth completing only then may wait.
+    if (this.shortOfSpace()) this.kickFiller();
     const used = this.space.inUse;
     const percent = (used / this.space.capacity) * 100;
     let level = 0;

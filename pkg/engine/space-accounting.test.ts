@@ -369,6 +369,46 @@ describe("space accounting", () => {
     }
   });
 
+  it("short of space, the filler completes snapshot-held partial chunks too, giving their backing back", async () => {
+    CS = 64 * 1024;
+    const pool = await Pool.create({ dir: join(dir, "p4"), sizeBytes: 40 * CS, autoCommitMs: 0 });
+    try {
+      await pool.createVolume("v", CS);
+      const h = pool.openVolume("v");
+      await h.write(0, Buffer.alloc(CS, 1));
+      for (let i = 0; i < 3; i++) {
+        await pool.createSnapshot("v", `s${i}`);
+        await h.write(i * 2 * BLOCK, Buffer.alloc(BLOCK, 10 + i));
+      }
+      h.close();
+      const b = pool.tables.physical(pool.meta.snapshots.get("s0")!.table, 0);
+      await pool.deleteSnapshot("s0");
+      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+      await pool.commit();
+      // Plenty of room: the snapshot-held partial chunks wait, and B with them.
+      expect(pool.space.refCount(b)).toBe(2);
+      // Whole-chunk writes (no partial chunk made) fill the pool past 90%.
+      await pool.createVolume("w", 34 * CS);
+      const w = pool.openVolume("w");
+      await w.write(0, Buffer.alloc(34 * CS, 7));
+      await w.flush();
+      w.close();
+      for (let i = 0; i < 100 && pool.space.refCount(b) > 0; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        await pool.commit();
+      }
+      expect(pool.space.refCount(b)).toBe(0);
+      for (const name of ["s1", "s2"]) {
+        const sh = pool.openSnapshot(name);
+        expect((await sh.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 10))).toBe(true);
+        sh.close();
+      }
+      expect((await pool.check()).ok).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("large tables are accounted in slices that let I/O run, serving the last figures meanwhile", async () => {
     CS = 4096;
     const pool = await Pool.create({
