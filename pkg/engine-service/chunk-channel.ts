@@ -62,9 +62,13 @@ const READ_HIGH_WATER = 4 * 1024 * 1024;
 const FREE_BUFFERS = 16;
 /** A server connection with no request for this long is closed. */
 const SERVER_IDLE_MS = 5 * 60_000;
-/** Connections one server keeps open at once (a pull uses a few per holder). */
+/** Connections one server serves at once, and per caller (a client opens at most 16 per node). */
 const MAX_SERVER_CONNECTIONS = 256;
-/** Idle connections a client keeps per node, and for how long. */
+const MAX_CONNECTIONS_PER_PEER = 32;
+/** A new server connection must send its first request within this time. */
+const FIRST_REQUEST_MS = 10_000;
+/** Connections a client opens to one node at most (more callers wait for one), and keeps idle. */
+const CLIENT_MAX_CONNECTIONS = 16;
 const CLIENT_MAX_IDLE = 8;
 const CLIENT_IDLE_MS = 30_000;
 
@@ -284,24 +288,42 @@ export interface ChunkChannelServerOptions {
 /** The engine service's side: serves ReadChunks requests on connections the TLS listener hands it. */
 export class ChunkChannelServer {
   private readonly sockets = new Set<tls.TLSSocket>();
+  /** Open connections per caller identity. */
+  private readonly perPeer = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly o: ChunkChannelServerOptions) {}
 
   serve(socket: tls.TLSSocket): void {
-    if (this.closed || this.sockets.size >= MAX_SERVER_CONNECTIONS) {
-      this.o.logger.warn("chunk channel refused a connection", {
-        reason: this.closed ? "stopping" : `${MAX_SERVER_CONNECTIONS} connections already open`,
-      });
+    if (this.closed) {
       socket.destroy();
       return;
     }
+    const identity = identityOfCertificate(socket.getPeerCertificate());
+    const peer = describeIdentity(identity);
+    const mine = this.perPeer.get(peer) ?? 0;
+    // Over a limit, the connection's requests are answered RESOURCE_EXHAUSTED (the client then
+    // reads those chunks over gRPC) rather than dropped, which it could not tell from a failure.
+    const refusal =
+      this.sockets.size >= MAX_SERVER_CONNECTIONS
+        ? `${MAX_SERVER_CONNECTIONS} chunk channel connections are open on this node`
+        : mine >= MAX_CONNECTIONS_PER_PEER
+          ? `${peer} has ${MAX_CONNECTIONS_PER_PEER} chunk channel connections open on this node`
+          : undefined;
     this.sockets.add(socket);
-    socket.on("close", () => this.sockets.delete(socket));
+    if (!refusal) this.perPeer.set(peer, mine + 1);
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      if (refusal) return;
+      const n = (this.perPeer.get(peer) ?? 1) - 1;
+      if (n > 0) this.perPeer.set(peer, n);
+      else this.perPeer.delete(peer);
+    });
     socket.setNoDelay(true);
-    socket.setTimeout(SERVER_IDLE_MS, () => socket.destroy());
+    // A connection that asks nothing soon is closed: a slot is not held for free.
+    socket.setTimeout(FIRST_REQUEST_MS, () => socket.destroy());
     const reader = new SocketReader(socket);
-    void this.run(socket, reader).catch((err: unknown) => {
+    void this.run(socket, reader, identity, refusal).catch((err: unknown) => {
       this.o.logger.debug("chunk channel connection ended", { err });
       socket.destroy();
     });
@@ -313,8 +335,12 @@ export class ChunkChannelServer {
     for (const s of this.sockets) s.destroy();
   }
 
-  private async run(socket: tls.TLSSocket, reader: SocketReader): Promise<void> {
-    const identity = identityOfCertificate(socket.getPeerCertificate());
+  private async run(
+    socket: tls.TLSSocket,
+    reader: SocketReader,
+    identity: ReturnType<typeof identityOfCertificate>,
+    refusal: string | undefined,
+  ): Promise<void> {
     for (;;) {
       const head = await reader.read(4);
       if (!head) return;
@@ -333,6 +359,17 @@ export class ChunkChannelServer {
       }
       const body = await reader.read(length);
       if (!body) return;
+      if (refusal) {
+        this.o.logger.warn("chunk channel refused a connection", {
+          caller: describeIdentity(identity),
+          reason: refusal,
+        });
+        const payload = errorPayload(new StatusError("RESOURCE_EXHAUSTED", `${refusal}; read over gRPC`));
+        await send(socket, [header(Kind.Error, 0, payload.length), payload]).catch(() => undefined);
+        socket.end();
+        return;
+      }
+      socket.setTimeout(SERVER_IDLE_MS);
       await this.answer(socket, body, identity);
     }
   }
@@ -425,6 +462,10 @@ interface Connection {
 /** A node's side: reads chunks of snapshots another node holds, over pooled connections. */
 export class ChunkChannelClient {
   private readonly idle: Connection[] = [];
+  /** Connections open or being opened (idle ones included). */
+  private open = 0;
+  /** Callers waiting for a connection while CLIENT_MAX_CONNECTIONS are open. */
+  private readonly waiting: (() => void)[] = [];
   private closed = false;
   private readonly where: string;
 
@@ -435,6 +476,11 @@ export class ChunkChannelClient {
   close(): void {
     this.closed = true;
     for (const c of this.idle.splice(0)) c.socket.destroy();
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+
+  private wakeOne(): void {
+    this.waiting.shift()?.();
   }
 
   /**
@@ -519,18 +565,36 @@ export class ChunkChannelClient {
     conn.socket.setTimeout(CLIENT_IDLE_MS);
     conn.socket.unref();
     this.idle.push(conn);
+    this.wakeOne();
   }
 
   private async acquire(): Promise<{ conn: Connection; reused: boolean }> {
-    if (this.closed) throw new SnapblockError("CLOSED", `the chunk channel to ${this.where} is closed`);
-    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-      if (!c.socket.destroyed && !c.reader.ended) {
-        c.socket.setTimeout(this.o.timeoutMs ?? 60_000);
-        return { conn: c, reused: true };
+    for (;;) {
+      if (this.closed) throw new SnapblockError("CLOSED", `the chunk channel to ${this.where} is closed`);
+      for (let c = this.idle.pop(); c; c = this.idle.pop()) {
+        if (!c.socket.destroyed && !c.reader.ended && c.reader.buffered === 0) {
+          c.socket.setTimeout(this.o.timeoutMs ?? 60_000);
+          return { conn: c, reused: true };
+        }
+        c.socket.destroy();
       }
-      c.socket.destroy();
+      if (this.open < CLIENT_MAX_CONNECTIONS) break;
+      // As many connections as one node gets from us: wait for one to come back or close.
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
     }
-    return { conn: await this.connect(), reused: false };
+    this.open++;
+    try {
+      const conn = await this.connect();
+      conn.socket.once("close", () => {
+        this.open--;
+        this.wakeOne();
+      });
+      return { conn, reused: false };
+    } catch (err) {
+      this.open--;
+      this.wakeOne();
+      throw err;
+    }
   }
 
   private async connect(): Promise<Connection> {

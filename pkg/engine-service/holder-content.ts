@@ -1,4 +1,4 @@
-import { SnapblockError } from "../errors/index.js";
+import { SnapblockError, StatusError } from "../errors/index.js";
 import type { ChunkFetcher, FetchedChunk } from "../engine/index.js";
 import { replicaName, type EngineHolder, type RemoteContent } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
@@ -132,17 +132,30 @@ export class HolderContent implements RemoteContent {
         });
         this.channels.set(key, channel);
       }
+      let yielded = 0;
       try {
-        yield* channel.readChunks(request);
+        for await (const item of channel.readChunks(request)) {
+          yielded++;
+          yield item;
+        }
         return;
       } catch (err) {
-        // Unsupported is known at connect time, before any chunk was yielded.
-        if (!(err instanceof ChunkChannelUnsupported)) throw err;
-        this.withoutChannel.add(key);
-        this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
-          holder: holder.nodeId,
-          address: holder.address,
-        });
+        // A holder whose channel is full answers RESOURCE_EXHAUSTED before any chunk: this
+        // request goes over gRPC.
+        if (err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED" && yielded === 0) {
+          this.o.logger.debug("a holder's chunk channel is full; this request goes over gRPC", {
+            holder: holder.nodeId,
+            err: err.message,
+          });
+        } else {
+          // Unsupported is known at connect time, before any chunk was yielded.
+          if (!(err instanceof ChunkChannelUnsupported)) throw err;
+          this.withoutChannel.add(key);
+          this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
+            holder: holder.nodeId,
+            address: holder.address,
+          });
+        }
       }
     }
     yield* this.client(holder).readChunks(request);

@@ -305,6 +305,63 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
     }
   });
 
+  it("opens at most 16 connections to a node however many reads wait; a full server answers RESOURCE_EXHAUSTED and pulls go over gRPC", async () => {
+    const c = channel(pki.node("node-b"));
+    const counts = c as unknown as { open: number };
+    let most = 0;
+    const reads = Array.from({ length: 40 }, async (_, i) => {
+      const got = await readAll(c, "snap", [i % 5]);
+      most = Math.max(most, counts.open);
+      return got;
+    });
+    const all = await Promise.all(reads);
+    expect(all.every((g) => g.length === 1)).toBe(true);
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(16);
+
+    // node-c holds 32 connections (the per-caller limit) that ask nothing; its next one is refused
+    // with RESOURCE_EXHAUSTED, and HolderContent reads that request over gRPC instead.
+    grants.add("snap@node-c");
+    const cert = pki.node("node-c");
+    const held = await Promise.all(
+      Array.from({ length: 32 }, async () => {
+        const s = tls.connect({
+          host: "127.0.0.1",
+          port: server.port,
+          ca: readFileSync(cert.caFile),
+          cert: readFileSync(cert.certFile),
+          key: readFileSync(cert.keyFile),
+          ALPNProtocols: [CHUNK_CHANNEL_PROTOCOL],
+          servername: "snapblock-engine",
+          checkServerIdentity: () => undefined,
+        });
+        s.on("error", () => undefined);
+        await once(s, "secureConnect");
+        return s;
+      }),
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // the server has counted them
+      const refused = await readAll(channel(cert), "snap", [0]).catch((e: unknown) => e);
+      expect((refused as StatusError).status).toBe("RESOURCE_EXHAUSTED");
+      const holderLog: string[] = [];
+      const holders = new HolderContent({
+        transport: { tls: cert },
+        logger: createLogger({ level: "debug", write: (line) => holderLog.push(line) }),
+        callTimeoutMs: 5000,
+      });
+      closers.push(() => holders.close());
+      const got = new Map<number, Buffer | null>();
+      const fetcher = holders.fetcher([{ nodeId: "node-a", address, name: "snap" }], chunkSize);
+      for await (const { chunk, data } of fetcher.fetch([0, 3])) got.set(chunk, data);
+      expect(got.get(0)!.equals(content.subarray(0, chunkSize))).toBe(true);
+      expect(got.get(3)).toBeNull();
+      expect(holderLog.some((l) => l.includes("chunk channel is full"))).toBe(true);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+
   it("a node without the channel answers gRPC only: the client says so, and HolderContent pulls over gRPC", async () => {
     const at = `127.0.0.1:${grpcOnly.port}`;
     const c = channel(pki.node("node-b"), "node-a", at);
