@@ -259,7 +259,8 @@ export class Replicator {
     const members = this.view.members();
     const listings = await this.listings();
     // Volumes restoring from it keep its copies; replicas still being made are copies themselves.
-    const restoring = (pullersOf(listings).get(origin) ?? []).some((p) => p.kind === "volume");
+    const pullers = pullersOf(listings).get(origin) ?? [];
+    const restoring = pullers.some((p) => p.kind === "volume");
     const own = members.get(nodeId);
     // Which incarnation is deleted: the snapshot's own id, else what a replica says.
     const atOwn = listings
@@ -273,14 +274,22 @@ export class Replicator {
       id: atOwn?.id ?? (Number(fromReplica?.meta[REPLICA_META.originId]) || 0),
       deletedAtMs: this.now(),
     };
+    // Replicas still arriving read from the snapshot (it is open while they do): delete them
+    // first, so that the snapshot itself is free to go.
+    if (!restoring && pullers.length > 0) await this.deleteReplicas(origin, listings, tombstone);
     if (own && !restoring) {
+      let busy = false;
       const gone = await this.ask(nodeId, async () => {
         await own.engine.deleteSnapshot(name).catch((err: unknown) => {
-          if (!isSnapblockError(err, "NOT_FOUND")) throw err;
+          if (isSnapblockError(err, "NOT_FOUND")) return;
+          if (!isSnapblockError(err, "BUSY")) throw err;
+          busy = true;
         });
         return true;
       });
-      if (gone === undefined && !this.view.isGone(nodeId)) {
+      if (busy) {
+        this.o.logger.info("snapshot still being read on its node; the repair loop deletes it", { origin });
+      } else if (gone === undefined && !this.view.isGone(nodeId)) {
         // Its node did not answer: the tombstones below make it delete the snapshot when it is back.
         this.o.logger.warn(
           "snapshot's node unreachable during delete; it will be deleted when the node is back",
