@@ -7,6 +7,9 @@ import type { WireChunkData, WireReadChunksRequest } from "./engine-messages.js"
 import { ChunkChannelClient, ChunkChannelUnsupported } from "./chunk-channel.js";
 import { RemoteEngine } from "./remote-engine.js";
 
+/** How long a holder found without the chunk channel is read over gRPC before trying again. */
+const WITHOUT_CHANNEL_MS = 10 * 60_000;
+
 export interface HolderContentOptions {
   /** This node's transport (its own node certificate: holders check it and their grants). */
   transport: EngineTransportOptions;
@@ -30,8 +33,11 @@ export interface HolderContentOptions {
 export class HolderContent implements RemoteContent {
   private readonly clients = new Map<string, RemoteEngine>();
   private readonly channels = new Map<string, ChunkChannelClient>();
-  /** Holders that answered without the chunk channel (older nodes): gRPC from then on. */
-  private readonly withoutChannel = new Set<string>();
+  /**
+   * Holders that answered without the chunk channel (older nodes), and when: gRPC for them for
+   * WITHOUT_CHANNEL_MS, then the channel is offered again (the node may have been upgraded).
+   */
+  private readonly withoutChannel = new Map<string, number>();
 
   constructor(private readonly o: HolderContentOptions) {}
 
@@ -121,6 +127,9 @@ export class HolderContent implements RemoteContent {
     request: WireReadChunksRequest,
   ): AsyncGenerator<WireChunkData> {
     const key = keyOf(holder);
+    const since = this.withoutChannel.get(key);
+    if (since !== undefined && performance.now() - since > WITHOUT_CHANNEL_MS)
+      this.withoutChannel.delete(key);
     if ((this.o.chunkChannel ?? true) && this.o.transport.tls && !this.withoutChannel.has(key)) {
       let channel = this.channels.get(key);
       if (!channel) {
@@ -150,7 +159,7 @@ export class HolderContent implements RemoteContent {
         } else {
           // Unsupported is known at connect time, before any chunk was yielded.
           if (!(err instanceof ChunkChannelUnsupported)) throw err;
-          this.withoutChannel.add(key);
+          this.withoutChannel.set(key, performance.now());
           this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
             holder: holder.nodeId,
             address: holder.address,
