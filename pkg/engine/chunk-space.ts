@@ -6,9 +6,10 @@ export interface Partial {
   /** One bit per 4 KiB block of the chunk, set where the chunk holds its own data. */
   valid: Uint8Array;
   /**
-   * The volume whose write made it, and where in that volume (memory only: unknown for partial
-   * chunks loaded from a checkpoint). Whether that volume still maps it tells the filler whether a
-   * volume or only snapshots hold it (pool.ts, worthFilling).
+   * The volume whose write made it, and where in that volume (memory only: for partial chunks
+   * loaded from a checkpoint, found again at open from the volumes' tables, device -1 where only
+   * snapshots map it). Whether that volume still maps it tells the filler whether a volume or
+   * only snapshots hold it (pool.ts, worthFilling).
    */
   owner?: { device: number; chunk: number };
 }

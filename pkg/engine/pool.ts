@@ -334,10 +334,31 @@ export class Pool implements PoolCore {
    */
   recovery = { replayedBatches: 0, tornBytes: 0 };
 
+  /**
+   * Partial chunks loaded from a checkpoint do not say which volume's write made them (the
+   * filler's rule needs whether a volume still maps one: worthFilling). One pass over the
+   * volumes' tables, only when there are such partial chunks, says it again.
+   */
+  private findPartialOwners(): void {
+    const { partials } = this.space;
+    let unknown = 0;
+    for (const p of partials.values()) if (!p.owner) unknown++;
+    if (unknown === 0) return;
+    for (const d of this.meta.volumes.values()) {
+      this.tables.forEachMapped(d.table, (chunk, phys) => {
+        const p = partials.get(phys);
+        if (p && !p.owner) p.owner = { device: d.id, chunk };
+      });
+    }
+    // The rest only snapshots map: no device has id -1.
+    for (const p of partials.values()) p.owner ??= { device: -1, chunk: -1 };
+  }
+
   private async recover(): Promise<void> {
     const scan = await this.loadInto(this.meta);
     this.recovery = { replayedBatches: scan.batches.length, tornBytes: scan.tornBytes };
     this.committedSeq = this.meta.seq;
+    this.findPartialOwners();
     this.journalSize = scan.validEnd;
     if (scan.batches.length > 0 || scan.tornBytes > 0) {
       // Start clean: a fresh checkpoint, and a journal without the torn tail.

@@ -369,6 +369,32 @@ describe("space accounting", () => {
     }
   });
 
+  it("after a reopen (partial chunks from the checkpoint), the filler still copies only the volume's one", async () => {
+    CS = 64 * 1024;
+    let pool = await Pool.create({ dir: join(dir, "p5"), sizeBytes: 64 * CS, autoCommitMs: 0 });
+    try {
+      await pool.createVolume("v", CS);
+      const h = pool.openVolume("v");
+      await h.write(0, Buffer.alloc(CS, 1));
+      for (let i = 0; i < 4; i++) {
+        await pool.createSnapshot("v", `s${i}`);
+        await h.write(i * 2 * BLOCK, Buffer.alloc(BLOCK, 10 + i));
+      }
+      await h.flush();
+      h.close();
+      await pool.close(); // a clean close writes a checkpoint: the partial chunks come back from it
+      pool = await Pool.open({ dir: join(dir, "p5"), autoCommitMs: 0 });
+      expect(pool.stats().partialChunks).toBe(4);
+      await pool.deleteSnapshot("s0");
+      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+      await pool.commit();
+      expect(pool.stats().partialChunks).toBe(3);
+      expect((await pool.check()).ok).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it("short of space, the filler completes snapshot-held partial chunks too, giving their backing back", async () => {
     CS = 64 * 1024;
     const pool = await Pool.create({ dir: join(dir, "p4"), sizeBytes: 40 * CS, autoCommitMs: 0 });
