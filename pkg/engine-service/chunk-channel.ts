@@ -540,8 +540,11 @@ export class ChunkChannelClient {
           reusable = reader.buffered === 0;
           return;
         } else if (kind === Kind.Error) {
-          reusable = reader.buffered === 0;
-          throw errorFrom(payload, this.where);
+          const err = errorFrom(payload, this.where);
+          // A refused connection (the server's limits) is closed by the server: not kept.
+          reusable =
+            reader.buffered === 0 && !(err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED");
+          throw err;
         } else
           throw new SnapblockError("INTERNAL", `${this.where} sent a frame of unknown kind ${String(kind)}`);
       }
