@@ -22,6 +22,7 @@ import {
   readTls,
   type EngineTransportOptions,
 } from "./engine-tls.js";
+import { StreamReader } from "../streams/index.js";
 import type { WireChunkData, WireReadChunksRequest } from "./engine-messages.js";
 import { readChunkContents, type SnapshotOpener } from "./snapshot-chunks.js";
 
@@ -58,6 +59,7 @@ const MAX_REQUEST_CHUNKS = 65_536;
 const MAX_FRAME_BYTES = 1024 * 1024;
 /** Bytes a reader buffers before it stops reading the socket (TCP then holds the sender back). */
 const READ_HIGH_WATER = 4 * 1024 * 1024;
+const READER_OPTIONS = { highWaterMark: READ_HIGH_WATER };
 /** Read buffers a server connection keeps for reuse (the read-ahead plus what is being sent). */
 const FREE_BUFFERS = 16;
 /** A server connection with no request for this long is closed. */
@@ -73,105 +75,6 @@ const CLIENT_MAX_IDLE = 8;
 const CLIENT_IDLE_MS = 30_000;
 
 const EMPTY = Buffer.alloc(0);
-
-/**
- * Reads exact byte counts from a socket: buffers what arrives, pauses the socket past
- * READ_HIGH_WATER, and hands out slices of the received buffers where a read falls inside one.
- */
-class SocketReader {
-  private pieces: Buffer[] = [];
-  private head = 0;
-  private size = 0;
-  private closedOrEnded = false;
-  private failure: Error | undefined;
-  private wake: (() => void) | undefined;
-
-  constructor(private readonly socket: tls.TLSSocket) {
-    socket.on("data", (buf: Buffer) => {
-      this.pieces.push(buf);
-      this.size += buf.length;
-      if (this.size >= READ_HIGH_WATER) socket.pause();
-      this.notify();
-    });
-    socket.on("end", () => {
-      this.closedOrEnded = true;
-      this.notify();
-    });
-    socket.on("close", () => {
-      this.closedOrEnded = true;
-      this.notify();
-    });
-    socket.on("error", (err) => {
-      this.failure ??= err;
-      this.notify();
-    });
-  }
-
-  /** Bytes buffered and not yet read. */
-  get buffered(): number {
-    return this.size;
-  }
-
-  /** The peer closed (or the connection failed). */
-  get ended(): boolean {
-    return this.closedOrEnded || this.failure !== undefined;
-  }
-
-  private notify(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
-  }
-
-  /**
-   * The next n bytes; undefined when the peer closed cleanly before sending any of them. A read
-   * inside one received buffer is a slice of it (no copy).
-   */
-  async read(n: number): Promise<Buffer | undefined> {
-    while (this.size < n) {
-      if (this.failure) throw this.failure;
-      if (this.closedOrEnded) {
-        if (this.size === 0) return undefined;
-        throw new SnapblockError("CLOSED", `the connection closed in the middle of a frame`);
-      }
-      if (this.socket.isPaused()) this.socket.resume();
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-      });
-    }
-    const out = this.take(n);
-    if (this.size < READ_HIGH_WATER && this.socket.isPaused() && !this.closedOrEnded) this.socket.resume();
-    return out;
-  }
-
-  private take(n: number): Buffer {
-    this.size -= n;
-    const first = this.pieces[0]!;
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.head += n;
-      if (this.head === first.length) {
-        this.pieces.shift();
-        this.head = 0;
-      }
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const piece = this.pieces[0]!;
-      const take = Math.min(piece.length - this.head, n - at);
-      piece.copy(out, at, this.head, this.head + take);
-      at += take;
-      this.head += take;
-      if (this.head === piece.length) {
-        this.pieces.shift();
-        this.head = 0;
-      }
-    }
-    return out;
-  }
-}
 
 function header(kind: Kind, chunk: number, length: number): Buffer {
   const h = Buffer.allocUnsafe(HEADER_BYTES);
@@ -322,7 +225,7 @@ export class ChunkChannelServer {
     socket.setNoDelay(true);
     // A connection that asks nothing soon is closed: a slot is not held for free.
     socket.setTimeout(FIRST_REQUEST_MS, () => socket.destroy());
-    const reader = new SocketReader(socket);
+    const reader = new StreamReader(socket, READER_OPTIONS);
     void this.run(socket, reader, identity, refusal).catch((err: unknown) => {
       this.o.logger.debug("chunk channel connection ended", { err });
       socket.destroy();
@@ -337,13 +240,13 @@ export class ChunkChannelServer {
 
   private async run(
     socket: tls.TLSSocket,
-    reader: SocketReader,
+    reader: StreamReader,
     identity: ReturnType<typeof identityOfCertificate>,
     refusal: string | undefined,
   ): Promise<void> {
     for (;;) {
-      const head = await reader.read(4);
-      if (!head) return;
+      // The caller closing the connection ends this loop (readExact: CLOSED, caught in serve).
+      const head = await reader.readExact(4);
       const length = head.readUInt32BE(0);
       if (length === 0 || length > MAX_REQUEST_BYTES) {
         // Not a request of this protocol: nothing after it can be trusted to be framed.
@@ -357,8 +260,7 @@ export class ChunkChannelServer {
         socket.destroy();
         return;
       }
-      const body = await reader.read(length);
-      if (!body) return;
+      const body = await reader.readExact(length);
       if (refusal) {
         this.o.logger.warn("chunk channel refused a connection", {
           caller: describeIdentity(identity),
@@ -456,7 +358,7 @@ export interface ChunkChannelClientOptions {
 
 interface Connection {
   socket: tls.TLSSocket;
-  reader: SocketReader;
+  reader: StreamReader;
 }
 
 /** A node's side: reads chunks of snapshots another node holds, over pooled connections. */
@@ -523,27 +425,34 @@ export class ChunkChannelClient {
       const length = Buffer.allocUnsafe(4);
       length.writeUInt32BE(body.length, 0);
       await send(socket, [length, body]);
+      const read = (bytes: number): Promise<Buffer> =>
+        reader.readExact(bytes).catch((err: unknown) => {
+          throw isSnapblockError(err, "CLOSED")
+            ? new SnapblockError("CLOSED", `${this.where} closed the chunk channel (${err.message})`, {
+                cause: err,
+              })
+            : err;
+        });
       for (;;) {
-        const h = await reader.read(HEADER_BYTES);
-        if (!h) throw new SnapblockError("CLOSED", `${this.where} closed the chunk channel`);
+        const h = await read(HEADER_BYTES);
         state.answered = true;
         const kind: number = h.readUInt8(0);
         const chunk = h.readUInt32BE(4);
         const size = h.readUInt32BE(8);
         if (size > MAX_FRAME_BYTES)
           throw new SnapblockError("INTERNAL", `${this.where} sent a frame of ${size} bytes`);
-        const payload = size > 0 ? await reader.read(size) : EMPTY;
-        if (!payload) throw new SnapblockError("CLOSED", `${this.where} closed the chunk channel`);
+        const payload = size > 0 ? await read(size) : EMPTY;
         if (kind === Kind.Data) yield { chunk, data: payload, hole: false };
         else if (kind === Kind.Hole) yield { chunk, data: EMPTY, hole: true };
         else if (kind === Kind.End) {
-          reusable = reader.buffered === 0;
+          reusable = reader.bufferedBytes === 0;
           return;
         } else if (kind === Kind.Error) {
           const err = errorFrom(payload, this.where);
           // A refused connection (the server's limits) is closed by the server: not kept.
           reusable =
-            reader.buffered === 0 && !(err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED");
+            reader.bufferedBytes === 0 &&
+            !(err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED");
           throw err;
         } else
           throw new SnapblockError("INTERNAL", `${this.where} sent a frame of unknown kind ${String(kind)}`);
@@ -575,7 +484,7 @@ export class ChunkChannelClient {
     for (;;) {
       if (this.closed) throw new SnapblockError("CLOSED", `the chunk channel to ${this.where} is closed`);
       for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-        if (!c.socket.destroyed && !c.reader.ended && c.reader.buffered === 0) {
+        if (!c.socket.destroyed && !c.socket.readableEnded && c.reader.bufferedBytes === 0) {
           c.socket.setTimeout(this.o.timeoutMs ?? 60_000);
           return { conn: c, reused: true };
         }
@@ -638,7 +547,7 @@ export class ChunkChannelClient {
       throw new ChunkChannelUnsupported(`${this.where} does not offer the chunk channel`);
     }
     socket.setNoDelay(true);
-    const reader = new SocketReader(socket);
+    const reader = new StreamReader(socket, READER_OPTIONS);
     return { socket, reader };
   }
 }

@@ -4,7 +4,7 @@ import { negotiate, type ExportCatalog, type NegotiableExport } from "./handshak
 import type { NbdLimits } from "./limits.js";
 import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import { ReplyWriter } from "./reply-writer.js";
-import { StreamReader } from "./stream-reader.js";
+import { StreamReader } from "../streams/index.js";
 import { Transmission, type TransmissionExport } from "./transmission.js";
 import type { Logger } from "../log/index.js";
 

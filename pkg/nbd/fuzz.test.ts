@@ -26,7 +26,7 @@ import {
 import { ReplyWriter } from "./reply-writer.js";
 import { parseRequestHeader } from "./request-parser.js";
 import { validateRequest } from "./request-validator.js";
-import { StreamReader } from "./stream-reader.js";
+import { StreamReader } from "../streams/index.js";
 import { Transmission } from "./transmission.js";
 import { silentLogger } from "../log/index.js";
 

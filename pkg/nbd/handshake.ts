@@ -42,7 +42,7 @@ import {
   parseOptionHeader,
 } from "./option-parser.js";
 import type { ReplyWriter } from "./reply-writer.js";
-import type { StreamReader } from "./stream-reader.js";
+import type { StreamReader } from "../streams/index.js";
 import type { Logger } from "../log/index.js";
 
 /** What the handshake needs to know about an export. */

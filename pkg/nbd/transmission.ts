@@ -18,7 +18,7 @@ import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import type { ReplyWriter } from "./reply-writer.js";
 import { parseRequestHeader, type NbdRequest } from "./request-parser.js";
 import { validateRequest, type RequestContext } from "./request-validator.js";
-import type { StreamReader } from "./stream-reader.js";
+import type { StreamReader } from "../streams/index.js";
 import type { Logger } from "../log/index.js";
 
 /** What the transmission phase needs to know about the export it serves. */
