@@ -1,19 +1,11 @@
 import { once } from "node:events";
 import tls from "node:tls";
-import {
-  ERROR_CODES,
-  STATUS_ONLY,
-  SnapblockError,
-  StatusError,
-  asSnapblockError,
-  isSnapblockError,
-  type ErrorCode,
-  type StatusOnly,
-} from "../errors/index.js";
+import { SnapblockError, StatusError, asSnapblockError, isSnapblockError } from "../errors/index.js";
 import type { LogFields, Logger } from "../log/index.js";
 import { toGrpcStatus } from "../rpc/index.js";
 import { authorize, type PullGrants } from "./engine-access.js";
 import { refuseOtherAddressee } from "./call-addressee.js";
+import { rebuildEngineError } from "./engine-status.js";
 import { describeIdentity, identityOfCertificate } from "./engine-identity.js";
 import {
   ENGINE_TLS_SERVER_NAME,
@@ -124,9 +116,6 @@ function errorPayload(err: unknown): Buffer {
   );
 }
 
-const ENGINE_CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES);
-const STATUSES: ReadonlySet<string> = new Set<string>(STATUS_ONLY);
-
 function errorFrom(payload: Buffer, where: string): SnapblockError {
   let parsed: { code?: unknown; status?: unknown; message?: unknown } = {};
   try {
@@ -135,11 +124,10 @@ function errorFrom(payload: Buffer, where: string): SnapblockError {
     // not JSON: reported below as the peer's fault
   }
   const message = typeof parsed.message === "string" ? parsed.message : `${where} sent an unreadable error`;
-  if (typeof parsed.status === "string" && STATUSES.has(parsed.status))
-    return new StatusError(parsed.status as StatusOnly, message);
-  if (typeof parsed.code === "string" && ENGINE_CODES.has(parsed.code))
-    return new SnapblockError(parsed.code as ErrorCode, message);
-  return new SnapblockError("INTERNAL", `${where} failed: ${message}`);
+  return (
+    rebuildEngineError(parsed.code, parsed.status, message) ??
+    new SnapblockError("INTERNAL", `${where} failed: ${message}`)
+  );
 }
 
 /** A request as the client sends it: ReadChunks plus the node it is meant for. */

@@ -46,17 +46,35 @@ export interface PeerRef {
   address: string;
 }
 
+/**
+ * The SnapblockError a peer's engine raised, from the code and status it sent (either transport),
+ * or undefined when neither is one this version knows.
+ */
+export function rebuildEngineError(
+  code: unknown,
+  onlyStatus: unknown,
+  message: string,
+  cause?: unknown,
+): SnapblockError | undefined {
+  if (typeof onlyStatus === "string" && STATUSES.has(onlyStatus)) {
+    return new StatusError(onlyStatus as StatusOnly, message, { cause });
+  }
+  if (typeof code === "string" && ENGINE_CODES.has(code)) {
+    return new SnapblockError(code as ErrorCode, message, { cause });
+  }
+  return undefined;
+}
+
 /** Client side: a failed call as the SnapblockError the engine raised (or a transport failure). */
 export function fromEngineStatus(err: ServiceError, peer: PeerRef): SnapblockError {
-  const code = first(err.metadata, CODE_KEY);
-  const onlyStatus = first(err.metadata, STATUS_KEY);
   const details = err.details || err.message;
-  if (onlyStatus !== undefined && STATUSES.has(onlyStatus)) {
-    return new StatusError(onlyStatus as StatusOnly, details, { cause: err });
-  }
-  if (code !== undefined && ENGINE_CODES.has(code)) {
-    return new SnapblockError(code as ErrorCode, details, { cause: err });
-  }
+  const rebuilt = rebuildEngineError(
+    first(err.metadata, CODE_KEY),
+    first(err.metadata, STATUS_KEY),
+    details,
+    err,
+  );
+  if (rebuilt) return rebuilt;
   const where = `node ${peer.nodeId} (engine service at ${peer.address})`;
   if (TRANSPORT_FAILURES.has(err.code)) {
     return new SnapblockError("CLOSED", `${where} is unavailable: ${details}`, { cause: err });
