@@ -85,10 +85,7 @@ async function send(socket: tls.TLSSocket, parts: Buffer[], written?: () => void
   if (socket.destroyed) throw new SnapblockError("CLOSED", "the peer closed the chunk channel");
   socket.cork();
   let room = true;
-  parts.forEach((p, i) => {
-    if (p.length > 0 || i === parts.length - 1)
-      room = i === parts.length - 1 && written ? socket.write(p, () => written()) : socket.write(p);
-  });
+  for (const p of parts) room = socket.write(p, p === parts.at(-1) ? written : undefined);
   socket.uncork();
   if (!room) {
     // Not events.once: a listener left on the event that did not come would pile up.
