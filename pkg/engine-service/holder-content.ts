@@ -126,21 +126,8 @@ export class HolderContent implements RemoteContent {
     holder: EngineHolder,
     request: WireReadChunksRequest,
   ): AsyncGenerator<WireChunkData> {
-    const key = keyOf(holder);
-    const since = this.withoutChannel.get(key);
-    if (since !== undefined && performance.now() - since > WITHOUT_CHANNEL_MS)
-      this.withoutChannel.delete(key);
-    if ((this.o.chunkChannel ?? true) && this.o.transport.tls && !this.withoutChannel.has(key)) {
-      let channel = this.channels.get(key);
-      if (!channel) {
-        channel = new ChunkChannelClient({
-          nodeId: holder.nodeId,
-          address: holder.address,
-          transport: this.o.transport,
-          timeoutMs: this.o.callTimeoutMs ?? 60_000,
-        });
-        this.channels.set(key, channel);
-      }
+    const channel = this.channel(holder);
+    if (channel) {
       let yielded = 0;
       try {
         for await (const item of channel.readChunks(request)) {
@@ -149,41 +136,75 @@ export class HolderContent implements RemoteContent {
         }
         return;
       } catch (err) {
-        // A holder whose channel is full answers RESOURCE_EXHAUSTED before any chunk: this
-        // request goes over gRPC.
-        if (err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED" && yielded === 0) {
-          this.o.logger.debug("a holder's chunk channel is full; this request goes over gRPC", {
-            holder: holder.nodeId,
-            err: err.message,
-          });
-        } else {
-          // Unsupported is known at connect time, before any chunk was yielded.
-          if (!(err instanceof ChunkChannelUnsupported)) throw err;
-          this.withoutChannel.set(key, performance.now());
-          this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
-            holder: holder.nodeId,
-            address: holder.address,
-          });
-        }
+        // Both refusals come before any chunk; anything else is the holder's answer.
+        if (yielded > 0 || !this.useGrpcAfter(holder, err)) throw err;
       }
     }
     yield* this.client(holder).readChunks(request);
   }
 
-  private client(holder: EngineHolder): RemoteEngine {
+  /** The holder's chunk channel, unless it is off or the holder was found without one lately. */
+  private channel(holder: EngineHolder): ChunkChannelClient | undefined {
+    if (!(this.o.chunkChannel ?? true) || !this.o.transport.tls) return undefined;
     const key = keyOf(holder);
-    let c = this.clients.get(key);
-    if (!c) {
-      c = new RemoteEngine({
-        nodeId: holder.nodeId,
-        address: holder.address,
-        transport: this.o.transport,
-        callTimeoutMs: this.o.callTimeoutMs ?? 60_000,
-      });
-      this.clients.set(key, c);
+    const since = this.withoutChannel.get(key);
+    if (since !== undefined) {
+      if (performance.now() - since <= WITHOUT_CHANNEL_MS) return undefined;
+      this.withoutChannel.delete(key);
     }
-    return c;
+    return getOrAdd(
+      this.channels,
+      key,
+      () =>
+        new ChunkChannelClient({
+          nodeId: holder.nodeId,
+          address: holder.address,
+          transport: this.o.transport,
+          timeoutMs: this.o.callTimeoutMs ?? 60_000,
+        }),
+    );
   }
+
+  /**
+   * Whether a chunk channel failure sends the request to gRPC: the holder's channel is full
+   * (RESOURCE_EXHAUSTED: this request), or the holder has none (an older node: for a while).
+   */
+  private useGrpcAfter(holder: EngineHolder, err: unknown): boolean {
+    if (err instanceof StatusError && err.status === "RESOURCE_EXHAUSTED") {
+      this.o.logger.debug("a holder's chunk channel is full; this request goes over gRPC", {
+        holder: holder.nodeId,
+        err: err.message,
+      });
+      return true;
+    }
+    if (!(err instanceof ChunkChannelUnsupported)) return false;
+    this.withoutChannel.set(keyOf(holder), performance.now());
+    this.o.logger.info("a holder has no chunk channel (an older node?); reading its chunks over gRPC", {
+      holder: holder.nodeId,
+      address: holder.address,
+    });
+    return true;
+  }
+
+  private client(holder: EngineHolder): RemoteEngine {
+    return getOrAdd(
+      this.clients,
+      keyOf(holder),
+      () =>
+        new RemoteEngine({
+          nodeId: holder.nodeId,
+          address: holder.address,
+          transport: this.o.transport,
+          callTimeoutMs: this.o.callTimeoutMs ?? 60_000,
+        }),
+    );
+  }
+}
+
+function getOrAdd<V>(map: Map<string, V>, key: string, make: () => V): V {
+  let v = map.get(key);
+  if (v === undefined) map.set(key, (v = make()));
+  return v;
 }
 
 /**
