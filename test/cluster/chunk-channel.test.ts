@@ -31,19 +31,7 @@ async function rawExchange(
   cert: TestCert,
   request: Buffer,
 ): Promise<{ frames: Frame[]; closed: boolean }> {
-  const [host, port] = address.split(":");
-  const socket = tls.connect({
-    host,
-    port: Number(port),
-    ca: readFileSync(cert.caFile),
-    cert: readFileSync(cert.certFile),
-    key: readFileSync(cert.keyFile),
-    ALPNProtocols: [CHUNK_CHANNEL_PROTOCOL],
-    servername: "snapblock-engine",
-    checkServerIdentity: () => undefined,
-  });
-  await once(socket, "secureConnect");
-  expect(socket.alpnProtocol).toBe(CHUNK_CHANNEL_PROTOCOL);
+  const socket = await rawConnect(address, cert);
   socket.write(request);
   let data = Buffer.alloc(0);
   const frames: Frame[] = [];
@@ -79,6 +67,25 @@ async function rawExchange(
   }
   socket.destroy();
   return { frames, closed };
+}
+
+/** A TLS connection to the engine port that chose the chunk channel, and nothing sent yet. */
+async function rawConnect(address: string, cert: TestCert): Promise<tls.TLSSocket> {
+  const [host, port] = address.split(":");
+  const socket = tls.connect({
+    host,
+    port: Number(port),
+    ca: readFileSync(cert.caFile),
+    cert: readFileSync(cert.certFile),
+    key: readFileSync(cert.keyFile),
+    ALPNProtocols: [CHUNK_CHANNEL_PROTOCOL],
+    servername: "snapblock-engine",
+    checkServerIdentity: () => undefined,
+  });
+  socket.on("error", () => undefined);
+  await once(socket, "secureConnect");
+  expect(socket.alpnProtocol).toBe(CHUNK_CHANNEL_PROTOCOL);
+  return socket;
 }
 
 function request(body: unknown): Buffer {
@@ -118,6 +125,18 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
     return out;
   };
 
+  /** Node-a's engine service over the test's engine, PKI and grants, logging to `write`. */
+  const serverOptions = (write: (line: string) => void) => ({
+    engine,
+    snapshots: engine,
+    transport: { tls: pki.node("node-a") },
+    version: "test",
+    logger: createLogger({ level: "debug", write }),
+    pullGrants: {
+      allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
+    },
+  });
+
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "snapblock-chunk-channel-"));
     pki = makeTestPki(dir);
@@ -128,16 +147,7 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
       createIfMissing: { sizeBytes: 64 * MiB },
     });
     await engine.open();
-    const common = {
-      engine,
-      snapshots: engine,
-      transport: { tls: pki.node("node-a") },
-      version: "test",
-      logger: createLogger({ level: "debug", write: (line) => logLines.push(line) }),
-      pullGrants: {
-        allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
-      },
-    };
+    const common = serverOptions((line) => logLines.push(line));
     server = await EngineServer.start({ ...common, address: "127.0.0.1:0" });
     grpcOnly = await EngineServer.start({ ...common, address: "127.0.0.1:0", chunkChannel: false });
     address = `127.0.0.1:${server.port}`;
@@ -270,33 +280,13 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
   });
 
   it("a node restarted on the same port: the client's kept connection is replaced, no error reaches the reader", async () => {
-    const first = await EngineServer.start({
-      engine,
-      snapshots: engine,
-      address: "127.0.0.1:0",
-      transport: { tls: pki.node("node-a") },
-      version: "test",
-      logger: createLogger({ level: "error", write: () => undefined }),
-      pullGrants: {
-        allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
-      },
-    });
+    const first = await EngineServer.start({ ...serverOptions(() => undefined), address: "127.0.0.1:0" });
     const at = `127.0.0.1:${first.port}`;
     const c = channel(pki.node("node-b"), "node-a", at);
     expect((await readAll(c, "snap", [0])).length).toBe(1);
     expect((c as unknown as { idle: unknown[] }).idle).toHaveLength(1);
     await first.shutdown(100);
-    const second = await EngineServer.start({
-      engine,
-      snapshots: engine,
-      address: at,
-      transport: { tls: pki.node("node-a") },
-      version: "test",
-      logger: createLogger({ level: "error", write: () => undefined }),
-      pullGrants: {
-        allows: (snapshot: string, nodeId: string) => Promise.resolve(grants.has(`${snapshot}@${nodeId}`)),
-      },
-    });
+    const second = await EngineServer.start({ ...serverOptions(() => undefined), address: at });
     try {
       const got = await readAll(c, "snap", [1, 4]);
       expect(got.map((g) => g.chunk)).toEqual([1, 4]);
@@ -323,23 +313,7 @@ describe("chunk channel: a cross-node pull's bulk path beside gRPC on the engine
     // with RESOURCE_EXHAUSTED, and HolderContent reads that request over gRPC instead.
     grants.add("snap@node-c");
     const cert = pki.node("node-c");
-    const held = await Promise.all(
-      Array.from({ length: 32 }, async () => {
-        const s = tls.connect({
-          host: "127.0.0.1",
-          port: server.port,
-          ca: readFileSync(cert.caFile),
-          cert: readFileSync(cert.certFile),
-          key: readFileSync(cert.keyFile),
-          ALPNProtocols: [CHUNK_CHANNEL_PROTOCOL],
-          servername: "snapblock-engine",
-          checkServerIdentity: () => undefined,
-        });
-        s.on("error", () => undefined);
-        await once(s, "secureConnect");
-        return s;
-      }),
-    );
+    const held = await Promise.all(Array.from({ length: 32 }, () => rawConnect(address, cert)));
     try {
       await new Promise((r) => setTimeout(r, 100)); // the server has counted them
       const refused = await readAll(channel(cert), "snap", [0]).catch((e: unknown) => e);
