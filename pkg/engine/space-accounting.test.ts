@@ -6,6 +6,40 @@ import { isSnapblockError } from "../errors/index.js";
 import { FaultStorage, Pool, Prng, accountSpace, accountSpaceSliced } from "./index.js";
 
 const BLOCK = 4096;
+
+/**
+ * Volume "v" of one chunk (all bytes 1), then `n` snapshots s0, s1, ... with one 4 KiB block
+ * written after each: the first write makes a partial chunk over the original chunk B, each later
+ * one redirects the shared partial chunk to a new one over the same B (data-path.ts,
+ * partialOver), so `n` partial chunks back on B, all durable. Returns each snapshot's content and
+ * the volume's.
+ */
+async function partialsOverOneBacking(
+  pool: Pool,
+  n: number,
+): Promise<{ expected: Map<string, Buffer>; content: Buffer }> {
+  await pool.createVolume("v", CS);
+  const h = pool.openVolume("v");
+  const expected = new Map<string, Buffer>();
+  const content = Buffer.alloc(CS, 1);
+  await h.write(0, content);
+  for (let i = 0; i < n; i++) {
+    await pool.createSnapshot("v", `s${i}`);
+    expected.set(`s${i}`, Buffer.from(content));
+    const block = Buffer.alloc(BLOCK, 10 + i);
+    await h.write(i * 2 * BLOCK, block);
+    block.copy(content, i * 2 * BLOCK);
+  }
+  await h.flush();
+  h.close();
+  return { expected, content };
+}
+
+/** The filler runs in the background after deletes: give it time, then make it durable. */
+async function settle(pool: Pool): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
+  await pool.commit();
+}
 let CS = 64 * 1024;
 let dir: string;
 
@@ -307,27 +341,9 @@ describe("space accounting", () => {
   it("partial chunks only snapshots hold are not copied while others share their backing: they go with their snapshots", async () => {
     CS = 64 * 1024;
     const pool = await Pool.create({ dir: join(dir, "p3"), sizeBytes: 64 * CS, autoCommitMs: 0 });
-    const settle = async (): Promise<void> => {
-      // The filler runs in the background after deletes; give it time, then make it durable.
-      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
-      await pool.commit();
-    };
     try {
-      await pool.createVolume("v", CS);
+      const { expected, content } = await partialsOverOneBacking(pool, 4);
       const h = pool.openVolume("v");
-      const expected = new Map<string, Buffer>();
-      const content = Buffer.alloc(CS, 1);
-      await h.write(0, content);
-      // Four "points": after each, one 4 KiB block is written. The first write makes a partial
-      // chunk over the original chunk B; each later one redirects the shared partial chunk to a
-      // new one over the same B (data-path.ts, partialOver): four partial chunks back on B.
-      for (let i = 0; i < 4; i++) {
-        await pool.createSnapshot("v", `s${i}`);
-        expected.set(`s${i}`, Buffer.from(content));
-        const block = Buffer.alloc(BLOCK, 10 + i);
-        await h.write(i * 2 * BLOCK, block);
-        block.copy(content, i * 2 * BLOCK);
-      }
       const b = pool.tables.physical(pool.meta.snapshots.get("s0")!.table, 0);
       expect(pool.space.backingRefCount(b)).toBe(4);
       const filledBefore = pool.stats().partialChunks;
@@ -336,7 +352,7 @@ describe("space accounting", () => {
       // Deleting s0 leaves B mapped by no table. The volume's own partial chunk is completed
       // (one copy); the three that snapshots s1-s3 hold are not copied.
       await pool.deleteSnapshot("s0");
-      await settle();
+      await settle(pool);
       expect(pool.stats().partialChunks).toBe(3);
       expect(pool.space.backingRefCount(b)).toBe(3);
       expect(pool.space.refCount(b)).toBe(3);
@@ -351,7 +367,7 @@ describe("space accounting", () => {
       // As their snapshots go, so do they; the last one's backing goes with it, nothing copied.
       await pool.deleteSnapshot("s1");
       await pool.deleteSnapshot("s2");
-      await settle();
+      await settle(pool);
       // One left on B: it is completed, which frees B.
       expect(pool.stats().partialChunks).toBe(0);
       expect(pool.space.refCount(b)).toBe(0);
@@ -359,7 +375,7 @@ describe("space accounting", () => {
       expect((await s3.read(0, CS)).equals(expected.get("s3")!)).toBe(true);
       s3.close();
       await pool.deleteSnapshot("s3");
-      await settle();
+      await settle(pool);
       expect(pool.stats()).toMatchObject({ partialChunks: 0, allocatedBytes: CS, reclaimableBytes: 0 });
       expect((await h.read(0, CS)).equals(content)).toBe(true);
       h.close();
@@ -373,21 +389,12 @@ describe("space accounting", () => {
     CS = 64 * 1024;
     let pool = await Pool.create({ dir: join(dir, "p5"), sizeBytes: 64 * CS, autoCommitMs: 0 });
     try {
-      await pool.createVolume("v", CS);
-      const h = pool.openVolume("v");
-      await h.write(0, Buffer.alloc(CS, 1));
-      for (let i = 0; i < 4; i++) {
-        await pool.createSnapshot("v", `s${i}`);
-        await h.write(i * 2 * BLOCK, Buffer.alloc(BLOCK, 10 + i));
-      }
-      await h.flush();
-      h.close();
+      await partialsOverOneBacking(pool, 4);
       await pool.close(); // a clean close writes a checkpoint: the partial chunks come back from it
       pool = await Pool.open({ dir: join(dir, "p5"), autoCommitMs: 0 });
       expect(pool.stats().partialChunks).toBe(4);
       await pool.deleteSnapshot("s0");
-      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
-      await pool.commit();
+      await settle(pool);
       expect(pool.stats().partialChunks).toBe(3);
       expect((await pool.check()).ok).toBe(true);
     } finally {
@@ -399,18 +406,10 @@ describe("space accounting", () => {
     CS = 64 * 1024;
     const pool = await Pool.create({ dir: join(dir, "p4"), sizeBytes: 40 * CS, autoCommitMs: 0 });
     try {
-      await pool.createVolume("v", CS);
-      const h = pool.openVolume("v");
-      await h.write(0, Buffer.alloc(CS, 1));
-      for (let i = 0; i < 3; i++) {
-        await pool.createSnapshot("v", `s${i}`);
-        await h.write(i * 2 * BLOCK, Buffer.alloc(BLOCK, 10 + i));
-      }
-      h.close();
+      await partialsOverOneBacking(pool, 3);
       const b = pool.tables.physical(pool.meta.snapshots.get("s0")!.table, 0);
       await pool.deleteSnapshot("s0");
-      for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 10));
-      await pool.commit();
+      await settle(pool);
       // Plenty of room: the snapshot-held partial chunks wait, and B with them.
       expect(pool.space.refCount(b)).toBe(2);
       // Whole-chunk writes (no partial chunk made) fill the pool past 90%.
