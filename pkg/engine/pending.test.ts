@@ -84,15 +84,12 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
   });
 
   const allocated = (): [number, number][] => runs(x.allocatedChunks("snapshot", "snap").chunks);
+  /** A volume or snapshot on y whose content is x's snapshot "snap", all of it pending. */
+  const fromSnap = (kind: "volume" | "snapshot", name: string) =>
+    y.createFromSource({ kind, name, sizeBytes: SIZE, source: "x/snap", ranges: allocated() });
 
   it("a restored volume is readable at once; unfetched chunks never read as zeroes; the pull completes it", async () => {
-    const info = await y.createFromSource({
-      kind: "volume",
-      name: "copy",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    const info = await fromSnap("volume", "copy");
     expect(info.kind === "volume" && info.pending).toEqual({ source: "x/snap", chunks: 8, totalChunks: 8 });
     const copy = y.openVolume("copy");
     // Holes read as zeroes without any source; a chunk that is not here yet is an I/O error.
@@ -124,13 +121,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
   });
 
   it("a pull is reported complete only once its last chunk's arrival is committed", async () => {
-    await y.createFromSource({
-      kind: "volume",
-      name: "copy",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("volume", "copy");
     const copy = y.openVolume("copy");
     // Chunks written whole stop being pending (no fetch); the pool commits only when asked.
     for (const chunk of [0, 1, 2, 5, 17, 18, 40, 63]) await copy.write(chunk * CS, Buffer.alloc(CS, 9));
@@ -140,13 +131,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
     expect(y.getVolume("copy").pending).toBeUndefined();
     copy.close();
     // A snapshot filled the same way (a replica) says the same.
-    await y.createFromSource({
-      kind: "snapshot",
-      name: "rep",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("snapshot", "rep");
     expect(y.getSnapshot("rep").pending).toMatchObject({ chunks: 8 });
     y.setChunkFetcher("x/snap", new PoolFetcher(x, "snap"));
     await until(() => y.getSnapshot("rep").pending === undefined, "the replica's pull, committed");
@@ -154,13 +139,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
   });
 
   it("keeps writes made during the pull, whole or partial, and snapshots taken during it", async () => {
-    await y.createFromSource({
-      kind: "volume",
-      name: "copy",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("volume", "copy");
     const copy = y.openVolume("copy");
     const mine = Buffer.from(expected);
     // A whole pending chunk: the write replaces it and needs nothing from the source (there is
@@ -194,13 +173,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
   });
 
   it("survives a restart mid-pull: the filled chunks are kept, the rest is pulled after reopening", async () => {
-    await y.createFromSource({
-      kind: "volume",
-      name: "copy",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("volume", "copy");
     const first = new PoolFetcher(x, "snap");
     first.failAfter = 3;
     y.setChunkFetcher("x/snap", first);
@@ -223,13 +196,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
   });
 
   it("an incremental copy starts from an earlier one and fetches only the changed chunks, holes included", async () => {
-    await y.createFromSource({
-      kind: "snapshot",
-      name: "r1",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("snapshot", "r1");
     y.setChunkFetcher("x/snap", new PoolFetcher(x, "snap"));
     await until(() => y.getSnapshot("r1").pending === undefined, "the first copy");
     // On x: one chunk rewritten, one trimmed, one new; a second snapshot.
@@ -274,13 +241,7 @@ describe("content from elsewhere: pending chunks, fetched on demand and pulled i
     await expect(
       y.createFromSource({ kind: "volume", name: "bad", sizeBytes: SIZE, source: "s", ranges: [[60, 10]] }),
     ).rejects.toThrow(/outside 64 chunks/);
-    await y.createFromSource({
-      kind: "snapshot",
-      name: "r1",
-      sizeBytes: SIZE,
-      source: "x/snap",
-      ranges: allocated(),
-    });
+    await fromSnap("snapshot", "r1");
     await expect(
       y.createFromSource({
         kind: "snapshot",
