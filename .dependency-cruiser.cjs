@@ -107,7 +107,8 @@ module.exports = {
     {
       name: "foundations-stay-at-the-bottom",
       severity: "error",
-      comment: "errors, log, files, streams and rpc are used by every module and use none of them but each other.",
+      comment:
+        "errors, log, files, streams and rpc are used by every module and use none of them but each other.",
       from: { path: "^pkg/(errors|log|files|streams|rpc)/" },
       to: { path: "^pkg/", pathNot: "^pkg/(errors|log|files|streams|rpc)/" },
     },
