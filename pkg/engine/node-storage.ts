@@ -225,29 +225,55 @@ class InlineFile extends NodeFile {
 }
 
 const LARGE = 256 * 1024;
-/** A 4 KiB pread served from the page cache takes a few microseconds; a disk read, far more. */
-const CACHE_HIT_US = 40;
-const REPROBE_AFTER = 2000;
+
+/**
+ * Decides, read by read, whether a small read runs inline or on the thread pool. Reads run
+ * inline while they come back in page-cache time; when more than half of the last 32 were slower
+ * than a cache hit, the next `reprobeAfter` go to the thread pool (where misses overlap), then
+ * inline reads are tried again.
+ *
+ * A count over a window, not an average: on a busy node a cached read is now and then preempted
+ * for hundreds of microseconds, and such outliers (a few per hundred reads at QD16 on 2 vCPUs)
+ * must not send every read to the thread pool, where each one costs a cross-thread handoff and
+ * two wakeups; reads that miss the cache are slow run after run.
+ */
+export class ReadPlacement {
+  /** One bit per recent inline read, newest lowest: 1 = slower than a cache hit. */
+  private slow = 0;
+  private offloaded = -1;
+
+  constructor(
+    /** A 4 KiB pread served from the page cache takes a few microseconds; a disk read, far more. */
+    private readonly cacheHitUs = 40,
+    private readonly reprobeAfter = 2000,
+  ) {}
+
+  /** true: run this read inline and report its time with `inlineTook`. */
+  inline(): boolean {
+    if (this.offloaded < 0) return true;
+    if (++this.offloaded < this.reprobeAfter) return false;
+    this.offloaded = -1;
+    this.slow = 0;
+    return true;
+  }
+
+  inlineTook(us: number): void {
+    const slow = us > this.cacheHitUs ? 1 : 0;
+    this.slow = ((this.slow << 1) | slow) >>> 0;
+    if (slow && popcount32(this.slow) > 16) this.offloaded = 0;
+  }
+}
 
 /** Small I/O inline, large I/O on the thread pool, reads inline only while they hit the cache. */
 class AdaptiveFile extends InlineFile {
-  private readLatencyUs = 0;
-  private readsOffloaded = -1;
+  private readonly placement = new ReadPlacement();
 
   override read(buffer: Buffer, bufferOffset: number, length: number, position: number): Promise<number> {
-    if (length >= LARGE) return this.pooledRead(buffer, bufferOffset, length, position);
-    if (this.readsOffloaded >= 0) {
-      if (++this.readsOffloaded < REPROBE_AFTER)
-        return this.pooledRead(buffer, bufferOffset, length, position);
-      this.readsOffloaded = -1;
-      this.readLatencyUs = 0;
-    }
+    if (length >= LARGE || !this.placement.inline())
+      return this.pooledRead(buffer, bufferOffset, length, position);
     const started = performance.now();
     const result = super.read(buffer, bufferOffset, length, position);
-    const us = (performance.now() - started) * 1000;
-    // Exponentially weighted: one slow read is noise, a run of them means the disk.
-    this.readLatencyUs = this.readLatencyUs * 0.9 + us * 0.1;
-    if (this.readLatencyUs > CACHE_HIT_US) this.readsOffloaded = 0;
+    this.placement.inlineTook((performance.now() - started) * 1000);
     return result;
   }
 
@@ -292,6 +318,12 @@ class HybridFile extends AdaptiveFile {
       await this.direct.close();
     }
   }
+}
+
+function popcount32(v: number): number {
+  v -= (v >>> 1) & 0x55555555;
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }
 
 function totalLength(buffers: readonly Buffer[]): number {
