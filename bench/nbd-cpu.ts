@@ -9,7 +9,11 @@
  * through, as bench/nbd-server.ts does), all running at once and idle between runs, so only the
  * measured server works during a run. Rounds are interleaved (the target order rotates each round)
  * and the table reports medians. Env: BENCH_DIR, SIZE_MIB (1024), RUNTIME (s, 4), ROUNDS (3),
- * TARGETS (comma list, default all). Needs fio, qemu-nbd, nbdkit.
+ * TARGETS (comma list, default all), CLIENT (see below). Needs fio, qemu-nbd, nbdkit.
+ *
+ * CLIENT=kpath (`npm run bench:kpath`) measures the kernel path pods use on a node without the nbd
+ * module instead: each server's export through nbdfuse (its own FUSE mount), a loop device with
+ * direct I/O on that file, and fio's libaio with O_DIRECT on the loop device. Needs root.
  */
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -26,6 +30,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const SIZE_MIB = Number(process.env.SIZE_MIB ?? 1024);
 const RUNTIME = Number(process.env.RUNTIME ?? 4);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const KPATH = process.env.CLIENT === "kpath";
 
 interface Workload {
   name: string;
@@ -40,6 +45,7 @@ const WORKLOADS: Workload[] = [
   { name: "randwrite_qd1", rw: "randwrite", bs: "4k", qd: 1, unit: "op" },
   { name: "seqwrite", rw: "write", bs: "1M", qd: 4, unit: "MiB" },
   { name: "randread_qd16", rw: "randread", bs: "4k", qd: 16, unit: "op" },
+  { name: "randread_qd1", rw: "randread", bs: "4k", qd: 1, unit: "op" },
   { name: "seqread", rw: "read", bs: "1M", qd: 4, unit: "MiB" },
 ];
 
@@ -139,11 +145,15 @@ interface Sample {
   cpu: number;
 }
 
-async function fio(uri: string, w: Workload): Promise<{ ops: number; bytes: number; seconds: number }> {
+/** Where fio sends its I/O: an NBD URI (fio's nbd engine) or a block device (libaio, O_DIRECT). */
+type FioTarget = { uri: string } | { device: string };
+
+async function fio(to: FioTarget, w: Workload): Promise<{ ops: number; bytes: number; seconds: number }> {
   const args = [
     `--name=${w.name}`,
-    "--ioengine=nbd",
-    `--uri=${uri}`,
+    ...("uri" in to
+      ? ["--ioengine=nbd", `--uri=${to.uri}`]
+      : ["--ioengine=libaio", "--direct=1", `--filename=${to.device}`]),
     `--rw=${w.rw}`,
     `--bs=${w.bs}`,
     `--iodepth=${w.qd}`,
@@ -164,10 +174,9 @@ interface FioJob {
   write: { total_ios: number; io_bytes: number };
 }
 
-async function measure(t: Target, pid: number, socket: string, w: Workload): Promise<Sample> {
-  const uri = `nbd+unix:///${t.exportName}?socket=${socket}`;
+async function measure(pid: number, to: FioTarget, w: Workload): Promise<Sample> {
   const before = cpuSeconds(pid);
-  const r = await fio(uri, w);
+  const r = await fio(to, w);
   const cpu = cpuSeconds(pid) - before;
   const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
   return { rate: amount / r.seconds, cpu: cpu / amount };
@@ -182,10 +191,44 @@ function median(values: number[]): number {
 const wanted = process.env.TARGETS?.split(",");
 const targets = ALL_TARGETS.filter((t) => !wanted || wanted.includes(t.name));
 const root = process.env.BENCH_DIR ?? (await mkdtemp(join(tmpdir(), "snapblock-nbd-cpu-")));
-const running = new Map<string, { child: ChildProcess; socket: string }>();
+/** A server, and in kpath mode its nbdfuse mount and loop device. */
+interface Running {
+  child: ChildProcess;
+  to: FioTarget;
+  fuse?: ChildProcess;
+  mount?: string;
+  loop?: string;
+}
+const running = new Map<string, Running>();
 const stopAll = (): void => {
-  for (const { child } of running.values()) child.kill("SIGTERM");
+  for (const { child, fuse } of running.values()) {
+    fuse?.kill("SIGTERM");
+    child.kill("SIGTERM");
+  }
 };
+
+/** nbdfuse serves the export as a file in its own mount; a direct-I/O loop device over that file. */
+async function kernelPath(dir: string, uri: string, r: Running): Promise<void> {
+  r.mount = join(dir, "mnt");
+  await run("mkdir", ["-p", r.mount]);
+  const file = join(r.mount, "disk");
+  r.fuse = spawn("nbdfuse", [file, uri], { stdio: "ignore" });
+  for (let i = 0; i < 100 && !existsSync(file); i++) {
+    if (r.fuse.exitCode !== null) throw new Error(`nbdfuse exited (${r.fuse.exitCode}) for ${uri}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  r.loop = (await run("losetup", ["-f", "--show", "--direct-io=on", file])).stdout.trim();
+  r.to = { device: r.loop };
+}
+
+async function undoKernelPath(r: Running): Promise<void> {
+  if (r.loop) await run("losetup", ["-d", r.loop]).catch(() => undefined);
+  if (r.fuse && r.fuse.exitCode === null) {
+    const exited = new Promise((resolve) => r.fuse!.once("exit", resolve));
+    await run("umount", [r.mount!]).catch(() => r.fuse!.kill("SIGTERM"));
+    await exited;
+  }
+}
 process.on("exit", stopAll);
 const samples = new Map<string, Sample[]>();
 try {
@@ -193,15 +236,18 @@ try {
     const dir = join(root, t.name);
     await run("mkdir", ["-p", dir]);
     const socket = join(dir, "nbd.sock");
-    running.set(t.name, { child: await t.start(dir, socket), socket });
+    const uri = `nbd+unix:///${t.exportName}?socket=${socket}`;
+    const r: Running = { child: await t.start(dir, socket), to: { uri } };
+    running.set(t.name, r);
+    if (KPATH) await kernelPath(dir, uri, r);
   }
   const loadBefore = loadAverage();
   for (let round = 0; round < ROUNDS; round++) {
     for (const w of WORKLOADS) {
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(i + round) % targets.length]!;
-        const { child, socket } = running.get(t.name)!;
-        const s = await measure(t, child.pid!, socket, w);
+        const { child, to } = running.get(t.name)!;
+        const s = await measure(child.pid!, to, w);
         const key = `${t.name} ${w.name}`;
         samples.set(key, [...(samples.get(key) ?? []), s]);
         process.stderr.write(
@@ -212,7 +258,11 @@ try {
     }
   }
   const loadAfter = loadAverage();
+  const client = KPATH
+    ? "kernel path (nbdfuse -> loop device, direct I/O -> fio libaio O_DIRECT)"
+    : "fio's nbd engine over a unix socket";
   console.log(`# server CPU per I/O: ${SIZE_MIB} MiB images, ${RUNTIME} s runs, ${ROUNDS} rounds, medians`);
+  console.log(`# client: ${client}`);
   console.log(`# load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`);
   console.log();
   const names = targets.map((t) => t.name);
@@ -238,6 +288,7 @@ try {
     );
   }
 } finally {
+  for (const r of running.values()) await undoKernelPath(r);
   const exits = [...running.values()].map(
     ({ child }) =>
       new Promise((resolve) => (child.exitCode !== null ? resolve(0) : child.once("exit", resolve))),
