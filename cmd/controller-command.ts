@@ -9,13 +9,14 @@ import {
 import { RemoteEngine, spaceService, spaceServiceHandlers } from "../pkg/engine-service/index.js";
 import {
   CsrSigner,
+  ExportedPointPins,
   KubeEventRecorder,
   LeaseElection,
   SnapshotSchedules,
   connectKube,
 } from "../pkg/k8s/index.js";
 import { createLogger, type Logger } from "../pkg/log/index.js";
-import { controllerOperatorService } from "../pkg/operator/index.js";
+import { controllerOperatorService, pointPinner } from "../pkg/operator/index.js";
 import { CsiMetrics, ReplicationMetrics, createMetricsRegistry } from "../pkg/metrics/index.js";
 import type { CliContext } from "./cli-context.js";
 import { CONTROLLER_VERB, controllerConfig, type ControllerConfig } from "./controller-config.js";
@@ -47,6 +48,7 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
     config.leaderElection ||
     config.kubeEvents ||
     config.snapshotSchedules ||
+    config.pinExportedPoints ||
     config.signNodeCertificates ||
     config.caConfigMap
       ? await connectKube()
@@ -167,17 +169,36 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
       });
   }, config.replicaCheckMs);
   replicaCheck.unref();
-  // Only the leader gets here (with --leader-elect), so one replica takes the scheduled snapshots.
+  // Only the leader gets here (with --leader-elect), so one replica takes the scheduled snapshots
+  // and pins the points of VolumeSnapshotContents. Their Events go out with or without
+  // --kube-events (which is about the PVCs).
+  const reconcilerEvents = kube
+    ? (events ?? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger }))
+    : undefined;
   const schedules =
-    config.snapshotSchedules && kube
+    config.snapshotSchedules && kube && reconcilerEvents
       ? new SnapshotSchedules({
           api: kube,
           logger,
-          events: events ?? new KubeEventRecorder({ api: kube, source: "snapblock-controller", logger }),
+          events: reconcilerEvents,
           pollMs: config.snapshotSchedules.pollMs,
         })
       : undefined;
   schedules?.start();
+  // A VolumeSnapshotContent naming a point, however it was written, pins that point on its node,
+  // as SetPointPinned does (docs/protection.md, "Exported points").
+  const exportedPoints =
+    config.pinExportedPoints && kube && reconcilerEvents
+      ? new ExportedPointPins({
+          api: kube,
+          driver: config.pluginName,
+          points: pointPinner({ engineFor: (id) => cluster.engineFor(id), logger }),
+          events: reconcilerEvents,
+          logger,
+          pollMs: config.pinExportedPoints.pollMs,
+        })
+      : undefined;
+  exportedPoints?.start();
 
   return untilSignal(logger, async () => {
     shuttingDown = true;
@@ -185,11 +206,12 @@ async function runController(ctx: CliContext, config: ControllerConfig): Promise
     clearInterval(signing);
     clearInterval(replicaCheck);
     schedules?.stop();
+    exportedPoints?.stop();
     poolUsage?.stop();
     await server.shutdown(config.graceMs);
     await metrics?.close();
     cluster.close();
-    await events?.flush();
+    await reconcilerEvents?.flush();
     await election?.stop();
   });
 }

@@ -29,6 +29,17 @@ export const CONTROLLER_VERB = defineVerb({
       default: "30",
       help: "how often SnapshotSchedules are listed again",
     },
+    "pin-exported-points": {
+      type: "boolean",
+      default: false,
+      help: "pin the recovery point that each pre-provisioned VolumeSnapshotContent of this driver names (spec.source.snapshotHandle), however it was written, so that thinning never deletes it (docs/protection.md)",
+    },
+    "pin-poll": {
+      type: "string",
+      value: "SEC",
+      default: "10",
+      help: "how often VolumeSnapshotContents are listed again",
+    },
     "leader-elect": {
       type: "boolean",
       default: false,
@@ -107,6 +118,8 @@ export interface ControllerConfig extends ProcessConfig {
   kubeEvents: boolean;
   /** Set with --snapshot-schedules: how often SnapshotSchedules are listed. */
   snapshotSchedules: { pollMs: number } | undefined;
+  /** Set with --pin-exported-points: how often VolumeSnapshotContents are listed. */
+  pinExportedPoints: { pollMs: number } | undefined;
   /** The namespace of the Lease and of the CA ConfigMap. */
   namespace: string;
   /** Set with --leader-elect. */
@@ -148,6 +161,9 @@ export function controllerConfig(
     kubeEvents: values["kube-events"],
     snapshotSchedules: values["snapshot-schedules"]
       ? { pollMs: secondsFlag(values["schedule-poll"], "--schedule-poll") }
+      : undefined,
+    pinExportedPoints: values["pin-exported-points"]
+      ? { pollMs: secondsFlag(values["pin-poll"], "--pin-poll") }
       : undefined,
     namespace,
     leaderElection: values["leader-elect"]

@@ -85,9 +85,10 @@ export interface LocalEngineOptions {
   /**
    * The recovery-point scheduler (docs/protection.md): the share of the pool's free space points
    * may hold (default 0.25), how often it runs in ms (default 1000; 0: not at all), and the least
-   * time between two accountings of the points' space in ms (default 10000).
+   * time between two accountings of the points' space in ms (default 10000); its clock in ms
+   * (default Date.now; tests simulate one).
    */
-  points?: { maxShareOfFree?: number; tickMs?: number; spaceCheckMs?: number };
+  points?: { maxShareOfFree?: number; tickMs?: number; spaceCheckMs?: number; now?: () => number };
 }
 
 /**
@@ -282,6 +283,7 @@ export class LocalEngine implements EngineApi, EngineReplication, EnginePointPin
         ? { maxShareOfFree: this.options.points.maxShareOfFree }
         : {}),
       ...(this.options.points?.tickMs !== undefined ? { tickMs: this.options.points.tickMs } : {}),
+      ...(this.options.points?.now ? { now: this.options.points.now } : {}),
       ...(this.options.points?.spaceCheckMs !== undefined
         ? { spaceCheckMs: this.options.points.spaceCheckMs }
         : {}),

@@ -8,6 +8,7 @@ import type {
   KubePvc,
   KubeSnapshotSchedule,
   KubeVolumeSnapshot,
+  KubeVolumeSnapshotContent,
   LabelSelector,
   SnapshotScheduleStatus,
 } from "./kube-api.js";
@@ -18,7 +19,7 @@ import { matchesSelector, selectorString } from "./label-selector.js";
  * CertificateSigningRequests (stamped with the requester's identity), ConfigMaps, and for
  * SnapshotSchedules: schedules with a status subresource, PVCs, VolumeSnapshots with uids, name
  * uniqueness and uid preconditions on delete (selectors go through selectorString() first, so a
- * selector the real API would refuse fails here too). Not part of the build (tsconfig.build.json
+ * selector the real API would refuse fails here too); VolumeSnapshotContents, by name. Not part of the build (tsconfig.build.json
  * leaves out *.testing.ts).
  */
 export class FakeKube implements KubeApi {
@@ -116,6 +117,13 @@ export class FakeKube implements KubeApi {
     this.calls.push(method);
     if (this.failing.has(method))
       throw new SnapblockError("CLOSED", `${method}: the API server is unreachable`);
+  }
+
+  /** VolumeSnapshotContents by name (cluster-scoped). */
+  contents = new Map<string, KubeVolumeSnapshotContent>();
+  async listVolumeSnapshotContents(): Promise<KubeVolumeSnapshotContent[]> {
+    this.enter("listVolumeSnapshotContents");
+    return Promise.resolve([...this.contents.values()].map((c) => structuredClone(c)));
   }
 
   async listSnapshotSchedules(): Promise<KubeSnapshotSchedule[]> {

@@ -2,8 +2,9 @@
  * pkg/k8s: what snapblock does with the Kubernetes API, behind the small plain-data KubeApi
  * interface (KubeClient implements it with @kubernetes/client-node, loaded only when used): the
  * node's announcement on its Node object, node discovery from those announcements, Lease leader
- * election, Events, and scheduled VolumeSnapshots (SnapshotSchedule). See docs/cluster.md and
- * docs/snapshot-schedules.md. This is the module's only entry point.
+ * election, Events, scheduled VolumeSnapshots (SnapshotSchedule), and the pins of recovery points
+ * that VolumeSnapshotContents name. See docs/cluster.md, docs/snapshot-schedules.md and
+ * docs/protection.md. This is the module's only entry point.
  */
 export type {
   KubeApi,
@@ -14,6 +15,7 @@ export type {
   KubePvc,
   KubeSnapshotSchedule,
   KubeVolumeSnapshot,
+  KubeVolumeSnapshotContent,
   LabelSelector,
   SnapshotScheduleStatus,
 } from "./kube-api.js";
@@ -42,6 +44,12 @@ export {
   parseScheduleSpec,
   scheduledSnapshotName,
 } from "./snapshot-schedule-spec.js";
+export {
+  ExportedPointPins,
+  type ExportedPointPinsOptions,
+  type PointPinner,
+  type PointPinsPass,
+} from "./exported-point-pins.js";
 export { retentionDeletes, type RetainedSnapshot, type RetentionPolicy } from "./schedule-retention.js";
 export { matchesSelector, selectorString } from "./label-selector.js";
 export type { KubeCsr } from "./kube-api.js";

@@ -109,6 +109,28 @@ export interface KubeVolumeSnapshot {
   error?: string;
 }
 
+/**
+ * A VolumeSnapshotContent (snapshot.storage.k8s.io/v1, cluster-scoped), the fields snapblock
+ * reads: whose driver it is and, for a pre-provisioned one, which snapshot it names.
+ */
+export interface KubeVolumeSnapshotContent {
+  name: string;
+  /** Set by the API server. */
+  uid: string;
+  /** spec.driver */
+  driver: string;
+  /**
+   * spec.source.snapshotHandle: the snapshot id of a pre-provisioned content (written by a user,
+   * `snapblock volume points --kubernetes` or a backup tool). Absent on one csi-snapshotter made
+   * for a new snapshot (its id is in status.snapshotHandle).
+   */
+  snapshotHandle?: string;
+  /** spec.deletionPolicy: Delete or Retain. */
+  deletionPolicy: string;
+  /** Being deleted (deletionTimestamp set). */
+  deleting: boolean;
+}
+
 /** A CertificateSigningRequest (certificates.k8s.io/v1), as the signer and the requester see it. */
 export interface KubeCsr {
   name: string;
@@ -154,6 +176,8 @@ export interface KubeApi {
    * deleted and re-created under the same name meanwhile is left alone). NOT_FOUND when gone.
    */
   deleteVolumeSnapshot(namespace: string, name: string, uid: string): Promise<void>;
+  /** Every VolumeSnapshotContent of the cluster (of every driver: the API cannot select by one). */
+  listVolumeSnapshotContents(): Promise<KubeVolumeSnapshotContent[]>;
   /** Creates a CSR (ALREADY_EXISTS when the name is taken). */
   createCsr(
     csr: Pick<KubeCsr, "name" | "signerName" | "requestPem" | "usages" | "expirationSeconds">,

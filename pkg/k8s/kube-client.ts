@@ -21,6 +21,7 @@ import type {
   KubePvc,
   KubeSnapshotSchedule,
   KubeVolumeSnapshot,
+  KubeVolumeSnapshotContent,
   LabelSelector,
   SnapshotScheduleStatus,
 } from "./kube-api.js";
@@ -32,6 +33,11 @@ const VOLUME_SNAPSHOT = {
   group: "snapshot.storage.k8s.io",
   version: "v1",
   plural: "volumesnapshots",
+} as const;
+const VOLUME_SNAPSHOT_CONTENT = {
+  group: "snapshot.storage.k8s.io",
+  version: "v1",
+  plural: "volumesnapshotcontents",
 } as const;
 const SCHEDULE = {
   group: SCHEDULE_API.group,
@@ -163,6 +169,15 @@ export class KubeClient implements KubeApi {
     );
   }
 
+  async listVolumeSnapshotContents(): Promise<KubeVolumeSnapshotContent[]> {
+    // resourceVersion "0": any recent state will do (the next pass sees what this one missed), so
+    // the API server answers from its watch cache instead of a quorum read of etcd.
+    const list = (await call("listing VolumeSnapshotContents", () =>
+      this.custom.listClusterCustomObject({ ...VOLUME_SNAPSHOT_CONTENT, resourceVersion: "0" }),
+    )) as { items?: RawObject[] };
+    return (list.items ?? []).map(fromVolumeSnapshotContent);
+  }
+
   async listNodes(): Promise<KubeNode[]> {
     const list = await call("listing Nodes", () => this.core.listNode());
     return list.items.map((n) => ({
@@ -216,11 +231,14 @@ export class KubeClient implements KubeApi {
   }
 
   async createEvent(e: KubeEvent): Promise<void> {
+    // An Event about a cluster-scoped object (a VolumeSnapshotContent) lives in "default", where
+    // kubectl describe looks for it (as client-go's recorder does).
+    const namespace = e.involved.namespace === "" ? "default" : e.involved.namespace;
     await call(`recording Event ${e.reason}`, () =>
       this.core.createNamespacedEvent({
-        namespace: e.involved.namespace,
+        namespace,
         body: {
-          metadata: { generateName: `${e.involved.name}.`, namespace: e.involved.namespace },
+          metadata: { generateName: `${e.involved.name}.`, namespace },
           involvedObject: { ...e.involved },
           type: e.type,
           reason: e.reason,
@@ -410,6 +428,7 @@ interface RawObject {
     uid?: string;
     generation?: number;
     creationTimestamp?: string;
+    deletionTimestamp?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
     ownerReferences?: Array<{
@@ -449,6 +468,23 @@ function fromVolumeSnapshot(o: RawObject): KubeVolumeSnapshot {
   if (o.metadata?.creationTimestamp) out.creationTimestamp = new Date(o.metadata.creationTimestamp);
   if (status.readyToUse !== undefined) out.readyToUse = status.readyToUse;
   if (status.error?.message) out.error = status.error.message;
+  return out;
+}
+
+function fromVolumeSnapshotContent(o: RawObject): KubeVolumeSnapshotContent {
+  const spec = (o.spec ?? {}) as {
+    driver?: string;
+    deletionPolicy?: string;
+    source?: { snapshotHandle?: string };
+  };
+  const out: KubeVolumeSnapshotContent = {
+    name: o.metadata?.name ?? "",
+    uid: o.metadata?.uid ?? "",
+    driver: spec.driver ?? "",
+    deletionPolicy: spec.deletionPolicy ?? "",
+    deleting: o.metadata?.deletionTimestamp !== undefined,
+  };
+  if (spec.source?.snapshotHandle) out.snapshotHandle = spec.source.snapshotHandle;
   return out;
 }
 

@@ -9,6 +9,7 @@ export { OperatorClient } from "./operator-client.js";
 export {
   controllerOperatorService,
   pointPinHandlers,
+  pointPinner,
   type PinnableEngine,
   type PointPinsOptions,
 } from "./point-pins.js";

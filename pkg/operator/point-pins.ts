@@ -1,7 +1,7 @@
 import type { ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { SnapblockError, StatusError, isSnapblockError } from "../errors/index.js";
 import { parseResourceId } from "../csi/index.js";
-import type { EngineApi, EnginePointPins } from "../engine-api/index.js";
+import { POINT_PREFIX, type EngineApi, type EnginePointPins } from "../engine-api/index.js";
 import type { Logger } from "../log/index.js";
 import { unary, type CallScope } from "../rpc/index.js";
 import type {
@@ -75,18 +75,51 @@ async function setPointPinned(
   req: WireSetPointPinnedRequest,
   scope: CallScope,
 ): Promise<WireSetPointPinnedResponse> {
-  const { engine, engineName } = locate(o, req.snapshotId, "snapshot_id", "snapshot", scope);
+  return { pinned: await pinPointById(o, req.snapshotId, req.pinned, scope) };
+}
+
+/**
+ * Pins (or releases) the recovery point a CSI snapshot id names, on the node the id names; returns
+ * whether it is pinned now. NOT_FOUND when there is no such point (or node). SetPointPinned, and
+ * the controller's pins of the points VolumeSnapshotContents name (pointPinner), go through here.
+ */
+async function pinPointById(
+  o: PointPinsOptions,
+  snapshotId: string,
+  pinned: boolean,
+  scope?: CallScope,
+): Promise<boolean> {
+  const { engine, engineName } = locate(o, snapshotId, "snapshot_id", "snapshot", scope);
   try {
-    return { pinned: (await engine.pinPoint(engineName, req.pinned)).pinned === true };
+    return (await engine.pinPoint(engineName, pinned)).pinned === true;
   } catch (err) {
     if (isSnapblockError(err, "NOT_FOUND"))
       throw new SnapblockError(
         "NOT_FOUND",
-        `recovery point ${JSON.stringify(req.snapshotId)} does not exist (thinned by its policy, or deleted)`,
+        `recovery point ${JSON.stringify(snapshotId)} does not exist (thinned by its policy, or deleted)`,
         { cause: err },
       );
     throw err;
   }
+}
+
+/**
+ * The pins as the controller's reconciler of VolumeSnapshotContents uses them (pkg/k8s
+ * ExportedPointPins): which ids name recovery points, and pinning one through pinPointById.
+ */
+export function pointPinner(o: PointPinsOptions): {
+  pointNode(snapshotId: string): string | undefined;
+  pin(snapshotId: string): Promise<void>;
+} {
+  return {
+    pointNode: (snapshotId) => {
+      const parsed = parseResourceId(snapshotId);
+      return parsed?.engineName.startsWith(POINT_PREFIX) ? parsed.nodeId : undefined;
+    },
+    pin: async (snapshotId) => {
+      await pinPointById(o, snapshotId, true);
+    },
+  };
 }
 
 async function listPinnedPoints(
@@ -109,10 +142,10 @@ function locate(
   id: string,
   field: string,
   kind: "volume" | "snapshot",
-  scope: CallScope,
+  scope: CallScope | undefined,
 ): { engine: PinnableEngine; nodeId: string; engineName: string } {
   if (id === "") throw new SnapblockError("INVALID_ARGUMENT", `${field} is required`);
-  scope.note({ [`${kind}Id`]: id });
+  scope?.note({ [`${kind}Id`]: id });
   const parsed = parseResourceId(id);
   const engine = parsed ? o.engineFor(parsed.nodeId) : undefined;
   if (!parsed || !engine)

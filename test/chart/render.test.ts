@@ -311,9 +311,11 @@ describe("default render", () => {
     expect(allows(local, "", "pods", "get")).toBe(true);
     expect(allows(local, "", "pods", "list")).toBe(false);
     // snapblock controller lists Nodes (--kube-discovery); the node plugin patches them (--announce).
-    // It also approves and signs the node plugins' certificate requests, for its own signer only.
-    // The SnapshotSchedule rules that follow are checked in schedules-and-alerts.test.ts.
-    expect(rules("snapblock-controller").slice(0, 5)).toEqual([
+    // It also approves and signs the node plugins' certificate requests, for its own signer only,
+    // and reads the VolumeSnapshotContents whose points it pins (--pin-exported-points), with a
+    // Warning Event on one whose point is gone. The SnapshotSchedule rules that follow are checked
+    // in schedules-and-alerts.test.ts.
+    expect(rules("snapblock-controller").slice(0, 6)).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["list"] },
       {
         apiGroups: ["certificates.k8s.io"],
@@ -331,9 +333,15 @@ describe("default render", () => {
         resourceNames: ["snapblock.dev/engine"],
         verbs: ["approve", "sign"],
       },
+      {
+        apiGroups: ["snapshot.storage.k8s.io"],
+        resources: ["volumesnapshotcontents"],
+        verbs: ["get", "list", "watch"],
+      },
       { apiGroups: [""], resources: ["events"], verbs: ["create"] },
     ]);
-    expect(rules("snapblock-controller")).toHaveLength(9);
+    expect(rules("snapblock-controller")).toHaveLength(10);
+    expect(hasFlag(container(controllerPod(objects), "snapblock"), "pin-exported-points")).toBe(true);
     // The node plugin asks for its own certificate; nothing else.
     expect(rules("snapblock-node")).toEqual([
       { apiGroups: [""], resources: ["nodes"], verbs: ["patch"] },
@@ -477,9 +485,13 @@ describe("non-default values", () => {
     expect(flag(snapblock, "metrics-address")).toBe("none");
     expect(flag(container(nodePod(objects), "snapblock"), "metrics-address")).toBe("none");
     expect(hasFlag(snapblock, "kube-events")).toBe(false);
-    expect(
-      (one(objects, "ClusterRole", "snapblock-controller").rules as PolicyRule[]).flatMap((r) => r.resources),
-    ).not.toContain("events");
+    // Events stay: the pins of VolumeSnapshotContents (always on) warn of a point that is gone.
+    expect(hasFlag(snapblock, "pin-exported-points")).toBe(true);
+    expect(one(objects, "ClusterRole", "snapblock-controller").rules as PolicyRule[]).toContainEqual({
+      apiGroups: [""],
+      resources: ["events"],
+      verbs: ["create"],
+    });
     expect(hasFlag(container(nodePod(objects), "snapblock"), "metrics-volume-series")).toBe(false);
     const provisioner = container(controllerPod(objects), "csi-provisioner");
     expect(hasFlag(provisioner, "enable-capacity")).toBe(false);

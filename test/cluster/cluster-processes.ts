@@ -51,6 +51,8 @@ function bindable(port: number): Promise<boolean> {
 export interface StartSnapblockOptions {
   /** Options for the node runtime itself, before the script (the benchmark's `--cpu-prof`). */
   nodeOptions?: string[];
+  /** Variables added to the environment (KUBECONFIG of a fake API server). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function startSnapblock(
   const child = spawn(process.execPath, [...runtime, ...args], {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
+    ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
   });
   const log: string[] = [];
   let buffered = "";

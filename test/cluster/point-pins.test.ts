@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TOPOLOGY_KEY, callCsi } from "../../pkg/csi/index.js";
+import { DEFAULT_PLUGIN_NAME, TOPOLOGY_KEY, callCsi } from "../../pkg/csi/index.js";
 import { RemoteEngine } from "../../pkg/engine-service/index.js";
 import { OperatorClient } from "../../pkg/operator/index.js";
 import { toGrpcStatus } from "../../pkg/rpc/index.js";
@@ -19,6 +19,7 @@ import {
   type SnapblockProcess,
   type TestCluster,
 } from "./cluster-processes.js";
+import { startFakeApiServer, type FakeApiServer } from "./fake-api-server.js";
 import { makeTestPki } from "./test-certs.js";
 
 const NODES = ["node-a", "node-b"] as const;
@@ -35,13 +36,16 @@ interface SnapshotOut {
  * Pinned recovery points in cluster mode, with real processes: two node plugins (mutual TLS) and
  * a controller. A point taken on node-b is exported through the controller's socket as a user
  * does (`snapblock volume points --at --kubernetes`), which pins it on node-b through the engine
- * service; node-b's thinning then leaves it until DeleteSnapshot or `volume unpin`.
+ * service; node-b's thinning then leaves it until DeleteSnapshot or `volume unpin`. The controller
+ * also runs --pin-exported-points against a fake API server (plain HTTP on loopback, the real
+ * Kubernetes client): a VolumeSnapshotContent written by hand pins its point too.
  */
 describe("cluster mode: pinned recovery points", () => {
   let c: TestCluster;
   const nodes: SnapblockProcess[] = [];
   let controller: SnapblockProcess | undefined;
   let operator: OperatorClient | undefined;
+  let api: FakeApiServer | undefined;
   const engines: RemoteEngine[] = [];
 
   beforeAll(async () => {
@@ -50,7 +54,12 @@ describe("cluster mode: pinned recovery points", () => {
     for (const n of NODES) ports.set(n, await freePort());
     c = { dir, pki: makeTestPki(dir), ports };
     nodes.push(...(await Promise.all(NODES.map((n) => startSnapblock(nodeArgs(c, n), nodeSocket(c, n))))));
-    controller = await startSnapblock(controllerArgs(c), controllerSocket(c));
+    api = await startFakeApiServer(dir);
+    controller = await startSnapblock(
+      controllerArgs(c, { extra: ["--pin-exported-points", "--pin-poll", "1"] }),
+      controllerSocket(c),
+      { env: { KUBECONFIG: api.kubeconfig } },
+    );
     operator = new OperatorClient(controllerSocket(c));
   });
 
@@ -59,6 +68,7 @@ describe("cluster mode: pinned recovery points", () => {
     for (const e of engines) e.close();
     const started = [controller, ...nodes].filter((p): p is SnapblockProcess => p !== undefined);
     await Promise.all(started.map((p) => p.stop().catch(() => null)));
+    await api?.close();
     rmSync(c.dir, { recursive: true, force: true });
   });
 
@@ -184,6 +194,90 @@ describe("cluster mode: pinned recovery points", () => {
       expect(await operator!.listPinnedPoints(volumeId)).toEqual({ snapshotIds: [] });
       await grow();
       await waitPoints(volumeId, `${third} not thinned after unpin`, (ids) => !ids.includes(third));
+    },
+  );
+  it(
+    "pins the point a hand-written VolumeSnapshotContent names (--pin-exported-points); one whose point is gone gets a Warning Event",
+    { timeout: 120_000 },
+    async () => {
+      const { volume } = await csi<{ volume: { volumeId: string } }>("CreateVolume", {
+        name: "pvc-by-hand",
+        volumeCapabilities: [BLOCK],
+        capacityRange: { requiredBytes: MiB },
+        parameters: { [KEY]: "1s for 2s" },
+        accessibilityRequirements: { requisite: [{ segments: { [TOPOLOGY_KEY]: "node-b" } }] },
+      });
+      const volumeId = volume.volumeId;
+      const [first] = await waitPoints(volumeId, "no first point", (ids) => ids.length > 0);
+      const firstName = first!.split("/")[1]!;
+      // What a user or a backup tool applies without the CLI (so nothing pinned the point yet).
+      const content = (name: string, snapshotHandle: string) => ({
+        apiVersion: "snapshot.storage.k8s.io/v1",
+        kind: "VolumeSnapshotContent",
+        metadata: { name, uid: `uid-${name}` },
+        spec: {
+          driver: DEFAULT_PLUGIN_NAME,
+          deletionPolicy: "Retain",
+          source: { snapshotHandle },
+          volumeSnapshotRef: { name, namespace: "default" },
+        },
+      });
+      expect((await nodeB(c.pki.controller).getSnapshot(firstName))?.pinned ?? false).toBe(false);
+      api!.contents.set("by-hand", content("by-hand", first!));
+      api!.contents.set("gone", content("gone", "node-b/rp--999-1000"));
+
+      const until = async (what: string, done: () => Promise<boolean> | boolean) => {
+        const deadline = Date.now() + 20_000;
+        while (!(await done())) {
+          if (Date.now() > deadline) throw new Error(`${what} within 20 s\n${controller!.log.join("\n")}`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      };
+      await until(
+        "the point not pinned",
+        async () => (await nodeB(c.pki.controller).getSnapshot(firstName))?.pinned === true,
+      );
+      await until("no Event on the content whose point is gone", () =>
+        api!.events.some((e) => e.involvedObject.name === "gone"),
+      );
+      expect(api!.events).toHaveLength(1);
+      expect(api!.events[0]).toMatchObject({
+        namespace: "default",
+        type: "Warning",
+        reason: "RecoveryPointMissing",
+        involvedObject: { kind: "VolumeSnapshotContent", name: "gone" },
+      });
+      expect(api!.events[0]!.message).toContain("recovery point node-b/rp--999-1000 no longer exists");
+      // Listed from the API server's cache, and nothing but the list and the Event was asked for.
+      expect(api!.requests).toContain(
+        "GET /apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents?resourceVersion=0",
+      );
+      expect(
+        api!.requests.every((r) => r.includes("/volumesnapshotcontents?") || r.endsWith("/events")),
+      ).toBe(true);
+
+      // Thinning past the policy ("1s for 2s") leaves it, as it leaves a point the CLI pinned.
+      let size = MiB;
+      const grow = () =>
+        csi("ControllerExpandVolume", {
+          volumeId,
+          capacityRange: { requiredBytes: (size += MiB) },
+          volumeCapability: BLOCK,
+        });
+      await grow();
+      const [second] = (await waitPoints(volumeId, "no second point", (ids) => ids.length >= 2)).filter(
+        (id) => id !== first,
+      );
+      await grow();
+      const third = (
+        await waitPoints(volumeId, "no third point", (ids) => ids.some((id) => id !== first && id !== second))
+      ).find((id) => id !== first && id !== second)!;
+      expect(await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!))).toEqual([
+        first,
+        third,
+      ]);
+      // Still one Event: a lasting condition is reported once.
+      expect(api!.events).toHaveLength(1);
     },
   );
 });
