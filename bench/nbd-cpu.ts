@@ -9,7 +9,9 @@
  * through, as bench/nbd-server.ts does), all running at once and idle between runs, so only the
  * measured server works during a run. Rounds are interleaved (the target order rotates each round)
  * and the table reports medians. Env: BENCH_DIR, SIZE_MIB (1024), RUNTIME (s, 4), ROUNDS (3),
- * TARGETS (comma list, default all), CLIENT (see below). Needs fio, qemu-nbd, nbdkit.
+ * TARGETS (comma list, default all), WORKLOADS (comma list of the names below, default all),
+ * CLIENT (see below), BASELINE (the path of another checkout with its node_modules: its build
+ * runs as the targets "baseline" and "baseline-hybrid"). Needs fio, qemu-nbd, nbdkit.
  *
  * CLIENT=kpath (`npm run bench:kpath`) measures the kernel path pods use on a node without the nbd
  * module instead: each server's export through nbdfuse (its own FUSE mount), a loop device with
@@ -40,7 +42,7 @@ interface Workload {
   /** Per-op figures for 4 KiB workloads, per-MiB for sequential ones. */
   unit: "op" | "MiB";
 }
-const WORKLOADS: Workload[] = [
+const ALL_WORKLOADS: Workload[] = [
   { name: "randwrite_qd16", rw: "randwrite", bs: "4k", qd: 16, unit: "op" },
   { name: "randwrite_qd1", rw: "randwrite", bs: "4k", qd: 1, unit: "op" },
   { name: "seqwrite", rw: "write", bs: "1M", qd: 4, unit: "MiB" },
@@ -48,6 +50,8 @@ const WORKLOADS: Workload[] = [
   { name: "randread_qd1", rw: "randread", bs: "4k", qd: 1, unit: "op" },
   { name: "seqread", rw: "read", bs: "1M", qd: 4, unit: "MiB" },
 ];
+const onlyWorkloads = process.env.WORKLOADS?.split(",");
+const WORKLOADS = ALL_WORKLOADS.filter((w) => !onlyWorkloads || onlyWorkloads.includes(w.name));
 
 interface Target {
   name: string;
@@ -96,7 +100,7 @@ function peer(name: string, command: string, args: (image: string, socket: strin
 }
 
 /** snapblock's bench server (bench/nbd-server.ts) with its data file in one I/O mode. */
-function snapblock(name: string, env: Record<string, string>): Target {
+function snapblock(name: string, env: Record<string, string>, benchDir = HERE): Target {
   return {
     name,
     exportName: "bench",
@@ -106,7 +110,7 @@ function snapblock(name: string, env: Record<string, string>): Target {
         [
           "--import",
           "tsx",
-          join(HERE, "nbd-server.ts"),
+          join(benchDir, "nbd-server.ts"),
           join(dir, "pool"),
           socket,
           String(SIZE_MIB * 2 ** 20),
@@ -126,6 +130,13 @@ const ALL_TARGETS: Target[] = [
   snapblock("snapblock-direct", { BENCH_DATA_IO: "direct" }),
   snapblock("snapblock-direct-uring", { BENCH_DATA_IO: "direct", UV_USE_IO_URING: "1" }),
   snapblock("snapblock-hybrid", { BENCH_DATA_IO: "hybrid" }),
+  // BASELINE=<another checkout of snapblock>: its build beside this one, for an A/B in one run.
+  ...(process.env.BASELINE
+    ? [
+        snapblock("baseline", { BENCH_DATA_IO: "buffered" }, join(process.env.BASELINE, "bench")),
+        snapblock("baseline-hybrid", { BENCH_DATA_IO: "hybrid" }, join(process.env.BASELINE, "bench")),
+      ]
+    : []),
   peer("qemu-nbd-none", "qemu-nbd", (image, socket) => [
     ...["-k", socket, "-f", "raw", "--cache=none", "--aio=native", "-t", "-e", "8", image],
   ]),
@@ -273,7 +284,7 @@ try {
   for (const w of WORKLOADS) {
     const rate = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.rate)));
     const cpu = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.cpu)));
-    const peers = names.map((_, i) => i).filter((i) => !names[i]!.startsWith("snapblock"));
+    const peers = names.map((_, i) => i).filter((i) => !/^(snapblock|baseline)/.test(names[i]!));
     const bestRate = Math.max(...peers.map((i) => rate[i]!));
     const leastCpu = Math.min(...peers.map((i) => cpu[i]!));
     const ratio = (a: number, b: number): string => (sb >= 0 && b > 0 ? `${(a / b).toFixed(2)}x` : "-");

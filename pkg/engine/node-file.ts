@@ -54,3 +54,38 @@ export function skipBytes(buffers: Buffer[], n: number): Buffer[] {
   }
   return out;
 }
+
+/**
+ * Splits a positional write at every multiple of `cap` in the file, so that no piece is larger
+ * than `cap` or crosses such a boundary. Returns the write itself when it fits.
+ */
+export function splitAtBoundaries(
+  buffers: readonly Buffer[],
+  position: number,
+  cap: number,
+): { position: number; buffers: Buffer[] }[] {
+  let total = 0;
+  for (const b of buffers) total += b.length;
+  if (Math.floor(position / cap) === Math.floor((position + total - 1) / cap) || total === 0)
+    return [{ position, buffers: [...buffers] }];
+  const pieces: { position: number; buffers: Buffer[] }[] = [];
+  let pos = position;
+  let room = cap - (pos % cap);
+  let piece: Buffer[] = [];
+  for (let b of buffers) {
+    while (b.length > 0) {
+      const take = Math.min(room, b.length);
+      piece.push(take === b.length ? b : b.subarray(0, take));
+      b = b.subarray(take);
+      room -= take;
+      if (room === 0) {
+        pieces.push({ position: pos, buffers: piece });
+        pos += cap - (pos % cap);
+        room = cap;
+        piece = [];
+      }
+    }
+  }
+  if (piece.length > 0) pieces.push({ position: pos, buffers: piece });
+  return pieces;
+}
