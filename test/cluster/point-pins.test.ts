@@ -107,6 +107,34 @@ describe("cluster mode: pinned recovery points", () => {
     }
   };
 
+  /**
+   * Grows the 1 MiB volume twice (each expand brings a new point) and waits until the policy
+   * ("1s for 2s") thins the second point: what remains is `first` (pinned) and the third.
+   * Returns the third point and the grow step, for a test that goes on.
+   */
+  const expectSecondOfThreeThinned = async (volumeId: string, first: string) => {
+    let size = MiB;
+    const grow = () =>
+      csi("ControllerExpandVolume", {
+        volumeId,
+        capacityRange: { requiredBytes: (size += MiB) },
+        volumeCapability: BLOCK,
+      });
+    await grow();
+    const [second] = (await waitPoints(volumeId, "no second point", (ids) => ids.length >= 2)).filter(
+      (id) => id !== first,
+    );
+    await grow();
+    const third = (
+      await waitPoints(volumeId, "no third point", (ids) => ids.some((id) => id !== first && id !== second))
+    ).find((id) => id !== first && id !== second)!;
+    expect(await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!))).toEqual([
+      first,
+      third,
+    ]);
+    return { third, grow };
+  };
+
   it(
     "pins a point on its node through the controller; thinning leaves it until DeleteSnapshot or unpin",
     { timeout: 120_000 },
@@ -150,25 +178,7 @@ describe("cluster mode: pinned recovery points", () => {
 
       // A volume that grows differs from its points: each expand brings a new one. "1s for 2s"
       // keeps only points younger than 2 s besides the newest: the second goes, the first stays.
-      let size = MiB;
-      const grow = () =>
-        csi("ControllerExpandVolume", {
-          volumeId,
-          capacityRange: { requiredBytes: (size += MiB) },
-          volumeCapability: BLOCK,
-        });
-      await grow();
-      const [second] = (await waitPoints(volumeId, "no second point", (ids) => ids.length >= 2)).filter(
-        (id) => id !== first,
-      );
-      await grow();
-      const third = (
-        await waitPoints(volumeId, "no third point", (ids) => ids.some((id) => id !== first && id !== second))
-      ).find((id) => id !== first && id !== second)!;
-      expect(await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!))).toEqual([
-        first,
-        third,
-      ]);
+      const { third, grow } = await expectSecondOfThreeThinned(volumeId, first!);
 
       // What csi-snapshotter sends when the VolumeSnapshotContent (deletionPolicy Delete) goes:
       // the point is deleted with its pin; a second call is OK (CSI spec).
@@ -257,25 +267,7 @@ describe("cluster mode: pinned recovery points", () => {
       ).toBe(true);
 
       // Thinning past the policy ("1s for 2s") leaves it, as it leaves a point the CLI pinned.
-      let size = MiB;
-      const grow = () =>
-        csi("ControllerExpandVolume", {
-          volumeId,
-          capacityRange: { requiredBytes: (size += MiB) },
-          volumeCapability: BLOCK,
-        });
-      await grow();
-      const [second] = (await waitPoints(volumeId, "no second point", (ids) => ids.length >= 2)).filter(
-        (id) => id !== first,
-      );
-      await grow();
-      const third = (
-        await waitPoints(volumeId, "no third point", (ids) => ids.some((id) => id !== first && id !== second))
-      ).find((id) => id !== first && id !== second)!;
-      expect(await waitPoints(volumeId, `${second} not thinned`, (ids) => !ids.includes(second!))).toEqual([
-        first,
-        third,
-      ]);
+      await expectSecondOfThreeThinned(volumeId, first!);
       // Still one Event: a lasting condition is reported once.
       expect(api!.events).toHaveLength(1);
     },
