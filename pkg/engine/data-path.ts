@@ -501,7 +501,11 @@ export class DataPath {
       runEnd += w.buf.length;
     }
     if (runBufs.length > 0) issued.push(this.core.data.write(runBufs, runPos));
-    await Promise.all(issued);
+    // Every write ends before this returns, also when one fails: on failure the caller gives the
+    // target chunks back (a write still running could land in a chunk given to someone else),
+    // and a writer may reuse `data` once the write settles (the NBD server's payload buffers).
+    const settled = await Promise.allSettled(issued);
+    for (const r of settled) if (r.status === "rejected") throw r.reason;
     return records;
   }
 

@@ -30,6 +30,7 @@ export interface BlockDevice {
    * so that a caller reading many chunks can reuse its buffers.
    */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /** Reads `data` only until the promise settles (fulfilled or rejected): the caller may reuse it then. */
   write(offset: number, data: Buffer, options?: WriteOptions): Promise<void>;
   /** Makes every write completed before the call durable (NBD_CMD_FLUSH semantics). */
   flush(): Promise<void>;
