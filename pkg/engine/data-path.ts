@@ -502,8 +502,8 @@ export class DataPath {
     }
     if (runBufs.length > 0) issued.push(this.core.data.write(runBufs, runPos));
     // Every write ends before this returns, also when one fails: on failure the caller gives the
-    // target chunks back (a write still running could land in a chunk given to someone else),
-    // and a writer may reuse `data` once the write settles (the NBD server's payload buffers).
+    // target chunks back, and a write still running could land in a chunk given to someone else
+    // (or read `data` after the caller reused it).
     const settled = await Promise.allSettled(issued);
     for (const r of settled) if (r.status === "rejected") throw r.reason;
     return records;

@@ -24,10 +24,7 @@ export interface NbdBackend {
   /** Unit of allocation; advertised as the preferred block size and used to judge fast zeroing. */
   readonly chunkSize: number;
   read(offset: number, length: number): Promise<Buffer>;
-  /**
-   * `data` is only read, and not after the promise settles (fulfilled or rejected): the server
-   * reuses the buffer for a later request's payload (payload-buffers.ts).
-   */
+  /** `data` is only read, never kept by the server after the promise settles. */
   write(offset: number, data: Buffer, options?: NbdWriteOptions): Promise<void>;
   /** Makes every write completed before the call durable, whichever connection issued it. */
   flush(): Promise<void>;

@@ -16,7 +16,6 @@ import {
 import type { NbdLimits } from "./limits.js";
 import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import type { ReplyWriter } from "./reply-writer.js";
-import { PayloadBuffers } from "./payload-buffers.js";
 import { parseRequestHeader, type NbdRequest } from "./request-parser.js";
 import { validateRequest, type RequestContext } from "./request-validator.js";
 import type { StreamReader } from "../streams/index.js";
@@ -49,8 +48,6 @@ export interface TransmissionEnd {
 }
 
 const EMPTY = Buffer.alloc(0);
-/** Shared by every connection of the process (one thread): bounded idle memory in all. */
-const payloads = new PayloadBuffers();
 
 /**
  * The transmission phase of one connection (proto.md "Transmission"). Requests are read one
@@ -137,24 +134,18 @@ export class Transmission {
         ? ({ ok: false, errno: NBD_ESHUTDOWN, message: "the export is being stopped" } as const)
         : validateRequest(request, this.requestContext());
       let payload: Buffer | undefined;
-      /** The reused buffer the payload was joined into, given back once the reply is sent. */
-      let pooled: Buffer | undefined;
       if (request.type === NBD_CMD_WRITE) {
         // The payload follows the header whatever we think of the request; a refused write's
         // payload is consumed without being kept (bounded memory even for a 4 GiB length).
         if (!verdict.ok) await reader.discard(request.length);
         else if (request.length === 0) payload = EMPTY;
-        else {
-          pooled = payloads.take(request.length);
-          payload =
-            reader.tryTake(request.length, pooled) ?? (await reader.readExact(request.length, pooled));
-        }
+        else payload = reader.tryTake(request.length) ?? (await reader.readExact(request.length));
       }
       if (!verdict.ok) {
         this.refuse(request, verdict.errno, verdict.message);
         continue;
       }
-      this.dispatch(request, payload, pooled);
+      this.dispatch(request, payload);
     }
   }
 
@@ -187,14 +178,12 @@ export class Transmission {
     });
   }
 
-  private dispatch(request: NbdRequest, payload: Buffer | undefined, pooled: Buffer | undefined): void {
+  private dispatch(request: NbdRequest, payload: Buffer | undefined): void {
     const cost = request.type === NBD_CMD_READ || request.type === NBD_CMD_WRITE ? request.length : 0;
     this.inFlight += 1;
     this.inFlightBytes += cost;
     // execute() never rejects: it answers every failure itself.
-    void this.execute(request, payload, cost).finally(() => {
-      if (pooled !== undefined) payloads.give(pooled);
-    });
+    void this.execute(request, payload, cost);
   }
 
   /** One request from execution to reply and accounting, as a single promise. */

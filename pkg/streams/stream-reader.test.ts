@@ -21,25 +21,6 @@ describe("StreamReader", () => {
     expect(reader.bufferedBytes).toBe(3);
   });
 
-  it("joins reads spanning chunks into the caller's buffer, and returns a view within one chunk", async () => {
-    const stream = new PassThrough();
-    const reader = new StreamReader(stream, { highWaterMark: 1024 });
-    const into = Buffer.alloc(16, "x");
-    stream.write(Buffer.from("abcd"));
-    stream.write(Buffer.from("efgh"));
-    await tick();
-    const joined = await reader.readExact(6, into);
-    expect(joined.toString()).toBe("abcdef");
-    expect(joined.buffer).toBe(into.buffer);
-    expect(joined.byteOffset).toBe(into.byteOffset);
-    expect(into.subarray(6).toString()).toBe("xxxxxxxxxx");
-    // "gh" is within one chunk: a view of it, the caller's buffer untouched.
-    const view = reader.tryTake(2, into)!;
-    expect(view.toString()).toBe("gh");
-    expect(view.buffer).not.toBe(into.buffer);
-    expect(into.subarray(0, 6).toString()).toBe("abcdef");
-  });
-
   it("pauses the stream past the high-water mark and resumes when more is wanted", async () => {
     const stream = new PassThrough();
     const reader = new StreamReader(stream, { highWaterMark: 8 });

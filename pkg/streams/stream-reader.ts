@@ -49,24 +49,20 @@ export class StreamReader {
     return this.buffered;
   }
 
-  /**
-   * Resolves with exactly `bytes` bytes; rejects with SnapblockError CLOSED when the stream ends
-   * first. Bytes that span several socket chunks are joined into `into` (at least `bytes` long)
-   * when given, else into a new buffer; bytes within one chunk are returned as a view of it.
-   */
-  async readExact(bytes: number, into?: Buffer): Promise<Buffer> {
+  /** Resolves with exactly `bytes` bytes; rejects with SnapblockError CLOSED when the stream ends first. */
+  async readExact(bytes: number): Promise<Buffer> {
     while (this.buffered < bytes) {
       await this.waitFor(bytes);
     }
-    return this.take(bytes, into);
+    return this.take(bytes);
   }
 
   /**
    * Exactly `bytes` bytes if they are already buffered, else undefined (nothing consumed): the
    * synchronous path for requests that arrived together, which skips a promise per read.
    */
-  tryTake(bytes: number, into?: Buffer): Buffer | undefined {
-    return this.buffered >= bytes && this.closedError === undefined ? this.take(bytes, into) : undefined;
+  tryTake(bytes: number): Buffer | undefined {
+    return this.buffered >= bytes && this.closedError === undefined ? this.take(bytes) : undefined;
   }
 
   /** Consumes and drops `bytes` bytes without holding more than one socket chunk at a time. */
@@ -120,13 +116,13 @@ export class StreamReader {
     }
   }
 
-  private take(bytes: number, into?: Buffer): Buffer {
+  private take(bytes: number): Buffer {
     const first = this.chunks[0];
     if (first !== undefined && first.length >= bytes) {
       this.drop(bytes);
       return first.subarray(0, bytes);
     }
-    const out = into ? into.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
+    const out = Buffer.allocUnsafe(bytes);
     let filled = 0;
     while (filled < bytes) {
       const chunk = this.chunks[0];
