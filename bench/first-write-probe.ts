@@ -7,7 +7,9 @@
  * pass's writes per second and its time relative to the steady pass (the penalty).
  * Env: QD (writes in flight, default 1), FILL=0 turns the background partial-chunk filler off,
  * ORDER=random writes 2,000 random distinct chunks instead of every chunk, GIB (volume size, 2),
- * PILE (the pool's partial-chunk limit, partialChunkLimit; default the pool's).
+ * PILE (the pool's partial-chunk limit, partialChunkLimit; default the pool's), POOL_X (the pool's
+ * size in volume sizes, default 4: three rounds of partial chunks then fill it, and below 10 % free
+ * the filler completes every partial chunk beside the writes; 8 leaves room).
  */
 import { mkdtempSync } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -22,7 +24,7 @@ const dir = mkdtempSync(join(tmpdir(), "sb-"));
 let merged = 0;
 const pool = await Pool.create({
   dir: join(dir, "p"),
-  sizeBytes: 4 * SIZE,
+  sizeBytes: Number(process.env.POOL_X ?? 4) * SIZE,
   fillPartials: process.env.FILL !== "0",
   ...(process.env.PILE ? { partialChunkLimit: Number(process.env.PILE) } : {}),
   observer: { redirected: (e) => (merged += e.shared.merged) },
