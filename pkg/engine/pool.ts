@@ -514,6 +514,21 @@ export class Pool implements PoolCore {
     return space.backingRefCount(backing) === 1 || this.shortOfSpace() || this.volumeMaps(phys, partial);
   }
 
+  /**
+   * Whether a partial chunk just mapped should wake the filler. Short of space only when it is
+   * itself worth filling: waking the filler means one scan of every partial chunk, and a scan per
+   * write made each write of a nearly full pool with tens of thousands of partial chunks cost
+   * milliseconds (first-write probe: 33-64x the steady write) while finding nothing new (a new
+   * partial chunk's backing is usually still mapped by a snapshot). What may have become worth
+   * filling otherwise is found by the scans after commits and deletes.
+   */
+  private newPartialWorthFilling(phys: number): boolean {
+    if (this.space.partials.size >= this.partialPile) return true;
+    if (!this.shortOfSpace()) return false;
+    const partial = this.space.partials.get(phys);
+    return partial !== undefined && this.worthFilling(phys, partial);
+  }
+
   private shortOfSpace(): boolean {
     return this.space.free < this.space.capacity * LOW_SPACE_SHARE;
   }
@@ -542,11 +557,7 @@ export class Pool implements PoolCore {
       throw this.fail(asSnapblockError(err, "applying a metadata record"));
     }
     this.pending.push(r);
-    if (
-      r.type === RecordType.MapPartial &&
-      (this.space.partials.size >= this.partialPile || this.shortOfSpace())
-    )
-      this.kickFiller();
+    if (r.type === RecordType.MapPartial && this.newPartialWorthFilling(r.phys)) this.kickFiller();
     return seq;
   }
 

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { isSnapblockError } from "../errors/index.js";
 import { FaultStorage, Pool, Prng, accountSpace, accountSpaceSliced } from "./index.js";
 
@@ -428,6 +428,46 @@ describe("space accounting", () => {
         expect((await sh.read(0, BLOCK)).equals(Buffer.alloc(BLOCK, 10))).toBe(true);
         sh.close();
       }
+      expect((await pool.check()).ok).toBe(true);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("short of space, a new partial chunk its snapshot still backs does not wake a scan of every partial chunk", async () => {
+    CS = 64 * 1024;
+    const pool = await Pool.create({ dir: join(dir, "p6"), sizeBytes: 40 * CS, autoCommitMs: 0 });
+    try {
+      await pool.createVolume("v", 8 * CS);
+      const v = pool.openVolume("v");
+      await v.write(0, Buffer.alloc(8 * CS, 1));
+      await pool.createSnapshot("v", "s");
+      await v.write(0, Buffer.alloc(BLOCK, 2));
+      await v.write(CS, Buffer.alloc(BLOCK, 2));
+      // Whole-chunk writes fill the pool past 90 %: 3 chunks of 40 left.
+      await pool.createVolume("w", 27 * CS);
+      const w = pool.openVolume("w");
+      await w.write(0, Buffer.alloc(27 * CS, 7));
+      w.close();
+      await pool.commit();
+      await settle(pool);
+      expect(pool.stats().partialChunks).toBe(2);
+      // Each of these makes a partial chunk over a chunk snapshot s maps: completing it would
+      // free nothing, and nothing else changed, so no write should pay a scan of all of them.
+      const scans = vi.spyOn(
+        pool as unknown as { partialsWorthFilling: () => number[] },
+        "partialsWorthFilling",
+      );
+      await v.write(2 * CS, Buffer.alloc(BLOCK, 3));
+      await v.write(3 * CS, Buffer.alloc(BLOCK, 3));
+      expect(scans).not.toHaveBeenCalled();
+      scans.mockRestore();
+      expect(pool.stats().partialChunks).toBe(4);
+      expect((await v.read(2 * CS, CS)).subarray(0, 2 * BLOCK)).toEqual(
+        Buffer.concat([Buffer.alloc(BLOCK, 3), Buffer.alloc(BLOCK, 1)]),
+      );
+      v.close();
+      await pool.commit();
       expect((await pool.check()).ok).toBe(true);
     } finally {
       await pool.close();
