@@ -86,13 +86,24 @@ describe("NbdServer", () => {
       connectionClosed: () => events.push("closed"),
       exportStopped: () => events.push("stopped"),
     });
-    const backend = new MemoryBackend({ name: "vol", size: 16 * MiB, minLatencyMs: 100, maxLatencyMs: 200 });
+    // Each write takes 1.5-2 s, so all eight are still executing once the last has arrived, even
+    // when sending 8 MiB takes a loaded machine a while (100-200 ms was seen to be too short).
+    const backend = new MemoryBackend({
+      name: "vol",
+      size: 16 * MiB,
+      minLatencyMs: 1500,
+      maxLatencyMs: 2000,
+    });
     const socketPath = path.join(dir, "s");
     await server.startExport({ backend, listen: { socketPath } });
     const { client } = await RawNbdClient.open(socketPath);
     const writes = Array.from({ length: 8 }, (_, i) => client.writeAt(i * MiB, Buffer.alloc(MiB, i + 1)));
     // Wait until the server is executing all eight writes.
-    while ((server.listConnections("vol")[0]?.inFlightRequests ?? 0) < 8) await sleep(2);
+    const until = Date.now() + 10_000;
+    while ((server.listConnections("vol")[0]?.inFlightRequests ?? 0) < 8) {
+      if (Date.now() > until) throw new Error("the eight writes were never in flight together");
+      await sleep(2);
+    }
     const flushesBefore = backend.counters.flushes;
     const stopping = server.stopExport("vol");
     await sleep(5);
