@@ -38,8 +38,9 @@ async function processExists(pid: number): Promise<boolean> {
  * microseconds, while a thread-pool round trip costs a cross-thread handoff and wakeup each way; on
  * a 2-vCPU node inline small I/O measured several times the IOPS (BENCHMARKS.md). But an inline
  * read that misses the cache blocks the event loop for a disk access and misses cannot overlap,
- * and one thread copying 1 MiB buffers is slower than four. The adaptive mode takes each side's
- * strength; the other two modes are there to measure it and for unusual nodes.
+ * and one thread copying 1 MiB reads is slower than four (large buffered writes of one file
+ * serialize on its inode lock, so for them the thread pool buys nothing). The adaptive mode takes
+ * each side's strength; the other two modes are there to measure it and for unusual nodes.
  */
 export type IoMode = "adaptive" | "inline" | "threadpool";
 
@@ -286,7 +287,7 @@ export class ReadPlacement {
   }
 }
 
-/** Small I/O inline, large I/O on the thread pool, reads inline only while they hit the cache. */
+/** The "adaptive" mode (IoMode): writes inline but other files' large ones, reads as ReadPlacement says. */
 class AdaptiveFile extends InlineFile {
   private readonly placement = new ReadPlacement();
 
