@@ -25,7 +25,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { cpuSeconds, loadAverage } from "./process-cpu.js";
+import { cpuSeconds, loadAverage, minorFaults } from "./process-cpu.js";
 
 const run = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -154,6 +154,8 @@ interface Sample {
   rate: number;
   /** Server CPU seconds per op or per MiB. */
   cpu: number;
+  /** The server's minor page faults per op or per MiB. */
+  faults: number;
 }
 
 /** Where fio sends its I/O: an NBD URI (fio's nbd engine) or a block device (libaio, O_DIRECT). */
@@ -187,10 +189,12 @@ interface FioJob {
 
 async function measure(pid: number, to: FioTarget, w: Workload): Promise<Sample> {
   const before = cpuSeconds(pid);
+  const faultsBefore = minorFaults(pid);
   const r = await fio(to, w);
   const cpu = cpuSeconds(pid) - before;
+  const faults = minorFaults(pid) - faultsBefore;
   const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
-  return { rate: amount / r.seconds, cpu: cpu / amount };
+  return { rate: amount / r.seconds, cpu: cpu / amount, faults: faults / amount };
 }
 
 function median(values: number[]): number {
@@ -263,7 +267,8 @@ try {
         samples.set(key, [...(samples.get(key) ?? []), s]);
         process.stderr.write(
           `round ${round + 1} ${key}: ${s.rate.toFixed(0)}/s, ` +
-            `${(s.cpu * (w.unit === "op" ? 1e6 : 1e3)).toFixed(1)} ${w.unit === "op" ? "us/op" : "ms/MiB"}\n`,
+            `${(s.cpu * (w.unit === "op" ? 1e6 : 1e3)).toFixed(1)} ${w.unit === "op" ? "us/op" : "ms/MiB"}, ` +
+            `${s.faults.toFixed(w.unit === "op" ? 3 : 1)} faults/${w.unit}\n`,
         );
       }
     }
@@ -287,7 +292,8 @@ try {
     const peers = names.map((_, i) => i).filter((i) => !/^(snapblock|baseline)/.test(names[i]!));
     const bestRate = Math.max(...peers.map((i) => rate[i]!));
     const leastCpu = Math.min(...peers.map((i) => cpu[i]!));
-    const ratio = (a: number, b: number): string => (sb >= 0 && b > 0 ? `${(a / b).toFixed(2)}x` : "-");
+    const ratio = (a: number, b: number): string =>
+      sb >= 0 && b > 0 && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : "-";
     const unit = w.unit === "op" ? "IOPS" : "MiB/s";
     console.log(
       `| ${w.name} | ${unit} | ${rate.map((r) => r.toFixed(0)).join(" | ")} | ${ratio(rate[sb]!, bestRate)} |`,
@@ -296,6 +302,14 @@ try {
     const cpuUnit = w.unit === "op" ? "CPU us/op" : "CPU ms/MiB";
     console.log(
       `| ${w.name} | ${cpuUnit} | ${cpu.map((c) => (c * scale).toFixed(1)).join(" | ")} | ${ratio(cpu[sb]!, leastCpu)} |`,
+    );
+    // A count, not a time: whether a server keeps taking memory back from the system per I/O.
+    const faults = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.faults)));
+    const fewestFaults = Math.min(...peers.map((i) => faults[i]!));
+    const digits = w.unit === "op" ? 3 : 1;
+    console.log(
+      `| ${w.name} | page faults/${w.unit} | ${faults.map((f) => f.toFixed(digits)).join(" | ")} | ` +
+        `${ratio(faults[sb]!, fewestFaults)} |`,
     );
   }
 } finally {

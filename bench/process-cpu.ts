@@ -26,6 +26,21 @@ export function cpuSeconds(pid: number): number {
   return (utime + stime) / TICKS;
 }
 
+/**
+ * Minor page faults process `pid` has taken so far (proc(5): field 10, minflt, of
+ * /proc/<pid>/stat): pages the process touched that the kernel had to map (memory given back to
+ * the system and taken again, page-cache pages mapped in). A count, so robust to the machine's
+ * noise; on a VM that returns free pages to its host each one is also expensive.
+ */
+export function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): minflt is field 10.
+  const minflt = Number(fields[7]);
+  if (!Number.isFinite(minflt)) throw new Error(`cannot read the page faults of process ${pid}`);
+  return minflt;
+}
+
 /** The machine's load averages (1, 5, 15 minutes), from /proc/loadavg. */
 export function loadAverage(): [number, number, number] {
   const [a, b, c] = readFileSync("/proc/loadavg", "utf8").split(" ").map(Number);
