@@ -114,7 +114,7 @@ export class DataPath {
     const cs = this.core.chunkSize;
     const partial = this.core.space.partials.get(phys);
     if (!partial) {
-      reads.push(this.core.data.read(into, at, to - from, phys * cs + from));
+      reads.push(this.readZeroingTail(into, at, to - from, phys * cs + from));
       return;
     }
     for (let pos = from; pos < to;) {
@@ -126,10 +126,20 @@ export class DataPath {
       }
       const source = own ? phys : partial.backing;
       if (source >= 0)
-        reads.push(this.core.data.read(into, at + pos - from, runEnd - pos, source * cs + pos));
+        reads.push(this.readZeroingTail(into, at + pos - from, runEnd - pos, source * cs + pos));
       else into.fill(0, at + pos - from, at + runEnd - from);
       pos = runEnd;
     }
+  }
+
+  /**
+   * Reads `length` bytes of the data file at `pos` into `into` at `at`; bytes past the file's end
+   * (a chunk reserved, never written) read as zeroes, so `into` needs no zeroing beforehand.
+   */
+  private async readZeroingTail(into: Buffer, at: number, length: number, pos: number): Promise<number> {
+    const n = await this.core.data.read(into, at, length, pos);
+    if (n < length) into.fill(0, at + n, at + length);
+    return n;
   }
 
   /** Pending chunks of `device` in the byte range, optionally only those the range covers in part. */
@@ -154,8 +164,8 @@ export class DataPath {
     if (into && into.length < length) {
       throw new SnapblockError("INVALID_ARGUMENT", `read of ${length} bytes into a buffer of ${into.length}`);
     }
-    // Holes and short reads past the end of the data file rely on the buffer being zero.
-    const out = into ? into.subarray(0, length).fill(0) : Buffer.alloc(length);
+    // Every byte is written below: read, or zeroed (holes, short reads past the data file's end).
+    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     if (length === 0) return out;
     this.lastForegroundIo = performance.now();
     // Content still on its source is fetched first: a pending chunk never reads as zeroes.
@@ -169,35 +179,43 @@ export class DataPath {
       let runBuf = 0;
       let runLen = 0;
       const flushRun = (): void => {
-        if (runLen > 0) reads.push(this.core.data.read(out, runBuf, runLen, runPos));
+        if (runLen > 0) reads.push(this.readZeroingTail(out, runBuf, runLen, runPos));
         runLen = 0;
       };
-      for (let pos = offset; pos < offset + length;) {
-        const chunk = Math.floor(pos / cs);
-        const start = pos - chunk * cs;
-        const end = Math.min(cs, offset + length - chunk * cs);
-        const phys = tables.physical(device.table, chunk);
-        if (phys < 0) {
-          flushRun();
-        } else if (space.partials.has(phys)) {
-          flushRun();
-          this.readChunkRange(phys, start, end, out, pos - offset, reads);
-        } else {
-          const filePos = phys * cs + start;
-          if (runLen > 0 && runPos + runLen === filePos) {
-            runLen += end - start;
-          } else {
+      let planError: Error | undefined;
+      try {
+        for (let pos = offset; pos < offset + length;) {
+          const chunk = Math.floor(pos / cs);
+          const start = pos - chunk * cs;
+          const end = Math.min(cs, offset + length - chunk * cs);
+          const phys = tables.physical(device.table, chunk);
+          if (phys < 0) {
             flushRun();
-            runPos = filePos;
-            runBuf = pos - offset;
-            runLen = end - start;
+            out.fill(0, pos - offset, pos - offset + end - start);
+          } else if (space.partials.has(phys)) {
+            flushRun();
+            this.readChunkRange(phys, start, end, out, pos - offset, reads);
+          } else {
+            const filePos = phys * cs + start;
+            if (runLen > 0 && runPos + runLen === filePos) {
+              runLen += end - start;
+            } else {
+              flushRun();
+              runPos = filePos;
+              runBuf = pos - offset;
+              runLen = end - start;
+            }
           }
+          pos += end - start;
         }
-        pos += end - start;
+        flushRun();
+      } catch (err) {
+        planError = err instanceof Error ? err : new Error(String(err));
       }
-      flushRun();
-      // Short reads past the end of the data file are zero: the buffer already is.
-      await Promise.all(reads);
+      // Every read ends before this returns, also when one fails: the caller may reuse `into`.
+      const settled = await Promise.allSettled(reads);
+      if (planError !== undefined) throw planError;
+      for (const r of settled) if (r.status === "rejected") throw r.reason;
       return out;
     } catch (err) {
       throw asSnapblockError(err, `read of ${device.kind} '${device.name}'`);

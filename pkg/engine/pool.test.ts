@@ -172,6 +172,29 @@ describe("snapshots, restores and clones", () => {
     v.close();
   });
 
+  it("reads into a caller's used buffer exactly what a fresh read gives: holes, whole and partial chunks", async () => {
+    await pool.createVolume("v", 6 * CS);
+    const v = pool.openVolume("v");
+    const model = Buffer.alloc(6 * CS);
+    const put = async (offset: number, data: Buffer): Promise<void> => {
+      await v.write(offset, data);
+      data.copy(model, offset);
+    };
+    await put(CS, Buffer.alloc(CS, 0x11)); // a whole chunk; chunks 0 and 2..5 stay holes
+    await put(3 * CS + 5000, Buffer.alloc(3000, 0x22)); // a block-unaligned write into a hole
+    await pool.createSnapshot("v", "s");
+    await put(CS + 100, Buffer.from("partial")); // now a partial chunk over the snapshot's
+    const used = Buffer.alloc(6 * CS + 10, 0xee);
+    const got = await v.read(0, 6 * CS, used);
+    expect(got.buffer).toBe(used.buffer);
+    expect(got.equals(model)).toBe(true);
+    expect(used[6 * CS]).toBe(0xee); // nothing written past the read
+    // Unaligned pieces, through the same used buffer.
+    used.fill(0xee);
+    expect((await v.read(CS - 7, 3 * CS, used)).equals(model.subarray(CS - 7, 4 * CS - 7))).toBe(true);
+    v.close();
+  });
+
   it("rewrites a chunk still partial from an earlier snapshot as a new partial chunk, not whole", async () => {
     const merges = { merged: 0, partial: 0 };
     const p = await Pool.create({

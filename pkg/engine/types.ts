@@ -27,7 +27,8 @@ export interface BlockDevice {
   readonly chunkSize: number;
   /**
    * Reads `length` bytes at `offset`; into `into` (its first `length` bytes, returned) when given,
-   * so that a caller reading many chunks can reuse its buffers.
+   * so that a caller reading many chunks can reuse its buffers. `into` is not touched once the
+   * promise settled (fulfilled or rejected).
    */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   /** Reads `data` only until the promise settles (fulfilled or rejected): the caller may reuse it then. */

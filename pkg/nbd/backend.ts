@@ -23,8 +23,16 @@ export interface NbdBackend {
   readonly size: number;
   /** Unit of allocation; advertised as the preferred block size and used to judge fast zeroing. */
   readonly chunkSize: number;
-  read(offset: number, length: number): Promise<Buffer>;
-  /** `data` is only read, never kept by the server after the promise settles. */
+  /**
+   * `into`, when given (at least `length` bytes), may be filled and returned (or a subarray of
+   * it) instead of a new buffer; the backend must not touch it once the promise settled, also
+   * when it rejects: the server reuses it.
+   */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
+  /**
+   * `data` is read only until the promise settles and no reference to it is kept: the server
+   * reuses the buffer for a later request's payload as soon as it does.
+   */
   write(offset: number, data: Buffer, options?: NbdWriteOptions): Promise<void>;
   /** Makes every write completed before the call durable, whichever connection issued it. */
   flush(): Promise<void>;

@@ -38,6 +38,8 @@ export interface ExecutionContext {
   /** Context id of base:allocation, when the client selected it. */
   baseAllocationContextId: number | undefined;
   logger: Logger;
+  /** Where read data goes, when given: the result lists what it took (`held`). */
+  readBuffers?: { take(bytes: number): Buffer; give(buffer: Buffer): void };
 }
 
 export interface ExecutionResult {
@@ -47,6 +49,8 @@ export interface ExecutionResult {
   errno: number;
   /** Payload bytes moved, for stats. */
   bytes: number;
+  /** Buffers from `readBuffers` the frames point into: give them back once the frames are sent. */
+  held?: Buffer[];
 }
 
 /** A reply bounded to ~512 KiB however fragmented the allocation map is. */
@@ -64,8 +68,10 @@ export async function executeRequest(
   payload: Buffer | undefined,
   context: ExecutionContext,
 ): Promise<ExecutionResult> {
+  // Read buffers taken from context.readBuffers; a failed read's go back with the error reply.
+  const held: Buffer[] = [];
   try {
-    return await dispatch(request, payload, context);
+    return await dispatch(request, payload, context, held);
   } catch (err) {
     const mapped = mapBackendError(err, {
       logger: context.logger,
@@ -74,7 +80,7 @@ export async function executeRequest(
       offset: request.offset,
       length: request.length,
     });
-    return errorResult(request, mapped.errno, mapped.message, context.structuredReplies);
+    return { ...errorResult(request, mapped.errno, mapped.message, context.structuredReplies), held };
   }
 }
 
@@ -92,13 +98,16 @@ async function dispatch(
   request: NbdRequest,
   payload: Buffer | undefined,
   context: ExecutionContext,
+  held: Buffer[],
 ): Promise<ExecutionResult> {
   const { backend } = context;
   const { offset, length, flags, handle } = request;
   const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
   switch (request.type) {
     case NBD_CMD_READ:
-      return context.structuredReplies ? structuredRead(request, context) : simpleRead(request, context);
+      return context.structuredReplies
+        ? structuredRead(request, context, held)
+        : simpleRead(request, context, held);
     case NBD_CMD_WRITE:
       if (length > 0) await backend.write(offset, payload ?? Buffer.alloc(0), { fua });
       return success(handle, length);
@@ -126,8 +135,19 @@ function success(handle: Buffer, bytes: number): ExecutionResult {
   return { frames: [encodeSimpleReply(handle, 0)], errno: 0, bytes };
 }
 
-async function readExact(backend: NbdBackend, offset: number, length: number): Promise<Buffer> {
-  const data = await backend.read(offset, length);
+async function readExact(
+  context: ExecutionContext,
+  offset: number,
+  length: number,
+  held: Buffer[],
+): Promise<Buffer> {
+  const { backend, readBuffers } = context;
+  let into: Buffer | undefined;
+  if (readBuffers !== undefined) {
+    into = readBuffers.take(length);
+    held.push(into);
+  }
+  const data = await backend.read(offset, length, into);
   // A short or long buffer would desynchronise the client's stream: refuse it.
   if (data.length !== length) {
     throw new SnapblockError("INTERNAL", `backend returned ${data.length} bytes for a read of ${length}`);
@@ -136,10 +156,14 @@ async function readExact(backend: NbdBackend, offset: number, length: number): P
 }
 
 /** proto.md "Simple replies" to NBD_CMD_READ: header, then exactly `length` bytes. */
-async function simpleRead(request: NbdRequest, context: ExecutionContext): Promise<ExecutionResult> {
+async function simpleRead(
+  request: NbdRequest,
+  context: ExecutionContext,
+  held: Buffer[],
+): Promise<ExecutionResult> {
   const data =
-    request.length === 0 ? Buffer.alloc(0) : await readExact(context.backend, request.offset, request.length);
-  return { frames: [encodeSimpleReply(request.handle, 0), data], errno: 0, bytes: data.length };
+    request.length === 0 ? Buffer.alloc(0) : await readExact(context, request.offset, request.length, held);
+  return { frames: [encodeSimpleReply(request.handle, 0), data], errno: 0, bytes: data.length, held };
 }
 
 /**
@@ -148,20 +172,29 @@ async function simpleRead(request: NbdRequest, context: ExecutionContext): Promi
  * NBD_CMD_FLAG_DF, which asks for a single data chunk. All data is read before anything is sent,
  * so the last chunk can carry NBD_REPLY_FLAG_DONE without risk of a later error.
  */
-async function structuredRead(request: NbdRequest, context: ExecutionContext): Promise<ExecutionResult> {
+async function structuredRead(
+  request: NbdRequest,
+  context: ExecutionContext,
+  held: Buffer[],
+): Promise<ExecutionResult> {
   const { backend } = context;
   const { handle, offset, length } = request;
   if (length === 0) return { frames: [encodeStructuredNone(handle)], errno: 0, bytes: 0 };
   if ((request.flags & NBD_CMD_FLAG_DF) !== 0) {
-    const data = await readExact(backend, offset, length);
-    return { frames: encodeOffsetData(handle, offset, data, true), errno: 0, bytes: length };
+    const data = await readExact(context, offset, length, held);
+    return { frames: encodeOffsetData(handle, offset, data, true), errno: 0, bytes: length, held };
   }
   const runs = coverRange(offset, length, backend.extents(offset, length));
-  const contents = await Promise.all(
+  // Every read settles before a failure is reported: the buffers they fill are then given back.
+  const settled = await Promise.allSettled(
     runs.map((run) =>
-      run.allocated ? readExact(backend, run.offset, run.length) : Promise.resolve(undefined),
+      run.allocated ? readExact(context, run.offset, run.length, held) : Promise.resolve(undefined),
     ),
   );
+  const contents = settled.map((s) => {
+    if (s.status === "rejected") throw s.reason;
+    return s.value;
+  });
   const frames: Buffer[] = [];
   runs.forEach((run, index) => {
     const done = index === runs.length - 1;
@@ -169,7 +202,7 @@ async function structuredRead(request: NbdRequest, context: ExecutionContext): P
     if (data === undefined) frames.push(encodeOffsetHole(handle, run.offset, run.length, done));
     else frames.push(...encodeOffsetData(handle, run.offset, data, done));
   });
-  return { frames, errno: 0, bytes: length };
+  return { frames, errno: 0, bytes: length, held };
 }
 
 /**

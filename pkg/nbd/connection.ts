@@ -4,7 +4,7 @@ import { negotiate, type ExportCatalog, type NegotiableExport } from "./handshak
 import type { NbdLimits } from "./limits.js";
 import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import { ReplyWriter } from "./reply-writer.js";
-import { StreamReader } from "../streams/index.js";
+import { openReader, type ByteReader } from "../streams/index.js";
 import { Transmission, type TransmissionExport } from "./transmission.js";
 import type { Logger } from "../log/index.js";
 
@@ -53,14 +53,17 @@ export class Connection<E extends ServableExport> {
   private structuredReplies = false;
   private transmission: Transmission | undefined;
   private drainRequested = false;
-  private readonly reader: StreamReader;
+  private readonly reader: ByteReader;
   private readonly writer: ReplyWriter;
   private readonly logFields: Record<string, unknown>;
 
   constructor(private readonly options: ConnectionOptions<E>) {
     this.id = options.id;
-    this.reader = new StreamReader(options.stream, { highWaterMark: READ_AHEAD_BYTES });
-    this.writer = new ReplyWriter(options.stream);
+    // The reader may take the socket over (a new object on the same connection): write through
+    // the stream it gives back.
+    const { reader, stream } = openReader(options.stream, { highWaterMark: READ_AHEAD_BYTES });
+    this.reader = reader;
+    this.writer = new ReplyWriter(stream);
     this.logFields = { export: options.exportName, connection: options.id, peer: options.peer };
     options.observer.connectionOpened({ exportName: options.exportName, connectionId: options.id });
     this.closed = this.lifecycle();

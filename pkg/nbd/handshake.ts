@@ -42,7 +42,7 @@ import {
   parseOptionHeader,
 } from "./option-parser.js";
 import type { ReplyWriter } from "./reply-writer.js";
-import type { StreamReader } from "../streams/index.js";
+import type { ByteReader } from "../streams/index.js";
 import type { Logger } from "../log/index.js";
 
 /** What the handshake needs to know about an export. */
@@ -79,7 +79,7 @@ export type HandshakeOutcome<E extends NegotiableExport> =
   | { kind: "violation"; violation: NbdProtocolErrorKind; reason: string };
 
 export interface HandshakeOptions<E extends NegotiableExport> {
-  reader: StreamReader;
+  reader: ByteReader;
   writer: ReplyWriter;
   catalog: ExportCatalog<E>;
   limits: Pick<NbdLimits, "maxOptionBytes" | "maxOptionsPerConnection">;

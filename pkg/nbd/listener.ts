@@ -48,8 +48,9 @@ export class Listener {
     const { address } = options;
     let listener: Listener | undefined;
     // allowHalfOpen: a client may shut down its sending side after NBD_CMD_DISC and still expect
-    // the replies to requests it sent before.
-    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    // the replies to requests it sent before. pauseOnConnect: the connection's reader decides how
+    // the socket is read (into memory it owns, see pkg/streams openReader) before any byte is.
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       if (listener === undefined) socket.destroy();
       else listener.accept(socket);
     });

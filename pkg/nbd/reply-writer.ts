@@ -21,9 +21,15 @@ export class ReplyWriter {
     return this.stream.writableLength;
   }
 
-  /** Queues one message; returns false (and drops it) when the socket is gone. */
-  send(frames: readonly Buffer[]): boolean {
-    if (!this.open) return false;
+  /**
+   * Queues one message; returns false (and drops it) when the socket is gone. `sent`, if given,
+   * runs once the socket no longer needs the frames' memory (written out, or dropped).
+   */
+  send(frames: readonly Buffer[], sent?: () => void): boolean {
+    if (!this.open) {
+      sent?.();
+      return false;
+    }
     // Replies of requests that complete in the same turn of the event loop leave in one writev:
     // the socket is corked at the first and uncorked once the turn's callbacks and promise jobs
     // have run (a nextTick queued from a promise job runs after the job queue drains). That is
@@ -36,9 +42,16 @@ export class ReplyWriter {
         this.stream.uncork();
       });
     }
-    for (const frame of frames) {
-      if (frame.length > 0) this.stream.write(frame);
-    }
+    // Write callbacks run in order, so the last frame's says the whole message is done.
+    let last = -1;
+    frames.forEach((frame, i) => {
+      if (frame.length > 0) last = i;
+    });
+    frames.forEach((frame, i) => {
+      if (i === last && sent !== undefined) this.stream.write(frame, () => sent());
+      else if (frame.length > 0) this.stream.write(frame);
+    });
+    if (last < 0) sent?.();
     return true;
   }
 

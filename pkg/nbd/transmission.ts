@@ -18,7 +18,7 @@ import type { NbdObserver, NbdProtocolErrorKind } from "./observer.js";
 import type { ReplyWriter } from "./reply-writer.js";
 import { parseRequestHeader, type NbdRequest } from "./request-parser.js";
 import { validateRequest, type RequestContext } from "./request-validator.js";
-import type { StreamReader } from "../streams/index.js";
+import { BufferPool, type ByteReader } from "../streams/index.js";
 import type { Logger } from "../log/index.js";
 
 /** What the transmission phase needs to know about the export it serves. */
@@ -30,7 +30,7 @@ export interface TransmissionExport {
 }
 
 export interface TransmissionOptions {
-  reader: StreamReader;
+  reader: ByteReader;
   writer: ReplyWriter;
   export: TransmissionExport;
   structuredReplies: boolean;
@@ -48,6 +48,18 @@ export interface TransmissionEnd {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Write payloads and read data of every connection of the process, reused: a payload goes back
+ * once its write settled (NbdBackend.write reads it only until then), read data once its reply
+ * left for the socket. At most 32 MiB kept for reuse.
+ */
+const buffers = new BufferPool({
+  minBytes: 4096,
+  maxBytes: 32 * 1024 * 1024,
+  maxKeptBytes: 32 * 1024 * 1024,
+});
+const takePayload = (bytes: number): Buffer => buffers.take(bytes);
 
 /**
  * The transmission phase of one connection (proto.md "Transmission"). Requests are read one
@@ -139,7 +151,11 @@ export class Transmission {
         // payload is consumed without being kept (bounded memory even for a 4 GiB length).
         if (!verdict.ok) await reader.discard(request.length);
         else if (request.length === 0) payload = EMPTY;
-        else payload = reader.tryTake(request.length) ?? (await reader.readExact(request.length));
+        else {
+          payload =
+            reader.tryTake(request.length, takePayload) ??
+            (await reader.readExact(request.length, takePayload));
+        }
       }
       if (!verdict.ok) {
         this.refuse(request, verdict.errno, verdict.message);
@@ -201,6 +217,7 @@ export class Transmission {
           structuredReplies: this.options.structuredReplies,
           baseAllocationContextId: this.options.baseAllocationContextId,
           logger,
+          readBuffers: buffers,
         });
       } catch (err) {
         // executeRequest maps every backend error itself; reaching here is a bug in this module.
@@ -208,7 +225,8 @@ export class Transmission {
         result = errorResult(request, NBD_EIO, "internal server error", this.options.structuredReplies);
       }
       try {
-        writer.send(result.frames);
+        const { held } = result;
+        writer.send(result.frames, held && (() => held.forEach((b) => buffers.give(b))));
         observer.requestCompleted({
           exportName: exported.name,
           command,
@@ -220,6 +238,8 @@ export class Transmission {
         logger.error("nbd reply failed", { ...this.options.logFields, command, err });
       }
     } finally {
+      // The backend is done with the payload (its write settled, or it never ran).
+      if (payload !== undefined) buffers.give(payload);
       this.inFlight -= 1;
       this.inFlightBytes -= cost;
       this.served += 1;

@@ -3,4 +3,6 @@
  * the NBD server and the engine service's chunk channel both need. This is the module's only
  * entry point.
  */
-export { StreamReader, type StreamReaderOptions } from "./stream-reader.js";
+export { StreamReader, type Allocate, type ByteReader, type StreamReaderOptions } from "./stream-reader.js";
+export { OwnedMemoryReader, openReader } from "./owned-memory-reader.js";
+export { BufferPool } from "./buffer-pool.js";

@@ -9,6 +9,37 @@ export interface StreamReaderOptions {
   highWaterMark: number;
 }
 
+/** Gives the buffer (exactly `bytes` long) a read fills; e.g. one from a BufferPool. */
+export type Allocate = (bytes: number) => Buffer;
+
+/** Reading exact byte counts from a connection (StreamReader, OwnedMemoryReader). */
+export interface ByteReader {
+  /** Bytes received and not yet consumed. */
+  readonly bufferedBytes: number;
+  /**
+   * Resolves with exactly `bytes` bytes; rejects with SnapblockError CLOSED when the stream ends
+   * first. `alloc`, when given, supplies the buffer when the bytes have to be copied into one.
+   */
+  readExact(bytes: number, alloc?: Allocate): Promise<Buffer>;
+  /**
+   * Exactly `bytes` bytes if they are already buffered, else undefined (nothing consumed): the
+   * synchronous path for requests that arrived together, which skips a promise per read.
+   */
+  tryTake(bytes: number, alloc?: Allocate): Buffer | undefined;
+  /** Consumes and drops `bytes` bytes without holding more than one socket read at a time. */
+  discard(bytes: number): Promise<void>;
+  stop(reason?: string): void;
+}
+
+/** `alloc(bytes)` (a fresh buffer without it), checked to be exactly `bytes` long. */
+export function allocateExactly(alloc: Allocate | undefined, bytes: number): Buffer {
+  const out = alloc === undefined ? Buffer.allocUnsafe(bytes) : alloc(bytes);
+  if (out.length !== bytes) {
+    throw new SnapblockError("INTERNAL", `allocator gave ${out.length} bytes for a read of ${bytes}`);
+  }
+  return out;
+}
+
 interface Waiter {
   bytes: number;
   resolve: () => void;
@@ -20,7 +51,7 @@ interface Waiter {
  * paused whenever more than max(highWaterMark, bytes currently awaited) is buffered, so memory
  * per connection never exceeds what the protocol code is prepared to accept.
  */
-export class StreamReader {
+export class StreamReader implements ByteReader {
   private readonly chunks: Buffer[] = [];
   private buffered = 0;
   private waiter: Waiter | undefined;
@@ -44,28 +75,21 @@ export class StreamReader {
     stream.on("error", this.onError);
   }
 
-  /** Bytes received and not yet consumed. */
   get bufferedBytes(): number {
     return this.buffered;
   }
 
-  /** Resolves with exactly `bytes` bytes; rejects with SnapblockError CLOSED when the stream ends first. */
-  async readExact(bytes: number): Promise<Buffer> {
+  async readExact(bytes: number, alloc?: Allocate): Promise<Buffer> {
     while (this.buffered < bytes) {
       await this.waitFor(bytes);
     }
-    return this.take(bytes);
+    return this.take(bytes, alloc);
   }
 
-  /**
-   * Exactly `bytes` bytes if they are already buffered, else undefined (nothing consumed): the
-   * synchronous path for requests that arrived together, which skips a promise per read.
-   */
-  tryTake(bytes: number): Buffer | undefined {
-    return this.buffered >= bytes && this.closedError === undefined ? this.take(bytes) : undefined;
+  tryTake(bytes: number, alloc?: Allocate): Buffer | undefined {
+    return this.buffered >= bytes && this.closedError === undefined ? this.take(bytes, alloc) : undefined;
   }
 
-  /** Consumes and drops `bytes` bytes without holding more than one socket chunk at a time. */
   async discard(bytes: number): Promise<void> {
     let remaining = bytes;
     while (remaining > 0) {
@@ -76,7 +100,6 @@ export class StreamReader {
     }
   }
 
-  /** Stops reading: pending and future reads fail with CLOSED, buffered bytes are released. */
   stop(reason = "reading stopped"): void {
     this.close(reason);
     this.stream.off("data", this.onData);
@@ -116,13 +139,13 @@ export class StreamReader {
     }
   }
 
-  private take(bytes: number): Buffer {
+  private take(bytes: number, alloc?: Allocate): Buffer {
     const first = this.chunks[0];
     if (first !== undefined && first.length >= bytes) {
       this.drop(bytes);
       return first.subarray(0, bytes);
     }
-    const out = Buffer.allocUnsafe(bytes);
+    const out = allocateExactly(alloc, bytes);
     let filled = 0;
     while (filled < bytes) {
       const chunk = this.chunks[0];
