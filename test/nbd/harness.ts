@@ -196,6 +196,39 @@ export function patternBuffer(length: number, seed: number): Buffer {
   return out;
 }
 
+/**
+ * Runs fio with `args` plus crc32c verification of everything written (fio writes, then reads back
+ * and checks every block) and JSON output; returns each job's bytes written and read, after
+ * checking that no job reported an error and that every job read back all it wrote.
+ */
+export async function fioVerified(
+  args: readonly string[],
+  timeoutMs: number,
+): Promise<Array<{ written: number }>> {
+  const result = await runOk(
+    "fio",
+    [
+      ...args,
+      "--verify=crc32c",
+      "--do_verify=1",
+      "--verify_fatal=1",
+      "--verify_state_save=0", // no state file left in the working directory
+      "--output-format=json",
+    ],
+    { timeoutMs },
+  );
+  const report = JSON.parse(result.stdout.slice(result.stdout.indexOf("{"))) as {
+    jobs: Array<{ error: number; write: { io_bytes: number }; read: { io_bytes: number } }>;
+  };
+  return report.jobs.map((job) => {
+    if (job.error !== 0) throw new Error(`fio job failed with error ${job.error}`);
+    if (job.read.io_bytes !== job.write.io_bytes) {
+      throw new Error(`fio verified ${job.read.io_bytes} of the ${job.write.io_bytes} bytes it wrote`);
+    }
+    return { written: job.write.io_bytes };
+  });
+}
+
 export async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
