@@ -9,10 +9,13 @@
 #    over the same 1 GiB region, in steady state and then just after each of ROUNDS snapshots
 #    (each round rewrites the blocks the round before left in chunks a new snapshot shares), QD1
 #    and QD16, for snapblock and for qcow2 through qemu-nbd (internal snapshot, 64 KiB clusters).
+# 4. Server CPU per I/O (bench/nbd-cpu.ts, `npm run bench:nbd-cpu`): snapblock beside qemu-nbd and
+#    nbdkit in both cache modes (cache=none and writeback / page cache), fio's nbd engine, rounds
+#    interleaved, with throughput, CPU per op or MiB and page faults; its own Markdown table.
 # Output: "<target> <figure> <value>" lines (peers.sh's format) and a Markdown summary.
 # Env: PEERS (path to peers.sh; default ../shared/bench/peers.sh beside the repo), SIZE (4G),
 #      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench), ROUNDS (3),
-#      SECTIONS (which of "peers kpath penalty" to run; default all). Needs root (loop, FUSE).
+#      SECTIONS (which of "peers kpath penalty cpu" to run; default all). Needs root (loop, FUSE).
 #      Each penalty round keeps 1 GiB of chunks for its snapshot and the pool is 3x SIZE: with
 #      ROUNDS=3 (six snapshots over both QDs) SIZE must be at least 4G.
 set -u
@@ -23,7 +26,7 @@ PEERS=${PEERS:-$REPO/../shared/bench/peers.sh}
 SIZE=${SIZE:-4G}
 RUNTIME=${RUNTIME:-4}
 ROUNDS=${ROUNDS:-3}
-SECTIONS=${SECTIONS:-peers kpath penalty}
+SECTIONS=${SECTIONS:-peers kpath penalty cpu}
 section() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/snapblock-nbd-bench}
 BYTES=$(numfmt --from=iec "$SIZE")
@@ -151,3 +154,13 @@ awk -v rounds="$ROUNDS" '
       printf "| %s QD%d, snapshot %d | %s | %s | %s |\n", ts[j], qd, r, a, b, (b > 0 ? sprintf("%.2fx", a / b) : "-")
     }
   }' "$OUT"
+
+# ---------------------------------------------------------------- 4. CPU per I/O, both cache modes
+if section cpu; then
+  echo
+  echo "## Server CPU per I/O, peers in both cache modes"
+  (cd "$REPO" && RUNTIME=$RUNTIME BENCH_DIR="$BENCH_DIR/cpu" \
+    TARGETS=snapblock,qemu-nbd-none,qemu-nbd-writeback,nbdkit-file,nbdkit-file-none \
+    node --import tsx "$HERE/nbd-cpu.ts")
+  rm -rf "$BENCH_DIR/cpu"
+fi
