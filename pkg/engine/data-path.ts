@@ -182,39 +182,33 @@ export class DataPath {
         if (runLen > 0) reads.push(this.readZeroingTail(out, runBuf, runLen, runPos));
         runLen = 0;
       };
-      let planError: Error | undefined;
-      try {
-        for (let pos = offset; pos < offset + length;) {
-          const chunk = Math.floor(pos / cs);
-          const start = pos - chunk * cs;
-          const end = Math.min(cs, offset + length - chunk * cs);
-          const phys = tables.physical(device.table, chunk);
-          if (phys < 0) {
-            flushRun();
-            out.fill(0, pos - offset, pos - offset + end - start);
-          } else if (space.partials.has(phys)) {
-            flushRun();
-            this.readChunkRange(phys, start, end, out, pos - offset, reads);
+      for (let pos = offset; pos < offset + length;) {
+        const chunk = Math.floor(pos / cs);
+        const start = pos - chunk * cs;
+        const end = Math.min(cs, offset + length - chunk * cs);
+        const phys = tables.physical(device.table, chunk);
+        if (phys < 0) {
+          flushRun();
+          out.fill(0, pos - offset, pos - offset + end - start);
+        } else if (space.partials.has(phys)) {
+          flushRun();
+          this.readChunkRange(phys, start, end, out, pos - offset, reads);
+        } else {
+          const filePos = phys * cs + start;
+          if (runLen > 0 && runPos + runLen === filePos) {
+            runLen += end - start;
           } else {
-            const filePos = phys * cs + start;
-            if (runLen > 0 && runPos + runLen === filePos) {
-              runLen += end - start;
-            } else {
-              flushRun();
-              runPos = filePos;
-              runBuf = pos - offset;
-              runLen = end - start;
-            }
+            flushRun();
+            runPos = filePos;
+            runBuf = pos - offset;
+            runLen = end - start;
           }
-          pos += end - start;
         }
-        flushRun();
-      } catch (err) {
-        planError = err instanceof Error ? err : new Error(String(err));
+        pos += end - start;
       }
+      flushRun();
       // Every read ends before this returns, also when one fails: the caller may reuse `into`.
       const settled = await Promise.allSettled(reads);
-      if (planError !== undefined) throw planError;
       for (const r of settled) if (r.status === "rejected") throw r.reason;
       return out;
     } catch (err) {

@@ -43,15 +43,12 @@ export class ReplyWriter {
       });
     }
     // Write callbacks run in order, so the last frame's says the whole message is done.
-    let last = -1;
-    frames.forEach((frame, i) => {
-      if (frame.length > 0) last = i;
-    });
-    frames.forEach((frame, i) => {
-      if (i === last && sent !== undefined) this.stream.write(frame, () => sent());
-      else if (frame.length > 0) this.stream.write(frame);
-    });
+    let last = frames.length - 1;
+    while (last >= 0 && frames[last]!.length === 0) last--;
+    for (let i = 0; i < last; i++) if (frames[i]!.length > 0) this.stream.write(frames[i]);
     if (last < 0) sent?.();
+    else if (sent === undefined) this.stream.write(frames[last]);
+    else this.stream.write(frames[last], () => sent());
     return true;
   }
 

@@ -21,6 +21,31 @@ describe("StreamReader", () => {
     expect(reader.bufferedBytes).toBe(3);
   });
 
+  it("copies reads spanning chunks into the allocator's buffer, and returns a view within one chunk", async () => {
+    const stream = new PassThrough();
+    const reader = new StreamReader(stream, { highWaterMark: 1024 });
+    const given: Buffer[] = [];
+    const alloc = (bytes: number): Buffer => {
+      const b = Buffer.alloc(bytes, "x");
+      given.push(b);
+      return b;
+    };
+    stream.write(Buffer.from("abcd"));
+    stream.write(Buffer.from("efgh"));
+    await tick();
+    const joined = await reader.readExact(6, alloc);
+    expect(joined.toString()).toBe("abcdef");
+    expect(given).toEqual([joined]);
+    // "gh" is within one chunk: a view of it, the allocator not asked.
+    expect(reader.tryTake(2, alloc)!.toString()).toBe("gh");
+    expect(given).toHaveLength(1);
+    // An allocator giving the wrong size is a bug, refused rather than read past.
+    stream.write(Buffer.from("ij"));
+    stream.write(Buffer.from("kl"));
+    await tick();
+    expect(() => reader.tryTake(4, (n) => Buffer.alloc(n + 1))).toThrow(/allocator gave 5 bytes/);
+  });
+
   it("pauses the stream past the high-water mark and resumes when more is wanted", async () => {
     const stream = new PassThrough();
     const reader = new StreamReader(stream, { highWaterMark: 8 });
