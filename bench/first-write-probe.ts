@@ -11,6 +11,7 @@
  * size in volume sizes, default 4: three rounds of partial chunks then fill it, and below 10 % free
  * the filler completes every partial chunk beside the writes; 8 leaves room).
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -84,8 +85,10 @@ console.log(
 );
 console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 await pass("steady");
-for (let s = 1; s <= 3; s++) {
+for (let s = 1; s <= Number(process.env.ROUNDS ?? 3); s++) {
   await pool.createSnapshot("v", `s${s}`);
+  // DROP=1: the page cache dropped before each round (needs root): backing chunks read from disk.
+  if (process.env.DROP === "1") execFileSync("sh", ["-c", "sync; echo 3 > /proc/sys/vm/drop_caches"]);
   await pass(`after snapshot ${s}`);
 }
 h.close();

@@ -57,7 +57,7 @@ start_snapblock() {
 snapblock_snapshot() {
   kill -USR1 "$SBPID"
   read -r line <&"${SB[0]}"
-  case $line in snapshot*) ;; *) echo "snapshot failed: $line" >&2; exit 1 ;; esac
+  case $line in snapshot*) echo "# $line" | tee -a "$OUT" ;; *) echo "snapshot failed: $line" >&2; exit 1 ;; esac
 }
 
 echo "# snapblock server: $SIZE volume, 64 KiB chunks, filled before measuring" | tee -a "$OUT"

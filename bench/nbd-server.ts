@@ -42,7 +42,10 @@ let snapshots = 0;
 process.on("SIGUSR1", () => {
   const name = `bench-snap-${++snapshots}`;
   pool.createSnapshot("bench", name).then(
-    () => process.stdout.write(`snapshot ${name}\n`),
+    () =>
+      process.stdout.write(
+        `snapshot ${name} partial-chunks=${pool.space.partials.size} free-chunks=${pool.space.free}\n`,
+      ),
     (err: unknown) => process.stdout.write(`snapshot failed ${String(err)}\n`),
   );
 });

@@ -280,6 +280,37 @@ describe("snapshots, restores and clones", () => {
     await p.close();
   });
 
+  it("at the partial-chunk limit completes the oldest, down to a sixteenth below it, not one per write", async () => {
+    const p = await Pool.create({
+      dir: join(dir, "trim"),
+      sizeBytes: 96 * CS,
+      autoCommitMs: 0,
+      partialChunkLimit: 32,
+    });
+    await p.createVolume("v", 40 * CS);
+    const v = p.openVolume("v");
+    await v.write(0, Buffer.alloc(40 * CS, 0x10));
+    await p.createSnapshot("v", "s");
+    const owners = (): number[] =>
+      [...p.space.partials.values()].map((q) => q.owner!.chunk).sort((a, b) => a - b);
+    for (let c = 0; c < 31; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, 1));
+    expect(p.space.partials.size).toBe(31);
+    // The 32nd meets the limit: the two oldest (chunks 0 and 1) are completed, leaving 30.
+    await v.write(31 * CS + 4096, Buffer.alloc(4096, 1));
+    for (let i = 0; i < 200 && p.space.partials.size > 30; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(owners()).toEqual(Array.from({ length: 30 }, (_, i) => i + 2));
+    // The next write stays under the limit: nothing is completed.
+    await v.write(32 * CS + 4096, Buffer.alloc(4096, 1));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(p.space.partials.size).toBe(31);
+    const want = Buffer.alloc(40 * CS, 0x10);
+    for (let c = 0; c <= 32; c++) want.fill(1, c * CS + 4096, c * CS + 8192);
+    expect((await v.read(0, 40 * CS)).equals(want)).toBe(true);
+    v.close();
+    expect((await p.check()).problems).toEqual([]);
+    await p.close();
+  });
+
   it("deletes in any order whatever depends on what", async () => {
     await pool.createVolume("v", 4 * CS);
     const v = pool.openVolume("v");
