@@ -293,6 +293,8 @@ export class DataPath {
   ): Piece[] {
     const { space, tables, chunkSize: cs } = this.core;
     const pieces: Piece[] = [];
+    // At the ceiling a partly written shared chunk is copied whole ("merge"), making no partial chunk.
+    const atCeiling = space.partials.size >= this.core.partialCeiling;
     for (let pos = offset; pos < offset + length;) {
       const chunk = Math.floor(pos / cs);
       const start = pos - chunk * cs;
@@ -307,6 +309,7 @@ export class DataPath {
       if (lk.inPlace && !partial) mode = "inPlace";
       else if (lk.inPlace && lockedPartial) mode = "inPlacePartial";
       else if (start === 0 && end === cs) mode = "full";
+      else if (atCeiling) mode = "merge";
       else if (partial) {
         mode = lockedPartial && !coversRest(partial.valid, start, end, cs) ? "partialOver" : "merge";
       } else mode = "partialNew";
@@ -400,8 +403,8 @@ export class DataPath {
           records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
           break;
         case "merge": {
-          const whole = Buffer.alloc(cs);
-          this.readChunkRange(p.phys, 0, cs, whole, 0, reads);
+          const whole = Buffer.alloc(cs); // a hole (at the ceiling) stays zeroes around the write
+          if (p.phys >= 0) this.readChunkRange(p.phys, 0, cs, whole, 0, reads);
           overlays.push(() => slice.copy(whole, p.start));
           writes.push({ pos: p.target * cs, buf: whole });
           records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });

@@ -15,6 +15,11 @@ export interface PoolCore {
   readonly chunkSize: number;
   readonly locks: ChunkLocks;
   readonly observer: EngineObserver;
+  /**
+   * Partial chunks at most: at this many, writes make no new ones (a partly written shared chunk
+   * is copied whole instead), so their memory stays bounded when the filler falls behind.
+   */
+  readonly partialCeiling: number;
   /** Highest record sequence number that is durable. */
   readonly committedSeq: number;
   /** Applies a record to memory and queues it for the next commit; returns its sequence number. */

@@ -311,6 +311,39 @@ describe("snapshots, restores and clones", () => {
     await p.close();
   });
 
+  it("at twice the limit makes no more partial chunks: shared chunks and holes are copied whole", async () => {
+    const p = await Pool.create({
+      dir: join(dir, "ceiling"),
+      sizeBytes: 64 * CS,
+      autoCommitMs: 0,
+      partialChunkLimit: 4,
+      fillPartials: false, // the filler falling behind, at its worst
+    });
+    await p.createVolume("v", 16 * CS);
+    const v = p.openVolume("v");
+    await v.write(0, Buffer.alloc(12 * CS, 0x10)); // chunks 12..15 stay holes
+    await p.createSnapshot("v", "s");
+    for (let c = 0; c < 14; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, c + 1));
+    expect(p.space.partials.size).toBe(8);
+    const want = Buffer.alloc(16 * CS);
+    want.fill(0x10, 0, 12 * CS);
+    for (let c = 0; c < 14; c++) want.fill(c + 1, c * CS + 4096, c * CS + 8192);
+    expect((await v.read(0, 16 * CS)).equals(want)).toBe(true);
+    const s = p.openSnapshot("s");
+    const before = Buffer.alloc(16 * CS);
+    before.fill(0x10, 0, 12 * CS);
+    expect((await s.read(0, 16 * CS)).equals(before)).toBe(true);
+    s.close();
+    v.close();
+    expect((await p.check()).problems).toEqual([]);
+    await p.close();
+    const again = await Pool.open({ dir: join(dir, "ceiling"), fillPartials: false });
+    const r = again.openVolume("v");
+    expect((await r.read(0, 16 * CS)).equals(want)).toBe(true);
+    r.close();
+    await again.close();
+  });
+
   it("deletes in any order whatever depends on what", async () => {
     await pool.createVolume("v", 4 * CS);
     const v = pool.openVolume("v");

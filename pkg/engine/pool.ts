@@ -57,8 +57,10 @@ import {
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 /**
- * Partial chunks beyond this many are completed whatever backs them: it bounds their memory
- * (about 290 bytes each in the chunk space's map, so at most about 19 MiB). It used to be 4,096
+ * Partial chunks beyond this many are completed whatever backs them, oldest first (trimPartials):
+ * it bounds their memory (about 290 bytes each in the chunk space's map, about 19 MiB here). When
+ * writes make them faster than the filler completes them, twice this many is the hard bound
+ * (partialCeiling: writes copy whole chunks instead, data-path.ts). It used to be 4,096
  * to bound how many partial chunks a later snapshot could capture, since a shared partial chunk
  * was rewritten whole on its next write (16,384 let a 1 GiB rewrite after a second snapshot cost
  * 9.6x at QD16 through NBD). A shared partial chunk is now redirected to a new partial chunk over
@@ -176,6 +178,7 @@ export class Pool implements PoolCore {
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
   private readonly partialPile: number;
+  readonly partialCeiling: number;
   /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
   private account: SpaceAccount | undefined;
   private spaceMemo: SpaceMemo | undefined;
@@ -221,6 +224,7 @@ export class Pool implements PoolCore {
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
     this.partialPile = options.partialChunkLimit ?? PARTIAL_PILE;
+    this.partialCeiling = 2 * this.partialPile;
     this.observer = options.observer ?? {};
     this.space.exhausted = () => {
       this.noteUsage(true);
