@@ -254,17 +254,30 @@ describe("snapshots, restores and clones", () => {
     await again.close();
   });
 
-  it("completes partial chunks past the pool's limit, whatever backs them, changing no content", async () => {
+  /** A pool with a low partial-chunk limit, volume "v" of `chunks` chunks (`filled` of them 0x10), snapshot "s". */
+  async function snapshotUnderLimit(
+    name: string,
+    limit: number,
+    chunks: number,
+    filled = chunks,
+    fillPartials = true,
+  ): Promise<{ p: Pool; v: ReturnType<Pool["openVolume"]> }> {
     const p = await Pool.create({
-      dir: join(dir, "pile"),
-      sizeBytes: 64 * CS,
+      dir: join(dir, name),
+      sizeBytes: (chunks + 64) * CS,
       autoCommitMs: 0,
-      partialChunkLimit: 4,
+      partialChunkLimit: limit,
+      fillPartials,
     });
-    await p.createVolume("v", 8 * CS);
+    await p.createVolume("v", chunks * CS);
     const v = p.openVolume("v");
-    await v.write(0, Buffer.alloc(8 * CS, 0x10));
+    await v.write(0, Buffer.alloc(filled * CS, 0x10));
     await p.createSnapshot("v", "s");
+    return { p, v };
+  }
+
+  it("completes partial chunks past the pool's limit, whatever backs them, changing no content", async () => {
+    const { p, v } = await snapshotUnderLimit("pile", 4, 8);
     for (let c = 0; c < 8; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, c + 1));
     // The snapshot holds every backing chunk: only the limit makes the filler complete them.
     for (let i = 0; i < 200 && p.space.partials.size >= 4; i++) await new Promise((r) => setTimeout(r, 10));
@@ -281,16 +294,7 @@ describe("snapshots, restores and clones", () => {
   });
 
   it("at the partial-chunk limit completes the oldest, down to a sixteenth below it, not one per write", async () => {
-    const p = await Pool.create({
-      dir: join(dir, "trim"),
-      sizeBytes: 96 * CS,
-      autoCommitMs: 0,
-      partialChunkLimit: 32,
-    });
-    await p.createVolume("v", 40 * CS);
-    const v = p.openVolume("v");
-    await v.write(0, Buffer.alloc(40 * CS, 0x10));
-    await p.createSnapshot("v", "s");
+    const { p, v } = await snapshotUnderLimit("trim", 32, 40);
     const owners = (): number[] =>
       [...p.space.partials.values()].map((q) => q.owner!.chunk).sort((a, b) => a - b);
     for (let c = 0; c < 31; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, 1));
@@ -312,17 +316,8 @@ describe("snapshots, restores and clones", () => {
   });
 
   it("at twice the limit makes no more partial chunks: shared chunks and holes are copied whole", async () => {
-    const p = await Pool.create({
-      dir: join(dir, "ceiling"),
-      sizeBytes: 64 * CS,
-      autoCommitMs: 0,
-      partialChunkLimit: 4,
-      fillPartials: false, // the filler falling behind, at its worst
-    });
-    await p.createVolume("v", 16 * CS);
-    const v = p.openVolume("v");
-    await v.write(0, Buffer.alloc(12 * CS, 0x10)); // chunks 12..15 stay holes
-    await p.createSnapshot("v", "s");
+    // The filler off: it falling behind, at its worst. Chunks 12..15 stay holes.
+    const { p, v } = await snapshotUnderLimit("ceiling", 4, 16, 12, false);
     for (let c = 0; c < 14; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, c + 1));
     expect(p.space.partials.size).toBe(8);
     const want = Buffer.alloc(16 * CS);
