@@ -294,7 +294,7 @@ export class DataPath {
     const { space, tables, chunkSize: cs } = this.core;
     const pieces: Piece[] = [];
     // At the ceiling a partly written shared chunk is copied whole ("merge"), making no partial chunk.
-    const atCeiling = space.partials.size >= this.core.partialCeiling;
+    const atCeiling = space.partials.size > 0 && this.core.atPartialCeiling();
     for (let pos = offset; pos < offset + length;) {
       const chunk = Math.floor(pos / cs);
       const start = pos - chunk * cs;

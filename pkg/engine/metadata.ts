@@ -305,7 +305,7 @@ export class Metadata {
         const partial = this.space.partials.get(r.id);
         if (!partial)
           throw new SnapblockError("CORRUPT", `record updates chunk ${r.id}, which is not partial`);
-        partial.valid = r.valid;
+        this.space.updatePartial(partial, r.valid);
         return;
       }
       case RecordType.PartialDone:

@@ -16,10 +16,11 @@ export interface PoolCore {
   readonly locks: ChunkLocks;
   readonly observer: EngineObserver;
   /**
-   * Partial chunks at most: at this many, writes make no new ones (a partly written shared chunk
-   * is copied whole instead), so their memory stays bounded when the filler falls behind.
+   * Whether partial chunks are at their hard bound (twice the filler's): there writes make no new
+   * ones (a partly written shared chunk is copied whole instead), so their memory stays bounded
+   * when the filler falls behind.
    */
-  readonly partialCeiling: number;
+  atPartialCeiling(): boolean;
   /** Highest record sequence number that is durable. */
   readonly committedSeq: number;
   /** Applies a record to memory and queues it for the next commit; returns its sequence number. */

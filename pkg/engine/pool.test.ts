@@ -339,6 +339,34 @@ describe("snapshots, restores and clones", () => {
     await again.close();
   });
 
+  it("partial chunks with the same bitmap share one copy of it, given back when the last goes", async () => {
+    const { p, v } = await snapshotUnderLimit("bitmaps", 1000, 12);
+    for (let c = 0; c < 8; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, 1));
+    for (let c = 8; c < 12; c++) await v.write(c * CS, Buffer.alloc(4096, 2));
+    const sharing = (): Set<Uint8Array> => new Set([...p.space.partials.values()].map((q) => q.valid));
+    expect(p.space.partials.size).toBe(12);
+    expect(sharing().size).toBe(2);
+    const twoPatterns = p.space.partialBytes;
+    // A second block into one of them (in place: the volume owns it) gives it a third pattern.
+    await v.write(CS + 8192, Buffer.alloc(4096, 3));
+    expect(sharing().size).toBe(3);
+    expect(p.space.partialBytes).toBeGreaterThan(twoPatterns);
+    const want = Buffer.alloc(12 * CS, 0x10);
+    for (let c = 0; c < 8; c++) want.fill(1, c * CS + 4096, c * CS + 8192);
+    for (let c = 8; c < 12; c++) want.fill(2, c * CS, c * CS + 4096);
+    want.fill(3, CS + 8192, CS + 12288);
+    expect((await v.read(0, 12 * CS)).equals(want)).toBe(true);
+    // The snapshot gone, the filler completes them all: nothing is left of their memory.
+    await p.deleteSnapshot("s");
+    for (let i = 0; i < 200 && p.space.partials.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(p.space.partials.size).toBe(0);
+    expect(p.space.partialBytes).toBe(0);
+    expect((await v.read(0, 12 * CS)).equals(want)).toBe(true);
+    v.close();
+    expect((await p.check()).problems).toEqual([]);
+    await p.close();
+  });
+
   it("deletes in any order whatever depends on what", async () => {
     await pool.createVolume("v", 4 * CS);
     const v = pool.openVolume("v");

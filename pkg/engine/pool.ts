@@ -57,19 +57,18 @@ import {
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 /**
- * Partial chunks beyond this many are completed whatever backs them, oldest first (trimPartials):
- * it bounds their memory (about 290 bytes each in the chunk space's map, about 19 MiB here). When
- * writes make them faster than the filler completes them, twice this many is the hard bound
- * (partialCeiling: writes copy whole chunks instead, data-path.ts). It used to be 4,096
- * to bound how many partial chunks a later snapshot could capture, since a shared partial chunk
- * was rewritten whole on its next write (16,384 let a 1 GiB rewrite after a second snapshot cost
- * 9.6x at QD16 through NBD). A shared partial chunk is now redirected to a new partial chunk over
- * the same backing (data-path.ts, "partialOver"), so the bound is for memory only; and a low one
- * costs first writes: past it the filler copies whole chunks as fast as it can, beside the
- * writes (first-write probe, 1 GiB after a second snapshot, QD1: 10.9x at 4,096, 2.0x at 65,536;
- * BENCHMARKS.md).
+ * Partial chunks taking more memory than this are completed whatever backs them, oldest first
+ * (trimPartials); twice this is the hard bound (atPartialCeiling: writes copy whole chunks
+ * instead, data-path.ts). Counted by the chunk space's estimate (partialBytes: about 130 bytes a
+ * partial chunk, their bitmaps shared, so about 147,000 of them; before the bitmaps were shared a
+ * partial chunk took about 300 bytes and the bound was 65,536 of them). A low bound costs first
+ * writes: past it each new partial chunk is paid for by completing an old one (bench:nbd's first
+ * write after the fifth and sixth snapshots, 1.73x and 1.97x at QD16 past 65,536; BENCHMARKS.md).
+ * It was once 4,096 to bound how many partial chunks a later snapshot could capture, since a
+ * shared partial chunk was rewritten whole on its next write; now it is redirected to a new
+ * partial chunk over the same backing (data-path.ts, "partialOver"), so the bound is for memory.
  */
-const PARTIAL_PILE = 65536;
+const PARTIAL_PILE_BYTES = 18 * 1024 * 1024;
 /**
  * Below this share of the pool free, partial chunks are completed to free their backing chunk
  * even when only snapshots hold them (pool.ts, worthFilling).
@@ -107,7 +106,10 @@ export interface PoolOptions {
   resumeCopies?: boolean;
   /** Complete partial chunks in the background (default true; tests turn it off to keep them). */
   fillPartials?: boolean;
-  /** Partial chunks beyond this many are completed whatever backs them (default PARTIAL_PILE). */
+  /**
+   * Partial chunks beyond this many are completed whatever backs them, the hard bound twice that
+   * (default: by memory, PARTIAL_PILE_BYTES; tests set a count).
+   */
   partialChunkLimit?: number;
   /** Metrics hooks. */
   observer?: EngineObserver;
@@ -177,8 +179,9 @@ export class Pool implements PoolCore {
   private fillerRunning = false;
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
+  /** The filler's bound on partial chunks: a count (tests) or bytes of memory (the default). */
   private readonly partialPile: number;
-  readonly partialCeiling: number;
+  private readonly partialPileBytes: number;
   /** Space accounting of the tables, recomputed when the metadata changed (space-accounting.ts). */
   private account: SpaceAccount | undefined;
   private spaceMemo: SpaceMemo | undefined;
@@ -223,8 +226,8 @@ export class Pool implements PoolCore {
     this.filler = new PendingFiller(this);
     this.checkpointBytes = options.checkpointBytes ?? 64 * 1024 * 1024;
     this.fillPartials = options.fillPartials ?? true;
-    this.partialPile = options.partialChunkLimit ?? PARTIAL_PILE;
-    this.partialCeiling = 2 * this.partialPile;
+    this.partialPile = options.partialChunkLimit ?? Infinity;
+    this.partialPileBytes = options.partialChunkLimit === undefined ? PARTIAL_PILE_BYTES : Infinity;
     this.observer = options.observer ?? {};
     this.space.exhausted = () => {
       this.noteUsage(true);
@@ -469,7 +472,7 @@ export class Pool implements PoolCore {
   private async runFiller(): Promise<void> {
     const QUIET_MS = 5;
     while (!this.fillPartialsStopped && !this.failure && this.space.partials.size > 0) {
-      if (this.space.partials.size >= this.partialPile) {
+      if (this.partialLoad() >= 1) {
         await this.trimPartials();
         continue;
       }
@@ -478,7 +481,7 @@ export class Pool implements PoolCore {
       if (pass.length === 0) return; // kicked again when a delete frees backing chunks
       for (const chunk of pass) {
         if (this.fillPartialsStopped || this.failure) return;
-        if (this.space.partials.size >= this.partialPile) break; // trimmed first, then a new pass
+        if (this.partialLoad() >= 1) break; // trimmed first, then a new pass
         while (performance.now() - this.io.lastForegroundIo < QUIET_MS) {
           await new Promise((resolve) => setTimeout(resolve, QUIET_MS));
         }
@@ -490,7 +493,7 @@ export class Pool implements PoolCore {
   }
 
   /**
-   * Partial chunks at the bound (partialPile, bounded memory): the oldest are completed, without
+   * Partial chunks at the bound (partialLoad, bounded memory): the oldest are completed, without
    * waiting for foreground I/O to pause, until a sixteenth of the bound is free again. Oldest first
    * (the map keeps insertion order), so no scan is needed: a scan of every partial chunk for each
    * one completed, with writes adding one each time, cost milliseconds per write (bench:nbd's
@@ -498,12 +501,20 @@ export class Pool implements PoolCore {
    * scans). The gap keeps the bound from being met again by the very next write.
    */
   private async trimPartials(): Promise<void> {
-    const { partials } = this.space;
-    const target = this.partialPile - Math.max(1, this.partialPile >> 4);
-    for (const chunk of partials.keys()) {
-      if (partials.size <= target || this.fillPartialsStopped || this.failure) return;
+    for (const chunk of this.space.partials.keys()) {
+      if (this.partialLoad() <= 15 / 16 || this.fillPartialsStopped || this.failure) return;
       if (!(await this.fillOne(chunk))) return;
     }
+  }
+
+  /** How full the partial chunks' bound is: 1 at the bound (the filler trims), 2 at the hard one. */
+  private partialLoad(): number {
+    const { space } = this;
+    return Math.max(space.partials.size / this.partialPile, space.partialBytes / this.partialPileBytes);
+  }
+
+  atPartialCeiling(): boolean {
+    return this.partialLoad() >= 2;
   }
 
   /** Completes one partial chunk; false when the pool failed (the filler stops). */
@@ -533,7 +544,7 @@ export class Pool implements PoolCore {
    * chunk that only snapshots hold is not filled while others share its backing: it goes when its
    * snapshot is deleted, and the last one left, or one a volume maps, is filled. Where the pool
    * runs short of space (less than LOW_SPACE_SHARE free), all are filled; where partial chunks
-   * pile up to PARTIAL_PILE (bounded memory), the oldest are (trimPartials).
+   * pile up to PARTIAL_PILE_BYTES (bounded memory), the oldest are (trimPartials).
    */
   private worthFilling(phys: number, partial: PartialChunk): boolean {
     const { space } = this;
@@ -551,7 +562,7 @@ export class Pool implements PoolCore {
    * filling otherwise is found by the scans after commits and deletes.
    */
   private newPartialWorthFilling(phys: number): boolean {
-    if (this.space.partials.size >= this.partialPile) return true;
+    if (this.partialLoad() >= 1) return true;
     if (!this.shortOfSpace()) return false;
     const partial = this.space.partials.get(phys);
     return partial !== undefined && this.worthFilling(phys, partial);
