@@ -198,8 +198,8 @@ export function patternBuffer(length: number, seed: number): Buffer {
 
 /**
  * Runs fio with `args` plus crc32c verification of everything written (fio writes, then reads back
- * and checks every block) and JSON output; returns each job's bytes written and read, after
- * checking that no job reported an error and that every job read back all it wrote.
+ * and checks every block) and JSON output; returns each job's bytes written, after checking that no
+ * job reported an error and that every job read back (and verified) all it wrote.
  */
 export async function fioVerified(
   args: readonly string[],
