@@ -3,7 +3,9 @@
  * process's CPU time (user + system, all threads, from /proc) per 4 KiB random I/O and per MiB of
  * sequential I/O, snapblock beside qemu-nbd and nbdkit in both cache modes, through fio's nbd
  * engine on a unix socket. Throughput on this shared 2-vCPU machine moves with its neighbours; the
- * CPU a server spends per request moves much less, and says whether a gap is ours.
+ * CPU a server spends per request moves much less, and says whether a gap is ours. The target
+ * "raw" (fio's libaio with O_DIRECT on a filled image file, no server) is the physical limit the
+ * throughput is also compared with, in the same interleaved rounds.
  *
  * Every server serves its own preallocated, fully written 1 GiB image (snapblock: a volume written
  * through, as bench/nbd-server.ts does), all running at once and idle between runs, so only the
@@ -59,6 +61,11 @@ interface Target {
   start(dir: string, socket: string): Promise<ChildProcess>;
   /** Which NBD export name fio asks for. */
   exportName: string;
+  /**
+   * The physical limit instead of a server: fio (libaio, O_DIRECT) on the filled image file
+   * itself, in every mode. It has no server process, so no CPU or fault figures.
+   */
+  raw?: boolean;
 }
 
 async function waitForSocket(socket: string, child: ChildProcess): Promise<void> {
@@ -125,7 +132,22 @@ function snapblock(name: string, env: Record<string, string>, benchDir = HERE): 
   };
 }
 
+/** The raw file: what the disk gives fio with no server in between (see Target.raw). */
+const raw: Target = {
+  name: "raw",
+  exportName: "",
+  raw: true,
+  async start(dir) {
+    await filledImage(dir);
+    // Nothing to serve: a process that is already gone stands in for the server.
+    const child = spawn("true", [], { stdio: "ignore" });
+    await new Promise((resolve) => child.once("exit", resolve));
+    return child;
+  },
+};
+
 const ALL_TARGETS: Target[] = [
+  raw,
   snapblock("snapblock", { BENCH_DATA_IO: "buffered" }),
   snapblock("snapblock-direct", { BENCH_DATA_IO: "direct" }),
   snapblock("snapblock-direct-uring", { BENCH_DATA_IO: "direct", UV_USE_IO_URING: "1" }),
@@ -187,7 +209,12 @@ interface FioJob {
   write: { total_ios: number; io_bytes: number };
 }
 
-async function measure(pid: number, to: FioTarget, w: Workload): Promise<Sample> {
+async function measure(pid: number | undefined, to: FioTarget, w: Workload): Promise<Sample> {
+  if (pid === undefined) {
+    const r = await fio(to, w);
+    const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
+    return { rate: amount / r.seconds, cpu: NaN, faults: NaN };
+  }
   const before = cpuSeconds(pid);
   const faultsBefore = minorFaults(pid);
   const r = await fio(to, w);
@@ -254,7 +281,8 @@ try {
     const uri = `nbd+unix:///${t.exportName}?socket=${socket}`;
     const r: Running = { child: await t.start(dir, socket), to: { uri } };
     running.set(t.name, r);
-    if (KPATH) await kernelPath(dir, uri, r);
+    if (t.raw) r.to = { device: join(dir, "image.raw") };
+    else if (KPATH) await kernelPath(dir, uri, r);
   }
   const loadBefore = loadAverage();
   for (let round = 0; round < ROUNDS; round++) {
@@ -262,7 +290,7 @@ try {
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(i + round) % targets.length]!;
         const { child, to } = running.get(t.name)!;
-        const s = await measure(child.pid!, to, w);
+        const s = await measure(t.raw ? undefined : child.pid!, to, w);
         const key = `${t.name} ${w.name}`;
         samples.set(key, [...(samples.get(key) ?? []), s]);
         process.stderr.write(
@@ -282,34 +310,46 @@ try {
   console.log(`# load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`);
   console.log();
   const names = targets.map((t) => t.name);
-  // HEADLINE: which snapblock target the last column compares with the best peer.
+  // HEADLINE: which snapblock target the last columns compare with the best peer and with raw.
   const sb = names.indexOf(process.env.HEADLINE ?? "snapblock");
-  console.log(`| workload | figure | ${names.join(" | ")} | ${names[sb] ?? "snapblock"} / best peer |`);
-  console.log(`|---|---|${names.map(() => "---:|").join("")}---:|`);
+  const rawAt = names.indexOf("raw");
+  const headline = names[sb] ?? "snapblock";
+  const rawColumn = rawAt >= 0 ? ` ${headline} / raw |` : "";
+  console.log(`| workload | figure | ${names.join(" | ")} | ${headline} / best peer |${rawColumn}`);
+  console.log(`|---|---|${names.map(() => "---:|").join("")}---:|${rawAt >= 0 ? "---:|" : ""}`);
+  const fixed = (v: number, digits: number): string => (Number.isFinite(v) ? v.toFixed(digits) : "-");
   for (const w of WORKLOADS) {
-    const rate = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.rate)));
-    const cpu = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.cpu)));
-    const peers = names.map((_, i) => i).filter((i) => !/^(snapblock|baseline)/.test(names[i]!));
-    const bestRate = Math.max(...peers.map((i) => rate[i]!));
-    const leastCpu = Math.min(...peers.map((i) => cpu[i]!));
+    const figure = (pick: (s: Sample) => number): number[] =>
+      names.map((n) => median(samples.get(`${n} ${w.name}`)!.map(pick)));
+    const rate = figure((s) => s.rate);
+    const cpu = figure((s) => s.cpu);
+    const peers = names.map((_, i) => i).filter((i) => !/^(snapblock|baseline|raw$)/.test(names[i]!));
     const ratio = (a: number, b: number): string =>
       sb >= 0 && b > 0 && Number.isFinite(b) ? `${(a / b).toFixed(2)}x` : "-";
-    const unit = w.unit === "op" ? "IOPS" : "MiB/s";
-    console.log(
-      `| ${w.name} | ${unit} | ${rate.map((r) => r.toFixed(0)).join(" | ")} | ${ratio(rate[sb]!, bestRate)} |`,
-    );
+    const row = (label: string, values: number[], best: number, digits: number, vsRaw: boolean): void => {
+      const rawCell = rawAt >= 0 ? ` ${vsRaw ? ratio(values[sb]!, values[rawAt]!) : "-"} |` : "";
+      console.log(
+        `| ${w.name} | ${label} | ${values.map((v) => fixed(v, digits)).join(" | ")} | ${ratio(values[sb]!, best)} |${rawCell}`,
+      );
+    };
+    row(w.unit === "op" ? "IOPS" : "MiB/s", rate, Math.max(...peers.map((i) => rate[i]!)), 0, true);
     const scale = w.unit === "op" ? 1e6 : 1e3;
-    const cpuUnit = w.unit === "op" ? "CPU us/op" : "CPU ms/MiB";
-    console.log(
-      `| ${w.name} | ${cpuUnit} | ${cpu.map((c) => (c * scale).toFixed(1)).join(" | ")} | ${ratio(cpu[sb]!, leastCpu)} |`,
+    const scaled = cpu.map((c) => c * scale);
+    row(
+      w.unit === "op" ? "CPU us/op" : "CPU ms/MiB",
+      scaled,
+      Math.min(...peers.map((i) => scaled[i]!)),
+      1,
+      false,
     );
     // A count, not a time: whether a server keeps taking memory back from the system per I/O.
-    const faults = names.map((n) => median(samples.get(`${n} ${w.name}`)!.map((s) => s.faults)));
-    const fewestFaults = Math.min(...peers.map((i) => faults[i]!));
-    const digits = w.unit === "op" ? 3 : 1;
-    console.log(
-      `| ${w.name} | page faults/${w.unit} | ${faults.map((f) => f.toFixed(digits)).join(" | ")} | ` +
-        `${ratio(faults[sb]!, fewestFaults)} |`,
+    const faults = figure((s) => s.faults);
+    row(
+      `page faults/${w.unit}`,
+      faults,
+      Math.min(...peers.map((i) => faults[i]!)),
+      w.unit === "op" ? 3 : 1,
+      false,
     );
   }
 } finally {
