@@ -12,6 +12,8 @@
 # 4. Server CPU per I/O (bench/nbd-cpu.ts, `npm run bench:nbd-cpu`): snapblock beside qemu-nbd and
 #    nbdkit in both cache modes (cache=none and writeback / page cache), fio's nbd engine, rounds
 #    interleaved, with throughput, CPU per op or MiB and page faults; its own Markdown table.
+#    The raw file (fio libaio O_DIRECT, no server) runs in the same rounds: snapblock / raw there
+#    is the interleaved, repeated form of section 1's ratio.
 # Output: "<target> <figure> <value>" lines (peers.sh's format) and a Markdown summary.
 # Env: PEERS (path to peers.sh; default ../shared/bench/peers.sh beside the repo), SIZE (4G),
 #      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench), ROUNDS (3),
@@ -158,9 +160,9 @@ awk -v rounds="$ROUNDS" '
 # ---------------------------------------------------------------- 4. CPU per I/O, both cache modes
 if section cpu; then
   echo
-  echo "## Server CPU per I/O, peers in both cache modes"
+  echo "## Server CPU per I/O, peers in both cache modes, and the raw file in the same rounds"
   (cd "$REPO" && RUNTIME=$RUNTIME BENCH_DIR="$BENCH_DIR/cpu" \
-    TARGETS=snapblock,qemu-nbd-none,qemu-nbd-writeback,nbdkit-file,nbdkit-file-none \
+    TARGETS=raw,snapblock,qemu-nbd-none,qemu-nbd-writeback,nbdkit-file,nbdkit-file-none \
     node --import tsx "$HERE/nbd-cpu.ts")
   rm -rf "$BENCH_DIR/cpu"
 fi
