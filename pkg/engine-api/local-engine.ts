@@ -274,6 +274,11 @@ export class LocalEngine implements EngineApi, EngineReplication, EnginePointPin
     return this.isReady() ? this.pool?.stats({ recent: true }) : undefined;
   }
 
+  /** The pool's use without the space accounting (Pool.usage): cheap enough to sample often. */
+  poolUsage(): ReturnType<Pool["usage"]> | undefined {
+    return this.isReady() ? this.pool?.usage() : undefined;
+  }
+
   /** Takes and thins the recovery points of the pool's protected volumes until close. */
   private startPoints(pool: Pool): void {
     const logger = this.options.logger;

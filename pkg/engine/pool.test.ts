@@ -513,6 +513,27 @@ describe("observer and stats for metrics", () => {
     await pool.check();
     expect(pool.stats().lastCheck).toMatchObject({ ok: true, problems: 0 });
   });
+
+  it("usage() gives the cheap figures exactly as stats() does, metadata memory included", async () => {
+    await pool.createVolume("v", 32 * CS);
+    const v = pool.openVolume("v");
+    const empty = pool.usage().metadataBytes;
+    for (let c = 0; c < 32; c++) await v.write(c * CS, Buffer.alloc(CS, c));
+    await pool.createSnapshot("v", "s");
+    await v.write(5, Buffer.alloc(5, 9)); // a partial chunk: the space's memory grows too
+    v.close();
+    const { sizeBytes, allocatedBytes, freeBytes, provisionedBytes, copyReservedBytes, metadataBytes } =
+      pool.stats();
+    expect(pool.usage()).toEqual({
+      sizeBytes,
+      allocatedBytes,
+      freeBytes,
+      provisionedBytes,
+      copyReservedBytes,
+      metadataBytes,
+    });
+    expect(metadataBytes).toBeGreaterThan(empty);
+  });
 });
 
 describe("running out of space", () => {

@@ -1616,10 +1616,14 @@ export class Pool implements PoolCore {
     return this.accounting;
   }
 
-  /** The pool's use without the per-device accounting: cheap, exact, for capacity checks. */
+  /**
+   * The pool's use without the per-device accounting: cheap, exact, for capacity checks and for
+   * watchers that sample often (stats() accounts every table, which with many snapshots of large
+   * tables is far from free).
+   */
   usage(): Pick<
     PoolStats,
-    "sizeBytes" | "allocatedBytes" | "freeBytes" | "provisionedBytes" | "copyReservedBytes"
+    "sizeBytes" | "allocatedBytes" | "freeBytes" | "provisionedBytes" | "copyReservedBytes" | "metadataBytes"
   > {
     const cs = this.chunkSize;
     let provisionedBytes = 0;
@@ -1630,6 +1634,7 @@ export class Pool implements PoolCore {
       freeBytes: this.space.free * cs,
       provisionedBytes,
       copyReservedBytes: this.copyReservedChunks() * cs,
+      metadataBytes: this.tables.memoryBytes + this.space.memoryBytes,
     };
   }
 
