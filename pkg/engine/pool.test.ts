@@ -6,7 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isSnapblockError, type ErrorCode } from "../errors/index.js";
+import { FaultStorage } from "./fault-storage.js";
 import { Pool } from "./index.js";
+import type { Storage, StorageFile } from "./storage.js";
 
 let dir: string;
 let pool: Pool;
@@ -291,6 +293,53 @@ describe("snapshots, restores and clones", () => {
     v.close();
     expect((await p.check()).problems).toEqual([]);
     await p.close();
+  });
+
+  it("the filler makes its copies durable every 8 MiB itself, so no commit waits for a pile of them", async () => {
+    // Counts the data file's syncs (fdatasync); the storage is in memory, its syncs real in kind.
+    let dataSyncs = 0;
+    const inner = new FaultStorage({ seed: 5 });
+    const storage: Storage = {
+      location: inner.location,
+      exists: (name) => inner.exists(name),
+      rename: (from, to) => inner.rename(from, to),
+      remove: (name) => inner.remove(name),
+      syncDir: () => inner.syncDir(),
+      async open(name, options): Promise<StorageFile> {
+        const file = await inner.open(name, options);
+        if (name !== "data") return file;
+        const sync = file.sync.bind(file);
+        file.sync = async () => {
+          dataSyncs++;
+          await sync();
+        };
+        return file;
+      },
+    };
+    const chunks = 300; // 18.75 MiB to copy in: two filler syncs at 8 MiB
+    const p = await Pool.create({ storage, sizeBytes: (2 * chunks + 16) * CS, autoCommitMs: 0 });
+    try {
+      await p.createVolume("v", chunks * CS);
+      const v = p.openVolume("v");
+      await v.write(0, Buffer.alloc(chunks * CS, 0x21));
+      await p.createSnapshot("v", "s");
+      for (let c = 0; c < chunks; c++) await v.write(c * CS + 4096, Buffer.alloc(4096, 0x22));
+      expect(p.space.partials.size).toBe(chunks);
+      // Deleting the snapshot frees every backing chunk: the filler completes all the partial
+      // chunks the volume maps, with no commit after the delete's own.
+      await p.deleteSnapshot("s");
+      const before = dataSyncs;
+      for (let i = 0; i < 500 && p.space.partials.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(p.space.partials.size).toBe(0);
+      expect(dataSyncs - before).toBe(2);
+      const want = Buffer.alloc(chunks * CS, 0x21);
+      for (let c = 0; c < chunks; c++) want.fill(0x22, c * CS + 4096, c * CS + 8192);
+      expect((await v.read(0, chunks * CS)).equals(want)).toBe(true);
+      v.close();
+      expect((await p.check()).problems).toEqual([]);
+    } finally {
+      await p.close();
+    }
   });
 
   it("at the partial-chunk limit completes the oldest, down to a sixteenth below it, not one per write", async () => {

@@ -70,6 +70,12 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024;
  */
 const PARTIAL_PILE_BYTES = 18 * 1024 * 1024;
 /**
+ * The background filler makes its copies durable itself after this many bytes: left to the
+ * next commit, they piled up in the page cache (hundreds of MiB a second under a point a second)
+ * and every commit's data sync, a snapshot's, a point's or a client's FLUSH, waited for them.
+ */
+const FILL_SYNC_BYTES = 8 * 1024 * 1024;
+/**
  * Below this share of the pool free, partial chunks are completed to free their backing chunk
  * even when only snapshots hold them (pool.ts, worthFilling).
  */
@@ -177,6 +183,8 @@ export class Pool implements PoolCore {
   private failure: SnapblockError | undefined;
   private readonly checkpointBytes: number;
   private fillerRunning = false;
+  /** Bytes the filler wrote since it last synced the data file (FILL_SYNC_BYTES). */
+  private fillBytesUnsynced = 0;
   private fillPartialsStopped = false;
   private readonly fillPartials: boolean;
   /** The filler's bound on partial chunks: a count (tests) or bytes of memory (the default). */
@@ -520,7 +528,13 @@ export class Pool implements PoolCore {
   /** Completes one partial chunk; false when the pool failed (the filler stops). */
   private async fillOne(chunk: number): Promise<boolean> {
     try {
-      await this.io.fillPartial(chunk);
+      if (await this.io.fillPartial(chunk)) {
+        this.fillBytesUnsynced += this.chunkSize;
+        if (this.fillBytesUnsynced >= FILL_SYNC_BYTES) {
+          this.fillBytesUnsynced = 0;
+          await this.data.sync();
+        }
+      }
       return true;
     } catch (err) {
       // A failed fill leaves the chunk partial, which is a valid state; the pool's own failure
