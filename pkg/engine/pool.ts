@@ -1678,12 +1678,8 @@ export class Pool implements PoolCore {
     const nowMs = Date.now();
     return {
       chunkSize: cs,
-      sizeBytes: this.space.capacity * cs,
-      allocatedBytes: this.space.inUse * cs,
-      freeBytes: this.space.free * cs,
-      provisionedBytes: volumes.reduce((sum, d) => sum + d.sizeBytes, 0),
+      ...this.usage(),
       reclaimableBytes: account.reclaimableChunks * cs,
-      copyReservedBytes: this.copyReservedChunks() * cs,
       volumes: volumes.map((d) => ({
         name: d.name,
         sizeBytes: d.sizeBytes,
@@ -1701,7 +1697,6 @@ export class Pool implements PoolCore {
         sourceVolume: d.sourceName ?? "",
         ...usage(d),
       })),
-      metadataBytes: this.tables.memoryBytes + this.space.memoryBytes,
       sharedChunks: account.sharedChunks,
       exclusiveChunks: account.exclusiveChunks,
       partialChunks: this.space.partials.size,
