@@ -57,15 +57,14 @@ const WORKLOADS = ALL_WORKLOADS.filter((w) => !onlyWorkloads || onlyWorkloads.in
 
 interface Target {
   name: string;
-  /** Starts the server on `socket` for `image`; resolves with its process once it listens. */
-  start(dir: string, socket: string): Promise<ChildProcess>;
+  /**
+   * Starts the server on `socket` for `image`; resolves with its process once it listens, or with
+   * none for the raw target: the physical limit instead of a server, fio (libaio, O_DIRECT) on the
+   * filled image file itself in every mode, with no CPU or fault figures.
+   */
+  start(dir: string, socket: string): Promise<ChildProcess | undefined>;
   /** Which NBD export name fio asks for. */
   exportName: string;
-  /**
-   * The physical limit instead of a server: fio (libaio, O_DIRECT) on the filled image file
-   * itself, in every mode. It has no server process, so no CPU or fault figures.
-   */
-  raw?: boolean;
 }
 
 async function waitForSocket(socket: string, child: ChildProcess): Promise<void> {
@@ -132,17 +131,13 @@ function snapblock(name: string, env: Record<string, string>, benchDir = HERE): 
   };
 }
 
-/** The raw file: what the disk gives fio with no server in between (see Target.raw). */
+/** The raw file: what the disk gives fio with no server in between (see Target.start). */
 const raw: Target = {
   name: "raw",
   exportName: "",
-  raw: true,
   async start(dir) {
     await filledImage(dir);
-    // Nothing to serve: a process that is already gone stands in for the server.
-    const child = spawn("true", [], { stdio: "ignore" });
-    await new Promise((resolve) => child.once("exit", resolve));
-    return child;
+    return undefined;
   },
 };
 
@@ -209,19 +204,19 @@ interface FioJob {
   write: { total_ios: number; io_bytes: number };
 }
 
+/** One fio run; the server's CPU and faults when there is a server (`pid`), NaN without one. */
 async function measure(pid: number | undefined, to: FioTarget, w: Workload): Promise<Sample> {
-  if (pid === undefined) {
-    const r = await fio(to, w);
-    const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
-    return { rate: amount / r.seconds, cpu: NaN, faults: NaN };
-  }
-  const before = cpuSeconds(pid);
-  const faultsBefore = minorFaults(pid);
+  const counters = (): { cpu: number; faults: number } =>
+    pid === undefined ? { cpu: NaN, faults: NaN } : { cpu: cpuSeconds(pid), faults: minorFaults(pid) };
+  const before = counters();
   const r = await fio(to, w);
-  const cpu = cpuSeconds(pid) - before;
-  const faults = minorFaults(pid) - faultsBefore;
+  const after = counters();
   const amount = w.unit === "op" ? r.ops : r.bytes / 2 ** 20;
-  return { rate: amount / r.seconds, cpu: cpu / amount, faults: faults / amount };
+  return {
+    rate: amount / r.seconds,
+    cpu: (after.cpu - before.cpu) / amount,
+    faults: (after.faults - before.faults) / amount,
+  };
 }
 
 function median(values: number[]): number {
@@ -235,7 +230,7 @@ const targets = ALL_TARGETS.filter((t) => !wanted || wanted.includes(t.name));
 const root = process.env.BENCH_DIR ?? (await mkdtemp(join(tmpdir(), "snapblock-nbd-cpu-")));
 /** A server, and in kpath mode its nbdfuse mount and loop device. */
 interface Running {
-  child: ChildProcess;
+  child: ChildProcess | undefined;
   to: FioTarget;
   fuse?: ChildProcess;
   mount?: string;
@@ -245,7 +240,7 @@ const running = new Map<string, Running>();
 const stopAll = (): void => {
   for (const { child, fuse } of running.values()) {
     fuse?.kill("SIGTERM");
-    child.kill("SIGTERM");
+    child?.kill("SIGTERM");
   }
 };
 
@@ -281,7 +276,7 @@ try {
     const uri = `nbd+unix:///${t.exportName}?socket=${socket}`;
     const r: Running = { child: await t.start(dir, socket), to: { uri } };
     running.set(t.name, r);
-    if (t.raw) r.to = { device: join(dir, "image.raw") };
+    if (r.child === undefined) r.to = { device: join(dir, "image.raw") };
     else if (KPATH) await kernelPath(dir, uri, r);
   }
   const loadBefore = loadAverage();
@@ -290,7 +285,7 @@ try {
       for (let i = 0; i < targets.length; i++) {
         const t = targets[(i + round) % targets.length]!;
         const { child, to } = running.get(t.name)!;
-        const s = await measure(t.raw ? undefined : child.pid!, to, w);
+        const s = await measure(child?.pid, to, w);
         const key = `${t.name} ${w.name}`;
         samples.set(key, [...(samples.get(key) ?? []), s]);
         process.stderr.write(
@@ -356,7 +351,9 @@ try {
   for (const r of running.values()) await undoKernelPath(r);
   const exits = [...running.values()].map(
     ({ child }) =>
-      new Promise((resolve) => (child.exitCode !== null ? resolve(0) : child.once("exit", resolve))),
+      new Promise((resolve) =>
+        !child || child.exitCode !== null ? resolve(0) : child.once("exit", resolve),
+      ),
   );
   stopAll();
   await Promise.all(exits);
