@@ -17,6 +17,7 @@
  * BENCH_PROTECTION_VOLUME_MIB (default 2048; the pool is 8 times that), BENCH_PROTECTION_DEPTH (writes in flight, 8),
  * BENCH_PROTECTION_WORKING_SET_MIB (writes go to this much of the volume's start; default all of it),
  * BENCH_PROTECTION_CHUNK_KIB (the pool's chunk size; default the engine's, 64),
+ * BENCH_PROTECTION_STEADY_SECONDS (where the steady part begins; default the policy's longest window + 5 s),
  * BENCH_DIR (where pools go; default a temporary directory).
  * Not a test: it prints Markdown for BENCHMARKS.md.
  */
@@ -60,6 +61,7 @@ function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
     workingSetBytes: WORKING_SET_BYTES,
     seed,
     restores: 3,
+    steadyFromSeconds: steadyFrom,
     ...(CHUNK_BYTES !== undefined ? { chunkBytes: CHUNK_BYTES } : {}),
   };
   const child = spawn(
@@ -108,6 +110,9 @@ function disk(dir: string): string {
   }
 }
 
+/** Steady state: thinning has reached its longest window and the data file stopped growing. */
+const steadyFrom = Number(env.BENCH_PROTECTION_STEADY_SECONDS ?? steadyAfterSeconds(POLICY) + 5);
+
 const root = env.BENCH_DIR ?? (await mkdtemp(join(tmpdir(), "snapblock-protection-bench-")));
 const model = cpus()[0]?.model ?? "?";
 const diskName = disk(root);
@@ -135,7 +140,6 @@ try {
 }
 const loadAfter = loadAverage();
 
-const steadyFrom = steadyAfterSeconds(POLICY) + 5;
 const m = (runs: RunResult[], f: (r: RunResult) => number): number => median(runs.map(f));
 /** Protected over plain, as a change in % (median of the rounds, then each round). */
 const ratio = (f: (r: RunResult) => number): string => {
@@ -152,7 +156,7 @@ console.log(
   `Machine: ${cpus().length} x ${model}, kernel ${kernel}, disk ${diskName}, Node.js ${process.version}; load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`,
 );
 console.log(
-  `Load: random 4 KiB writes, ${DEPTH} in flight, over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (steady after ${steadyFrom - 5} s)`,
+  `Load: random 4 KiB writes, ${DEPTH} in flight, over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (its longest window ${steadyAfterSeconds(POLICY)} s; the steady part is the load after ${steadyFrom} s)`,
 );
 console.log("");
 console.log(
@@ -174,9 +178,34 @@ console.log(
 console.log(
   `| CPU per write | ${m(plain, (r) => r.cpuMicrosPerWrite).toFixed(1)} us | ${m(protectedRuns, (r) => r.cpuMicrosPerWrite).toFixed(1)} us | ${ratio((r) => r.cpuMicrosPerWrite)} |`,
 );
+const steadyRow = (
+  label: string,
+  f: (s: NonNullable<RunResult["steady"]>) => number,
+  fmt: (x: number) => string,
+): void => {
+  if (![...plain, ...protectedRuns].every((r) => r.steady !== undefined)) return;
+  const g = (r: RunResult): number => f(r.steady!);
+  console.log(`| ${label}, steady part | ${fmt(m(plain, g))} | ${fmt(m(protectedRuns, g))} | ${ratio(g)} |`);
+};
+steadyRow(
+  "writes/s",
+  (s) => s.writesPerSecond,
+  (x) => x.toFixed(0),
+);
+steadyRow(
+  "write p99",
+  (s) => s.p99Ms,
+  (x) => `${x.toFixed(3)} ms`,
+);
+steadyRow(
+  "CPU per write",
+  (s) => s.cpuMicrosPerWrite,
+  (x) => `${x.toFixed(1)} us`,
+);
 const metaDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.metadataBytes);
 const rssDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.rssBytes);
 const pointsDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.points);
+const allocDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.allocatedBytes);
 const show = (d: { first: number; last: number }, div: number, unit: string): string =>
   `${(d.first / div).toFixed(1)} -> ${(d.last / div).toFixed(1)}${unit}`;
 console.log(
@@ -184,6 +213,9 @@ console.log(
 );
 console.log(
   `| RSS, steady part: first third -> last third | ${plain.map((r) => show(rssDrift(r), MiB, " MiB")).join("; ")} | ${protectedRuns.map((r) => show(rssDrift(r), MiB, " MiB")).join("; ")} | |`,
+);
+console.log(
+  `| pool allocated, steady part: first third -> last third | ${plain.map((r) => show(allocDrift(r), MiB, " MiB")).join("; ")} | ${protectedRuns.map((r) => show(allocDrift(r), MiB, " MiB")).join("; ")} | |`,
 );
 console.log(
   `| points held, steady part | | ${protectedRuns.map((r) => show(pointsDrift(r), 1, "")).join("; ")} | |`,

@@ -29,6 +29,11 @@ export interface RunArgs {
   restores: number;
   /** The pool's chunk size (absent: the engine's default). */
   chunkBytes?: number;
+  /**
+   * Seconds after which the run is in steady state (thinning deletes as many points as it takes
+   * and the data file has stopped growing); the steady figures cover the load after it.
+   */
+  steadyFromSeconds: number;
 }
 
 export interface Sample {
@@ -37,6 +42,10 @@ export interface Sample {
   metadataBytes: number;
   rssBytes: number;
   points: number;
+  /** Writes completed so far. */
+  writes: number;
+  /** The pool's allocated bytes (the data file's used chunks). */
+  allocatedBytes: number;
 }
 
 export interface RestoreCheck {
@@ -70,6 +79,8 @@ export interface RunResult {
   restores: RestoreCheck[];
   /** Points chosen for a restore that thinning deleted before it began. */
   thinnedBeforeRestore: number;
+  /** The same figures over the steady part only (absent when the run ended before it). */
+  steady?: { seconds: number; writesPerSecond: number; p99Ms: number; cpuMicrosPerWrite: number };
 }
 
 const BLOCK = 4096;
@@ -158,6 +169,11 @@ const pointCount = async (): Promise<number> =>
 const t0 = performance.now();
 const endAt = t0 + args.seconds * 1000;
 const cpu0 = cpuSeconds(process.pid);
+/** Where the steady part began: the first write's sequence number, time and CPU then. */
+let steadyStart: { seq: number; t: number; cpu: number } | undefined;
+const steadyTimer = setTimeout(() => {
+  steadyStart = { seq: seq + 1, t: performance.now(), cpu: cpuSeconds(process.pid) };
+}, args.steadyFromSeconds * 1000);
 const sampler = setInterval(() => {
   void pointCount().then((points) => {
     // usage(), not poolStats(): the full statistics account every table's space, which with a
@@ -169,6 +185,8 @@ const sampler = setInterval(() => {
       metadataBytes: st?.metadataBytes ?? 0,
       rssBytes: process.memoryUsage().rss,
       points,
+      writes: done,
+      allocatedBytes: st?.allocatedBytes ?? 0,
     });
   });
 }, 1000);
@@ -198,11 +216,28 @@ async function worker(): Promise<void> {
 }
 await Promise.all(Array.from({ length: args.depth }, () => worker()));
 const elapsed = (performance.now() - t0) / 1000;
-const cpu = cpuSeconds(process.pid) - cpu0;
+const cpuEnd = cpuSeconds(process.pid);
+const cpu = cpuEnd - cpu0;
+const endedAt = performance.now();
 clearInterval(sampler);
+clearTimeout(steadyTimer);
 
-const lat = Array.from(latency.subarray(1, seq + 1)).sort((a, b) => a - b);
-const pct = (p: number): number => lat[Math.min(lat.length - 1, Math.floor((lat.length * p) / 100))] ?? 0;
+const percentile = (from: number, p: number): number => {
+  const lat = Array.from(latency.subarray(from, seq + 1)).sort((a, b) => a - b);
+  return lat[Math.min(lat.length - 1, Math.floor((lat.length * p) / 100))] ?? 0;
+};
+const pct = (p: number): number => percentile(1, p);
+let steady: RunResult["steady"];
+if (steadyStart !== undefined && seq >= steadyStart.seq) {
+  const writes = seq - steadyStart.seq + 1;
+  const seconds = (endedAt - steadyStart.t) / 1000;
+  steady = {
+    seconds,
+    writesPerSecond: writes / seconds,
+    p99Ms: percentile(steadyStart.seq, 99),
+    cpuMicrosPerWrite: ((cpuEnd - steadyStart.cpu) / writes) * 1e6,
+  };
+}
 
 const restores: RestoreCheck[] = [];
 let thinnedBeforeRestore = 0;
@@ -294,6 +329,7 @@ const result: RunResult = {
   allocatedBytes: space.pool.allocatedBytes,
   restores,
   thinnedBeforeRestore,
+  ...(steady !== undefined ? { steady } : {}),
 };
 dev.close();
 await engine.close();
