@@ -279,6 +279,11 @@ export class ChunkSpace {
     this.release(chunk, seq);
   }
 
+  /** Chunks reserve() can hand out now (released chunks still pending are not among them). */
+  get reservable(): number {
+    return this.freeCount + (this.capacity - this.highWater);
+  }
+
   /** Whether some released chunk waits only for a commit to become free. */
   hasPendingAfter(committedSeq: number): boolean {
     for (let i = this.pendingHead; i < this.pending.length; i++)
@@ -291,12 +296,9 @@ export class ChunkSpace {
    * sequential writes land sequentially. Throws NO_SPACE if there are not enough.
    */
   reserve(n: number): number[] {
-    if (n > this.freeCount + (this.capacity - this.highWater)) {
+    if (n > this.reservable) {
       this.exhausted?.();
-      throw new SnapblockError(
-        "NO_SPACE",
-        `pool is full: ${n} chunk(s) needed, ${this.freeCount + this.capacity - this.highWater} free`,
-      );
+      throw new SnapblockError("NO_SPACE", `pool is full: ${n} chunk(s) needed, ${this.reservable} free`);
     }
     const out: number[] = [];
     while (out.length < n && this.freeCount > 0) out.push(this.freeStack[--this.freeCount]!);

@@ -345,7 +345,10 @@ export class DataPath {
           break;
         }
         space.reclaim(this.core.committedSeq);
-        if (needed <= space.free || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
+        // Compared with what reserve() can hand out now, not with `free`, which counts released
+        // chunks whose release is not yet durable: those need the commit below first (a trim
+        // on a full pool, then a write elsewhere, must not fail for lack of space).
+        if (needed <= space.reservable || attempt >= 2 || !space.hasPendingAfter(this.core.committedSeq)) {
           targets = space.reserve(needed); // throws NO_SPACE when the pool is really full
           break;
         }

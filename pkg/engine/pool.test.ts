@@ -586,6 +586,22 @@ describe("observer and stats for metrics", () => {
 });
 
 describe("running out of space", () => {
+  it("commits a trim's release instead of failing the next write on a full pool", async () => {
+    // Without a commit in between (autoCommitMs 0), the trimmed chunk's release is not yet
+    // durable: the write must commit it and take the chunk, not answer NO_SPACE.
+    await pool.createVolume("big", 128 * CS);
+    const h = pool.openVolume("big");
+    await h.write(0, Buffer.alloc(64 * CS, 0x44));
+    await h.flush();
+    await h.trim(0, CS);
+    await h.write(100 * CS, Buffer.alloc(CS, 0x77));
+    expect((await h.read(0, CS)).equals(Buffer.alloc(CS))).toBe(true);
+    expect((await h.read(100 * CS, CS)).equals(Buffer.alloc(CS, 0x77))).toBe(true);
+    expect((await h.read(CS, 63 * CS)).equals(Buffer.alloc(63 * CS, 0x44))).toBe(true);
+    h.close();
+    expect((await pool.check()).ok).toBe(true);
+  });
+
   it("fails the writer with NO_SPACE, damages nothing, and the pool reopens clean", async () => {
     await pool.createVolume("big", 128 * CS); // thin: larger than the 64-chunk pool
     const h = pool.openVolume("big");
