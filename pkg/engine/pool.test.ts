@@ -514,6 +514,35 @@ describe("snapshots, restores and clones", () => {
     v.close();
     expect((await pool.check()).ok).toBe(true);
   });
+
+  it("redirects an uncontended first write after a snapshot before write() returns", async () => {
+    await pool.createVolume("v", 4 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(4 * CS, 1));
+    await pool.createSnapshot("v", "s");
+    const before = pool.stats();
+    // Whole chunk: a new chunk mapped at once. Whole blocks of a shared chunk: a partial chunk.
+    const whole = v.write(0, Buffer.alloc(CS, 2));
+    const blocks = v.write(CS + 8192, Buffer.alloc(8192, 3));
+    const unaligned = v.write(2 * CS + 100, Buffer.alloc(10, 4)); // needs a read: the general path
+    const now = pool.stats();
+    expect(now.allocatedBytes - before.allocatedBytes).toBe(2 * CS);
+    expect(now.partialChunks - before.partialChunks).toBe(1);
+    await Promise.all([whole, blocks, unaligned]);
+    const expected = Buffer.alloc(4 * CS, 1);
+    expected.fill(2, 0, CS);
+    expected.fill(3, CS + 8192, CS + 16384);
+    expected.fill(4, 2 * CS + 100, 2 * CS + 110);
+    expect((await v.read(0, 4 * CS)).equals(expected)).toBe(true);
+    const snap = pool.openSnapshot("s");
+    expect((await snap.read(0, 4 * CS)).equals(Buffer.alloc(4 * CS, 1))).toBe(true);
+    snap.close();
+    v.close();
+    expect((await pool.check()).ok).toBe(true);
+    await pool.close();
+    pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
+    expect((await pool.check()).ok).toBe(true);
+  });
 });
 
 describe("observer and stats for metrics", () => {
