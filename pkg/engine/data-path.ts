@@ -208,8 +208,12 @@ export class DataPath {
       }
       flushRun();
       // Every read ends before this returns, also when one fails: the caller may reuse `into`.
-      const settled = await Promise.allSettled(reads);
-      for (const r of settled) if (r.status === "rejected") throw r.reason;
+      // (The usual read is one run of the data file: awaiting it alone is the same.)
+      if (reads.length === 1) await reads[0];
+      else if (reads.length > 1) {
+        const settled = await Promise.allSettled(reads);
+        for (const r of settled) if (r.status === "rejected") throw r.reason;
+      }
       return out;
     } catch (err) {
       throw asSnapblockError(err, `read of ${device.kind} '${device.name}'`);

@@ -180,11 +180,15 @@ async function structuredRead(
   const { backend } = context;
   const { handle, offset, length } = request;
   if (length === 0) return { frames: [encodeStructuredNone(handle)], errno: 0, bytes: 0 };
-  if ((request.flags & NBD_CMD_FLAG_DF) !== 0) {
+  const runs =
+    (request.flags & NBD_CMD_FLAG_DF) !== 0
+      ? undefined
+      : coverRange(offset, length, backend.extents(offset, length));
+  if (runs === undefined || (runs.length === 1 && runs[0]!.allocated)) {
+    // DF, or the usual read (all data): one data chunk.
     const data = await readExact(context, offset, length, held);
     return { frames: encodeOffsetData(handle, offset, data, true), errno: 0, bytes: length, held };
   }
-  const runs = coverRange(offset, length, backend.extents(offset, length));
   // Every read settles before a failure is reported: the buffers they fill are then given back.
   const settled = await Promise.allSettled(
     runs.map((run) =>
