@@ -147,6 +147,8 @@ const ALL_TARGETS: Target[] = [
   snapblock("snapblock-direct", { BENCH_DATA_IO: "direct" }),
   snapblock("snapblock-direct-uring", { BENCH_DATA_IO: "direct", UV_USE_IO_URING: "1" }),
   snapblock("snapblock-hybrid", { BENCH_DATA_IO: "hybrid" }),
+  // With the metrics observers the node plugin runs with (what a production request costs).
+  snapblock("snapblock-metrics", { BENCH_DATA_IO: "buffered", BENCH_METRICS: "1" }),
   // BASELINE=<another checkout of snapblock>: its build beside this one, for an A/B in one run.
   ...(process.env.BASELINE
     ? [
