@@ -294,6 +294,12 @@ class FaultFile implements StorageFile {
     this.fs.fileWrite(this.inode, buffers, position);
   }
 
+  /** The inline write the data path's fast paths use, so power loss reaches them too. */
+  writeNow(buffers: readonly Buffer[], position: number): boolean {
+    this.fs.fileWrite(this.inode, buffers, position);
+    return true;
+  }
+
   async sync(): Promise<void> {
     await Promise.resolve();
     this.fs.fileSync(this.inode);
