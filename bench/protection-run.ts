@@ -223,7 +223,8 @@ clearInterval(sampler);
 clearTimeout(steadyTimer);
 
 const percentile = (from: number, p: number): number => {
-  const lat = Array.from(latency.subarray(from, seq + 1)).sort((a, b) => a - b);
+  // A typed copy sorts numerically without a comparator: tens of millions of writes in a long run.
+  const lat = latency.slice(from, seq + 1).sort();
   return lat[Math.min(lat.length - 1, Math.floor((lat.length * p) / 100))] ?? 0;
 };
 const pct = (p: number): number => percentile(1, p);
