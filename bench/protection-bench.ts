@@ -17,6 +17,8 @@
  * BENCH_PROTECTION_VOLUME_MIB (default 2048; the pool is 8 times that), BENCH_PROTECTION_DEPTH (writes in flight, 8),
  * BENCH_PROTECTION_WORKING_SET_MIB (writes go to this much of the volume's start; default all of it),
  * BENCH_PROTECTION_CHUNK_KIB (the pool's chunk size; default the engine's, 64),
+ * BENCH_PROTECTION_FLUSH_MS (the writer flushes this often in both arms, like a database's group
+ * commit: the plain arm then pays for durability too; default 0, never),
  * BENCH_PROTECTION_STEADY_SECONDS (where the steady part begins; default the policy's longest window + 5 s),
  * BENCH_DIR (where pools go; default a temporary directory).
  * Not a test: it prints Markdown for BENCHMARKS.md.
@@ -37,6 +39,7 @@ const VOLUME_BYTES = Number(env.BENCH_PROTECTION_VOLUME_MIB ?? 2048) * 2 ** 20;
 const DEPTH = Number(env.BENCH_PROTECTION_DEPTH ?? 8);
 const WORKING_SET_BYTES = Number(env.BENCH_PROTECTION_WORKING_SET_MIB ?? VOLUME_BYTES / 2 ** 20) * 2 ** 20;
 const MiB = 2 ** 20;
+const FLUSH_MS = Number(env.BENCH_PROTECTION_FLUSH_MS ?? 0);
 const CHUNK_BYTES = env.BENCH_PROTECTION_CHUNK_KIB
   ? Number(env.BENCH_PROTECTION_CHUNK_KIB) * 1024
   : undefined;
@@ -62,6 +65,7 @@ function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
     seed,
     restores: 3,
     steadyFromSeconds: steadyFrom,
+    flushEveryMs: FLUSH_MS,
     ...(CHUNK_BYTES !== undefined ? { chunkBytes: CHUNK_BYTES } : {}),
   };
   const child = spawn(
@@ -156,7 +160,7 @@ console.log(
   `Machine: ${cpus().length} x ${model}, kernel ${kernel}, disk ${diskName}, Node.js ${process.version}; load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`,
 );
 console.log(
-  `Load: random 4 KiB writes, ${DEPTH} in flight, over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (its longest window ${steadyAfterSeconds(POLICY)} s; the steady part is the load after ${steadyFrom} s)`,
+  `Load: random 4 KiB writes, ${DEPTH} in flight, ${FLUSH_MS > 0 ? `a flush every ${FLUSH_MS} ms, ` : ""}over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (its longest window ${steadyAfterSeconds(POLICY)} s; the steady part is the load after ${steadyFrom} s)`,
 );
 console.log("");
 console.log(
@@ -201,6 +205,9 @@ steadyRow(
   "CPU per write",
   (s) => s.cpuMicrosPerWrite,
   (x) => `${x.toFixed(1)} us`,
+);
+console.log(
+  `| commits (data + journal sync): count, mean, longest | ${plain.map((r) => `${r.commits.count}, ${r.commits.meanMs.toFixed(1)} ms, ${r.commits.maxMs.toFixed(0)} ms`).join("; ")} | ${protectedRuns.map((r) => `${r.commits.count}, ${r.commits.meanMs.toFixed(1)} ms, ${r.commits.maxMs.toFixed(0)} ms`).join("; ")} | |`,
 );
 const metaDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.metadataBytes);
 const rssDrift = (r: RunResult) => drift(r.samples, steadyFrom, (s) => s.rssBytes);

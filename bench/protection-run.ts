@@ -34,6 +34,8 @@ export interface RunArgs {
    * and the data file has stopped growing); the steady figures cover the load after it.
    */
   steadyFromSeconds: number;
+  /** The writer flushes the volume this often (ms; 0 or absent: never), as a database's group commit would. */
+  flushEveryMs?: number;
 }
 
 export interface Sample {
@@ -79,6 +81,8 @@ export interface RunResult {
   restores: RestoreCheck[];
   /** Points chosen for a restore that thinning deleted before it began. */
   thinnedBeforeRestore: number;
+  /** Commits of the pool (data file fdatasync, then the journal's): how many, mean and longest. */
+  commits: { count: number; meanMs: number; maxMs: number };
   /** The same figures over the steady part only (absent when the run ended before it). */
   steady?: { seconds: number; writesPerSecond: number; p99Ms: number; cpuMicrosPerWrite: number };
 }
@@ -92,6 +96,9 @@ const hotBlocks = Math.min(blocks, Math.floor(args.workingSetBytes / BLOCK));
 let taken = 0;
 let thinned = 0;
 let dropped = 0;
+let commitCount = 0;
+let commitSeconds = 0;
+let commitMaxSeconds = 0;
 /** When each point's take returned (Date.now ms): the cut happened between its stamp and this. */
 const tookAt = new Map<string, number>();
 const engine = new LocalEngine({
@@ -103,6 +110,11 @@ const engine = new LocalEngine({
     ...(args.chunkBytes !== undefined ? { chunkSize: args.chunkBytes } : {}),
   },
   observer: {
+    committed: (e) => {
+      commitCount++;
+      commitSeconds += e.seconds;
+      commitMaxSeconds = Math.max(commitMaxSeconds, e.seconds);
+    },
     pointTaken: (e) => {
       taken++;
       tookAt.set(e.name, Date.now());
@@ -191,6 +203,23 @@ const sampler = setInterval(() => {
   });
 }, 1000);
 
+// The writer's own flushes (both arms alike), one at a time.
+let flushing = false;
+const flusher =
+  (args.flushEveryMs ?? 0) > 0
+    ? setInterval(() => {
+        if (flushing) return;
+        flushing = true;
+        dev.flush().then(
+          () => (flushing = false),
+          (err: unknown) => {
+            console.error(`flush failed: ${String(err)}`);
+            process.exit(1);
+          },
+        );
+      }, args.flushEveryMs)
+    : undefined;
+
 async function worker(): Promise<void> {
   const buf = Buffer.alloc(BLOCK);
   while (performance.now() < endAt) {
@@ -220,6 +249,7 @@ const cpuEnd = cpuSeconds(process.pid);
 const cpu = cpuEnd - cpu0;
 const endedAt = performance.now();
 clearInterval(sampler);
+clearInterval(flusher);
 clearTimeout(steadyTimer);
 
 const percentile = (from: number, p: number): number => {
@@ -330,6 +360,11 @@ const result: RunResult = {
   allocatedBytes: space.pool.allocatedBytes,
   restores,
   thinnedBeforeRestore,
+  commits: {
+    count: commitCount,
+    meanMs: commitCount > 0 ? (commitSeconds / commitCount) * 1000 : 0,
+    maxMs: commitMaxSeconds * 1000,
+  },
   ...(steady !== undefined ? { steady } : {}),
 };
 dev.close();
