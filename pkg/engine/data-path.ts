@@ -286,9 +286,8 @@ export class DataPath {
    * benchmark). False (nothing done) when any condition fails.
    */
   private writeRedirectNow(device: Device, piece: Piece, data: Buffer): boolean {
-    const full = piece.mode === "full";
-    if (!full && !(piece.mode === "partialNew" && piece.start % BLOCK === 0 && piece.end % BLOCK === 0))
-      return false;
+    const aligned = piece.start % BLOCK === 0 && piece.end % BLOCK === 0;
+    if (piece.mode !== "full" && !(piece.mode === "partialNew" && aligned)) return false;
     const { space, data: file, chunkSize: cs } = this.core;
     // Replacing a partial chunk is left to the general path, which takes its physical lock
     // against the filler that may be completing it.
@@ -310,28 +309,9 @@ export class DataPath {
       space.unreserve(target!);
       return false;
     }
-    if (full) {
-      this.core.record({ type: RecordType.Map, id: device.id, chunk: piece.chunk, phys: target! });
-    } else {
-      const valid = new Uint8Array(Math.ceil(cs / BLOCK / 8));
-      setBits(valid, piece.start / BLOCK, piece.end / BLOCK);
-      this.core.record({
-        type: RecordType.MapPartial,
-        id: device.id,
-        chunk: piece.chunk,
-        phys: target!,
-        backing: piece.phys,
-        valid,
-      });
-    }
-    const redirected = this.core.observer.redirected;
-    if (redirected) {
-      const kind = full ? "full" : "partial";
-      const shared = { full: 0, partial: 0, merged: 0 };
-      const fresh = { full: 0, partial: 0 };
-      (piece.phys >= 0 ? shared : fresh)[kind]++;
-      redirected({ device: device.name, shared, fresh });
-    }
+    piece.target = target!;
+    this.core.record(this.freshRedirectRecord(device, piece, piece.start / BLOCK, piece.end / BLOCK));
+    this.reportRedirects(device, [piece]);
     return true;
   }
 
@@ -444,24 +424,48 @@ export class DataPath {
         space.endIo(io);
       }
       for (const r of records) this.core.record(r);
-      const redirected = this.core.observer.redirected;
-      if (redirected && targets.length > 0) {
-        const shared = { full: 0, partial: 0, merged: 0 };
-        const fresh = { full: 0, partial: 0 };
-        for (const p of pieces) {
-          if (p.mode === "merge") shared.merged++;
-          else if (p.mode === "partialOver") shared.partial++;
-          else if (p.mode === "full" || p.mode === "partialNew") {
-            const kind = p.mode === "full" ? "full" : "partial";
-            if (p.phys >= 0) shared[kind]++;
-            else fresh[kind]++;
-          }
-        }
-        redirected({ device: device.name, shared, fresh });
-      }
+      if (targets.length > 0) this.reportRedirects(device, pieces);
     } finally {
       unlockPhys?.();
     }
+  }
+
+  /** Tells the observer (metrics) what the pieces' redirects were: shared or fresh, by kind. */
+  private reportRedirects(device: Device, pieces: readonly Piece[]): void {
+    const redirected = this.core.observer.redirected;
+    if (!redirected) return;
+    const shared = { full: 0, partial: 0, merged: 0 };
+    const fresh = { full: 0, partial: 0 };
+    for (const p of pieces) {
+      if (p.mode === "merge") shared.merged++;
+      else if (p.mode === "partialOver") shared.partial++;
+      else if (p.mode === "full" || p.mode === "partialNew") {
+        const kind = p.mode === "full" ? "full" : "partial";
+        if (p.phys >= 0) shared[kind]++;
+        else fresh[kind]++;
+      }
+    }
+    redirected({ device: device.name, shared, fresh });
+  }
+
+  /**
+   * The record that maps a "full" or "partialNew" piece's new chunk (`target`): a whole chunk,
+   * or a partial one holding blocks [b0, b1) over the chunk it replaces.
+   */
+  private freshRedirectRecord(device: Device, p: Piece, b0: number, b1: number): MetaRecord {
+    const blocksPerChunk = this.core.chunkSize / BLOCK;
+    if (b0 === 0 && b1 === blocksPerChunk)
+      return { type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target };
+    const valid = new Uint8Array(Math.ceil(blocksPerChunk / 8));
+    setBits(valid, b0, b1);
+    return {
+      type: RecordType.MapPartial,
+      id: device.id,
+      chunk: p.chunk,
+      phys: p.target,
+      backing: p.phys,
+      valid,
+    };
   }
 
   /** Performs the pieces' I/O; returns the records that publish the redirected ones. */
@@ -480,7 +484,7 @@ export class DataPath {
           break;
         case "full":
           writes.push({ pos: p.target * cs, buf: slice });
-          records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
+          records.push(this.freshRedirectRecord(device, p, 0, blocksPerChunk));
           break;
         case "merge": {
           const whole = Buffer.alloc(cs); // a hole (at the ceiling) stays zeroes around the write
@@ -550,20 +554,7 @@ export class DataPath {
           const chunkPos = (p.mode === "inPlacePartial" ? p.phys : p.target) * cs;
           writes.push({ pos: chunkPos + b0 * BLOCK, buf: blocks });
           if (p.mode === "partialNew") {
-            if (b0 === 0 && b1 === blocksPerChunk) {
-              records.push({ type: RecordType.Map, id: device.id, chunk: p.chunk, phys: p.target });
-            } else {
-              const valid = new Uint8Array(Math.ceil(blocksPerChunk / 8));
-              setBits(valid, b0, b1);
-              records.push({
-                type: RecordType.MapPartial,
-                id: device.id,
-                chunk: p.chunk,
-                phys: p.target,
-                backing: p.phys,
-                valid,
-              });
-            }
+            records.push(this.freshRedirectRecord(device, p, b0, b1));
           } else {
             const partial = this.core.space.partials.get(p.phys)!;
             const valid = Uint8Array.from(partial.valid);
