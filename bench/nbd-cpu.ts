@@ -13,7 +13,8 @@
  * and the table reports medians. Env: BENCH_DIR, SIZE_MIB (1024), RUNTIME (s, 4), ROUNDS (3),
  * TARGETS (comma list, default all), WORKLOADS (comma list of the names below, default all),
  * CLIENT (see below), BASELINE (the path of another checkout with its node_modules: its build
- * runs as the targets "baseline", "baseline-hybrid" and "baseline-metrics"). Needs fio, qemu-nbd, nbdkit.
+ * runs as the targets "baseline", "baseline-hybrid" and "baseline-metrics"). Needs fio, qemu-nbd,
+ * nbdkit.
  *
  * CLIENT=kpath (`npm run bench:kpath`) measures the kernel path pods use on a node without the nbd
  * module instead: each server's export through nbdfuse (its own FUSE mount), a loop device with
