@@ -1101,19 +1101,32 @@ export class Pool implements PoolCore {
    * Points that are pinned, open (exported) or already gone are skipped; returns the names deleted.
    */
   async deletePoints(names: string[]): Promise<string[]> {
+    const { deleted } = this.dropPoints(names);
+    if (deleted.length > 0) await this.commit();
+    return deleted;
+  }
+
+  /**
+   * deletePoints without waiting for a commit: the points are gone from listings at once and
+   * the deletion is durable with the next commit, whoever asks for it (the point scheduler lets
+   * the next point's commit carry its thinning: one data sync a tick instead of two). Their
+   * chunks are free once that commit is made, as for every release; a crash before it brings
+   * the points back, to be deleted again. `seq`: the last record written (0 if none), durable
+   * when `committedSeq` reaches it.
+   */
+  dropPoints(names: string[]): { deleted: string[]; seq: number } {
     this.ensureUsable();
     const deleted: string[] = [];
+    let seq = 0;
     for (const name of names) {
       const d = this.meta.snapshots.get(name);
       if (!d || !isPointName(name) || d.pinned || (this.handles.get(d.id) ?? 0) > 0) continue;
-      this.record({ type: RecordType.Delete, id: d.id });
+      seq = this.record({ type: RecordType.Delete, id: d.id });
       this.gates.delete(d.id);
       deleted.push(name);
     }
-    if (deleted.length === 0) return deleted;
-    await this.commit();
-    this.kickFiller();
-    return deleted;
+    if (deleted.length > 0) this.kickFiller();
+    return { deleted, seq };
   }
 
   /**

@@ -18,12 +18,16 @@ const H = 60 * M;
 let dir: string;
 let pool: Pool;
 let deletions: PointsDeletedEvent[];
+let commits: number;
 
 async function openPool(create: boolean, sizeBytes = 4096 * CS): Promise<Pool> {
   const options = {
     dir: join(dir, "pool"),
     autoCommitMs: 0,
-    observer: { pointsDeleted: (e: PointsDeletedEvent) => deletions.push(e) },
+    observer: {
+      pointsDeleted: (e: PointsDeletedEvent) => deletions.push(e),
+      committed: () => commits++,
+    },
   };
   return create ? Pool.create({ ...options, sizeBytes, chunkSize: CS }) : Pool.open(options);
 }
@@ -31,6 +35,7 @@ async function openPool(create: boolean, sizeBytes = 4096 * CS): Promise<Pool> {
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), "snapblock-points-"));
   deletions = [];
+  commits = 0;
   pool = await openPool(true);
 });
 
@@ -241,6 +246,41 @@ describe("recovery points", () => {
       expect(data.every((b) => b === expected)).toBe(true);
     }
     expect(() => pool.pointAt("log", start - 1)).toThrow(/no recovery point at or before/);
+  });
+
+  it("makes one commit a tick for all volumes, thinning included, and the thinning is durable", async () => {
+    const names = ["a", "b", "c"];
+    for (const v of names) {
+      await pool.createVolume(v, 16 * CS);
+      await pool.setProtection(v, "1s for 3s");
+    }
+    const start = Date.UTC(2026, 10, 30, 0, 0, 0);
+    let now = start;
+    const scheduler = new PointScheduler({ pool, now: () => now, tickMs: 0 });
+    for (let second = 0; second < 10; second++) {
+      now = start + second * 1000;
+      for (const v of names) await writeChunk(v, second % 16, second + 1);
+      const before = commits;
+      const report = await scheduler.tick();
+      expect(report.taken).toHaveLength(3);
+      // From the fourth tick on, each also thins a point of each volume (three seconds old).
+      expect(report.thinned).toBe(second >= 3 ? 3 : 0);
+      expect(commits - before).toBe(1);
+    }
+    // Idle volumes: thinning alone still commits, once.
+    now += 5000;
+    const before = commits;
+    const report = await scheduler.tick();
+    expect(report.taken).toEqual([]);
+    expect(report.thinned).toBe(3 * 2);
+    expect(commits - before).toBe(1);
+    const kept = names.map((v) => times(v));
+    for (const t of kept) expect(t).toEqual([start + 9000]);
+    // What the tick reported deleted stays deleted after a reopen (the commit carried it).
+    await pool.close();
+    pool = await openPool(false);
+    expect(names.map((v) => times(v))).toEqual(kept);
+    expect((await pool.check()).problems).toEqual([]);
   });
 
   it("reserves point names, ignores points in snapshot limits, and deletes points with their volume", async () => {

@@ -141,33 +141,41 @@ export class PointScheduler {
     }
   }
 
+  /**
+   * Volumes are ticked together and deletions ride on the points' commit: one commit (one sync of
+   * the data file, the expensive part under a write load) per tick for every protected volume of
+   * the pool, where a commit per point and another per thinning made slow ticks overrun their
+   * slot (BENCHMARKS.md). A deletion still uncommitted at the end of the tick (no point taken
+   * after it) is committed then.
+   */
   private async runTick(): Promise<TickReport> {
     const report: TickReport = { taken: [], skipped: [], thinned: 0, evicted: 0 };
     const now = this.now();
-    for (const { name, policy: text } of this.pool.protectedVolumes()) {
+    let dropSeq = 0;
+    const volumes = this.pool.protectedVolumes().map(async ({ name, policy: text }) => {
       try {
-        await this.tickVolume(name, text, now, report);
+        dropSeq = Math.max(dropSeq, this.thin(name, text, now, report));
+        await this.takeDue(name, text, now, report);
       } catch (err) {
         this.options.onError?.(name, asSnapblockError(err, `recovery points of volume '${name}'`));
       }
-    }
-    report.evicted = await this.keepWithinShare(now);
+    });
+    await Promise.all(volumes);
+    const evicted = await this.keepWithinShare(now);
+    report.evicted = evicted.count;
+    dropSeq = Math.max(dropSeq, evicted.seq);
+    if (dropSeq > this.pool.committedSeq) await this.pool.commit();
     return report;
   }
 
-  private async tickVolume(volume: string, text: string, now: number, report: TickReport): Promise<void> {
+  /**
+   * Deletes (uncommitted: runTick) the points the policy no longer keeps, before the tick's point
+   * is taken: the newest point until then is kept (pointsToKeep) and thinned at the next tick if
+   * the new one makes it redundant. Returns the deletions' last record (0: none).
+   */
+  private thin(volume: string, text: string, now: number, report: TickReport): number {
     const policy = this.policyOf(text);
-    if (!policy) return;
-    const finest = policy.tiers[0]!.intervalMs;
-    const before = this.pool.listPoints(volume);
-    const newest = before[before.length - 1];
-    if (!newest || Math.floor(now / finest) > Math.floor(newest.createdAt.getTime() / finest)) {
-      const point = await this.pool.takePoint(volume, now);
-      if (point) {
-        report.taken.push(point.name);
-        this.pool.observer.pointTaken?.({ volume, name: point.name });
-      } else report.skipped.push(volume);
-    }
+    if (!policy) return 0;
     // Pinned points are a user's snapshots: the policy keeps its own among the others.
     const points = this.pool
       .listPoints(volume)
@@ -175,23 +183,40 @@ export class PointScheduler {
       .map((p) => ({ name: p.name, atMs: p.createdAt.getTime() }));
     const keep = pointsToKeep(policy.tiers, points, now);
     const drop = points.filter((p) => !keep.has(p)).map((p) => p.name);
-    if (drop.length === 0) return;
-    const deleted = await this.pool.deletePoints(drop);
+    if (drop.length === 0) return 0;
+    const { deleted, seq } = this.pool.dropPoints(drop);
     report.thinned += deleted.length;
     if (deleted.length > 0)
       this.pool.observer.pointsDeleted?.({ volume, count: deleted.length, reason: "thinning" });
+    return seq;
+  }
+
+  private async takeDue(volume: string, text: string, now: number, report: TickReport): Promise<void> {
+    const policy = this.policyOf(text);
+    if (!policy) return;
+    const finest = policy.tiers[0]!.intervalMs;
+    const points = this.pool.listPoints(volume);
+    const newest = points[points.length - 1];
+    if (newest && Math.floor(now / finest) <= Math.floor(newest.createdAt.getTime() / finest)) return;
+    const point = await this.pool.takePoint(volume, now);
+    if (point) {
+      report.taken.push(point.name);
+      this.pool.observer.pointTaken?.({ volume, name: point.name });
+    } else report.skipped.push(volume);
   }
 
   /**
-   * Deletes the pool's oldest points (never a volume's newest) while all points together hold
-   * more than `share` of (free + held by points). Returns how many went.
+   * Deletes (uncommitted: runTick) the pool's oldest points (never a volume's newest) while all
+   * points together hold more than `share` of (free + held by points). Returns how many went and
+   * the deletions' last record (0: none).
    */
-  private async keepWithinShare(now: number): Promise<number> {
+  private async keepWithinShare(now: number): Promise<{ count: number; seq: number }> {
+    const none = { count: 0, seq: 0 };
     const usage = this.pool.usage();
     // Points hold at most what is allocated: when even that fits the share, nothing to do (the
     // common case). Without points, nothing to do either.
-    if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return 0;
-    if (!this.pool.listVolumes().some((v) => this.evictable(v.name).length > 0)) return 0;
+    if (usage.allocatedBytes * (1 - this.share) <= this.share * usage.freeBytes) return none;
+    if (!this.pool.listVolumes().some((v) => this.evictable(v.name).length > 0)) return none;
     const every = this.options.spaceCheckMs ?? 10_000;
     const last = this.lastSpaceCheck;
     // Free space falling fast does not wait for the period: under a heavy random-write load every
@@ -199,8 +224,9 @@ export class PointScheduler {
     // then fail with ENOSPC). A fall of more than half the last budget since the last accounting
     // may be points past their share: account now (at most once a tick).
     const falling = last !== undefined && usage.freeBytes < last.freeBytes - last.budgetBytes / 2;
-    if (last !== undefined && now - last.atMs < every && !falling) return 0;
+    if (last !== undefined && now - last.atMs < every && !falling) return none;
     let evicted = 0;
+    let seq = 0;
     const perVolume = new Map<string, number>();
     let first: { held: number; budget: number } | undefined;
     for (;;) {
@@ -211,10 +237,13 @@ export class PointScheduler {
       if (held <= budget) break;
       const victim = this.oldestEvictable();
       if (!victim) break;
-      const deleted = await this.pool.deletePoints([victim.name]);
-      if (deleted.length === 0) break;
+      const dropped = this.pool.dropPoints([victim.name]);
+      if (dropped.deleted.length === 0) break;
+      seq = dropped.seq;
       evicted++;
       perVolume.set(victim.volume, (perVolume.get(victim.volume) ?? 0) + 1);
+      // Each round accounts the tables again: let I/O in between.
+      await new Promise((resolve) => setImmediate(resolve));
     }
     this.lastSpaceCheck = {
       atMs: now,
@@ -230,7 +259,7 @@ export class PointScheduler {
         budgetBytes: first.budget,
       });
     }
-    return evicted;
+    return { count: evicted, seq };
   }
 
   /** Points of a volume the space rule may delete: unpinned, and not the volume's newest. */
