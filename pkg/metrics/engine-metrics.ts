@@ -8,6 +8,7 @@ import {
 } from "../engine/index.js";
 import { IO_SECONDS_BUCKETS } from "./latency-buckets.js";
 import { OVERFLOW_LABEL, SeriesLimit } from "./series-limit.js";
+import { TallyCounter, TallyHistogram, type CounterSeries, type HistogramSeries } from "./tally.js";
 
 /** Every DataOp, to remove a deleted volume's series (prom-client removes exact label sets only). */
 const DATA_OPS: readonly DataOp[] = ["read", "write", "trim", "zero", "flush"];
@@ -32,13 +33,12 @@ export interface EngineMetricsOptions {
 }
 
 type PoolLabel = "pool";
-interface PoolIoLabels {
-  pool: string;
-  op: DataOp;
-}
-interface VolumeIoLabels {
-  volume: { pool: string; volume: string };
-  withOp: { pool: string; volume: string; op: DataOp };
+/** The I/O series one request adds to (made once per op, and per volume and op: see ioCompleted). */
+interface IoSeries {
+  operations: CounterSeries;
+  seconds: HistogramSeries;
+  /** Bytes: every op pool-wide; per volume, reads and writes only. */
+  bytes: CounterSeries | undefined;
 }
 type VolumeMetrics = ReturnType<typeof volumeMetrics>;
 
@@ -58,16 +58,16 @@ export class EngineMetrics {
   private cached: { stats: PoolStats | undefined } | undefined;
   /** The reading the gauges were last set from (null: none yet; undefined: the pool was closed). */
   private applied: PoolStats | undefined | null = null;
-  /** The pool-wide I/O series' labels, one object per op (made once: see ioCompleted). */
-  private readonly poolIoLabels: Record<DataOp, PoolIoLabels>;
-  private readonly volumeLabelCache = new Map<string, Map<DataOp, VolumeIoLabels>>();
+  private readonly io: ReturnType<typeof ioMetrics>;
+  /** The pool-wide I/O series, by op, made at an op's first request. */
+  private readonly poolIo = new Map<DataOp, IoSeries>();
+  /** The per-volume I/O series by volume name and op, made again each scrape period (volumeIo). */
+  private readonly volumeIoCache = new Map<string, Map<DataOp, IoSeries>>();
 
   constructor(private readonly options: EngineMetricsOptions) {
     const registers = [options.registry];
     const refresh = (): void => this.refresh();
     this.pool = options.pool;
-    const opLabels = DATA_OPS.map((op): [DataOp, PoolIoLabels] => [op, { pool: this.pool, op }]);
-    this.poolIoLabels = Object.fromEntries(opLabels) as Record<DataOp, PoolIoLabels>;
     const max = options.maxDeviceSeries ?? DEFAULT_DEVICE_SERIES;
     this.volumes = new SeriesLimit(max);
     this.snapshots = new SeriesLimit(max);
@@ -80,33 +80,7 @@ export class EngineMetrics {
       registers,
       collect: refresh,
     });
-    const io = {
-      operations: new Counter({
-        name: "snapblock_engine_io_operations_total",
-        help: "Data operations on open volumes and snapshots, by operation (failed ones included).",
-        labelNames: ["pool", "op"],
-        registers,
-      }),
-      errors: new Counter({
-        name: "snapblock_engine_io_errors_total",
-        help: "Data operations that failed, by operation.",
-        labelNames: ["pool", "op"],
-        registers,
-      }),
-      bytes: new Counter({
-        name: "snapblock_engine_io_bytes_total",
-        help: "Bytes moved by successful data operations, by operation (trim and zero: bytes covered).",
-        labelNames: ["pool", "op"],
-        registers,
-      }),
-      seconds: new Histogram({
-        name: "snapblock_engine_io_duration_seconds",
-        help: "Latency of data operations, by operation.",
-        labelNames: ["pool", "op"],
-        buckets: IO_SECONDS_BUCKETS,
-        registers,
-      }),
-    };
+    const io = (this.io = ioMetrics(registers));
     const redirects = new Counter({
       name: "snapblock_engine_row_redirects_total",
       help: "Redirect-on-write: writes to chunks shared with a snapshot or clone that went to newly allocated chunks, in chunks, by kind: full chunks, partial chunks (only the written blocks), partial chunks merged whole.",
@@ -189,25 +163,23 @@ export class EngineMetrics {
       },
       pullFinished: () => pullsFinished.inc({ pool: this.pool }),
       ioCompleted: (e) => {
-        // Every request of every export comes through here: the label objects are made once
-        // (poolIoLabels, volumeIoLabels), not per call (a spread label object per call cost
-        // about 10 us a request in prom-client).
-        const labels = this.poolIoLabels[e.op];
-        io.operations.inc(labels);
-        io.seconds.observe(labels, e.seconds);
+        // Every request of every export comes through here: it adds to series it finds in a map
+        // by op (and volume name), plain numbers the registry reads when scraped (tally.ts).
+        const pool = this.poolIoSeries(e.op);
+        pool.operations.value++;
+        pool.seconds.observe(e.seconds);
         if (e.error !== undefined) {
-          io.errors.inc(labels);
+          io.errors.series({ pool: this.pool, op: e.op }).value++;
           return;
         }
-        io.bytes.inc(labels, e.bytes);
+        pool.bytes!.value += e.bytes;
         // Per-volume series are for volumes; snapshot reads (exports of snapshots) count in the
         // pool totals only, which keeps the volume label meaning one thing.
         if (this.perDevice === undefined || e.kind !== "volume") return;
-        const v = this.volumeIoLabels(e.device, e.op);
-        this.perDevice.operations.inc(v.withOp);
-        this.perDevice.seconds.observe(v.withOp, e.seconds);
-        if (e.op === "read") this.perDevice.readBytes.inc(v.volume, e.bytes);
-        if (e.op === "write") this.perDevice.writtenBytes.inc(v.volume, e.bytes);
+        const v = this.volumeIo(this.perDevice, e.device, e.op);
+        v.operations.value++;
+        v.seconds.observe(e.seconds);
+        if (v.bytes !== undefined) v.bytes.value += e.bytes;
       },
       redirected: (e) => {
         if (e.shared.full > 0) redirects.inc({ pool: this.pool, kind: "full" }, e.shared.full);
@@ -292,28 +264,47 @@ export class EngineMetrics {
     if (this.perDevice !== undefined) this.applyDevices(stats, this.perDevice);
   }
 
+  private poolIoSeries(op: DataOp): IoSeries {
+    let series = this.poolIo.get(op);
+    if (series === undefined) {
+      const labels = { pool: this.pool, op };
+      series = {
+        operations: this.io.operations.series(labels),
+        seconds: this.io.seconds.series(labels),
+        bytes: this.io.bytes.series(labels),
+      };
+      this.poolIo.set(op, series);
+    }
+    return series;
+  }
+
   /**
-   * The per-volume I/O series' labels of volume `name` and `op`, made once per scrape period:
+   * The per-volume I/O series of volume `name` and `op`, looked up once per scrape period:
    * applyDevices drops them all, since the volume label of a name changes when volumes go
    * (a name past the series limit may get a series of its own once one is free).
    */
-  private volumeIoLabels(name: string, op: DataOp): VolumeIoLabels {
-    let byOp = this.volumeLabelCache.get(name);
+  private volumeIo(d: VolumeMetrics, name: string, op: DataOp): IoSeries {
+    let byOp = this.volumeIoCache.get(name);
     if (byOp === undefined) {
       byOp = new Map();
-      this.volumeLabelCache.set(name, byOp);
+      this.volumeIoCache.set(name, byOp);
     }
-    let labels = byOp.get(op);
-    if (labels === undefined) {
-      const volume = this.volumes.labelFor(name);
-      labels = { volume: { pool: this.pool, volume }, withOp: { pool: this.pool, volume, op } };
-      byOp.set(op, labels);
+    let series = byOp.get(op);
+    if (series === undefined) {
+      const volume = { pool: this.pool, volume: this.volumes.labelFor(name) };
+      const bytes = op === "read" ? d.readBytes : op === "write" ? d.writtenBytes : undefined;
+      series = {
+        operations: d.operations.series({ ...volume, op }),
+        seconds: d.seconds.series({ ...volume, op }),
+        bytes: bytes?.series(volume),
+      };
+      byOp.set(op, series);
     }
-    return labels;
+    return series;
   }
 
   private applyDevices(stats: PoolStats, d: VolumeMetrics): void {
-    this.volumeLabelCache.clear();
+    this.volumeIoCache.clear();
     const gone = this.volumes.retain(new Set(stats.volumes.map((v) => v.name)));
     for (const volume of gone) d.forget({ pool: this.pool, volume });
     // Recovery points come and go every second: they get no series of their own (they would
@@ -433,31 +424,63 @@ function poolGauges(registers: Registry[], collect: () => void) {
   };
 }
 
+/** The pool-wide data-path series (tally.ts: every request adds to them). */
+function ioMetrics(registers: Registry[]) {
+  const labelNames = ["pool", "op"];
+  return {
+    operations: new TallyCounter({
+      name: "snapblock_engine_io_operations_total",
+      help: "Data operations on open volumes and snapshots, by operation (failed ones included).",
+      labelNames,
+      registers,
+    }),
+    errors: new TallyCounter({
+      name: "snapblock_engine_io_errors_total",
+      help: "Data operations that failed, by operation.",
+      labelNames,
+      registers,
+    }),
+    bytes: new TallyCounter({
+      name: "snapblock_engine_io_bytes_total",
+      help: "Bytes moved by successful data operations, by operation (trim and zero: bytes covered).",
+      labelNames,
+      registers,
+    }),
+    seconds: new TallyHistogram({
+      name: "snapblock_engine_io_duration_seconds",
+      help: "Latency of data operations, by operation.",
+      labelNames,
+      buckets: IO_SECONDS_BUCKETS,
+      registers,
+    }),
+  };
+}
+
 function volumeMetrics(registers: Registry[], collect: () => void) {
   const volumeGauge = (name: string, help: string) =>
     new Gauge({ name, help, labelNames: ["pool", "volume"], registers, collect });
   const snapshotGauge = (name: string, help: string) =>
     new Gauge({ name, help, labelNames: ["pool", "snapshot", "volume"], registers, collect });
   const m = {
-    readBytes: new Counter({
+    readBytes: new TallyCounter({
       name: "snapblock_volume_read_bytes_total",
       help: "Bytes read from the volume.",
       labelNames: ["pool", "volume"],
       registers,
     }),
-    writtenBytes: new Counter({
+    writtenBytes: new TallyCounter({
       name: "snapblock_volume_written_bytes_total",
       help: "Bytes written to the volume.",
       labelNames: ["pool", "volume"],
       registers,
     }),
-    operations: new Counter({
+    operations: new TallyCounter({
       name: "snapblock_volume_operations_total",
       help: "Data operations on the volume, by operation (failed ones included).",
       labelNames: ["pool", "volume", "op"],
       registers,
     }),
-    seconds: new Histogram({
+    seconds: new TallyHistogram({
       name: "snapblock_volume_io_duration_seconds",
       help: "Latency of data operations on the volume, by operation.",
       labelNames: ["pool", "volume", "op"],

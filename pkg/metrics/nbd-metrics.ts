@@ -1,6 +1,7 @@
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { NbdObserver, NbdStats } from "../nbd/index.js";
 import { IO_SECONDS_BUCKETS } from "./latency-buckets.js";
+import { TallyCounter, TallyHistogram, type CounterSeries, type HistogramSeries } from "./tally.js";
 
 export interface NbdMetricsOptions {
   registry: Registry;
@@ -40,7 +41,8 @@ export class NbdMetrics {
       help: "NBD client connections accepted.",
       registers,
     });
-    const requests = new Counter({
+    // Every request adds to these (tally.ts: plain numbers, read when scraped).
+    const requests = new TallyCounter({
       name: "snapblock_nbd_requests_total",
       help: "NBD requests answered, by command (failed ones included).",
       labelNames: ["command"],
@@ -58,31 +60,41 @@ export class NbdMetrics {
       labelNames: ["kind"],
       registers,
     });
-    const readBytes = new Counter({
+    const readBytes = new TallyCounter({
       name: "snapblock_nbd_read_bytes_total",
       help: "Payload bytes of successful NBD reads.",
       registers,
-    });
-    const writtenBytes = new Counter({
+    }).series({});
+    const writtenBytes = new TallyCounter({
       name: "snapblock_nbd_written_bytes_total",
       help: "Payload bytes of successful NBD writes.",
       registers,
-    });
-    const seconds = new Histogram({
+    }).series({});
+    const seconds = new TallyHistogram({
       name: "snapblock_nbd_request_duration_seconds",
       help: "Time from receiving an NBD request to sending its reply, by command.",
       labelNames: ["command"],
       buckets: IO_SECONDS_BUCKETS,
       registers,
     });
+    const byCommand = new Map<string, { requests: CounterSeries; seconds: HistogramSeries }>();
+    const commandSeries = (command: string) => {
+      let series = byCommand.get(command);
+      if (series === undefined) {
+        series = { requests: requests.series({ command }), seconds: seconds.series({ command }) };
+        byCommand.set(command, series);
+      }
+      return series;
+    };
     this.observer = {
       connectionOpened: () => connections.inc(),
       requestCompleted: (e) => {
-        requests.inc({ command: e.command });
-        seconds.observe({ command: e.command }, e.durationMs / 1000);
+        const series = commandSeries(e.command);
+        series.requests.value++;
+        series.seconds.observe(e.durationMs / 1000);
         if (e.error !== null) requestErrors.inc({ command: e.command, error: e.error });
-        else if (e.command === "read") readBytes.inc(e.bytes);
-        else if (e.command === "write") writtenBytes.inc(e.bytes);
+        else if (e.command === "read") readBytes.value += e.bytes;
+        else if (e.command === "write") writtenBytes.value += e.bytes;
       },
       protocolError: (e) => protocolErrors.inc({ kind: e.kind }),
     };
