@@ -56,6 +56,20 @@ function coversRest(valid: Uint8Array, start: number, end: number, cs: number): 
 
 const NO_LOCKED_PARTIALS: ReadonlySet<number> = new Set();
 
+/** The runs of set bits of a chunk's block bitmap, as [first, end) block pairs, in order. */
+function* blockRuns(valid: Uint8Array, blocks: number): Generator<[number, number]> {
+  for (let next = 0; next < blocks;) {
+    if (!bitSet(valid, next)) {
+      next++;
+      continue;
+    }
+    let end = next + 1;
+    while (end < blocks && bitSet(valid, end)) end++;
+    yield [next, end];
+    next = end;
+  }
+}
+
 /** Logical chunk number -> lock key, unique per device. */
 function lockKey(device: Device, chunk: number): number {
   return device.id * 2 ** 32 + chunk;
@@ -233,7 +247,9 @@ export class DataPath {
     const now = this.uncontendedPiece(device, offset, data.length);
     if (
       now !== undefined &&
-      (this.writeInPlaceNow(device, now, data) || this.writeRedirectNow(device, now, data))
+      (this.writeInPlaceNow(device, now, data) ||
+        this.writeRedirectNow(device, now, data) ||
+        this.writePartialNow(device, now, data))
     )
       return;
     const gate = this.core.gate(device);
@@ -316,13 +332,98 @@ export class DataPath {
   }
 
   /**
+   * The writes to a partial chunk, done before returning, under the conditions of
+   * writeInPlaceNow, for whole 4 KiB blocks: into the volume's own partial chunk in place
+   * ("inPlacePartial": the blocks become its own), or, when the partial chunk is shared (a
+   * snapshot after the one it was made for), into a new partial chunk over the same backing
+   * that holds copies of the old one's own blocks ("partialOver"). Without these, every first
+   * write after a second snapshot to a chunk the first left partial took the general path
+   * (issue 13's penalty after two and three snapshots). The old chunk's own blocks are read
+   * inline too; false (nothing done) when the file would not read them inline or any other
+   * condition fails. uncontendedPiece planned the piece as holding the partial chunk's physical
+   * lock, which nobody held: nothing else runs until the record is made.
+   */
+  private writePartialNow(device: Device, piece: Piece, data: Buffer): boolean {
+    if (piece.start % BLOCK !== 0 || piece.end % BLOCK !== 0) return false;
+    const { space, data: file, chunkSize: cs } = this.core;
+    const partial = space.partials.get(piece.phys);
+    if (partial === undefined || !file.readNow) return false;
+    const b0 = piece.start / BLOCK;
+    const b1 = piece.end / BLOCK;
+    const valid = Uint8Array.from(partial.valid);
+    setBits(valid, b0, b1);
+    if (piece.mode === "inPlacePartial") {
+      try {
+        if (!file.writeNow!([data], piece.phys * cs + piece.start)) return false;
+      } catch (err) {
+        throw asSnapblockError(err, `write to volume '${device.name}'`);
+      }
+      const record = this.partialValidRecord(piece.phys, partial.valid, valid);
+      if (record) this.core.record(record);
+      return true;
+    }
+    if (piece.mode !== "partialOver") return false;
+    space.reclaim(this.core.committedSeq);
+    if (space.reservable < 1) return false; // the general path commits pending releases first
+    const io = space.beginIo();
+    let target = -1;
+    try {
+      // The new chunk's runs of blocks: the written ones from `data`, the rest copied from the
+      // old chunk's own blocks (read first: nothing is reserved if a read would not run inline).
+      const runs: { at: number; buf: Buffer }[] = [];
+      const oldBlocks = (buf: Buffer, r0: number, from: number, to: number): boolean =>
+        to <= from ||
+        // undefined: not inline; a short read (past the file's end) leaves zeroes
+        file.readNow!(buf, (from - r0) * BLOCK, (to - from) * BLOCK, piece.phys * cs + from * BLOCK) !==
+          undefined;
+      for (const [r0, r1] of blockRuns(valid, cs / BLOCK)) {
+        // The written blocks are one run of `valid`, or inside one.
+        const holdsWrite = r0 <= b0 && b1 <= r1;
+        if (holdsWrite && r0 === b0 && r1 === b1) {
+          runs.push({ at: r0 * BLOCK, buf: data });
+          continue;
+        }
+        const buf = Buffer.alloc((r1 - r0) * BLOCK);
+        if (holdsWrite) {
+          if (!oldBlocks(buf, r0, r0, b0) || !oldBlocks(buf, r0, b1, r1)) return false;
+          data.copy(buf, (b0 - r0) * BLOCK);
+        } else if (!oldBlocks(buf, r0, r0, r1)) return false;
+        runs.push({ at: r0 * BLOCK, buf });
+      }
+      target = space.reserve(1)[0]!;
+      for (const run of runs) {
+        if (!file.writeNow!([run.buf], target * cs + run.at)) {
+          space.unreserve(target);
+          return false;
+        }
+      }
+    } catch (err) {
+      if (target >= 0) space.unreserve(target);
+      throw asSnapblockError(err, `write to volume '${device.name}'`);
+    } finally {
+      space.endIo(io);
+    }
+    piece.target = target;
+    this.core.record({
+      type: RecordType.MapPartial,
+      id: device.id,
+      chunk: piece.chunk,
+      phys: target,
+      backing: partial.backing,
+      valid,
+    });
+    this.reportRedirects(device, [piece]);
+    return true;
+  }
+
+  /**
    * The plan of a write that falls in one chunk of a volume, when it may run before returning:
    * the data file takes writes inline, no content is still to arrive, no snapshot holds writes
    * back, and nobody holds or waits for the chunk's lock. Partial chunks count as unlocked, so
    * their modes are the ones that are safe without the lock. Undefined when any condition fails.
    */
   private uncontendedPiece(device: Device, offset: number, length: number): Piece | undefined {
-    const { data: file, chunkSize: cs, locks } = this.core;
+    const { data: file, chunkSize: cs, locks, space, tables } = this.core;
     const chunk = Math.floor(offset / cs);
     if (
       !file.writeNow ||
@@ -334,7 +435,15 @@ export class DataPath {
     ) {
       return undefined;
     }
-    return this.plan(device, offset, length, NO_LOCKED_PARTIALS)[0];
+    // A partial chunk whose physical lock nobody holds is planned as locked: the fast paths run
+    // to their record without a wait, so the filler cannot start on it in between.
+    let locked = NO_LOCKED_PARTIALS;
+    if (space.partials.size > 0) {
+      const phys = tables.physical(device.table, chunk);
+      if (phys >= 0 && space.partials.has(phys) && locks.isFree(physKey(phys)))
+        locked = new Set([physKey(phys)]);
+    }
+    return this.plan(device, offset, length, locked)[0];
   }
 
   /**
@@ -468,6 +577,16 @@ export class DataPath {
     };
   }
 
+  /**
+   * The record after blocks of partial chunk `phys` were written in place (its own blocks were
+   * `before`, are `after` now): complete, or its new bitmap; undefined when nothing changed.
+   */
+  private partialValidRecord(phys: number, before: Uint8Array, after: Uint8Array): MetaRecord | undefined {
+    if (allSet(after, this.core.chunkSize / BLOCK)) return { type: RecordType.PartialDone, id: phys };
+    if (after.every((v, i) => v === before[i])) return undefined;
+    return { type: RecordType.PartialValid, id: phys, valid: after };
+  }
+
   /** Performs the pieces' I/O; returns the records that publish the redirected ones. */
   private async writePieces(device: Device, pieces: Piece[], data: Buffer): Promise<MetaRecord[]> {
     const cs = this.core.chunkSize;
@@ -503,14 +622,7 @@ export class DataPath {
           setBits(valid, b0, b1);
           // One buffer per run of blocks the new chunk holds: the written range (its edge blocks
           // completed from the old chunk's content) and the old chunk's own blocks.
-          for (let next = 0; next < blocksPerChunk;) {
-            if (!bitSet(valid, next)) {
-              next++;
-              continue;
-            }
-            const r0 = next;
-            let r1 = r0 + 1;
-            while (r1 < blocksPerChunk && bitSet(valid, r1)) r1++;
+          for (const [r0, r1] of blockRuns(valid, blocksPerChunk)) {
             const run = Buffer.alloc((r1 - r0) * BLOCK);
             const copy = (from: number, to: number): void => {
               if (to > from)
@@ -524,7 +636,6 @@ export class DataPath {
               overlays.push(() => slice.copy(run, p.start - r0 * BLOCK));
             } else copy(r0, r1);
             writes.push({ pos: p.target * cs + r0 * BLOCK, buf: run });
-            next = r1;
           }
           records.push({
             type: RecordType.MapPartial,
@@ -559,9 +670,8 @@ export class DataPath {
             const partial = this.core.space.partials.get(p.phys)!;
             const valid = Uint8Array.from(partial.valid);
             setBits(valid, b0, b1);
-            if (allSet(valid, blocksPerChunk)) records.push({ type: RecordType.PartialDone, id: p.phys });
-            else if (!valid.every((v, i) => v === partial.valid[i]))
-              records.push({ type: RecordType.PartialValid, id: p.phys, valid });
+            const record = this.partialValidRecord(p.phys, partial.valid, valid);
+            if (record) records.push(record);
           }
           break;
         }

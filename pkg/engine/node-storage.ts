@@ -216,6 +216,16 @@ class InlineFile extends NodeFile {
     return true;
   }
 
+  readNow(buffer: Buffer, bufferOffset: number, length: number, position: number): number | undefined {
+    let done = 0;
+    while (done < length) {
+      const n = readSync(this.fd, buffer, bufferOffset + done, length - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  }
+
   private writeInline(buffers: readonly Buffer[], position: number): void {
     const cap = this.folioCap;
     // The usual 4 KiB write inside one piece goes straight through.
@@ -298,6 +308,20 @@ class AdaptiveFile extends InlineFile {
     const result = super.read(buffer, bufferOffset, length, position);
     this.placement.inlineTook((performance.now() - started) * 1000);
     return result;
+  }
+
+  /** Inline only while ReadPlacement has small reads inline (they come back in cache time). */
+  override readNow(
+    buffer: Buffer,
+    bufferOffset: number,
+    length: number,
+    position: number,
+  ): number | undefined {
+    if (length >= LARGE || !this.placement.inline()) return undefined;
+    const started = performance.now();
+    const n = super.readNow(buffer, bufferOffset, length, position);
+    this.placement.inlineTook((performance.now() - started) * 1000);
+    return n;
   }
 
   // Large writes of the data file run inline too, cut into folio-sized pieces (above): buffered

@@ -545,6 +545,76 @@ describe("snapshots, restores and clones", () => {
   });
 });
 
+describe("writes to partial chunks", () => {
+  it("complete before write() returns, in place or over a new partial chunk after a second snapshot", async () => {
+    await pool.close();
+    pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0, fillPartials: false });
+    const B = 4096;
+    await pool.createVolume("v", 2 * CS);
+    const v = pool.openVolume("v");
+    await v.write(0, Buffer.alloc(2 * CS, 1));
+    await pool.createSnapshot("v", "s1");
+    await v.write(1 * B, Buffer.alloc(B, 2)); // chunk 0 becomes partial: block 1 its own
+    expect(pool.stats().partialChunks).toBe(1);
+    // A read begun right after a write sees it only if the write was done when write() returned.
+    const writeThenRead = async (at: number, value: number): Promise<Buffer> => {
+      const w = v.write(at, Buffer.alloc(B, value));
+      const r = v.read(at, B);
+      await w;
+      return r;
+    };
+    // The volume's own partial chunk: in place.
+    expect(await writeThenRead(3 * B, 3)).toEqual(Buffer.alloc(B, 3));
+    expect(pool.stats().partialChunks).toBe(1);
+    await pool.createSnapshot("v", "s2");
+    // Now shared with s2: a new partial chunk over the same backing, holding blocks 1-3 (2 written,
+    // 1 and 3 copied around it), then block 9 apart from them.
+    const before = pool.stats().allocatedBytes;
+    expect(await writeThenRead(2 * B, 4)).toEqual(Buffer.alloc(B, 4));
+    expect(pool.stats().partialChunks).toBe(2);
+    expect(pool.stats().allocatedBytes - before).toBe(CS);
+    expect(await writeThenRead(9 * B, 5)).toEqual(Buffer.alloc(B, 5));
+    expect(pool.stats().partialChunks).toBe(2);
+    const expected = (blocks: [number, number][]): Buffer => {
+      const b = Buffer.alloc(2 * CS, 1);
+      for (const [block, value] of blocks) b.fill(value, block * B, (block + 1) * B);
+      return b;
+    };
+    const contents = async (h: { read(o: number, l: number): Promise<Buffer> }) => h.read(0, 2 * CS);
+    const want = {
+      v: expected([
+        [1, 2],
+        [2, 4],
+        [3, 3],
+        [9, 5],
+      ]),
+      s1: expected([]),
+      s2: expected([
+        [1, 2],
+        [3, 3],
+      ]),
+    };
+    const check = async (): Promise<void> => {
+      const h = pool.openVolume("v");
+      expect((await contents(h)).equals(want.v)).toBe(true);
+      h.close();
+      for (const s of ["s1", "s2"] as const) {
+        const sh = pool.openSnapshot(s);
+        expect((await contents(sh)).equals(want[s])).toBe(true);
+        sh.close();
+      }
+      expect((await pool.check()).problems).toEqual([]);
+    };
+    v.close();
+    await check();
+    await pool.completePartials();
+    await check();
+    await pool.close();
+    pool = await Pool.open({ dir: join(dir, "pool"), autoCommitMs: 0 });
+    await check();
+  });
+});
+
 describe("observer and stats for metrics", () => {
   it("reports I/O, redirects, commits, sharing and the last check", async () => {
     const events: string[] = [];

@@ -18,6 +18,12 @@ export interface StorageFile {
    * takes the asynchronous `write`.
    */
   writeNow?(buffers: readonly Buffer[], position: number): boolean;
+  /**
+   * Reads like `read` (up to `length` bytes; fewer only at the file's end) before returning, on
+   * the calling thread, when this file does such reads inline now; undefined, having read
+   * nothing, when it does not. Throws what the read throws. Optional, like writeNow.
+   */
+  readNow?(buffer: Buffer, bufferOffset: number, length: number, position: number): number | undefined;
   /** Makes every completed write to this file durable (fdatasync). */
   sync(): Promise<void>;
   size(): Promise<number>;
