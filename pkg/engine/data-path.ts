@@ -347,7 +347,7 @@ export class DataPath {
     if (piece.start % BLOCK !== 0 || piece.end % BLOCK !== 0) return false;
     const { space, data: file, chunkSize: cs } = this.core;
     const partial = space.partials.get(piece.phys);
-    if (partial === undefined || !file.readNow) return false;
+    if (partial === undefined) return false;
     const b0 = piece.start / BLOCK;
     const b1 = piece.end / BLOCK;
     const valid = Uint8Array.from(partial.valid);
@@ -362,7 +362,7 @@ export class DataPath {
       if (record) this.core.record(record);
       return true;
     }
-    if (piece.mode !== "partialOver") return false;
+    if (piece.mode !== "partialOver" || !file.readNow) return false;
     space.reclaim(this.core.committedSeq);
     if (space.reservable < 1) return false; // the general path commits pending releases first
     const io = space.beginIo();
