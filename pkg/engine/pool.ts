@@ -1019,6 +1019,19 @@ export class Pool implements PoolCore {
    * the same content. Like createSnapshot, it waits only for writes in flight on the volume.
    */
   async takePoint(volumeName: string, atMs: number): Promise<SnapshotInfo | undefined> {
+    const name = await this.recordPoint(volumeName, atMs);
+    if (name === undefined) return undefined;
+    await this.commit();
+    return this.getSnapshot(name);
+  }
+
+  /**
+   * takePoint without the commit: the point is recorded, listed once a commit covers it (the
+   * caller's, or any later one). The point scheduler records the points of all its volumes and
+   * commits once; it records the next second's while a slow commit still runs. Returns the
+   * point's name, or undefined when nothing was written since the newest point.
+   */
+  async recordPoint(volumeName: string, atMs: number): Promise<string | undefined> {
     this.ensureUsable();
     const vol = this.find("volume", volumeName);
     let taken: string | undefined;
@@ -1043,10 +1056,13 @@ export class Pool implements PoolCore {
       this.uncommittedPoints.set(name, seq);
       taken = name;
     });
-    if (taken === undefined) return undefined;
-    await this.commit();
-    this.uncommittedPoints.delete(taken);
-    return this.getSnapshot(taken);
+    return taken;
+  }
+
+  /** When the volume's newest recovery point was taken (ms), committed or not; undefined: none. */
+  newestPointMs(volumeName: string): number | undefined {
+    const points = this.pointDevices(this.find("volume", volumeName).id);
+    return points[points.length - 1]?.createdAtMs;
   }
 
   /** A volume's recovery points, oldest first (those committed: see uncommittedPoints). */

@@ -35,7 +35,7 @@ export interface PointSchedulerOptions {
 }
 
 export interface TickReport {
-  /** Names of points taken. */
+  /** Names of points taken (durable: step() fills this in when its commit is made). */
   taken: string[];
   /** Volumes due for a point that had nothing new written. */
   skipped: string[];
@@ -84,7 +84,9 @@ export class PointScheduler {
   private readonly share: number;
   private readonly policies = new Map<string, ProtectionPolicy | undefined>();
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<TickReport> | undefined;
+  private running: Promise<{ report: TickReport; durable: Promise<void> }> | undefined;
+  /** Steps' commits not yet made (stop() waits for them). */
+  private readonly committing = new Set<Promise<void>>();
   private stopped = false;
   /** The last accounting of the points' space: when, the free space after it, the budget then. */
   private lastSpaceCheck: { atMs: number; freeBytes: number; budgetBytes: number } | undefined;
@@ -98,8 +100,10 @@ export class PointScheduler {
   }
 
   /**
-   * Runs tick() once in every slot of tickMs until stop(), the first in the next slot
-   * (nextTickDelay: a fixed grid of Date.now, whatever clock `now` is).
+   * Runs step() once in every slot of tickMs until stop(), the first in the next slot
+   * (nextTickDelay: a fixed grid of Date.now, whatever clock `now` is). A step does not wait for
+   * its points to be durable: under a write load a commit (the data file's sync) can take longer
+   * than a second, and the next second's point is recorded meanwhile, to share the next commit.
    */
   start(): void {
     const every = this.options.tickMs ?? 1000;
@@ -109,7 +113,8 @@ export class PointScheduler {
       this.timer = setTimeout(
         () => {
           served = Math.floor(Date.now() / every);
-          void this.tick()
+          void this.step()
+            .then(({ durable }) => this.track(durable))
             .catch((err: unknown) => this.options.onError?.("", asSnapblockError(err, "recovery points")))
             .finally(() => {
               if (!this.stopped) loop();
@@ -122,23 +127,41 @@ export class PointScheduler {
     loop();
   }
 
-  /** Stops the timer and waits for a tick in progress. */
+  /** Stops the timer and waits for a tick in progress and for its commit. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     await this.running?.catch(() => undefined);
+    await Promise.all(this.committing);
   }
 
-  /** One pass over the protected volumes (ticks never overlap: a second call waits its turn). */
+  /** One pass over the protected volumes, returning once its points and deletions are durable. */
   async tick(): Promise<TickReport> {
+    const { report, durable } = await this.step();
+    await durable;
+    return report;
+  }
+
+  /**
+   * One pass over the protected volumes (passes never overlap: a second call waits its turn):
+   * its report, once its points are recorded, and a promise settled when they and its deletions
+   * are durable (never rejected: a failed commit goes to onError, and fails the pool).
+   */
+  async step(): Promise<{ report: TickReport; durable: Promise<void> }> {
     while (this.running) await this.running.catch(() => undefined);
-    this.running = this.runTick();
+    const running = this.runTick();
+    this.running = running;
     try {
-      return await this.running;
+      return await running;
     } finally {
       this.running = undefined;
     }
+  }
+
+  private track(durable: Promise<void>): void {
+    this.committing.add(durable);
+    void durable.finally(() => this.committing.delete(durable));
   }
 
   /**
@@ -146,16 +169,18 @@ export class PointScheduler {
    * the data file, the expensive part under a write load) per tick for every protected volume of
    * the pool, where a commit per point and another per thinning made slow ticks overrun their
    * slot (BENCHMARKS.md). A deletion still uncommitted at the end of the tick (no point taken
-   * after it) is committed then.
+   * after it) gets a commit of its own.
    */
-  private async runTick(): Promise<TickReport> {
+  private async runTick(): Promise<{ report: TickReport; durable: Promise<void> }> {
     const report: TickReport = { taken: [], skipped: [], thinned: 0, evicted: 0 };
     const now = this.now();
     let dropSeq = 0;
+    const recorded: { volume: string; name: string }[] = [];
     const volumes = this.pool.protectedVolumes().map(async ({ name, policy: text }) => {
       try {
         dropSeq = Math.max(dropSeq, this.thin(name, text, now, report));
-        await this.takeDue(name, text, now, report);
+        const point = await this.recordDue(name, text, now, report);
+        if (point !== undefined) recorded.push({ volume: name, name: point });
       } catch (err) {
         this.options.onError?.(name, asSnapblockError(err, `recovery points of volume '${name}'`));
       }
@@ -164,8 +189,19 @@ export class PointScheduler {
     const evicted = await this.keepWithinShare(now);
     report.evicted = evicted.count;
     dropSeq = Math.max(dropSeq, evicted.seq);
-    if (dropSeq > this.pool.committedSeq) await this.pool.commit();
-    return report;
+    if (recorded.length === 0 && dropSeq <= this.pool.committedSeq)
+      return { report, durable: Promise.resolve() };
+    // Taken means durable: the points are reported once the commit that covers them is made.
+    const durable = this.pool.commit().then(
+      () => {
+        for (const point of recorded) {
+          report.taken.push(point.name);
+          this.pool.observer.pointTaken?.(point);
+        }
+      },
+      (err: unknown) => this.options.onError?.("", asSnapblockError(err, "committing recovery points")),
+    );
+    return { report, durable };
   }
 
   /**
@@ -191,18 +227,22 @@ export class PointScheduler {
     return seq;
   }
 
-  private async takeDue(volume: string, text: string, now: number, report: TickReport): Promise<void> {
+  /** Records the volume's point if one is due (uncommitted: runTick); returns its name. */
+  private async recordDue(
+    volume: string,
+    text: string,
+    now: number,
+    report: TickReport,
+  ): Promise<string | undefined> {
     const policy = this.policyOf(text);
-    if (!policy) return;
+    if (!policy) return undefined;
     const finest = policy.tiers[0]!.intervalMs;
-    const points = this.pool.listPoints(volume);
-    const newest = points[points.length - 1];
-    if (newest && Math.floor(now / finest) <= Math.floor(newest.createdAt.getTime() / finest)) return;
-    const point = await this.pool.takePoint(volume, now);
-    if (point) {
-      report.taken.push(point.name);
-      this.pool.observer.pointTaken?.({ volume, name: point.name });
-    } else report.skipped.push(volume);
+    // The newest point recorded, durable or not: a point still waiting for its commit counts.
+    const newest = this.pool.newestPointMs(volume);
+    if (newest !== undefined && Math.floor(now / finest) <= Math.floor(newest / finest)) return undefined;
+    const name = await this.pool.recordPoint(volume, now);
+    if (name === undefined) report.skipped.push(volume);
+    return name;
   }
 
   /**
