@@ -26,24 +26,12 @@ describe("tally metrics", () => {
   it("expose what prom-client's Counter and Histogram expose for the same observations", async () => {
     const theirs = new Registry();
     const ours = new Registry();
-    const labelNames = ["pool", "op"];
-    const help = { c: "Operations.", h: "Latency." };
-    const pc = new Counter({ name: "t_ops_total", help: help.c, labelNames, registers: [theirs] });
-    const ph = new Histogram({
-      name: "t_seconds",
-      help: help.h,
-      labelNames,
-      buckets: IO_SECONDS_BUCKETS,
-      registers: [theirs],
-    });
-    const tc = new TallyCounter({ name: "t_ops_total", help: help.c, labelNames, registers: [ours] });
-    const th = new TallyHistogram({
-      name: "t_seconds",
-      help: help.h,
-      labelNames,
-      buckets: IO_SECONDS_BUCKETS,
-      registers: [ours],
-    });
+    const counter = { name: "t_ops_total", help: "Operations.", labelNames: ["pool", "op"] };
+    const histogram = { ...counter, name: "t_seconds", help: "Latency.", buckets: IO_SECONDS_BUCKETS };
+    const pc = new Counter({ ...counter, registers: [theirs] });
+    const ph = new Histogram({ ...histogram, registers: [theirs] });
+    const tc = new TallyCounter({ ...counter, registers: [ours] });
+    const th = new TallyHistogram({ ...histogram, registers: [ours] });
     // Values on and between the bounds, below the first and above the last, for two series;
     // a label value that needs escaping.
     const values = [0, 0.00005, 0.0001, 0.00010001, 0.003, 0.25, 2.5, 2.6, 100];
