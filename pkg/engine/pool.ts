@@ -1196,7 +1196,9 @@ export class Pool implements PoolCore {
    * it. Cheap: a table comparison stops at the first difference and skips shared subtrees.
    */
   private protectionLag(vol: Device, nowMs: number): number {
-    const points = this.pointDevices(vol.id);
+    // A point counts once durable: one still waiting for its commit (the scheduler does not wait
+    // for it, and a commit can take seconds under a write load) restores nothing after a crash.
+    const points = this.pointDevices(vol.id).filter((d) => this.listed(d));
     const newest = points[points.length - 1];
     if (newest && newest.sizeBytes === vol.sizeBytes && !this.tables.differs(vol.table, newest.table))
       return 0;
@@ -1713,6 +1715,7 @@ export class Pool implements PoolCore {
     const snapshotCounts = new Map<number, number>();
     const pointCounts = new Map<number, number>();
     for (const d of this.meta.snapshots.values()) {
+      if (!this.listed(d)) continue; // a point counts once durable (listPoints)
       snapshotCounts.set(d.sourceId, (snapshotCounts.get(d.sourceId) ?? 0) + 1);
       if (isPointName(d.name)) pointCounts.set(d.sourceId, (pointCounts.get(d.sourceId) ?? 0) + 1);
     }

@@ -346,6 +346,52 @@ describe("recovery points", () => {
     await scheduler.stop();
   });
 
+  it("counts a point in the protection lag and the point count only once it is durable", async () => {
+    await pool.createVolume("v", 16 * CS);
+    await pool.setProtection("v", "1s for 1h");
+    await writeChunk("v", 0, 1);
+    const old = Date.now() - 60_000;
+    await pool.takePoint("v", old);
+    await writeChunk("v", 1, 2);
+    // Recorded but not committed: a crash now loses it, and nothing lists it yet, so the content
+    // written since the old point has no recovery point.
+    const name = await pool.recordPoint("v", Date.now());
+    expect(name).toBeDefined();
+    const before = pool.stats().volumes.find((v) => v.name === "v")!;
+    expect(before.protectionLagSeconds).toBeGreaterThanOrEqual(59);
+    expect(before.pointCount).toBe(1);
+    await pool.commit();
+    const after = pool.stats().volumes.find((v) => v.name === "v")!;
+    expect(after.protectionLagSeconds).toBe(0);
+    expect(after.pointCount).toBe(2);
+  });
+
+  it("reports an observer's failure to onError, not as a rejection of the step's commit", async () => {
+    await pool.close();
+    pool = await Pool.create({
+      dir: join(dir, "throwing"),
+      sizeBytes: 1024 * CS,
+      chunkSize: CS,
+      autoCommitMs: 0,
+      observer: {
+        pointTaken: () => {
+          throw new Error("observer broke");
+        },
+      },
+    });
+    await pool.createVolume("v", 16 * CS);
+    await pool.setProtection("v", "1s for 1m");
+    await writeChunk("v", 0, 1);
+    const errors: string[] = [];
+    const scheduler = new PointScheduler({ pool, tickMs: 0, onError: (_v, err) => errors.push(err.message) });
+    // The timer's path tracks `durable` without handling it: a rejection there is unhandled.
+    const { durable } = await scheduler.step();
+    await durable; // settles: a rejection fails the test
+    expect(errors.join()).toContain("observer broke");
+    expect(pool.listPoints("v")).toHaveLength(1);
+    await scheduler.stop();
+  });
+
   it("reserves point names, ignores points in snapshot limits, and deletes points with their volume", async () => {
     await pool.createVolume("v", 4 * CS);
     const err = await pool.createSnapshot("v", "rp--1-5").catch((e: unknown) => e);

@@ -192,15 +192,20 @@ export class PointScheduler {
     if (recorded.length === 0 && dropSeq <= this.pool.committedSeq)
       return { report, durable: Promise.resolve() };
     // Taken means durable: the points are reported once the commit that covers them is made.
-    const durable = this.pool.commit().then(
-      () => {
-        for (const point of recorded) {
-          report.taken.push(point.name);
-          this.pool.observer.pointTaken?.(point);
-        }
-      },
-      (err: unknown) => this.options.onError?.("", asSnapblockError(err, "committing recovery points")),
-    );
+    // An observer that throws goes to onError too: nobody handles `durable` on the timer's path,
+    // so a rejection there would be unhandled (and end the process).
+    const durable = this.pool
+      .commit()
+      .then(
+        () => {
+          for (const point of recorded) report.taken.push(point.name);
+          for (const point of recorded) this.pool.observer.pointTaken?.(point);
+        },
+        (err: unknown) => this.options.onError?.("", asSnapblockError(err, "committing recovery points")),
+      )
+      .catch((err: unknown) =>
+        this.options.onError?.("", asSnapblockError(err, "reporting recovery points")),
+      );
     return { report, durable };
   }
 
