@@ -114,7 +114,6 @@ export class PointScheduler {
         () => {
           served = Math.floor(Date.now() / every);
           void this.step()
-            .then(({ durable }) => this.track(durable))
             .catch((err: unknown) => this.options.onError?.("", asSnapblockError(err, "recovery points")))
             .finally(() => {
               if (!this.stopped) loop();
@@ -206,6 +205,8 @@ export class PointScheduler {
       .catch((err: unknown) =>
         this.options.onError?.("", asSnapblockError(err, "reporting recovery points")),
       );
+    // Tracked before the step returns: stop() waits for the step, then for what it tracks.
+    this.track(durable);
     return { report, durable };
   }
 
