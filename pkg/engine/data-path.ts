@@ -54,7 +54,9 @@ function coversRest(valid: Uint8Array, start: number, end: number, cs: number): 
   return true;
 }
 
-const NO_LOCKED_PARTIALS: ReadonlySet<number> = new Set();
+/** Whether the caller holds the physical lock of the partial chunk with this lock key. */
+type HoldsLock = (physKey: number) => boolean;
+const NO_LOCKED_PARTIALS: HoldsLock = () => false;
 
 /** The runs of set bits of a chunk's block bitmap, as [first, end) block pairs, in order. */
 function* blockRuns(valid: Uint8Array, blocks: number): Generator<[number, number]> {
@@ -344,6 +346,7 @@ export class DataPath {
    * lock, which nobody held: nothing else runs until the record is made.
    */
   private writePartialNow(device: Device, piece: Piece, data: Buffer): boolean {
+    if (piece.mode !== "inPlacePartial" && piece.mode !== "partialOver") return false;
     if (piece.start % BLOCK !== 0 || piece.end % BLOCK !== 0) return false;
     const { space, data: file, chunkSize: cs } = this.core;
     const partial = space.partials.get(piece.phys);
@@ -362,7 +365,7 @@ export class DataPath {
       if (record) this.core.record(record);
       return true;
     }
-    if (piece.mode !== "partialOver" || !file.readNow) return false;
+    if (!file.readNow) return false;
     space.reclaim(this.core.committedSeq);
     if (space.reservable < 1) return false; // the general path commits pending releases first
     const io = space.beginIo();
@@ -423,7 +426,7 @@ export class DataPath {
    * their modes are the ones that are safe without the lock. Undefined when any condition fails.
    */
   private uncontendedPiece(device: Device, offset: number, length: number): Piece | undefined {
-    const { data: file, chunkSize: cs, locks, space, tables } = this.core;
+    const { data: file, chunkSize: cs, locks } = this.core;
     const chunk = Math.floor(offset / cs);
     if (
       !file.writeNow ||
@@ -437,26 +440,15 @@ export class DataPath {
     }
     // A partial chunk whose physical lock nobody holds is planned as locked: the fast paths run
     // to their record without a wait, so the filler cannot start on it in between.
-    let locked = NO_LOCKED_PARTIALS;
-    if (space.partials.size > 0) {
-      const phys = tables.physical(device.table, chunk);
-      if (phys >= 0 && space.partials.has(phys) && locks.isFree(physKey(phys)))
-        locked = new Set([physKey(phys)]);
-    }
-    return this.plan(device, offset, length, locked)[0];
+    return this.plan(device, offset, length, (key) => locks.isFree(key))[0];
   }
 
   /**
-   * Decides each piece's mode. A partial chunk is written in place only if its physical lock is
-   * in `lockedPartials` (it may have become exclusive after the locks were taken): otherwise the
-   * piece is redirected, which is always safe.
+   * Decides each piece's mode. A partial chunk is written in place only when `lockedPartials`
+   * says its physical lock is held (it may have become exclusive after the locks were taken):
+   * otherwise the piece is redirected, which is always safe.
    */
-  private plan(
-    device: Device,
-    offset: number,
-    length: number,
-    lockedPartials?: ReadonlySet<number>,
-  ): Piece[] {
+  private plan(device: Device, offset: number, length: number, lockedPartials?: HoldsLock): Piece[] {
     const { space, tables, chunkSize: cs } = this.core;
     const pieces: Piece[] = [];
     // At the ceiling a partly written shared chunk is copied whole ("merge"), making no partial chunk.
@@ -471,7 +463,7 @@ export class DataPath {
       // Both modes that use a partial chunk's own state need its physical lock (against the
       // filler); without it (not taken, or the chunk became partial after the locks were taken)
       // the piece falls back to a mode that is safe anyway.
-      const lockedPartial = !lockedPartials || lockedPartials.has(physKey(lk.chunk));
+      const lockedPartial = !lockedPartials || lockedPartials(physKey(lk.chunk));
       if (lk.inPlace && !partial) mode = "inPlace";
       else if (lk.inPlace && lockedPartial) mode = "inPlacePartial";
       else if (start === 0 && end === cs) mode = "full";
@@ -502,7 +494,11 @@ export class DataPath {
       let targets: number[];
       // Plan, reserve and register the I/O in one synchronous stretch: a chunk looked up here
       // cannot be reused by anyone until this I/O ends.
-      const locked = partialKeys.length > 0 ? new Set(partialKeys) : NO_LOCKED_PARTIALS;
+      let locked = NO_LOCKED_PARTIALS;
+      if (partialKeys.length > 0) {
+        const held = new Set(partialKeys);
+        locked = (key) => held.has(key);
+      }
       for (let attempt = 0; ; attempt++) {
         pieces = this.plan(device, offset, data.length, locked);
         const needed = pieces.filter(redirects).length;
