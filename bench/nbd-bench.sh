@@ -43,7 +43,7 @@ cleanup() {
   if [ -n "$FUSEPID" ]; then umount "$BENCH_DIR/mnt" 2>/dev/null; kill "$FUSEPID" 2>/dev/null; wait "$FUSEPID" 2>/dev/null; fi
   [ -n "$QPID" ] && kill "$QPID" 2>/dev/null
   if [ -n "$SBPID" ]; then kill -TERM "$SBPID" 2>/dev/null; wait "$SBPID" 2>/dev/null; fi
-  rm -rf "$SB_DIR" "$BENCH_DIR/pen.qcow2" "$BENCH_DIR/pen.raw" "$SB_SOCK" "$BENCH_DIR/q.sock"
+  rm -rf "$SB_DIR" "$BENCH_DIR/build" "$BENCH_DIR/pen.qcow2" "$BENCH_DIR/pen.raw" "$SB_SOCK" "$BENCH_DIR/q.sock"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -51,8 +51,10 @@ mkdir -p "$BENCH_DIR/mnt"
 rm -rf "$SB_DIR" "$SB_SOCK"
 : > "$OUT"
 
+# The server runs as production runs: the tsc build, not the tests' TypeScript loader (bench/compiled.ts).
+BUILT=$(node --import tsx "$HERE/compiled.ts" "$REPO" "$BENCH_DIR/build") || { echo "build failed" >&2; exit 1; }
 start_snapblock() {
-  coproc SB { exec node --import tsx "$HERE/nbd-server.ts" "$SB_DIR" "$SB_SOCK" "$BYTES"; }
+  coproc SB { exec node "$BUILT/nbd-server.js" "$SB_DIR" "$SB_SOCK" "$BYTES"; }
   SBPID=$SB_PID
   read -r line <&"${SB[0]}" && [ "$line" = ready ] || { echo "snapblock server did not start" >&2; exit 1; }
 }

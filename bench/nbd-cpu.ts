@@ -14,7 +14,8 @@
  * TARGETS (comma list, default all), WORKLOADS (comma list of the names below, default all),
  * CLIENT (see below), BASELINE (the path of another checkout with its node_modules: its build
  * runs as the targets "baseline", "baseline-hybrid" and "baseline-metrics"). Needs fio, qemu-nbd,
- * nbdkit.
+ * nbdkit. snapblock's targets run the tsc build of their checkout, as production does
+ * (bench/compiled.ts); "snapblock-tsx" runs this checkout through the tests' TypeScript loader.
  *
  * CLIENT=kpath (`npm run bench:kpath`) measures the kernel path pods use on a node without the nbd
  * module instead: each server's export through nbdfuse (its own FUSE mount), a loop device with
@@ -28,6 +29,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { compiledBench } from "./compiled.js";
 import { cpuSeconds, loadAverage, minorFaults } from "./process-cpu.js";
 
 const run = promisify(execFile);
@@ -106,23 +108,31 @@ function peer(name: string, command: string, args: (image: string, socket: strin
   };
 }
 
-/** snapblock's bench server (bench/nbd-server.ts) with its data file in one I/O mode. */
-function snapblock(name: string, env: Record<string, string>, benchDir = HERE): Target {
+/**
+ * snapblock's bench server (bench/nbd-server.ts) with its data file in one I/O mode, from the
+ * compiled build of `checkout` (bench/compiled.ts), or through the tests' TypeScript loader.
+ */
+function snapblock(
+  name: string,
+  env: Record<string, string>,
+  checkout = join(HERE, ".."),
+  loader: "compiled" | "tsx" = "compiled",
+): Target {
   return {
     name,
     exportName: "bench",
     async start(dir, socket) {
+      const server =
+        loader === "compiled"
+          ? [join(await compiledBench(checkout), "nbd-server.js")]
+          : ["--import", "tsx", join(checkout, "bench", "nbd-server.ts")];
       const child = spawn(
         process.execPath,
-        [
-          "--import",
-          "tsx",
-          join(benchDir, "nbd-server.ts"),
-          join(dir, "pool"),
-          socket,
-          String(SIZE_MIB * 2 ** 20),
-        ],
-        { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
+        [...server, join(dir, "pool"), socket, String(SIZE_MIB * 2 ** 20)],
+        {
+          stdio: ["ignore", "pipe", "inherit"],
+          env: { ...process.env, ...env },
+        },
       );
       const lines = createInterface({ input: child.stdout });
       const first = await new Promise<string>((resolve) => lines.once("line", resolve));
@@ -150,15 +160,17 @@ const ALL_TARGETS: Target[] = [
   snapblock("snapblock-hybrid", { BENCH_DATA_IO: "hybrid" }),
   // With the metrics observers the node plugin runs with (what a production request costs).
   snapblock("snapblock-metrics", { BENCH_DATA_IO: "buffered", BENCH_METRICS: "1" }),
+  // The same server through the tests' TypeScript loader, which the figures until 2026-12-02 used.
+  snapblock("snapblock-tsx", { BENCH_DATA_IO: "buffered" }, join(HERE, ".."), "tsx"),
   // BASELINE=<another checkout of snapblock>: its build beside this one, for an A/B in one run.
   ...(process.env.BASELINE
     ? [
-        snapblock("baseline", { BENCH_DATA_IO: "buffered" }, join(process.env.BASELINE, "bench")),
-        snapblock("baseline-hybrid", { BENCH_DATA_IO: "hybrid" }, join(process.env.BASELINE, "bench")),
+        snapblock("baseline", { BENCH_DATA_IO: "buffered" }, process.env.BASELINE),
+        snapblock("baseline-hybrid", { BENCH_DATA_IO: "hybrid" }, process.env.BASELINE),
         snapblock(
           "baseline-metrics",
           { BENCH_DATA_IO: "buffered", BENCH_METRICS: "1" },
-          join(process.env.BASELINE, "bench"),
+          process.env.BASELINE,
         ),
       ]
     : []),

@@ -28,6 +28,7 @@ import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
+import { compiledBench } from "./compiled.js";
 import { loadAverage } from "./process-cpu.js";
 import type { RunArgs, RunResult, Sample } from "./protection-run.js";
 
@@ -53,7 +54,7 @@ function steadyAfterSeconds(policy: string): number {
   return longest;
 }
 
-function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
+async function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
   const args: RunArgs = {
     dir,
     seconds: SECONDS,
@@ -70,7 +71,8 @@ function runArm(dir: string, policy: string, seed: number): Promise<RunResult> {
   };
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(import.meta.dirname, "protection-run.ts"), JSON.stringify(args)],
+    // The compiled build, as production runs (bench/compiled.ts).
+    [join(await compiledBench(join(import.meta.dirname, "..")), "protection-run.js"), JSON.stringify(args)],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   let out = "";
@@ -114,7 +116,42 @@ function disk(dir: string): string {
   }
 }
 
-/** Steady state: thinning has reached its longest window and the data file stopped growing. */
+/**
+ * Whether the guest hands its free memory back to the host (virtio-balloon free page reporting):
+ * then a page the page cache takes for the first time since it was freed is a host fault, and a
+ * data file that grows pays for every new page.
+ */
+function pageReporting(): string {
+  try {
+    const dir = "/sys/module/page_reporting/parameters";
+    const order = readFileSync(`${dir}/page_reporting_order`, "utf8").trim();
+    const reported = Number(readFileSync(`${dir}/reported_kib`, "utf8").trim());
+    return reported > 0
+      ? `on (blocks of order ${order}, ${(reported / 2 ** 20).toFixed(1)} GiB reported so far)`
+      : "off";
+  } catch {
+    return "off";
+  }
+}
+
+/**
+ * Writes/s over the steady part's one-second samples, split by whether the data file grew in
+ * that second (more than 1 MiB of blocks written for the first time) or not.
+ */
+function rateByGrowth(samples: Sample[], from: number, grew: boolean): number {
+  let writes = 0;
+  let seconds = 0;
+  for (let i = 1; i < samples.length; i++) {
+    const [a, b] = [samples[i - 1]!, samples[i]!];
+    if (a.t < from) continue;
+    if (b.fileBytes - a.fileBytes > MiB !== grew) continue;
+    writes += b.writes - a.writes;
+    seconds += b.t - a.t;
+  }
+  return seconds > 0 ? writes / seconds : NaN;
+}
+
+/** Steady state: thinning has reached its longest window (the data file may still grow: the growth rows show how much). */
 const steadyFrom = Number(env.BENCH_PROTECTION_STEADY_SECONDS ?? steadyAfterSeconds(POLICY) + 5);
 
 const root = env.BENCH_DIR ?? (await mkdtemp(join(tmpdir(), "snapblock-protection-bench-")));
@@ -157,7 +194,7 @@ console.log(
 );
 console.log("");
 console.log(
-  `Machine: ${cpus().length} x ${model}, kernel ${kernel}, disk ${diskName}, Node.js ${process.version}; load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`,
+  `Machine: ${cpus().length} x ${model}, kernel ${kernel}, disk ${diskName}, Node.js ${process.version}, free page reporting ${pageReporting()}; load average before ${loadBefore.join(" ")}, after ${loadAfter.join(" ")}`,
 );
 console.log(
   `Load: random 4 KiB writes, ${DEPTH} in flight, ${FLUSH_MS > 0 ? `a flush every ${FLUSH_MS} ms, ` : ""}over ${WORKING_SET_BYTES / MiB} MiB of a ${VOLUME_BYTES / MiB} MiB volume filled first, ${CHUNK_BYTES !== undefined ? `${CHUNK_BYTES / 1024} KiB` : "default"} chunks; policy "${POLICY}" (its longest window ${steadyAfterSeconds(POLICY)} s; the steady part is the load after ${steadyFrom} s)`,
@@ -205,6 +242,26 @@ steadyRow(
   "CPU per write",
   (s) => s.cpuMicrosPerWrite,
   (x) => `${x.toFixed(1)} us`,
+);
+const growthRow = (label: string, grew: boolean): void => {
+  const g = (r: RunResult): number => rateByGrowth(r.samples, steadyFrom, grew);
+  const fmt = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : "-");
+  const per = plain.map((p, i) => g(protectedRuns[i]!) / g(p)).filter(Number.isFinite);
+  const pc = (x: number): string => `${x >= 1 ? "+" : ""}${((x - 1) * 100).toFixed(1)} %`;
+  console.log(
+    `| ${label} | ${fmt(m(plain, g))} | ${fmt(m(protectedRuns, g))} | ${per.length > 0 ? `${pc(median(per))} (rounds: ${per.map(pc).join(", ")})` : ""} |`,
+  );
+};
+growthRow("writes/s, steady seconds in which the data file did not grow", false);
+growthRow("writes/s, steady seconds in which it grew (new page-cache pages)", true);
+const growth = (r: RunResult): number => {
+  const steady = r.samples.filter((s) => s.t >= steadyFrom);
+  if (steady.length < 2) return NaN;
+  const [a, b] = [steady[0]!, steady[steady.length - 1]!];
+  return (b.fileBytes - a.fileBytes) / MiB / (b.t - a.t);
+};
+console.log(
+  `| data file growth, steady part | ${plain.map((r) => `${growth(r).toFixed(1)} MiB/s`).join("; ")} | ${protectedRuns.map((r) => `${growth(r).toFixed(1)} MiB/s`).join("; ")} | |`,
 );
 console.log(
   `| commits (data + journal sync): count, mean, longest | ${plain.map((r) => `${r.commits.count}, ${r.commits.meanMs.toFixed(1)} ms, ${r.commits.maxMs.toFixed(0)} ms`).join("; ")} | ${protectedRuns.map((r) => `${r.commits.count}, ${r.commits.meanMs.toFixed(1)} ms, ${r.commits.maxMs.toFixed(0)} ms`).join("; ")} | |`,

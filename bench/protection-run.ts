@@ -8,6 +8,7 @@
  * At the end (protected arm) it restores random retained points and verifies them.
  * Prints one JSON line (RunResult). Args: a JSON object (RunArgs).
  */
+import { statSync } from "node:fs";
 import { isSnapblockError } from "../pkg/errors/index.js";
 import { LocalEngine } from "../pkg/engine-api/index.js";
 import { isPointName, Prng } from "../pkg/engine/index.js";
@@ -48,6 +49,12 @@ export interface Sample {
   writes: number;
   /** The pool's allocated bytes (the data file's used chunks). */
   allocatedBytes: number;
+  /**
+   * Bytes the data file occupies on disk: it grows where a block is written for the first time,
+   * which is also where the page cache needs a page it never had (on a VM whose host takes back
+   * the guest's free memory, each such page is a host fault).
+   */
+  fileBytes: number;
 }
 
 export interface RestoreCheck {
@@ -199,6 +206,7 @@ const sampler = setInterval(() => {
       points,
       writes: done,
       allocatedBytes: st?.allocatedBytes ?? 0,
+      fileBytes: statSync(`${args.dir}/pool/data`).blocks * 512,
     });
   });
 }, 1000);
