@@ -11,6 +11,7 @@ export type {
   PoolOptions,
   PoolCreateOptions,
   RestoreOptions,
+  PointSpace,
   SnapshotOptions,
 } from "./pool.js";
 export type { StringMap } from "./string-maps.js";

@@ -173,7 +173,7 @@ describe("recovery points", () => {
       const report = await scheduler.tick();
       evicted += report.evicted;
       clock.now += 1000;
-      const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
+      const held = [...(await pool.pointSpace()).byVolume.values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // After every tick the points hold at most a quarter of (free + held), or only the newest
       // point is left.
@@ -211,7 +211,7 @@ describe("recovery points", () => {
       for (let c = 0; c < 64; c++) await writeChunk("hot", c, s + 1);
       evicted += (await scheduler.tick()).evicted;
       clock.now += 1000;
-      const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
+      const held = [...(await pool.pointSpace()).byVolume.values()].reduce((a, b) => a + b, 0);
       const free = pool.usage().freeBytes;
       // Within the share, plus what may fall before the next accounting (half the budget) and
       // one second of writes.
@@ -493,7 +493,7 @@ describe("pinned recovery points", () => {
     expect(left.slice(0, 2).map((p) => p.name)).toEqual(pinned);
     expect(left.slice(0, 2).every((p) => p.pinned)).toBe(true);
     // What the rule counts is the unpinned points' space, within the share after every tick.
-    const held = [...pool.pointSpace().values()].reduce((a, b) => a + b, 0);
+    const held = [...(await pool.pointSpace()).byVolume.values()].reduce((a, b) => a + b, 0);
     expect(held).toBeLessThanOrEqual(0.25 * (pool.usage().freeBytes + held));
     // Pinned points cannot be deleted as points at all (what thinning and the rule call).
     expect(await pool.deletePoints(pinned)).toEqual([]);

@@ -1,6 +1,6 @@
 import { asSnapblockError, type SnapblockError } from "../errors/index.js";
 import { pointsToKeep } from "./point-retention.js";
-import type { Pool } from "./pool.js";
+import type { PointSpace, Pool } from "./pool.js";
 import { parseProtectionPolicy, type ProtectionPolicy } from "./protection-policy.js";
 import type { SnapshotInfo } from "./types.js";
 
@@ -274,13 +274,13 @@ export class PointScheduler {
     let evicted = 0;
     let seq = 0;
     const perVolume = new Map<string, number>();
-    let first: { held: number; budget: number } | undefined;
-    for (;;) {
-      let held = 0;
-      for (const bytes of this.pool.pointSpace().values()) held += bytes;
-      const budget = Math.floor(this.share * (this.pool.usage().freeBytes + held));
-      first ??= { held, budget };
-      if (held <= budget) break;
+    const total = (space: PointSpace): number => [...space.byVolume.values()].reduce((a, b) => a + b, 0);
+    let space = await this.pool.pointSpace();
+    let held = total(space);
+    const budgetFor = (heldBytes: number): number =>
+      Math.floor(this.share * (this.pool.usage().freeBytes + heldBytes));
+    const first = { held, budget: budgetFor(held) };
+    while (held > budgetFor(held)) {
       const victim = this.oldestEvictable();
       if (!victim) break;
       const dropped = this.pool.dropPoints([victim.name]);
@@ -288,13 +288,19 @@ export class PointScheduler {
       seq = dropped.seq;
       evicted++;
       perVolume.set(victim.volume, (perVolume.get(victim.volume) ?? 0) + 1);
-      // Each round accounts the tables again: let I/O in between.
-      await new Promise((resolve) => setImmediate(resolve));
+      // Deleting one point gives back exactly what it alone mapped, so the accounting made before
+      // it says what the points hold now without another pass. Only when that is still too much
+      // is the next victim's share needed, and it changed: what the deleted point shared with it
+      // alone is now its own. So: account again (in slices, I/O goes on meanwhile).
+      held -= space.exclusive.get(victim.name) ?? 0;
+      if (held <= budgetFor(held)) break;
+      space = await this.pool.pointSpace();
+      held = total(space);
     }
     this.lastSpaceCheck = {
       atMs: now,
       freeBytes: this.pool.usage().freeBytes,
-      budgetBytes: first?.budget ?? 0,
+      budgetBytes: first.budget,
     };
     for (const [volume, count] of perVolume) {
       this.pool.observer.pointsDeleted?.({

@@ -521,4 +521,48 @@ describe("space accounting", () => {
       await pool.close();
     }
   }, 60_000);
+
+  it("accounts recovery points in slices on large tables, and each point's own bytes are what deleting it frees", async () => {
+    CS = 4096;
+    const pool = await Pool.create({
+      storage: new FaultStorage({ seed: 11 }),
+      sizeBytes: 16384 * CS,
+      chunkSize: CS,
+      autoCommitMs: 0,
+    });
+    try {
+      // One chunk in each of 2,200 leaves (over 4 MiB of tables), then four points, each followed
+      // by a different number of rewritten chunks: the point before them holds the old versions.
+      const leaves = 2200;
+      await pool.createVolume("v", leaves * 512 * CS);
+      const h = pool.openVolume("v");
+      for (let i = 0; i < leaves; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 1));
+      expect(pool.tables.memoryBytes).toBeGreaterThan(4 * 2 ** 20);
+      const rewrites = [100, 30, 7, 0];
+      const points: string[] = [];
+      for (const [p, n] of rewrites.entries()) {
+        points.push((await pool.takePoint("v", 1000 * (p + 1)))!.name);
+        for (let i = 0; i < n; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 2 + p));
+      }
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 0);
+      const space = await pool.pointSpace();
+      clearInterval(ticker);
+      expect(ticks).toBeGreaterThan(0); // the event loop ran between slices
+      // Point p alone holds the versions rewritten before the next point: 100, 30, 7 and none.
+      expect(points.map((name) => space.exclusive.get(name))).toEqual([100 * CS, 30 * CS, 7 * CS, 0]);
+      expect(space.byVolume.get("v")).toBe(137 * CS);
+      // Deleting the oldest frees exactly its own bytes once committed.
+      const before = pool.usage().allocatedBytes;
+      await pool.deletePoints([points[0]!]);
+      await pool.commit();
+      expect(before - pool.usage().allocatedBytes).toBe(100 * CS);
+      const after = await pool.pointSpace();
+      expect(after.byVolume.get("v")).toBe(37 * CS);
+      expect(after.exclusive.get(points[1]!)).toBe(30 * CS);
+      expect((await pool.check()).problems).toEqual([]);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
 });
