@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nbd-bench.sh -- `npm run bench:nbd`: snapblock's NBD server beside its peers, in one run.
 #
-# 1. The peers table of shared/bench/peers.sh (raw file, qemu-nbd raw and qcow2, nbdkit file and
+# 1. The peers table of the team's peers.sh, when PEERS names it (raw file, qemu-nbd raw and qcow2, nbdkit file and
 #    memory, and qemu-nbd through the nbdfuse + loop kernel path) with snapblock added as the
 #    custom target: the same fio nbd-engine workloads over a unix socket.
 # 2. snapblock through the kernel path this machine has: nbdfuse -> loop device -> fio libaio.
@@ -15,7 +15,7 @@
 #    The raw file (fio libaio O_DIRECT, no server) runs in the same rounds: snapblock / raw there
 #    is the interleaved, repeated form of section 1's ratio.
 # Output: "<target> <figure> <value>" lines (peers.sh's format) and a Markdown summary.
-# Env: PEERS (path to peers.sh; default ../shared/bench/peers.sh beside the repo), SIZE (4G),
+# Env: PEERS (path to a peers.sh; unset: section 1 is skipped, section 4 measures the same peers), SIZE (4G),
 #      RUNTIME (s, 4), BENCH_DIR (default $TMPDIR/snapblock-nbd-bench), ROUNDS (3),
 #      SECTIONS (which of "peers kpath penalty cpu" to run; default all). Needs root (loop, FUSE).
 #      Each penalty round keeps 1 GiB of chunks for its snapshot and the pool is 3x SIZE: with
@@ -24,7 +24,7 @@ set -u
 export LC_ALL=C
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-PEERS=${PEERS:-$REPO/../shared/bench/peers.sh}
+PEERS=${PEERS:-}
 SIZE=${SIZE:-4G}
 RUNTIME=${RUNTIME:-4}
 ROUNDS=${ROUNDS:-3}
@@ -70,11 +70,11 @@ start_snapblock
 # ---------------------------------------------------------------- 1. peers table + snapblock
 if ! section peers; then
   :
-elif [ -x "$PEERS" ] || [ -f "$PEERS" ]; then
+elif [ -n "$PEERS" ] && [ -f "$PEERS" ]; then
   CUSTOM_URI=$SB_URI KPATH=1 SIZE=$SIZE RUNTIME=$RUNTIME BENCH_DIR=$BENCH_DIR/peers bash "$PEERS" \
     | sed 's/^custom /snapblock /' | tee -a "$OUT"
 else
-  echo "# peers.sh not found at $PEERS: peers table skipped" | tee -a "$OUT"
+  echo "# peers table skipped: set PEERS to a peers.sh (section 4 runs the same peers interleaved)" | tee -a "$OUT"
 fi
 
 # ---------------------------------------------------------------- 2. snapblock kernel path
