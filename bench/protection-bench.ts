@@ -217,6 +217,9 @@ console.log(
   `| write p99.9 | ${m(plain, (r) => r.p999Ms).toFixed(3)} ms | ${m(protectedRuns, (r) => r.p999Ms).toFixed(3)} ms | ${ratio((r) => r.p999Ms)} |`,
 );
 console.log(
+  `| longest write | ${m(plain, (r) => r.maxMs).toFixed(1)} ms | ${m(protectedRuns, (r) => r.maxMs).toFixed(1)} ms | ${ratio((r) => r.maxMs)} |`,
+);
+console.log(
   `| CPU per write | ${m(plain, (r) => r.cpuMicrosPerWrite).toFixed(1)} us | ${m(protectedRuns, (r) => r.cpuMicrosPerWrite).toFixed(1)} us | ${ratio((r) => r.cpuMicrosPerWrite)} |`,
 );
 const steadyRow = (
