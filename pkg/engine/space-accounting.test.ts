@@ -474,21 +474,29 @@ describe("space accounting", () => {
     }
   });
 
-  it("large tables are accounted in slices that let I/O run, serving the last figures meanwhile", async () => {
+  /**
+   * A pool of 4 KiB chunks with volume "v" mapping one chunk in each of 2,200 leaves: over 4 MiB of
+   * tables, well past the size accounted synchronously.
+   */
+  async function largeTables(seed: number, poolChunks: number) {
     CS = 4096;
     const pool = await Pool.create({
-      storage: new FaultStorage({ seed: 9 }),
-      sizeBytes: 8192 * CS,
+      storage: new FaultStorage({ seed }),
+      sizeBytes: poolChunks * CS,
       chunkSize: CS,
       autoCommitMs: 0,
     });
+    const leaves = 2200;
+    await pool.createVolume("v", leaves * 512 * CS);
+    const h = pool.openVolume("v");
+    for (let i = 0; i < leaves; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 1));
+    expect(pool.tables.memoryBytes).toBeGreaterThan(4 * 2 ** 20);
+    return { pool, h, leaves };
+  }
+
+  it("large tables are accounted in slices that let I/O run, serving the last figures meanwhile", async () => {
+    const { pool, h, leaves } = await largeTables(9, 8192);
     try {
-      // One chunk in each of 2,200 leaves: over 4 MiB of tables, well past the synchronous size.
-      const leaves = 2200;
-      await pool.createVolume("v", leaves * 512 * CS);
-      const h = pool.openVolume("v");
-      for (let i = 0; i < leaves; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 1));
-      expect(pool.tables.memoryBytes).toBeGreaterThan(4 * 2 ** 20);
       const first = pool.stats({ recent: true }); // nothing computed yet: computed at once
       expect(first.volumes[0]).toMatchObject({ totalBytes: leaves * CS, exclusiveBytes: leaves * CS });
       await pool.createSnapshot("v", "s");
@@ -523,21 +531,10 @@ describe("space accounting", () => {
   }, 60_000);
 
   it("accounts recovery points in slices on large tables, and each point's own bytes are what deleting it frees", async () => {
-    CS = 4096;
-    const pool = await Pool.create({
-      storage: new FaultStorage({ seed: 11 }),
-      sizeBytes: 16384 * CS,
-      chunkSize: CS,
-      autoCommitMs: 0,
-    });
+    const { pool, h } = await largeTables(11, 16384);
     try {
-      // One chunk in each of 2,200 leaves (over 4 MiB of tables), then four points, each followed
-      // by a different number of rewritten chunks: the point before them holds the old versions.
-      const leaves = 2200;
-      await pool.createVolume("v", leaves * 512 * CS);
-      const h = pool.openVolume("v");
-      for (let i = 0; i < leaves; i++) await h.write(i * 512 * CS, Buffer.alloc(CS, 1));
-      expect(pool.tables.memoryBytes).toBeGreaterThan(4 * 2 ** 20);
+      // Four points, each followed by a different number of rewritten chunks: the point before
+      // them holds the old versions.
       const rewrites = [100, 30, 7, 0];
       const points: string[] = [];
       for (const [p, n] of rewrites.entries()) {
