@@ -1178,7 +1178,7 @@ export class Pool implements PoolCore {
    *
    * A full accounting pass (space-accounting.ts) with the points as the snapshot groups, cached
    * until the metadata changes. Large tables are accounted in slices that let I/O run between
-   * them (a pass over a 2 GiB volume of 4 KiB chunks with a dozen points took 200-390 ms, all of
+   * them (a pass over a 2 GiB volume of 4 KiB chunks with a dozen points took 165-560 ms, all of
    * it a stall of every export of the pool when done at once); such a result is exact for the
    * tables as each of their leaves was when visited. Concurrent callers share one pass.
    */
