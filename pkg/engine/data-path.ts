@@ -97,8 +97,12 @@ function physKey(phys: number): number {
 export class DataPath {
   /** performance.now() of the last foreground I/O: the filler yields while this is recent. */
   lastForegroundIo = 0;
+  /** The fast path's lock predicate (uncontendedPiece), made once rather than per write. */
+  private readonly lockIsFree: HoldsLock;
 
-  constructor(private readonly core: PoolCore) {}
+  constructor(private readonly core: PoolCore) {
+    this.lockIsFree = (key) => core.locks.isFree(key);
+  }
 
   checkRange(device: Device, offset: number, length: number, what: string): void {
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
@@ -440,7 +444,7 @@ export class DataPath {
     }
     // A partial chunk whose physical lock nobody holds is planned as locked: the fast paths run
     // to their record without a wait, so the filler cannot start on it in between.
-    return this.plan(device, offset, length, (key) => locks.isFree(key))[0];
+    return this.plan(device, offset, length, this.lockIsFree)[0];
   }
 
   /**
