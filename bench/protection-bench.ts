@@ -184,7 +184,9 @@ const loadAfter = loadAverage();
 const m = (runs: RunResult[], f: (r: RunResult) => number): number => median(runs.map(f));
 /** Protected over plain, as a change in % (median of the rounds, then each round). */
 const ratio = (f: (r: RunResult) => number): string => {
-  const per = plain.map((p, i) => f(protectedRuns[i]!) / f(p));
+  // Rounds where either arm has no figure (a split with no seconds in it) are left out.
+  const per = plain.map((p, i) => f(protectedRuns[i]!) / f(p)).filter(Number.isFinite);
+  if (per.length === 0) return "";
   const pc = (x: number): string => `${x >= 1 ? "+" : ""}${((x - 1) * 100).toFixed(1)} %`;
   return `${pc(median(per))} (rounds: ${per.map(pc).join(", ")})`;
 };
@@ -249,11 +251,7 @@ steadyRow(
 const growthRow = (label: string, grew: boolean): void => {
   const g = (r: RunResult): number => rateByGrowth(r.samples, steadyFrom, grew);
   const fmt = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : "-");
-  const per = plain.map((p, i) => g(protectedRuns[i]!) / g(p)).filter(Number.isFinite);
-  const pc = (x: number): string => `${x >= 1 ? "+" : ""}${((x - 1) * 100).toFixed(1)} %`;
-  console.log(
-    `| ${label} | ${fmt(m(plain, g))} | ${fmt(m(protectedRuns, g))} | ${per.length > 0 ? `${pc(median(per))} (rounds: ${per.map(pc).join(", ")})` : ""} |`,
-  );
+  console.log(`| ${label} | ${fmt(m(plain, g))} | ${fmt(m(protectedRuns, g))} | ${ratio(g)} |`);
 };
 growthRow("writes/s, steady seconds in which the data file did not grow", false);
 growthRow("writes/s, steady seconds in which it grew (new page-cache pages)", true);
